@@ -1,0 +1,63 @@
+"""All of the server's settings in one frozen dataclass, with safe defaults.
+
+Every limit the server enforces lives here, so a reader can see in one place what a client can make the server
+hold and for how long. The command line (``server.__main__``) and tests build a ``Config``; nothing else reads
+flags or environment variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.http import Limits
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings for one server (shared by all its worker processes)."""
+
+    app: str | None = None
+    binds: tuple[str, ...] = ("127.0.0.1:8000",)
+    workers: int = 1
+    threads: int = 8
+    loop: str = "auto"
+
+    # Timeouts, in seconds. The header timeout is a total deadline for the whole request head.
+    keepalive_timeout: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    send_timeout: float = 60.0
+    graceful_timeout: float = 30.0
+
+    # Limits; each answers with its own status when exceeded (see server.http).
+    max_header_bytes: int = 64 * 1024
+    max_header_count: int = 100
+    max_target_length: int = 8 * 1024
+    max_body_bytes: int = 1024**3
+    max_connections: int = 16384
+    # Request bodies larger than this are spooled to a temporary file instead of memory.
+    body_spool_bytes: int = 1024 * 1024
+
+    access_log: str = "off"
+    log_level: str = "info"
+    debug: bool = False
+
+    # Proxies whose X-Forwarded-* and Forwarded headers are believed: IPs, CIDR networks, "*", or "unix".
+    forwarded_allow_ips: tuple[str, ...] = ()
+
+    # Static mounts as given to --static ("URL=DIR"), with their shared options.
+    static: tuple[str, ...] = ()
+    static_max_age: int | None = None
+    static_listing: bool = False
+    static_dotfiles: bool = False
+    follow_symlinks: bool = False
+
+    @property
+    def limits(self) -> Limits:
+        """The parser's share of the limits."""
+        return Limits(
+            max_header_bytes=self.max_header_bytes,
+            max_header_count=self.max_header_count,
+            max_target_length=self.max_target_length,
+            max_body_bytes=self.max_body_bytes,
+        )

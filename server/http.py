@@ -1,0 +1,486 @@
+"""Sans-IO HTTP/1.1 (RFC 9112): request bytes in, events out; response heads and chunks out as bytes.
+
+Nothing here touches a socket, a clock or a thread, so every rule can be tested by feeding bytes, split at any
+point. The connection layer (``server.connection``) owns the socket and drives a ``RequestParser``::
+
+    parser.feed(data)
+    while (event := parser.next_event()) is not NEED_DATA:
+        ...  # a Request, then Data chunks, then EndOfMessage; then parser.start_next() for the next request
+
+The parser refuses ambiguity instead of guessing, because two parties guessing differently is how request
+smuggling happens: Content-Length together with Transfer-Encoding, differing Content-Length values, codings other
+than a final ``chunked``, obsolete line folding, whitespace before a header's colon, control characters, and a
+missing or repeated Host on HTTP/1.1 all raise ``ProtocolError`` carrying the status to answer with. After a
+``ProtocolError`` the connection must be closed: the parser no longer knows where the next request starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from time import time
+
+__all__ = [
+    "NEED_DATA",
+    "Data",
+    "EndOfMessage",
+    "Limits",
+    "ProtocolError",
+    "Request",
+    "RequestParser",
+    "chunk",
+    "error_response",
+    "http_date",
+    "reason_phrase",
+    "LAST_CHUNK",
+]
+
+
+class ProtocolError(Exception):
+    """The request cannot be served; answer with ``status`` and close the connection."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status} {detail}")
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one request may make the server hold in memory."""
+
+    max_header_bytes: int = 64 * 1024
+    max_header_count: int = 100
+    max_target_length: int = 8 * 1024
+    max_body_bytes: int = 1024**3
+    max_chunk_line: int = 4 * 1024
+
+
+@dataclass(slots=True)
+class Request:
+    """A parsed request head. Header names are lower-case ``str``; values are latin-1 decoded ``str``."""
+
+    method: str
+    target: str
+    path: str  # still percent-encoded, as it arrived
+    query: str
+    version: str  # "HTTP/1.1" or "HTTP/1.0"
+    headers: list[tuple[str, str]]
+    host: str  # from an absolute-form target, else the Host header ("" when neither)
+    scheme: str | None  # from an absolute-form target, else None
+    keep_alive: bool
+    content_length: int | None  # None for chunked bodies
+    chunked: bool
+    expect_continue: bool
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header ``name`` (lower-case), or ``default``."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """A piece of the request body, with transfer coding already removed."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage:
+    """The request body is complete. ``trailers`` holds chunked trailer fields, if any."""
+
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+"""Returned by ``next_event`` when more bytes must be fed (or the current request is finished)."""
+
+# RFC 9110 5.6.2: token characters. A method and a header name must be tokens.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A request target: visible ASCII plus obs-text (raw UTF-8 that clients send anyway); no controls, no spaces.
+_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+# A field line: token, colon, optional whitespace, a value free of control characters (HTAB allowed).
+_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*")
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
+
+# Parser states.
+_HEAD, _BODY_LENGTH, _CHUNK_HEAD, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = range(7)
+
+
+class RequestParser:
+    """Incremental parser for a stream of HTTP/1.x requests on one connection."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._buffer = bytearray()
+        self._state = _HEAD
+        self._remaining = 0  # bytes left in a Content-Length body or the current chunk
+        self._body_seen = 0
+        self._trailers: list[tuple[str, str]] = []
+        self._trailer_bytes = 0
+        self.request: Request | None = None
+
+    # -- feeding -------------------------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received from the peer."""
+        self._buffer += data
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes are not yet consumed (for example, a pipelined next request)."""
+        return len(self._buffer)
+
+    @property
+    def idle(self) -> bool:
+        """True between requests with nothing buffered: the connection may be closed without losing anything."""
+        return self._state == _HEAD and not self._buffer
+
+    def start_next(self) -> None:
+        """Begin the next request on this connection (after ``EndOfMessage``)."""
+        if self._state != _DONE:
+            raise RuntimeError("start_next() before the current request finished")
+        self._state = _HEAD
+        self.request = None
+        self._body_seen = 0
+        self._trailers = []
+        self._trailer_bytes = 0
+
+    # -- events --------------------------------------------------------------------------------------------------
+
+    def next_event(self) -> Request | Data | EndOfMessage | _NeedData:
+        """The next event from the buffered bytes, or ``NEED_DATA``. Raises ``ProtocolError``."""
+        state = self._state
+        if state == _HEAD:
+            return self._parse_head()
+        if state == _BODY_LENGTH:
+            return self._length_body()
+        if state == _DONE:
+            return NEED_DATA
+        return self._chunked_body()
+
+    # -- the head ------------------------------------------------------------------------------------------------
+
+    def _parse_head(self) -> Request | _NeedData:
+        buf = self._buffer
+        # RFC 9112 2.2: a server SHOULD ignore at least one empty line received before the request line.
+        while buf[:2] == b"\r\n":
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self._check_partial_head()
+            return NEED_DATA
+        if end + 4 > self.limits.max_header_bytes:
+            self._refuse_long_head(buf.find(b"\r\n"))
+        head = bytes(buf[:end])
+        del buf[: end + 4]
+        request = self._build_request(head.split(b"\r\n"))
+        self.request = request
+        if request.chunked:
+            self._state = _CHUNK_HEAD
+        else:
+            # A request without a body still ends with EndOfMessage, so callers handle one shape of stream.
+            self._state = _BODY_LENGTH
+            self._remaining = request.content_length or 0
+        return request
+
+    def _check_partial_head(self) -> None:
+        """Fail early on an incomplete head that can never become valid, rather than waiting for a timeout."""
+        buf = self._buffer
+        line_end = buf.find(b"\n")
+        if line_end >= 0 and (line_end == 0 or buf[line_end - 1] != 0x0D):
+            raise ProtocolError(400, "request line must end with CRLF")
+        if b"\x00" in buf:
+            raise ProtocolError(400, "NUL byte in request head")
+        if len(buf) > self.limits.max_header_bytes:
+            self._refuse_long_head(line_end)
+        if line_end < 0 and len(buf) > self.limits.max_target_length + 64:
+            raise ProtocolError(414, "request target too long")
+
+    def _refuse_long_head(self, line_end: int) -> None:
+        if line_end < 0 or line_end > self.limits.max_target_length + 64:
+            raise ProtocolError(414, "request target too long")
+        raise ProtocolError(431, "request header fields too large")
+
+    def _build_request(self, lines: list[bytes]) -> Request:
+        method, target, version = self._parse_request_line(lines[0])
+        if len(lines) - 1 > self.limits.max_header_count:
+            raise ProtocolError(431, "too many header fields")
+        headers = []
+        content_lengths: list[str] = []
+        transfer_encodings: list[str] = []
+        hosts: list[str] = []
+        connection_tokens: set[str] = set()
+        expect: str | None = None
+        for line in lines[1:]:
+            match = _FIELD.fullmatch(line)
+            if match is None:
+                raise ProtocolError(400, _describe_bad_field(line))
+            name = match.group(1).decode("ascii").lower()
+            value = match.group(2).decode("latin-1")
+            headers.append((name, value))
+            if name == "content-length":
+                content_lengths.append(value)
+            elif name == "transfer-encoding":
+                transfer_encodings.append(value)
+            elif name == "host":
+                hosts.append(value)
+            elif name == "connection":
+                connection_tokens.update(t.strip().lower() for t in value.split(","))
+            elif name == "expect":
+                expect = value.strip().lower()
+
+        host, scheme, path, query = self._parse_target(method, target, hosts, version)
+        chunked = self._parse_transfer_encoding(transfer_encodings, content_lengths, version)
+        content_length = None if chunked else self._parse_content_length(content_lengths)
+        if version == "HTTP/1.1":
+            keep_alive = "close" not in connection_tokens
+        else:
+            keep_alive = "keep-alive" in connection_tokens and "close" not in connection_tokens
+        expect_continue = False
+        if expect is not None and version == "HTTP/1.1":
+            if expect != "100-continue":
+                raise ProtocolError(417, f"unsupported expectation {expect!r}")
+            expect_continue = chunked or bool(content_length)
+        return Request(
+            method=method,
+            target=target,
+            path=path,
+            query=query,
+            version=version,
+            headers=headers,
+            host=host,
+            scheme=scheme,
+            keep_alive=keep_alive,
+            content_length=content_length,
+            chunked=chunked,
+            expect_continue=expect_continue,
+        )
+
+    def _parse_request_line(self, line: bytes) -> tuple[str, str, str]:
+        parts = line.split(b" ")
+        if len(parts) != 3:
+            raise ProtocolError(400, "malformed request line")
+        method, target, version = parts
+        if not _TOKEN.fullmatch(method):
+            raise ProtocolError(400, "malformed method")
+        if len(target) > self.limits.max_target_length:
+            raise ProtocolError(414, "request target too long")
+        if not _TARGET.fullmatch(target):
+            raise ProtocolError(400, "malformed request target")
+        match = _VERSION.fullmatch(version)
+        if match is None:
+            raise ProtocolError(400, "malformed HTTP version")
+        if match.group(1) != b"1":
+            raise ProtocolError(505, "only HTTP/1.x is supported")
+        # RFC 9110 6.2: a 1.x minor version above 1 is answered as 1.1.
+        version_str = "HTTP/1.0" if match.group(2) == b"0" else "HTTP/1.1"
+        return method.decode("ascii"), target.decode("latin-1"), version_str
+
+    def _parse_target(
+        self, method: str, target: str, hosts: list[str], version: str
+    ) -> tuple[str, str | None, str, str]:
+        """Split the target into (host, scheme, path, query), applying RFC 9112 3.2 and 3.3."""
+        if len(hosts) > 1:
+            raise ProtocolError(400, "more than one Host header")
+        if not hosts and version == "HTTP/1.1":
+            raise ProtocolError(400, "missing Host header")
+        host = hosts[0].strip() if hosts else ""
+        if host and not _HOST.fullmatch(host):
+            raise ProtocolError(400, "malformed Host header")
+        scheme = None
+        if target[0] == "/":
+            path = target
+        elif target == "*":
+            if method != "OPTIONS":
+                raise ProtocolError(400, "asterisk-form is only allowed with OPTIONS")
+            path = "*"
+        else:
+            scheme_part, sep, rest = target.partition("://")
+            if not sep or scheme_part.lower() not in ("http", "https"):
+                raise ProtocolError(400, "unsupported request target form")
+            scheme = scheme_part.lower()
+            authority, slash, path_rest = rest.partition("/")
+            authority = authority.split("?", 1)[0]
+            if "@" in authority or not authority or not _HOST.fullmatch(authority):
+                raise ProtocolError(400, "malformed authority in absolute-form target")
+            # RFC 9112 3.2.2: the target's authority replaces any Host header.
+            host = authority
+            path = "/" + path_rest if slash else "/" + rest[len(authority) :]
+            if path.startswith("/?"):
+                path = "/" + path[1:]
+        path, _, query = path.partition("?")
+        if "#" in path or "#" in query:
+            raise ProtocolError(400, "fragment in request target")
+        return host, scheme, path, query
+
+    @staticmethod
+    def _parse_transfer_encoding(encodings: list[str], lengths: list[str], version: str) -> bool:
+        if not encodings:
+            return False
+        if version == "HTTP/1.0":
+            # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means the framing is faulty.
+            raise ProtocolError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
+        if lengths:
+            raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
+        codings = [c.strip().lower() for value in encodings for c in value.split(",")]
+        if codings[-1] != "chunked":
+            raise ProtocolError(501, "the final transfer coding must be chunked")
+        if len(codings) > 1:
+            if "chunked" in codings[:-1]:
+                raise ProtocolError(400, "chunked applied more than once")
+            raise ProtocolError(501, f"unsupported transfer coding {codings[0]!r}")
+        return True
+
+    def _parse_content_length(self, lengths: list[str]) -> int:
+        if not lengths:
+            return 0
+        values = {v.strip() for value in lengths for v in value.split(",")}
+        if len(values) != 1:
+            raise ProtocolError(400, "conflicting Content-Length values")
+        (value,) = values
+        if not _CONTENT_LENGTH.fullmatch(value):
+            raise ProtocolError(400, "malformed Content-Length")
+        length = int(value)
+        if length > self.limits.max_body_bytes:
+            raise ProtocolError(413, "request body too large")
+        return length
+
+    # -- bodies --------------------------------------------------------------------------------------------------
+
+    def _length_body(self) -> Data | EndOfMessage | _NeedData:
+        if self._remaining == 0:
+            self._state = _DONE
+            return EndOfMessage()
+        buf = self._buffer
+        if not buf:
+            return NEED_DATA
+        take = min(self._remaining, len(buf))
+        data = bytes(buf[:take])
+        del buf[:take]
+        self._remaining -= take
+        return Data(data)
+
+    def _chunked_body(self) -> Data | EndOfMessage | _NeedData:
+        buf = self._buffer
+        while True:
+            state = self._state
+            if state == _CHUNK_DATA:
+                if not buf:
+                    return NEED_DATA
+                take = min(self._remaining, len(buf))
+                data = bytes(buf[:take])
+                del buf[:take]
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = _CHUNK_END
+                return Data(data)
+            line_end = buf.find(b"\r\n")
+            if line_end < 0:
+                if len(buf) > self.limits.max_chunk_line or (b"\n" in buf):
+                    raise ProtocolError(400, "malformed chunk framing")
+                return NEED_DATA
+            line = bytes(buf[:line_end])
+            del buf[: line_end + 2]
+            if state == _CHUNK_END:
+                if line:
+                    raise ProtocolError(400, "chunk data longer than its size")
+                self._state = _CHUNK_HEAD
+            elif state == _CHUNK_HEAD:
+                match = _CHUNK_SIZE.fullmatch(line)
+                if match is None or b"\r" in line or b"\n" in line or b"\x00" in line:
+                    raise ProtocolError(400, "invalid chunk size")
+                size = int(match.group(1), 16)
+                self._body_seen += size
+                if self._body_seen > self.limits.max_body_bytes:
+                    raise ProtocolError(413, "request body too large")
+                if size == 0:
+                    self._state = _TRAILERS
+                else:
+                    self._remaining = size
+                    self._state = _CHUNK_DATA
+            else:  # _TRAILERS: field lines until an empty line
+                if not line:
+                    self._state = _DONE
+                    return EndOfMessage(self._trailers)
+                self._trailer_bytes += len(line) + 2
+                if (
+                    self._trailer_bytes > self.limits.max_header_bytes
+                    or len(self._trailers) >= self.limits.max_header_count
+                ):
+                    raise ProtocolError(431, "trailer fields too large")
+                match = _FIELD.fullmatch(line)
+                if match is None:
+                    raise ProtocolError(400, _describe_bad_field(line))
+                self._trailers.append((match.group(1).decode("ascii").lower(), match.group(2).decode("latin-1")))
+
+
+def _describe_bad_field(line: bytes) -> str:
+    """Say which rule a rejected field line broke, for the log and the 400 page."""
+    if line[:1] in (b" ", b"\t"):
+        return "obsolete line folding is not accepted"
+    name, colon, _ = line.partition(b":")
+    if not colon:
+        return "header line without a colon"
+    if name != name.rstrip(b" \t"):
+        return "whitespace between header name and colon"
+    if not _TOKEN.fullmatch(name):
+        return "malformed header name"
+    return "control character in header value"
+
+
+# -- responses -----------------------------------------------------------------------------------------------------
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase for ``status`` ("Unknown" when there is none)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The current time as an IMF-fixdate, recomputed at most once per second."""
+    global _date_cache
+    now = int(time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def chunk(data: bytes) -> bytes:
+    """Frame ``data`` as one chunk of a chunked response body (``data`` must not be empty)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def error_response(status: int, detail: str, server: str, *, close: bool = True) -> bytes:
+    """A complete small plain-text response for an error the server answers itself."""
+    body = f"{status} {reason_phrase(status)}\n{detail}\n".encode()
+    head = (
+        f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"
+        f"Date: {http_date()}\r\nServer: {server}\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+        + ("Connection: close\r\n" if close else "")
+        + "\r\n"
+    )
+    return head.encode("latin-1") + body

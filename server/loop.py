@@ -1,0 +1,328 @@
+"""The reactor: one thread waits for many sockets at once and never blocks on any of them.
+
+This is the heart of the concurrency story. Instead of a thread per connection, one loop asks the kernel "which
+of these descriptors can I read or write without waiting?" and handles only those. Three kernel interfaces answer
+that question, and the server can use any of them (``--loop``), because each teaches something:
+
+- ``select``: a bitmap of descriptors, rebuilt and scanned on every call; descriptors above FD_SETSIZE (1024)
+  cannot be watched at all, so the server answers 503 at that limit instead of failing.
+- ``poll``: an array instead of a bitmap; no descriptor limit, but still O(n) per call.
+- ``epoll`` (Linux): the kernel keeps the interest set; each call costs O(ready), not O(watched), so ten thousand
+  idle keep-alive connections cost nothing per wakeup. The default on Linux.
+
+Every registration here is *one-shot*: after a descriptor reports an event it is disarmed until its owner arms
+it again. That rule is what lets a connection be handed to a worker thread and back safely: while a worker owns
+a connection the loop cannot see it, and the worker gives it back with ``arm`` as its very last act. epoll does
+this in the kernel (``EPOLLONESHOT``) and lets any thread re-arm; for poll and select the loop emulates it, and
+re-arming from another thread goes through ``call_soon_threadsafe``.
+
+Other threads wake the loop with an eventfd (a socketpair where there is none) and a queue of callbacks. Timers
+are a small heap; the server uses one periodic timer to sweep connection deadlines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger("server.loop")
+
+READ = select.POLLIN  # the same values as EPOLLIN / EPOLLOUT
+WRITE = select.POLLOUT
+_ERRORS = select.POLLERR | select.POLLHUP
+
+
+class Handler(Protocol):
+    """Anything registered with the reactor: it is told which events fired."""
+
+    def handle_event(self, events: int) -> None: ...
+
+
+# -- pollers: the three kernel interfaces behind one small interface ----------------------------------------------
+
+
+class EpollPoller:
+    """epoll: the kernel keeps the interest set, and any thread may re-arm a descriptor."""
+
+    name = "epoll"
+    max_fd: int | None = None
+    threadsafe_arm = True
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+
+    def add(self, fd: int, events: int, *, oneshot: bool, exclusive: bool = False) -> None:
+        flags = events | (select.EPOLLONESHOT if oneshot else 0)
+        if exclusive:
+            # Several worker processes wait on one listening socket: wake only one of them per connection.
+            flags |= select.EPOLLEXCLUSIVE
+        self._epoll.register(fd, flags)
+
+    def arm(self, fd: int, events: int) -> None:
+        self._epoll.modify(fd, events | select.EPOLLONESHOT)
+
+    def remove(self, fd: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(fd)
+
+    def wait(self, timeout: float | None) -> list[tuple[int, int]]:
+        return self._epoll.poll(-1 if timeout is None else timeout)
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
+class PollPoller:
+    """poll(2): no descriptor limit, but the whole interest array is passed to the kernel on every call."""
+
+    name = "poll"
+    max_fd: int | None = None
+    threadsafe_arm = False
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._oneshot: set[int] = set()
+
+    def add(self, fd: int, events: int, *, oneshot: bool, exclusive: bool = False) -> None:
+        self._poll.register(fd, events)
+        if oneshot:
+            self._oneshot.add(fd)
+
+    def arm(self, fd: int, events: int) -> None:
+        self._poll.modify(fd, events)
+
+    def remove(self, fd: int) -> None:
+        self._oneshot.discard(fd)
+        with contextlib.suppress(KeyError):
+            self._poll.unregister(fd)
+
+    def wait(self, timeout: float | None) -> list[tuple[int, int]]:
+        events = self._poll.poll(None if timeout is None else timeout * 1000)
+        for fd, _ in events:
+            if fd in self._oneshot:
+                self._poll.modify(fd, 0)  # emulate EPOLLONESHOT
+        return events
+
+    def close(self) -> None:
+        pass
+
+
+class SelectPoller:
+    """select(2): two bitmaps rebuilt every call, limited to descriptors below FD_SETSIZE."""
+
+    name = "select"
+    max_fd: int | None = 1024  # FD_SETSIZE on Linux
+    threadsafe_arm = False
+
+    def __init__(self) -> None:
+        self._interest: dict[int, int] = {}
+        self._oneshot: set[int] = set()
+
+    def add(self, fd: int, events: int, *, oneshot: bool, exclusive: bool = False) -> None:
+        if fd >= 1024:
+            raise OSError(f"descriptor {fd} is beyond select()'s limit")
+        self._interest[fd] = events
+        if oneshot:
+            self._oneshot.add(fd)
+
+    def arm(self, fd: int, events: int) -> None:
+        self._interest[fd] = events
+
+    def remove(self, fd: int) -> None:
+        self._interest.pop(fd, None)
+        self._oneshot.discard(fd)
+
+    def wait(self, timeout: float | None) -> list[tuple[int, int]]:
+        readers = [fd for fd, ev in self._interest.items() if ev & READ]
+        writers = [fd for fd, ev in self._interest.items() if ev & WRITE]
+        if not readers and not writers:
+            time.sleep(timeout if timeout is not None else 0.05)
+            return []
+        r, w, x = select.select(readers, writers, readers, timeout)
+        ready: dict[int, int] = {}
+        for fd in r:
+            ready[fd] = ready.get(fd, 0) | READ
+        for fd in w:
+            ready[fd] = ready.get(fd, 0) | WRITE
+        for fd in x:
+            ready[fd] = ready.get(fd, 0) | READ
+        for fd in ready:
+            if fd in self._oneshot:
+                self._interest[fd] = 0
+        return list(ready.items())
+
+    def close(self) -> None:
+        pass
+
+
+POLLERS = {"epoll": EpollPoller, "poll": PollPoller, "select": SelectPoller}
+
+
+def make_poller(kind: str = "auto") -> EpollPoller | PollPoller | SelectPoller:
+    """The poller named ``kind``; ``auto`` picks the best this platform has."""
+    if kind == "auto":
+        kind = "epoll" if hasattr(select, "epoll") else "poll" if hasattr(select, "poll") else "select"
+    if kind not in POLLERS or not hasattr(select, kind):
+        raise ValueError(f"event loop {kind!r} is not available here (choose from auto, epoll, poll, select)")
+    return POLLERS[kind]()
+
+
+# -- the reactor ----------------------------------------------------------------------------------------------------
+
+
+class _Wakeup:
+    """A descriptor other threads write to so that a sleeping loop returns from its wait."""
+
+    def __init__(self) -> None:
+        if hasattr(os, "eventfd"):
+            self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._write_fd = self.fd
+            self._pair = None
+        else:  # pragma: no cover - non-Linux
+            self._pair = socket.socketpair()
+            for s in self._pair:
+                s.setblocking(False)
+            self.fd = self._pair[0].fileno()
+            self._write_fd = self._pair[1].fileno()
+
+    def signal(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._write_fd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.fd, 4096)
+
+    def close(self) -> None:
+        if self._pair:
+            for s in self._pair:
+                s.close()
+        else:
+            os.close(self.fd)
+
+
+class Reactor:
+    """Runs handlers when their descriptors are ready, callbacks from other threads, and timers."""
+
+    def __init__(self, kind: str = "auto") -> None:
+        self.poller = make_poller(kind)
+        self.handlers: dict[int, Handler] = {}
+        self._callbacks: deque[tuple[Callable, tuple]] = deque()
+        self._wakeup = _Wakeup()
+        self._wakeup_pending = False
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_ids = itertools.count()
+        self._running = False
+        self.thread: threading.Thread | None = None
+        self.poller.add(self._wakeup.fd, READ, oneshot=False)
+
+    @property
+    def name(self) -> str:
+        return self.poller.name
+
+    # Registration happens on the loop thread; ``arm`` may be called from any thread.
+
+    def add(self, fd: int, handler: Handler, events: int, *, oneshot: bool = True, exclusive: bool = False) -> None:
+        """Watch ``fd`` for ``events`` and call ``handler.handle_event`` when they fire."""
+        self.poller.add(fd, events, oneshot=oneshot, exclusive=exclusive)
+        self.handlers[fd] = handler
+
+    def remove(self, fd: int) -> None:
+        """Stop watching ``fd`` (call before closing it)."""
+        self.handlers.pop(fd, None)
+        self.poller.remove(fd)
+
+    def arm(self, fd: int, events: int) -> None:
+        """Re-arm a one-shot descriptor. Safe from any thread; ownership passes to the loop."""
+        if self.poller.threadsafe_arm or threading.current_thread() is self.thread:
+            try:
+                self.poller.arm(fd, events)
+            except (OSError, KeyError, ValueError):
+                # Closed meanwhile: its handler has been removed, so there is nothing to arm.
+                log.debug("arm(%d) on a descriptor that is gone", fd)
+        else:
+            self.call_soon_threadsafe(self._arm_if_present, fd, events)
+
+    def _arm_if_present(self, fd: int, events: int) -> None:
+        if fd in self.handlers:
+            self.poller.arm(fd, events)
+
+    def call_soon_threadsafe(self, callback: Callable, *args: object) -> None:
+        """Run ``callback(*args)`` on the loop thread soon. Safe from any thread."""
+        self._callbacks.append((callback, args))
+        if not self._wakeup_pending:
+            self._wakeup_pending = True
+            self._wakeup.signal()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` on the loop thread after ``delay`` seconds (loop thread only)."""
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), callback))
+
+    def stop(self) -> None:
+        """Make ``run`` return after the current iteration. Safe from any thread and from signal handlers."""
+        self._running = False
+        self._wakeup.signal()
+
+    def run(self) -> None:
+        """Wait for events and dispatch them until ``stop`` is called."""
+        self.thread = threading.current_thread()
+        self._running = True
+        handlers = self.handlers
+        wait = self.poller.wait
+        wakeup_fd = self._wakeup.fd
+        while self._running:
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            if self._callbacks:
+                timeout = 0.0
+            try:
+                events = wait(timeout)
+            except InterruptedError:
+                continue
+            for fd, mask in events:
+                if fd == wakeup_fd:
+                    self._wakeup.drain()
+                    continue
+                handler = handlers.get(fd)
+                if handler is not None:
+                    try:
+                        handler.handle_event(mask)
+                    except Exception:
+                        log.exception("unhandled error in the handler for descriptor %d", fd)
+            self._run_callbacks()
+            self._run_timers()
+
+    def _run_callbacks(self) -> None:
+        self._wakeup_pending = False
+        callbacks = self._callbacks
+        for _ in range(len(callbacks)):
+            callback, args = callbacks.popleft()
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("unhandled error in a loop callback")
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, callback = heapq.heappop(timers)
+            try:
+                callback()
+            except Exception:
+                log.exception("unhandled error in a timer")
+
+    def close(self) -> None:
+        self.poller.close()
+        self._wakeup.close()
