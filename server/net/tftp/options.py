@@ -1,0 +1,144 @@
+"""Option negotiation (RFC 2347): blksize (RFC 2348), timeout and tsize (RFC 2349), windowsize (RFC 7440).
+
+The client proposes, the server disposes: the server answers the options it accepts in an OACK, possibly with
+smaller values, and silently drops the rest; the client then checks the OACK against what it asked for. Both
+halves live here, as pure functions, so that the server and the client agree by construction and tests can
+cover every branch without a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .packets import ErrorCode
+
+DEFAULT_BLKSIZE = 512
+MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464  # RFC 2348
+MIN_TIMEOUT, MAX_TIMEOUT = 1, 255  # RFC 2349, in whole seconds
+MIN_WINDOWSIZE, MAX_WINDOWSIZE = 1, 65535  # RFC 7440
+
+
+class NegotiationError(Exception):
+    """The options cannot be honoured; carries the TFTP error code to answer with."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a transfer runs with once negotiation is over."""
+
+    blksize: int = DEFAULT_BLKSIZE
+    windowsize: int = 1
+    timeout: float = 1.0  # seconds before a retransmission
+    retries: int = 5  # retransmissions of the same packet before giving up
+    tsize: int | None = None  # the announced transfer size, when known
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The server's bounds on what a client may ask for."""
+
+    max_blksize: int = MAX_BLKSIZE
+    max_windowsize: int = 64
+    max_upload: int | None = None  # largest accepted upload in bytes; None means no limit
+
+
+def _int_in(value: str, low: int, high: int) -> int | None:
+    """Parse a decimal option value; None when it is not a number in [low, high]."""
+    if not value.isascii() or not value.isdigit():
+        return None
+    number = int(value)
+    return number if low <= number <= high else None
+
+
+def negotiate(
+    requested: dict[str, str],
+    *,
+    is_read: bool,
+    file_size: int | None,
+    limits: ServerLimits,
+    base: Settings,
+) -> tuple[dict[str, str], Settings]:
+    """Server side: decide which requested options to accept; return the OACK options and the settings.
+
+    An empty OACK dict means "answer as plain RFC 1350". Invalid values are ignored rather than refused: a
+    client that sent them gets the defaults, as from a server without options support. ``file_size`` is the
+    size of the file to send (RRQ) or None when unknown (netascii).
+    """
+    accepted: dict[str, str] = {}
+    settings = base
+    if (blksize := _int_in(requested.get("blksize", ""), MIN_BLKSIZE, MAX_BLKSIZE)) is not None:
+        blksize = min(blksize, limits.max_blksize)
+        accepted["blksize"] = str(blksize)
+        settings = replace(settings, blksize=blksize)
+    if (timeout := _int_in(requested.get("timeout", ""), MIN_TIMEOUT, MAX_TIMEOUT)) is not None:
+        accepted["timeout"] = str(timeout)
+        settings = replace(settings, timeout=float(timeout))
+    if "tsize" in requested:
+        tsize = _int_in(requested["tsize"], 0, 2**63)
+        if is_read and file_size:
+            # curl (7.88) rejects an OACK announcing "tsize 0", so an empty file is announced by omission.
+            accepted["tsize"] = str(file_size)
+            settings = replace(settings, tsize=file_size)
+        elif not is_read and tsize is not None:
+            if limits.max_upload is not None and tsize > limits.max_upload:
+                raise NegotiationError(
+                    ErrorCode.DISK_FULL, f"upload of {tsize} bytes exceeds the limit of {limits.max_upload}"
+                )
+            accepted["tsize"] = str(tsize)
+            settings = replace(settings, tsize=tsize)
+    window = _int_in(requested.get("windowsize", ""), MIN_WINDOWSIZE, MAX_WINDOWSIZE)
+    if window is not None:
+        window = min(window, limits.max_windowsize)
+        accepted["windowsize"] = str(window)
+        settings = replace(settings, windowsize=window)
+    return accepted, settings
+
+
+def client_options(settings: Settings, *, tsize: int | None) -> dict[str, str]:
+    """Client side: the options for a request; defaults are left out, so a plain server sees a plain request.
+
+    ``tsize`` is 0 on a read (asking for the size), the file size on a write, or None to leave it out.
+    """
+    options: dict[str, str] = {}
+    if settings.blksize != DEFAULT_BLKSIZE:
+        options["blksize"] = str(settings.blksize)
+    if settings.windowsize != 1:
+        options["windowsize"] = str(settings.windowsize)
+    if tsize is not None:
+        options["tsize"] = str(tsize)
+    return options
+
+
+def accept_oack(requested: dict[str, str], oack: dict[str, str], base: Settings) -> Settings:
+    """Client side: check the server's OACK against the request and return the settings it establishes.
+
+    RFC 2347 lets the server lower blksize and windowsize but not raise them, and forbids options the client
+    did not ask for; anything else fails the negotiation (the caller answers ERROR 8).
+    """
+    settings = base
+    for name, value in oack.items():
+        if name not in requested:
+            message = f"server acknowledged unrequested option {name!r}"
+            raise NegotiationError(ErrorCode.OPTION_NEGOTIATION, message)
+        if name == "blksize":
+            number = _int_in(value, MIN_BLKSIZE, int(requested[name]))
+            settings = replace(settings, blksize=_checked(name, value, number))
+        elif name == "windowsize":
+            number = _int_in(value, MIN_WINDOWSIZE, int(requested[name]))
+            settings = replace(settings, windowsize=_checked(name, value, number))
+        elif name == "timeout":
+            number = _int_in(value, MIN_TIMEOUT, MAX_TIMEOUT)
+            settings = replace(settings, timeout=float(_checked(name, value, number)))
+        elif name == "tsize":
+            settings = replace(settings, tsize=_checked(name, value, _int_in(value, 0, 2**63)))
+    return settings
+
+
+def _checked(name: str, value: str, number: int | None) -> int:
+    if number is None:
+        raise NegotiationError(ErrorCode.OPTION_NEGOTIATION, f"server answered invalid {name} {value!r}")
+    return number

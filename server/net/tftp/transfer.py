@@ -1,0 +1,388 @@
+"""The two halves of a TFTP transfer as sans-IO state machines: a ``Sender`` and a ``Receiver``.
+
+A transfer never touches a socket or a clock. The I/O layer feeds it each datagram with its source address and
+the current time (``datagram_received``) and calls ``tick`` when ``deadline`` passes; both return the
+datagrams to send, each with its destination. The same two classes serve all four roles:
+
+==============  ============================  =============================================
+role            machine                       how it starts
+==============  ============================  =============================================
+server, RRQ     ``Sender(request=None)``      sends OACK (as "block 0") or DATA 1
+server, WRQ     ``Receiver(request=None)``    sends OACK or ACK 0, waits for DATA 1
+client, get     ``Receiver(request=RRQ)``     sends RRQ, takes OACK or DATA 1 as the answer
+client, put     ``Sender(request=WRQ)``       sends WRQ, takes OACK or ACK 0 as the answer
+==============  ============================  =============================================
+
+The rules of the protocol that live here:
+
+- Transfer IDs (RFC 1350 section 4): the first answer to a request fixes the peer's port; from then on a
+  datagram from any other address is answered with ERROR 5 and otherwise ignored, so a stranger cannot disturb
+  a transfer.
+- Retransmission: only on timeout, a bounded number of times. A duplicate ACK never causes a retransmission in
+  lock-step mode; that is the cure for the Sorcerer's Apprentice bug (RFC 1123 section 4.2.3.1), where every
+  duplicate ACK doubled the traffic for the rest of the transfer.
+- Windows (RFC 7440): the sender sends up to ``windowsize`` blocks, the receiver acknowledges the last block
+  of a window, or the last block it got in order when something is missing, and the sender goes on from there.
+- Block numbers are 16 bits on the wire and wrap from 65535 to 0; internally blocks are counted without bound
+  and an incoming number is mapped onto the window, so files of any size transfer.
+- The last block is shorter than ``blksize``, possibly empty: that is how the receiver knows the file ended.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from enum import Enum
+from typing import Any, NamedTuple
+
+from . import options as opts
+from .packets import (
+    Ack,
+    Data,
+    Error,
+    ErrorCode,
+    MalformedPacket,
+    OptionAck,
+    Request,
+    decode,
+    encode_ack,
+    encode_data,
+)
+
+Address = tuple[Any, ...]  # what socket.recvfrom returns: (host, port) or (host, port, flowinfo, scope_id)
+
+_ERROR_OPCODE = b"\x00\x05"
+
+
+class Datagram(NamedTuple):
+    """One datagram to send: bytes and where to."""
+
+    data: bytes
+    addr: Address
+
+
+class State(Enum):
+    REQUESTING = "requesting"  # client: request sent, no answer yet
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class TransferFailed(Exception):
+    """Why a transfer ended badly: the TFTP error code, its message, and whether the peer sent it."""
+
+    def __init__(self, code: int, message: str, *, remote: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.remote = remote
+
+    def __str__(self) -> str:
+        who = "peer" if self.remote else "local"
+        return f"{self.message} ({who} error {self.code})"
+
+
+def error_for_os_error(exc: OSError) -> tuple[ErrorCode, str]:
+    """Map a file-system failure to the TFTP error that describes it best."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ErrorCode.DISK_FULL, ErrorCode.DISK_FULL.default_message
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ErrorCode.ACCESS_VIOLATION, ErrorCode.ACCESS_VIOLATION.default_message
+    if exc.errno == errno.ENOENT:
+        return ErrorCode.FILE_NOT_FOUND, ErrorCode.FILE_NOT_FOUND.default_message
+    return ErrorCode.NOT_DEFINED, exc.strerror or str(exc)
+
+
+class _Transfer:
+    """What both halves share: the peer and its TID, the retransmission timer, and failing cleanly."""
+
+    def __init__(self, peer: Address, settings: opts.Settings, now: float, request: Request | None) -> None:
+        self.peer = peer
+        self.settings = settings
+        self.state = State.RUNNING if request is None else State.REQUESTING
+        self.error: TransferFailed | None = None
+        self.bytes_transferred = 0  # payload bytes delivered (receiver) or acknowledged (sender)
+        self._request = request
+        self._retries = 0
+        self._deadline: float | None = now + settings.timeout
+        self._last: list[bytes] = []  # what a timeout retransmits
+
+    @property
+    def deadline(self) -> float | None:
+        """When ``tick`` must next be called; None once the transfer is over."""
+        return self._deadline if self.state in (State.REQUESTING, State.RUNNING) else None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (State.COMPLETE, State.FAILED)
+
+    def start(self) -> list[Datagram]:
+        """The first datagrams of the transfer: the request (client) or the first answer to it (server)."""
+        return self._to_peer(self._last)
+
+    def datagram_received(self, data: bytes, addr: Address, now: float) -> list[Datagram]:
+        if not self._is_peer(addr):
+            if self.state == State.REQUESTING and addr[0] == self.peer[0]:
+                self.peer = addr  # the first answer from the server's host fixes its TID
+            else:
+                return self._stranger(data, addr)
+        if self.state == State.FAILED:
+            return []
+        try:
+            packet = decode(data)
+        except MalformedPacket as exc:
+            return self._fail(ErrorCode.ILLEGAL_OPERATION, f"malformed packet: {exc}")
+        if isinstance(packet, Error):
+            if not self.finished:
+                self.state = State.FAILED
+                self.error = TransferFailed(packet.code, packet.message or packet.text, remote=True)
+            return []
+        return self._handle(packet, now)
+
+    def tick(self, now: float) -> list[Datagram]:
+        """Retransmit after a timeout, or give up when the retries are spent."""
+        if self.deadline is None or now < self._deadline:
+            return []
+        if self._retries >= self.settings.retries:
+            gone = f"timed out after {self._retries} retransmissions"
+            if self.state == State.REQUESTING:  # nobody answered, so there is nobody to tell
+                self.state = State.FAILED
+                message = f"no answer from the server: {gone}"
+                self.error = TransferFailed(ErrorCode.NOT_DEFINED, message, remote=False)
+                return []
+            return self._fail(ErrorCode.NOT_DEFINED, f"peer {gone}")
+        self._retries += 1
+        self._deadline = now + self.settings.timeout
+        return self._to_peer(self._last)
+
+    def abort(self, message: str = "transfer cancelled") -> list[Datagram]:
+        """Stop locally (Ctrl-C, shutdown) and tell the peer."""
+        return [] if self.finished else self._fail(ErrorCode.NOT_DEFINED, message)
+
+    # -- helpers for the subclasses
+
+    def _handle(self, packet: Any, now: float) -> list[Datagram]:
+        raise NotImplementedError
+
+    def _is_peer(self, addr: Address) -> bool:
+        return addr[0] == self.peer[0] and addr[1] == self.peer[1]
+
+    def _stranger(self, data: bytes, addr: Address) -> list[Datagram]:
+        # RFC 1350: "If a source TID does not match, the packet should be discarded as erroneously sent from
+        # somewhere else. An error packet should be sent to the source of the incorrect packet, while not
+        # disturbing the transfer." Errors are never answered with errors: two strangers could loop forever.
+        if data[:2] == _ERROR_OPCODE:
+            return []
+        return [Datagram(Error(ErrorCode.UNKNOWN_TID).encode(), addr)]
+
+    def _to_peer(self, packets: list[bytes]) -> list[Datagram]:
+        return [Datagram(p, self.peer) for p in packets]
+
+    def _fail(self, code: int, message: str) -> list[Datagram]:
+        self.state = State.FAILED
+        self.error = TransferFailed(code, message, remote=False)
+        return [Datagram(Error(code, message).encode(), self.peer)]
+
+    def _fail_os(self, exc: OSError) -> list[Datagram]:
+        return self._fail(*error_for_os_error(exc))
+
+    def _illegal(self, packet: Any) -> list[Datagram]:
+        return self._fail(ErrorCode.ILLEGAL_OPERATION, f"unexpected {type(packet).__name__} packet")
+
+    def _negotiated(self, oack: OptionAck) -> list[Datagram] | None:
+        """Client: adopt the server's OACK, or fail with ERROR 8 (returning what to send) if it is invalid."""
+        assert self._request is not None
+        try:
+            self.settings = opts.accept_oack(self._request.options, oack.options, self.settings)
+        except opts.NegotiationError as exc:
+            return self._fail(exc.code, str(exc))
+        return None
+
+    def _fall_back(self) -> None:
+        """Client: an answer without OACK means the server ignored every option: RFC 1350 defaults apply."""
+        self.settings = replace(self.settings, blksize=opts.DEFAULT_BLKSIZE, windowsize=1, tsize=None)
+
+
+class Sender(_Transfer):
+    """Sends a file: DATA out, ACKs in. ``read(n)`` returns ``n`` bytes, fewer only at the end of the file."""
+
+    def __init__(
+        self,
+        read: Callable[[int], bytes],
+        peer: Address,
+        settings: opts.Settings,
+        now: float,
+        *,
+        request: Request | None = None,
+        oack: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(peer, settings, now, request)
+        self._read = read
+        # The window holds the blocks sent but not yet acknowledged, as (block, payload length, packet).
+        self._window: deque[tuple[int, int, bytes]] = deque()
+        self._base = 1  # the oldest unacknowledged block, counted without wrapping
+        self._next = 1  # the next block to read from the file
+        self._eof = False
+        self._resent_for = -1  # the window start a duplicate ACK already made us resend (windowsize > 1)
+        if request is not None:
+            self._last = [request.encode()]
+        elif oack:
+            # The OACK is acknowledged by ACK 0, exactly like a block 0: treating it as one reuses the window
+            # logic, its retransmission included.
+            self._base = 0
+            self._window.append((0, 0, OptionAck(oack).encode()))
+            self._last = [self._window[0][2]]
+        else:
+            self._last = self._fill()
+
+    def _handle(self, packet: Any, now: float) -> list[Datagram]:
+        if self.state == State.COMPLETE:
+            return []  # a duplicate of the final ACK
+        if self.state == State.REQUESTING:
+            if isinstance(packet, OptionAck):
+                failed = self._negotiated(packet)
+                if failed is not None:
+                    return failed
+            elif isinstance(packet, Ack) and packet.block == 0:
+                self._fall_back()
+            else:
+                return self._illegal(packet)
+            self.state = State.RUNNING
+            self._base = self._next = 1
+            return self._advance(now)
+        if isinstance(packet, Ack):
+            return self._on_ack(packet.block, now)
+        if isinstance(packet, OptionAck):
+            return []  # a retransmitted OACK: our DATA will be retransmitted on our own timeout
+        return self._illegal(packet)
+
+    def _on_ack(self, block: int, now: float) -> list[Datagram]:
+        # Map the 16-bit number onto [base - 1, base - 1 + len(window)], the only ACKs that make sense.
+        offset = (block - (self._base - 1)) & 0xFFFF
+        if offset > len(self._window):
+            return []  # older than the window, or for a block never sent: stale, ignore it
+        if offset == 0:
+            # A repeat of the ACK that opened this window. In lock-step mode it is a duplicate and answering
+            # it would be the Sorcerer's Apprentice bug. With a window it means "the first block went
+            # missing", so it earns one retransmission of the window, never more.
+            if self.settings.windowsize == 1 or self._resent_for == self._base:
+                return []
+            self._resent_for = self._base
+            self._deadline = now + self.settings.timeout
+            return self._to_peer(self._last)
+        for _ in range(offset):
+            self.bytes_transferred += self._window.popleft()[1]
+        self._base += offset
+        self._retries = 0
+        if not self._window and self._eof:
+            self.state = State.COMPLETE
+            return []
+        return self._advance(now)
+
+    def _advance(self, now: float) -> list[Datagram]:
+        try:
+            self._last = self._fill()
+        except OSError as exc:
+            return self._fail_os(exc)
+        self._deadline = now + self.settings.timeout
+        return self._to_peer(self._last)
+
+    def _fill(self) -> list[bytes]:
+        """Top the window up from the file; return every packet in it (the ones to send or resend)."""
+        blksize = self.settings.blksize
+        while len(self._window) < self.settings.windowsize and not self._eof:
+            payload = self._read(blksize)
+            self._eof = len(payload) < blksize  # a short block, even an empty one, ends the file
+            self._window.append((self._next, len(payload), encode_data(self._next & 0xFFFF, payload)))
+            self._next += 1
+        return [packet for _, _, packet in self._window]
+
+
+class Receiver(_Transfer):
+    """Receives a file: DATA in, ACKs out, payloads handed to ``write`` in order.
+
+    ``limit`` caps the bytes accepted (ERROR 3 beyond it): an upload cannot fill the disk by lying in tsize.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[bytes], object],
+        peer: Address,
+        settings: opts.Settings,
+        now: float,
+        *,
+        request: Request | None = None,
+        oack: dict[str, str] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(peer, settings, now, request)
+        self._write = write
+        self._limit = limit
+        self._expected = 1  # the next block wanted, counted without wrapping
+        self._unacked = 0  # blocks received in order since the last ACK we sent
+        self._strays = 0  # blocks received out of order since the last in-order one
+        if request is not None:
+            self._last = [request.encode()]
+        else:
+            self._last = [OptionAck(oack).encode() if oack else encode_ack(0)]
+
+    def _handle(self, packet: Any, now: float) -> list[Datagram]:
+        if self.state == State.COMPLETE:
+            # Our final ACK may have been lost: the sender repeats its last block, and we acknowledge it
+            # again.
+            if isinstance(packet, Data) and packet.block == (self._expected - 1) & 0xFFFF:
+                return self._to_peer(self._last)
+            return []
+        if self.state == State.REQUESTING:
+            if isinstance(packet, OptionAck):
+                failed = self._negotiated(packet)
+                if failed is not None:
+                    return failed
+                self.state = State.RUNNING
+                self._last = [encode_ack(0)]
+                self._deadline = now + self.settings.timeout
+                return self._to_peer(self._last)
+            if not isinstance(packet, Data):
+                return self._illegal(packet)
+            self._fall_back()
+            self.state = State.RUNNING
+        if isinstance(packet, Data):
+            return self._on_data(packet, now)
+        if isinstance(packet, OptionAck) and self._expected == 1 and self._request is not None:
+            return self._to_peer(self._last)  # the server did not get our ACK 0 and repeated its OACK
+        return self._illegal(packet)
+
+    def _on_data(self, packet: Data, now: float) -> list[Datagram]:
+        settings = self.settings
+        size = len(packet.payload)
+        if size > settings.blksize:
+            message = f"block of {size} bytes exceeds blksize {settings.blksize}"
+            return self._fail(ErrorCode.ILLEGAL_OPERATION, message)
+        if packet.block != self._expected & 0xFFFF:
+            # Out of order, or a duplicate. Acknowledge the last block we have so the sender resumes from
+            # there, but only once per window's worth of strays: a retransmitted window must not become a
+            # burst of ACKs.
+            first_stray = self._strays % settings.windowsize == 0
+            self._strays += 1
+            return self._to_peer([encode_ack((self._expected - 1) & 0xFFFF)]) if first_stray else []
+        if self._limit is not None and self.bytes_transferred + size > self._limit:
+            return self._fail(ErrorCode.DISK_FULL, f"transfer exceeds the limit of {self._limit} bytes")
+        try:
+            self._write(packet.payload)
+        except OSError as exc:
+            return self._fail_os(exc)
+        self.bytes_transferred += size
+        self._expected += 1
+        self._strays = 0
+        self._retries = 0
+        self._deadline = now + settings.timeout
+        self._last = [encode_ack(packet.block)]
+        self._unacked += 1
+        if size < settings.blksize:
+            self.state = State.COMPLETE
+        elif self._unacked < settings.windowsize:
+            return []
+        self._unacked = 0
+        return self._to_peer(self._last)
