@@ -1,0 +1,589 @@
+"""Shared machinery for the side-by-side benchmarks under ``bench/``.
+
+Every benchmark here asks the same question -- "how does our server compare with a named peer on this machine,
+right now?" -- and every one of them needs the same careful plumbing to get an answer that means something:
+
+* each server runs as a subprocess pinned to one CPU with ``taskset`` and the load generator (``wrk``) is
+  pinned to another, so the two never fight over a core;
+* a server is "ready" when its port accepts a connection, checked against a deadline rather than a fixed
+  sleep;
+* the cores are shared with other work, so measurements are *interleaved* (round 1 of every server, then round
+  2 of every server, ...) and summarised by their median, which keeps a burst of background noise from
+  favouring whichever server happened to run during a quiet minute;
+* every process started here is stopped again -- on success, on error and on Ctrl-C -- so a benchmark never
+  leaves a server holding a port.
+
+The module uses the standard library only, so a benchmark runs wherever Python and the peers are installed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import os
+import pwd
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+# Processes started by this module that have not been stopped yet; the atexit hook below stops any that a
+# crash left behind. Keyed by pid so that stopping twice is harmless.
+_LIVE: dict[int, Server] = {}
+# Temporary directories (nginx configs) that outlive single runs; removed at exit, after the servers stop.
+_TEMP_DIRS: list[Path] = []
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run (a tool is missing, a server would not start); the message says what to
+    do."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Environment checks
+# ----------------------------------------------------------------------------------------------------------
+
+
+def which(program: str) -> str | None:
+    """Return the path of ``program`` on PATH, or None."""
+    return shutil.which(program)
+
+
+def python_module_available(module: str) -> bool:
+    """True when ``module`` can be imported by the Python that runs the benchmark (and so by its servers)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on, in order (``taskset`` can only pin to these)."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def pinned(argv: Sequence[str], cpu: int | None) -> list[str]:
+    """Prefix ``argv`` with ``taskset -c CPU`` (or return it unchanged when ``cpu`` is None)."""
+    if cpu is None:
+        return list(argv)
+    if which("taskset") is None:
+        raise BenchError("taskset is missing: apt-get install util-linux")
+    return ["taskset", "-c", str(cpu), *argv]
+
+
+def raise_nofile_limit(wanted: int) -> int:
+    """Raise this process's open-file limit towards ``wanted`` (children inherit it); return the new soft
+    limit.
+
+    Holding thousands of connections needs a descriptor each on both ends, and the usual soft limit is 1024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def free_port() -> int:
+    """Ask the kernel for a currently unused loopback port.
+
+    There is a small window in which another process could take it, but for a benchmark on a quiet loopback
+    that is an acceptable trade for being able to pass the port on a server's command line.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(
+    host: str, port: int, timeout: float, alive: Callable[[], bool] | None = None, interval: float = 0.05
+) -> None:
+    """Block until ``host:port`` accepts a TCP connection, or raise BenchError after ``timeout`` seconds.
+
+    ``alive`` is polled between attempts so that a server which dies during start-up is reported at once
+    instead of after the whole timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, min(1.0, timeout))):
+                return
+        except OSError:
+            pass
+        if alive is not None and not alive():
+            raise BenchError(f"the server on port {port} exited during start-up")
+        if time.monotonic() >= deadline:
+            raise BenchError(f"nothing accepted connections on {host}:{port} within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Servers
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Server:
+    """One server under test: how to start it, where it listens and which CPU it may use.
+
+    It is a description plus, while running, the process. Use it as a context manager (``with server: ...``)
+    or call ``start()``/``stop()``; either way the whole process group is stopped, so a pre-forking server's
+    workers go with their master. Output goes to a log file (not a pipe, which a chatty server could fill and
+    block on); its tail is quoted when the server fails to start.
+    """
+
+    name: str
+    argv: Sequence[str]
+    port: int
+    cpu: int | None = None
+    env: Mapping[str, str] | None = None
+    cwd: Path = REPO_ROOT
+    host: str = LOOPBACK
+    start_timeout: float = 20.0
+    process: subprocess.Popen[bytes] | None = dataclasses.field(default=None, init=False, repr=False)
+    log_path: Path | None = dataclasses.field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self) -> Server:
+        """Start the process and wait until its port accepts connections."""
+        if self.process is not None:
+            raise BenchError(f"{self.name} is already running")
+        env = dict(os.environ)
+        # The repository root on the path lets every server import ``bench.hello:app`` the same way.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+        env.update(self.env or {})
+        fd, log_name = tempfile.mkstemp(prefix=f"bench-{self.name}-", suffix=".log")
+        self.log_path = Path(log_name)
+        with os.fdopen(fd, "wb") as log:
+            self.process = subprocess.Popen(
+                pinned(self.argv, self.cpu),
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: Ctrl-C reaches us, and we stop it ourselves
+            )
+        _LIVE[self.process.pid] = self
+        try:
+            wait_for_port(self.host, self.port, self.start_timeout, alive=lambda: self.process.poll() is None)
+        except BenchError as exc:
+            tail = self.log_tail()
+            self.stop()
+            output = f"\n--- its output ---\n{tail}" if tail else ""
+            raise BenchError(f"{self.name}: {exc}{output}") from None
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the process group: SIGTERM, then SIGKILL for whatever is left after ``timeout`` seconds."""
+        proc, self.process = self.process, None
+        if proc is not None:
+            _LIVE.pop(proc.pid, None)
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait(timeout)
+            # Workers of a pre-forking server may outlive their master by a moment; make sure none is left.
+            _signal_group(proc.pid, signal.SIGKILL)
+        if self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+            self.log_path = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+@atexit.register
+def stop_all() -> None:
+    """Stop every server this process started and has not stopped (the last line of defence against leaks)."""
+    for server in list(_LIVE.values()):
+        server.stop()
+    while _TEMP_DIRS:
+        shutil.rmtree(_TEMP_DIRS.pop(), ignore_errors=True)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``with`` blocks and atexit stop the servers when the benchmark is
+    killed."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# nginx
+# ----------------------------------------------------------------------------------------------------------
+
+_NGINX_CONF = """\
+{user}worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    {mime}
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+{upstream}    server {{
+        listen {host}:{port} reuseport backlog=4096;
+        server_name localhost;
+{location}    }}
+}}
+"""
+
+
+def nginx_server(
+    name: str,
+    port: int,
+    cpu: int | None = None,
+    *,
+    root: Path | None = None,
+    proxy_to: Sequence[str] = (),
+    extra_http: str = "",
+) -> Server:
+    """Describe an nginx with one worker that serves ``root`` as static files or proxies to ``proxy_to``.
+
+    ``proxy_to`` holds ``host:port`` (or ``unix:/path``) addresses, balanced round-robin with upstream
+    keep-alive; exactly one of ``root`` and ``proxy_to`` must be given. Its config, pid file and temp paths
+    live in a private temporary directory that is removed when the benchmark exits.
+    """
+    nginx = which("nginx")
+    if nginx is None:
+        raise BenchError("nginx is missing: apt-get install nginx")
+    if (root is None) == (not proxy_to):
+        raise BenchError("nginx_server needs exactly one of root= or proxy_to=")
+    # The directory outlives each start/stop (interleaved rounds restart the server), so it goes at exit.
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    _TEMP_DIRS.append(tmp)
+    if root is not None:
+        upstream = ""
+        location = f"        root {Path(root).resolve()};\n        location / {{ }}\n"
+    else:
+        servers = "".join(f"        server {address};\n" for address in proxy_to)
+        upstream = f"    upstream backend {{\n{servers}        keepalive 64;\n    }}\n"
+        location = (
+            "        location / {\n"
+            "            proxy_pass http://backend;\n"
+            "            proxy_http_version 1.1;\n"
+            '            proxy_set_header Connection "";\n'
+            "            proxy_set_header Host $host;\n"
+            "        }\n"
+        )
+    # As root, nginx would drop its worker to "nobody", which may not read a private temp dir: keep our own
+    # user.
+    user = ""
+    if os.geteuid() == 0:
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n"
+    mime_types = Path("/etc/nginx/mime.types")
+    conf = _NGINX_CONF.format(
+        user=user,
+        tmp=tmp,
+        mime=f"include {mime_types};" if mime_types.exists() else "",
+        upstream=upstream + extra_http,
+        host=LOOPBACK,
+        port=port,
+        location=location,
+    )
+    conf_path = tmp / "nginx.conf"
+    conf_path.write_text(conf)
+    return Server(
+        name=name,
+        argv=[nginx, "-p", str(tmp), "-c", str(conf_path), "-g", "daemon off;"],
+        port=port,
+        cpu=cpu,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# wrk
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WrkResult:
+    """What one ``wrk --latency`` run measured. Latencies are in milliseconds."""
+
+    requests_per_sec: float
+    requests: int
+    latency_ms: Mapping[int, float]  # percentile (50, 75, 90, 99) -> milliseconds
+    socket_errors: int  # connect + read + write + timeout
+    non_2xx: int
+
+    @property
+    def errors(self) -> int:
+        return self.socket_errors + self.non_2xx
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+_RE_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_RE_TOTAL = re.compile(r"^\s*(\d+) requests in ", re.M)
+_RE_PCT = re.compile(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
+_RE_SOCKERR = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_RE_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Read the numbers out of ``wrk --latency`` output (raises BenchError when there are none)."""
+    rps = _RE_RPS.search(output)
+    total = _RE_TOTAL.search(output)
+    if rps is None or total is None:
+        raise BenchError(f"could not read wrk's output:\n{output}")
+    latency = {int(pct): float(value) * _UNIT_MS[unit] for pct, value, unit in _RE_PCT.findall(output)}
+    sockerr = _RE_SOCKERR.search(output)
+    non2xx = _RE_NON2XX.search(output)
+    return WrkResult(
+        requests_per_sec=float(rps.group(1)),
+        requests=int(total.group(1)),
+        latency_ms=latency,
+        socket_errors=sum(map(int, sockerr.groups())) if sockerr else 0,
+        non_2xx=int(non2xx.group(1)) if non2xx else 0,
+    )
+
+
+def run_wrk(
+    url: str,
+    connections: int = 100,
+    duration: float = 10.0,
+    threads: int = 1,
+    headers: Mapping[str, str] | None = None,
+    cpu: int | None = None,
+    timeout: float = 5.0,
+) -> WrkResult:
+    """Run ``wrk`` against ``url`` (pinned to ``cpu`` when given) and return what it measured.
+
+    One wrk thread is plenty on loopback for the servers here (it drives well over 100,000 requests/s) and
+    keeps wrk on its own core.
+    """
+    wrk = which("wrk")
+    if wrk is None:
+        raise BenchError("wrk is missing: apt-get install wrk")
+    argv = [
+        wrk,
+        "--latency",
+        f"-t{max(1, threads)}",
+        f"-c{max(connections, threads)}",
+        f"-d{max(1, round(duration))}s",
+        f"--timeout={max(1, round(timeout))}s",
+    ]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(url)
+    try:
+        done = subprocess.run(
+            pinned(argv, cpu), capture_output=True, text=True, timeout=duration + timeout + 30, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk did not finish: {' '.join(argv)}") from exc
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    return parse_wrk(done.stdout)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Interleaved rounds and their summary
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """One load pattern: wrk's settings for a run against a server."""
+
+    name: str
+    connections: int = 100
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    path: str = "/"
+    threads: int = 1
+
+
+@dataclasses.dataclass
+class Results:
+    """Every run of every (server, scenario) pair, in the order they were first measured."""
+
+    runs: dict[tuple[str, str], list[WrkResult]] = dataclasses.field(default_factory=dict)
+    failures: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+
+    def add(self, server: str, scenario: str, result: WrkResult) -> None:
+        self.runs.setdefault((server, scenario), []).append(result)
+
+    @property
+    def servers(self) -> list[str]:
+        return list(dict.fromkeys(server for server, _ in [*self.runs, *self.failures]))
+
+    @property
+    def scenarios(self) -> list[str]:
+        return list(dict.fromkeys(scenario for _, scenario in [*self.runs, *self.failures]))
+
+    def median_rps(self, server: str, scenario: str) -> float | None:
+        runs = self.runs.get((server, scenario))
+        return statistics.median(r.requests_per_sec for r in runs) if runs else None
+
+    def median_latency(self, server: str, scenario: str, percentile: int) -> float | None:
+        runs = self.runs.get((server, scenario), [])
+        values = [r.latency_ms[percentile] for r in runs if percentile in r.latency_ms]
+        return statistics.median(values) if values else None
+
+    def rps_range(self, server: str, scenario: str) -> tuple[float, float] | None:
+        runs = self.runs.get((server, scenario))
+        if not runs:
+            return None
+        values = [r.requests_per_sec for r in runs]
+        return min(values), max(values)
+
+    def errors(self, server: str, scenario: str) -> int:
+        return sum(r.errors for r in self.runs.get((server, scenario), []))
+
+    def ratio(self, server: str, baseline: str, scenario: str) -> float | None:
+        """Median requests/s of ``server`` over that of ``baseline`` in ``scenario`` (None if unknown)."""
+        ours, theirs = self.median_rps(server, scenario), self.median_rps(baseline, scenario)
+        return ours / theirs if ours is not None and theirs else None
+
+
+def interleaved(
+    servers: Sequence[Server],
+    scenarios: Sequence[Scenario],
+    rounds: int = 3,
+    duration: float = 10.0,
+    wrk_cpu: int | None = None,
+    warmup: float = 1.0,
+    results: Results | None = None,
+    log: Callable[[str], None] = print,
+) -> Results:
+    """Measure every server in every scenario ``rounds`` times, interleaved, and return all the runs.
+
+    Each round starts every server afresh, warms it up briefly (imports, thread pools, caches), runs each
+    scenario once and stops it. The server order rotates from round to round, so no server is always first
+    after a pause or always right behind a particular neighbour. A server that fails is reported and skipped
+    in later rounds; the others carry on.
+    """
+    results = results or Results()
+    broken: set[str] = set()
+    for number in range(rounds):
+        shift = number % max(1, len(servers))
+        for server in [*servers[shift:], *servers[:shift]]:
+            if server.name in broken:
+                continue
+            try:
+                with server:
+                    if warmup > 0:
+                        run_wrk(server.url, connections=10, duration=warmup, cpu=wrk_cpu)
+                    for scenario in scenarios:
+                        url = server.url.rstrip("/") + scenario.path
+                        result = run_wrk(
+                            url,
+                            scenario.connections,
+                            duration,
+                            scenario.threads,
+                            scenario.headers,
+                            cpu=wrk_cpu,
+                        )
+                        results.add(server.name, scenario.name, result)
+                        log(
+                            f"round {number + 1}/{rounds}  {server.name:<18} {scenario.name:<12} "
+                            f"{result.requests_per_sec:>10,.0f} req/s"
+                            + (f"  ({result.errors} errors)" if result.errors else "")
+                        )
+            except BenchError as exc:
+                broken.add(server.name)
+                for scenario in scenarios:
+                    results.failures.setdefault((server.name, scenario.name), str(exc).splitlines()[0])
+                log(f"round {number + 1}/{rounds}  {server.name}: FAILED, skipping it from now on\n{exc}")
+    return results
+
+
+def _fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def markdown_table(
+    results: Results, baselines: Sequence[str] = (), scenarios: Sequence[str] | None = None
+) -> str:
+    """Render the medians as a markdown table, one row per (scenario, server), with ratios to each baseline.
+
+    The min-max column shows the spread over the rounds, so a reader can tell a real difference from noise.
+    """
+    baselines = [b for b in baselines if b in results.servers]
+    header = ["scenario", "server", "req/s (median)", "min-max", "p50 ms", "p99 ms"]
+    header += [f"x {b}" for b in baselines] + ["errors"]
+    align = ["---"] * 2 + ["---:"] * (len(header) - 2)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for scenario in scenarios or results.scenarios:
+        for server in results.servers:
+            if (server, scenario) not in results.runs:
+                if (server, scenario) in results.failures:
+                    failed = f"failed: {results.failures[server, scenario]}"
+                    lines.append(f"| {scenario} | {server} | {failed} |" + " |" * (len(header) - 3))
+                continue
+            spread = results.rps_range(server, scenario)
+            row = [
+                scenario,
+                server,
+                _fmt(results.median_rps(server, scenario)),
+                f"{spread[0]:,.0f}-{spread[1]:,.0f}" if spread else "n/a",
+                _fmt(results.median_latency(server, scenario, 50), 2),
+                _fmt(results.median_latency(server, scenario, 99), 2),
+            ]
+            row += [_fmt(results.ratio(server, b, scenario), 2, "x") for b in baselines]
+            row.append(str(results.errors(server, scenario)))
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def running(*servers: Server) -> Iterator[list[Server]]:
+    """Start several servers for the length of a ``with`` block and stop all of them afterwards."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(server) for server in servers]
+
+
+def write_results(name: str, text: str) -> Path:
+    """Write ``text`` to ``bench/results/NAME`` (a git-ignored directory) and return its path."""
+    path = REPO_ROOT / "bench" / "results" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def python_argv(*args: str) -> list[str]:
+    """``python ARGS`` with the interpreter running the benchmark, so servers see the same packages."""
+    return [sys.executable, *args]
