@@ -361,12 +361,7 @@ class Receiver(_Transfer):
             message = f"block of {size} bytes exceeds blksize {settings.blksize}"
             return self._fail(ErrorCode.ILLEGAL_OPERATION, message)
         if packet.block != self._expected & 0xFFFF:
-            # Out of order, or a duplicate. Acknowledge the last block we have so the sender resumes from
-            # there, but only once per window's worth of strays: a retransmitted window must not become a
-            # burst of ACKs.
-            first_stray = self._strays % settings.windowsize == 0
-            self._strays += 1
-            return self._to_peer([encode_ack((self._expected - 1) & 0xFFFF)]) if first_stray else []
+            return self._on_stray(packet.block)
         if self._limit is not None and self.bytes_transferred + size > self._limit:
             return self._fail(ErrorCode.DISK_FULL, f"transfer exceeds the limit of {self._limit} bytes")
         try:
@@ -386,3 +381,19 @@ class Receiver(_Transfer):
             return []
         self._unacked = 0
         return self._to_peer(self._last)
+
+    def _on_stray(self, block: int) -> list[Datagram]:
+        """A block that is not the next one: an old duplicate, or a jump ahead because one went missing."""
+        windowsize = self.settings.windowsize
+        behind = (self._expected - 1 - block) & 0xFFFF < 0x8000
+        if behind:
+            # In lock-step mode a repeated block means our ACK was lost: repeat it (RFC 1350). In a window a
+            # duplicate says nothing new, and answering each one would make the sender resend its window for
+            # blocks already in flight; a lost ACK is repaired by our own timeout instead.
+            return self._to_peer(self._last) if windowsize == 1 else []
+        # A gap: acknowledge the last block we have so the sender resumes right after it (RFC 7440), but only
+        # once per window's worth of strays, so that the rest of a broken window does not become a burst of
+        # ACKs.
+        first_stray = self._strays % windowsize == 0
+        self._strays += 1
+        return self._to_peer([encode_ack((self._expected - 1) & 0xFFFF)]) if first_stray else []
