@@ -47,8 +47,7 @@ _TEMP_DIRS: list[Path] = []
 
 
 class BenchError(RuntimeError):
-    """A benchmark could not run (a tool is missing, a server would not start); the message says what to
-    do."""
+    """A benchmark could not run (a tool is missing, a server would not start); the message says why."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -83,8 +82,7 @@ def pinned(argv: Sequence[str], cpu: int | None) -> list[str]:
 
 
 def raise_nofile_limit(wanted: int) -> int:
-    """Raise this process's open-file limit towards ``wanted`` (children inherit it); return the new soft
-    limit.
+    """Raise the open-file limit towards ``wanted`` (children inherit it); return the new soft limit.
 
     Holding thousands of connections needs a descriptor each on both ends, and the usual soft limit is 1024.
     """
@@ -232,14 +230,18 @@ def stop_all() -> None:
         shutil.rmtree(_TEMP_DIRS.pop(), ignore_errors=True)
 
 
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit, so ``with`` blocks and atexit stop the servers when the benchmark is
-    killed."""
+def install_signal_handlers() -> None:
+    """Make SIGINT and SIGTERM unwind the stack, so ``with`` blocks and atexit stop every server we started.
 
-    def handler(signum: int, frame: object) -> None:
+    SIGTERM would otherwise end Python without running either, and SIGINT may arrive ignored when the
+    benchmark was started in the background by a shell.
+    """
+
+    def on_sigterm(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # ----------------------------------------------------------------------------------------------------------
