@@ -39,7 +39,6 @@ log = logging.getLogger("server.loop")
 
 READ = select.POLLIN  # the same values as EPOLLIN / EPOLLOUT
 WRITE = select.POLLOUT
-_ERRORS = select.POLLERR | select.POLLHUP
 
 
 class Handler(Protocol):
@@ -168,13 +167,18 @@ class SelectPoller:
 POLLERS = {"epoll": EpollPoller, "poll": PollPoller, "select": SelectPoller}
 
 
-def make_poller(kind: str = "auto") -> EpollPoller | PollPoller | SelectPoller:
-    """The poller named ``kind``; ``auto`` picks the best this platform has."""
+def loop_name(kind: str = "auto") -> str:
+    """The concrete poller ``kind`` stands for; ``auto`` is the best this platform has. Raises ValueError."""
     if kind == "auto":
         kind = "epoll" if hasattr(select, "epoll") else "poll" if hasattr(select, "poll") else "select"
     if kind not in POLLERS or not hasattr(select, kind):
         raise ValueError(f"event loop {kind!r} is not available here (choose from auto, epoll, poll, select)")
-    return POLLERS[kind]()
+    return kind
+
+
+def make_poller(kind: str = "auto") -> EpollPoller | PollPoller | SelectPoller:
+    """A new poller of the kind ``loop_name(kind)`` names."""
+    return POLLERS[loop_name(kind)]()
 
 
 # -- the reactor ----------------------------------------------------------------------------------------------------

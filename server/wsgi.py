@@ -119,6 +119,11 @@ class ContinueInput(io.RawIOBase):
         self._conn = conn
         self._body: Any = None
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the application asked for the body (and so it was received)."""
+        return self._body is not None
+
     def _load(self) -> Any:
         if self._body is None:
             self._body = self._conn.read_continue_body()

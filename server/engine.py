@@ -1,0 +1,295 @@
+"""One process's server: listening sockets, the reactor, connections, the app thread pool, and shutdown.
+
+The engine is the glue between the layers. The reactor tells an ``Acceptor`` that a listening socket is ready;
+the acceptor makes an ``HTTPConnection``; the connection parses a request and hands it back here, to be served
+either on the loop (a static file: ``serve_static``) or on a worker thread (the WSGI app: ``handle_request``).
+A periodic sweep enforces every connection's deadline. ``shutdown`` stops accepting, lets in-flight requests
+finish within the graceful timeout, and closes everything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import resource
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from server import SERVER_SOFTWARE
+from server.config import Config
+from server.connection import BUSY, IDLE, HTTPConnection
+from server.http import Request, error_response, http_date, reason_phrase
+from server.listeners import Listener
+from server.loop import READ, Reactor
+from server.proxy import TrustedProxies
+from server.workers import ThreadPool
+from server.wsgi import ContinueInput, base_environ, build_environ, log_access, run_application
+
+log = logging.getLogger("server")
+access_log = logging.getLogger("server.access")
+
+_ACCEPT_BATCH = 64
+_RESERVED_FDS = 32  # descriptors kept free for files, logs and the wakeup channel
+
+
+class Acceptor:
+    """Accepts connections on one listening socket (level-triggered: it stays armed)."""
+
+    def __init__(self, engine: Engine, listener: Listener) -> None:
+        self.engine = engine
+        self.listener = listener
+        self.sock = listener.sock
+        self.local = listener.local_facts
+
+    def handle_event(self, events: int) -> None:
+        accept = self.sock.accept
+        adopt = self.engine.adopt
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, peer = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.engine.pause_accepting(f"out of resources: {error.strerror}")
+                    return
+                continue  # ECONNABORTED and friends: that client is gone, the next one may not be
+            adopt(sock, peer, self.local)
+
+
+class Engine:
+    """Everything one worker process runs; ``run()`` blocks until shutdown."""
+
+    def __init__(self, config: Config, app: Callable, listeners: list[Listener], *, multiprocess: bool = False):
+        self.config = config
+        self.app = app
+        self.listeners = listeners
+        self.multiprocess = multiprocess
+        self.reactor = Reactor(config.loop)
+        self.pool = ThreadPool(config.threads, name="app")
+        self.limits = config.limits
+        self.server_header = SERVER_SOFTWARE
+        self.connections: dict[int, HTTPConnection] = {}
+        self.stopping = False
+        self.proxies = TrustedProxies(config.forwarded_allow_ips)
+        self.base_environ = base_environ(multithread=config.threads > 1, multiprocess=multiprocess)
+        self.static_mounts = _static_mounts(config)
+        self.max_connections = min(config.max_connections, _raise_fd_limit() - _RESERVED_FDS)
+        self._acceptors = [Acceptor(self, listener) for listener in listeners]
+        self._accepting = False
+        self._refused = 0
+        self._shutdown_deadline = 0.0
+        timeouts = (config.keepalive_timeout, config.header_timeout, config.body_timeout, config.send_timeout)
+        self._sweep_interval = max(0.05, min(1.0, min(timeouts) / 4))
+
+    # -- life cycle -------------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until ``shutdown`` completes."""
+        self._start_accepting()
+        self.reactor.call_later(self._sweep_interval, self._sweep)
+        try:
+            self.reactor.run()
+        finally:
+            for conn in list(self.connections.values()):
+                conn.close()
+            self.pool.shutdown(timeout=1.0)
+            self.reactor.close()
+
+    def _start_accepting(self) -> None:
+        if self._accepting or self.stopping:
+            return
+        for acceptor in self._acceptors:
+            self.reactor.add(acceptor.sock.fileno(), acceptor, READ, oneshot=False, exclusive=self.multiprocess)
+        self._accepting = True
+
+    def _stop_accepting(self) -> None:
+        if not self._accepting:
+            return
+        for acceptor in self._acceptors:
+            self.reactor.remove(acceptor.sock.fileno())
+        self._accepting = False
+
+    def pause_accepting(self, reason: str, seconds: float = 0.5) -> None:
+        """Stop accepting for a moment (out of descriptors), so the loop does not spin on a failing accept."""
+        log.warning("not accepting for %.1fs: %s", seconds, reason)
+        self._stop_accepting()
+        self.reactor.call_later(seconds, self._start_accepting)
+
+    def shutdown(self, graceful: bool = True) -> None:
+        """Stop accepting; finish in-flight requests (within ``graceful_timeout``) when graceful. Loop thread."""
+        if not graceful:
+            self.reactor.stop()
+            return
+        if self.stopping:
+            return
+        self.stopping = True
+        self._stop_accepting()
+        self._shutdown_deadline = time.monotonic() + self.config.graceful_timeout
+        for conn in list(self.connections.values()):
+            if conn.state == IDLE:
+                conn.close()
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        busy = [c for c in self.connections.values() if c.state == BUSY or c.flushing]
+        if not busy or time.monotonic() >= self._shutdown_deadline:
+            if busy:
+                log.warning("graceful timeout: closing %d connection(s) still in flight", len(busy))
+            self.reactor.stop()
+            return
+        for conn in list(self.connections.values()):
+            if conn.state == IDLE:
+                conn.close()
+        self.reactor.call_later(0.05, self._check_drained)
+
+    # -- connections --------------------------------------------------------------------------------------------------
+
+    def adopt(self, sock: socket.socket, peer: Any, local: tuple[str, str, str]) -> None:
+        """Take a freshly accepted socket: refuse it with 503 at a limit, else start its connection."""
+        fd = sock.fileno()
+        max_fd = self.reactor.poller.max_fd
+        if len(self.connections) >= self.max_connections or (max_fd is not None and fd >= max_fd - 8):
+            self._refuse_overload(sock)
+            return
+        sock.setblocking(False)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = HTTPConnection(self, sock, peer, local)
+        self.connections[fd] = conn
+        conn.start()
+
+    def _refuse_overload(self, sock: socket.socket) -> None:
+        self._refused += 1
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(error_response(503, "the server is at its connection limit", self.server_header))
+            sock.shutdown(socket.SHUT_WR)
+        sock.close()
+
+    def forget(self, conn: HTTPConnection) -> None:
+        """Called by a connection as it closes."""
+        if self.connections.get(conn.fd) is conn:
+            del self.connections[conn.fd]
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections.values()):
+            if conn.deadline <= now:
+                conn.check_deadline(now)
+        if self._refused:
+            log.warning("refused %d connection(s) with 503: at the connection limit", self._refused)
+            self._refused = 0
+        self.reactor.call_later(self._sweep_interval, self._sweep)
+
+    # -- serving ------------------------------------------------------------------------------------------------------
+
+    def static_mount_for(self, request: Request) -> Any:
+        """The static mount that serves this request's path, or None for the application."""
+        for mount in self.static_mounts:
+            if mount.match(request.path) is not None:
+                return mount
+        return None
+
+    def serve_static(self, conn: HTTPConnection, request: Request, mount: Any) -> None:
+        """Answer from the file system on the current (loop) thread: one stat, one open, then sendfile."""
+        from server.static import serve_path
+
+        started = time.monotonic()
+        headers: dict[str, str] = {}
+        for name, value in request.headers:
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        try:
+            reply = serve_path(mount, request.method, request.path, headers)
+        except Exception:
+            log.exception("error serving static file %s", request.path)
+            conn.refuse(500, "error reading the file")
+            return
+        keep_alive = request.keep_alive and not request.expect_continue and not self.stopping
+        lines = [f"HTTP/1.1 {reply.status} {reason_phrase(reply.status)}\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in reply.headers)
+        lines.append(f"Date: {http_date()}\r\nServer: {self.server_header}\r\n")
+        if not keep_alive:
+            lines.append("Connection: close\r\n")
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+        sent = reply.length if reply.file is not None else len(reply.body)
+        try:
+            if reply.file is not None and reply.length:
+                conn.send_file(head, reply.file, reply.offset, reply.length, on_done=reply.close)
+            else:
+                conn.send(head + (b"" if request.method == "HEAD" else reply.body))
+                reply.close()
+        except Exception:
+            reply.close()
+            conn.close_soon()
+            return
+        self._log_static(conn, request, reply.status, sent, headers, started)
+        conn.finish(keep_alive)
+
+    def _log_static(self, conn, request, status, size, headers, started) -> None:
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                '%s - - [%s] "%s %s %s" %d %s "%s" "%s" %dus',
+                conn.remote_addr or "-",
+                time.strftime("%d/%b/%Y:%H:%M:%S %z"),
+                request.method,
+                request.target,
+                request.version,
+                status,
+                size or "-",
+                headers.get("referer", "-"),
+                headers.get("user-agent", "-"),
+                int((time.monotonic() - started) * 1_000_000),
+            )
+
+    def handle_request(self, conn: HTTPConnection, request: Request) -> None:
+        """Run the WSGI application for one request (worker thread)."""
+        started = time.monotonic()
+        try:
+            body = ContinueInput(conn) if request.expect_continue else conn.take_body()
+            environ = build_environ(self.base_environ, request, conn, body)
+            if self.proxies.enabled:
+                self.proxies.apply(environ)
+            writer = run_application(self.app, environ, conn, request, self.config.debug)
+            keep_alive = writer.keep_alive and not writer.client_gone and not self.stopping
+            if isinstance(body, ContinueInput) and not body.loaded:
+                keep_alive = False  # the body was never read, so the next request's start is unknown
+            body.close()
+            log_access(writer, environ, started)
+        except Exception:
+            log.exception("internal error while serving %s %s", request.method, request.target)
+            conn.close_soon()
+            return
+        conn.finish(keep_alive)
+
+
+def _static_mounts(config: Config) -> list[Any]:
+    if not config.static:
+        return []
+    from server.static import StaticOptions, parse_mount
+
+    options = StaticOptions(
+        max_age=config.static_max_age,
+        follow_symlinks=config.follow_symlinks,
+        dotfiles=config.static_dotfiles,
+        listing=config.static_listing,
+    )
+    mounts = [parse_mount(spec, options) for spec in config.static]
+    # The longest prefix wins, so /static/img can be mounted apart from /static.
+    return sorted(mounts, key=lambda m: len(m.prefix), reverse=True)
+
+
+def _raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one: each connection costs one. Returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
