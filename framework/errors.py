@@ -1,0 +1,84 @@
+"""HTTP errors as exceptions, so any code deep inside a view can stop the request with the right status.
+
+``abort(404)`` raises an ``HTTPError``; the app catches it, looks for an error handler registered for the
+code, and otherwise renders the framework's own error page (see ``pages.py``). Routing raises the subclasses
+``NotFound``, ``MethodNotAllowed`` (which carries the ``Allow`` header) and ``RequestRedirect``.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import NoReturn
+
+_STATUS_LINES: dict[int, str] = {}
+
+
+def reason_phrase(code: int) -> str:
+    """The standard reason phrase for ``code`` (``404`` -> ``"Not Found"``), or ``"Unknown"``."""
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def status_line(code: int) -> str:
+    """``"404 Not Found"``: the status string WSGI's ``start_response`` wants, cached because every response
+    needs one and building it from ``HTTPStatus`` each time would show up in the benchmark."""
+    line = _STATUS_LINES.get(code)
+    if line is None:
+        if not 100 <= code <= 999:
+            raise ValueError(f"invalid HTTP status code {code!r}")
+        line = _STATUS_LINES[code] = f"{code} {reason_phrase(code)}"
+    return line
+
+
+class HTTPError(Exception):
+    """An HTTP error status raised from anywhere below the app; becomes an error page or a handler's answer.
+
+    ``description`` is shown to the client, so it must never contain secrets. ``headers`` are added to the
+    error response (``Allow`` for 405, ``WWW-Authenticate`` for 401, ...).
+    """
+
+    def __init__(
+        self, code: int, description: str | None = None, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        self.code = code
+        self.name = reason_phrase(code)
+        self.description = description or ""
+        self.headers = list(headers or ())
+        super().__init__(f"{code} {self.name}" + (f": {description}" if description else ""))
+
+
+class NotFound(HTTPError):
+    """No route matches the path."""
+
+    def __init__(self, description: str | None = None) -> None:
+        super().__init__(404, description or "The requested URL was not found on this server.")
+
+
+class MethodNotAllowed(HTTPError):
+    """A route matches the path but not the method; ``Allow`` lists the methods that would have worked."""
+
+    def __init__(self, allowed: list[str]) -> None:
+        self.allowed = sorted(allowed)
+        super().__init__(
+            405,
+            "The method is not allowed for the requested URL.",
+            headers=[("Allow", ", ".join(self.allowed))],
+        )
+
+
+class RequestRedirect(HTTPError):
+    """The path only matches with its trailing slash toggled; the app answers with a redirect to ``location``.
+
+    308 rather than 301 because a 308 keeps the method and body, so a form posted to ``/dir`` still arrives.
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        super().__init__(308, "This resource lives at another URL.", headers=[("Location", location)])
+
+
+def abort(code: int, description: str | None = None) -> NoReturn:
+    """Stop the request now with HTTP status ``code``: ``abort(404)``, ``abort(403, "Members only")``."""
+    raise HTTPError(code, description)

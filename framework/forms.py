@@ -1,0 +1,163 @@
+"""Form bodies: URL-encoded fields and streamed multipart uploads.
+
+Multipart parsing is delegated to the ``multipart`` package's ``PushMultipartParser``, a sans-IO parser that
+yields events (a segment's headers, chunks of its body, its end) as bytes arrive. We read the request body in
+64 KiB blocks and write each file's chunks straight into a ``SpooledTemporaryFile``, which stays in memory
+while small and moves to disk past ``spool_size``: a 1 GiB upload never sits in memory. Text fields are small
+by nature and are kept as strings, with their own size limit.
+
+Every parse failure becomes an ``HTTPError``: 400 for malformed input, 413 for input over a limit. Nothing a
+client sends can turn into a 500 here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qsl
+
+from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
+
+from .datastructures import MultiDict
+from .errors import HTTPError
+
+READ_BLOCK = 64 * 1024
+
+
+class UploadedFile:
+    """One uploaded file: where it came from (``filename``, ``content_type``) and its bytes in ``stream``.
+
+    ``filename`` is what the client sent and must not be trusted as a path; ``safe_filename`` is a version
+    that is safe to join to a directory. The stream is positioned at the start and is closed with the request.
+    """
+
+    def __init__(
+        self, field: str, filename: str, content_type: str, headers: list[tuple[str, str]], spool_size: int
+    ) -> None:
+        self.field = field
+        self.filename = filename
+        self.content_type = content_type
+        self.headers = headers
+        self.size = 0
+        # Owned by this object and closed by close(), when the request ends: no context manager can span that.
+        self.stream: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spool_size)  # noqa: SIM115
+
+    @property
+    def safe_filename(self) -> str:
+        """The client's file name reduced to a plain base name: no directories, no control characters, no
+        leading dots; ``"upload"`` when nothing usable is left."""
+        name = unicodedata.normalize("NFKC", self.filename).replace("\\", "/").rsplit("/", 1)[-1]
+        name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().lstrip(".")
+        return name or "upload"
+
+    def read(self, size: int = -1) -> bytes:
+        """Read from the uploaded bytes (the stream starts at the beginning)."""
+        return self.stream.read(size)
+
+    def save(self, destination: str | os.PathLike[str]) -> int:
+        """Copy the upload to ``destination`` and answer the number of bytes written.
+
+        The bytes land in a temporary file next to the destination that is renamed into place only once
+        complete, so a reader never sees half a file and a failure leaves nothing behind.
+        """
+        target = Path(destination)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                self.stream.seek(0)
+                shutil.copyfileobj(self.stream, out, READ_BLOCK)
+            os.replace(temporary, target)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        finally:
+            self.stream.seek(0)
+        return self.size
+
+    def close(self) -> None:
+        """Release the temporary file; the request does this for every upload when it ends."""
+        self.stream.close()
+
+    def __repr__(self) -> str:
+        return f"<UploadedFile {self.field}={self.filename!r} {self.content_type} {self.size} bytes>"
+
+
+def parse_urlencoded(body: bytes, max_fields: int) -> MultiDict:
+    """``a=1&b=2`` into a MultiDict; invalid UTF-8 or too many fields answer 400."""
+    try:
+        pairs = parse_qsl(
+            body.decode("ascii"), keep_blank_values=True, errors="strict", max_num_fields=max_fields
+        )
+    except (UnicodeDecodeError, ValueError) as error:
+        raise HTTPError(400, f"Malformed form data: {error}") from error
+    return MultiDict(pairs)
+
+
+def parse_multipart(
+    read: Callable[[int], bytes],
+    boundary: str,
+    content_length: int,
+    *,
+    spool_size: int,
+    max_field_size: int,
+    max_parts: int,
+) -> tuple[MultiDict, MultiDict]:
+    """Stream a ``multipart/form-data`` body into (fields, files).
+
+    ``read(n)`` returns up to ``n`` bytes of the body (``b""`` at its end); ``content_length`` is -1 when
+    unknown. Fields become strings; files become ``UploadedFile`` objects spooled to disk past ``spool_size``.
+    """
+    fields, files = MultiDict(), MultiDict()
+    opened: list[UploadedFile] = []
+    segment: MultipartSegment | None = None
+    upload: UploadedFile | None = None
+    text = bytearray()
+    try:
+        parser = PushMultipartParser(boundary, content_length, max_segment_count=max_parts)
+        for event in parser.parse_blocking(read, READ_BLOCK):
+            if isinstance(event, MultipartSegment):
+                segment, text = event, bytearray()
+                upload = None
+                if event.filename is not None:
+                    content_type = event.content_type or "application/octet-stream"
+                    upload = UploadedFile(
+                        event.name, event.filename, content_type, event.headerlist, spool_size
+                    )
+                    opened.append(upload)
+            elif event:
+                if upload is not None:
+                    upload.stream.write(event)
+                    upload.size += len(event)
+                else:
+                    text += event
+                    if len(text) > max_field_size:
+                        raise HTTPError(
+                            413, f"Form field {segment.name!r} is larger than {max_field_size} bytes"
+                        )
+            elif upload is not None:
+                upload.stream.seek(0)
+                files.add(upload.field, upload)
+            else:
+                fields.add(segment.name, text.decode(segment.charset or "utf-8"))
+    except ParserLimitReached as error:
+        _close_all(opened)
+        raise HTTPError(413, f"Multipart body over a limit: {error}") from error
+    except (MultipartError, UnicodeDecodeError, LookupError) as error:
+        # LookupError: a part that names a charset Python does not know.
+        _close_all(opened)
+        raise HTTPError(400, f"Malformed multipart body: {error}") from error
+    except BaseException:
+        _close_all(opened)
+        raise
+    return fields, files
+
+
+def _close_all(uploads: list[UploadedFile]) -> None:
+    for upload in uploads:
+        upload.close()

@@ -1,0 +1,154 @@
+"""The response a view returns: a status, headers and a body, which is itself a small WSGI application.
+
+Making ``Response`` callable as ``response(environ, start_response)`` keeps the app's last step trivial and
+lets subclasses such as ``FileResponse`` decide how their body travels (a ``wsgi.file_wrapper`` for files)
+without the app knowing. A body is ``bytes`` (sent with a ``Content-Length``) or any iterable of
+``bytes``/``str`` chunks (streamed; the server chooses chunked encoding or closes the connection).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from .cookies import format_set_cookie
+from .datastructures import Headers
+from .errors import status_line
+
+# One shared encoder: json.dumps() with non-default options builds a new encoder on every call.
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+# Statuses whose responses never carry a body (RFC 9110 6.4.1).
+_NO_BODY = frozenset({204, 304})
+
+
+def to_json(data: Any) -> bytes:
+    """Compact UTF-8 JSON, the encoding every JSON response of the framework uses."""
+    return _json_encoder.encode(data).encode()
+
+
+class Response:
+    """An HTTP response. ``body`` is ``str`` (encoded as UTF-8), ``bytes`` or an iterable of chunks.
+
+    ``content_type`` defaults to ``text/html; charset=utf-8``; ``headers`` may be a dict or a list of pairs.
+    """
+
+    default_content_type = "text/html; charset=utf-8"
+
+    def __init__(
+        self,
+        body: str | bytes | Iterable[bytes | str] = b"",
+        status: int = 200,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = Headers(headers)
+        if content_type is not None:
+            self.headers["Content-Type"] = content_type
+        elif not headers or "Content-Type" not in self.headers:
+            self.headers.add("Content-Type", self.default_content_type)
+        self.body = body.encode() if isinstance(body, str) else body
+
+    @classmethod
+    def json(
+        cls,
+        data: Any,
+        status: int = 200,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> Response:
+        """A JSON response: ``Response.json({"ok": True})``."""
+        return cls(to_json(data), status, headers, "application/json")
+
+    @property
+    def content_type(self) -> str | None:
+        """The ``Content-Type`` header."""
+        return self.headers.get("Content-Type")
+
+    @content_type.setter
+    def content_type(self, value: str) -> None:
+        self.headers["Content-Type"] = value
+
+    def set_cookie(
+        self,
+        name: str,
+        value: str = "",
+        max_age: int | timedelta | None = None,
+        expires: datetime | int | float | str | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: str | None = None,
+    ) -> None:
+        """Add a ``Set-Cookie`` header (see ``cookies.format_set_cookie`` for the value rules)."""
+        self.headers.add(
+            "Set-Cookie",
+            format_set_cookie(
+                name,
+                value,
+                max_age=max_age,
+                expires=expires,
+                path=path,
+                domain=domain,
+                secure=secure,
+                httponly=httponly,
+                samesite=samesite,
+            ),
+        )
+
+    def delete_cookie(
+        self,
+        name: str,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        samesite=None,
+    ) -> None:
+        """Tell the client to drop a cookie: same name, path and domain, expired in the past."""
+        self.set_cookie(
+            name, "", max_age=0, expires=0, path=path, domain=domain, secure=secure, samesite=samesite
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """Send the response through WSGI: the status and headers, then the body (none for HEAD)."""
+        headers = self.headers.items()
+        body = self.body
+        bodiless = self.status in _NO_BODY or environ["REQUEST_METHOD"] == "HEAD"
+        if isinstance(body, bytes):
+            if self.status not in _NO_BODY and "Content-Length" not in self.headers:
+                headers.append(("Content-Length", str(len(body))))
+            start_response(status_line(self.status), headers)
+            return [] if bodiless else [body]
+        start_response(status_line(self.status), headers)
+        if bodiless:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            return []
+        return _encode_chunks(body)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.status} {self.content_type}>"
+
+
+def _encode_chunks(chunks: Iterable[bytes | str]) -> Iterator[bytes]:
+    """Stream a body, encoding ``str`` chunks as UTF-8; closing this generator closes the source too (the
+    WSGI server calls ``close()`` when the client goes away, and a generator may hold a database cursor)."""
+    try:
+        for chunk in chunks:
+            yield chunk.encode() if isinstance(chunk, str) else chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def redirect(url: str, code: int = 302) -> Response:
+    """A redirect to ``url`` (302 by default; 301/308 are permanent, 303 turns a POST into a GET)."""
+    if not url.isascii():
+        url = quote(url, safe="/:@!$&'()*+,;=-._~%?#[]")
+    return Response(b"", code, [("Location", url)])

@@ -1,0 +1,208 @@
+"""Sessions stored in the client's cookie, signed so that the client can read but not forge them.
+
+The cookie holds ``payload.timestamp.signature``, each part URL-safe base64: the session as JSON, when it was
+written, and an HMAC-SHA256 of both under the app's secret key. On the way in:
+
+- the signature is checked with ``hmac.compare_digest`` (a plain ``==`` would leak, through its timing, how
+  many leading bytes of a forged signature are right), against the current key and then each old key, so the
+  key can be rotated without logging everybody out;
+- a cookie older than ``max_age`` seconds is ignored;
+- anything wrong (tampered, expired, garbage) yields an empty session, never an error.
+
+On the way out the cookie is written only when the session changed, which keeps cached responses cacheable and
+avoids a ``Set-Cookie`` on every page; it is ``HttpOnly`` (JavaScript cannot read it, so an XSS cannot steal
+it) and ``SameSite=Lax`` (not sent with cross-site POSTs, a first line of defence against CSRF).
+
+Note that the payload is signed, not encrypted: never put secrets in a session.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .response import to_json
+
+if TYPE_CHECKING:
+    from .request import Request
+    from .response import Response
+
+log = logging.getLogger("framework")
+
+# Browsers ignore cookies larger than about 4 KB; say so rather than losing the session silently.
+COOKIE_SIZE_LIMIT = 4093
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _as_bytes(key: str | bytes) -> bytes:
+    return key.encode() if isinstance(key, str) else key
+
+
+class Signer:
+    """Timestamped HMAC-SHA256 signatures with key rotation: signs with the first key, accepts any key.
+
+    Each secret is first turned into a purpose-specific key (HMAC of ``salt`` under the secret), so a
+    signature made for sessions can never be replayed as a signature for something else signed with the
+    same secret.
+    """
+
+    def __init__(
+        self,
+        secret_key: str | bytes,
+        old_keys: Iterable[str | bytes] = (),
+        *,
+        salt: str = "framework.session",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not secret_key:
+            raise ValueError("a Signer needs a non-empty secret key")
+        self._keys = [
+            hmac.new(_as_bytes(key), salt.encode(), hashlib.sha256).digest()
+            for key in [secret_key, *old_keys]
+        ]
+        self._clock = clock
+
+    def _signature(self, key: bytes, data: str) -> str:
+        return _b64encode(hmac.new(key, data.encode("ascii"), hashlib.sha256).digest())
+
+    def sign(self, payload: bytes) -> str:
+        """``payload`` with the current time and a signature under the current key, as cookie-safe text."""
+        stamp = int(self._clock()).to_bytes(8, "big")
+        data = f"{_b64encode(payload)}.{_b64encode(stamp)}"
+        return f"{data}.{self._signature(self._keys[0], data)}"
+
+    def unsign(self, token: str, max_age: float | None = None) -> bytes | None:
+        """The payload if ``token`` was signed by one of the keys no more than ``max_age`` seconds ago,
+        else ``None``."""
+        if not token.isascii():
+            return None
+        data, _, signature = token.rpartition(".")
+        payload, _, stamp = data.partition(".")
+        if not payload or not stamp:
+            return None
+        if not any(hmac.compare_digest(self._signature(key, data), signature) for key in self._keys):
+            return None
+        try:
+            signed_at = int.from_bytes(_b64decode(stamp), "big")
+            value = _b64decode(payload)
+        except (binascii.Error, ValueError):
+            return None
+        if max_age is not None and self._clock() - signed_at > max_age:
+            return None
+        return value
+
+
+class Session(dict):
+    """The session: a plain dict that notices when it is changed, so the cookie is written only then.
+
+    Changes inside a nested value (``session["cart"].append(x)``) cannot be noticed: set ``modified = True``
+    after those.
+    """
+
+    def __init__(self, data: dict[str, Any] | None = None, *, new: bool = True) -> None:
+        super().__init__(data or {})
+        self.new = new  # True when the request carried no valid session cookie.
+        self.modified = False
+
+    def _changed(method_name: str) -> Callable[..., Any]:
+        method = getattr(dict, method_name)
+
+        def wrapper(self: Session, *args: Any, **kwargs: Any) -> Any:
+            self.modified = True
+            return method(self, *args, **kwargs)
+
+        wrapper.__name__ = method_name
+        return wrapper
+
+    __setitem__ = _changed("__setitem__")
+    __delitem__ = _changed("__delitem__")
+    clear = _changed("clear")
+    pop = _changed("pop")
+    popitem = _changed("popitem")
+    setdefault = _changed("setdefault")
+    update = _changed("update")
+    del _changed
+
+
+class CookieSessions:
+    """Loads ``request.session`` from the signed cookie and writes it back on the response when changed."""
+
+    def __init__(
+        self,
+        secret_key: str | bytes,
+        old_keys: Iterable[str | bytes] = (),
+        *,
+        cookie_name: str = "session",
+        max_age: int = 14 * 24 * 3600,
+        path: str = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = True,
+        samesite: str | None = "Lax",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.signer = Signer(secret_key, old_keys, clock=clock)
+        self.cookie_name = cookie_name
+        self.max_age = max_age
+        self.cookie_options = {
+            "path": path,
+            "domain": domain,
+            "secure": secure,
+            "httponly": httponly,
+            "samesite": samesite,
+        }
+
+    def load(self, request: Request) -> Session:
+        """The session from the request's cookie; an empty one when it is missing, forged or expired."""
+        token = request.cookies.get(self.cookie_name)
+        if not token:
+            return Session()
+        payload = self.signer.unsign(token, self.max_age)
+        if payload is None:
+            return Session()
+        try:
+            data = json.loads(payload)
+        except (ValueError, RecursionError):
+            return Session()
+        return Session(data, new=False) if isinstance(data, dict) else Session()
+
+    def save(self, request: Request, response: Response) -> None:
+        """Write the cookie if the view changed the session; delete it if the session was emptied."""
+        session = request.__dict__.get("session")  # Only a session that was loaded can have changed.
+        if session is None or not session.modified:
+            return
+        if not session:
+            if self.cookie_name in request.cookies:
+                response.delete_cookie(
+                    self.cookie_name, self.cookie_options["path"], self.cookie_options["domain"]
+                )
+            return
+        token = self.signer.sign(to_json(dict(session)))
+        if len(token) > COOKIE_SIZE_LIMIT:
+            log.warning("session cookie is %d bytes; browsers drop cookies over 4 KB", len(token))
+        response.set_cookie(self.cookie_name, token, max_age=self.max_age, **self.cookie_options)
+        response.headers.setdefault("Vary", "Cookie")
+
+
+class NoSessions:
+    """``app.sessions`` without a secret key: using a session is then a clear error, not a silent no-op."""
+
+    def load(self, request: Request) -> Session:
+        raise RuntimeError("sessions need a secret key: App(__name__, secret_key=...)")
+
+    def save(self, request: Request, response: Response) -> None:
+        """Nothing can have been stored, so there is nothing to save."""
