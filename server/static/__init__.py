@@ -1,0 +1,37 @@
+"""Static files: the rules for serving a directory over HTTP, safely and without blocking the event loop.
+
+The server mounts directories at URL prefixes (``--static /static=./static``) and answers those requests on
+the loop thread itself: :func:`serve_path` decides the response with one ``realpath``, ``open`` and ``fstat``,
+and the loop streams the file with ``os.sendfile``, so a download costs a descriptor, not a thread. The same
+rules serve any WSGI stack through :class:`StaticFiles`, and one known file through :func:`serve_file` (the
+framework's file responses).
+
+The modules, in the order a request meets them:
+
+- :mod:`.mount`: a mount (prefix, root, options) and ``--static URL=DIR`` parsing.
+- :mod:`.paths`: from a percent-encoded path to an open file under the root, refusing every way out.
+- :mod:`.media`: Content-Type, Accept-Encoding and precompressed ``.br``/``.gz`` siblings.
+- :mod:`.validators`: ETag, Last-Modified, conditional requests (304/412) and byte ranges (206/416).
+- :mod:`.reply`: the decision itself, returned as a :class:`FileReply` for the caller to send.
+- :mod:`.listing`: the HTML index of a directory, when a mount asks for it.
+- :mod:`.wsgi`: :class:`StaticFiles`, the WSGI application and middleware.
+
+Choices worth knowing: a request with several byte ranges gets the whole file (200), not multipart/byteranges;
+a path that is not valid UTF-8 once decoded gets 404, like every other refused path; a 304 has no
+Content-Length.
+"""
+
+from .mount import StaticMount, StaticOptions, parse_mount
+from .reply import FileReply, serve_file, serve_path
+from .wsgi import StaticFiles, request_headers_from_environ
+
+__all__ = [
+    "FileReply",
+    "StaticFiles",
+    "StaticMount",
+    "StaticOptions",
+    "parse_mount",
+    "request_headers_from_environ",
+    "serve_file",
+    "serve_path",
+]

@@ -1,0 +1,114 @@
+"""What a file is and how it may be encoded: Content-Type from its name, and precompressed siblings.
+
+Content types come from :mod:`mimetypes` (which also reads the system's ``mime.types``), with a small table of
+web formats pinned first so that a site is served the same way on every machine. Text types get
+``charset=utf-8``: without it, browsers guess, and guesses differ.
+
+Precompressed siblings (``site.css.br``, ``site.css.gz``) are built ahead of time, so serving them costs a
+stat, not a compressor. The client's Accept-Encoding decides; brotli is preferred to gzip when both are
+equally welcome because it is smaller.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from functools import lru_cache
+
+# Web formats whose type some mime.types files get wrong or lack (JavaScript is text/javascript per RFC 9239).
+_PINNED_TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".wasm": "application/wasm",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".webmanifest": "application/manifest+json",
+}
+# Non-text types whose content is text, and so is served with a charset.
+_TEXT_LIKE = {"application/javascript", "application/json", "application/xml", "image/svg+xml"}
+# The type of a compressed file asked for by its own name (mimetypes reports the compression as an encoding).
+_COMPRESSED_TYPES = {
+    "gzip": "application/gzip",
+    "br": "application/x-brotli",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+}
+DEFAULT_TYPE = "application/octet-stream"
+
+# Content-Coding name -> file suffix, in order of preference.
+PRECOMPRESSED = (("br", ".br"), ("gzip", ".gz"))
+_PREFERENCE = {coding: index for index, (coding, _) in enumerate(PRECOMPRESSED)}
+
+
+@lru_cache(maxsize=1024)
+def content_type(name: str) -> str:
+    """The Content-Type for a file name, with ``; charset=utf-8`` for text."""
+    _, extension = os.path.splitext(name)
+    media_type = _PINNED_TYPES.get(extension.lower())
+    if media_type is None:
+        guessed, encoding = mimetypes.guess_type(name, strict=False)
+        # "x.css.gz" asked for by that name is a gzip file: never re-labelled as CSS with a Content-Encoding.
+        media_type = _COMPRESSED_TYPES.get(encoding, DEFAULT_TYPE) if encoding else guessed or DEFAULT_TYPE
+    if is_text(media_type):
+        return f"{media_type}; charset=utf-8"
+    return media_type
+
+
+def is_text(media_type: str) -> bool:
+    return (
+        media_type.startswith("text/") or media_type in _TEXT_LIKE or media_type.endswith(("+json", "+xml"))
+    )
+
+
+def is_precompressed_name(name: str) -> bool:
+    """True for names that are themselves a compressed sibling: they get no siblings of their own."""
+    return name.endswith(tuple(suffix for _, suffix in PRECOMPRESSED))
+
+
+def parse_accept_encoding(value: str) -> dict[str, float]:
+    """Map each content-coding (lower-case, ``x-gzip`` read as ``gzip``) to its q-value.
+
+    Members with a malformed q-value are dropped: a client that cannot say how much it wants a coding has not
+    asked for it.
+    """
+    codings: dict[str, float] = {}
+    for member in value.split(","):
+        name, *params = (part.strip() for part in member.split(";"))
+        if not name:
+            continue
+        quality = 1.0
+        for param in params:
+            key, _, raw = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(raw.strip())
+                except ValueError:
+                    quality = -1.0
+        if not 0.0 <= quality <= 1.0:
+            continue
+        name = name.lower()
+        codings["gzip" if name == "x-gzip" else name] = quality
+    return codings
+
+
+def choose_coding(accept_encoding: str | None, available: list[str]) -> list[str]:
+    """The ``available`` codings the client accepts, best first (by q-value, then by our preference).
+
+    No Accept-Encoding at all means identity only: RFC 9110 would allow any coding, but every client that can
+    decode one says so, and a client that sends nothing is often a tool that wants the bytes as they are.
+    """
+    if not accept_encoding or not available:
+        return []
+    accepted = parse_accept_encoding(accept_encoding)
+    wildcard = accepted.get("*", 0.0)
+    ranked = [(accepted.get(coding, wildcard), coding) for coding in available]
+    ranked.sort(key=lambda pair: (-pair[0], _PREFERENCE[pair[1]]))
+    return [coding for quality, coding in ranked if quality > 0]

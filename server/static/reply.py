@@ -1,0 +1,325 @@
+"""Decide the response for a static file: status, headers, and which bytes of which open file make the body.
+
+This is the sans-IO core of static serving. :func:`serve_path` and :func:`serve_file` take a method, a path
+and the request headers, do one ``realpath``/``open``/``fstat`` and never read file contents; they return a
+:class:`FileReply` that says what to send. The caller does the sending: the event loop with ``os.sendfile`` on
+a non-blocking socket (:mod:`server.connection`), or a WSGI server through ``wsgi.file_wrapper``
+(:mod:`server.static.wsgi`). Keeping the decision apart from the I/O is what lets one set of rules serve both,
+and lets the tests check every rule without a socket.
+
+The order of decisions for a path under a mount:
+
+1. URL checks (:func:`~server.static.paths.split_request_path`) and the safe open
+   (:func:`~server.static.paths.open_under_root`): anything refused or missing is 404. A 404 also tells the
+   WSGI middleware to pass the request to the application.
+2. Method: only GET and HEAD; anything else that exists gets 405 with ``Allow``.
+3. Directories: ``/dir`` redirects to ``/dir/``; ``/dir/`` serves ``index.html``, or a listing if enabled,
+   else 404.
+4. Precompressed sibling chosen from Accept-Encoding (:mod:`server.static.media`).
+5. Preconditions (412/304), then Range (206/416) (:mod:`server.static.validators`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import BinaryIO
+from urllib.parse import quote
+
+from .listing import render_listing
+from .media import PRECOMPRESSED, choose_coding, content_type, is_precompressed_name
+from .mount import StaticMount
+from .paths import Opened, RequestPath, open_under_root, split_request_path
+from .validators import (
+    UNSATISFIABLE,
+    ByteRange,
+    check_preconditions,
+    http_date,
+    if_range_allows,
+    make_etag,
+    parse_range,
+)
+
+ALLOWED_METHODS = ("GET", "HEAD")
+_ALLOW = ("Allow", ", ".join(ALLOWED_METHODS))
+_INDEX = "index.html"
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+# Characters left as they are when a request path is echoed in a Location header: the URL's own syntax, and
+# "%" so that its existing escapes survive. Anything else (there should be nothing else) is percent-encoded.
+_LOCATION_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+@dataclass
+class FileReply:
+    """What to answer; the caller does the I/O.
+
+    ``headers`` are complete (Content-Length, Content-Type, ETag, ...) except the ones every response gets
+    from the server (Date, Server, Connection). The body is either ``body`` (small, in memory) or ``length``
+    bytes of ``file`` starting at ``offset``. A 304 has no Content-Length: it has no body, and the header
+    would have to repeat the full file's size. The caller must :meth:`close` the reply once sent (or if it
+    gives up).
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    file: BinaryIO | None = None
+    offset: int = 0
+    length: int = 0
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        """Close the file, if any. Safe to call twice."""
+        if self.file is not None and not self._closed:
+            self._closed = True
+            self.file.close()
+
+    def __enter__(self) -> FileReply:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def header(self, name: str) -> str | None:
+        """The value of the response header ``name`` (case-insensitive), or None."""
+        name = name.lower()
+        return next((value for key, value in self.headers if key.lower() == name), None)
+
+
+# -- entry points --------------------------------------------------------------------------------------------
+
+
+def serve_path(mount: StaticMount, method: str, raw_path: str, headers: Mapping[str, str]) -> FileReply:
+    """Answer a request for ``raw_path`` (percent-encoded, no query string) from ``mount``.
+
+    ``headers`` maps lower-case request header names to values (repeated headers joined with ", ").
+    """
+    rest = mount.match(raw_path)
+    if rest is None:
+        return error_reply(404, method)
+    display = mount.prefix + "/"
+    return serve_under_root(mount, method, rest, raw_path, headers, display_prefix=display)
+
+
+def serve_file(
+    path: str | os.PathLike,
+    method: str,
+    headers: Mapping[str, str],
+    *,
+    max_age: int | None = None,
+    content_type: str | None = None,
+    download_name: str | None = None,
+) -> FileReply:
+    """Answer a request for one known file with the same conditional and range rules as a mount.
+
+    No path resolution and no containment check: the caller chose the file. ``download_name`` adds
+    ``Content-Disposition: attachment``; ``content_type`` overrides the guess from the name.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except (OSError, ValueError):
+        return error_reply(404, method)
+    opened = Opened(os.fsdecode(path), fd, os.fstat(fd))
+    if not stat.S_ISREG(opened.stat.st_mode):
+        opened.close()
+        return error_reply(404, method)
+    if method not in ALLOWED_METHODS:
+        opened.close()
+        return error_reply(405, method, [_ALLOW])
+    extra = [("Content-Disposition", content_disposition(download_name))] if download_name else []
+    media_type = content_type or _media_type_of(download_name or opened.path)
+    return file_reply(opened, method, headers, media_type=media_type, max_age=max_age, extra_headers=extra)
+
+
+def serve_under_root(
+    mount: StaticMount,
+    method: str,
+    rest: str,
+    request_path: str,
+    headers: Mapping[str, str],
+    *,
+    display_prefix: str,
+) -> FileReply:
+    """:func:`serve_path` after the prefix was matched: ``rest`` is the raw path below the mount.
+
+    ``request_path`` is the full raw path the client asked for, echoed (plus "/") when a directory redirects;
+    ``display_prefix`` is the mount's URL shown in a listing's title. The WSGI app passes its own values for
+    both.
+    """
+    options = mount.options
+    target = split_request_path(rest, dotfiles=options.dotfiles)
+    if target is None:
+        return error_reply(404, method)
+    root = str(mount.root)
+    opened = open_under_root(root, target.segments, options)
+    if opened is None:
+        return error_reply(404, method)
+    if method not in ALLOWED_METHODS:
+        opened.close()
+        return error_reply(405, method, [_ALLOW])
+    if opened.is_dir:
+        opened.close()
+        return _serve_directory(mount, method, target, request_path, headers, display_prefix, opened.path)
+    if target.trailing_slash:  # "/style.css/" names a directory that does not exist
+        opened.close()
+        return error_reply(404, method)
+    return _serve_regular(mount, method, headers, opened)
+
+
+# -- the pieces ----------------------------------------------------------------------------------------------
+
+
+def _serve_directory(
+    mount: StaticMount,
+    method: str,
+    target: RequestPath,
+    request_path: str,
+    headers: Mapping[str, str],
+    display_prefix: str,
+    real_dir: str,
+) -> FileReply:
+    if not target.trailing_slash:
+        # Relative links inside an index page only resolve correctly from a URL that ends with "/".
+        location = quote(request_path.encode("latin-1", "replace") + b"/", safe=_LOCATION_SAFE)
+        return error_reply(301, method, [("Location", location)])
+    root = str(mount.root)
+    index = open_under_root(root, (*target.segments, _INDEX), mount.options)
+    if index is not None:
+        if not index.is_dir:
+            return _serve_regular(mount, method, headers, index)
+        index.close()
+    if not mount.options.listing:
+        return error_reply(404, method)
+    display = display_prefix + "".join(segment + "/" for segment in target.segments)
+    page = render_listing(real_dir, display, root, mount.options)
+    return small_reply(200, method, page, "text/html; charset=utf-8")
+
+
+def _serve_regular(mount: StaticMount, method: str, headers: Mapping[str, str], opened: Opened) -> FileReply:
+    """Serve a regular file found under the mount, or its best precompressed sibling."""
+    media_type = _media_type_of(opened.path)
+    extra: list[tuple[str, str]] = []
+    if not is_precompressed_name(opened.path):
+        # Which siblings exist decides Vary for every response about this file, whatever this client accepts:
+        # a cache must know that the answer depends on Accept-Encoding.
+        available = [coding for coding, suffix in PRECOMPRESSED if _is_file(opened.path + suffix)]
+        if available:
+            extra.append(("Vary", "Accept-Encoding"))
+            for coding in choose_coding(headers.get("accept-encoding"), available):
+                suffix = dict(PRECOMPRESSED)[coding]
+                sibling = _open_sibling(mount, opened.path + suffix)
+                if sibling is not None:
+                    opened.close()
+                    opened = sibling
+                    extra.append(("Content-Encoding", coding))
+                    break
+    return file_reply(
+        opened, method, headers, media_type=media_type, max_age=mount.options.max_age, extra_headers=extra
+    )
+
+
+def _open_sibling(mount: StaticMount, real_path: str) -> Opened | None:
+    """Open a precompressed sibling with the same checks as the file itself: it may be a symlink too."""
+    root = str(mount.root)
+    relative = os.path.relpath(real_path, root)
+    opened = open_under_root(root, tuple(relative.split(os.sep)), mount.options)
+    if opened is not None and opened.is_dir:
+        opened.close()
+        return None
+    return opened
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _media_type_of(path: str) -> str:
+    return content_type(os.path.basename(path))
+
+
+def file_reply(
+    opened: Opened,
+    method: str,
+    headers: Mapping[str, str],
+    *,
+    media_type: str,
+    max_age: int | None,
+    extra_headers: list[tuple[str, str]],
+) -> FileReply:
+    """Apply preconditions and Range to an open regular file and build the reply. Takes over ``opened``."""
+    st = opened.stat
+    etag = make_etag(st)
+    cache = [("Cache-Control", f"public, max-age={max_age}")] if max_age is not None else []
+    vary = [(name, value) for name, value in extra_headers if name == "Vary"]
+    condition = check_preconditions(headers, etag, st.st_mtime)
+    if condition == 304:
+        opened.close()
+        # RFC 9110 15.4.5: repeat the fields a cache needs to update its stored response, nothing more.
+        return FileReply(304, [("ETag", etag), *cache, *vary])
+    if condition == 412:
+        opened.close()
+        return error_reply(412, method, vary)
+
+    size = st.st_size
+    status, start, length = 200, 0, size
+    range_headers: list[tuple[str, str]] = []
+    if method == "GET" and "range" in headers:  # Range is defined for GET only (RFC 9110 section 14.2)
+        if_range = headers.get("if-range")
+        if if_range is None or if_range_allows(if_range, etag, st.st_mtime):
+            chosen = parse_range(headers["range"], size)
+            if chosen is UNSATISFIABLE:
+                opened.close()
+                return error_reply(
+                    416, method, [("Content-Range", f"bytes */{size}"), ("Accept-Ranges", "bytes"), *vary]
+                )
+            if isinstance(chosen, ByteRange):
+                status, start, length = 206, chosen.start, chosen.length
+                range_headers.append(("Content-Range", f"bytes {chosen.start}-{chosen.end}/{size}"))
+
+    reply_headers = [
+        ("Content-Type", media_type),
+        ("Content-Length", str(length)),
+        ("Last-Modified", http_date(st.st_mtime)),
+        ("ETag", etag),
+        ("Accept-Ranges", "bytes"),
+        *cache,
+        *extra_headers,
+        *range_headers,
+    ]
+    if method == "HEAD" or length == 0:
+        opened.close()
+        return FileReply(status, reply_headers)
+    file = open(opened.fd, "rb", buffering=0)  # noqa: SIM115 - the reply owns it; the caller closes it
+    opened.fd = -1
+    return FileReply(status, reply_headers, file=file, offset=start, length=length)
+
+
+def small_reply(
+    status: int, method: str, body: bytes, media_type: str, headers: list[tuple[str, str]] | None = None
+) -> FileReply:
+    """A reply with an in-memory body; HEAD gets the same headers and no body."""
+    reply_headers = [("Content-Type", media_type), ("Content-Length", str(len(body))), *(headers or [])]
+    return FileReply(status, reply_headers, b"" if method == "HEAD" else body)
+
+
+def error_reply(status: int, method: str, headers: list[tuple[str, str]] | None = None) -> FileReply:
+    """A short plain-text page for a status that has no file to send (301, 404, 405, 412, 416)."""
+    phrase = HTTPStatus(status).phrase
+    return small_reply(status, method, f"{status} {phrase}\n".encode(), "text/plain; charset=utf-8", headers)
+
+
+def content_disposition(name: str) -> str:
+    """``attachment``, with an ASCII ``filename`` and, if needed, a UTF-8 ``filename*`` (RFC 6266)."""
+    fallback = "".join(
+        char if " " <= char < "\x7f" and char not in '"\\' else "_" for char in os.path.basename(name)
+    )
+    value = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value

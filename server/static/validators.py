@@ -1,0 +1,195 @@
+"""Validators and the rules that use them: ETag, Last-Modified, conditional requests, byte ranges (RFC 9110).
+
+Pure functions of header values and a file's ``stat``: no I/O, so every rule is tested by calling it.
+
+Preconditions are evaluated in the order RFC 9110 section 13.2.2 prescribes: If-Match, else
+If-Unmodified-Since (412 when they fail); then If-None-Match, else If-Modified-Since (304 for GET and HEAD).
+If-None-Match takes precedence because an entity tag is a more exact validator than a one-second timestamp.
+
+Ranges: one ``bytes=`` range (``first-last``, ``first-`` or the suffix ``-N``) is answered with 206; a range
+that starts beyond the end with 416; a header that does not parse is ignored, as RFC 9110 section 14.2
+requires. Several ranges are answered with the whole file (200), which the RFC allows and which keeps the body
+one contiguous span that the event loop can ``sendfile`` in one go, instead of a multipart/byteranges body
+assembled from pieces.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import formatdate
+
+# -- validators ----------------------------------------------------------------------------------------------
+
+
+def make_etag(st: os.stat_result) -> str:
+    """A strong entity tag: a change of size, modification time (ns) or inode (file replaced) changes it."""
+    return f'"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}"'
+
+
+def http_date(timestamp: float) -> str:
+    """Format a POSIX timestamp as an IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
+    return formatdate(timestamp, usegmt=True)
+
+
+_MONTHS = {name: index for index, name in enumerate(calendar.month_abbr) if name}
+_TIME = r"(\d\d):(\d\d):(\d\d)"
+# The three formats a recipient must accept (RFC 9110 section 5.6.7): IMF-fixdate, the obsolete RFC 850 form,
+# and asctime. Matched strictly: a list of dates (a repeated header joined by ", ") is refused, not half-read.
+_IMF_FIXDATE = re.compile(rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) ([A-Z][a-z]{{2}}) (\d{{4}}) {_TIME} GMT")
+_DAY_NAMES = "Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday"
+_RFC850 = re.compile(rf"(?:{_DAY_NAMES}), (\d\d)-([A-Z][a-z]{{2}})-(\d\d) {_TIME} GMT")
+_ASCTIME = re.compile(rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{{2}}) ([ \d]\d) {_TIME} (\d{{4}})")
+
+
+def parse_http_date(value: str) -> int | None:
+    """The POSIX timestamp of an HTTP-date, or None if ``value`` is not exactly one valid HTTP-date."""
+    value = value.strip()
+    if match := _IMF_FIXDATE.fullmatch(value):
+        day, month, year, hour, minute, second = match.groups()
+    elif match := _RFC850.fullmatch(value):
+        day, month, year, hour, minute, second = match.groups()
+        # Two-digit years: RFC 9110 says to read a year more than 50 years ahead as the past century.
+        year = str(1900 + int(year) if int(year) >= 70 else 2000 + int(year))
+    elif match := _ASCTIME.fullmatch(value):
+        month, day, hour, minute, second, year = match.groups()
+    else:
+        return None
+    if month not in _MONTHS:
+        return None
+    try:
+        return calendar.timegm((int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second)))
+    except (ValueError, OverflowError):
+        return None
+
+
+# -- preconditions -------------------------------------------------------------------------------------------
+
+# One element of an entity-tag list and the comma after it. An opaque tag may itself contain commas, so the
+# list is scanned element by element rather than split on ",". Empty elements are allowed (RFC 9110 5.6.1).
+_TAG_LIST_ITEM = re.compile(r'[ \t]*(?:(W/)?("[\x21\x23-\x7e\x80-\xff]*"))?[ \t]*(?:,|$)')
+
+
+def _entity_tags(field_value: str) -> list[tuple[bool, str]] | None:
+    """Parse a list of entity tags into (is_weak, quoted-opaque-tag) pairs; None if the list is malformed."""
+    tags = []
+    position = 0
+    while position < len(field_value):
+        match = _TAG_LIST_ITEM.match(field_value, position)
+        if match is None or match.end() == position:
+            return None
+        if match.group(2):
+            tags.append((bool(match.group(1)), match.group(2)))
+        position = match.end()
+    return tags
+
+
+def etag_matches(field_value: str, etag: str, *, weak: bool) -> bool:
+    """Does the If-Match / If-None-Match ``field_value`` match our (strong) ``etag``?
+
+    ``*`` matches any current representation. Weak comparison (If-None-Match) ignores the ``W/`` prefix;
+    strong comparison (If-Match, If-Range) never matches a weak tag.
+    """
+    if field_value.strip() == "*":
+        return True
+    tags = _entity_tags(field_value)
+    if tags is None:
+        return False
+    return any(tag == etag and (weak or not is_weak) for is_weak, tag in tags)
+
+
+def check_preconditions(headers: Mapping[str, str], etag: str, mtime: float) -> int | None:
+    """Evaluate the conditional headers of a GET or HEAD: 412 or 304 when one applies, else None (proceed).
+
+    ``headers`` maps lower-case field names to values.
+    """
+    get = headers.get
+    modified = int(mtime)  # HTTP-dates have one-second resolution
+    if_match = get("if-match")
+    if if_match is not None:
+        if not etag_matches(if_match, etag, weak=False):
+            return 412
+    elif (since := get("if-unmodified-since")) is not None:
+        date = parse_http_date(since)
+        if date is not None and modified > date:
+            return 412
+    if_none_match = get("if-none-match")
+    if if_none_match is not None:
+        return 304 if etag_matches(if_none_match, etag, weak=True) else None
+    since = get("if-modified-since")
+    if since is not None:
+        date = parse_http_date(since)
+        if date is not None and modified <= date:
+            return 304
+    return None
+
+
+def if_range_allows(value: str, etag: str, mtime: float) -> bool:
+    """If-Range: may the Range be honoured? Only if its validator matches exactly (strong comparison)."""
+    value = value.strip()
+    if value.startswith(('"', "W/")):
+        return etag_matches(value, etag, weak=False)
+    date = parse_http_date(value)
+    return date is not None and date == int(mtime)
+
+
+# -- ranges --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """One satisfiable range: bytes ``start`` to ``end`` inclusive, as Content-Range writes them."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+class Unsatisfiable:
+    """The Range header parsed but selects no byte of the file: answer 416."""
+
+
+UNSATISFIABLE = Unsatisfiable()
+_RANGE_SPEC = re.compile(r"(\d*)-(\d*)")
+
+
+def parse_range(value: str, size: int) -> ByteRange | Unsatisfiable | None:
+    """Interpret a Range header for a file of ``size`` bytes.
+
+    Returns the single ByteRange to send, UNSATISFIABLE for a 416, or None to ignore the header and send the
+    whole file: when it does not parse, uses a unit other than bytes, or asks for several ranges (see the
+    module docstring).
+    """
+    unit, sep, ranges = value.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    specs = [spec.strip() for spec in ranges.split(",") if spec.strip()]
+    if len(specs) != 1:
+        return None
+    match = _RANGE_SPEC.fullmatch(specs[0])
+    if match is None:
+        return None
+    first, last = match.groups()
+    try:
+        if first:
+            start = int(first)
+            end = int(last) if last else size - 1
+            if last and end < start:
+                return None  # "5-3" is syntactically invalid: ignored, not unsatisfiable
+            if start >= size:
+                return UNSATISFIABLE
+            return ByteRange(start, min(end, size - 1))
+        if last:
+            suffix = int(last)
+            if suffix == 0 or size == 0:
+                return UNSATISFIABLE
+            return ByteRange(max(size - suffix, 0), size - 1)
+    except ValueError:  # more digits than int() accepts: not a range anyone can mean
+        return None
+    return None  # "-" alone
