@@ -73,11 +73,12 @@ class State(Enum):
 class TransferFailed(Exception):
     """Why a transfer ended badly: the TFTP error code, its message, and whether the peer sent it."""
 
-    def __init__(self, code: int, message: str, *, remote: bool) -> None:
+    def __init__(self, code: int, message: str, *, remote: bool, during_request: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.remote = remote
+        self.during_request = during_request  # the server refused the request itself, before any transfer
 
     def __str__(self) -> str:
         who = "peer" if self.remote else "local"
@@ -136,8 +137,10 @@ class _Transfer:
             return self._fail(ErrorCode.ILLEGAL_OPERATION, f"malformed packet: {exc}")
         if isinstance(packet, Error):
             if not self.finished:
+                requesting = self.state == State.REQUESTING
                 self.state = State.FAILED
-                self.error = TransferFailed(packet.code, packet.message or packet.text, remote=True)
+                message = packet.message or packet.text
+                self.error = TransferFailed(packet.code, message, remote=True, during_request=requesting)
             return []
         return self._handle(packet, now)
 

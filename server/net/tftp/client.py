@@ -1,0 +1,190 @@
+"""The TFTP client: ``get`` and ``put`` over one UDP socket, driven by the same state machines as the server.
+
+The client is a blocking program with a single transfer, so it needs no selectors loop: it waits on its one
+socket until the machine's deadline and feeds it whatever arrives. What it adds around the machine:
+
+- Options are asked for, and if the server ignores them (it answers DATA or ACK instead of OACK) the machine
+  falls back to plain RFC 1350; if the server refuses them with ERROR 8, the request is repeated without
+  options.
+- A download is written to a temporary file beside the destination and renamed into place only when complete:
+  a failed download removes its partial file and never clobbers an existing one.
+- A failure raises ``TransferFailed`` with the server's own error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from . import netascii
+from . import options as opts
+from .packets import ErrorCode, ReadRequest, WriteRequest
+from .transfer import Address, Receiver, Sender, State, TransferFailed
+
+__all__ = ["TftpClient", "TransferFailed", "TransferResult"]
+
+MAX_DATAGRAM = 65536
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What a finished transfer did, for the caller to report."""
+
+    bytes: int
+    seconds: float
+    settings: opts.Settings
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second."""
+        return self.bytes / max(self.seconds, 1e-6)
+
+
+Progress = Callable[[int, "int | None"], None]  # (bytes so far, total bytes if known)
+
+
+class TftpClient:
+    """Talks to one TFTP server. ``blksize`` and ``windowsize`` are requested; the server may lower them."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 69,
+        *,
+        blksize: int = opts.DEFAULT_BLKSIZE,
+        windowsize: int = 1,
+        timeout: float = 1.0,
+        retries: int = 5,
+        progress: Progress | None = None,
+    ) -> None:
+        if not opts.MIN_BLKSIZE <= blksize <= opts.MAX_BLKSIZE:
+            raise ValueError(f"blksize must be between {opts.MIN_BLKSIZE} and {opts.MAX_BLKSIZE}")
+        if not opts.MIN_WINDOWSIZE <= windowsize <= opts.MAX_WINDOWSIZE:
+            raise ValueError(f"windowsize must be between {opts.MIN_WINDOWSIZE} and {opts.MAX_WINDOWSIZE}")
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        self._family = family
+        self.server: Address = address
+        self.settings = opts.Settings(
+            blksize=blksize, windowsize=windowsize, timeout=timeout, retries=retries
+        )
+        self.progress = progress
+
+    def download(self, remote: str, local: str | os.PathLike[str], *, mode: str = "octet") -> TransferResult:
+        """Fetch ``remote`` into the file ``local``; on failure ``local`` is left as it was."""
+        target = Path(local)
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                result = self.download_to(remote, file, mode=mode)
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        return result
+
+    def download_to(self, remote: str, file: BinaryIO, *, mode: str = "octet") -> TransferResult:
+        """Fetch ``remote`` and write it to an open binary file."""
+        writer = netascii.DecodingWriter(file.write) if mode == "netascii" else None
+        write = writer.write if writer else file.write
+
+        def receiver(options: dict[str, str], now: float) -> Receiver:
+            request = ReadRequest(remote, mode, options)
+            return Receiver(write, self.server, self.settings, now, request=request)
+
+        # tsize 0 asks the server for the size, which makes the progress bar a bar.
+        result = self._transfer(receiver, opts.client_options(self.settings, tsize=0))
+        if writer is not None:
+            writer.close()
+        return result
+
+    def upload(
+        self, local: str | os.PathLike[str], remote: str | None = None, *, mode: str = "octet"
+    ) -> TransferResult:
+        """Send the file ``local`` to the server as ``remote`` (by default, its base name)."""
+        path = Path(local)
+        with open(path, "rb") as file:
+            # In netascii the size on the wire is not the size on disk, so tsize is not announced.
+            size = None if mode == "netascii" else os.fstat(file.fileno()).st_size
+            return self.upload_from(file, remote or path.name, mode=mode, size=size)
+
+    def upload_from(
+        self, file: BinaryIO, remote: str, *, mode: str = "octet", size: int | None = None
+    ) -> TransferResult:
+        """Send the contents of an open binary file; ``size``, if known, is announced as tsize."""
+        read = netascii.EncodingReader(file.read).read if mode == "netascii" else file.read
+
+        def sender(options: dict[str, str], now: float) -> Sender:
+            request = WriteRequest(remote, mode, options)
+            return Sender(read, self.server, self.settings, now, request=request)
+
+        return self._transfer(sender, opts.client_options(self.settings, tsize=size))
+
+    def _transfer(
+        self, make: Callable[[dict[str, str], float], Sender | Receiver], options: dict[str, str]
+    ) -> TransferResult:
+        started = time.monotonic()
+        machine = make(options, started)
+        try:
+            self._run(machine)
+        except TransferFailed as exc:
+            # RFC 2347: a server may refuse options with ERROR 8; then ask once more, without them.
+            if not (
+                options and exc.remote and exc.during_request and exc.code == ErrorCode.OPTION_NEGOTIATION
+            ):
+                raise
+            machine = make({}, time.monotonic())
+            self._run(machine)
+        return TransferResult(machine.bytes_transferred, time.monotonic() - started, machine.settings)
+
+    def _run(self, machine: Sender | Receiver) -> None:
+        """Drive one machine to its end over a fresh socket (a fresh TID) and raise if it failed."""
+        with socket.socket(self._family, socket.SOCK_DGRAM) as sock, selectors.DefaultSelector() as selector:
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+            try:
+                self._send(sock, machine.start())
+                while not machine.finished:
+                    self._step(sock, selector, machine)
+            except BaseException:  # Ctrl-C or a local failure: tell the server rather than let it time out
+                if machine.state in (State.RUNNING, State.REQUESTING):
+                    with contextlib.suppress(OSError):
+                        self._send(sock, machine.abort())
+                raise
+        if self.progress is not None:
+            self.progress(machine.bytes_transferred, machine.settings.tsize)
+        if machine.error is not None:
+            raise machine.error
+
+    def _step(
+        self, sock: socket.socket, selector: selectors.BaseSelector, machine: Sender | Receiver
+    ) -> None:
+        # Read everything already queued before waiting: a window of blocks arrives as a burst, and one wait
+        # per burst instead of one per datagram is most of the speed of a windowed transfer.
+        try:
+            data, addr = sock.recvfrom(MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            deadline = machine.deadline
+            wait = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            if not selector.select(wait):
+                self._send(sock, machine.tick(time.monotonic()))
+            return
+        except ConnectionRefusedError:
+            return  # an ICMP "port unreachable" for an earlier datagram; the timeout deals with a dead server
+        self._send(sock, machine.datagram_received(data, addr, time.monotonic()))
+        if self.progress is not None:
+            self.progress(machine.bytes_transferred, machine.settings.tsize)
+
+    @staticmethod
+    def _send(sock: socket.socket, datagrams: list) -> None:
+        for data, addr in datagrams:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                sock.sendto(data, addr)

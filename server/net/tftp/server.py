@@ -1,0 +1,410 @@
+"""The TFTP server: one selectors loop, a socket per transfer, files confined to a root directory.
+
+The loop owns every socket and nothing else. The well-known socket (port 69 by default) only receives
+requests; each accepted request gets a new socket on a fresh ephemeral port (its TID, RFC 1350) and a state
+machine from ``transfer``. Datagrams and timer ticks go to the machines, whatever they return goes out, and a
+slow or vanished client only ever costs its own timer: it cannot stall the others.
+
+Files are the server's responsibility, not the machines': paths are resolved inside ``root`` (no ``..``, no
+absolute paths, no symlinks leading out), uploads go to a temporary file that is renamed into place only when
+the last block has arrived, so an aborted upload leaves nothing behind, and each transfer is logged with its
+peer, file, size, duration and rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import selectors
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from . import netascii
+from . import options as opts
+from .packets import Error, ErrorCode, MalformedPacket, ReadRequest, Request, decode
+from .progress import format_size
+from .transfer import Address, Datagram, Receiver, Sender, State, error_for_os_error
+
+log = logging.getLogger("server.net.tftp")
+
+MAX_DATAGRAM = 65536  # larger than any TFTP packet: blksize is at most 65464
+_BATCH = 64  # datagrams read from one socket before the loop looks at the others again
+
+
+class Refused(Exception):
+    """A request the server will not serve; carries the TFTP error to answer with."""
+
+    def __init__(self, code: ErrorCode, message: str = "") -> None:
+        super().__init__(message or code.default_message)
+        self.code = code
+
+
+def resolve_inside(root: Path, name: str) -> Path:
+    """The path ``name`` names inside ``root``, or ``Refused`` (ERROR 2) if it would lead anywhere else.
+
+    ``root`` must already be resolved. The textual checks refuse the obvious escapes with a clear reason; the
+    final check on the resolved path catches what text cannot see, such as a symlink pointing out of the root.
+    """
+    if name.startswith(("/", "\\")) or os.path.isabs(name):
+        raise Refused(ErrorCode.ACCESS_VIOLATION, "absolute paths are not allowed")
+    if ".." in Path(name).parts:
+        raise Refused(ErrorCode.ACCESS_VIOLATION, "'..' is not allowed in paths")
+    path = Path(os.path.realpath(root / name))
+    if path != root and root not in path.parents:
+        raise Refused(ErrorCode.ACCESS_VIOLATION, "path leads outside the served directory")
+    return path
+
+
+@dataclass
+class _Active:
+    """One transfer in progress: its socket, its state machine, and the file behind it."""
+
+    sock: socket.socket
+    machine: Sender | Receiver
+    request: Request
+    peer: Address
+    file: BinaryIO
+    started: float
+    path: Path
+    temp: Path | None = None  # uploads: where the data lands until it is complete
+    writer: netascii.DecodingWriter | None = None
+    linger_until: float | None = None  # a finished upload stays to repeat its final ACK if that was lost
+    request_bytes: bytes = field(default=b"", repr=False)
+
+
+class TftpServer:
+    """Serve the files under ``root`` over TFTP; call ``serve_forever`` and, from any thread, ``shutdown``."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        host: str = "127.0.0.1",
+        port: int = 69,
+        *,
+        allow_upload: bool = False,
+        overwrite: bool = False,
+        limits: opts.ServerLimits | None = None,
+        timeout: float = 1.0,
+        retries: int = 5,
+        max_transfers: int = 256,
+    ) -> None:
+        self.root = Path(os.path.realpath(root))
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"not a directory: {root}")
+        self.allow_upload = allow_upload
+        self.overwrite = overwrite
+        self.limits = limits or opts.ServerLimits()
+        self.settings = opts.Settings(timeout=timeout, retries=retries)
+        self.max_transfers = max_transfers
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        self._family = family
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._sock.bind(address)
+        self._sock.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._sock, selectors.EVENT_READ, None)
+        # shutdown() may come from another thread (or a signal handler): it writes a byte here to wake the
+        # loop.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wakeup")
+        self._transfers: dict[socket.socket, _Active] = {}
+        self._next_timer = float("inf")  # the earliest deadline of any transfer, or later (never earlier)
+        self._stopping = False
+
+    @property
+    def address(self) -> Address:
+        """Where the server listens, with the real port when it was created with port 0."""
+        return self._sock.getsockname()
+
+    # -- the loop
+
+    def serve_forever(self) -> None:
+        log.info("TFTP serving %s on %s port %d", self.root, *self.address[:2])
+        try:
+            while not self._stopping:
+                self._run_once()
+        finally:
+            self._abort_all("server shutting down")
+            self._close_sockets()
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever``; safe to call from any thread. In-flight transfers are told and cleaned
+        up."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _run_once(self) -> None:
+        now = time.monotonic()
+        wait = None if self._next_timer == float("inf") else max(0.0, self._next_timer - now)
+        for key, _ in self._selector.select(wait):
+            if key.data is None:
+                self._on_request_socket()
+            elif key.data == "wakeup":
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(64)
+            else:
+                self._on_transfer_socket(key.data)
+        if time.monotonic() >= self._next_timer:
+            self._fire_timers(time.monotonic())
+
+    def _fire_timers(self, now: float) -> None:
+        # Deadlines only ever move later when a transfer makes progress, so a full scan happens only when the
+        # earliest one we know of has passed: most packets of a busy transfer never pay for it.
+        next_timer = float("inf")
+        for active in list(self._transfers.values()):
+            machine = active.machine
+            if machine.deadline is not None and machine.deadline <= now:
+                self._send(active, machine.tick(now))
+                self._after_step(active, now)
+                if active.sock not in self._transfers:
+                    continue
+            if active.linger_until is not None and active.linger_until <= now:
+                self._close_transfer(active)
+                continue
+            for deadline in (machine.deadline, active.linger_until):
+                if deadline is not None:
+                    next_timer = min(next_timer, deadline)
+        self._next_timer = next_timer
+
+    def _on_transfer_socket(self, active: _Active) -> None:
+        for _ in range(_BATCH):
+            try:
+                data, addr = active.sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable reported on a later recvfrom
+                log.debug("transfer socket error for %s: %s", active.peer, exc)
+                continue
+            now = time.monotonic()
+            self._send(active, active.machine.datagram_received(data, addr, now))
+            self._after_step(active, now)
+            if active.sock not in self._transfers:
+                return
+
+    def _send(self, active: _Active, datagrams: list[Datagram]) -> None:
+        for data, addr in datagrams:
+            try:
+                active.sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                pass  # a full socket buffer loses the datagram like the network would; a timeout repairs it
+            except OSError as exc:
+                log.debug("sendto %s failed: %s", addr, exc)
+
+    def _after_step(self, active: _Active, now: float) -> None:
+        """Book-keeping after the machine moved: commit a finished upload, close a finished transfer."""
+        machine = active.machine
+        if machine.deadline is not None:
+            self._next_timer = min(self._next_timer, machine.deadline)
+        if active.linger_until is not None or not machine.finished:
+            return
+        if machine.state == State.COMPLETE and active.temp is not None:
+            try:
+                self._commit_upload(active)
+            except OSError as exc:
+                code, message = error_for_os_error(exc)
+                if exc.errno == errno.EEXIST:
+                    code, message = ErrorCode.FILE_EXISTS, ErrorCode.FILE_EXISTS.default_message
+                machine.state = State.FAILED
+                self._send(active, [Datagram(Error(code, message).encode(), active.peer)])
+                self._log_end(active, f"failed: {message}")
+                self._close_transfer(active)
+                return
+            # The final ACK is out; stay a little in case it was lost and the last block comes again.
+            active.linger_until = now + machine.settings.timeout
+            self._next_timer = min(self._next_timer, active.linger_until)
+            self._log_end(active, "ok")
+            return
+        self._log_end(active, "ok" if machine.state == State.COMPLETE else f"failed: {machine.error}")
+        self._close_transfer(active)
+
+    # -- requests
+
+    def _on_request_socket(self) -> None:
+        for _ in range(_BATCH):
+            try:
+                data, addr = self._sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("request socket error: %s", exc)
+                continue
+            self._on_request(data, addr)
+
+    def _on_request(self, data: bytes, addr: Address) -> None:
+        try:
+            request = decode(data)
+        except MalformedPacket as exc:
+            log.warning("%s: malformed request: %s", _peer_text(addr), exc)
+            self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, f"malformed packet: {exc}")
+            return
+        if not isinstance(request, Request):
+            if not isinstance(request, Error):  # never answer an error with an error
+                self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, "expected a read or write request")
+            return
+        if any(a.peer == addr and a.request_bytes == data for a in self._transfers.values()):
+            return  # the client repeated its request before our answer reached it: that transfer answers it
+        if len(self._transfers) >= self.max_transfers:
+            self._answer_error(addr, ErrorCode.NOT_DEFINED, "server busy, try again later")
+            return
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.address[0], 0))
+            sock.setblocking(False)
+            active = self._start(sock, request, addr, time.monotonic())
+        except Refused as exc:
+            log.info("%s: %s %s refused: %s", _peer_text(addr), _kind(request), request.filename, exc)
+            with contextlib.suppress(OSError):
+                sock.sendto(Error(exc.code, str(exc)).encode(), addr)
+            sock.close()
+            return
+        except BaseException:
+            sock.close()
+            raise
+        active.request_bytes = data
+        self._transfers[sock] = active
+        self._selector.register(sock, selectors.EVENT_READ, active)
+        self._send(active, active.machine.start())
+        self._after_step(active, active.started)
+
+    def _start(self, sock: socket.socket, request: Request, peer: Address, now: float) -> _Active:
+        """Check a request against the rules and open its file; return the transfer, or raise ``Refused``."""
+        if request.mode == "mail":
+            raise Refused(ErrorCode.ILLEGAL_OPERATION, "mail mode is not supported")
+        path = resolve_inside(self.root, request.filename)
+        if isinstance(request, ReadRequest):
+            return self._start_read(sock, request, peer, path, now)
+        return self._start_write(sock, request, peer, path, now)
+
+    def _start_read(
+        self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float
+    ) -> _Active:
+        try:
+            file = open(path, "rb")  # noqa: SIM115 - closed by _close_transfer when the transfer ends
+        except IsADirectoryError:
+            raise Refused(ErrorCode.ACCESS_VIOLATION, "is a directory") from None
+        except OSError as exc:
+            raise Refused(*error_for_os_error(exc)) from None
+        try:
+            text = request.mode == "netascii"
+            size = None if text else os.fstat(file.fileno()).st_size  # netascii changes the size in transit
+            accepted, settings = opts.negotiate(
+                request.options, is_read=True, file_size=size, limits=self.limits, base=self.settings
+            )
+            read = netascii.EncodingReader(file.read).read if text else file.read
+            machine = Sender(read, peer, settings, now, oack=accepted)
+        except BaseException:
+            file.close()
+            raise
+        return _Active(sock, machine, request, peer, file, now, path)
+
+    def _start_write(
+        self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float
+    ) -> _Active:
+        if not self.allow_upload:
+            raise Refused(ErrorCode.ACCESS_VIOLATION, "uploads are not allowed")
+        if path.is_dir():
+            raise Refused(ErrorCode.ACCESS_VIOLATION, "is a directory")
+        if path.exists() and not self.overwrite:
+            raise Refused(ErrorCode.FILE_EXISTS)
+        if not path.parent.is_dir():
+            raise Refused(ErrorCode.FILE_NOT_FOUND, "directory does not exist")
+        try:
+            accepted, settings = opts.negotiate(
+                request.options, is_read=False, file_size=None, limits=self.limits, base=self.settings
+            )
+        except opts.NegotiationError as exc:
+            raise Refused(exc.code, str(exc)) from None
+        try:
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        except OSError as exc:
+            raise Refused(*error_for_os_error(exc)) from None
+        file = os.fdopen(fd, "wb")
+        writer = netascii.DecodingWriter(file.write) if request.mode == "netascii" else None
+        write = writer.write if writer else file.write
+        machine = Receiver(write, peer, settings, now, oack=accepted, limit=self.limits.max_upload)
+        return _Active(sock, machine, request, peer, file, now, path, Path(temp), writer)
+
+    def _commit_upload(self, active: _Active) -> None:
+        """Move a complete upload into place; raise OSError (EEXIST among others) if that is not possible."""
+        assert active.temp is not None
+        if active.writer is not None:
+            active.writer.close()
+        active.file.close()
+        if self.overwrite:
+            os.replace(active.temp, active.path)
+        else:
+            # A hard link fails if the name appeared while the upload ran: no race can replace someone's file.
+            os.link(active.temp, active.path)
+            os.unlink(active.temp)
+        active.temp = None
+
+    def _answer_error(self, addr: Address, code: ErrorCode, message: str) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.sendto(Error(code, message).encode(), addr)
+
+    # -- endings
+
+    def _close_transfer(self, active: _Active) -> None:
+        self._transfers.pop(active.sock, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(active.sock)
+        active.sock.close()
+        active.file.close()
+        if active.temp is not None:  # an upload that did not complete leaves nothing behind
+            with contextlib.suppress(OSError):
+                active.temp.unlink()
+
+    def _abort_all(self, reason: str) -> None:
+        for active in list(self._transfers.values()):
+            self._send(active, active.machine.abort(reason))
+            if active.linger_until is None:
+                self._log_end(active, f"aborted: {reason}")
+            self._close_transfer(active)
+
+    def _close_sockets(self) -> None:
+        if self._sock.fileno() == -1:
+            return  # already closed
+        self._selector.close()
+        for sock in (self._sock, self._wake_r, self._wake_w):
+            sock.close()
+
+    def _log_end(self, active: _Active, outcome: str) -> None:
+        seconds = max(time.monotonic() - active.started, 1e-6)
+        size = active.machine.bytes_transferred
+        log.info(
+            "%s %s %s %d bytes in %.3f s (%s/s) %s",
+            _peer_text(active.peer),
+            _kind(active.request),
+            active.request.filename,
+            size,
+            seconds,
+            format_size(size / seconds),
+            outcome,
+        )
+
+    def close(self) -> None:
+        """Release the sockets of a server that is not running (``serve_forever`` does this itself)."""
+        self._abort_all("server closing")
+        self._close_sockets()
+
+    def __enter__(self) -> TftpServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _kind(request: Request) -> str:
+    return "RRQ" if isinstance(request, ReadRequest) else "WRQ"
+
+
+def _peer_text(addr: Address) -> str:
+    return f"{addr[0]}:{addr[1]}"
