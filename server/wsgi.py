@@ -102,6 +102,8 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
             environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
         else:
             environ[key] = value
+    if request.scheme is not None:
+        environ["HTTP_HOST"] = host  # RFC 9112 3.2.2: an absolute-form target's authority replaces Host
     if request.chunked:
         environ.pop("CONTENT_LENGTH", None)
         if isinstance(body, io.IOBase) or hasattr(body, "seek"):

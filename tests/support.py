@@ -1,0 +1,212 @@
+"""Helpers for tests that need a live server: in-process (fast) or as a real ``python -m server`` process.
+
+Every wait here has a deadline; nothing sleeps to let something happen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from server.config import Config
+from server.engine import Engine
+from server.listeners import open_listener, parse_bind
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 10.0
+
+
+class ServerThread:
+    """An Engine serving ``app`` on 127.0.0.1:<free port>, running in a background thread."""
+
+    def __init__(self, app: Callable, config: Config | None = None, **settings) -> None:
+        self.config = replace(config or Config(), **settings) if settings else (config or Config())
+        self.app = app
+        self.listener = open_listener(parse_bind("127.0.0.1:0"))
+        self.port = self.listener.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.engine = Engine(self.config, app, [self.listener])
+        self._thread = threading.Thread(target=self.engine.run, name="test-server", daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(graceful=False)
+
+    def stop(self, graceful: bool = False) -> None:
+        self.engine.reactor.call_soon_threadsafe(self.engine.shutdown, graceful)
+        self._thread.join(TIMEOUT)
+        self.listener.sock.close()
+        assert not self._thread.is_alive(), "server thread did not stop"
+
+    def connect(self, timeout: float = TIMEOUT) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        return sock
+
+
+def recv_until_closed(sock: socket.socket, limit: int = 64 * 1024 * 1024) -> bytes:
+    """Everything the peer sends until it closes (each recv bounded by the socket's timeout)."""
+    chunks = []
+    total = 0
+    while total < limit:
+        data = sock.recv(65536)
+        if not data:
+            break
+        chunks.append(data)
+        total += len(data)
+    return b"".join(chunks)
+
+
+def read_response(sock: socket.socket, buffer: bytearray | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Read exactly one response (Content-Length, chunked, or close-delimited) from a raw socket.
+
+    ``buffer`` carries bytes already received past the previous response (pipelining)."""
+    buf = buffer if buffer is not None else bytearray()
+
+    def fill() -> bool:
+        data = sock.recv(65536)
+        buf.extend(data)
+        return bool(data)
+
+    while b"\r\n\r\n" not in buf:
+        if not fill():
+            raise ConnectionError(f"closed before a full head; got {bytes(buf)!r}")
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    del buf[: len(head) + 4]
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if status < 200 or status in (204, 304):
+        return status, headers, b""
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        while len(buf) < length:
+            if not fill():
+                raise ConnectionError("closed mid-body")
+        body = bytes(buf[:length])
+        del buf[:length]
+        return status, headers, body
+    if headers.get("transfer-encoding") == "chunked":
+        body = bytearray()
+        while True:
+            while b"\r\n" not in buf:
+                if not fill():
+                    raise ConnectionError("closed mid-chunk")
+            line, _, _ = bytes(buf).partition(b"\r\n")
+            del buf[: len(line) + 2]
+            size = int(line.split(b";")[0], 16)
+            while len(buf) < size + 2:
+                if not fill():
+                    raise ConnectionError("closed mid-chunk")
+            body += buf[:size]
+            del buf[: size + 2]
+            if size == 0:
+                return status, headers, bytes(body)
+    while fill():
+        pass
+    body = bytes(buf)
+    buf.clear()
+    return status, headers, body
+
+
+class ServerProcess:
+    """``python -m server ARGS`` as a subprocess on a free port, ready once it logs where it listens."""
+
+    _LISTENING = re.compile(r"serving .* on (http://\S+|unix:\S+)")
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, bind: bool = True):
+        argv = [sys.executable, "-m", "server", *args]
+        if bind and "--bind" not in args:
+            argv += ["--bind", "127.0.0.1:0"]
+        self.argv = argv
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.cwd = cwd
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.log: list[str] = []
+        self._reader: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def __enter__(self) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(TIMEOUT):
+            self.stop()
+            raise AssertionError("server did not start:\n" + "".join(self.log))
+        return self
+
+    def _read_log(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            self.log.append(line)
+            match = self._LISTENING.search(line)
+            if match and not self._ready.is_set():
+                self.url = match.group(1)
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def signal(self, sig: int) -> None:
+        assert self.proc
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        assert self.proc
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(TIMEOUT)
+        if self._reader:
+            self._reader.join(TIMEOUT)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def output(self) -> str:
+        return "".join(self.log)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = TIMEOUT, interval: float = 0.01) -> object:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def serving(app: Callable, **settings) -> Iterator[ServerThread]:
+    """``with serving(app, threads=2) as server: requests.get(server.url)``"""
+    with ServerThread(app, **settings) as server:
+        yield server
