@@ -47,10 +47,11 @@ class Response:
     ) -> None:
         self.status = status
         self.headers = Headers(headers)
-        if content_type is not None:
-            self.headers["Content-Type"] = content_type
-        elif not headers or "Content-Type" not in self.headers:
-            self.headers.add("Content-Type", self.default_content_type)
+        if headers and "Content-Type" in self.headers:
+            if content_type is not None:
+                self.headers["Content-Type"] = content_type
+        else:
+            self.headers.add("Content-Type", content_type or self.default_content_type)
         self.body = body.encode() if isinstance(body, str) else body
 
     @classmethod

@@ -1,20 +1,24 @@
 """Routing: turn a method and a path into a view and its typed parameters, and back into a URL.
 
-A rule such as ``/users/<int:user_id>`` is compiled once into a regular expression with one named group per
-parameter; each parameter has a converter that says what it matches (``int`` matches digits) and how to turn
-the text into a Python value and back (``to_python`` / ``to_url``).
+A rule such as ``/users/<int:user_id>`` names its parameters in angle brackets; each parameter has a converter
+that says what it matches (``int`` matches digits) and how to turn the text into a Python value and back
+(``to_python`` / ``to_url``).
 
-Matching is designed to cost the same for the first and the two-hundredth route:
+Matching is designed to cost the same for the first and the two-hundredth route, whatever they look like:
 
-1. Rules without parameters live in a dict keyed by path: one hash lookup, whatever the number of routes.
-2. Rules with parameters are grouped by their first path segment when it is literal (``/users/<int:id>`` goes
-   in group ``users``); a request only tries the rules of its own group plus the few rules whose first segment
-   is itself a parameter. Registration order is kept inside each candidate list, so the first rule added wins.
+1. Rules without parameters live in a dict keyed by path: one hash lookup.
+2. Rules with parameters live in a tree of path segments. ``/api/users/<int:id>`` is the branch
+   ``api`` -> ``users`` -> ``<int:id>``; a request walks down its own segments, with one dict lookup per
+   literal segment and one converter match per parameter. Its cost depends on the depth of the path, not on
+   the number of routes (a regex per rule, tried in turn, would make the 200th route 200 times slower).
+
+At each level a literal segment is tried before a parameter, and parameters in registration order; a branch
+that leads nowhere is backtracked. A converter that can match slashes (``path``) takes the rest of the path
+from where it starts. So the most specific rule wins: ``/users/new`` beats ``/users/<name>``.
 
 When nothing matches, the router tells the two helpful failures apart: the path matches with another method
 (405, with ``Allow``), or it would match with its trailing slash toggled (a 308 redirect to the canonical URL,
 so ``/docs`` reaches a rule written ``/docs/`` and ``/about/`` reaches ``/about``). Everything else is a 404.
-Parameterless rules win over rules with parameters: ``/users/new`` beats ``/users/<name>``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class Converter:
     """
 
     regex = r"[^/]+"
+    #: True for converters whose regex can match a "/": they take the rest of the path where they start.
+    spans_segments = False
 
     def to_python(self, value: str) -> Any:
         return value
@@ -76,6 +82,7 @@ class PathConverter(Converter):
     """The rest of a path, slashes included (``/files/<path:name>``)."""
 
     regex = r"[^/].*?"
+    spans_segments = True
 
     def to_url(self, value: Any) -> str:
         return quote(str(value), safe="/")
@@ -109,25 +116,76 @@ class BuildError(LookupError):
     """``url_for`` could not build a URL: unknown endpoint, or a parameter missing or rejected."""
 
 
+Part = str | tuple[str, Converter]
+
+
+def parse_pattern(pattern: str, converters: dict[str, Converter]) -> list[Part]:
+    """Split a pattern into literal text and ``(name, converter)`` pairs: ``/u/<int:id>`` ->
+    ``["/u/", ("id", IntConverter())]``."""
+    parts: list[Part] = []
+    position = 0
+    for match in _PARAM.finditer(pattern):
+        kind = match["converter"] or "str"
+        if kind not in converters:
+            raise ValueError(f"route {pattern!r} uses unknown converter {kind!r}")
+        if match.start() > position:
+            parts.append(pattern[position : match.start()])
+        parts.append((match["name"], converters[kind]))
+        position = match.end()
+    tail = pattern[position:]
+    if "<" in tail or ">" in tail:
+        raise ValueError(f"route {pattern!r} has a malformed parameter")
+    if tail:
+        parts.append(tail)
+    return parts
+
+
+class Matcher:
+    """Matches a piece of path made of literal text and parameters, and converts the parameters.
+
+    Used for one segment (``<int:id>`` or ``v<int:n>.json``) and for the rest of a path after a converter
+    that spans segments (``<path:name>/edit``). A lone parameter skips the regex groups: its converter's regex
+    and ``to_python`` are applied to the whole text.
+    """
+
+    __slots__ = ("converters", "key", "lone", "regex")
+
+    def __init__(self, parts: list[Part]) -> None:
+        self.key = "".join(
+            part if isinstance(part, str) else f"<{part[0]}:{part[1].regex}>" for part in parts
+        )
+        self.converters = {part[0]: part[1] for part in parts if not isinstance(part, str)}
+        self.lone = parts[0] if len(parts) == 1 and not isinstance(parts[0], str) else None
+        if self.lone is not None:
+            self.regex = re.compile(self.lone[1].regex)
+        else:
+            pieces = [
+                re.escape(part) if isinstance(part, str) else f"(?P<{part[0]}>{part[1].regex})"
+                for part in parts
+            ]
+            self.regex = re.compile("".join(pieces))
+
+    def match(self, text: str) -> dict[str, Any] | None:
+        """The converted parameters if ``text`` matches, else ``None`` (also when a converter refuses)."""
+        found = self.regex.fullmatch(text)
+        if found is None:
+            return None
+        try:
+            if self.lone is not None:
+                return {self.lone[0]: self.lone[1].to_python(text)}
+            return {name: self.converters[name].to_python(value) for name, value in found.groupdict().items()}
+        except ValueError:
+            return None
+
+
 class Rule:
     """One route: a path pattern, the methods it answers, and the view that handles it.
 
     ``parts`` keeps the pattern as literal strings and ``(name, converter)`` pairs, which is all ``build``
-    needs to produce a URL again; ``regex`` is the compiled matcher, or ``None`` for a rule without
-    parameters.
+    needs to produce a URL again.
     """
 
-    __slots__ = (
-        "converters",
-        "endpoint",
-        "first_segment",
-        "index",
-        "methods",
-        "parts",
-        "pattern",
-        "regex",
-        "view",
-    )
+    __slots__ = ("converters", "endpoint", "methods", "parts", "pattern", "view")
 
     def __init__(
         self,
@@ -136,47 +194,23 @@ class Rule:
         endpoint: str,
         methods: Iterable[str],
         converters: dict[str, Converter],
-        index: int,
     ) -> None:
         if not pattern.startswith("/"):
             raise ValueError(f"route {pattern!r} must start with '/'")
         self.pattern = pattern
         self.view = view
         self.endpoint = endpoint
-        self.index = index
         methods = {method.upper() for method in methods}
         if "GET" in methods:
             methods.add("HEAD")  # HEAD runs the GET view; the app drops the body.
         self.methods = frozenset(methods)
-        self.parts: list[str | tuple[str, Converter]] = []
+        self.parts = parse_pattern(pattern, converters)
         self.converters: dict[str, Converter] = {}
-        regex_parts: list[str] = []
-        position = 0
-        for match in _PARAM.finditer(pattern):
-            literal = pattern[position : match.start()]
-            name, kind = match["name"], match["converter"] or "str"
-            if kind not in converters:
-                raise ValueError(f"route {pattern!r} uses unknown converter {kind!r}")
-            if name in self.converters:
-                raise ValueError(f"route {pattern!r} uses parameter {name!r} twice")
-            converter = converters[kind]
-            self.parts += [literal, (name, converter)]
-            self.converters[name] = converter
-            regex_parts += [re.escape(literal), f"(?P<{name}>{converter.regex})"]
-            position = match.end()
-        tail = pattern[position:]
-        if "<" in tail or ">" in tail:
-            raise ValueError(f"route {pattern!r} has a malformed parameter")
-        self.parts.append(tail)
-        regex_parts.append(re.escape(tail))
-        self.regex = re.compile("".join(regex_parts)) if self.converters else None
-        # The literal first segment, used to group rules; None when the first segment holds a parameter.
-        first = pattern[1:].split("/", 1)[0]
-        self.first_segment = None if "<" in first else first
-
-    def convert(self, match: re.Match[str]) -> dict[str, Any]:
-        """The matched text of each parameter turned into Python values; ``ValueError`` rejects the match."""
-        return {name: self.converters[name].to_python(text) for name, text in match.groupdict().items()}
+        for part in self.parts:
+            if not isinstance(part, str):
+                if part[0] in self.converters:
+                    raise ValueError(f"route {pattern!r} uses parameter {part[0]!r} twice")
+                self.converters[part[0]] = part[1]
 
     def build(self, values: dict[str, Any]) -> str:
         """This rule's path with ``values`` filled in (each one passed through its converter's ``to_url``)."""
@@ -193,6 +227,31 @@ class Rule:
         return f"<Rule {self.pattern!r} {sorted(self.methods)} -> {self.endpoint}>"
 
 
+class Node:
+    """One level of the segment tree: literal children by name, parameter children in order, the rules that
+    end here, and the rules whose rest (from a segment-spanning converter on) is matched in one piece."""
+
+    __slots__ = ("dynamic", "rules", "static", "tails")
+
+    def __init__(self) -> None:
+        self.static: dict[str, Node] = {}
+        self.dynamic: list[tuple[Matcher, Node]] = []
+        self.rules: list[Rule] = []
+        self.tails: list[tuple[Matcher, Rule]] = []
+
+    def child(self, segment: str, converters: dict[str, Converter]) -> Node:
+        """The child for one segment of a pattern, created on first use and shared by later rules."""
+        if "<" not in segment:
+            return self.static.setdefault(segment, Node())
+        matcher = Matcher(parse_pattern(segment, converters))
+        for existing, node in self.dynamic:
+            if existing.key == matcher.key and existing.converters.keys() == matcher.converters.keys():
+                return node
+        node = Node()
+        self.dynamic.append((matcher, node))
+        return node
+
+
 class Router:
     """All the rules of one app, indexed for matching (``match``) and for building URLs (``build``)."""
 
@@ -201,10 +260,8 @@ class Router:
         self._converters: dict[str, Converter] = {}
         self.rules: list[Rule] = []
         self._static: dict[str, dict[str, Rule]] = {}
+        self._root = Node()
         self._by_endpoint: dict[str, list[Rule]] = {}
-        # Built lazily by _index() from the dynamic rules; reset whenever a rule is added.
-        self._groups: dict[str, list[Rule]] | None = None
-        self._wildcards: list[Rule] = []
 
     def add_converter(self, name: str, converter: type[Converter]) -> None:
         """Make ``<name:param>`` available to rules added from now on."""
@@ -212,37 +269,35 @@ class Router:
         self._converters.pop(name, None)
 
     def add(self, pattern: str, view: Callable[..., Any], endpoint: str, methods: Iterable[str]) -> Rule:
-        """Compile and register a rule; the first rule added wins when two match the same request."""
+        """Compile and register a rule; of two rules as specific as each other, the first added wins."""
         for name, cls in self.converter_types.items():
             if name not in self._converters:
                 self._converters[name] = cls()
-        rule = Rule(pattern, view, endpoint, methods, self._converters, len(self.rules))
+        rule = Rule(pattern, view, endpoint, methods, self._converters)
         for other in self._by_endpoint.get(endpoint, ()):
             if other.view is not view:
                 raise ValueError(f"endpoint {endpoint!r} is already used by another view ({other.pattern!r})")
         self.rules.append(rule)
         self._by_endpoint.setdefault(endpoint, []).append(rule)
-        if rule.regex is None:
+        if not rule.converters:
             by_method = self._static.setdefault(pattern, {})
             for method in rule.methods:
                 by_method.setdefault(method, rule)
         else:
-            self._groups = None
+            self._insert(rule)
         return rule
 
-    def _index(self) -> dict[str, list[Rule]]:
-        """Group the dynamic rules by literal first segment, each group merged with the wildcard rules."""
-        dynamic = [rule for rule in self.rules if rule.regex is not None]
-        self._wildcards = [rule for rule in dynamic if rule.first_segment is None]
-        groups: dict[str, list[Rule]] = {}
-        for rule in dynamic:
-            if rule.first_segment is not None:
-                groups.setdefault(rule.first_segment, [])
-        for segment, members in groups.items():
-            # Keep registration order across the group and the wildcards: the first rule added wins.
-            members.extend(rule for rule in dynamic if rule.first_segment in (segment, None))
-        self._groups = groups
-        return groups
+    def _insert(self, rule: Rule) -> None:
+        node = self._root
+        segments = rule.pattern[1:].split("/")
+        for index, segment in enumerate(segments):
+            parts = parse_pattern(segment, self._converters)
+            if any(not isinstance(part, str) and part[1].spans_segments for part in parts):
+                rest = "/".join(segments[index:])
+                node.tails.append((Matcher(parse_pattern(rest, self._converters)), rule))
+                return
+            node = node.child(segment, self._converters)
+        node.rules.append(rule)
 
     def match(self, method: str, path: str) -> tuple[Rule, dict[str, Any]]:
         """The rule and converted parameters for this request, or ``NotFound`` / ``MethodNotAllowed`` /
@@ -253,17 +308,9 @@ class Router:
             if rule is not None:
                 return rule, {}
         allowed: set[str] = set(static or ())
-        for rule in self._candidates(path):
-            found = rule.regex.fullmatch(path)
-            if found is None:
-                continue
-            try:
-                params = rule.convert(found)
-            except ValueError:
-                continue
-            if method in rule.methods:
-                return rule, params
-            allowed |= rule.methods
+        found = _walk(self._root, path[1:].split("/"), 0, method, {}, allowed)
+        if found is not None:
+            return found
         if allowed:
             raise MethodNotAllowed(sorted(allowed))
         if path != "/":
@@ -272,24 +319,12 @@ class Router:
                 raise RequestRedirect(other)
         raise NotFound()
 
-    def _candidates(self, path: str) -> list[Rule]:
-        groups = self._groups if self._groups is not None else self._index()
-        end = path.find("/", 1)
-        return groups.get(path[1:end] if end > 0 else path[1:], self._wildcards)
-
     def _path_exists(self, path: str) -> bool:
         """Does any rule match ``path`` with some method? Used only on the way to a 404."""
         if path in self._static:
             return True
-        for rule in self._candidates(path):
-            found = rule.regex.fullmatch(path)
-            if found is not None:
-                try:
-                    rule.convert(found)
-                except ValueError:
-                    continue
-                return True
-        return False
+        allowed: set[str] = set()
+        return _walk(self._root, path[1:].split("/"), 0, "", {}, allowed) is not None or bool(allowed)
 
     def build(self, endpoint: str, values: dict[str, Any]) -> str:
         """The path (and query string, for values no parameter takes) that reaches ``endpoint``.
@@ -308,6 +343,40 @@ class Router:
                 extra = [(key, value) for key, value in values.items() if key not in rule.converters]
                 return path + "?" + urlencode(extra, doseq=True) if extra else path
         needed = ", ".join(sorted(rules[0].converters))
-        raise BuildError(
-            f"cannot build {endpoint!r}: it needs {needed}, got {', '.join(sorted(values)) or 'nothing'}"
-        )
+        given = ", ".join(sorted(values)) or "nothing"
+        raise BuildError(f"cannot build {endpoint!r}: it needs {needed}, got {given}")
+
+
+def _walk(
+    node: Node, segments: list[str], index: int, method: str, params: dict[str, Any], allowed: set[str]
+) -> tuple[Rule, dict[str, Any]] | None:
+    """Depth-first search for a rule matching ``segments[index:]`` and ``method``: literal child first, then
+    parameter children in order, then segment-spanning rules. Rules that match the path but not the method
+    add their methods to ``allowed`` (for the 405's ``Allow``)."""
+    if index == len(segments):
+        for rule in node.rules:
+            if method in rule.methods:
+                return rule, params
+            allowed |= rule.methods
+    else:
+        segment = segments[index]
+        child = node.static.get(segment)
+        if child is not None:
+            found = _walk(child, segments, index + 1, method, params, allowed)
+            if found is not None:
+                return found
+        for matcher, child in node.dynamic:
+            values = matcher.match(segment)
+            if values is not None:
+                found = _walk(child, segments, index + 1, method, {**params, **values}, allowed)
+                if found is not None:
+                    return found
+    if node.tails and index < len(segments):
+        rest = "/".join(segments[index:])
+        for matcher, rule in node.tails:
+            values = matcher.match(rest)
+            if values is not None:
+                if method in rule.methods:
+                    return rule, {**params, **values}
+                allowed |= rule.methods
+    return None
