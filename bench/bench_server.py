@@ -1,0 +1,535 @@
+"""Issue 2's benchmark: our WSGI server against its peers on a hello-world app, in one interleaved run.
+
+Three questions, each with a target from the issue:
+
+1. Throughput of one process on one core. Every server runs ``bench.hello:app`` pinned to CPU 0 while ``wrk``
+   drives it from CPU 1, with 100 keep-alive connections and again with ``Connection: close``. The peers frame
+   the result: waitress (the fastest pure-Python peer), cheroot, gunicorn (sync, and gthread with 4 threads),
+   bjoern (written in C: the ceiling) and wsgiref (the floor).
+2. Idle connections. 10,000 keep-alive connections sit idle on our server (``--loop epoll``) while a fresh
+   request is timed: an event loop should not care how many sockets are merely open.
+3. Processes. ``--workers 2`` against ``--workers 1`` on both cores, to show the pre-fork model scales.
+
+Run ``python -m bench.bench_server --help``; bench/README.md lists what each part needs. A missing peer or
+tool is reported with the command that installs it and skipped, so a partial setup still gives a partial
+answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import importlib.metadata
+import os
+import platform
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from bench import harness
+from bench.harness import Results, Scenario, Server
+
+APP = "bench.hello:app"
+SERVER_CPU, WRK_CPU = 0, 1
+BASELINES = ("waitress", "bjoern")
+SCENARIOS = (
+    Scenario("keep-alive", connections=100),
+    Scenario("close", connections=100, headers={"Connection": "close"}),
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Who takes part
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """A server in the comparison: what it needs installed, how to get it, and how to start it on a port."""
+
+    name: str
+    module: str  # the Python module that must be importable
+    install: str  # the command that provides it
+    argv: Callable[[int], list[str]]
+    role: str = ""
+
+
+def _python(*args: str) -> list[str]:
+    return harness.python_argv(*args)
+
+
+CONTENDERS = (
+    Contender(
+        "ours",
+        "server",
+        "pip install -e .  (and the server must start: python -m server --help)",
+        lambda port: _python("-m", "server", APP, "--bind", f"127.0.0.1:{port}"),
+        "default settings",
+    ),
+    Contender(
+        "waitress",
+        "waitress",
+        "pip install -e '.[bench]'",
+        lambda port: _python("-m", "waitress", f"--listen=127.0.0.1:{port}", APP),
+        "baseline",
+    ),
+    Contender(
+        "cheroot",
+        "cheroot",
+        "pip install -e '.[bench]'",
+        lambda port: _python("-m", "cheroot", "--bind", f"127.0.0.1:{port}", APP),
+    ),
+    Contender(
+        "gunicorn-sync",
+        "gunicorn",
+        "pip install -e '.[bench]'",
+        lambda port: _python("-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--worker-class", "sync", APP),
+        "1 worker",
+    ),
+    Contender(
+        "gunicorn-gthread",
+        "gunicorn",
+        "pip install -e '.[bench]'",
+        lambda port: _python(
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "4",
+            APP,
+        ),
+        "1 worker, 4 threads",
+    ),
+    Contender(
+        "bjoern",
+        "bjoern",
+        "apt-get install libev-dev && pip install bjoern",
+        lambda port: _python("-m", "bench.hello", "bjoern", "127.0.0.1", str(port)),
+        "the ceiling, in C",
+    ),
+    Contender(
+        "wsgiref",
+        "wsgiref",
+        "(standard library)",
+        lambda port: _python("-m", "bench.hello", "wsgiref", "127.0.0.1", str(port)),
+        "the floor",
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cpus:
+    """Where the server and the load generator run (None: anywhere)."""
+
+    server: int | None
+    wrk: int | None
+
+
+def choose_cpus() -> tuple[Cpus, str | None]:
+    cpus = harness.usable_cpus()
+    if len(cpus) < 2:
+        return Cpus(None, None), "only one CPU is usable: server and wrk share it, so the numbers are lower"
+    if harness.which("taskset") is None:
+        return Cpus(None, None), "taskset is missing (apt-get install util-linux): running unpinned"
+    return Cpus(cpus[SERVER_CPU], cpus[WRK_CPU]), None
+
+
+def our_server_works() -> bool:
+    """True when ``python -m server --help`` succeeds, i.e. our server exists and at least imports."""
+    try:
+        done = subprocess.run(
+            _python("-m", "server", "--help"), cwd=harness.REPO_ROOT, capture_output=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def available(contender: Contender) -> bool:
+    if contender.name == "ours":
+        return our_server_works()
+    return harness.python_module_available(contender.module)
+
+
+def version_of(contender: Contender) -> str:
+    if contender.name == "ours":
+        return "this repository"
+    if contender.name == "wsgiref":
+        return f"Python {platform.python_version()}"
+    try:
+        return importlib.metadata.version(contender.module)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part 1: throughput on one core
+# ---------------------------------------------------------------------------------------------------------
+
+
+def throughput(contenders: Sequence[Contender], rounds: int, duration: float, cpus: Cpus) -> Results:
+    servers = [Server(c.name, c.argv(port := harness.free_port()), port, cpu=cpus.server) for c in contenders]
+    return harness.interleaved(servers, SCENARIOS, rounds=rounds, duration=duration, wrk_cpu=cpus.wrk)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part 2: a fresh request among many idle keep-alive connections
+# ---------------------------------------------------------------------------------------------------------
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+@dataclasses.dataclass
+class IdleResult:
+    """What the idle-connections test saw."""
+
+    wanted: int
+    opened: int  # connections that completed one request and were then left idle
+    held: int  # of those, still open after the fresh requests were timed
+    open_seconds: float
+    fresh_ms: list[float]
+    rss_before_kib: int | None
+    rss_after_kib: int | None
+
+    @property
+    def fresh_median_ms(self) -> float:
+        return statistics.median(self.fresh_ms)
+
+
+def _response_complete(data: bytes) -> bool:
+    """True when ``data`` holds a whole response head plus the body its Content-Length announces."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return True  # no length: the hello app always sends one, so the head is what we wait for
+
+
+def _open_idle_batch(address: tuple[str, int], size: int, timeout: float) -> list[socket.socket]:
+    """Open ``size`` connections at once with non-blocking sockets, make one request on each, return the ones
+    whose response arrived within ``timeout``: those are keep-alive connections the server has accepted."""
+    done: list[socket.socket] = []
+    received: dict[socket.socket, bytes] = {}
+    with selectors.DefaultSelector() as selector:
+        for _ in range(size):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            err = sock.connect_ex(address)
+            if err not in (0, errno.EINPROGRESS):
+                sock.close()
+                continue
+            selector.register(sock, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + timeout
+        while selector.get_map() and (left := deadline - time.monotonic()) > 0:
+            for key, events in selector.select(left):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if events & selectors.EVENT_WRITE:
+                    # Connected (or failed): the request is tiny, so one send never blocks on a fresh socket.
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or sock.send(REQUEST) != len(
+                        REQUEST
+                    ):
+                        selector.unregister(sock)
+                        sock.close()
+                    else:
+                        selector.modify(sock, selectors.EVENT_READ)
+                        received[sock] = b""
+                    continue
+                try:
+                    chunk = sock.recv(65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    selector.unregister(sock)
+                    sock.close()
+                    continue
+                received[sock] += chunk
+                if _response_complete(received[sock]):
+                    selector.unregister(sock)
+                    done.append(sock)
+        for key in list(selector.get_map().values()):  # too slow: not counted, not kept
+            selector.unregister(key.fileobj)
+            key.fileobj.close()
+    return done
+
+
+def _time_fresh_request(address: tuple[str, int], timeout: float = 5.0) -> float:
+    """Milliseconds from connect to a complete response, on a new connection."""
+    started = time.perf_counter()
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(REQUEST)
+        data = b""
+        while not _response_complete(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise harness.BenchError("the server closed the fresh connection without a full response")
+            data += chunk
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _still_open(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""  # data would be odd, but it's open
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def idle_connections(count: int, cpus: Cpus, batch: int = 500, samples: int = 21) -> IdleResult:
+    """Hold ``count`` idle keep-alive connections to our server and time fresh requests meanwhile.
+
+    The keep-alive timeout is raised for this test only: with the default (seconds) the server would rightly
+    close the idle connections before we finish opening them, and the question is what holding them costs.
+    """
+    limit = harness.raise_nofile_limit(count + 1024)  # the server, our child, inherits it too
+    if limit < count + 64:
+        raise harness.BenchError(f"open-file limit {limit} is too low for {count} connections (ulimit -n)")
+    port = harness.free_port()
+    argv = [*CONTENDERS[0].argv(port), "--loop", "epoll", "--keepalive-timeout", "3600"]
+    server = Server("ours-idle", argv, port, cpu=cpus.server)
+    address = (harness.LOOPBACK, port)
+    idle: list[socket.socket] = []
+    # Our own process does the connecting and timing, so keep it off the server's core as wrk would be.
+    affinity = os.sched_getaffinity(0)
+    if cpus.wrk is not None:
+        os.sched_setaffinity(0, {cpus.wrk})
+    try:
+        with server:
+            assert server.process is not None
+            pid = server.process.pid  # taskset execs the server, so this is the server's own pid
+            rss_before = _rss_kib(pid)
+            started = time.monotonic()
+            for first in range(0, count, batch):
+                idle += _open_idle_batch(address, min(batch, count - first), timeout=15.0)
+            open_seconds = time.monotonic() - started
+            time.sleep(0.5)  # let the server settle back into its idle state before timing
+            fresh = [_time_fresh_request(address) for _ in range(samples)]
+            held = sum(map(_still_open, idle))
+            rss_after = _rss_kib(pid)
+    finally:
+        for sock in idle:
+            sock.close()
+        os.sched_setaffinity(0, affinity)
+    return IdleResult(count, len(idle), held, open_seconds, fresh, rss_before, rss_after)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part 3: one worker process against two
+# ---------------------------------------------------------------------------------------------------------
+
+
+def workers(rounds: int, duration: float) -> Results:
+    """``--workers 1`` against ``--workers 2``, unpinned: the processes, and wrk, share both cores."""
+    servers = []
+    for count in (1, 2):
+        port = harness.free_port()
+        argv = [*CONTENDERS[0].argv(port), "--workers", str(count)]
+        servers.append(Server(f"ours --workers {count}", argv, port, cpu=None))
+    return harness.interleaved(servers, SCENARIOS[:1], rounds=rounds, duration=duration, wrk_cpu=None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Verdicts and the report
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _ratio_row(label: str, value: float | None, target: float) -> list[str]:
+    if value is None:
+        return [label, f">= {target:g}x", "n/a", "not measured"]
+    return [label, f">= {target:g}x", f"{value:.2f}x", "PASS" if value >= target else "FAIL"]
+
+
+def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results | None) -> list[list[str]]:
+    """The issue's targets, each with what was measured and whether it was met."""
+    rows = []
+    if results is not None:
+        rows.append(_ratio_row("keep-alive vs waitress", results.ratio("ours", "waitress", "keep-alive"), 2))
+        rows.append(_ratio_row("keep-alive vs bjoern", results.ratio("ours", "bjoern", "keep-alive"), 0.25))
+        rows.append(_ratio_row("close vs waitress", results.ratio("ours", "waitress", "close"), 1.5))
+    if idle is not None:
+        ok = idle.held == idle.wanted and idle.fresh_median_ms < 50
+        rows.append(
+            [
+                f"fresh request with {idle.wanted:,} idle connections",
+                "< 50 ms, all held",
+                f"{idle.fresh_median_ms:.1f} ms (max {max(idle.fresh_ms):.1f}), {idle.held:,} held",
+                "PASS" if ok else "FAIL",
+            ]
+        )
+    if scaling is not None:
+        ratio = scaling.ratio("ours --workers 2", "ours --workers 1", "keep-alive")
+        rows.append(_ratio_row("--workers 2 vs --workers 1 (2 cores, shared with wrk)", ratio, 1.3))
+    return rows
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(
+    command: str,
+    args: argparse.Namespace,
+    contenders: Sequence[Contender],
+    skipped: Sequence[str],
+    notes: Sequence[str],
+    results: Results | None,
+    idle: IdleResult | None,
+    scaling: Results | None,
+) -> str:
+    cpus = len(harness.usable_cpus())
+    parts = [
+        "# Server benchmark: hello-world WSGI app",
+        "",
+        f"Command: `{command}`  ",
+        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpus} CPUs, Python "
+        f"{platform.python_version()}, {args.rounds} interleaved rounds of {args.duration:g}s, medians.",
+    ]
+    parts += [f"Note: {note}" for note in notes]
+    if results is not None:
+        parts += [
+            "",
+            "## One process on one core (server on CPU 0, wrk on CPU 1, 100 connections)",
+            "",
+            harness.markdown_table(results, BASELINES),
+            "",
+            "Servers: "
+            + "; ".join(f"{c.name} {version_of(c)}" + (f" ({c.role})" if c.role else "") for c in contenders),
+        ]
+    if idle is not None:
+        rss = ""
+        if idle.rss_before_kib is not None and idle.rss_after_kib is not None:
+            rss = (
+                f"; server memory {idle.rss_before_kib / 1024:.0f} -> {idle.rss_after_kib / 1024:.0f} MiB RSS"
+            )
+        parts += [
+            "",
+            "## Idle keep-alive connections (ours, --loop epoll, --keepalive-timeout 3600)",
+            "",
+            f"Opened {idle.opened:,} of {idle.wanted:,} connections in {idle.open_seconds:.1f}s "
+            f"(one request each, then idle); {idle.held:,} still open after timing "
+            f"{len(idle.fresh_ms)} fresh requests{rss}.  ",
+            f"Fresh request, connect to full response: median {idle.fresh_median_ms:.2f} ms, "
+            f"max {max(idle.fresh_ms):.2f} ms.",
+        ]
+    if scaling is not None:
+        parts += [
+            "",
+            "## Worker processes (unpinned: both cores, shared with wrk; keep-alive, 100 connections)",
+            "",
+            harness.markdown_table(scaling, ["ours --workers 1"]),
+        ]
+    rows = verdicts(results, idle, scaling)
+    if rows:
+        parts += ["", "## Targets (issue 2)", "", _table(["target", "wanted", "measured", "verdict"], rows)]
+    if skipped:
+        parts += ["", "## Skipped", ""] + [f"- {line}" for line in skipped]
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    names = [c.name for c in CONTENDERS]
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default: 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (3)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        choices=names,
+        help=f"measure only this server (repeatable): {', '.join(names)}",
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["throughput", "idle", "workers"],
+        help="leave out a part of the benchmark (repeatable)",
+    )
+    parser.add_argument("--idle", type=int, default=10_000, help="idle connections to hold (10000)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run: 2s, 1 round, 1000 idle")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds, args.idle = 2.0, 1, min(args.idle, 1000)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    harness.install_signal_handlers()
+    command = " ".join(["python -m bench.bench_server", *argv])
+    log = print
+
+    cpus, cpu_note = choose_cpus()
+    notes = [cpu_note] if cpu_note else []
+    skipped: list[str] = []
+    have_wrk = harness.which("wrk") is not None
+    if not have_wrk:
+        skipped.append("throughput and workers: wrk is missing (apt-get install wrk)")
+    chosen = [c for c in CONTENDERS if not args.only or c.name in args.only]
+    contenders = []
+    for contender in chosen:
+        if available(contender):
+            contenders.append(contender)
+        else:
+            skipped.append(
+                f"{contender.name}: not installed or not working; install with: {contender.install}"
+            )
+    ours = any(c.name == "ours" for c in contenders)
+    for line in skipped:
+        log(f"skipping {line}")
+
+    results = idle = scaling = None
+    if have_wrk and "throughput" not in args.skip and contenders:
+        log(f"\n== throughput: {', '.join(c.name for c in contenders)}")
+        results = throughput(contenders, args.rounds, args.duration, cpus)
+    if ours and "idle" not in args.skip:
+        log(f"\n== idle: {args.idle:,} keep-alive connections")
+        try:
+            idle = idle_connections(args.idle, cpus)
+        except harness.BenchError as exc:
+            skipped.append(f"idle: {exc}")
+            log(f"idle test failed: {exc}")
+    if ours and have_wrk and "workers" not in args.skip:
+        log("\n== workers: --workers 1 against --workers 2")
+        scaling = workers(args.rounds, args.duration)
+
+    text = report(command, args, contenders, skipped, notes, results, idle, scaling)
+    path = harness.write_results("server.md", text)
+    print("\n" + text)
+    print(f"(written to {path.relative_to(harness.REPO_ROOT)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
