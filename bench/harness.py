@@ -177,14 +177,18 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: Ctrl-C reaches us, and we stop it ourselves
             )
-        _LIVE[self.process.pid] = self
+        process = self.process
+        _LIVE[process.pid] = self
         try:
-            wait_for_port(self.host, self.port, self.start_timeout, alive=lambda: self.process.poll() is None)
+            wait_for_port(self.host, self.port, self.start_timeout, alive=lambda: process.poll() is None)
         except BenchError as exc:
             tail = self.log_tail()
             self.stop()
             output = f"\n--- its output ---\n{tail}" if tail else ""
             raise BenchError(f"{self.name}: {exc}{output}") from None
+        except BaseException:  # Ctrl-C while waiting: ``with`` will not call __exit__, so stop it here
+            self.stop()
+            raise
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
