@@ -14,7 +14,8 @@ Matching is designed to cost the same for the first and the two-hundredth route,
 
 At each level a literal segment is tried before a parameter, and parameters in registration order; a branch
 that leads nowhere is backtracked. A converter that can match slashes (``path``) takes the rest of the path
-from where it starts. So the most specific rule wins: ``/users/new`` beats ``/users/<name>``.
+from where it starts; such rules are tried with the most literal text first. So the most specific rule wins:
+``/users/new`` beats ``/users/<name>``, and ``/files/<path:p>/edit`` beats ``/files/<path:p>``.
 
 When nothing matches, the router tells the two helpful failures apart: the path matches with another method
 (405, with ``Allow``), or it would match with its trailing slash toggled (a 308 redirect to the canonical URL,
@@ -148,13 +149,12 @@ class Matcher:
     and ``to_python`` are applied to the whole text.
     """
 
-    __slots__ = ("converters", "key", "lone", "regex")
+    __slots__ = ("converters", "key", "literal_length", "lone", "regex")
 
     def __init__(self, parts: list[Part]) -> None:
-        self.key = "".join(
-            part if isinstance(part, str) else f"<{part[0]}:{part[1].regex}>" for part in parts
-        )
+        self.key = tuple(parts)  # Segments written alike, with the same converters, share one tree node.
         self.converters = {part[0]: part[1] for part in parts if not isinstance(part, str)}
+        self.literal_length = sum(len(part) for part in parts if isinstance(part, str))
         self.lone = parts[0] if len(parts) == 1 and not isinstance(parts[0], str) else None
         if self.lone is not None:
             self.regex = re.compile(self.lone[1].regex)
@@ -245,7 +245,7 @@ class Node:
             return self.static.setdefault(segment, Node())
         matcher = Matcher(parse_pattern(segment, converters))
         for existing, node in self.dynamic:
-            if existing.key == matcher.key and existing.converters.keys() == matcher.converters.keys():
+            if existing.key == matcher.key:
                 return node
         node = Node()
         self.dynamic.append((matcher, node))
@@ -295,6 +295,8 @@ class Router:
             if any(not isinstance(part, str) and part[1].spans_segments for part in parts):
                 rest = "/".join(segments[index:])
                 node.tails.append((Matcher(parse_pattern(rest, self._converters)), rule))
+                # More literal text means more specific: /<path:p>/edit is tried before /<path:p>.
+                node.tails.sort(key=lambda tail: -tail[0].literal_length)
                 return
             node = node.child(segment, self._converters)
         node.rules.append(rule)

@@ -1,0 +1,270 @@
+"""Routing: converters, precedence, 404/405/redirects, HEAD and url_for, through the app and on the router."""
+
+import uuid
+
+import pytest
+from webtest import TestApp
+
+from framework import App, BuildError, Converter
+from framework.errors import MethodNotAllowed, NotFound, RequestRedirect
+from framework.routing import Router
+
+
+def make_app() -> App:
+    app = App(__name__)
+
+    @app.route("/")
+    def index(request):
+        return "home"
+
+    @app.route("/users/<int:user_id>", methods=["GET", "POST"])
+    def user(request, user_id):
+        return {"user_id": user_id, "type": type(user_id).__name__}
+
+    @app.route("/users/new")
+    def new_user(request):
+        return "new user form"
+
+    @app.route("/users/<name>")
+    def user_by_name(request, name):
+        return f"name={name}"
+
+    @app.route("/price/<float:amount>")
+    def price(request, amount):
+        return {"amount": amount}
+
+    @app.route("/files/<path:name>")
+    def files(request, name):
+        return f"file={name}"
+
+    @app.route("/files/<path:name>/edit")
+    def edit_file(request, name):
+        return f"edit={name}"
+
+    @app.route("/items/<uuid:item_id>")
+    def item(request, item_id):
+        return {"item": str(item_id), "is_uuid": isinstance(item_id, uuid.UUID)}
+
+    @app.route("/docs/")
+    def docs(request):
+        return "docs"
+
+    @app.route("/about")
+    def about(request):
+        return "about"
+
+    @app.route("/report-<int:year>.csv")
+    def report(request, year):
+        return f"report {year}"
+
+    @app.put("/things/<int:thing_id>")
+    def put_thing(request, thing_id):
+        return f"put {thing_id}"
+
+    @app.delete("/things/<int:thing_id>")
+    def delete_thing(request, thing_id):
+        return f"deleted {thing_id}"
+
+    return app
+
+
+@pytest.fixture
+def client():
+    return TestApp(make_app())
+
+
+def test_static_route(client):
+    assert client.get("/").text == "home"
+
+
+def test_int_converter_gives_an_int(client):
+    assert client.get("/users/42").json == {"user_id": 42, "type": "int"}
+
+
+def test_static_rule_beats_a_parameter(client):
+    assert client.get("/users/new").text == "new user form"
+    assert client.get("/users/alice").text == "name=alice"
+
+
+def test_string_parameter_is_url_decoded(client):
+    assert client.get("/users/J%C3%BCrgen").text == "name=Jürgen"
+
+
+def test_float_converter(client):
+    assert client.get("/price/9.5").json == {"amount": 9.5}
+    assert client.get("/price/3").json == {"amount": 3.0}
+    client.get("/price/abc", status=404)
+
+
+def test_path_converter_takes_slashes(client):
+    assert client.get("/files/a/b/c.txt").text == "file=a/b/c.txt"
+    assert client.get("/files/a/b/edit").text == "edit=a/b"
+
+
+def test_uuid_converter(client):
+    value = uuid.uuid4()
+    assert client.get(f"/items/{value}").json == {"item": str(value), "is_uuid": True}
+    client.get("/items/not-a-uuid", status=404)
+
+
+def test_parameter_inside_a_segment(client):
+    assert client.get("/report-2024.csv").text == "report 2024"
+    client.get("/report-x.csv", status=404)
+
+
+def test_missing_route_is_404(client):
+    client.get("/nowhere", status=404)
+    client.get("/users/1/extra", status=404)
+
+
+def test_wrong_method_is_405_with_allow(client):
+    response = client.patch("/users/3", status=405)
+    assert response.headers["Allow"] == "GET, HEAD, POST"
+    response = client.post("/things/3", status=405)
+    assert response.headers["Allow"] == "DELETE, PUT"
+
+
+def test_other_methods_route(client):
+    assert client.put("/things/7").text == "put 7"
+    assert client.delete("/things/7").text == "deleted 7"
+
+
+def test_missing_trailing_slash_redirects_to_the_canonical_url(client):
+    response = client.get("/docs?page=2", status=308)
+    assert response.headers["Location"].endswith("/docs/?page=2")
+
+
+def test_extra_trailing_slash_redirects_to_the_canonical_url(client):
+    response = client.get("/about/", status=308)
+    assert response.headers["Location"].endswith("/about")
+
+
+def test_redirect_keeps_the_method_for_posts(client):
+    # 308 (not 301/302): the client repeats the POST with its body at the new URL.
+    client.post("/docs", status=308)
+
+
+def test_head_runs_the_get_view_without_a_body(client):
+    response = client.head("/users/5")
+    assert response.status_int == 200
+    assert response.body == b""
+    assert int(response.headers["Content-Length"]) == len(b'{"user_id":5,"type":"int"}')
+
+
+def test_url_for_builds_paths_and_query_strings():
+    app = make_app()
+    assert app.url_for("user", user_id=3) == "/users/3"
+    assert app.url_for("user", user_id=3, tab="posts", page=2) == "/users/3?tab=posts&page=2"
+    assert app.url_for("user_by_name", name="a b/c") == "/users/a%20b%2Fc"
+    assert app.url_for("files", name="dir/x y.txt") == "/files/dir/x%20y.txt"
+    assert app.url_for("index") == "/"
+
+
+def test_url_for_errors_are_clear():
+    app = make_app()
+    with pytest.raises(BuildError, match="no route is named 'nope'"):
+        app.url_for("nope")
+    with pytest.raises(BuildError, match="user_id"):
+        app.url_for("user")
+    with pytest.raises(BuildError):
+        app.url_for("user", user_id="not a number")
+
+
+def test_custom_converter():
+    class Hex(Converter):
+        regex = r"[0-9a-f]+"
+
+        def to_python(self, value):
+            return int(value, 16)
+
+        def to_url(self, value):
+            return format(value, "x")
+
+    app = App(__name__)
+    app.add_converter("hex", Hex)
+
+    @app.route("/color/<hex:value>")
+    def color(request, value):
+        return {"value": value}
+
+    client = TestApp(app)
+    assert client.get("/color/ff").json == {"value": 255}
+    client.get("/color/zz", status=404)
+    assert app.url_for("color", value=255) == "/color/ff"
+
+
+def test_converter_can_reject_with_value_error():
+    class Even(Converter):
+        regex = r"\d+"
+
+        def to_python(self, value):
+            if int(value) % 2:
+                raise ValueError("odd")
+            return int(value)
+
+    app = App(__name__)
+    app.add_converter("even", Even)
+
+    @app.route("/n/<even:n>")
+    def even(request, n):
+        return "even"
+
+    @app.route("/n/<int:n>")
+    def odd(request, n):
+        return "odd"
+
+    client = TestApp(app)
+    assert client.get("/n/4").text == "even"
+    assert client.get("/n/5").text == "odd"
+
+
+def test_router_errors_carry_details():
+    router = Router()
+    router.add("/a/<int:x>", lambda request, x: x, "a", ["GET"])
+    router.add("/b/", lambda request: None, "b", ["POST"])
+    with pytest.raises(MethodNotAllowed) as excinfo:
+        router.match("DELETE", "/a/1")
+    assert excinfo.value.allowed == ["GET", "HEAD"]
+    with pytest.raises(RequestRedirect) as redirect:
+        router.match("GET", "/b")
+    assert redirect.value.location == "/b/"
+    with pytest.raises(NotFound):
+        router.match("GET", "/c")
+
+
+def test_first_of_two_equal_rules_wins():
+    router = Router()
+    router.add("/x/<a>", lambda request, a: "first", "first", ["GET"])
+    router.add("/x/<b>", lambda request, b: "second", "second", ["GET"])
+    rule, params = router.match("GET", "/x/1")
+    assert rule.endpoint == "first" and params == {"a": "1"}
+
+
+def test_bad_patterns_are_refused():
+    router = Router()
+    view = lambda request: None  # noqa: E731
+    with pytest.raises(ValueError, match="unknown converter"):
+        router.add("/a/<nope:x>", view, "a", ["GET"])
+    with pytest.raises(ValueError, match="must start with"):
+        router.add("a", view, "b", ["GET"])
+    with pytest.raises(ValueError, match="twice"):
+        router.add("/<x>/<x>", view, "c", ["GET"])
+    with pytest.raises(ValueError, match="malformed"):
+        router.add("/<x", view, "d", ["GET"])
+
+
+def test_endpoint_names_must_be_unique_per_view():
+    app = App(__name__)
+    app.add_route("/a", lambda request: "a", name="same")
+    with pytest.raises(ValueError, match="already used"):
+        app.add_route("/b", lambda request: "b", name="same")
+
+
+def test_many_routes_match_the_right_one():
+    app = App(__name__)
+    for i in range(200):
+        app.add_route(f"/api/r{i}/<int:a>/<int:b>", lambda request, a, b, i=i: f"{i}:{a + b}", name=f"r{i}")
+    client = TestApp(app)
+    assert client.get("/api/r0/1/2").text == "0:3"
+    assert client.get("/api/r199/3/4").text == "199:7"
+    assert app.url_for("r150", a=1, b=2) == "/api/r150/1/2"
