@@ -51,8 +51,13 @@ class ProgressBar:
         self.stream.flush()
 
     def finish(self, done: int) -> None:
-        """Draw the final state and end the line, so what follows starts on a line of its own."""
-        if self.enabled:
-            self.update(done, force=True)
+        """Draw the final state and end the line."""
+        self.update(done, force=True)
+        self.end_line()
+
+    def end_line(self) -> None:
+        """End the bar's line if one was drawn, so that what follows (a result, an error) has its own line."""
+        if self.enabled and self._drawn:
             self.stream.write("\n")
             self.stream.flush()
+            self._drawn = 0.0

@@ -1,0 +1,319 @@
+"""``python -m server.net``: the networking layer's command line (UDP tools, TFTP, authenticated messages).
+
+Every command is a thin shell over a function or class of the package, so what the CLI does, a program (or a
+test) can do too. Errors end with a one-line message on stderr and exit status 2; Ctrl-C stops a long-running
+command cleanly (status 0 for servers, whose normal end it is, 130 for an interrupted transfer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from . import udp
+from .addr import parse_address
+from .auth import AuthenticationFailed, load_key
+from .msg import MessageServer, send_messages
+from .tftp import options as opts
+from .tftp.client import TftpClient, TransferFailed, TransferResult
+from .tftp.progress import ProgressBar, format_size
+from .tftp.server import TftpServer
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A failure to report as ``error: message`` with exit status 2."""
+
+
+def _address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}: expected a number from 0 to 65535")
+    return int(text)
+
+
+def _in_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"expected a number from {low} to {high}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def _message(text: str) -> bytes:
+    return os.fsencode(text)  # command-line text back to the exact bytes that were typed
+
+
+# -- udp
+
+
+def cmd_udp_echo(args: argparse.Namespace) -> int:
+    with udp.open_socket(args.bind) as sock:
+        return _until_interrupted(lambda: udp.echo(sock, sys.stdout, args.count))
+
+
+def cmd_udp_send(args: argparse.Namespace) -> int:
+    udp.send(args.target, args.message, sys.stdout, args.wait)
+    return 0
+
+
+def cmd_udp_listen(args: argparse.Namespace) -> int:
+    with udp.open_socket(args.bind) as sock:
+        return _until_interrupted(lambda: udp.listen(sock, sys.stdout, args.count))
+
+
+def cmd_udp_chat(args: argparse.Namespace) -> int:
+    with udp.open_socket(args.bind) as sock:
+        return _until_interrupted(lambda: udp.chat(sock, args.peer, sys.stdin.fileno(), sys.stdout))
+
+
+def cmd_udp_broadcast(args: argparse.Namespace) -> int:
+    udp.broadcast(args.port, args.message, sys.stdout, args.wait, args.address)
+    return 0
+
+
+def _until_interrupted(job: Callable[[], object]) -> int:
+    """Servers and listeners run until Ctrl-C (or SIGTERM), which is their normal way to stop."""
+    try:
+        job()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stdout, flush=True)
+    return 0
+
+
+# -- tftp
+
+
+def cmd_tftp_serve(args: argparse.Namespace) -> int:
+    limits = opts.ServerLimits(
+        max_blksize=args.max_blksize, max_windowsize=args.max_windowsize, max_upload=args.max_upload
+    )
+    server = TftpServer(
+        args.root,
+        args.host,
+        args.port,
+        allow_upload=args.allow_upload,
+        overwrite=args.overwrite,
+        limits=limits,
+        timeout=args.timeout,
+        retries=args.retries,
+    )
+    return _until_interrupted(server.serve_forever)
+
+
+def _client(args: argparse.Namespace, total_hint: int | None = None) -> tuple[TftpClient, ProgressBar]:
+    bar = ProgressBar(sys.stderr, total_hint)
+
+    def progress(done: int, total: int | None) -> None:
+        bar.total = total or bar.total
+        bar.update(done)
+
+    client = TftpClient(
+        args.host,
+        args.port,
+        blksize=args.blksize,
+        windowsize=args.windowsize,
+        timeout=args.timeout,
+        retries=args.retries,
+        progress=progress if bar.enabled else None,
+    )
+    return client, bar
+
+
+def cmd_tftp_get(args: argparse.Namespace) -> int:
+    local = args.local or Path(args.remote).name
+    client, bar = _client(args)
+    result = _transfer(lambda: client.download(args.remote, local, mode=args.mode), bar)
+    _report("got", args.remote, local, result)
+    return 0
+
+
+def cmd_tftp_put(args: argparse.Namespace) -> int:
+    remote = args.remote or Path(args.local).name
+    try:
+        size = os.path.getsize(args.local)
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.local}: {exc.strerror}") from None
+    client, bar = _client(args, size)
+    result = _transfer(lambda: client.upload(args.local, remote, mode=args.mode), bar)
+    _report("put", args.local, remote, result)
+    return 0
+
+
+def _transfer(run: Callable[[], TransferResult], bar: ProgressBar) -> TransferResult:
+    try:
+        result = run()
+    except TransferFailed as exc:
+        bar.end_line()
+        raise CommandError(str(exc)) from None
+    bar.finish(result.bytes)
+    return result
+
+
+def _report(verb: str, source: str, dest: str, result: TransferResult) -> None:
+    print(
+        f"{verb} {source} -> {dest}: {result.bytes} bytes in {result.seconds:.3f} s "
+        f"({format_size(result.rate)}/s, blksize {result.settings.blksize}, "
+        f"windowsize {result.settings.windowsize})"
+    )
+
+
+# -- msg
+
+
+def cmd_msg_serve(args: argparse.Namespace) -> int:
+    server = MessageServer(args.bind, _key(args.secret_file), sys.stdout, handshake_timeout=args.timeout)
+    return _until_interrupted(server.serve_forever)
+
+
+def cmd_msg_send(args: argparse.Namespace) -> int:
+    try:
+        send_messages(args.target, _key(args.secret_file), args.messages, timeout=args.timeout)
+    except AuthenticationFailed as exc:
+        raise CommandError(f"refused: {exc}") from None
+    print(f"sent {len(args.messages)} message(s) to {args.target[0]}:{args.target[1]}")
+    return 0
+
+
+def _key(path: str) -> bytes:
+    try:
+        return load_key(path)
+    except OSError as exc:
+        raise CommandError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
+# -- the parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m server.net",
+        description="The networking layer: UDP tools, TFTP, authenticated messages.",
+    )
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{udp,tftp,msg}")
+
+    udp_parser = groups.add_parser("udp", help="UDP tools: echo, send, listen, chat, broadcast")
+    tools = udp_parser.add_subparsers(dest="command", required=True)
+    p = tools.add_parser("echo", help="echo server: send each datagram back, log it with a count")
+    p.add_argument("--bind", type=_address, default=("127.0.0.1", 9999), help="HOST:PORT (127.0.0.1:9999)")
+    p.add_argument("--count", type=int, help="stop after this many datagrams (default: run until Ctrl-C)")
+    p.set_defaults(run=cmd_udp_echo)
+    p = tools.add_parser("send", help="send one datagram, optionally print the replies")
+    p.add_argument("target", type=_address, help="HOST:PORT to send to")
+    p.add_argument("message", type=_message, help="the datagram's content")
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for replies (default: none)")
+    p.set_defaults(run=cmd_udp_send)
+    p = tools.add_parser("listen", help="print each datagram that arrives, with sender and time")
+    p.add_argument("--bind", type=_address, default=("127.0.0.1", 7788), help="HOST:PORT (127.0.0.1:7788)")
+    p.add_argument("--count", type=int, help="stop after this many datagrams (default: run until Ctrl-C)")
+    p.set_defaults(run=cmd_udp_listen)
+    p = tools.add_parser("chat", help="full-duplex chat: stdin lines out, datagrams in, at the same time")
+    p.add_argument("--bind", type=_address, default=("127.0.0.1", 8081), help="HOST:PORT (127.0.0.1:8081)")
+    p.add_argument("--peer", type=_address, required=True, help="HOST:PORT of the other side")
+    p.set_defaults(run=cmd_udp_chat)
+    p = tools.add_parser("broadcast", help="send one datagram with SO_BROADCAST")
+    p.add_argument("port", type=_port, help="destination port")
+    p.add_argument("message", type=_message, help="the datagram's content")
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for replies (default: none)")
+    p.add_argument("--address", default="<broadcast>", help="broadcast address (default: 255.255.255.255)")
+    p.set_defaults(run=cmd_udp_broadcast)
+
+    tftp_parser = groups.add_parser("tftp", help="TFTP server and client (RFC 1350, 2347-2349, 7440)")
+    tools = tftp_parser.add_subparsers(dest="command", required=True)
+    p = tools.add_parser("serve", help="serve the files of a directory")
+    p.add_argument("--root", required=True, help="the directory to serve; nothing outside it is reachable")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=69, help="port to listen on (default: 69)")
+    p.add_argument("--allow-upload", action="store_true", help="accept write requests (default: refuse)")
+    p.add_argument("--overwrite", action="store_true", help="let uploads replace existing files")
+    blksize_range = _in_range(opts.MIN_BLKSIZE, opts.MAX_BLKSIZE)
+    p.add_argument(
+        "--max-blksize", type=blksize_range, default=opts.MAX_BLKSIZE, help="largest blksize granted"
+    )
+    p.add_argument(
+        "--max-windowsize", type=_in_range(1, opts.MAX_WINDOWSIZE), default=64, help="largest window"
+    )
+    p.add_argument(
+        "--max-upload", type=int, help="largest upload in bytes, checked against tsize and as it comes"
+    )
+    _timing_options(p)
+    p.set_defaults(run=cmd_tftp_serve)
+    for name, helptext in (("get", "download a file"), ("put", "upload a file")):
+        p = tools.add_parser(name, help=helptext)
+        p.add_argument("host", help="server host name or address")
+        if name == "get":
+            p.add_argument("remote", help="file name on the server")
+            p.add_argument("local", nargs="?", help="where to save it (default: the remote base name)")
+        else:
+            p.add_argument("local", help="the file to send")
+            p.add_argument("remote", nargs="?", help="name on the server (default: the local base name)")
+        p.add_argument("--port", type=_port, default=69, help="server port (default: 69)")
+        p.add_argument(
+            "--blksize", type=blksize_range, default=opts.DEFAULT_BLKSIZE, help="block size to ask for"
+        )
+        p.add_argument(
+            "--windowsize", type=_in_range(1, opts.MAX_WINDOWSIZE), default=1, help="blocks per ACK"
+        )
+        p.add_argument("--mode", choices=("octet", "netascii"), default="octet", help="transfer mode (octet)")
+        _timing_options(p)
+        p.set_defaults(run=cmd_tftp_get if name == "get" else cmd_tftp_put)
+
+    msg_parser = groups.add_parser("msg", help="length-framed TCP messages behind an HMAC handshake")
+    tools = msg_parser.add_subparsers(dest="command", required=True)
+    p = tools.add_parser("serve", help="print each message of authenticated clients")
+    p.add_argument("--bind", type=_address, default=("127.0.0.1", 9000), help="HOST:PORT (127.0.0.1:9000)")
+    p.add_argument("--secret-file", required=True, help="file holding the shared key")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds allowed for the handshake (5)")
+    p.set_defaults(run=cmd_msg_serve)
+    p = tools.add_parser("send", help="authenticate, then send messages; exit status 2 if refused")
+    p.add_argument("target", type=_address, help="HOST:PORT of the server")
+    p.add_argument("messages", type=_message, nargs="+", help="one or more messages")
+    p.add_argument("--secret-file", required=True, help="file holding the shared key")
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds allowed to connect and authenticate (5)"
+    )
+    p.set_defaults(run=cmd_msg_send)
+    return parser
+
+
+def _timing_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds before a retransmission (1)")
+    parser.add_argument("--retries", type=int, default=5, help="retransmissions before giving up (5)")
+
+
+def _raise_interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    # SIGTERM stops a server the way Ctrl-C does: in-flight transfers are told and temporary files removed.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CommandError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

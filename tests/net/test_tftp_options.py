@@ -1,0 +1,90 @@
+"""Option negotiation on both sides, and netascii conversion."""
+
+import io
+
+import pytest
+
+from server.net.tftp import netascii
+from server.net.tftp import options as opts
+from server.net.tftp.packets import ErrorCode
+
+BASE = opts.Settings()
+LIMITS = opts.ServerLimits(max_blksize=1468, max_windowsize=16, max_upload=1000)
+
+
+def negotiate(requested, is_read=True, file_size=100):
+    return opts.negotiate(requested, is_read=is_read, file_size=file_size, limits=LIMITS, base=BASE)
+
+
+def test_server_accepts_clamps_and_ignores():
+    requested = {"blksize": "9000", "windowsize": "64", "timeout": "3", "tsize": "0", "color": "blue"}
+    accepted, settings = negotiate(requested)
+    assert accepted == {"blksize": "1468", "timeout": "3", "tsize": "100", "windowsize": "16"}
+    assert (settings.blksize, settings.windowsize, settings.timeout, settings.tsize) == (1468, 16, 3.0, 100)
+
+
+@pytest.mark.parametrize("bad", [{"blksize": "7"}, {"blksize": "x"}, {"timeout": "0"}, {"windowsize": "0"}])
+def test_server_ignores_invalid_values(bad):
+    assert negotiate(bad) == ({}, BASE)
+
+
+def test_tsize_zero_is_never_announced():
+    assert negotiate({"tsize": "0"}, file_size=0) == ({}, BASE)
+    assert negotiate({"tsize": "0"}, file_size=None) == ({}, BASE)  # netascii: size unknown
+
+
+def test_upload_tsize_is_checked_against_the_limit():
+    accepted, settings = negotiate({"tsize": "1000"}, is_read=False, file_size=None)
+    assert accepted == {"tsize": "1000"} and settings.tsize == 1000
+    with pytest.raises(opts.NegotiationError) as caught:
+        negotiate({"tsize": "1001"}, is_read=False, file_size=None)
+    assert caught.value.code == ErrorCode.DISK_FULL
+
+
+def test_client_asks_only_for_what_differs_from_the_defaults():
+    assert opts.client_options(BASE, tsize=None) == {}
+    settings = opts.Settings(blksize=1468, windowsize=8)
+    assert opts.client_options(settings, tsize=0) == {"blksize": "1468", "windowsize": "8", "tsize": "0"}
+
+
+def test_client_accepts_a_lowered_oack():
+    requested = {"blksize": "1468", "windowsize": "8", "tsize": "0"}
+    settings = opts.accept_oack(requested, {"blksize": "1024", "windowsize": "4", "tsize": "77"}, BASE)
+    assert (settings.blksize, settings.windowsize, settings.tsize) == (1024, 4, 77)
+
+
+@pytest.mark.parametrize(
+    "oack",
+    [{"blksize": "2000"}, {"windowsize": "2"}, {"blksize": "7"}, {"tsize": "-1"}, {"timeout": "300"}],
+)
+def test_client_refuses_a_bad_oack(oack):
+    requested = {"blksize": "1468", "tsize": "0", "timeout": "5"}
+    with pytest.raises(opts.NegotiationError) as caught:
+        opts.accept_oack(requested, oack, BASE)
+    assert caught.value.code == ErrorCode.OPTION_NEGOTIATION
+
+
+def test_netascii_encoding():
+    assert netascii.encode(b"a\nb\rc\r\n") == b"a\r\nb\r\0c\r\0\r\n"
+
+
+def test_netascii_decoding_across_every_split():
+    text = b"one\ntwo\rthree\r\n\r"
+    wire = netascii.encode(text)
+    for cut in range(len(wire) + 1):
+        out = bytearray()
+        writer = netascii.DecodingWriter(out.extend)
+        writer.write(wire[:cut])
+        writer.write(wire[cut:])
+        writer.close()
+        assert bytes(out) == text, cut
+
+
+def test_netascii_reader_returns_full_blocks_until_the_end():
+    reader = netascii.EncodingReader(io.BytesIO(b"\n" * 5).read)
+    assert [reader.read(4), reader.read(4), reader.read(4), reader.read(4)] == [
+        b"\r\n" * 2,
+        b"\r\n" * 2,
+        b"\r\n",
+        b"",
+    ]
