@@ -86,8 +86,13 @@ class BodyStream:
         if self._remaining is not None:
             if self._remaining <= 0:
                 return b""
-            size = self._remaining if size < 0 else min(size, self._remaining)
-            data = self._raw.read(size)
+            if size < 0:
+                # Read it all; a server's input may return less than asked, so loop until done.
+                chunks = []
+                while self._remaining > 0:
+                    chunks.append(self.read(self._remaining))
+                return b"".join(chunks)
+            data = self._raw.read(min(size, self._remaining))
             if not data:
                 raise HTTPError(400, "The request body is shorter than its Content-Length")
             self._remaining -= len(data)
@@ -303,7 +308,7 @@ def prefers_json(accept: str) -> bool:
     """
     if "json" not in accept:
         return False
-    best = {"html": -1.0, "json": -1.0}
+    best = {"html": 0.0, "json": 0.0}  # q=0 means "not acceptable", the same as not listed.
     for item in accept.split(","):
         media, *params = item.split(";")
         media = media.strip().lower()

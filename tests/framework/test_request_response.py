@@ -1,0 +1,326 @@
+"""Request parsing (lazy, never a 500 on bad input) and Response building, through webtest."""
+
+import io
+import json
+
+import pytest
+from webtest import TestApp
+
+from framework import App, Response, abort, redirect
+from framework.cookies import format_set_cookie, parse_cookie_header
+from framework.datastructures import Headers, MultiDict
+from framework.request import prefers_json
+
+
+@pytest.fixture
+def app():
+    return App(__name__, max_body_size=1000)
+
+
+def echo_app() -> App:
+    app = App(__name__, max_body_size=1000)
+
+    @app.route("/echo", methods=["GET", "POST", "PUT"])
+    def echo(request):
+        return {
+            "method": request.method,
+            "path": request.path,
+            "query": {key: request.query.getall(key) for key in request.query},
+            "form": {key: request.form.getall(key) for key in request.form},
+            "json": request.json,
+            "agent": request.headers.get("user-agent"),
+            "custom": request.headers.get("X-CUSTOM-header"),
+            "cookies": request.cookies,
+            "url": request.url,
+            "scheme": request.scheme,
+            "host": request.host,
+            "remote_addr": request.remote_addr,
+        }
+
+    @app.route("/body", methods=["POST"])
+    def body(request):
+        return request.body
+
+    @app.route("/stream", methods=["POST"])
+    def stream(request):
+        total = 0
+        while chunk := request.stream.read(7):
+            total += len(chunk)
+        return {"total": total}
+
+    @app.route("/untouched", methods=["POST"])
+    def untouched(request):
+        return "did not read the body"
+
+    return app
+
+
+@pytest.fixture
+def client():
+    return TestApp(echo_app())
+
+
+def test_query_is_a_multidict(client):
+    data = client.get("/echo?a=1&b=2&a=3&empty=").json
+    assert data["query"] == {"a": ["1", "3"], "b": ["2"], "empty": [""]}
+
+
+def test_headers_are_case_insensitive(client):
+    data = client.get("/echo", headers={"User-Agent": "tests", "X-Custom-Header": "yes"}).json
+    assert data["agent"] == "tests"
+    assert data["custom"] == "yes"
+
+
+def test_url_parts(client):
+    data = client.get("/echo?x=1", extra_environ={"REMOTE_ADDR": "10.1.2.3"}).json
+    assert data["url"] == "http://localhost:80/echo?x=1" or data["url"] == "http://localhost/echo?x=1"
+    assert data["scheme"] == "http"
+    assert data["host"].startswith("localhost")
+    assert data["remote_addr"] == "10.1.2.3"
+
+
+def test_form_urlencoded(client):
+    data = client.post("/echo", {"name": "Zoë", "tag": "x"}).json
+    assert data["form"] == {"name": ["Zoë"], "tag": ["x"]}
+    assert data["json"] is None
+
+
+def test_form_with_invalid_utf8_is_400(client):
+    response = client.post(
+        "/echo", b"name=%ff%fe", content_type="application/x-www-form-urlencoded", status=400
+    )
+    assert "Malformed form data" in response.text
+
+
+def test_json_body(client):
+    data = client.post_json("/echo", {"a": [1, 2]}).json
+    assert data["json"] == {"a": [1, 2]}
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe\x00", b"[" * 100_000])
+def test_malformed_json_is_400_not_500(body):
+    client = TestApp(echo_app())
+    client.app.max_body_size = 200_000
+    client.post("/echo", body, content_type="application/json", status=400)
+
+
+def test_json_errors_are_json_for_json_clients(client):
+    response = client.post(
+        "/echo", b"{", content_type="application/json", headers={"Accept": "application/json"}, status=400
+    )
+    assert response.json["error"]["code"] == 400
+
+
+def test_cookies_are_parsed_tolerantly(client):
+    data = client.get("/echo", headers={"Cookie": 'a=1; broken; b="quoted"; =x; c=%20sp; a=2'}).json
+    assert data["cookies"] == {"a": "1", "b": "quoted", "c": " sp"}
+
+
+def test_raw_body_and_stream(client):
+    assert client.post("/body", b"hello", content_type="application/octet-stream").body == b"hello"
+    assert client.post("/stream", b"x" * 100, content_type="application/octet-stream").json == {"total": 100}
+
+
+def test_body_over_limit_is_413_even_if_unread(client):
+    client.post("/untouched", b"x" * 1001, content_type="application/octet-stream", status=413)
+    client.post("/body", b"x" * 1001, content_type="application/octet-stream", status=413)
+
+
+def call(app, environ):
+    """Call a WSGI app directly, for environs webtest cannot make (no Content-Length at all)."""
+    statuses = []
+    base = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.input": io.BytesIO()}
+    body = b"".join(app({**base, **environ}, lambda status, headers, exc_info=None: statuses.append(status)))
+    return statuses[0], body
+
+
+def test_chunked_body_over_limit_is_413():
+    # A body of unknown length (chunked transfer coding): the server marks the input terminated and sends no
+    # Content-Length; the limit applies while reading.
+    app = echo_app()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/body", "wsgi.input_terminated": True}
+    status, _ = call(app, {**environ, "wsgi.input": io.BytesIO(b"y" * 5000)})
+    assert status.startswith("413")
+    status, body = call(app, {**environ, "wsgi.input": io.BytesIO(b"y" * 500)})
+    assert status.startswith("200") and body == b"y" * 500
+
+
+def test_body_without_length_or_terminated_input_is_empty():
+    status, body = call(
+        echo_app(), {"REQUEST_METHOD": "POST", "PATH_INFO": "/body", "wsgi.input": io.BytesIO(b"z")}
+    )
+    assert status.startswith("200") and body == b""
+
+
+def test_malformed_content_length_is_400():
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/body", "CONTENT_LENGTH": "12abc"}
+    assert call(echo_app(), environ)[0].startswith("400")
+
+
+def test_body_shorter_than_content_length_is_400():
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/body", "CONTENT_LENGTH": "50"}
+    assert call(echo_app(), {**environ, "wsgi.input": io.BytesIO(b"short")})[0].startswith("400")
+
+
+def test_return_types():
+    app = App(__name__)
+    app.add_route("/str", lambda request: "<b>hi</b>", name="s")
+    app.add_route("/bytes", lambda request: b"\x00\x01", name="b")
+    app.add_route("/list", lambda request: [1, "two"], name="l")
+    app.add_route("/tuple2", lambda request: ("made", 201), name="t2")
+    app.add_route("/tuple3", lambda request: ({"ok": True}, 202, {"X-Extra": "1"}), name="t3")
+    app.add_route("/response", lambda request: Response("plain", 203, content_type="text/plain"), name="r")
+    app.add_route("/stream", lambda request: (part for part in ["a", b"b", "c"]), name="g")
+    app.add_route("/none", lambda request: None, name="n")
+    app.add_route("/tuple-response", lambda request: (Response("x"), 418, [("X-T", "y")]), name="tr")
+    client = TestApp(app)
+
+    response = client.get("/str")
+    assert (
+        response.content_type == "text/html" and response.charset == "utf-8" and response.text == "<b>hi</b>"
+    )
+    assert client.get("/bytes").content_type == "application/octet-stream"
+    assert client.get("/list").json == [1, "two"]
+    assert client.get("/tuple2", status=201).text == "made"
+    response = client.get("/tuple3", status=202)
+    assert response.json == {"ok": True} and response.headers["X-Extra"] == "1"
+    response = client.get("/response", status=203)
+    assert response.content_type == "text/plain" and response.text == "plain"
+    assert client.get("/stream").body == b"abc"
+    client.get("/none", status=500)
+    response = client.get("/tuple-response", status=418)
+    assert response.headers["X-T"] == "y"
+
+
+def test_streaming_body_is_closed_when_the_server_closes_it():
+    closed = []
+
+    def generate():
+        try:
+            yield b"one"
+            yield b"two"
+        finally:
+            closed.append(True)
+
+    app = App(__name__)
+    app.add_route("/", lambda request: generate(), name="stream")
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.input": io.BytesIO()}
+    body = app(environ, lambda status, headers, exc_info=None: None)
+    assert not hasattr(body, "__len__")  # Streamed: no Content-Length could have been computed.
+    assert next(iter(body)) == b"one"
+    body.close()
+    assert closed == [True]
+
+
+def test_head_closes_a_streaming_body_without_sending_it():
+    closed = []
+
+    def generate():
+        try:
+            yield b"never"
+        finally:
+            closed.append(True)
+
+    app = App(__name__)
+    gen = generate()
+    next(gen, None)  # Start it, so that close() runs its finally block.
+    app.add_route("/", lambda request: gen, name="stream")
+    assert TestApp(app).head("/").body == b""
+    assert closed == [True]
+
+
+def test_cookies_on_responses():
+    app = App(__name__)
+
+    @app.route("/set")
+    def set_cookies(request):
+        response = Response("ok")
+        response.set_cookie("theme", "dark mode; x", max_age=3600, httponly=True, samesite="Strict")
+        response.set_cookie("secret", "s", secure=True, samesite="None")
+        response.set_cookie("plain", "1", path="/sub", domain="example.test", expires=0)
+        response.delete_cookie("old")
+        return response
+
+    @app.route("/get")
+    def get_cookies(request):
+        return request.cookies
+
+    client = TestApp(app)
+    headers = client.get("/set").headers.getall("Set-Cookie")
+    assert headers[0] == "theme=dark%20mode%3B%20x; Max-Age=3600; Path=/; HttpOnly; SameSite=Strict"
+    assert headers[1] == "secret=s; Path=/; Secure; SameSite=None"
+    assert headers[2] == "plain=1; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Domain=example.test; Path=/sub"
+    assert headers[3].startswith("old=; Max-Age=0; Expires=Thu, 01 Jan 1970")
+    assert client.get("/get").json == {"theme": "dark mode; x"}
+
+
+def test_cookie_formatting_refuses_bad_input():
+    with pytest.raises(ValueError):
+        format_set_cookie("bad name", "x")
+    with pytest.raises(ValueError):
+        format_set_cookie("a", "x", samesite="sometimes")
+    with pytest.raises(ValueError):
+        format_set_cookie("a", "x", samesite="None")  # SameSite=None requires Secure
+    with pytest.raises(ValueError):
+        format_set_cookie("a", "x", path="/;evil")
+    assert parse_cookie_header("") == {}
+
+
+def test_headers_refuse_newlines():
+    with pytest.raises(ValueError):
+        Headers([("X-Evil", "a\r\nSet-Cookie: x=y")])
+
+
+def test_headers_container():
+    headers = Headers({"Content-Type": "text/plain"})
+    headers.add("Set-Cookie", "a=1")
+    headers.add("set-cookie", "b=2")
+    assert headers["content-type"] == "text/plain"
+    assert headers.getall("SET-COOKIE") == ["a=1", "b=2"]
+    headers["Set-Cookie"] = "c=3"
+    assert headers.getall("Set-Cookie") == ["c=3"]
+    del headers["set-cookie"]
+    assert "Set-Cookie" not in headers and len(headers) == 1
+    assert headers.setdefault("X-A", "1") == "1" and headers.setdefault("x-a", "2") == "1"
+
+
+def test_multidict():
+    data = MultiDict([("a", 1), ("b", 2), ("a", 3)])
+    assert data["a"] == 1 and data.getall("a") == [1, 3] and data.getall("z") == []
+    assert dict(data) == {"a": 1, "b": 2} and len(data) == 2
+    assert list(data.items_all()) == [("a", 1), ("a", 3), ("b", 2)]
+
+
+def test_redirect_and_abort():
+    app = App(__name__)
+    app.add_route("/go", lambda request: redirect("/there"), name="go")
+    app.add_route("/see-other", lambda request: redirect("/ünïcode", 303), name="see")
+    app.add_route("/forbidden", lambda request: abort(403, "Members only"), name="forbidden")
+    client = TestApp(app)
+    assert client.get("/go", status=302).headers["Location"].endswith("/there")
+    assert client.get("/see-other", status=303).headers["Location"].endswith("/%C3%BCn%C3%AFcode")
+    assert "Members only" in client.get("/forbidden", status=403).text
+
+
+def test_response_json_helper():
+    response = Response.json({"é": 1}, status=201, headers={"X-A": "b"})
+    assert response.status == 201
+    assert response.content_type == "application/json"
+    assert json.loads(response.body) == {"é": 1}
+    assert response.headers["X-A"] == "b"
+
+
+@pytest.mark.parametrize(
+    ("accept", "wants_json"),
+    [
+        ("", False),
+        ("application/json", True),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", False),
+        ("application/json, text/plain, */*", True),
+        ("text/html, application/json", False),
+        ("application/json;q=0.5, text/html", False),
+        ("application/json;q=oops", False),
+    ],
+)
+def test_prefers_json(accept, wants_json):
+    assert prefers_json(accept) is wants_json
