@@ -86,9 +86,7 @@ def test_form_urlencoded(client):
 
 
 def test_form_with_invalid_utf8_is_400(client):
-    response = client.post(
-        "/echo", b"name=%ff%fe", content_type="application/x-www-form-urlencoded", status=400
-    )
+    response = client.post("/echo", b"name=%ff%fe", content_type="application/x-www-form-urlencoded", status=400)
     assert "Malformed form data" in response.text
 
 
@@ -146,9 +144,7 @@ def test_chunked_body_over_limit_is_413():
 
 
 def test_body_without_length_or_terminated_input_is_empty():
-    status, body = call(
-        echo_app(), {"REQUEST_METHOD": "POST", "PATH_INFO": "/body", "wsgi.input": io.BytesIO(b"z")}
-    )
+    status, body = call(echo_app(), {"REQUEST_METHOD": "POST", "PATH_INFO": "/body", "wsgi.input": io.BytesIO(b"z")})
     assert status.startswith("200") and body == b""
 
 
@@ -176,9 +172,7 @@ def test_return_types():
     client = TestApp(app)
 
     response = client.get("/str")
-    assert (
-        response.content_type == "text/html" and response.charset == "utf-8" and response.text == "<b>hi</b>"
-    )
+    assert response.content_type == "text/html" and response.charset == "utf-8" and response.text == "<b>hi</b>"
     assert client.get("/bytes").content_type == "application/octet-stream"
     assert client.get("/list").json == [1, "two"]
     assert client.get("/tuple2", status=201).text == "made"

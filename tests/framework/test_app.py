@@ -1,0 +1,345 @@
+"""The app's request journey: hook order, error handlers, error pages, debug mode, mounting and middleware."""
+
+import logging
+
+import pytest
+from webtest import TestApp
+
+from framework import App, HTTPError, Response, abort
+
+
+class Boom(Exception):
+    pass
+
+
+class SmallBoom(Boom):
+    pass
+
+
+def test_hooks_run_in_the_documented_order():
+    app = App(__name__)
+    calls = []
+
+    @app.before_request
+    def first_before(request):
+        calls.append("before 1")
+
+    @app.before_request
+    def second_before(request):
+        calls.append(f"before 2 ({request.endpoint})")
+
+    @app.after_request
+    def first_after(request, response):
+        calls.append("after 1")
+        response.headers.add("X-Order", "1")
+        return response
+
+    @app.after_request
+    def second_after(request, response):
+        calls.append("after 2")
+        response.headers.add("X-Order", "2")
+        return response
+
+    @app.teardown
+    def cleanup(request, error):
+        calls.append(f"teardown {error!r}")
+
+    @app.route("/")
+    def index(request):
+        calls.append("view")
+        return "ok"
+
+    response = TestApp(app).get("/")
+    assert calls == ["before 1", "before 2 (index)", "view", "after 2", "after 1", "teardown None"]
+    assert response.headers.getall("X-Order") == ["2", "1"]
+
+
+def test_before_request_can_short_circuit():
+    app = App(__name__)
+    seen = []
+
+    @app.before_request
+    def gate(request):
+        if request.query.get("key") != "open":
+            return "closed", 401
+
+    @app.before_request
+    def never(request):
+        seen.append("second hook")
+
+    @app.route("/")
+    def index(request):
+        seen.append("view")
+        return "inside"
+
+    client = TestApp(app)
+    assert client.get("/", status=401).text == "closed"
+    assert seen == []
+    assert client.get("/?key=open").text == "inside"
+    # before_request also runs for paths that match no route (a maintenance page, say).
+    assert client.get("/missing", status=401).text == "closed"
+
+
+def test_teardown_always_runs_and_sees_unhandled_errors(caplog):
+    app = App(__name__)
+    seen = []
+
+    @app.teardown
+    def record(request, error):
+        seen.append(type(error).__name__ if error else None)
+
+    @app.teardown
+    def broken_teardown(request, error):
+        raise RuntimeError("teardown bug")
+
+    @app.route("/fail")
+    def fail(request):
+        raise Boom("view failed")
+
+    @app.route("/missing")
+    def missing(request):
+        abort(404)
+
+    client = TestApp(app)
+    with caplog.at_level(logging.ERROR, logger="framework"):
+        client.get("/fail", status=500)
+        client.get("/missing", status=404)
+    assert seen == ["Boom", None]
+    assert "teardown bug" in caplog.text or "broken_teardown" in caplog.text
+
+
+def test_error_handlers_by_status_and_by_exception_class():
+    app = App(__name__)
+
+    @app.errorhandler(404)
+    def not_found(request, error):
+        return f"nothing at {request.path}"  # The status defaults to the error's own.
+
+    @app.errorhandler(Boom)
+    def boom(request, error):
+        return {"boom": str(error)}, 409
+
+    @app.route("/small")
+    def small(request):
+        raise SmallBoom("subclass")
+
+    @app.route("/teapot")
+    def teapot(request):
+        raise HTTPError(418, "short and stout")
+
+    client = TestApp(app)
+    assert client.get("/nope", status=404).text == "nothing at /nope"
+    assert client.get("/small", status=409).json == {"boom": "subclass"}
+    assert "short and stout" in client.get("/teapot", status=418).text
+
+
+def test_500_handler_and_failing_handlers(caplog):
+    app = App(__name__)
+
+    @app.errorhandler(500)
+    def server_error(request, error):
+        return f"sorry: {type(error).__name__}"
+
+    @app.errorhandler(KeyError)
+    def broken_handler(request, error):
+        raise RuntimeError("handler bug")
+
+    @app.route("/fail")
+    def fail(request):
+        raise ValueError("x")
+
+    @app.route("/key")
+    def key(request):
+        return {}["missing"]
+
+    client = TestApp(app)
+    with caplog.at_level(logging.ERROR, logger="framework"):
+        assert client.get("/fail", status=500).text == "sorry: ValueError"
+        response = client.get("/key", status=500)
+    assert "Internal Server Error" in response.text
+    assert "handler bug" not in response.text
+
+
+def test_after_request_errors_become_500():
+    app = App(__name__)
+
+    @app.after_request
+    def broken(request, response):
+        raise RuntimeError("after bug")
+
+    app.add_route("/", lambda request: "ok", name="index")
+    TestApp(app).get("/", status=500)
+
+
+def test_error_pages_are_html_or_json_by_accept():
+    app = App(__name__)
+    app.add_route("/only-get", lambda request: "ok", name="only_get")
+    client = TestApp(app)
+
+    html = client.get("/missing", status=404)
+    assert html.content_type == "text/html"
+    assert "<h1>404 Not Found</h1>" in html.text
+
+    data = client.get("/missing", headers={"Accept": "application/json"}, status=404).json
+    assert data == {
+        "error": {"code": 404, "name": "Not Found", "description": "The requested URL was not found on this server."}
+    }
+    response = client.post("/only-get", headers={"Accept": "application/json"}, status=405)
+    assert response.json["error"]["code"] == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+
+
+def test_error_descriptions_are_escaped():
+    app = App(__name__)
+    app.add_route("/", lambda request: abort(400, "<script>alert(1)</script>"), name="index")
+    text = TestApp(app).get("/", status=400).text
+    assert "<script>" not in text and "&lt;script&gt;" in text
+
+
+def test_no_traceback_without_debug(caplog):
+    app = App(__name__)
+
+    @app.route("/")
+    def index(request):
+        secret = "hunter2"  # noqa: F841 - a local that must never reach the client
+        raise Boom("kaboom")
+
+    with caplog.at_level(logging.ERROR, logger="framework"):
+        response = TestApp(app).get("/", status=500)
+    assert "kaboom" not in response.text and "hunter2" not in response.text and "Traceback" not in response.text
+    assert "kaboom" in caplog.text  # ... but the log has it.
+
+
+def test_debug_shows_a_traceback_page(caplog):
+    app = App(__name__, debug=True)
+
+    @app.route("/")
+    def index(request):
+        local_value = "<visible>"  # noqa: F841
+        raise Boom("kaboom")
+
+    client = TestApp(app)
+    with caplog.at_level(logging.ERROR, logger="framework"):
+        html = client.get("/", status=500).text
+        data = client.get("/", headers={"Accept": "application/json"}, status=500).json
+    assert "Boom: kaboom" in html and "debug=True" in html
+    assert "local_value" in html and "&lt;visible&gt;" in html
+    assert "test_app.py" in html
+    assert "Traceback" in data["error"]["traceback"]
+
+
+def test_mount_shifts_script_name_and_path_info():
+    seen = {}
+
+    def legacy(environ, start_response):
+        seen["script"], seen["path"] = environ["SCRIPT_NAME"], environ["PATH_INFO"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"legacy"]
+
+    app = App(__name__)
+    app.mount("/legacy", legacy)
+    app.add_route("/legacyfoo", lambda request: "not mounted", name="legacyfoo")
+    client = TestApp(app)
+
+    assert client.get("/legacy/a/b?x=1").text == "legacy"
+    assert seen == {"script": "/legacy", "path": "/a/b"}
+    client.get("/legacy")
+    assert seen == {"script": "/legacy", "path": ""}
+    assert client.get("/legacyfoo").text == "not mounted"
+
+
+def test_mounted_framework_app_builds_urls_under_its_prefix():
+    child = App(__name__)
+
+    @child.route("/")
+    def child_index(request):
+        return {"self": request.url_for("child_index"), "item": request.url_for("child_item", item_id=7)}
+
+    @child.route("/items/<int:item_id>")
+    def child_item(request, item_id):
+        return {"item": item_id, "url": request.url, "script_name": request.script_name}
+
+    parent = App(__name__)
+    parent.mount("/shop", child)
+    outer = App(__name__)
+    outer.mount("/site", parent)
+    client = TestApp(outer)
+
+    assert client.get("/site/shop/").json == {"self": "/site/shop/", "item": "/site/shop/items/7"}
+    data = client.get("/site/shop/items/7").json
+    assert data["item"] == 7 and data["script_name"] == "/site/shop"
+    assert data["url"] == "http://localhost:80/site/shop/items/7"
+    # The mount point itself, without its slash, redirects to the slash (PATH_INFO "" is the app's root).
+    assert client.get("/site/shop", status=308).headers["Location"].endswith("/site/shop/")
+    # A trailing-slash redirect inside the mounted app keeps the prefix.
+    assert client.get("/site/shop/items/7/", status=308).headers["Location"].endswith("/site/shop/items/7")
+
+
+def test_longest_mount_prefix_wins():
+    def answer(text):
+        def wsgi(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [text.encode()]
+
+        return wsgi
+
+    app = App(__name__)
+    app.mount("/a", answer("a"))
+    app.mount("/a/b", answer("a/b"))
+    client = TestApp(app)
+    assert client.get("/a/b/c").text == "a/b"
+    assert client.get("/a/c").text == "a"
+    with pytest.raises(ValueError):
+        app.mount("/", answer("root"))
+
+
+def test_middleware_wraps_outermost_last():
+    calls = []
+
+    class Tag:
+        def __init__(self, app, name):
+            self.app, self.name = app, name
+
+        def __call__(self, environ, start_response):
+            calls.append(self.name)
+
+            def tagged_start_response(status, headers, exc_info=None):
+                return start_response(status, [*headers, ("X-Middleware", self.name)], exc_info)
+
+            return self.app(environ, tagged_start_response)
+
+    app = App(__name__)
+    app.add_route("/", lambda request: "ok", name="index")
+    app.add_middleware(Tag, name="inner")
+    app.add_middleware(Tag, name="outer")
+    response = TestApp(app).get("/")
+    assert calls == ["outer", "inner"]
+    assert response.headers.getall("X-Middleware") == ["inner", "outer"]
+
+
+def test_app_url_for_with_and_without_request():
+    app = App(__name__)
+
+    @app.route("/p/<int:n>")
+    def page(request, n):
+        return {"external": app.url_for("page", _request=request, _external=True, n=n + 1)}
+
+    assert app.url_for("page", n=1) == "/p/1"
+    assert TestApp(app).get("/p/1", extra_environ={"HTTP_HOST": "example.test"}).json == {
+        "external": "http://example.test/p/2"
+    }
+    with pytest.raises(ValueError):
+        app.url_for("page", _external=True, n=1)
+
+
+def test_view_may_return_response_subclass_and_hooks_may_replace_it():
+    app = App(__name__)
+
+    @app.after_request
+    def replace(request, response):
+        if request.path == "/replace":
+            return Response("replaced", 202)
+        return response
+
+    app.add_route("/replace", lambda request: "original", name="replace")
+    assert TestApp(app).get("/replace", status=202).text == "replaced"
