@@ -1,0 +1,1 @@
+"""A tiny but real Django project (settings, URLconf, views, wsgi.py) serving the interop routes."""

@@ -1,0 +1,241 @@
+"""Flask, Django and Bottle apps served in-process by our server, driven by ``requests`` and raw sockets.
+
+Every test runs once per framework (the ``live`` fixture) and checks what a user of that framework would see
+under gunicorn: the same routes, the same answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import socket
+from collections.abc import Iterator
+from urllib.parse import urljoin
+
+import pytest
+import requests
+
+from tests.interop.common import DOWNLOAD_SIZE, json_answer, stream_chunks
+from tests.interop.conftest import Live
+from tests.support import TIMEOUT, read_response
+
+pytestmark = pytest.mark.timeout(60)
+
+SMALL = b"small file\n\x00\xff binary too\n"
+LARGE = random.Random(7).randbytes(3 * 1024 * 1024 + 123)  # a few MiB, not a multiple of any buffer size
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_plain_get(live: Live) -> None:
+    response = requests.get(f"{live.url}/hello", timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.text == f"Hello from {live.framework.capitalize()}!"
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.headers["Content-Length"] == str(len(response.content))
+    assert "Date" in response.headers
+
+
+def test_query_string_with_repeated_keys_and_utf8(live: Live) -> None:
+    query = "tag=a&tag=b&tag=c&name=%C3%A9l%C3%A8ve+%E2%9C%93&empty=&plus=a+b%20c&amp=%26%3D"
+    response = requests.get(f"{live.url}/query?{query}", timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.json() == {
+        "args": {
+            "tag": ["a", "b", "c"],
+            "name": ["élève ✓"],
+            "empty": [""],
+            "plus": ["a b c"],
+            "amp": ["&="],
+        }
+    }
+
+
+def test_percent_encoded_utf8_in_the_path(live: Live) -> None:
+    # PEP 3333: PATH_INFO arrives decoded as latin-1; each framework turns it back into UTF-8 text.
+    response = requests.get(f"{live.url}/greet/%C3%A9t%C3%A9%20%E2%98%80", timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.json() == {"name": "été ☀"}
+
+
+def test_urlencoded_form_post(live: Live) -> None:
+    form = [("colour", "red"), ("colour", "green"), ("note", "crème brûlée & co = 1+1")]
+    response = requests.post(f"{live.url}/form", data=form, timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.json() == {"form": {"colour": ["red", "green"], "note": ["crème brûlée & co = 1+1"]}}
+
+
+def test_json_body_in_and_out(live: Live) -> None:
+    body = {"numbers": [1, 2, 3.5, -4], "text": "grüße", "nested": {"ok": True, "none": None}}
+    response = requests.post(f"{live.url}/json", json=body, timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json() == json_answer(body)
+
+
+def test_multipart_upload_small_and_large_files(live: Live) -> None:
+    files = {
+        "small": ("notes.txt", SMALL, "text/plain"),
+        "large": ("big.bin", LARGE, "application/octet-stream"),
+    }
+    response = requests.post(f"{live.url}/upload", data={"caption": "deux fichiers"}, files=files, timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.json() == {
+        "fields": {"caption": ["deux fichiers"]},
+        "files": {
+            "small": {"filename": "notes.txt", "size": len(SMALL), "sha256": sha256(SMALL)},
+            "large": {"filename": "big.bin", "size": len(LARGE), "sha256": sha256(LARGE)},
+        },
+    }
+
+
+def test_cookies_are_set_and_sent_back(live: Live) -> None:
+    with requests.Session() as session:
+        response = session.get(f"{live.url}/cookies/set", timeout=TIMEOUT)
+        assert response.status_code == 200
+        # Two Set-Cookie headers in one response must both survive.
+        assert {"flavour": "oatmeal", "count": "1"}.items() <= session.cookies.get_dict().items()
+        assert "httponly" in response.headers["Set-Cookie"].lower()
+        echoed = session.get(f"{live.url}/cookies", timeout=TIMEOUT)
+        assert echoed.json() == {"cookies": {"flavour": "oatmeal", "count": "1"}}
+    # Several cookies in one Cookie header, as browsers send them.
+    response = requests.get(f"{live.url}/cookies", headers={"Cookie": "a=1; b=two"}, timeout=TIMEOUT)
+    assert response.json() == {"cookies": {"a": "1", "b": "two"}}
+
+
+def test_redirect_is_followed(live: Live) -> None:
+    first = requests.get(f"{live.url}/redirect", allow_redirects=False, timeout=TIMEOUT)
+    assert first.status_code == 302
+    # Relative (Flask, Django) or absolute (Bottle): either way it must resolve to this server's /query.
+    assert urljoin(first.url, first.headers["Location"]) == f"{live.url}/query?from=redirect"
+    followed = requests.get(f"{live.url}/redirect", timeout=TIMEOUT)
+    assert [r.status_code for r in followed.history] == [302]
+    assert followed.status_code == 200
+    assert followed.url == f"{live.url}/query?from=redirect"
+    assert followed.json() == {"args": {"from": ["redirect"]}}
+
+
+def test_streaming_response_arrives_complete_and_in_order(live: Live) -> None:
+    count = 5000
+    with requests.get(f"{live.url}/stream?n={count}", stream=True, timeout=TIMEOUT) as response:
+        assert response.status_code == 200
+        # A generator has no known length: HTTP/1.1 must frame it with chunked coding, not buffer it.
+        assert response.headers.get("Transfer-Encoding") == "chunked"
+        assert "Content-Length" not in response.headers
+        received = b"".join(response.iter_content(chunk_size=None))
+    assert received == b"".join(stream_chunks(count))
+
+
+def test_large_file_download(live: Live, download_sha256: str) -> None:
+    digest = hashlib.sha256()
+    size = 0
+    with requests.get(f"{live.url}/download", stream=True, timeout=TIMEOUT) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Length"] == str(DOWNLOAD_SIZE)
+        assert response.headers["Content-Type"] == "application/octet-stream"
+        assert response.headers["Content-Disposition"].startswith("attachment")
+        for piece in response.iter_content(chunk_size=256 * 1024):
+            digest.update(piece)
+            size += len(piece)
+    assert size == DOWNLOAD_SIZE
+    assert digest.hexdigest() == download_sha256
+
+
+def test_head_requests_have_headers_but_no_body(live: Live) -> None:
+    with requests.Session() as session:
+        head = session.head(f"{live.url}/hello", timeout=TIMEOUT)
+        assert head.status_code == 200
+        assert head.content == b""
+        assert head.headers["Content-Length"] == str(len(f"Hello from {live.framework.capitalize()}!"))
+        big = session.head(f"{live.url}/download", timeout=TIMEOUT)
+        assert big.status_code == 200
+        assert big.headers["Content-Length"] == str(DOWNLOAD_SIZE)
+        # Had the server sent a body after either head, this next response on the same connection would be
+        # garbage.
+        after = session.get(f"{live.url}/hello", timeout=TIMEOUT)
+        assert after.status_code == 200
+        assert after.text == f"Hello from {live.framework.capitalize()}!"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_unknown_route_is_404(live: Live, method: str) -> None:
+    response = requests.request(method, f"{live.url}/no/such/page", timeout=TIMEOUT)
+    assert response.status_code == 404
+    assert response.content  # each framework renders some error page
+
+
+def test_chunked_request_upload(live: Live) -> None:
+    pieces = [LARGE[i : i + 50_000] for i in range(0, len(LARGE), 50_000)]
+
+    def body() -> Iterator[bytes]:
+        yield from pieces  # a generator has no length, so requests sends Transfer-Encoding: chunked
+
+    response = requests.post(f"{live.url}/echo", data=body(), timeout=TIMEOUT)
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status_code == 200
+    assert response.json() == {"size": len(LARGE), "sha256": sha256(LARGE)}
+
+
+def _head_then(sock: socket.socket, head: bytes) -> tuple[bytes, bytearray]:
+    """Send a request head and read the first response head; returns (that head, the bytes after it)."""
+    sock.sendall(head)
+    buffer = bytearray()
+    while b"\r\n\r\n" not in buffer:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"closed before a response head; got {bytes(buffer)!r}")
+        buffer += data
+    first, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    return first, bytearray(rest)
+
+
+def test_expect_100_continue(live: Live) -> None:
+    body = os.urandom(300_000)
+    head = (
+        f"POST /echo HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        interim, rest = _head_then(sock, head)
+        assert interim.split(b"\r\n")[0] == b"HTTP/1.1 100 Continue"
+        sock.sendall(body)
+        status, headers, content = read_response(sock, rest)
+    assert status == 200
+    assert requests.models.complexjson.loads(content) == {"size": len(body), "sha256": sha256(body)}
+
+
+def test_expect_100_continue_is_not_sent_when_the_app_refuses(live: Live) -> None:
+    # The app never reads the body of a 404, so the server must answer with the final status and no 100.
+    head = (
+        f"POST /no/such/page HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n"
+        f"Content-Length: 1000000\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        first, _ = _head_then(sock, head)
+    assert first.split(b"\r\n")[0].startswith(b"HTTP/1.1 404 ")
+
+
+def test_many_requests_share_one_keepalive_connection(live: Live) -> None:
+    with requests.Session() as session:
+        for round_ in range(5):
+            assert session.get(f"{live.url}/hello", timeout=TIMEOUT).status_code == 200
+            posted = session.post(f"{live.url}/json", json={"numbers": [round_], "text": "x"}, timeout=TIMEOUT)
+            assert posted.json()["sum"] == round_
+            streamed = session.get(f"{live.url}/stream?n=50", timeout=TIMEOUT)
+            assert streamed.content == b"".join(stream_chunks(50))
+            assert session.get(f"{live.url}/missing", timeout=TIMEOUT).status_code == 404
+
+
+def test_the_app_sees_the_client_and_the_url(live: Live) -> None:
+    response = requests.get(f"{live.url}/whoami?x=1", timeout=TIMEOUT)
+    assert response.json() | {"pid": None} == {
+        "framework": live.framework,
+        "pid": None,
+        "remote_addr": "127.0.0.1",
+        "scheme": "http",
+        "host": f"127.0.0.1:{live.port}",
+        "url": f"{live.url}/whoami?x=1",
+    }
