@@ -1,6 +1,6 @@
 """The smallest WSGI application: what PEP 3333 asks of an app, and nothing else.
 
-    python -m server apps.hello:app --bind 127.0.0.1:8080
+python -m server apps.hello:app --bind 127.0.0.1:8080
 """
 
 

@@ -78,9 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "app", nargs="?", help="the WSGI application as module:attribute or module:factory() (default: demo site)"
+        "app",
+        nargs="?",
+        help="the WSGI application as module:attribute or module:factory() (default: demo site)",
     )
     add = parser.add_argument
+    # fmt: off
     add("--bind", "-b", action="append", metavar="ADDR",
         help="HOST:PORT, [IPV6]:PORT or unix:PATH to listen on; repeatable (default: 127.0.0.1:8000)")
     add("--workers", "-w", type=_positive_int, default=defaults.workers,
@@ -120,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--static-dotfiles", action="store_true", help="serve files and directories whose names start with a dot")
     add("--follow-symlinks", action="store_true", help="follow symlinks that point outside a static directory")
     add("--version", action="version", version=SERVER_SOFTWARE)
-    return parser  # fmt: skip
+    # fmt: on
+    return parser
 
 
 _REPEATABLE = {"bind", "static"}
@@ -266,8 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     name = config.app or ("static files" if config.static else "the demo site")
     for listener in listeners:
-        log.info("serving %s on %s (workers: %d, threads: %d, loop: %s)", name, listener.url, config.workers,
-                 config.threads, loop_name(config.loop))  # fmt: skip
+        log.info(
+            "serving %s on %s (workers: %d, threads: %d, loop: %s)",
+            *(name, listener.url, config.workers, config.threads, loop_name(config.loop)),
+        )
     return serve(config, app, listeners)
 
 

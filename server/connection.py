@@ -106,6 +106,7 @@ class HTTPConnection:
         self.after_flush: Callable[[], None] | None = None
         self.broken = False
         self.response_started = False
+        self.continue_received = False  # an Expect: 100-continue body has been read
 
     def start(self) -> None:
         """Begin watching the socket (loop thread)."""
@@ -187,6 +188,7 @@ class HTTPConnection:
         self.state = BUSY
         self.deadline = NEVER
         self.response_started = False
+        self.continue_received = False
         if self.static_mount is not None:
             self.engine.serve_static(self, self.request, self.static_mount)
             return
@@ -217,6 +219,7 @@ class HTTPConnection:
             if type(event) is Data:
                 self._store_body(event.data)
             elif type(event) is EndOfMessage:
+                self.continue_received = True
                 return self.take_body()
             else:
                 remaining = deadline - time.monotonic()

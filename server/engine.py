@@ -256,8 +256,6 @@ class Engine:
                 self.proxies.apply(environ)
             writer = run_application(self.app, environ, conn, request, self.config.debug)
             keep_alive = writer.keep_alive and not writer.client_gone and not self.stopping
-            if isinstance(body, ContinueInput) and not body.loaded:
-                keep_alive = False  # the body was never read, so the next request's start is unknown
             body.close()
             log_access(writer, environ, started)
         except Exception:

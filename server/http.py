@@ -23,6 +23,7 @@ from http import HTTPStatus
 from time import time
 
 __all__ = [
+    "LAST_CHUNK",
     "NEED_DATA",
     "Data",
     "EndOfMessage",
@@ -34,7 +35,6 @@ __all__ = [
     "error_response",
     "http_date",
     "reason_phrase",
-    "LAST_CHUNK",
 ]
 
 

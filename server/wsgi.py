@@ -174,7 +174,7 @@ class FileWrapper:
             position = self.filelike.tell()
         except (AttributeError, OSError, io.UnsupportedOperation):
             return None
-        if not (stat.st_mode & 0o170000 == 0o100000):  # S_ISREG
+        if stat.st_mode & 61440 != 32768:  # S_ISREG
             return None
         return position, max(0, stat.st_size - position)
 
@@ -293,6 +293,10 @@ class ResponseWriter:
                 self.chunked = True
             else:
                 self.keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
+        if self.request.expect_continue and not self.conn.continue_received:
+            self.keep_alive = False  # the unread body leaves the next request's start unknown
+        if self.conn.engine.stopping:
+            self.keep_alive = False  # shutting down: tell the client not to send another request here
         if not self.keep_alive:
             lines.append("Connection: close\r\n")
         elif self.request.version == "HTTP/1.0":

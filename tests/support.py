@@ -83,7 +83,7 @@ def read_response(sock: socket.socket, buffer: bytearray | None = None) -> tuple
     while b"\r\n\r\n" not in buf:
         if not fill():
             raise ConnectionError(f"closed before a full head; got {bytes(buf)!r}")
-    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    head, _, _rest = bytes(buf).partition(b"\r\n\r\n")
     del buf[: len(head) + 4]
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
