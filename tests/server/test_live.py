@@ -139,6 +139,7 @@ def test_http10_keep_alive_and_close(server):
     with server.connect() as sock:
         sock.sendall(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         status, headers, _ = read_response(sock)
+        assert status == 200
         assert headers["connection"] == "keep-alive"
         sock.sendall(b"GET /b HTTP/1.0\r\n\r\n")
         _status, headers, body = read_response(sock)
