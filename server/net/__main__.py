@@ -242,15 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-upload", action="store_true", help="accept write requests (default: refuse)")
     p.add_argument("--overwrite", action="store_true", help="let uploads replace existing files")
     blksize_range = _in_range(opts.MIN_BLKSIZE, opts.MAX_BLKSIZE)
-    p.add_argument(
-        "--max-blksize", type=blksize_range, default=opts.MAX_BLKSIZE, help="largest blksize granted"
-    )
-    p.add_argument(
-        "--max-windowsize", type=_in_range(1, opts.MAX_WINDOWSIZE), default=64, help="largest window"
-    )
-    p.add_argument(
-        "--max-upload", type=int, help="largest upload in bytes, checked against tsize and as it comes"
-    )
+    p.add_argument("--max-blksize", type=blksize_range, default=opts.MAX_BLKSIZE, help="largest blksize granted")
+    p.add_argument("--max-windowsize", type=_in_range(1, opts.MAX_WINDOWSIZE), default=64, help="largest window")
+    p.add_argument("--max-upload", type=int, help="largest upload in bytes, checked against tsize and as it comes")
     _timing_options(p)
     p.set_defaults(run=cmd_tftp_serve)
     for name, helptext in (("get", "download a file"), ("put", "upload a file")):
@@ -263,12 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("local", help="the file to send")
             p.add_argument("remote", nargs="?", help="name on the server (default: the local base name)")
         p.add_argument("--port", type=_port, default=69, help="server port (default: 69)")
-        p.add_argument(
-            "--blksize", type=blksize_range, default=opts.DEFAULT_BLKSIZE, help="block size to ask for"
-        )
-        p.add_argument(
-            "--windowsize", type=_in_range(1, opts.MAX_WINDOWSIZE), default=1, help="blocks per ACK"
-        )
+        p.add_argument("--blksize", type=blksize_range, default=opts.DEFAULT_BLKSIZE, help="block size to ask for")
+        p.add_argument("--windowsize", type=_in_range(1, opts.MAX_WINDOWSIZE), default=1, help="blocks per ACK")
         p.add_argument("--mode", choices=("octet", "netascii"), default="octet", help="transfer mode (octet)")
         _timing_options(p)
         p.set_defaults(run=cmd_tftp_get if name == "get" else cmd_tftp_put)
@@ -284,9 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", type=_address, help="HOST:PORT of the server")
     p.add_argument("messages", type=_message, nargs="+", help="one or more messages")
     p.add_argument("--secret-file", required=True, help="file holding the shared key")
-    p.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds allowed to connect and authenticate (5)"
-    )
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds allowed to connect and authenticate (5)")
     p.set_defaults(run=cmd_msg_send)
     return parser
 

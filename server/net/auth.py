@@ -70,9 +70,7 @@ def server_handshake(sock: socket.socket, key: bytes, timeout: float = DEFAULT_T
             send_message(sock, server_nonce)
             answer = deadline.receive()
             if len(answer) != NONCE_SIZE + PROOF_SIZE:
-                raise AuthenticationFailed(
-                    f"answer of {len(answer)} bytes, expected {NONCE_SIZE + PROOF_SIZE}"
-                )
+                raise AuthenticationFailed(f"answer of {len(answer)} bytes, expected {NONCE_SIZE + PROOF_SIZE}")
             client_nonce, proof = answer[:NONCE_SIZE], answer[NONCE_SIZE:]
             if not hmac.compare_digest(proof, client_proof(key, server_nonce, client_nonce)):
                 raise AuthenticationFailed("wrong key")

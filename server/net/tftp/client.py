@@ -72,9 +72,7 @@ class TftpClient:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         self._family = family
         self.server: Address = address
-        self.settings = opts.Settings(
-            blksize=blksize, windowsize=windowsize, timeout=timeout, retries=retries
-        )
+        self.settings = opts.Settings(blksize=blksize, windowsize=windowsize, timeout=timeout, retries=retries)
         self.progress = progress
 
     def download(self, remote: str, local: str | os.PathLike[str], *, mode: str = "octet") -> TransferResult:
@@ -137,9 +135,7 @@ class TftpClient:
             self._run(machine)
         except TransferFailed as exc:
             # RFC 2347: a server may refuse options with ERROR 8; then ask once more, without them.
-            if not (
-                options and exc.remote and exc.during_request and exc.code == ErrorCode.OPTION_NEGOTIATION
-            ):
+            if not (options and exc.remote and exc.during_request and exc.code == ErrorCode.OPTION_NEGOTIATION):
                 raise
             machine = make({}, time.monotonic())
             self._run(machine)
@@ -164,9 +160,7 @@ class TftpClient:
         if machine.error is not None:
             raise machine.error
 
-    def _step(
-        self, sock: socket.socket, selector: selectors.BaseSelector, machine: Sender | Receiver
-    ) -> None:
+    def _step(self, sock: socket.socket, selector: selectors.BaseSelector, machine: Sender | Receiver) -> None:
         # Read everything already queued before waiting: a window of blocks arrives as a burst, and one wait
         # per burst instead of one per datagram is most of the speed of a windowed transfer.
         try:

@@ -162,8 +162,7 @@ class TftpServer:
         for active in list(self._transfers.values()):
             machine = active.machine
             if machine.deadline is not None and machine.deadline <= now:
-                self._send(active, machine.tick(now))
-                self._after_step(active, now)
+                self._step(active, machine.tick(now), now)
                 if active.sock not in self._transfers:
                     continue
             if active.linger_until is not None and active.linger_until <= now:
@@ -184,8 +183,7 @@ class TftpServer:
                 log.debug("transfer socket error for %s: %s", active.peer, exc)
                 continue
             now = time.monotonic()
-            self._send(active, active.machine.datagram_received(data, addr, now))
-            self._after_step(active, now)
+            self._step(active, active.machine.datagram_received(data, addr, now), now)
             if active.sock not in self._transfers:
                 return
 
@@ -198,14 +196,17 @@ class TftpServer:
             except OSError as exc:
                 log.debug("sendto %s failed: %s", addr, exc)
 
-    def _after_step(self, active: _Active, now: float) -> None:
-        """Book-keeping after the machine moved: commit a finished upload, close a finished transfer."""
+    def _step(self, active: _Active, datagrams: list[Datagram], now: float) -> None:
+        """Send what the machine produced, after the book-keeping its new state calls for."""
         machine = active.machine
         if machine.deadline is not None:
             self._next_timer = min(self._next_timer, machine.deadline)
         if active.linger_until is not None or not machine.finished:
+            self._send(active, datagrams)
             return
         if machine.state == State.COMPLETE and active.temp is not None:
+            # The file is renamed into place before the final ACK goes out: when the client hears that the
+            # upload succeeded, the file is there, and if the rename fails the client hears that instead.
             try:
                 self._commit_upload(active)
             except OSError as exc:
@@ -213,15 +214,20 @@ class TftpServer:
                 if exc.errno == errno.EEXIST:
                     code, message = ErrorCode.FILE_EXISTS, ErrorCode.FILE_EXISTS.default_message
                 machine.state = State.FAILED
+                self._release_file(active)
                 self._send(active, [Datagram(Error(code, message).encode(), active.peer)])
                 self._log_end(active, f"failed: {message}")
                 self._close_transfer(active)
                 return
-            # The final ACK is out; stay a little in case it was lost and the last block comes again.
+            self._send(active, datagrams)
+            # Stay a little in case the final ACK is lost and the last block comes again.
             active.linger_until = now + machine.settings.timeout
             self._next_timer = min(self._next_timer, active.linger_until)
             self._log_end(active, "ok")
             return
+        # Files first, words second: by the time the peer reads our last packet, a failed upload is gone.
+        self._release_file(active)
+        self._send(active, datagrams)
         self._log_end(active, "ok" if machine.state == State.COMPLETE else f"failed: {machine.error}")
         self._close_transfer(active)
 
@@ -271,8 +277,7 @@ class TftpServer:
         active.request_bytes = data
         self._transfers[sock] = active
         self._selector.register(sock, selectors.EVENT_READ, active)
-        self._send(active, active.machine.start())
-        self._after_step(active, active.started)
+        self._step(active, active.machine.start(), active.started)
 
     def _start(self, sock: socket.socket, request: Request, peer: Address, now: float) -> _Active:
         """Check a request against the rules and open its file; return the transfer, or raise ``Refused``."""
@@ -283,11 +288,9 @@ class TftpServer:
             return self._start_read(sock, request, peer, path, now)
         return self._start_write(sock, request, peer, path, now)
 
-    def _start_read(
-        self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float
-    ) -> _Active:
+    def _start_read(self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float) -> _Active:
         try:
-            file = open(path, "rb")  # noqa: SIM115 - closed by _close_transfer when the transfer ends
+            file = open(path, "rb")
         except IsADirectoryError:
             raise Refused(ErrorCode.ACCESS_VIOLATION, "is a directory") from None
         except OSError as exc:
@@ -305,9 +308,7 @@ class TftpServer:
             raise
         return _Active(sock, machine, request, peer, file, now, path)
 
-    def _start_write(
-        self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float
-    ) -> _Active:
+    def _start_write(self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float) -> _Active:
         if not self.allow_upload:
             raise Refused(ErrorCode.ACCESS_VIOLATION, "uploads are not allowed")
         if path.is_dir():
@@ -357,10 +358,14 @@ class TftpServer:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(active.sock)
         active.sock.close()
+        self._release_file(active)
+
+    def _release_file(self, active: _Active) -> None:
         active.file.close()
         if active.temp is not None:  # an upload that did not complete leaves nothing behind
             with contextlib.suppress(OSError):
                 active.temp.unlink()
+            active.temp = None
 
     def _abort_all(self, reason: str) -> None:
         for active in list(self._transfers.values()):
