@@ -1,0 +1,189 @@
+"""Signed-cookie sessions: round trips, cookie attributes, tampering, expiry, key rotation, write-on-change."""
+
+import hmac
+
+import pytest
+from webtest import TestApp
+
+from framework import App, Session, Signer
+from framework.sessions import CookieSessions
+
+
+class Clock:
+    """A clock the test moves by hand, so expiry is tested without sleeping."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_app(secret_key="s3cret", old_secret_keys=(), clock=None, **options) -> App:
+    app = App(__name__, secret_key=secret_key, old_secret_keys=old_secret_keys, **options)
+    if clock is not None:
+        app.sessions = CookieSessions(secret_key, old_secret_keys, max_age=60, clock=clock)
+
+    @app.route("/set/<key>/<value>")
+    def set_value(request, key, value):
+        request.session[key] = value
+        return "set"
+
+    @app.route("/get")
+    def get_values(request):
+        return dict(request.session)
+
+    @app.route("/clear")
+    def clear(request):
+        request.session.clear()
+        return "cleared"
+
+    @app.route("/nothing")
+    def nothing(request):
+        return "no session use"
+
+    return app
+
+
+def session_cookie(response) -> str:
+    (header,) = [value for value in response.headers.getall("Set-Cookie") if value.startswith("session=")]
+    return header
+
+
+def test_session_survives_across_requests():
+    client = TestApp(make_app())
+    client.get("/set/user/alice")
+    client.get("/set/theme/dark")
+    assert client.get("/get").json == {"user": "alice", "theme": "dark"}
+
+
+def test_cookie_attributes():
+    header = session_cookie(TestApp(make_app()).get("/set/a/1"))
+    assert "HttpOnly" in header and "SameSite=Lax" in header and "Path=/" in header
+    assert "Max-Age=1209600" in header and "Secure" not in header
+    header = session_cookie(TestApp(make_app(session_secure=True)).get("/set/a/1"))
+    assert "Secure" in header
+
+
+def test_cookie_is_written_only_when_the_session_changes():
+    client = TestApp(make_app())
+    assert "Set-Cookie" not in client.get("/nothing").headers
+    client.get("/set/a/1")
+    assert "Set-Cookie" not in client.get("/get").headers  # Read, not changed.
+    assert "Set-Cookie" in client.get("/set/a/2").headers
+
+
+def test_clearing_the_session_deletes_the_cookie():
+    client = TestApp(make_app())
+    client.get("/set/a/1")
+    header = session_cookie(client.get("/clear"))
+    assert header.startswith("session=; Max-Age=0")
+    assert client.get("/get").json == {}
+
+
+def test_tampered_cookie_gives_an_empty_session():
+    client = TestApp(make_app())
+    token = session_cookie(client.get("/set/role/user")).split(";")[0].split("=", 1)[1]
+    payload, stamp, signature = token.split(".")
+    forged_payload = Signer("other key").sign(b'{"role":"admin"}').split(".")[0]
+    for forged in [
+        f"{forged_payload}.{stamp}.{signature}",
+        f"{payload}.{stamp}.{signature[:-2]}AA",
+        "garbage",
+        "a.b.c",
+        "ü.ü.ü",
+        "",
+    ]:
+        fresh = TestApp(make_app())
+        fresh.set_cookie("session", forged)
+        assert fresh.get("/get").json == {}, forged
+
+
+def test_cookie_signed_with_an_unknown_key_is_ignored():
+    client = TestApp(make_app(secret_key="key one"))
+    client.get("/set/a/1")
+    other = TestApp(make_app(secret_key="key two"))
+    other.cookiejar = client.cookiejar
+    assert other.get("/get").json == {}
+
+
+def test_expired_cookie_gives_an_empty_session():
+    clock = Clock()
+    client = TestApp(make_app(clock=clock))
+    client.get("/set/a/1")
+    clock.now += 59
+    assert client.get("/get").json == {"a": "1"}
+    clock.now += 2
+    assert client.get("/get").json == {}
+
+
+def test_key_rotation_accepts_old_keys_and_signs_with_the_new_one():
+    client = TestApp(make_app(secret_key="old"))
+    client.get("/set/a/1")
+    rotated = TestApp(make_app(secret_key="new", old_secret_keys=["old"]))
+    rotated.cookiejar = client.cookiejar
+    assert rotated.get("/get").json == {"a": "1"}
+    rotated.get("/set/b/2")  # Rewritten under the new key...
+    new_only = TestApp(make_app(secret_key="new"))
+    new_only.cookiejar = rotated.cookiejar
+    assert new_only.get("/get").json == {"a": "1", "b": "2"}  # ... so the old key can now be dropped.
+
+
+def test_signatures_are_compared_in_constant_time(monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    signer = Signer("k")
+    assert signer.unsign(signer.sign(b"data")) == b"data"
+    assert calls
+
+
+def test_signer_unit():
+    clock = Clock()
+    signer = Signer("key", ["older"], clock=clock)
+    token = signer.sign(b"\x00payload\xff")
+    assert signer.unsign(token) == b"\x00payload\xff"
+    assert signer.unsign(token, max_age=10) == b"\x00payload\xff"
+    clock.now += 11
+    assert signer.unsign(token, max_age=10) is None
+    assert Signer("older").unsign(token) is None
+    assert signer.unsign(Signer("older").sign(b"x")) == b"x"
+    with pytest.raises(ValueError):
+        Signer("")
+
+
+def test_session_tracks_changes():
+    session = Session({"a": 1}, new=False)
+    assert not session.modified and not session.new
+    session.get("a")
+    assert not session.modified
+    for change in (
+        lambda s: s.__setitem__("b", 2),
+        lambda s: s.pop("a"),
+        lambda s: s.update(c=3),
+        lambda s: s.setdefault("d", 4),
+        lambda s: s.clear(),
+    ):
+        session.modified = False
+        change(session)
+        assert session.modified
+
+
+def test_non_dict_payload_gives_an_empty_session():
+    app = make_app()
+    token = Signer("s3cret", salt="framework.session").sign(b"[1, 2]")
+    client = TestApp(app)
+    client.set_cookie("session", token)
+    assert client.get("/get").json == {}
+
+
+def test_sessions_need_a_secret_key(caplog):
+    app = App(__name__)
+    app.add_route("/", lambda request: request.session.get("x", "none"), name="index")
+    TestApp(app).get("/", status=500)
+    assert "secret key" in caplog.text
