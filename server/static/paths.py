@@ -2,23 +2,23 @@
 
 Two layers, because each catches what the other cannot:
 
-1. :func:`split_request_path` works on the URL alone. It splits the raw path on "/" *before* percent-decoding,
-   so an encoded slash can never become a separator, then decodes each segment as strict UTF-8 and refuses any
+1. :func:`split_request_path` works on the URL alone. It splits the raw path on "/" *before* decoding, so an
+   encoded slash can never become a separator, then decodes each segment as strict UTF-8 and refuses any
    segment that could mean something to the filesystem: "." and "..", empty segments (doubled slashes),
    slashes and backslashes (raw or encoded), NUL bytes, and dotfiles unless the mount allows them. Invalid
    UTF-8 is refused too, with a 404 rather than a 400: a name that cannot be decoded cannot exist under the
    root, and a 404 tells an attacker nothing about why.
 
-2. :func:`open_under_root` works on the filesystem. Unless the mount follows symlinks, it resolves the path
-   with ``realpath`` and refuses anything whose real location is outside the root (or is a dotfile once
-   resolved), opens the *resolved* path with ``O_NOFOLLOW`` so the last component cannot be swapped for a
-   symlink after the check, and finally asks the kernel (``/proc/self/fd``) which file it really opened, which
-   closes the remaining race of a directory being swapped for a symlink between the check and the open.
+2. :func:`open_under_root` works on the filesystem, and judges where a path *really* leads: outside the root,
+   or to a dotfile once symlinks are resolved, is refused unless the mount follows symlinks. Checking a path
+   and then opening it leaves a window in which a directory can be swapped for a symlink, so on Linux the
+   kernel resolves and we check its answer: the path is opened with ``O_PATH`` (which resolves it without
+   opening the file itself, so no device is touched and no FIFO blocks), ``/proc/self/fd`` says which file
+   that is, and only an allowed regular file is then reopened for reading, through that same descriptor.
+   Elsewhere, ``realpath`` does the resolving and the resolved path is opened with ``O_NOFOLLOW``, which
+   guards the last component; an intermediate directory swapped in the window is the residual risk there.
 
-Files are opened with ``O_NONBLOCK`` so that a FIFO in the tree cannot hang the event loop in ``open()``;
-anything that is not a regular file or a directory is refused after ``fstat``. The cost is one ``realpath``
-(an ``lstat`` per component, all from the kernel's cache), one ``open``, one ``fstat`` and one ``readlink``:
-no file contents.
+Either way the cost is a handful of system calls on cached metadata, and no file contents are read.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ from .mount import StaticOptions
 
 # Never allowed in a decoded segment: the path separators of any platform, and the C string terminator.
 _FORBIDDEN_IN_SEGMENT = ("/", "\\", "\x00")
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_READ_FLAGS = os.O_RDONLY | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-# Where the kernel says what an open descriptor points at (Linux). Without it, realpath + O_NOFOLLOW remain.
+_O_PATH = getattr(os, "O_PATH", 0)
+# Where Linux says what an open descriptor points at. Without it (or O_PATH), realpath + O_NOFOLLOW remain.
 _PROC_FD = "/proc/self/fd"
-_HAVE_PROC_FD = os.path.isdir(_PROC_FD)
+KERNEL_CHECK = bool(_O_PATH) and os.path.isdir(_PROC_FD)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,10 @@ def _segment_allowed(segment: str, dotfiles: bool) -> bool:
 
 @dataclass
 class Opened:
-    """A file or directory opened under the root: its real path, an open descriptor and what fstat said."""
+    """A file or directory found under the root: its real path, what fstat said, and (for files) a descriptor.
+
+    Directories carry no descriptor (``fd == -1``): the caller only needs to know they are there.
+    """
 
     path: str
     fd: int
@@ -110,25 +115,47 @@ class Opened:
 def open_under_root(root: str, segments: tuple[str, ...], options: StaticOptions) -> Opened | None:
     """Open ``root/segments...`` if it is a regular file or directory that the options allow; else None.
 
-    The caller owns the returned descriptor (``Opened.close``).
+    ``root`` is a real path (no symlinks). The caller owns the returned descriptor (``Opened.close``).
     """
     candidate = os.path.join(root, *segments)
+    try:
+        if KERNEL_CHECK:
+            return _open_checked_by_kernel(candidate, root, options)
+        return _open_checked_by_realpath(candidate, root, options)
+    except (OSError, ValueError):  # missing, unreadable, not a directory, a symlink loop, a NUL byte
+        return None
+
+
+def _open_checked_by_kernel(candidate: str, root: str, options: StaticOptions) -> Opened | None:
+    handle = os.open(candidate, _O_PATH | _CLOEXEC)  # resolves every symlink; opens nothing
+    try:
+        real = os.readlink(f"{_PROC_FD}/{handle}")  # where the kernel's resolution really landed
+        if not options.follow_symlinks and not allowed_real_path(real, root, options.dotfiles):
+            return None
+        st = os.fstat(handle)
+        if stat.S_ISDIR(st.st_mode):
+            return Opened(real, -1, st)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        # Reopening through /proc reads the very inode that was checked, whatever happened to the path since.
+        return Opened(real, os.open(f"{_PROC_FD}/{handle}", _READ_FLAGS), st)
+    finally:
+        os.close(handle)
+
+
+def _open_checked_by_realpath(candidate: str, root: str, options: StaticOptions) -> Opened | None:
     if options.follow_symlinks:
-        path, flags = candidate, _OPEN_FLAGS
+        path, flags = candidate, _READ_FLAGS
     else:
-        path = os.path.realpath(candidate)
+        path, flags = os.path.realpath(candidate), _READ_FLAGS | _NOFOLLOW
         if not allowed_real_path(path, root, options.dotfiles):
             return None
-        flags = _OPEN_FLAGS | _NOFOLLOW
-    try:
-        fd = os.open(path, flags)
-    except (OSError, ValueError):  # missing, unreadable, a symlink swapped in (ELOOP), or a NUL byte
-        return None
+    fd = os.open(path, flags)  # O_NONBLOCK: a FIFO must not hang the caller here
     opened = Opened(path, fd, os.fstat(fd))
-    kind = opened.stat.st_mode
-    if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)) or (
-        not options.follow_symlinks and not _really_opened(fd, path)
-    ):
+    if stat.S_ISDIR(opened.stat.st_mode):
+        opened.close()
+        return opened
+    if not stat.S_ISREG(opened.stat.st_mode):
         opened.close()
         return None
     return opened
@@ -145,18 +172,5 @@ def allowed_real_path(path: str, root: str, dotfiles: bool) -> bool:
     """May the mount serve the file whose real path is ``path``? Under the root; no dotfile unless allowed."""
     if not is_within(path, root):
         return False
-    if dotfiles:
-        return True
     # A symlink named "style.css" pointing at ".env" must not smuggle a dotfile out: check the real names too.
-    relative = os.path.relpath(path, root)
-    return relative == "." or not any(part.startswith(".") for part in relative.split(os.sep))
-
-
-def _really_opened(fd: int, path: str) -> bool:
-    """Ask the kernel which file the descriptor refers to; it must be the path we checked."""
-    if not _HAVE_PROC_FD:
-        return True
-    try:
-        return os.readlink(f"{_PROC_FD}/{fd}") == path
-    except OSError:
-        return False
+    return dotfiles or (os.sep + ".") not in path[len(root.rstrip(os.sep)) :]

@@ -295,7 +295,7 @@ def file_reply(
     if method == "HEAD" or length == 0:
         opened.close()
         return FileReply(status, reply_headers)
-    file = open(opened.fd, "rb", buffering=0)  # noqa: SIM115 - the reply owns it; the caller closes it
+    file = open(opened.fd, "rb", buffering=0)  # the reply owns it now; the caller closes it
     opened.fd = -1
     return FileReply(status, reply_headers, file=file, offset=start, length=length)
 

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import lru_cache
 
 # -- validators ----------------------------------------------------------------------------------------------
 
@@ -32,7 +33,12 @@ def make_etag(st: os.stat_result) -> str:
 
 def http_date(timestamp: float) -> str:
     """Format a POSIX timestamp as an IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
-    return formatdate(timestamp, usegmt=True)
+    return _http_date_of_second(int(timestamp))
+
+
+@lru_cache(maxsize=4096)  # a site has few distinct modification times, and formatting one costs microseconds
+def _http_date_of_second(second: int) -> str:
+    return formatdate(second, usegmt=True)
 
 
 _MONTHS = {name: index for index, name in enumerate(calendar.month_abbr) if name}

@@ -225,9 +225,7 @@ def test_if_modified_since(mount, site, validators):
     earlier.close()
 
 
-@pytest.mark.parametrize(
-    "value", ["yesterday", "", "Sun, 06 Nov 1994 08:49:37 GMT, Mon, 07 Nov 1994 08:49:37 GMT"]
-)
+@pytest.mark.parametrize("value", ["yesterday", "", "Sun, 06 Nov 1994 08:49:37 GMT, Mon, 07 Nov 1994 08:49:37 GMT"])
 def test_an_invalid_if_modified_since_is_ignored(mount, value):
     reply = get(mount, "/a.txt", if_modified_since=value)
     assert reply.status == 200
@@ -539,8 +537,7 @@ def test_serve_file_download_name_is_safe_and_keeps_unicode(site):
     reply.close()
     disposition = reply.header("Content-Disposition")
     assert disposition == (
-        'attachment; filename="r_sum_ _final___.pdf"; '
-        "filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22%0D%0A.pdf"
+        "attachment; filename=\"r_sum_ _final___.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22%0D%0A.pdf"
     )
     assert reply.header("Content-Type") == "application/pdf"  # guessed from the download name
 

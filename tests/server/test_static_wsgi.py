@@ -236,9 +236,7 @@ def test_socket_head(base_url):
 
 
 def test_socket_precompressed_sibling(base_url):
-    response = requests.get(
-        f"{base_url}/app.css", headers={"Accept-Encoding": "gzip"}, stream=True, timeout=5
-    )
+    response = requests.get(f"{base_url}/app.css", headers={"Accept-Encoding": "gzip"}, stream=True, timeout=5)
     raw = response.raw.read(decode_content=False)
     assert response.headers["Content-Encoding"] == "gzip"
     assert response.headers["Content-Type"] == "text/css; charset=utf-8"
