@@ -1,0 +1,192 @@
+"""Multipart uploads: streamed into spooled temporary files, with limits, and 400/413 for bad input."""
+
+import io
+import tracemalloc
+
+import pytest
+from webtest import TestApp
+
+from framework import App
+
+kept = []
+
+
+def make_app(**options) -> App:
+    options = {"max_body_size": 64 * 2**20, "upload_spool_size": 2**20, **options}
+    app = App(__name__, **options)
+
+    @app.post("/upload")
+    def upload(request):
+        kept.extend(upload for _, upload in request.files.items_all())
+        return {
+            "fields": {name: request.form.getall(name) for name in request.form},
+            "files": [
+                {
+                    "field": item.field,
+                    "filename": item.filename,
+                    "safe": item.safe_filename,
+                    "type": item.content_type,
+                    "size": item.size,
+                    "head": item.read(8).decode("latin-1"),
+                    "on_disk": item.stream._rolled,  # SpooledTemporaryFile: True once moved to a real file
+                }
+                for _, item in request.files.items_all()
+            ],
+        }
+
+    @app.post("/save")
+    def save(request):
+        target = request.app.save_to / "saved.bin"
+        return {"written": request.files["file"].save(target)}
+
+    return app
+
+
+@pytest.fixture(autouse=True)
+def clear_kept():
+    kept.clear()
+    yield
+    kept.clear()
+
+
+def multipart(parts, boundary="testboundary"):
+    """Build a multipart/form-data body from (name, filename or None, content type or None, bytes)."""
+    out = io.BytesIO()
+    for name, filename, content_type, data in parts:
+        out.write(f"--{boundary}\r\n".encode())
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        out.write(f"Content-Disposition: {disposition}\r\n".encode())
+        if content_type:
+            out.write(f"Content-Type: {content_type}\r\n".encode())
+        out.write(b"\r\n" + data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue()
+
+
+def post(client, body, content_type="multipart/form-data; boundary=testboundary", status=200):
+    # client.post() would re-encode a multipart body itself; request() sends these bytes as they are.
+    return client.request("/upload", method="POST", body=body, content_type=content_type, status=status)
+
+
+def test_small_upload_with_fields():
+    client = TestApp(make_app())
+    response = client.post(
+        "/upload", {"title": "Hello", "tags": "a"}, upload_files=[("doc", "notes.txt", b"some notes")]
+    )
+    data = response.json
+    assert data["fields"] == {"title": ["Hello"], "tags": ["a"]}
+    (item,) = data["files"]
+    assert item["field"] == "doc" and item["filename"] == "notes.txt" and item["size"] == 10
+    assert item["head"] == "some not" and item["on_disk"] is False
+    assert item["type"] == "text/plain"
+
+
+def test_large_upload_is_spooled_to_disk():
+    body = multipart([("big", "big.bin", "application/octet-stream", b"\xab" * (3 * 2**20))])
+    item = post(TestApp(make_app()), body).json["files"][0]
+    assert item["size"] == 3 * 2**20 and item["on_disk"] is True
+
+
+def test_large_upload_is_not_held_in_memory(tmp_path):
+    # 24 MiB of upload, read from a file like a server's socket: Python's allocations must stay far below it.
+    size = 24 * 2**20
+    path = tmp_path / "body"
+    with path.open("wb") as out:
+        out.write(b'--b\r\nContent-Disposition: form-data; name="f"; filename="x.bin"\r\n\r\n')
+        block = bytes(range(256)) * 4096
+        for _ in range(size // len(block)):
+            out.write(block)
+        out.write(b"\r\n--b--\r\n")
+    app = make_app()
+    statuses = []
+    with path.open("rb") as body:
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/upload",
+            "CONTENT_TYPE": "multipart/form-data; boundary=b",
+            "CONTENT_LENGTH": str(path.stat().st_size),
+            "wsgi.input": body,
+        }
+        tracemalloc.start()
+        try:
+            result = b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert statuses == ["200 OK"], result
+    assert b'"size":25165824' in result
+    assert peak < 4 * 2**20, f"peak Python memory {peak} bytes while parsing a {size}-byte upload"
+
+
+def test_many_files():
+    files = [("files", f"f{i}.txt", b"x" * i) for i in range(60)]
+    data = TestApp(make_app()).post("/upload", upload_files=files).json
+    assert [item["size"] for item in data["files"]] == list(range(60))
+
+
+def test_uploads_are_closed_when_the_request_ends():
+    TestApp(make_app()).post("/upload", upload_files=[("a", "a.txt", b"1"), ("b", "b.txt", b"2")])
+    assert len(kept) == 2 and all(upload.stream.closed for upload in kept)
+
+
+def test_save_writes_the_whole_file_atomically(tmp_path):
+    app = make_app()
+    app.save_to = tmp_path
+    payload = bytes(range(256)) * 9000
+    assert TestApp(app).post("/save", upload_files=[("file", "data.bin", payload)]).json == {"written": len(payload)}
+    assert (tmp_path / "saved.bin").read_bytes() == payload
+    assert [p.name for p in tmp_path.iterdir()] == ["saved.bin"]
+
+
+def test_safe_filename_strips_paths_and_dots():
+    body = multipart(
+        [
+            ("a", "../../etc/passwd", None, b"1"),
+            ("b", "C:\\Users\\x\\evil.exe", None, b"2"),
+            ("c", "..", None, b"3"),
+            ("d", "", None, b""),
+        ]
+    )
+    files = post(TestApp(make_app()), body).json["files"]
+    assert [item["safe"] for item in files] == ["passwd", "evil.exe", "upload", "upload"]
+    assert files[0]["filename"] == "../../etc/passwd"  # The raw name is still there, for display.
+
+
+def test_non_utf8_filename_and_fields_use_the_part_charset():
+    body = multipart([("name", None, "text/plain; charset=latin-1", "Zoë".encode("latin-1"))])
+    assert post(TestApp(make_app()), body).json["fields"] == {"name": ["Zoë"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"no boundary at all", "multipart/form-data"),
+        (b"garbage without delimiters", "multipart/form-data; boundary=testboundary"),
+        (b'--testboundary\r\nContent-Disposition: form-data; name="a"\r\n\r\ntruncated', None),
+        (b"--testboundary\r\nContent-Type: text/plain\r\n\r\nno disposition\r\n--testboundary--\r\n", None),
+        (b'--testboundary\r\nContent-Disposition: form-data; name="a"\r\n\r\n\xff\xfe\r\n--testboundary--\r\n', None),
+        (multipart([("a", None, "text/plain; charset=no-such-charset", b"x")]), None),
+        (b"--testboundary\r\nBroken header line\r\n\r\nx\r\n--testboundary--\r\n", None),
+    ],
+)
+def test_malformed_multipart_is_400(body, content_type):
+    content_type = content_type or "multipart/form-data; boundary=testboundary"
+    response = post(TestApp(make_app()), body, content_type, status=400)
+    assert "ultipart" in response.text
+    assert all(upload.stream.closed for upload in kept)
+
+
+def test_too_many_parts_is_413():
+    body = multipart([(f"f{i}", None, None, b"x") for i in range(6)])
+    post(TestApp(make_app(max_form_parts=5)), body, status=413)
+
+
+def test_oversized_text_field_is_413():
+    body = multipart([("essay", None, None, b"w" * 2048)])
+    response = post(TestApp(make_app(max_form_field_size=1024)), body, status=413)
+    assert "essay" in response.text
+
+
+def test_body_over_max_body_size_is_413():
+    body = multipart([("f", "f.bin", None, b"z" * 5000)])
+    post(TestApp(make_app(max_body_size=4096)), body, status=413)
