@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server import SERVER_SOFTWARE
+from server.accesslog import log_response
 from server.config import Config
 from server.connection import BUSY, IDLE, HTTPConnection
 from server.http import Request, error_response, http_date, reason_phrase
@@ -29,7 +30,6 @@ from server.workers import ThreadPool
 from server.wsgi import ContinueInput, base_environ, build_environ, log_access, run_application
 
 log = logging.getLogger("server")
-access_log = logging.getLogger("server.access")
 
 _ACCEPT_BATCH = 64
 _RESERVED_FDS = 32  # descriptors kept free for files, logs and the wakeup channel
@@ -227,24 +227,10 @@ class Engine:
             reply.close()
             conn.close_soon()
             return
-        self._log_static(conn, request, reply.status, sent, headers, started)
+        log_response(
+            conn.remote_addr, request, reply.status, sent, headers.get("referer"), headers.get("user-agent"), started
+        )
         conn.finish(keep_alive)
-
-    def _log_static(self, conn, request, status, size, headers, started) -> None:
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                '%s - - [%s] "%s %s %s" %d %s "%s" "%s" %dus',
-                conn.remote_addr or "-",
-                time.strftime("%d/%b/%Y:%H:%M:%S %z"),
-                request.method,
-                request.target,
-                request.version,
-                status,
-                size or "-",
-                headers.get("referer", "-"),
-                headers.get("user-agent", "-"),
-                int((time.monotonic() - started) * 1_000_000),
-            )
 
     def handle_request(self, conn: HTTPConnection, request: Request) -> None:
         """Run the WSGI application for one request (worker thread)."""

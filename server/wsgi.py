@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import sys
-import time
 import traceback
 from collections.abc import Callable, Iterable
 from html import escape
@@ -28,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from server import SERVER_SOFTWARE
+from server.accesslog import log_response
 from server.http import LAST_CHUNK, Request, chunk, http_date, reason_phrase
 
 if TYPE_CHECKING:
     from server.connection import HTTPConnection
 
 log = logging.getLogger("server.wsgi")
-access_log = logging.getLogger("server.access")
 
 HOP_BY_HOP = frozenset(
     ("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -432,23 +431,15 @@ def _send_error_page(writer: ResponseWriter, debug: bool) -> None:
 
 
 def log_access(writer: ResponseWriter, environ: dict[str, Any], started: float) -> None:
-    """One line in the combined log format, plus the response time in microseconds."""
-    if not access_log.isEnabledFor(logging.INFO):
-        return
-    request = writer.request
-    elapsed_us = int((time.monotonic() - started) * 1_000_000)
-    access_log.info(
-        '%s - - [%s] "%s %s %s" %d %s "%s" "%s" %dus',
-        environ.get("REMOTE_ADDR") or "-",
-        time.strftime("%d/%b/%Y:%H:%M:%S %z"),
-        request.method,
-        request.target,
-        request.version,
+    """Log a WSGI response (after proxy headers were applied, so the client's address is the real one)."""
+    log_response(
+        environ.get("REMOTE_ADDR", ""),
+        writer.request,
         writer.status_code or 500,
-        writer.bytes_sent or "-",
-        environ.get("HTTP_REFERER", "-"),
-        environ.get("HTTP_USER_AGENT", "-"),
-        elapsed_us,
+        writer.bytes_sent,
+        environ.get("HTTP_REFERER"),
+        environ.get("HTTP_USER_AGENT"),
+        started,
     )
 
 
