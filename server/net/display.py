@@ -18,7 +18,9 @@ def stamp() -> str:
     return time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
 
 
-def peer_text(addr: tuple) -> str:
-    """``host:port``, with IPv6 hosts in brackets."""
+def peer_text(addr: tuple | str) -> str:
+    """``host:port``, with IPv6 hosts in brackets (or the path of a Unix socket, if it has one)."""
+    if not isinstance(addr, tuple):
+        return str(addr) or "unix socket"
     host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
     return f"{host}:{addr[1]}"
