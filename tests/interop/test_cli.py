@@ -1,0 +1,56 @@
+"""Each framework under the real command line, ``python -m server module:app``, as a user would start it."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import requests
+
+from tests.interop.common import DOWNLOAD_SIZE
+from tests.interop.conftest import APPS
+from tests.support import TIMEOUT, ServerProcess
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("framework", list(APPS))
+def test_framework_app_under_the_cli(framework: str, download_sha256: str) -> None:
+    with ServerProcess(APPS[framework]) as server:
+        hello = requests.get(f"{server.url}/hello", timeout=TIMEOUT)
+        assert hello.status_code == 200
+        assert hello.text == f"Hello from {framework.capitalize()}!"
+
+        who = requests.get(f"{server.url}/whoami", timeout=TIMEOUT).json()
+        assert who["framework"] == framework
+        assert who["pid"] == server.proc.pid  # one worker: the engine runs in the process we started
+
+        upload = requests.post(
+            f"{server.url}/upload", files={"doc": ("a.txt", b"hello upload", "text/plain")}, timeout=TIMEOUT
+        )
+        assert upload.json()["files"]["doc"] == {
+            "filename": "a.txt",
+            "size": 12,
+            "sha256": hashlib.sha256(b"hello upload").hexdigest(),
+        }
+
+        # The real process sends the file with sendfile (wsgi.file_wrapper), not through Python.
+        digest = hashlib.sha256()
+        with requests.get(f"{server.url}/download", stream=True, timeout=TIMEOUT) as download:
+            assert download.headers["Content-Length"] == str(DOWNLOAD_SIZE)
+            for piece in download.iter_content(chunk_size=1024 * 1024):
+                digest.update(piece)
+        assert digest.hexdigest() == download_sha256
+    assert server.proc.returncode == 0, server.output()
+
+
+def test_prefork_workers_serve_an_app_loaded_before_the_fork() -> None:
+    with ServerProcess(APPS["flask"], "--workers", "2") as server:
+        pids = set()
+        for _ in range(10):
+            response = requests.get(f"{server.url}/whoami", timeout=TIMEOUT)
+            assert response.status_code == 200
+            pids.add(response.json()["pid"])
+        # Answers come from forked workers, never from the supervisor itself.
+        assert server.proc.pid not in pids
+        assert 1 <= len(pids) <= 2
