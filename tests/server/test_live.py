@@ -529,3 +529,24 @@ def test_graceful_shutdown_finishes_in_flight_requests():
     server.stop(graceful=True)
     assert result["response"].text == "finished"
     assert result["response"].headers["Connection"] == "close"
+
+
+def test_body_deadline_answers_408():
+    with ServerThread(echo_app, body_timeout=0.3) as server, server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        status, headers, _ = read_response(sock)
+        assert status == 408 and headers["connection"] == "close"
+
+
+def test_wsgi_input_supports_readline_readlines_and_iteration():
+    def lines_app(environ, start_response):
+        stream = environ["wsgi.input"]
+        first = stream.readline()
+        second = stream.readline(3)
+        rest = stream.readlines()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps([first.decode(), second.decode(), [r.decode() for r in rest]]).encode()]
+
+    with ServerThread(lines_app) as server:
+        got = requests.post(server.url, data=b"one\ntwo\nthree\nfour", timeout=TIMEOUT).json()
+    assert got == ["one\n", "two", ["\n", "three\n", "four"]]
