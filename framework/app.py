@@ -122,9 +122,7 @@ class App:
 
     # --- registering views ---------------------------------------------------------------------------------
 
-    def route(
-        self, pattern: str, methods: Iterable[str] = ("GET",), name: str | None = None
-    ) -> Callable[[View], View]:
+    def route(self, pattern: str, methods: Iterable[str] = ("GET",), name: str | None = None) -> Callable[[View], View]:
         """Register the decorated view for ``pattern`` and ``methods``; ``name`` (default: the function's
         name) is the endpoint that ``url_for`` uses."""
 
@@ -134,9 +132,7 @@ class App:
 
         return register
 
-    def add_route(
-        self, pattern: str, view: View, methods: Iterable[str] = ("GET",), name: str | None = None
-    ) -> None:
+    def add_route(self, pattern: str, view: View, methods: Iterable[str] = ("GET",), name: str | None = None) -> None:
         """``route`` without the decorator."""
         self.router.add(pattern, view, name or view.__name__, methods)
 
@@ -212,17 +208,13 @@ class App:
 
     # --- helpers for views ---------------------------------------------------------------------------------
 
-    def url_for(
-        self, endpoint: str, *, _request: Request | None = None, _external: bool = False, **values: Any
-    ) -> str:
+    def url_for(self, endpoint: str, *, _request: Request | None = None, _external: bool = False, **values: Any) -> str:
         """The URL of ``endpoint``; pass ``_request`` to get it under the request's mount point (views and
         templates can use ``request.url_for`` instead)."""
         if _request is not None:
             return _request.url_for(endpoint, _external=_external, **values)
         if _external:
-            raise ValueError(
-                "an external URL needs the request: url_for(..., _request=request, _external=True)"
-            )
+            raise ValueError("an external URL needs the request: url_for(..., _request=request, _external=True)")
         return self.router.build(endpoint, values)
 
     def render(self, request: Request, template: str, /, **context: Any) -> Response:
@@ -351,11 +343,7 @@ class App:
             handler = self._status_handlers.get(status)
         if handler is None:
             handler = next(
-                (
-                    self._exception_handlers[cls]
-                    for cls in type(error).__mro__
-                    if cls in self._exception_handlers
-                ),
+                (self._exception_handlers[cls] for cls in type(error).__mro__ if cls in self._exception_handlers),
                 None,
             )
         if handler is None and not isinstance(error, HTTPError):
@@ -371,6 +359,4 @@ class App:
             return error_page(request, error)
         if self.debug:
             return debug_page(request, error)
-        return error_page(
-            request, HTTPError(500, "The server hit an error and could not answer the request.")
-        )
+        return error_page(request, HTTPError(500, "The server hit an error and could not answer the request."))

@@ -39,9 +39,7 @@ class HTTPError(Exception):
     error response (``Allow`` for 405, ``WWW-Authenticate`` for 401, ...).
     """
 
-    def __init__(
-        self, code: int, description: str | None = None, headers: list[tuple[str, str]] | None = None
-    ) -> None:
+    def __init__(self, code: int, description: str | None = None, headers: list[tuple[str, str]] | None = None) -> None:
         self.code = code
         self.name = reason_phrase(code)
         self.description = description or ""

@@ -11,11 +11,12 @@ the server closes the response.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from server.static import FileReply, request_headers_from_environ, serve_file
+from server.static.wsgi import FileSlice
 
 from .datastructures import Headers
 from .errors import status_line
@@ -59,33 +60,14 @@ class FileResponse(Response):
         reply = self.reply
         start_response(status_line(self.status), self.headers.items())
         if reply.file is None:
-            return [reply.body]
+            return [reply.body] if reply.body else []
         wrapper = environ.get("wsgi.file_wrapper")
-        if (
-            wrapper is not None
-            and reply.offset == 0
-            and reply.length == os.fstat(reply.file.fileno()).st_size
-        ):
-            # The server may sendfile() it; PEP 3333 has the wrapper close the file when the server closes it.
+        if wrapper is not None and reply.offset == 0 and reply.length == os.fstat(reply.file.fileno()).st_size:
+            # The whole file: the server may sendfile() it. PEP 3333 has the wrapper close it when done.
             return wrapper(reply.file, BLOCK_SIZE)
-        return _read_range(reply)
-
-
-def _read_range(reply: FileReply) -> Iterator[bytes]:
-    """``reply.length`` bytes of ``reply.file`` from ``reply.offset``, in blocks; closes the file when done or
-    when the server closes the generator early."""
-    try:
-        file = reply.file
-        file.seek(reply.offset)
-        remaining = reply.length
-        while remaining > 0:
-            block = file.read(min(BLOCK_SIZE, remaining))
-            if not block:
-                break  # The file shrank while being sent; the client sees a short body, as with sendfile.
-            remaining -= len(block)
-            yield block
-    finally:
-        reply.close()
+        # A range, or no wrapper: the server's own block reader for one slice of a file, which also closes it.
+        reply.file.seek(reply.offset)
+        return FileSlice(reply.file, reply.length)
 
 
 def safe_join(root: str | os.PathLike[str], relative: str) -> Path | None:

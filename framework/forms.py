@@ -46,7 +46,7 @@ class UploadedFile:
         self.headers = headers
         self.size = 0
         # Owned by this object and closed by close(), when the request ends: no context manager can span that.
-        self.stream: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spool_size)  # noqa: SIM115
+        self.stream: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=spool_size)
 
     @property
     def safe_filename(self) -> str:
@@ -91,9 +91,7 @@ class UploadedFile:
 def parse_urlencoded(body: bytes, max_fields: int) -> MultiDict:
     """``a=1&b=2`` into a MultiDict; invalid UTF-8 or too many fields answer 400."""
     try:
-        pairs = parse_qsl(
-            body.decode("ascii"), keep_blank_values=True, errors="strict", max_num_fields=max_fields
-        )
+        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, errors="strict", max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError) as error:
         raise HTTPError(400, f"Malformed form data: {error}") from error
     return MultiDict(pairs)
@@ -126,9 +124,7 @@ def parse_multipart(
                 upload = None
                 if event.filename is not None:
                     content_type = event.content_type or "application/octet-stream"
-                    upload = UploadedFile(
-                        event.name, event.filename, content_type, event.headerlist, spool_size
-                    )
+                    upload = UploadedFile(event.name, event.filename, content_type, event.headerlist, spool_size)
                     opened.append(upload)
             elif event:
                 if upload is not None:
@@ -137,9 +133,7 @@ def parse_multipart(
                 else:
                     text += event
                     if len(text) > max_field_size:
-                        raise HTTPError(
-                            413, f"Form field {segment.name!r} is larger than {max_field_size} bytes"
-                        )
+                        raise HTTPError(413, f"Form field {segment.name!r} is larger than {max_field_size} bytes")
             elif upload is not None:
                 upload.stream.seek(0)
                 files.add(upload.field, upload)

@@ -110,9 +110,7 @@ class Response:
         samesite=None,
     ) -> None:
         """Tell the client to drop a cookie: same name, path and domain, expired in the past."""
-        self.set_cookie(
-            name, "", max_age=0, expires=0, path=path, domain=domain, secure=secure, samesite=samesite
-        )
+        self.set_cookie(name, "", max_age=0, expires=0, path=path, domain=domain, secure=secure, samesite=samesite)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """Send the response through WSGI: the status and headers, then the body (none for HEAD)."""

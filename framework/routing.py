@@ -159,10 +159,7 @@ class Matcher:
         if self.lone is not None:
             self.regex = re.compile(self.lone[1].regex)
         else:
-            pieces = [
-                re.escape(part) if isinstance(part, str) else f"(?P<{part[0]}>{part[1].regex})"
-                for part in parts
-            ]
+            pieces = [re.escape(part) if isinstance(part, str) else f"(?P<{part[0]}>{part[1].regex})" for part in parts]
             self.regex = re.compile("".join(pieces))
 
     def match(self, text: str) -> dict[str, Any] | None:

@@ -71,8 +71,7 @@ class Signer:
         if not secret_key:
             raise ValueError("a Signer needs a non-empty secret key")
         self._keys = [
-            hmac.new(_as_bytes(key), salt.encode(), hashlib.sha256).digest()
-            for key in [secret_key, *old_keys]
+            hmac.new(_as_bytes(key), salt.encode(), hashlib.sha256).digest() for key in [secret_key, *old_keys]
         ]
         self._clock = clock
 
@@ -187,9 +186,7 @@ class CookieSessions:
             return
         if not session:
             if self.cookie_name in request.cookies:
-                response.delete_cookie(
-                    self.cookie_name, self.cookie_options["path"], self.cookie_options["domain"]
-                )
+                response.delete_cookie(self.cookie_name, self.cookie_options["path"], self.cookie_options["domain"])
             return
         token = self.signer.sign(to_json(dict(session)))
         if len(token) > COOKIE_SIZE_LIMIT:
