@@ -1,0 +1,169 @@
+"""Issue 3's benchmark: static files from our server against nginx and ``python -m http.server``, side by side.
+
+Each server runs alone on one pinned core (``taskset``) and serves the same temporary directory, while ``wrk``
+drives it from the other core: a 1 KiB file (the cost per request: parsing, the path checks, headers) and a
+1 MiB file (the cost per byte: ``sendfile`` against nginx's ``sendfile``). nginx with one worker is the ceiling,
+``python -m http.server`` the floor. Rounds are interleaved and summarised by their median (see
+``bench/harness.py``), because the machine's cores are shared and noisy.
+
+Targets from the issue: the 1 MiB file at least 0.7x nginx; the 1 KiB file at least 0.4x nginx and 8x
+http.server.
+
+    python -m bench.bench_static            # 3 rounds x 10 s per server and file, about 4 minutes
+    python -m bench.bench_static --quick    # 1 round x 3 s: a smoke run
+
+Our server is started as ``python -m server --static /=DIR --bind 127.0.0.1:PORT``; if that command is not
+available yet, it is skipped with a message and the peers are still measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import harness
+from bench.harness import Results, Scenario, Server
+
+FILES = {"1k.bin": 1024, "1m.bin": 1024 * 1024}
+SCENARIOS = (
+    Scenario("1 KiB", connections=100, path="/1k.bin"),
+    # Fewer connections for the big file: 32 x 1 MiB in flight already fills every socket buffer on loopback.
+    Scenario("1 MiB", connections=32, path="/1m.bin"),
+)
+# (scenario, baseline, at least this ratio of ours to the baseline)
+TARGETS = (("1 MiB", "nginx", 0.7), ("1 KiB", "nginx", 0.4), ("1 KiB", "http.server", 8.0))
+
+
+def make_site(directory: Path) -> Path:
+    """Write the files every server serves. Random bytes, so that nothing can be compressed on the way."""
+    for name, size in FILES.items():
+        (directory / name).write_bytes(os.urandom(size))
+    return directory
+
+
+def our_static_server_works() -> str | None:
+    """None if ``python -m server`` accepts ``--static``; else the reason to skip it."""
+    try:
+        done = subprocess.run(
+            harness.python_argv("-m", "server", "--help"),
+            cwd=harness.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return "python -m server --help did not answer within 30 s"
+    if done.returncode != 0:
+        return f"python -m server --help failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
+    if "--static" not in done.stdout:
+        return "python -m server does not accept --static yet"
+    return None
+
+
+def contenders(site: Path, cpu: int | None, only: Sequence[str]) -> list[Server]:
+    servers = []
+
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    if wanted("ours"):
+        reason = our_static_server_works()
+        if reason is None:
+            port = harness.free_port()
+            argv = harness.python_argv("-m", "server", "--static", f"/={site}", "--bind", f"127.0.0.1:{port}")
+            servers.append(Server("ours", argv, port, cpu=cpu))
+        else:
+            print(f"skipping our server: {reason}")
+    if wanted("nginx"):
+        if harness.which("nginx") is None:
+            print("skipping nginx: apt-get install nginx")
+        else:
+            servers.append(harness.nginx_server("nginx", harness.free_port(), cpu=cpu, root=site))
+    if wanted("http.server"):
+        port = harness.free_port()
+        argv = harness.python_argv("-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site))
+        servers.append(Server("http.server", argv, port, cpu=cpu))
+    return servers
+
+
+def choose_cpus() -> tuple[int | None, int | None]:
+    cpus = harness.usable_cpus()
+    if len(cpus) < 2 or harness.which("taskset") is None:
+        print("fewer than two usable CPUs (or no taskset): running unpinned, the numbers will be lower")
+        return None, None
+    return cpus[0], cpus[1]
+
+
+def verdicts(results: Results) -> list[str]:
+    lines = []
+    for scenario, baseline, target in TARGETS:
+        ratio = results.ratio("ours", baseline, scenario)
+        if ratio is None:
+            lines.append(f"- {scenario} vs {baseline}: not measured (target {target}x)")
+        else:
+            verdict = "met" if ratio >= target else "NOT met"
+            lines.append(f"- {scenario} vs {baseline}: {ratio:.2f}x (target {target}x): {verdict}")
+    return lines
+
+
+def throughput_lines(results: Results) -> list[str]:
+    """The 1 MiB medians as bytes per second, the unit nginx's figure in the issue was given in."""
+    lines = []
+    for server in results.servers:
+        rps = results.median_rps(server, "1 MiB")
+        if rps is not None:
+            lines.append(f"- {server}: {rps * FILES['1m.bin'] / 1e9:.2f} GB/s for the 1 MiB file")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--quick", action="store_true", help="1 round of 3 s: a smoke run")
+    parser.add_argument(
+        "--only", action="append", default=[], choices=["ours", "nginx", "http.server"], help="repeatable"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration = 1, 3.0
+    if harness.which("wrk") is None:
+        print("wrk is missing: apt-get install wrk", file=sys.stderr)
+        return 2
+    harness.install_signal_handlers()
+    server_cpu, wrk_cpu = choose_cpus()
+    with tempfile.TemporaryDirectory(prefix="bench-static-") as tmp:
+        site = make_site(Path(tmp))
+        servers = contenders(site, server_cpu, args.only)
+        if not servers:
+            print("nothing to measure", file=sys.stderr)
+            return 2
+        results = harness.interleaved(servers, SCENARIOS, rounds=args.rounds, duration=args.duration, wrk_cpu=wrk_cpu)
+    table = harness.markdown_table(results, baselines=["nginx", "http.server"])
+    report = "\n".join(
+        [
+            f"Static files, {args.rounds} round(s) x {args.duration:g} s, server on CPU {server_cpu}, "
+            f"wrk on CPU {wrk_cpu}",
+            "",
+            table,
+            "",
+            *throughput_lines(results),
+            "",
+            "Targets:",
+            *verdicts(results),
+            "",
+        ]
+    )
+    print()
+    print(report)
+    print(f"written to {harness.write_results('static.md', report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
