@@ -1,0 +1,77 @@
+"""The framework under a real WSGI server (the standard library's wsgiref), driven over a socket by requests.
+
+webtest calls the app in-process; this checks the same app survives a real server: real sockets, real
+headers, cookies kept by a real client, a multipart upload and a file download.
+"""
+
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+import requests
+
+from framework import App, FileResponse
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):
+        pass  # Keep the test output clean; wsgiref logs every request to stderr.
+
+
+def build_app(tmp_path) -> App:
+    (tmp_path / "data.bin").write_bytes(b"0123456789" * 1000)
+    app = App(__name__, templates="templates", secret_key="wsgiref")
+
+    @app.route("/")
+    def index(request):
+        request.session["visits"] = request.session.get("visits", 0) + 1
+        return {"visits": request.session["visits"], "host": request.host}
+
+    @app.route("/form")
+    def form(request):
+        return app.render(request, "csrf_form.html")
+
+    @app.route("/submit", methods=["POST"])
+    def submit(request):
+        upload = request.files["doc"]
+        return {"title": request.form["title"], "size": upload.size, "name": upload.filename}
+
+    @app.route("/data")
+    def data(request):
+        return FileResponse(tmp_path / "data.bin", request)
+
+    return app
+
+
+@pytest.fixture
+def server(tmp_path):
+    httpd: WSGIServer = make_server("127.0.0.1", 0, build_app(tmp_path), handler_class=QuietHandler)
+    httpd.timeout = 5
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_framework_app_under_wsgiref(server):
+    with requests.Session() as client:
+        assert client.get(f"{server}/", timeout=5).json()["visits"] == 1
+        assert client.get(f"{server}/", timeout=5).json()["visits"] == 2  # The session cookie came back.
+
+        page = client.get(f"{server}/form", timeout=5)
+        token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+        files = {"doc": ("report.txt", b"x" * 200_000, "text/plain")}
+        response = client.post(f"{server}/submit", data={"title": "T", "csrf_token": token}, files=files, timeout=5)
+        assert response.json() == {"title": "T", "size": 200_000, "name": "report.txt"}
+        assert client.post(f"{server}/submit", data={"title": "T"}, files=files, timeout=5).status_code == 403
+
+        response = client.get(f"{server}/data", headers={"Range": "bytes=5-14"}, timeout=5)
+        assert response.status_code == 206 and response.content == b"5678901234"
+        assert client.get(f"{server}/data", timeout=5).content == b"0123456789" * 1000
+
+        missing = client.get(f"{server}/missing", headers={"Accept": "application/json"}, timeout=5)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == 404
