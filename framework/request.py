@@ -11,6 +11,7 @@ body cut short) becomes an ``HTTPError`` with status 400 or 413, never a 500.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -150,7 +151,7 @@ class Request:
     @lazy
     def url(self) -> str:
         """The full URL the client asked for, query string included."""
-        path = quote(self.script_name + self.path, safe="/:@!$&'()*+,;=-._~%")
+        path = quote(self.script_name + self.path, safe="/:@!$&'()*+,;=-._~")
         query = self.query_string
         return f"{self.scheme}://{self.host}{path}" + (f"?{query}" if query else "")
 
@@ -244,8 +245,10 @@ class Request:
             if not boundary:
                 raise HTTPError(400, "Multipart body without a boundary")
             length = self.content_length
+            # Normally streamed from the input; from memory if a view already read the body as bytes.
+            read = io.BytesIO(self.__dict__["body"]).read if "body" in self.__dict__ else self.stream.read
             parsed = parse_multipart(
-                self.stream.read,
+                read,
                 boundary,
                 -1 if length is None else length,
                 spool_size=app.upload_spool_size,

@@ -268,3 +268,14 @@ def test_many_routes_match_the_right_one():
     assert client.get("/api/r0/1/2").text == "0:3"
     assert client.get("/api/r199/3/4").text == "199:7"
     assert app.url_for("r150", a=1, b=2) == "/api/r150/1/2"
+
+
+def test_request_knows_its_route():
+    app = App(__name__)
+
+    @app.patch("/notes/<int:note_id>/<slug>")
+    def edit_note(request, note_id, slug):
+        return {"endpoint": request.endpoint, "params": request.route_params}
+
+    response = TestApp(app).patch("/notes/3/hello")
+    assert response.json == {"endpoint": "edit_note", "params": {"note_id": 3, "slug": "hello"}}

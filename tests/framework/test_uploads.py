@@ -190,3 +190,18 @@ def test_oversized_text_field_is_413():
 def test_body_over_max_body_size_is_413():
     body = multipart([("f", "f.bin", None, b"z" * 5000)])
     post(TestApp(make_app(max_body_size=4096)), body, status=413)
+
+
+def test_form_can_be_parsed_after_the_body_was_read():
+    app = App(__name__)
+
+    @app.post("/both")
+    def both(request):
+        raw = request.body
+        return {"raw": len(raw), "title": request.form["title"], "file": request.files["f"].read().decode()}
+
+    body = multipart([("title", None, None, b"T"), ("f", "f.txt", None, b"content")])
+    response = TestApp(app).request(
+        "/both", method="POST", body=body, content_type="multipart/form-data; boundary=testboundary"
+    )
+    assert response.json == {"raw": len(body), "title": "T", "file": "content"}
