@@ -41,10 +41,15 @@ def start_tftp_server():
         assert not thread.is_alive(), "TFTP server thread did not stop"
 
 
+def _argv(args):
+    # Bytes stay bytes, so that a test can pass arguments that are not valid text.
+    return [sys.executable, "-m", "server.net", *(a if isinstance(a, bytes) else str(a) for a in args)]
+
+
 def cli(*args, timeout=20, **kwargs):
     """Run ``python -m server.net ARGS`` to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "server.net", *map(str, args)],
+        _argv(args),
         cwd=kwargs.pop("cwd", ROOT),
         capture_output=True,
         text=True,
@@ -56,15 +61,16 @@ def cli(*args, timeout=20, **kwargs):
 class Process:
     """A long-running CLI command, read line by line with a deadline on every wait."""
 
-    def __init__(self, *args, stdin=subprocess.DEVNULL, cwd=ROOT):
+    def __init__(self, *args, stdin=subprocess.DEVNULL, cwd=ROOT, **popen_kwargs):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.net", *map(str, args)],
+            _argv(args),
             cwd=cwd,
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
+            **popen_kwargs,
         )
         self.lines = {"stdout": [], "stderr": []}
         self._partial = {"stdout": b"", "stderr": b""}

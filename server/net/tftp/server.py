@@ -21,6 +21,7 @@ import selectors
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -162,7 +163,8 @@ class TftpServer:
         for active in list(self._transfers.values()):
             machine = active.machine
             if machine.deadline is not None and machine.deadline <= now:
-                self._step(active, machine.tick(now), now)
+                with self._isolated(active):
+                    self._step(active, machine.tick(now), now)
                 if active.sock not in self._transfers:
                     continue
             if active.linger_until is not None and active.linger_until <= now:
@@ -183,9 +185,21 @@ class TftpServer:
                 log.debug("transfer socket error for %s: %s", active.peer, exc)
                 continue
             now = time.monotonic()
-            self._step(active, active.machine.datagram_received(data, addr, now), now)
+            with self._isolated(active):
+                self._step(active, active.machine.datagram_received(data, addr, now), now)
             if active.sock not in self._transfers:
                 return
+
+    @contextlib.contextmanager
+    def _isolated(self, active: _Active) -> Iterator[None]:
+        """A bug or an unexpected error in one transfer ends that transfer, never the server."""
+        try:
+            yield
+        except Exception:
+            log.exception("%s: transfer failed unexpectedly", _peer_text(active.peer))
+            with contextlib.suppress(Exception):
+                self._send(active, active.machine.abort("internal server error"))
+            self._close_transfer(active)
 
     def _send(self, active: _Active, datagrams: list[Datagram]) -> None:
         for data, addr in datagrams:
@@ -242,7 +256,11 @@ class TftpServer:
             except OSError as exc:
                 log.debug("request socket error: %s", exc)
                 continue
-            self._on_request(data, addr)
+            try:
+                self._on_request(data, addr)
+            except Exception:  # e.g. out of file descriptors: refuse this request, keep serving the rest
+                log.exception("%s: request failed unexpectedly", _peer_text(addr))
+                self._answer_error(addr, ErrorCode.NOT_DEFINED, "internal server error")
 
     def _on_request(self, data: bytes, addr: Address) -> None:
         try:
@@ -361,7 +379,9 @@ class TftpServer:
         self._release_file(active)
 
     def _release_file(self, active: _Active) -> None:
-        active.file.close()
+        # Closing flushes; for an upload being thrown away, a failing flush (a full disk) changes nothing.
+        with contextlib.suppress(OSError):
+            active.file.close()
         if active.temp is not None:  # an upload that did not complete leaves nothing behind
             with contextlib.suppress(OSError):
                 active.temp.unlink()
