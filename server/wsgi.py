@@ -104,10 +104,13 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
     if request.scheme is not None:
         environ["HTTP_HOST"] = host  # RFC 9112 3.2.2: an absolute-form target's authority replaces Host
     if request.chunked:
-        environ.pop("CONTENT_LENGTH", None)
-        if isinstance(body, io.IOBase) or hasattr(body, "seek"):
-            # The body was buffered before the app was called, so its length is known: tell frameworks
-            # that only read bodies with a CONTENT_LENGTH.
+        # The server has already removed the chunked coding, so the app must not see it: frameworks that read
+        # HTTP_TRANSFER_ENCODING (Bottle) would try to de-chunk the body a second time. The buffered body's
+        # length is known, so frameworks that only read bodies with a CONTENT_LENGTH get one.
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        if isinstance(body, ContinueInput):
+            environ.pop("CONTENT_LENGTH", None)
+        else:
             environ["CONTENT_LENGTH"] = str(conn.body_size)
     return environ
 
