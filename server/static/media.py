@@ -5,8 +5,9 @@ web formats pinned first so that a site is served the same way on every machine.
 ``charset=utf-8``: without it, browsers guess, and guesses differ.
 
 Precompressed siblings (``site.css.br``, ``site.css.gz``) are built ahead of time, so serving them costs a
-stat, not a compressor. The client's Accept-Encoding decides; brotli is preferred to gzip when both are
-equally welcome because it is smaller.
+stat, not a compressor. They are looked for only beside files of a type that compresses well (text, JSON,
+SVG, wasm, ...): nobody gzips a PNG, and the two stats are saved on every image. The client's
+Accept-Encoding decides; brotli is preferred to gzip when both are equally welcome because it is smaller.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ DEFAULT_TYPE = "application/octet-stream"
 # Content-Coding name -> file suffix, in order of preference.
 PRECOMPRESSED = (("br", ".br"), ("gzip", ".gz"))
 _PREFERENCE = {coding: index for index, (coding, _) in enumerate(PRECOMPRESSED)}
+_SIBLING_SUFFIXES = tuple(suffix for _, suffix in PRECOMPRESSED)
+# Binary types that compress well, besides the text-like ones.
+_COMPRESSIBLE_BINARY = {
+    "application/wasm",
+    "image/x-icon",
+    "image/vnd.microsoft.icon",
+    "image/bmp",
+    "font/ttf",
+    "font/otf",
+    "application/vnd.ms-fontobject",
+}
 
 
 @lru_cache(maxsize=1024)
@@ -63,14 +75,20 @@ def content_type(name: str) -> str:
 
 
 def is_text(media_type: str) -> bool:
-    return (
-        media_type.startswith("text/") or media_type in _TEXT_LIKE or media_type.endswith(("+json", "+xml"))
-    )
+    return media_type.startswith("text/") or media_type in _TEXT_LIKE or media_type.endswith(("+json", "+xml"))
 
 
-def is_precompressed_name(name: str) -> bool:
-    """True for names that are themselves a compressed sibling: they get no siblings of their own."""
-    return name.endswith(tuple(suffix for _, suffix in PRECOMPRESSED))
+def may_have_siblings(name: str, media_type: str) -> bool:
+    """Is it worth looking for precompressed siblings of this file (two stats per request)?
+
+    Only for types that compress well: text and the like, fonts that are not compressed already, wasm and
+    icons. Images, video, archives and opaque binaries are compressed already or gain nothing, so nobody
+    builds siblings for them, and their responses cannot vary. Never for a name that is itself a sibling.
+    """
+    if name.endswith(_SIBLING_SUFFIXES):
+        return False
+    base = media_type.partition(";")[0]
+    return is_text(base) or base in _COMPRESSIBLE_BINARY
 
 
 def parse_accept_encoding(value: str) -> dict[str, float]:

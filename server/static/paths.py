@@ -63,9 +63,11 @@ def split_request_path(rest: str, *, dotfiles: bool = False) -> RequestPath | No
     trailing_slash = raw_segments[-1] == ""
     if trailing_slash:
         raw_segments.pop()
+    # Most paths are plain ASCII without escapes, and need no decoding at all.
+    plain = rest.isascii() and "%" not in rest
     segments = []
     for raw in raw_segments:
-        segment = _decode_segment(raw)
+        segment = raw if plain else _decode_segment(raw)
         if segment is None or not _segment_allowed(segment, dotfiles):
             return None
         segments.append(segment)
@@ -74,8 +76,6 @@ def split_request_path(rest: str, *, dotfiles: bool = False) -> RequestPath | No
 
 def _decode_segment(raw: str) -> str | None:
     """Percent-decode one raw segment as UTF-8; None for characters HTTP cannot carry or for invalid UTF-8."""
-    if "\\" in raw:  # a raw backslash is refused before decoding; an encoded one (%5c) after
-        return None
     try:
         return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
@@ -86,6 +86,7 @@ def _segment_allowed(segment: str, dotfiles: bool) -> bool:
     # "" comes from a doubled slash: refused, so that "//host" can never reach a Location header.
     if segment in ("", ".", ".."):
         return False
+    # Checked after decoding, so a raw backslash and an encoded one (%5c) are refused alike.
     if any(char in segment for char in _FORBIDDEN_IN_SEGMENT):
         return False
     return dotfiles or not segment.startswith(".")

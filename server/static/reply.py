@@ -30,7 +30,7 @@ from typing import BinaryIO
 from urllib.parse import quote
 
 from .listing import render_listing
-from .media import PRECOMPRESSED, choose_coding, content_type, is_precompressed_name
+from .media import PRECOMPRESSED, choose_coding, content_type, may_have_siblings
 from .mount import StaticMount
 from .paths import Opened, RequestPath, open_under_root, split_request_path
 from .validators import (
@@ -202,7 +202,7 @@ def _serve_regular(mount: StaticMount, method: str, headers: Mapping[str, str], 
     """Serve a regular file found under the mount, or its best precompressed sibling."""
     media_type = _media_type_of(opened.path)
     extra: list[tuple[str, str]] = []
-    if not is_precompressed_name(opened.path):
+    if may_have_siblings(opened.path, media_type):
         # Which siblings exist decides Vary for every response about this file, whatever this client accepts:
         # a cache must know that the answer depends on Accept-Encoding.
         available = [coding for coding, suffix in PRECOMPRESSED if _is_file(opened.path + suffix)]
@@ -316,9 +316,7 @@ def error_reply(status: int, method: str, headers: list[tuple[str, str]] | None 
 
 def content_disposition(name: str) -> str:
     """``attachment``, with an ASCII ``filename`` and, if needed, a UTF-8 ``filename*`` (RFC 6266)."""
-    fallback = "".join(
-        char if " " <= char < "\x7f" and char not in '"\\' else "_" for char in os.path.basename(name)
-    )
+    fallback = "".join(char if " " <= char < "\x7f" and char not in '"\\' else "_" for char in os.path.basename(name))
     value = f'attachment; filename="{fallback}"'
     if fallback != name:
         value += f"; filename*=UTF-8''{quote(name, safe='')}"

@@ -29,9 +29,7 @@ DEFAULT_OPTIONS = StaticOptions()
 
 def request_headers_from_environ(environ: dict) -> dict[str, str]:
     """The request headers of a WSGI environ as the lower-case ``name -> value`` mapping the rules expect."""
-    headers = {
-        key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
-    }
+    headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")}
     for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = environ[key]
@@ -89,9 +87,7 @@ class StaticFiles:
             return None
         headers = request_headers_from_environ(environ)
         display_prefix = script_name + self.mount.prefix + "/"
-        return serve_under_root(
-            self.mount, method, rest, raw_script + raw_path, headers, display_prefix=display_prefix
-        )
+        return serve_under_root(self.mount, method, rest, raw_script + raw_path, headers, display_prefix=display_prefix)
 
 
 class FileSlice:

@@ -469,6 +469,14 @@ def test_a_file_without_siblings_has_no_vary(mount):
     assert reply.header("Vary") is None and reply.header("Content-Encoding") is None
 
 
+def test_siblings_are_only_looked_for_beside_types_that_compress(mount, site):
+    (site / "photo.png").write_bytes(b"PNG")
+    (site / "photo.png.gz").write_bytes(b"pointless")
+    reply = get(mount, "/photo.png", accept_encoding="gzip")
+    assert reply.header("Content-Encoding") is None and reply.header("Vary") is None
+    assert read_body(reply) == b"PNG"
+
+
 def test_a_compressed_file_asked_for_by_name_is_not_encoded_twice(mount):
     reply = get(mount, "/app.css.gz", accept_encoding="gzip")
     assert reply.header("Content-Type") == "application/gzip"
