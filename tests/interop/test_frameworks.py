@@ -202,7 +202,7 @@ def test_expect_100_continue(live: Live) -> None:
         interim, rest = _head_then(sock, head)
         assert interim.split(b"\r\n")[0] == b"HTTP/1.1 100 Continue"
         sock.sendall(body)
-        status, headers, content = read_response(sock, rest)
+        status, _, content = read_response(sock, rest)
     assert status == 200
     assert requests.models.complexjson.loads(content) == {"size": len(body), "sha256": sha256(body)}
 

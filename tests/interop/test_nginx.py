@@ -1,0 +1,281 @@
+"""nginx in front of two instances of our server (one on TCP, one on a Unix socket), as docs/nginx.md describes.
+
+The nginx here is the Debian package, run as an ordinary subprocess with every path inside the test's tmp_path
+(``nginx -c CONF -p DIR``, ``daemon off``), on a free loopback port: it never touches the system's nginx, its
+port 80, or its logs. The proxy directives are the ones docs/nginx.conf.example documents; a test below keeps
+the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.interop.common import DOWNLOAD_SIZE
+from tests.interop.conftest import APPS, load_app
+from tests.support import ROOT, TIMEOUT, ServerProcess, ServerThread, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+OPENSSL = shutil.which("openssl")
+needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian package 'nginx')")
+
+TRUSTED = "127.0.0.1,unix"
+CLIENT = "203.0.113.7"  # TEST-NET-3: an address no machine here has
+
+# The lines of the documented `location /` block; the test config uses exactly these.
+PROXY_DIRECTIVES = [
+    "proxy_pass http://ladder;",
+    "proxy_http_version 1.1;",
+    'proxy_set_header Connection "";',
+    "proxy_set_header Host $http_host;",
+    "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+    "proxy_set_header X-Forwarded-Proto $scheme;",
+    "proxy_redirect off;",
+]
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (bound to port 0, then released for nginx to take)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path] | None:
+    """A throwaway certificate for 127.0.0.1, so that the scheme nginx forwards can be https."""
+    if OPENSSL is None:
+        return None
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    return cert, key
+
+
+def nginx_config(prefix: Path, upstreams: list[str], port: int, tls: tuple[int, Path, Path] | None) -> str:
+    """A complete nginx.conf whose every file lives under ``prefix``."""
+    user = "user root;\n" if os.geteuid() == 0 else ""  # as root, workers would otherwise drop to nobody
+    servers = "\n".join(f"        server {address};" for address in upstreams)
+    location = "\n".join(f"            {line}" for line in PROXY_DIRECTIVES)
+    tls_server = ""
+    if tls:
+        tls_port, cert, key = tls
+        tls_server = f"""
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+{location}
+        }}
+    }}"""
+    return f"""{user}worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log notice;
+events {{
+    worker_connections 256;
+}}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/client_body_temp;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fastcgi_temp;
+    uwsgi_temp_path {prefix}/uwsgi_temp;
+    scgi_temp_path {prefix}/scgi_temp;
+    client_max_body_size 64m;
+
+    upstream ladder {{
+{servers}
+        keepalive 8;
+        keepalive_timeout 4s;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+{location}
+        }}
+    }}{tls_server}
+}}
+"""
+
+
+@dataclass
+class Front:
+    """nginx balancing over two of our servers; where to reach each of them."""
+
+    url: str
+    https_url: str | None
+    certificate: Path | None
+    tcp_backend: ServerProcess
+    unix_backend: ServerProcess
+
+
+@pytest.fixture(scope="module", params=list(APPS))
+def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
+    """nginx and two backends serving one framework's app, shared by the tests of this module."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (Debian package 'nginx')")
+    app = APPS[request.param]
+    tmp_path = tmp_path_factory.mktemp(f"nginx-{request.param}")
+    sock = tmp_path / "backend.sock"
+    with (
+        ServerProcess(app, "--forwarded-allow-ips", TRUSTED) as tcp_backend,
+        ServerProcess(app, "--bind", f"unix:{sock}", "--forwarded-allow-ips", TRUSTED) as unix_backend,
+    ):
+        port = free_port()
+        certificate = self_signed_certificate(tmp_path)
+        tls = (free_port(), *certificate) if certificate else None
+        upstreams = [tcp_backend.url.removeprefix("http://"), unix_backend.url]
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(nginx_config(tmp_path, upstreams, port, tls))
+        with (tmp_path / "nginx.out").open("wb") as out:
+            nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)], stdout=out, stderr=out)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: _answers(nginx, tmp_path, url), timeout=TIMEOUT)
+            yield Front(url, tls and f"https://127.0.0.1:{tls[0]}", certificate and certificate[0], tcp_backend,
+                        unix_backend)  # fmt: skip
+        finally:
+            nginx.terminate()  # SIGTERM: nginx's fast shutdown
+            try:
+                nginx.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                nginx.kill()
+                nginx.wait(TIMEOUT)
+
+
+def _answers(nginx: subprocess.Popen, prefix: Path, url: str) -> bool:
+    if nginx.poll() is not None:
+        logs = "".join(p.read_text() for p in (prefix / "nginx.out", prefix / "error.log") if p.exists())
+        raise AssertionError(f"nginx exited with {nginx.returncode}:\n{logs}")
+    try:
+        return requests.get(f"{url}/hello", timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+@needs_nginx
+def test_requests_are_balanced_and_see_the_client(front: Front) -> None:
+    answers = [
+        requests.get(f"{front.url}/whoami", headers={"X-Forwarded-For": CLIENT}, timeout=TIMEOUT).json()
+        for _ in range(12)
+    ]
+    # Both instances took requests (the apps report their process ids).
+    assert {a["pid"] for a in answers} == {front.tcp_backend.proc.pid, front.unix_backend.proc.pid}
+    for answer in answers:
+        # nginx appended the real peer (127.0.0.1, trusted) to the chain; the client is the hop before it.
+        assert answer["remote_addr"] == CLIENT
+        assert answer["scheme"] == "http"
+        assert answer["url"] == f"{front.url}/whoami"
+    # Without a chain from the client, the client is nginx's peer, even on the Unix socket (which has no address).
+    plain = [requests.get(f"{front.url}/whoami", timeout=TIMEOUT).json() for _ in range(4)]
+    assert {a["remote_addr"] for a in plain} == {"127.0.0.1"}
+    assert {a["pid"] for a in plain} == {front.tcp_backend.proc.pid, front.unix_backend.proc.pid}
+
+
+@needs_nginx
+def test_the_app_sees_the_https_scheme_from_x_forwarded_proto(front: Front) -> None:
+    if front.https_url is None:
+        pytest.skip("openssl is not installed: no certificate for an https listener")
+    for _ in range(2):  # once per backend
+        answer = requests.get(f"{front.https_url}/whoami", verify=str(front.certificate), timeout=TIMEOUT).json()
+        assert answer["scheme"] == "https"
+        assert answer["url"] == f"{front.https_url}/whoami"
+
+
+@needs_nginx
+def test_uploads_and_large_downloads_through_the_proxy(front: Front, download_sha256: str) -> None:
+    data = random.Random(11).randbytes(3 * 1024 * 1024 + 5)
+    expected = {"filename": "big.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    for _ in range(2):  # once per backend
+        upload = requests.post(f"{front.url}/upload", files={"f": ("big.bin", data)}, timeout=TIMEOUT)
+        assert upload.status_code == 200
+        assert upload.json()["files"]["f"] == expected
+
+        digest = hashlib.sha256()
+        with requests.get(f"{front.url}/download", stream=True, timeout=TIMEOUT) as download:
+            assert download.status_code == 200
+            assert download.headers["Content-Length"] == str(DOWNLOAD_SIZE)
+            for piece in download.iter_content(chunk_size=1024 * 1024):
+                digest.update(piece)
+        assert digest.hexdigest() == download_sha256
+
+    redirected = requests.get(f"{front.url}/redirect", timeout=TIMEOUT)
+    assert redirected.url == f"{front.url}/query?from=redirect"
+
+
+def test_the_documented_config_uses_the_tested_directives() -> None:
+    example = (ROOT / "docs" / "nginx.conf.example").read_text()
+    lines = {line.split("#")[0].strip() for line in example.splitlines()}
+    missing = [directive for directive in PROXY_DIRECTIVES if directive not in lines]
+    assert not missing, f"docs/nginx.conf.example lacks the tested directives {missing}"
+    for needed in ("keepalive", "keepalive_timeout", "upstream ladder {"):
+        assert any(line.startswith(needed) for line in lines), needed
+
+
+@needs_nginx
+def test_the_documented_config_is_valid_nginx(tmp_path: Path) -> None:
+    """``nginx -t`` on docs/nginx.conf.example, with only its file paths moved into tmp_path."""
+    example = (ROOT / "docs" / "nginx.conf.example").read_text()
+    temp_paths = "".join(f"    {kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi",
+                                                                                   "uwsgi", "scgi"))  # fmt: skip
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        example.replace("/var/log/nginx/", f"{tmp_path}/")
+        .replace("/run/nginx.pid", f"{tmp_path}/nginx.pid")
+        .replace("http {\n", "http {\n" + temp_paths, 1)
+    )
+    result = subprocess.run(
+        [NGINX, "-t", "-c", str(conf), "-p", str(tmp_path)], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr
+
+
+# -- without a trusted proxy, forwarding headers are just text ------------------------------------------------------
+
+SPOOFED = {
+    "X-Forwarded-For": CLIENT,
+    "X-Forwarded-Proto": "https",
+    "Forwarded": f"for={CLIENT};proto=https",
+}
+
+
+def test_forwarding_headers_are_ignored_without_forwarded_allow_ips() -> None:
+    with ServerProcess(APPS["flask"]) as server:
+        answer = requests.get(f"{server.url}/whoami", headers=SPOOFED, timeout=TIMEOUT).json()
+    assert answer["remote_addr"] == "127.0.0.1"
+    assert answer["scheme"] == "http"
+
+
+@pytest.mark.parametrize("framework", list(APPS))
+@pytest.mark.parametrize(
+    ("allowed", "trusted"), [(("10.0.0.0/8", "unix"), False), (("127.0.0.1",), True)], ids=["other", "listed"]
+)
+def test_forwarding_headers_are_believed_only_from_listed_proxies(
+    framework: str, allowed: tuple[str, ...], trusted: bool
+) -> None:
+    with ServerThread(load_app(framework), forwarded_allow_ips=allowed) as server:
+        for header in ("X-Forwarded-For", "Forwarded"):
+            headers = {"X-Forwarded-For": CLIENT, "X-Forwarded-Proto": "https"}
+            if header == "Forwarded":
+                headers = {"Forwarded": SPOOFED["Forwarded"]}
+            answer = requests.get(f"{server.url}/whoami", headers=headers, timeout=TIMEOUT).json()
+            expected = (CLIENT, "https") if trusted else ("127.0.0.1", "http")
+            assert (answer["remote_addr"], answer["scheme"]) == expected, header
