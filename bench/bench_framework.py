@@ -85,6 +85,7 @@ def build_bottle(templates: Path) -> WSGIApp:
     # Bottle caches a compiled template under (id(lookup), name): the lookup list must be the same object on
     # every call, or it compiles the template again on every request.
     lookup = [str(templates)]
+    settings = {"autoescape": True}
 
     @app.route("/")
     def hello():
@@ -103,7 +104,10 @@ def build_bottle(templates: Path) -> WSGIApp:
 
     @app.route("/template")
     def template():
-        return bottle.jinja2_template("page.html", template_lookup=lookup, title="Hello", items=ITEMS)
+        # Autoescaping, as the other two do for .html (Bottle's Jinja2 adapter leaves it off by default).
+        return bottle.jinja2_template(
+            "page.html", template_lookup=lookup, template_settings=settings, title="Hello", items=ITEMS
+        )
 
     return app
 
