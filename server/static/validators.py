@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import formatdate
 from functools import lru_cache
 
@@ -66,10 +67,11 @@ def parse_http_date(value: str) -> int | None:
         return None
     if month not in _MONTHS:
         return None
-    try:
-        return calendar.timegm((int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second)))
-    except (ValueError, OverflowError):
+    try:  # datetime refuses the 32nd of a month and the 25th hour; calendar.timegm would roll them over
+        moment = datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=UTC)
+    except ValueError:
         return None
+    return int(moment.timestamp())
 
 
 # -- preconditions -------------------------------------------------------------------------------------------
