@@ -1,11 +1,11 @@
 """Decide the response for a static file: status, headers, and which bytes of which open file make the body.
 
 This is the sans-IO core of static serving. :func:`serve_path` and :func:`serve_file` take a method, a path
-and the request headers, do one ``realpath``/``open``/``fstat`` and never read file contents; they return a
-:class:`FileReply` that says what to send. The caller does the sending: the event loop with ``os.sendfile`` on
-a non-blocking socket (:mod:`server.connection`), or a WSGI server through ``wsgi.file_wrapper``
-(:mod:`server.static.wsgi`). Keeping the decision apart from the I/O is what lets one set of rules serve both,
-and lets the tests check every rule without a socket.
+and the request headers, resolve and open the file once (plus a stat per possible precompressed sibling) and
+never read its contents; they return a :class:`FileReply` that says what to send. The caller does the sending:
+the event loop with ``os.sendfile`` on a non-blocking socket (:mod:`server.engine`), or a WSGI server through
+``wsgi.file_wrapper`` (:mod:`server.static.wsgi`). Keeping the decision apart from the I/O is what lets one
+set of rules serve both, and lets the tests check every rule without a socket.
 
 The order of decisions for a path under a mount:
 
@@ -315,8 +315,12 @@ def error_reply(status: int, method: str, headers: list[tuple[str, str]] | None 
 
 
 def content_disposition(name: str) -> str:
-    """``attachment``, with an ASCII ``filename`` and, if needed, a UTF-8 ``filename*`` (RFC 6266)."""
-    fallback = "".join(char if " " <= char < "\x7f" and char not in '"\\' else "_" for char in os.path.basename(name))
+    """``attachment``, with an ASCII ``filename`` and, if needed, a UTF-8 ``filename*`` (RFC 6266).
+
+    Only the last path component is used, and anything a quoted string cannot hold safely becomes "_".
+    """
+    name = os.path.basename(name)
+    fallback = "".join(char if " " <= char < "\x7f" and char not in '"\\' else "_" for char in name)
     value = f'attachment; filename="{fallback}"'
     if fallback != name:
         value += f"; filename*=UTF-8''{quote(name, safe='')}"
