@@ -9,6 +9,7 @@ One request goes through these steps, in this order (the same order as Django's 
 3. the router matches the path (a miss is remembered, not raised yet, so hooks still run);
 4. ``before_request`` hooks, in registration order; the first to return something short-circuits with it;
 5. the routing miss, if any, is raised now (404, 405 with ``Allow``, or a redirect for a trailing slash);
+   ``OPTIONS`` on a path that has routes is answered here with 204 and ``Allow``;
 6. the CSRF check, for unsafe methods on views not marked ``@app.csrf_exempt``;
 7. the view, called as ``view(request, **params)``; its return value becomes a ``Response``;
 8. any exception from steps 2-7 goes to an ``errorhandler`` for its status code or exception class, else to
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .csrf import CSRFProtection, csrf_exempt
-from .errors import HTTPError, NotFound, RequestRedirect
+from .errors import HTTPError, MethodNotAllowed, NotFound, RequestRedirect
 from .files import FileResponse, safe_join
 from .middleware import shift_path, to_wsgi_string
 from .pages import debug_page, error_page
@@ -327,6 +328,8 @@ class App:
         if environ.get("PATH_INFO") == "" and environ.get("SCRIPT_NAME"):
             raise RequestRedirect("/")  # A mounted app's root without its slash (see middleware.shift_path).
         if miss is not None:
+            if request.method == "OPTIONS" and isinstance(miss, MethodNotAllowed):
+                return Response(b"", 204, miss.headers)  # "What may I do here?": the Allow header says.
             raise miss
         if self.csrf_enabled:
             self.csrf.check(request, rule.view)

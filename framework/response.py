@@ -33,7 +33,8 @@ def to_json(data: Any) -> bytes:
 class Response:
     """An HTTP response. ``body`` is ``str`` (encoded as UTF-8), ``bytes`` or an iterable of chunks.
 
-    ``content_type`` defaults to ``text/html; charset=utf-8``; ``headers`` may be a dict or a list of pairs.
+    ``content_type`` defaults to ``text/html; charset=utf-8`` (none for 204 and 304, which have no body);
+    ``headers`` may be a dict or a list of pairs.
     """
 
     default_content_type = "text/html; charset=utf-8"
@@ -50,7 +51,7 @@ class Response:
         if headers and "Content-Type" in self.headers:
             if content_type is not None:
                 self.headers["Content-Type"] = content_type
-        else:
+        elif content_type is not None or status not in _NO_BODY:
             self.headers.add("Content-Type", content_type or self.default_content_type)
         self.body = body.encode() if isinstance(body, str) else body
 

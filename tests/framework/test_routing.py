@@ -279,3 +279,9 @@ def test_request_knows_its_route():
 
     response = TestApp(app).patch("/notes/3/hello")
     assert response.json == {"endpoint": "edit_note", "params": {"note_id": 3, "slug": "hello"}}
+
+
+def test_options_lists_the_allowed_methods(client):
+    response = client.options("/users/3", status=204)
+    assert response.headers["Allow"] == "GET, HEAD, POST"
+    client.options("/nowhere", status=404)
