@@ -46,6 +46,7 @@ from .validators import (
 ALLOWED_METHODS = ("GET", "HEAD")
 _ALLOW = ("Allow", ", ".join(ALLOWED_METHODS))
 _INDEX = "index.html"
+_SUFFIX_OF = dict(PRECOMPRESSED)  # content-coding -> file suffix
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 # Characters left as they are when a request path is echoed in a Location header: the URL's own syntax, and
 # "%" so that its existing escapes survive. Anything else (there should be nothing else) is percent-encoded.
@@ -166,7 +167,7 @@ def serve_under_root(
     if target.trailing_slash:  # "/style.css/" names a directory that does not exist
         opened.close()
         return error_reply(404, method)
-    return _serve_regular(mount, method, headers, opened)
+    return _serve_regular(mount, method, headers, opened, target.segments)
 
 
 # -- the pieces ----------------------------------------------------------------------------------------------
@@ -186,10 +187,11 @@ def _serve_directory(
         location = quote(request_path.encode("latin-1", "replace") + b"/", safe=_LOCATION_SAFE)
         return error_reply(301, method, [("Location", location)])
     root = str(mount.root)
-    index = open_under_root(root, (*target.segments, _INDEX), mount.options)
+    index_segments = (*target.segments, _INDEX)
+    index = open_under_root(root, index_segments, mount.options)
     if index is not None:
         if not index.is_dir:
-            return _serve_regular(mount, method, headers, index)
+            return _serve_regular(mount, method, headers, index, index_segments)
         index.close()
     if not mount.options.listing:
         return error_reply(404, method)
@@ -198,20 +200,29 @@ def _serve_directory(
     return small_reply(200, method, page, "text/html; charset=utf-8")
 
 
-def _serve_regular(mount: StaticMount, method: str, headers: Mapping[str, str], opened: Opened) -> FileReply:
-    """Serve a regular file found under the mount, or its best precompressed sibling."""
-    media_type = _media_type_of(opened.path)
+def _serve_regular(
+    mount: StaticMount, method: str, headers: Mapping[str, str], opened: Opened, segments: tuple[str, ...]
+) -> FileReply:
+    """Serve a regular file found under the mount (at ``segments``), or its best precompressed sibling.
+
+    Siblings are looked for beside the name that was asked for, as the URL has it: for a symlink, beside
+    the link, not its target.
+    """
+    name = segments[-1]
+    media_type = content_type(name)
     extra: list[tuple[str, str]] = []
-    if may_have_siblings(opened.path, media_type):
+    if may_have_siblings(name, media_type):
         # Which siblings exist decides Vary for every response about this file, whatever this client accepts:
         # a cache must know that the answer depends on Accept-Encoding.
-        available = [coding for coding, suffix in PRECOMPRESSED if _is_file(opened.path + suffix)]
+        candidate = os.path.join(str(mount.root), *segments)
+        available = [coding for coding, suffix in PRECOMPRESSED if _is_file(candidate + suffix)]
         if available:
             extra.append(("Vary", "Accept-Encoding"))
             for coding in choose_coding(headers.get("accept-encoding"), available):
-                suffix = dict(PRECOMPRESSED)[coding]
-                sibling = _open_sibling(mount, opened.path + suffix)
-                if sibling is not None:
+                sibling_segments = (*segments[:-1], name + _SUFFIX_OF[coding])
+                # Opened with every check of its own: the sibling may be a symlink leading elsewhere.
+                sibling = open_under_root(str(mount.root), sibling_segments, mount.options)
+                if sibling is not None and not sibling.is_dir:
                     opened.close()
                     opened = sibling
                     extra.append(("Content-Encoding", coding))
@@ -219,17 +230,6 @@ def _serve_regular(mount: StaticMount, method: str, headers: Mapping[str, str], 
     return file_reply(
         opened, method, headers, media_type=media_type, max_age=mount.options.max_age, extra_headers=extra
     )
-
-
-def _open_sibling(mount: StaticMount, real_path: str) -> Opened | None:
-    """Open a precompressed sibling with the same checks as the file itself: it may be a symlink too."""
-    root = str(mount.root)
-    relative = os.path.relpath(real_path, root)
-    opened = open_under_root(root, tuple(relative.split(os.sep)), mount.options)
-    if opened is not None and opened.is_dir:
-        opened.close()
-        return None
-    return opened
 
 
 def _is_file(path: str) -> bool:
