@@ -53,6 +53,14 @@ def test_client_accepts_a_lowered_oack():
     assert (settings.blksize, settings.windowsize, settings.tsize) == (1024, 4, 77)
 
 
+def test_options_left_out_of_the_oack_fall_back_to_their_defaults():
+    """tftpd-hpa, for one, acknowledges blksize and tsize but not windowsize."""
+    asked = opts.Settings(blksize=1468, windowsize=16)
+    requested = opts.client_options(asked, tsize=0)
+    settings = opts.accept_oack(requested, {"tsize": "10"}, asked)
+    assert (settings.blksize, settings.windowsize, settings.tsize) == (512, 1, 10)
+
+
 @pytest.mark.parametrize(
     "oack",
     [{"blksize": "2000"}, {"windowsize": "2"}, {"blksize": "7"}, {"tsize": "-1"}, {"timeout": "300"}],

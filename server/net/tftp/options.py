@@ -119,7 +119,8 @@ def accept_oack(requested: dict[str, str], oack: dict[str, str], base: Settings)
     RFC 2347 lets the server lower blksize and windowsize but not raise them, and forbids options the client
     did not ask for; anything else fails the negotiation (the caller answers ERROR 8).
     """
-    settings = base
+    # An option missing from the OACK was declined: it keeps its RFC 1350 default, not the value we asked for.
+    settings = replace(base, blksize=DEFAULT_BLKSIZE, windowsize=1, tsize=None)
     for name, value in oack.items():
         if name not in requested:
             message = f"server acknowledged unrequested option {name!r}"
