@@ -85,7 +85,7 @@ def go_elsewhere() -> None:
 @app.get("/stream")
 def stream() -> Iterator[bytes]:
     response.content_type = "text/plain; charset=utf-8"
-    return stream_chunks(int(request.query.get("n", STREAM_DEFAULT_CHUNKS)))
+    return stream_chunks(int(request.query.get("n", STREAM_DEFAULT_CHUNKS)), request.query.get("tag"))
 
 
 @app.get("/download")

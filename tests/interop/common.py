@@ -15,7 +15,7 @@ The routes, identical in all three apps:
     GET  /cookies/set           sets two cookies
     GET  /cookies               JSON {"cookies": {name: value}}
     GET  /redirect              302 to /query?from=redirect
-    GET  /stream?n=N            N chunks "chunk 00000\\n", ... from a generator
+    GET  /stream?n=N&tag=T      N chunks "chunk 00000\\n", ... from a generator (T noted in STREAMS_CLOSED)
     GET  /download              the DOWNLOAD_SIZE file below, through the framework's file response
     GET  /whoami                JSON {"framework", "pid", "remote_addr", "scheme", "host", "url"}
 """
@@ -62,10 +62,19 @@ def digest_stream(read: Callable[[int], bytes], block: int = 64 * 1024) -> tuple
     return size, digest.hexdigest()
 
 
-def stream_chunks(count: int) -> Iterator[bytes]:
+# Tags of /stream responses whose generator was closed (finished, or abandoned by a client that went away).
+# Only meaningful in-process (ServerThread): a test checks that the server always calls the iterable's close().
+STREAMS_CLOSED: set[str] = set()
+
+
+def stream_chunks(count: int, tag: str | None = None) -> Iterator[bytes]:
     """The body of /stream: many small pieces, numbered so that a test sees loss or reordering."""
-    for index in range(count):
-        yield b"chunk %05d\n" % index
+    try:
+        for index in range(count):
+            yield b"chunk %05d\n" % index
+    finally:
+        if tag:
+            STREAMS_CLOSED.add(tag)
 
 
 def multi_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

@@ -83,7 +83,7 @@ def go_elsewhere() -> Response:
 @app.get("/stream")
 def stream() -> Response:
     count = request.args.get("n", STREAM_DEFAULT_CHUNKS, type=int)
-    return Response(stream_chunks(count), mimetype="text/plain")
+    return Response(stream_chunks(count, request.args.get("tag")), mimetype="text/plain")
 
 
 @app.get("/download")

@@ -10,15 +10,18 @@ import hashlib
 import os
 import random
 import socket
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
 import requests
 
-from tests.interop.common import DOWNLOAD_SIZE, json_answer, stream_chunks
+from tests.interop.common import DOWNLOAD_SIZE, STREAMS_CLOSED, download_file, json_answer, stream_chunks
 from tests.interop.conftest import Live
-from tests.support import TIMEOUT, read_response
+from tests.support import TIMEOUT, read_response, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -239,3 +242,159 @@ def test_the_app_sees_the_client_and_the_url(live: Live) -> None:
         "host": f"127.0.0.1:{live.port}",
         "url": f"{live.url}/whoami?x=1",
     }
+
+
+def _chunked(data: bytes, size: int = 30_000) -> bytes:
+    """``data`` in HTTP/1.1 chunked coding, with a chunk extension and a trailer for good measure."""
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    coded = b"".join(b"%x;piece=yes\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    return coded + b"0\r\nX-Trailer: ok\r\n\r\n"
+
+
+def test_expect_100_continue_with_a_chunked_body(live: Live) -> None:
+    # What curl sends for `curl -T- URL` with a large upload: no length, and a 100-continue handshake.
+    body = os.urandom(200_000)
+    head = (
+        f"POST /echo HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\nContent-Type: application/octet-stream\r\n"
+        f"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        interim, rest = _head_then(sock, head)
+        assert interim.split(b"\r\n")[0] == b"HTTP/1.1 100 Continue", (
+            f"answered before the body was sent (so the app read nothing): {interim + rest!r}"
+        )
+        sock.sendall(_chunked(body))
+        status, _, content = read_response(sock, rest)
+    assert status == 200
+    assert requests.models.complexjson.loads(content) == {"size": len(body), "sha256": sha256(body)}
+
+
+def test_range_request_on_the_download(live: Live) -> None:
+    expected = download_file().read_bytes()[1000:2000]
+    response = requests.get(f"{live.url}/download", headers={"Range": "bytes=1000-1999"}, timeout=TIMEOUT)
+    if response.status_code == 200:  # Django's FileResponse ignores Range (as under any server)
+        assert live.framework == "django"
+        assert len(response.content) == DOWNLOAD_SIZE
+        return
+    assert response.status_code == 206
+    assert response.headers["Content-Range"] == f"bytes 1000-1999/{DOWNLOAD_SIZE}"
+    assert response.headers["Content-Length"] == "1000"
+    assert response.content == expected
+
+
+def test_conditional_get_answers_304_without_a_body(live: Live) -> None:
+    with requests.Session() as session:
+        first = session.get(f"{live.url}/download", stream=True, timeout=TIMEOUT)
+        first.close()  # only the validators are needed
+        validators = {}
+        if "ETag" in first.headers:
+            validators["If-None-Match"] = first.headers["ETag"]
+        if "Last-Modified" in first.headers:
+            validators["If-Modified-Since"] = first.headers["Last-Modified"]
+        if not validators:
+            assert live.framework == "django"  # FileResponse sets neither validator
+            return
+        again = session.get(f"{live.url}/download", headers=validators, timeout=TIMEOUT)
+        assert again.status_code == 304
+        assert again.content == b""
+        # A 304 carries no body even when it repeats Content-Length: the connection must still be in step.
+        assert session.get(f"{live.url}/hello", timeout=TIMEOUT).status_code == 200
+
+
+def test_the_iterable_is_closed_when_the_client_goes_away(live: Live) -> None:
+    tag = uuid.uuid4().hex
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"GET /stream?n=10000000&tag={tag} HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n\r\n".encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+    # PEP 3333: the server calls close(), which closes the framework's response and so our generator.
+    wait_for(lambda: tag in STREAMS_CLOSED, timeout=TIMEOUT)
+
+
+def test_concurrent_clients(live: Live) -> None:
+    def client(index: int) -> None:
+        with requests.Session() as session:
+            for _ in range(5):
+                body = {"numbers": [index, 1], "text": f"client {index}"}
+                assert session.post(f"{live.url}/json", json=body, timeout=TIMEOUT).json() == json_answer(body)
+                streamed = session.get(f"{live.url}/stream?n=200", timeout=TIMEOUT)
+                assert streamed.content == b"".join(stream_chunks(200))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(client, range(16)))
+
+
+def test_http_1_0_client_gets_a_close_delimited_stream(live: Live) -> None:
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"GET /stream?n=3000 HTTP/1.0\r\nHost: 127.0.0.1:{live.port}\r\n\r\n".encode())
+        status, headers, body = read_response(sock)
+    assert status == 200
+    assert "transfer-encoding" not in headers  # chunked coding does not exist in HTTP/1.0
+    assert body == b"".join(stream_chunks(3000))
+
+
+def test_pipelined_requests_are_answered_in_order(live: Live) -> None:
+    host = f"Host: 127.0.0.1:{live.port}\r\n"
+    form = b"a=1&a=2"
+    requests_ = (
+        f"GET /query?n=1 HTTP/1.1\r\n{host}\r\n"
+        f"POST /form HTTP/1.1\r\n{host}Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(form)}\r\n\r\n{form.decode()}"
+        f"GET /stream?n=20 HTTP/1.1\r\n{host}\r\n"
+        f"GET /query?n=4 HTTP/1.1\r\n{host}\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        sock.sendall(requests_)
+        buffer = bytearray()
+        answers = [read_response(sock, buffer) for _ in range(4)]
+    assert [status for status, _, _ in answers] == [200, 200, 200, 200]
+    loads = requests.models.complexjson.loads
+    assert loads(answers[0][2]) == {"args": {"n": ["1"]}}
+    assert loads(answers[1][2]) == {"form": {"a": ["1", "2"]}}
+    assert answers[2][2] == b"".join(stream_chunks(20))
+    assert loads(answers[3][2]) == {"args": {"n": ["4"]}}
+
+
+def test_multipart_upload_with_expect_100_continue(live: Live) -> None:
+    # What curl -F file=@big sends: a Content-Length, Expect: 100-continue, and a body spooled to disk.
+    prepared = requests.Request(
+        "POST", f"{live.url}/upload", files={"big": ("big.bin", LARGE)}, data={"note": "curl-like"}
+    ).prepare()
+    assert isinstance(prepared.body, bytes)
+    head = f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\nExpect: 100-continue\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in prepared.headers.items()
+    )
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        interim, rest = _head_then(sock, (head + "\r\n").encode())
+        assert interim.split(b"\r\n")[0] == b"HTTP/1.1 100 Continue"
+        sock.sendall(prepared.body)
+        status, _, content = read_response(sock, rest)
+    assert status == 200
+    assert requests.models.complexjson.loads(content) == {
+        "fields": {"note": ["curl-like"]},
+        "files": {"big": {"filename": "big.bin", "size": len(LARGE), "sha256": sha256(LARGE)}},
+    }
+
+
+def _open_descriptors_on(path: Path) -> int:
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += os.readlink(fd) == str(path)
+        except OSError:
+            pass  # closed since the listing
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd to count open files")
+def test_downloads_close_their_file_also_when_abandoned(live: Live) -> None:
+    path = download_file()
+    assert _open_descriptors_on(path) == 0
+    requests.get(f"{live.url}/download", timeout=TIMEOUT).close()  # complete
+    requests.head(f"{live.url}/download", timeout=TIMEOUT).close()  # no body at all
+    for _ in range(3):  # abandoned after the first bytes
+        with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+            sock.sendall(f"GET /download HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    # The file_wrapper's close() (and so the framework's response.close()) must run in every case.
+    wait_for(lambda: _open_descriptors_on(path) == 0, timeout=TIMEOUT)

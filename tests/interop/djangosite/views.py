@@ -102,7 +102,8 @@ def go_elsewhere(request: HttpRequest) -> HttpResponseRedirect:
 @require_safe
 def stream(request: HttpRequest) -> StreamingHttpResponse:
     count = int(request.GET.get("n", STREAM_DEFAULT_CHUNKS))
-    return StreamingHttpResponse(stream_chunks(count), content_type="text/plain; charset=utf-8")
+    chunks = stream_chunks(count, request.GET.get("tag"))
+    return StreamingHttpResponse(chunks, content_type="text/plain; charset=utf-8")
 
 
 @require_safe
