@@ -4,7 +4,7 @@ The choice between HTML and JSON follows the request's ``Accept`` header (``requ
 app can serve a website and an API and each client reads its errors in its own format. The debug page shows
 source lines and local variables, which is why it exists only with ``App(debug=True)``, never by default.
 
-The templates live in ``framework/templates/`` with their own Jinja2 environment, separate from the app's
+The templates live in ``framework/page_templates/`` with their own Jinja2 environment, separate from the app's
 templates, so an app's ``error.html`` can never shadow them by accident.
 """
 
@@ -20,7 +20,7 @@ from .errors import HTTPError
 from .request import Request
 from .response import Response
 
-_TEMPLATES = Path(__file__).parent / "templates"
+_TEMPLATES = Path(__file__).parent / "page_templates"
 
 
 @cache
