@@ -2,7 +2,9 @@
 
 Read it in this order: ``routing`` (paths to views), ``request`` and ``response`` (what a view gets and
 gives), ``app`` (one request's journey through hooks and error handlers), then ``templates``, ``sessions``,
-``csrf``, ``forms`` (uploads) and ``files``. The whole public API is importable from here::
+``csrf``, ``forms`` (uploads) and ``files``. The helpers underneath are ``errors`` and ``pages`` (HTTP errors
+and their pages), ``datastructures``, ``cookies`` and ``middleware`` (mounting). The whole public API is
+importable from here::
 
     from framework import App, Response, abort, redirect
 
