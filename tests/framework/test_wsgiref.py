@@ -1,4 +1,4 @@
-"""The framework under a real WSGI server (the standard library's wsgiref), driven over a socket by requests.
+"""The framework under real WSGI servers (wsgiref and our own), driven over a socket by requests.
 
 webtest calls the app in-process; this checks the same app survives a real server: real sockets, real
 headers, cookies kept by a real client, a multipart upload and a file download.
@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from framework import App, FileResponse
+from tests.support import ServerThread
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -43,9 +44,8 @@ def build_app(tmp_path) -> App:
     return app
 
 
-@pytest.fixture
-def server(tmp_path):
-    httpd: WSGIServer = make_server("127.0.0.1", 0, build_app(tmp_path), handler_class=QuietHandler)
+def _serve_with_wsgiref(app):
+    httpd: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=QuietHandler)
     httpd.timeout = 5
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -55,6 +55,18 @@ def server(tmp_path):
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+def _serve_with_ours(app):
+    with ServerThread(app) as running:
+        yield running.url
+
+
+@pytest.fixture(params=["wsgiref", "ours"])
+def server(request, tmp_path):
+    """The same app under the standard library's server and under this project's own."""
+    serve = _serve_with_wsgiref if request.param == "wsgiref" else _serve_with_ours
+    yield from serve(build_app(tmp_path))
 
 
 def test_framework_app_under_wsgiref(server):
