@@ -216,6 +216,13 @@ def test_uploads_and_large_downloads_through_the_proxy(front: Front, download_sh
                 digest.update(piece)
         assert digest.hexdigest() == download_sha256
 
+    def chunked_body() -> Iterator[bytes]:
+        yield from (data[i : i + 65536] for i in range(0, len(data), 65536))
+
+    for _ in range(2):  # a chunked upload: nginx buffers it and passes it on with a Content-Length
+        echoed = requests.post(f"{front.url}/echo", data=chunked_body(), timeout=TIMEOUT)
+        assert echoed.json() == {"size": len(data), "sha256": expected["sha256"]}
+
     redirected = requests.get(f"{front.url}/redirect", timeout=TIMEOUT)
     assert redirected.url == f"{front.url}/query?from=redirect"
 
