@@ -8,12 +8,16 @@ the two in step.
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import hashlib
 import os
+import pwd
 import random
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +71,12 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path] | None:
     return cert, key
 
 
-def nginx_config(prefix: Path, upstreams: list[str], port: int, tls: tuple[int, Path, Path] | None) -> str:
-    """A complete nginx.conf whose every file lives under ``prefix``."""
-    user = "user root;\n" if os.geteuid() == 0 else ""  # as root, workers would otherwise drop to nobody
+def nginx_config(
+    prefix: Path, upstreams: list[str], port: int, tls: tuple[int, Path, Path] | None = None, user: str = "root"
+) -> str:
+    """A complete nginx.conf whose every file lives under ``prefix``; as root, workers run as ``user``."""
+    # As root, nginx's workers would otherwise drop to nobody, who cannot enter pytest's private tmp directories.
+    user = f"user {user};\n" if os.geteuid() == 0 else ""
     servers = "\n".join(f"        server {address};" for address in upstreams)
     location = "\n".join(f"            {line}" for line in PROXY_DIRECTIVES)
     tls_server = ""
@@ -126,6 +133,40 @@ class Front:
     unix_backend: ServerProcess
 
 
+@contextlib.contextmanager
+def running_nginx(prefix: Path, conf: str, port: int) -> Iterator[str]:
+    """``nginx -c CONF -p PREFIX`` in the foreground until the block ends; yields its URL once it answers."""
+    conf_path = prefix / "nginx.conf"
+    conf_path.write_text(conf)
+    with (prefix / "nginx.out").open("wb") as out:
+        nginx = subprocess.Popen([NGINX, "-c", str(conf_path), "-p", str(prefix)], stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(nginx, prefix, url), timeout=TIMEOUT)
+        yield url
+    finally:
+        nginx.terminate()  # SIGTERM: nginx's fast shutdown
+        try:
+            nginx.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            nginx.kill()
+            nginx.wait(TIMEOUT)
+
+
+def _answers(nginx: subprocess.Popen, prefix: Path, url: str) -> bool:
+    if nginx.poll() is not None:
+        raise AssertionError(f"nginx exited with {nginx.returncode}:\n{nginx_logs(prefix)}")
+    try:
+        requests.get(f"{url}/hello", timeout=1)
+    except requests.ConnectionError:
+        return False
+    return True  # nginx is up; whether the upstream answered well is for the test to judge
+
+
+def nginx_logs(prefix: Path) -> str:
+    return "".join(p.read_text() for p in (prefix / "nginx.out", prefix / "error.log") if p.exists())
+
+
 @pytest.fixture(scope="module", params=list(APPS))
 def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     """nginx and two backends serving one framework's app, shared by the tests of this module."""
@@ -142,32 +183,9 @@ def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         certificate = self_signed_certificate(tmp_path)
         tls = (free_port(), *certificate) if certificate else None
         upstreams = [tcp_backend.url.removeprefix("http://"), unix_backend.url]
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(nginx_config(tmp_path, upstreams, port, tls))
-        with (tmp_path / "nginx.out").open("wb") as out:
-            nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)], stdout=out, stderr=out)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(lambda: _answers(nginx, tmp_path, url), timeout=TIMEOUT)
-            yield Front(url, tls and f"https://127.0.0.1:{tls[0]}", certificate and certificate[0], tcp_backend,
-                        unix_backend)  # fmt: skip
-        finally:
-            nginx.terminate()  # SIGTERM: nginx's fast shutdown
-            try:
-                nginx.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                nginx.kill()
-                nginx.wait(TIMEOUT)
-
-
-def _answers(nginx: subprocess.Popen, prefix: Path, url: str) -> bool:
-    if nginx.poll() is not None:
-        logs = "".join(p.read_text() for p in (prefix / "nginx.out", prefix / "error.log") if p.exists())
-        raise AssertionError(f"nginx exited with {nginx.returncode}:\n{logs}")
-    try:
-        return requests.get(f"{url}/hello", timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
+        with running_nginx(tmp_path, nginx_config(tmp_path, upstreams, port, tls), port) as url:
+            https_url = tls and f"https://127.0.0.1:{tls[0]}"
+            yield Front(url, https_url, certificate and certificate[0], tcp_backend, unix_backend)
 
 
 @needs_nginx
@@ -225,6 +243,65 @@ def test_uploads_and_large_downloads_through_the_proxy(front: Front, download_sh
 
     redirected = requests.get(f"{front.url}/redirect", timeout=TIMEOUT)
     assert redirected.url == f"{front.url}/query?from=redirect"
+
+
+@contextlib.contextmanager
+def shared_directory() -> Iterator[Path]:
+    """A directory nginx's unprivileged workers can enter (pytest's own tmp directories are private, mode 0700)."""
+    directory = Path(tempfile.mkdtemp(prefix="ladder-nginx-"))
+    try:
+        directory.chmod(0o755)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _unprivileged() -> tuple[str, int]:
+    """nginx's ``user`` line for the nobody account, and its group id."""
+    nobody = pwd.getpwnam("nobody")
+    return f"{nobody.pw_name} {grp.getgrgid(nobody.pw_gid).gr_name}", nobody.pw_gid
+
+
+def _hello_through_unprivileged_nginx(directory: Path, sock: Path, *server_args: str) -> None:
+    user, _ = _unprivileged()
+    with ServerProcess(APPS["flask"], "--bind", f"unix:{sock}", "--forwarded-allow-ips", "unix", *server_args) as app:
+        port = free_port()
+        with running_nginx(directory, nginx_config(directory, [app.url], port, user=user), port) as url:
+            response = requests.get(f"{url}/hello", timeout=TIMEOUT)
+            assert response.status_code == 200, (
+                f"socket mode {sock.stat().st_mode & 0o777:o}; nginx says:\n{nginx_logs(directory)}"
+            )
+
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run nginx's workers as an unprivileged user")
+
+
+@needs_nginx
+@as_root
+def test_an_unprivileged_nginx_can_use_the_unix_socket() -> None:
+    # In production nginx's workers run as www-data, not as the user running our server. gunicorn creates its
+    # socket with --umask 0 (mode 0777), so this works there out of the box; a socket created with the usual
+    # umask 022 (mode 0755) is not writable by www-data, and connect() fails with EACCES: nginx answers 502.
+    with shared_directory() as directory:
+        _hello_through_unprivileged_nginx(directory, directory / "app.sock")
+
+
+@needs_nginx
+@as_root
+def test_the_documented_socket_permissions_let_nginx_in() -> None:
+    # docs/nginx.md: a socket directory of nginx's group with the setgid bit, and the server run with umask 0007,
+    # give a socket only the server's user and nginx's group can use.
+    _, gid = _unprivileged()
+    with shared_directory() as directory:
+        sockets = directory / "run"
+        sockets.mkdir()
+        os.chown(sockets, -1, gid)
+        sockets.chmod(0o2750)
+        previous = os.umask(0o007)  # inherited by the server process started below
+        try:
+            _hello_through_unprivileged_nginx(directory, sockets / "app.sock")
+        finally:
+            os.umask(previous)
 
 
 def test_the_documented_config_uses_the_tested_directives() -> None:
