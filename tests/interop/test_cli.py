@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import signal
+import socket
 
 import pytest
 import requests
@@ -34,14 +36,33 @@ def test_framework_app_under_the_cli(framework: str, download_sha256: str) -> No
             "sha256": hashlib.sha256(b"hello upload").hexdigest(),
         }
 
-        # The real process sends the file with sendfile (wsgi.file_wrapper), not through Python.
+        # The real process sends the file with sendfile (wsgi.file_wrapper), not through Python. Halfway
+        # through, SIGTERM: the server stops accepting but lets the download finish before it exits.
         digest = hashlib.sha256()
         with requests.get(f"{server.url}/download", stream=True, timeout=TIMEOUT) as download:
             assert download.headers["Content-Length"] == str(DOWNLOAD_SIZE)
-            for piece in download.iter_content(chunk_size=1024 * 1024):
+            pieces = download.iter_content(chunk_size=1024 * 1024)
+            digest.update(next(pieces))
+            server.signal(signal.SIGTERM)
+            for piece in pieces:
                 digest.update(piece)
         assert digest.hexdigest() == download_sha256
-    assert server.proc.returncode == 0, server.output()
+        assert server.wait() == 0, server.output()
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 support in this Python")
+@pytest.mark.parametrize("framework", list(APPS))
+def test_framework_app_over_ipv6(framework: str) -> None:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as error:
+        pytest.skip(f"cannot bind [::1]: {error}")
+    with ServerProcess(APPS[framework], "--bind", "[::1]:0") as server:
+        who = requests.get(f"{server.url}/whoami", timeout=TIMEOUT).json()
+        assert who["remote_addr"] == "::1"
+        assert who["url"] == f"{server.url}/whoami"  # Host [::1]:PORT understood (and allowed, for Django)
+        redirected = requests.get(f"{server.url}/redirect", timeout=TIMEOUT)
+        assert redirected.url == f"{server.url}/query?from=redirect"
 
 
 def test_prefork_workers_serve_an_app_loaded_before_the_fork() -> None:

@@ -23,6 +23,8 @@ DATABASES: dict[str, dict] = {}
 TEMPLATES: list[dict] = []
 
 USE_TZ = True
+# Django sets the process time zone (os.environ["TZ"]) from this; keep the server's log times in UTC.
+TIME_ZONE = "UTC"
 USE_I18N = False
 DEFAULT_CHARSET = "utf-8"
 # Uploads above this size are spooled to a temporary file by Django, as in production.
