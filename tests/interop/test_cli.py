@@ -36,8 +36,8 @@ def test_framework_app_under_the_cli(framework: str, download_sha256: str) -> No
             "sha256": hashlib.sha256(b"hello upload").hexdigest(),
         }
 
-        # The real process sends the file with sendfile (wsgi.file_wrapper), not through Python. Halfway
-        # through, SIGTERM: the server stops accepting but lets the download finish before it exits.
+        # The real process sends the file with sendfile (wsgi.file_wrapper), not through Python.
+        # Mid-download, SIGTERM: the server stops accepting but lets the download finish before it exits.
         digest = hashlib.sha256()
         with requests.get(f"{server.url}/download", stream=True, timeout=TIMEOUT) as download:
             assert download.headers["Content-Length"] == str(DOWNLOAD_SIZE)
