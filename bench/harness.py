@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import fcntl
 import os
 import pwd
 import re
@@ -342,6 +343,37 @@ def nginx_server(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# One measurement at a time
+# ----------------------------------------------------------------------------------------------------------
+
+LOCK_PATH = Path(tempfile.gettempdir()) / "bench-harness.lock"
+
+
+@contextlib.contextmanager
+def measurement_lock(wait: float = 900.0) -> Iterator[None]:
+    """Hold the machine-wide benchmark lock: two benchmarks loading the same cores would spoil both.
+
+    Every wrk run takes it, so benchmarks started side by side (say the server's and the static files')
+    take turns run by run instead of measuring each other. After ``wait`` seconds we measure anyway: a stuck
+    holder must not hang a benchmark forever.
+    """
+    with open(LOCK_PATH, "a") as handle:
+        deadline = time.monotonic() + wait
+        locked = False
+        while not locked and time.monotonic() < deadline:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # wrk
 # ----------------------------------------------------------------------------------------------------------
 
@@ -416,9 +448,10 @@ def run_wrk(
         argv += ["-H", f"{name}: {value}"]
     argv.append(url)
     try:
-        done = subprocess.run(
-            pinned(argv, cpu), capture_output=True, text=True, timeout=duration + timeout + 30, check=False
-        )
+        with measurement_lock():
+            done = subprocess.run(
+                pinned(argv, cpu), capture_output=True, text=True, timeout=duration + timeout + 30, check=False
+            )
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"wrk did not finish: {' '.join(argv)}") from exc
     if done.returncode != 0:
@@ -541,9 +574,7 @@ def _fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}{suffix}"
 
 
-def markdown_table(
-    results: Results, baselines: Sequence[str] = (), scenarios: Sequence[str] | None = None
-) -> str:
+def markdown_table(results: Results, baselines: Sequence[str] = (), scenarios: Sequence[str] | None = None) -> str:
     """Render the medians as a markdown table, one row per (scenario, server), with ratios to each baseline.
 
     The min-max column shows the spread over the rounds, so a reader can tell a real difference from noise.
