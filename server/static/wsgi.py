@@ -86,7 +86,9 @@ class StaticFiles:
         if rest is None:
             return None
         headers = request_headers_from_environ(environ)
-        display_prefix = script_name + self.mount.prefix + "/"
+        # SCRIPT_NAME holds bytes as latin-1 characters; a listing's title shows them as the UTF-8 they are.
+        shown_script = script_name.encode("latin-1").decode("utf-8", "replace")
+        display_prefix = shown_script + self.mount.prefix + "/"
         return serve_under_root(self.mount, method, rest, raw_script + raw_path, headers, display_prefix=display_prefix)
 
 
