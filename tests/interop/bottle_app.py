@@ -14,8 +14,10 @@ from bottle import request, response
 
 from tests.interop.common import (
     STREAM_DEFAULT_CHUNKS,
+    custom_headers,
     digest_stream,
     download_file,
+    gated_chunks,
     json_answer,
     multi_dict,
     stream_chunks,
@@ -92,6 +94,20 @@ def stream() -> Iterator[bytes]:
 def download() -> bottle.HTTPResponse:
     path = download_file()
     return bottle.static_file(path.name, root=str(path.parent), mimetype="application/octet-stream", download=True)
+
+
+@app.get("/headers")
+def headers() -> str:
+    response.content_type = "text/plain; charset=utf-8"
+    for name, value in custom_headers(int(request.query.get("n", 0))):
+        response.set_header(name, value)
+    return "headers"
+
+
+@app.get("/wait")
+def wait() -> Iterator[bytes]:
+    response.content_type = "text/plain; charset=utf-8"
+    return gated_chunks(request.query["tag"])
 
 
 @app.get("/whoami")

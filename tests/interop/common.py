@@ -17,6 +17,8 @@ The routes, identical in all three apps:
     GET  /redirect              302 to /query?from=redirect
     GET  /stream?n=N&tag=T      N chunks "chunk 00000\\n", ... from a generator (T noted in STREAMS_CLOSED)
     GET  /download              the DOWNLOAD_SIZE file below, through the framework's file response
+    GET  /headers?n=N           N headers X-Interop-0..N-1, and the app's own Server header (SERVER_HEADER)
+    GET  /wait?tag=T            "first\\n", then (once GATES[T] is set, in-process) "second\\n"
     GET  /whoami                JSON {"framework", "pid", "remote_addr", "scheme", "host", "url"}
 """
 
@@ -26,12 +28,14 @@ import hashlib
 import os
 import random
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 DOWNLOAD_SIZE = 20 * 1024 * 1024
 DOWNLOAD_SEED = 3333
 STREAM_DEFAULT_CHUNKS = 1000
+SERVER_HEADER = "interop-app/1.0"
 
 
 def download_file() -> Path:
@@ -75,6 +79,22 @@ def stream_chunks(count: int, tag: str | None = None) -> Iterator[bytes]:
     finally:
         if tag:
             STREAMS_CLOSED.add(tag)
+
+
+def custom_headers(count: int) -> list[tuple[str, str]]:
+    """The headers /headers sends: the app's own Server header first, then ``count`` numbered ones."""
+    return [("Server", SERVER_HEADER)] + [(f"X-Interop-{i}", f"value {i}") for i in range(count)]
+
+
+# Gates the /wait route blocks on between its two chunks, by tag (in-process only): a test opens one once it
+# has received the first chunk, which proves the server sent that chunk while the app was still running.
+GATES: dict[str, threading.Event] = {}
+
+
+def gated_chunks(tag: str, wait: float = 10.0) -> Iterator[bytes]:
+    yield b"first\n"
+    gate = GATES.setdefault(tag, threading.Event())
+    yield b"second\n" if gate.wait(wait) else b"gate never opened\n"
 
 
 def multi_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

@@ -12,8 +12,10 @@ from flask import Flask, Response, jsonify, redirect, request, send_file
 
 from tests.interop.common import (
     STREAM_DEFAULT_CHUNKS,
+    custom_headers,
     digest_stream,
     download_file,
+    gated_chunks,
     json_answer,
     multi_dict,
     stream_chunks,
@@ -89,6 +91,19 @@ def stream() -> Response:
 @app.get("/download")
 def download() -> Response:
     return send_file(download_file(), mimetype="application/octet-stream", as_attachment=True)
+
+
+@app.get("/headers")
+def headers() -> Response:
+    response = Response("headers", mimetype="text/plain")
+    for name, value in custom_headers(request.args.get("n", 0, type=int)):
+        response.headers[name] = value
+    return response
+
+
+@app.get("/wait")
+def wait() -> Response:
+    return Response(gated_chunks(request.args["tag"]), mimetype="text/plain")
 
 
 @app.get("/whoami")

@@ -10,6 +10,7 @@ import hashlib
 import os
 import random
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,16 @@ from urllib.parse import urljoin
 import pytest
 import requests
 
-from tests.interop.common import DOWNLOAD_SIZE, STREAMS_CLOSED, download_file, json_answer, stream_chunks
+from tests.interop.common import (
+    DOWNLOAD_SIZE,
+    GATES,
+    SERVER_HEADER,
+    STREAMS_CLOSED,
+    custom_headers,
+    download_file,
+    json_answer,
+    stream_chunks,
+)
 from tests.interop.conftest import Live
 from tests.support import TIMEOUT, read_response, wait_for
 
@@ -429,3 +439,31 @@ def test_an_unread_request_body_does_not_spill_into_the_next_request(live: Live)
         after = session.post(f"{live.url}/form", data={"after": "yes"}, timeout=TIMEOUT)
         assert after.status_code == 200
         assert after.json() == {"form": {"after": ["yes"]}}
+
+
+def _raw_head(live: Live, target: str) -> list[tuple[str, str]]:
+    """The response head's fields, in order and with repeats (``requests`` would merge repeated fields)."""
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        head, _ = _head_then(sock, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n\r\n".encode())
+    fields = [line.partition(":") for line in head.decode("latin-1").split("\r\n")[1:]]
+    return [(name.lower(), value.strip()) for name, _, value in fields]
+
+
+@pytest.mark.parametrize("count", [2, 30])
+def test_the_apps_own_server_header_is_kept_once(live: Live, count: int) -> None:
+    fields = _raw_head(live, f"/headers?n={count}")
+    names = [name for name, _ in fields]
+    assert [value for name, value in fields if name == "server"] == [SERVER_HEADER]
+    assert names.count("date") == 1
+    sent = [(name.lower(), value) for name, value in custom_headers(count)[1:]]
+    assert [field for field in fields if field[0].startswith("x-interop-")] == sent
+
+
+def test_a_streamed_chunk_is_sent_while_the_app_is_still_running(live: Live) -> None:
+    tag = uuid.uuid4().hex
+    gate = GATES.setdefault(tag, threading.Event())
+    with requests.get(f"{live.url}/wait?tag={tag}", stream=True, timeout=TIMEOUT) as response:
+        lines = response.iter_lines()
+        assert next(lines) == b"first"  # the app is now blocked on the gate: nothing was buffered
+        gate.set()
+        assert list(lines) == [b"second"]

@@ -19,5 +19,7 @@ urlpatterns = [
     path("redirect", views.go_elsewhere),
     path("stream", views.stream),
     path("download", views.download),
+    path("headers", views.headers),
+    path("wait", views.wait),
     path("whoami", views.whoami),
 ]

@@ -22,8 +22,10 @@ from django.views.decorators.http import require_POST, require_safe
 
 from tests.interop.common import (
     STREAM_DEFAULT_CHUNKS,
+    custom_headers,
     digest_stream,
     download_file,
+    gated_chunks,
     json_answer,
     multi_dict,
     stream_chunks,
@@ -110,6 +112,19 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
 def download(request: HttpRequest) -> FileResponse:
     path = download_file()
     return FileResponse(path.open("rb"), as_attachment=True, content_type="application/octet-stream")
+
+
+@require_safe
+def headers(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse("headers", content_type="text/plain; charset=utf-8")
+    for name, value in custom_headers(int(request.GET.get("n", 0))):
+        response[name] = value
+    return response
+
+
+@require_safe
+def wait(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(gated_chunks(request.GET["tag"]), content_type="text/plain; charset=utf-8")
 
 
 @require_safe
