@@ -1,0 +1,123 @@
+"""Static mounts served by our own server, on the event loop with sendfile: what a client really receives.
+
+The rules are tested directly in test_static.py; here the question is whether the loop hands them the raw
+request path (so ``%2f`` is still refused), sends exactly the bytes a FileReply names, and keeps the
+connection usable afterwards.
+"""
+
+import gzip
+import socket
+
+import pytest
+import requests
+
+from tests.support import ServerThread, read_response
+
+TIMEOUT = 10
+BIG = bytes(range(256)) * 8192  # 2 MiB: more than one sendfile call and more than the socket buffer
+
+
+def app(environ, start_response):
+    body = f"app: {environ['PATH_INFO']}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("live") / "site"
+    root.mkdir()
+    (root.parent / "secret.txt").write_bytes(b"secret")
+    (root / "a.txt").write_bytes(b"0123456789")
+    (root / "big.bin").write_bytes(BIG)
+    (root / "café.txt").write_bytes(b"accent")
+    (root / "app.css").write_bytes(b"body{}")
+    (root / "app.css.gz").write_bytes(gzip.compress(b"body{ /* gz */ }"))
+    (root / "sub").mkdir()
+    (root / "sub" / "b.txt").write_bytes(b"b")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    with ServerThread(app, static=(f"/static={site}",)) as running:
+        yield running
+
+
+def raw_get(server, target: bytes, sock: socket.socket | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Send a request line exactly as given (no client-side normalisation) and read one response."""
+    own = sock is None
+    sock = sock or server.connect(TIMEOUT)
+    try:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: test\r\n\r\n")
+        return read_response(sock)
+    finally:
+        if own:
+            sock.close()
+
+
+def test_a_file_and_the_app_beside_it(server):
+    response = requests.get(f"{server.url}/static/a.txt", timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.content == b"0123456789"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.headers["ETag"]
+    assert requests.get(f"{server.url}/elsewhere", timeout=TIMEOUT).text == "app: /elsewhere"
+
+
+def test_big_file_and_ranges(server):
+    assert requests.get(f"{server.url}/static/big.bin", timeout=TIMEOUT).content == BIG
+    partial = requests.get(f"{server.url}/static/big.bin", headers={"Range": "bytes=100000-"}, timeout=TIMEOUT)
+    assert partial.status_code == 206
+    assert partial.headers["Content-Range"] == f"bytes 100000-{len(BIG) - 1}/{len(BIG)}"
+    assert partial.content == BIG[100000:]
+    refused = requests.get(f"{server.url}/static/big.bin", headers={"Range": "bytes=9999999-"}, timeout=TIMEOUT)
+    assert refused.status_code == 416
+    assert refused.headers["Content-Range"] == f"bytes */{len(BIG)}"
+
+
+def test_not_modified_and_head(server):
+    etag = requests.head(f"{server.url}/static/big.bin", timeout=TIMEOUT).headers["ETag"]
+    cached = requests.get(f"{server.url}/static/big.bin", headers={"If-None-Match": etag}, timeout=TIMEOUT)
+    assert cached.status_code == 304 and cached.content == b""
+    head = requests.head(f"{server.url}/static/big.bin", timeout=TIMEOUT)
+    assert head.status_code == 200
+    assert head.headers["Content-Length"] == str(len(BIG))
+
+
+def test_the_connection_stays_usable_after_sendfile(server):
+    with server.connect(TIMEOUT) as sock:
+        for target, expected in [(b"/static/big.bin", BIG), (b"/static/a.txt", b"0123456789"), (b"/x", b"app: /x")]:
+            status, _, body = raw_get(server, target, sock)
+            assert (status, body) == (200, expected)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/static/%2e%2e/secret.txt", b"/static/..%2fsecret.txt", b"/static/sub%2fb.txt", b"/static/sub%5cb.txt"],
+)
+def test_escapes_are_refused_on_the_wire(server, target):
+    status, _, body = raw_get(server, target)
+    assert status == 404
+    assert b"secret" not in body
+
+
+def test_non_ascii_names_raw_and_encoded(server):
+    assert raw_get(server, "/static/café.txt".encode()) == raw_get(server, b"/static/caf%C3%A9.txt")
+    status, _, body = raw_get(server, b"/static/caf%C3%A9.txt")
+    assert (status, body) == (200, b"accent")
+
+
+def test_directory_redirect(server):
+    status, headers, _ = raw_get(server, b"/static/sub")
+    assert status == 301
+    assert headers["location"] == "/static/sub/"
+
+
+def test_precompressed_sibling(server):
+    response = requests.get(
+        f"{server.url}/static/app.css", headers={"Accept-Encoding": "gzip"}, stream=True, timeout=TIMEOUT
+    )
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert response.headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(response.raw.read(decode_content=False)) == b"body{ /* gz */ }"
