@@ -56,11 +56,15 @@ def wsgi_to_text(value: str) -> str:
 
 
 def content_length(environ: dict[str, Any]) -> int | None:
-    """The declared body length, ``None`` when absent; 400 when it is not a plain decimal number."""
+    """The declared body length, ``None`` when absent; 400 when it is not a plain decimal number.
+
+    ``isdigit()`` alone would let through ``"²"`` (which ``int()`` refuses: a 500) and ``"١٢"`` (which
+    ``int()`` reads as 12), hence the ASCII check.
+    """
     text = environ.get("CONTENT_LENGTH")
     if not text:
         return None
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise HTTPError(400, "Malformed Content-Length header")
     return int(text)
 

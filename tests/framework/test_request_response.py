@@ -148,9 +148,11 @@ def test_body_without_length_or_terminated_input_is_empty():
     assert status.startswith("200") and body == b""
 
 
-def test_malformed_content_length_is_400():
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/body", "CONTENT_LENGTH": "12abc"}
-    assert call(echo_app(), environ)[0].startswith("400")
+@pytest.mark.parametrize("length", ["12abc", "-1", "+5", " 5", "²", "١٢"])
+def test_malformed_content_length_is_400(length):
+    # "²" and "١٢" are digits to str.isdigit(); the first made int() fail (a 500), the second read as 12.
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/body", "CONTENT_LENGTH": length}
+    assert call(echo_app(), {**environ, "wsgi.input": io.BytesIO(b"x" * 20)})[0].startswith("400")
 
 
 def test_body_shorter_than_content_length_is_400():
