@@ -14,6 +14,7 @@ from bottle import request, response
 
 from tests.interop.common import (
     STREAM_DEFAULT_CHUNKS,
+    UNICODE_DISPOSITION,
     custom_headers,
     digest_stream,
     download_file,
@@ -102,6 +103,13 @@ def headers() -> str:
     for name, value in custom_headers(int(request.query.get("n", 0))):
         response.set_header(name, value)
     return "headers"
+
+
+@app.get("/unicode-header")
+def unicode_header() -> str:
+    response.content_type = "text/plain; charset=utf-8"
+    response.set_header("Content-Disposition", UNICODE_DISPOSITION)
+    return "tea"
 
 
 @app.get("/wait")

@@ -18,6 +18,7 @@ The routes, identical in all three apps:
     GET  /stream?n=N&tag=T      N chunks "chunk 00000\\n", ... from a generator (T noted in STREAMS_CLOSED)
     GET  /download              the DOWNLOAD_SIZE file below, through the framework's file response
     GET  /headers?n=N           N headers X-Interop-0..N-1, and the app's own Server header (SERVER_HEADER)
+    GET  /unicode-header        a Content-Disposition with characters outside latin-1, set the naive way
     GET  /wait?tag=T            "first\\n", then (once GATES[T] is set, in-process) "second\\n"
     GET  /whoami                JSON {"framework", "pid", "remote_addr", "scheme", "host", "url"}
 """
@@ -79,6 +80,10 @@ def stream_chunks(count: int, tag: str | None = None) -> Iterator[bytes]:
     finally:
         if tag:
             STREAMS_CLOSED.add(tag)
+
+
+# A header value PEP 3333 forbids (not latin-1): Flask passes it through, Bottle sends UTF-8, Django MIME-encodes.
+UNICODE_DISPOSITION = "attachment; filename=café ☕.txt"
 
 
 def custom_headers(count: int) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from flask import Flask, Response, jsonify, redirect, request, send_file
 
 from tests.interop.common import (
     STREAM_DEFAULT_CHUNKS,
+    UNICODE_DISPOSITION,
     custom_headers,
     digest_stream,
     download_file,
@@ -99,6 +100,11 @@ def headers() -> Response:
     for name, value in custom_headers(request.args.get("n", 0, type=int)):
         response.headers[name] = value
     return response
+
+
+@app.get("/unicode-header")
+def unicode_header() -> Response:
+    return Response("tea", mimetype="text/plain", headers={"Content-Disposition": UNICODE_DISPOSITION})
 
 
 @app.get("/wait")

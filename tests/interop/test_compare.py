@@ -59,6 +59,7 @@ PROBES = [
     Probe("GET", "/greet/caf%E9"),
     Probe("GET", "/greet/%F0%9F%90%8D%20x"),
     Probe("GET", "/hello/"),
+    Probe("GET", "/unicode-header"),
     Probe("GET", "/no/such/page"),
     Probe("POST", "/no/such/page", {"data": b"ignored"}),
 ]

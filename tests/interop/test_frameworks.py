@@ -467,3 +467,15 @@ def test_a_streamed_chunk_is_sent_while_the_app_is_still_running(live: Live) -> 
         assert next(lines) == b"first"  # the app is now blocked on the gate: nothing was buffered
         gate.set()
         assert list(lines) == [b"second"]
+
+
+def test_a_header_value_outside_latin1_is_an_app_error_answered_with_500(live: Live) -> None:
+    # PEP 3333: header values must be latin-1. Django MIME-encodes such a value, Bottle sends its UTF-8 bytes;
+    # Flask hands it to the server as is, and then it is an application error: 500, as gunicorn and wsgiref say.
+    try:
+        response = requests.get(f"{live.url}/unicode-header", timeout=TIMEOUT)
+    except requests.ConnectionError as error:
+        raise AssertionError(f"no response at all: {error}") from None
+    assert response.status_code == (500 if live.framework == "flask" else 200)
+    # The connection may close, but the server carries on.
+    assert requests.get(f"{live.url}/hello", timeout=TIMEOUT).status_code == 200

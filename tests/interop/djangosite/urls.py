@@ -20,6 +20,7 @@ urlpatterns = [
     path("stream", views.stream),
     path("download", views.download),
     path("headers", views.headers),
+    path("unicode-header", views.unicode_header),
     path("wait", views.wait),
     path("whoami", views.whoami),
 ]

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from tests.interop.common import (
     STREAM_DEFAULT_CHUNKS,
+    UNICODE_DISPOSITION,
     custom_headers,
     digest_stream,
     download_file,
@@ -120,6 +121,11 @@ def headers(request: HttpRequest) -> HttpResponse:
     for name, value in custom_headers(int(request.GET.get("n", 0))):
         response[name] = value
     return response
+
+
+@require_safe
+def unicode_header(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("tea", content_type="text/plain", headers={"Content-Disposition": UNICODE_DISPOSITION})
 
 
 @require_safe
