@@ -76,7 +76,10 @@ class Answer:
 
 
 def ask(base: str, probe: Probe) -> Answer:
-    response = requests.request(probe.method, base + probe.path, timeout=TIMEOUT, **probe.options)
+    try:
+        response = requests.request(probe.method, base + probe.path, timeout=TIMEOUT, **probe.options)
+    except requests.ConnectionError as error:
+        return Answer(0, f"no response: {error}", {}, None)
     # The app may echo the server's own URL (Bottle's absolute Location, its error pages): neutralise it.
     body = response.content.replace(base.encode(), b"BASE")
     headers = {
