@@ -116,6 +116,8 @@ def test_same_answers_as_a_reference_server(both: tuple[str, str], framework: st
     differences = []
     for probe in PROBES:
         mine, reference = ask(ours, probe), ask(theirs, probe)
+        if mine.status == reference.status == 500:
+            continue  # a server's own error page: its wording is the server's business, not the app's
         if mine != reference:
             differences.append(f"{probe.method} {probe.path}:\n  ours   {mine}\n  theirs {reference}")
         # Where the reference knew the length, so must we (a HEAD answer included).
