@@ -38,7 +38,7 @@ from .middleware import shift_path, to_wsgi_string
 from .pages import debug_page, error_page
 from .request import Request, content_length
 from .response import Response, redirect, to_json
-from .routing import Converter, Router
+from .routing import Converter, Router, quote_path
 from .sessions import CookieSessions, NoSessions
 from .templates import Templates
 
@@ -226,7 +226,7 @@ class App:
         """The path (without mount point) of a static file."""
         if self.static_folder is not None:
             return self.router.build("static", {"filename": filename})
-        return f"{self.static_url}/{filename.lstrip('/')}"
+        return quote_path(f"{self.static_url}/{filename.lstrip('/')}")
 
     def _serve_static(self, request: Request, filename: str) -> Response:
         path = safe_join(self.static_folder, filename)
@@ -338,8 +338,11 @@ class App:
     def _handle_error(self, request: Request, error: Exception) -> Response:
         """The response for an exception: its handler's answer, or the default error page."""
         if isinstance(error, RequestRedirect):
+            # The location is the client's own path with its slash toggled: quoted, since browsers read
+            # "/\evil.example" as "//evil.example", and with one leading slash, since "//host" is another site.
+            location = "/" + quote_path(request.script_name + error.location).lstrip("/")
             query = request.query_string
-            return redirect(request.script_name + error.location + (f"?{query}" if query else ""), error.code)
+            return redirect(location + (f"?{query}" if query else ""), error.code)
         handler, status = None, 500
         if isinstance(error, HTTPError):
             status = error.code

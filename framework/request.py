@@ -15,12 +15,13 @@ import io
 import json
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
 from .cookies import parse_cookie_header
 from .datastructures import EnvironHeaders, MultiDict
 from .errors import HTTPError
 from .forms import parse_multipart, parse_urlencoded
+from .routing import quote_path
 
 if TYPE_CHECKING:
     from .app import App
@@ -155,7 +156,7 @@ class Request:
     @lazy
     def url(self) -> str:
         """The full URL the client asked for, query string included."""
-        path = quote(self.script_name + self.path, safe="/:@!$&'()*+,;=-._~")
+        path = quote_path(self.script_name + self.path)
         query = self.query_string
         return f"{self.scheme}://{self.host}{path}" + (f"?{query}" if query else "")
 
@@ -281,12 +282,12 @@ class Request:
     def url_for(self, endpoint: str, *, _external: bool = False, **values: Any) -> str:
         """The URL of ``endpoint`` with ``values`` as parameters (extra ones become the query string), under
         this request's mount point; ``_external=True`` adds scheme and host."""
-        url = self.script_name + self.app.router.build(endpoint, values)
+        url = quote_path(self.script_name) + self.app.router.build(endpoint, values)
         return f"{self.scheme}://{self.host}{url}" if _external else url
 
     def static(self, filename: str) -> str:
         """The URL of a static file (served by the app's ``static`` route, or the server at ``/static``)."""
-        return self.script_name + self.app.static_path(filename)
+        return quote_path(self.script_name) + self.app.static_path(filename)
 
     def close(self) -> None:
         """Release the temporary files of uploads; the app calls this when the request is over."""

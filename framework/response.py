@@ -17,6 +17,7 @@ from urllib.parse import quote
 from .cookies import format_set_cookie
 from .datastructures import Headers
 from .errors import status_line
+from .routing import PATH_SAFE
 
 # One shared encoder: json.dumps() with non-default options builds a new encoder on every call.
 _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -148,7 +149,10 @@ def _encode_chunks(chunks: Iterable[bytes | str]) -> Iterator[bytes]:
 
 
 def redirect(url: str, code: int = 302) -> Response:
-    """A redirect to ``url`` (302 by default; 301/308 are permanent, 303 turns a POST into a GET)."""
-    if not url.isascii():
-        url = quote(url, safe="/:@!$&'()*+,;=-._~%?#[]")
-    return Response(b"", code, [("Location", url)])
+    """A redirect to ``url`` (302 by default; 301/308 are permanent, 303 turns a POST into a GET).
+
+    Characters a URL cannot carry (spaces, non-ASCII, ``\\``) are percent-encoded; ``%`` and the URL's
+    delimiters are kept, so an already-encoded URL passes unchanged. This does not make a redirect to a URL
+    taken from the request safe: check that it is a path on this site first.
+    """
+    return Response(b"", code, [("Location", quote(url, safe=PATH_SAFE + "%?#[]"))])

@@ -110,6 +110,16 @@ DEFAULT_CONVERTERS: dict[str, type[Converter]] = {
     "uuid": UUIDConverter,
 }
 
+# What RFC 3986 lets a path carry unescaped ("pchar" and "/"). "%" is not in it: the paths quoted here are
+# decoded text, so a "%" in them is a literal percent sign. Nor is "\", which browsers read as "/".
+PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def quote_path(path: str) -> str:
+    """A decoded path as it must appear in a URL: ``/a b/ü`` -> ``/a%20b/%C3%BC``."""
+    return quote(path, safe=PATH_SAFE)
+
+
 _PARAM = re.compile(r"<(?:(?P<converter>[A-Za-z_]\w*):)?(?P<name>[A-Za-z_]\w*)>")
 
 
@@ -214,7 +224,7 @@ class Rule:
         out = []
         for part in self.parts:
             if isinstance(part, str):
-                out.append(quote(part, safe="/:@!$&'()*+,;=-._~"))
+                out.append(quote_path(part))
             else:
                 name, converter = part
                 out.append(converter.to_url(values[name]))

@@ -295,6 +295,11 @@ def test_redirect_and_abort():
     client = TestApp(app)
     assert client.get("/go", status=302).headers["Location"].endswith("/there")
     assert client.get("/see-other", status=303).headers["Location"].endswith("/%C3%BCn%C3%AFcode")
+    # Spaces and backslashes are encoded; an already-encoded URL passes unchanged.
+    assert redirect("/a b\\c?q=1%20#top").headers["Location"] == "/a%20b%5Cc?q=1%20#top"
+    assert (
+        redirect("https://example.test/x?a=%C3%BC&b=[1]").headers["Location"] == "https://example.test/x?a=%C3%BC&b=[1]"
+    )
     assert "Members only" in client.get("/forbidden", status=403).text
 
 

@@ -285,3 +285,35 @@ def test_options_lists_the_allowed_methods(client):
     response = client.options("/users/3", status=204)
     assert response.headers["Allow"] == "GET, HEAD, POST"
     client.options("/nowhere", status=404)
+
+
+def test_trailing_slash_redirects_stay_on_this_site():
+    class Anything(Converter):
+        regex = r"[^/]*"  # Matches an empty segment too, so "//evil.example" matches a rule.
+
+    app = App(__name__)
+    app.add_converter("any", Anything)
+    app.add_route("/<name>", lambda request, name: name, name="page")
+    app.add_route("/<any:a>/<b>", lambda request, a, b: b, name="pair")
+    client = TestApp(app)
+    # Browsers read "/\evil.example" as "//evil.example", another site: the backslash must go out encoded.
+    assert client.get("/%5Cevil.example/", status=308).headers["Location"] == "/%5Cevil.example"
+    # The path is decoded text: its "%" and spaces are encoded again, so the redirect reaches the same path.
+    assert client.get("/100%25%20off/", status=308).headers["Location"] == "/100%25%20off"
+    response = client.get("/", extra_environ={"PATH_INFO": "//evil.example/"}, status=308)
+    assert response.headers["Location"] == "/evil.example"
+
+
+def test_url_for_quotes_the_mount_point_and_static_paths():
+    child = App(__name__)
+
+    @child.route("/p/<name>")
+    def page(request, name):
+        return {"page": request.url_for("page", name="a b"), "static": request.static("my file.css")}
+
+    outer = App(__name__)
+    outer.mount("/my site", child)
+    assert TestApp(outer).get("/my%20site/p/x").json == {
+        "page": "/my%20site/p/a%20b",
+        "static": "/my%20site/static/my%20file.css",
+    }
