@@ -479,3 +479,23 @@ def test_a_header_value_outside_latin1_is_an_app_error_answered_with_500(live: L
     assert response.status_code == (500 if live.framework == "flask" else 200)
     # The connection may close, but the server carries on.
     assert requests.get(f"{live.url}/hello", timeout=TIMEOUT).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("request_head", "host"),
+    [
+        # RFC 9112 3.2.2: an absolute-form target's authority wins over the Host header.
+        ("GET http://localhost/whoami HTTP/1.1\r\nHost: other.example\r\n\r\n", "localhost"),
+        # HTTP/1.0 needs no Host: the app falls back on SERVER_NAME and SERVER_PORT.
+        ("GET /whoami HTTP/1.0\r\n\r\n", None),
+    ],
+    ids=["absolute-form", "http-1.0-without-host"],
+)
+def test_the_app_builds_urls_from_the_right_host(live: Live, request_head: str, host: str | None) -> None:
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        sock.sendall(request_head.encode())
+        status, _, body = read_response(sock)
+    assert status == 200
+    host = host or f"127.0.0.1:{live.port}"
+    answer = requests.models.complexjson.loads(body)
+    assert (answer["host"], answer["url"]) == (host, f"http://{host}/whoami")
