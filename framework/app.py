@@ -182,7 +182,11 @@ class App:
 
     def errorhandler(self, code_or_exception: int | type[BaseException]) -> Callable[[View], View]:
         """Handle an HTTP status (``404``) or an exception class (and its subclasses) with
-        ``handler(request, error)``, which returns anything a view may; the status defaults to the error's."""
+        ``handler(request, error)``, which returns anything a view may.
+
+        The status defaults to the error's, also for a ``Response`` left at 200 such as ``app.render``'s
+        (return ``(response, 200)`` to really answer 200), and the error's headers (``Allow`` of a 405) are
+        added unless the handler set them."""
 
         def register(handler: View) -> View:
             if isinstance(code_or_exception, int):
@@ -357,10 +361,20 @@ class App:
             handler = self._status_handlers.get(500)
         if handler is not None:
             try:
-                return self.make_response(request, handler(request, error), status)
+                value = handler(request, error)
+                if isinstance(value, Response) and value.status == 200:
+                    # A Response says 200 unless told otherwise (app.render's does); from an error handler
+                    # that would turn a 404 page into a success. (response, 200) still means 200.
+                    value.status = status
+                response = self.make_response(request, value, status)
             except Exception as handler_error:
                 log.error("error handler %r failed", handler, exc_info=handler_error)
                 error = handler_error
+            else:
+                if isinstance(error, HTTPError):
+                    for name, header in error.headers:  # A 405 must say Allow, whoever wrote its page.
+                        response.headers.setdefault(name, header)
+                return response
         if isinstance(error, HTTPError):
             return error_page(request, error)
         if self.debug:

@@ -343,3 +343,33 @@ def test_view_may_return_response_subclass_and_hooks_may_replace_it():
 
     app.add_route("/replace", lambda request: "original", name="replace")
     assert TestApp(app).get("/replace", status=202).text == "replaced"
+
+
+def test_error_handlers_keep_the_error_status_and_headers():
+    app = App(__name__, templates="templates")
+
+    @app.errorhandler(404)
+    def not_found(request, error):
+        return app.render(request, "page.html", title="Lost", message=request.path)  # A Response at 200.
+
+    @app.errorhandler(405)
+    def not_allowed(request, error):
+        return "try another method"
+
+    @app.errorhandler(Boom)
+    def boom(request, error):
+        return Response("handled, all is well"), 200  # Saying 200 explicitly still means 200.
+
+    @app.route("/only-get")
+    def only_get(request):
+        return "ok"
+
+    @app.route("/boom")
+    def boom_view(request):
+        raise Boom()
+
+    client = TestApp(app)
+    assert "<title>Lost</title>" in client.get("/nowhere", status=404).text
+    response = client.post("/only-get", status=405)
+    assert response.text == "try another method" and response.headers["Allow"] == "GET, HEAD"
+    assert client.get("/boom", status=200).text == "handled, all is well"
