@@ -21,7 +21,6 @@ import selectors
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -35,6 +34,7 @@ from .transfer import Address, Datagram, Receiver, Sender, State, error_for_os_e
 log = logging.getLogger("server.net.tftp")
 
 MAX_DATAGRAM = 65536  # larger than any TFTP packet: blksize is at most 65464
+_FILE_BUFFER = 256 * 1024  # many blocks per read or write system call
 _BATCH = 64  # datagrams read from one socket before the loop looks at the others again
 
 
@@ -163,8 +163,10 @@ class TftpServer:
         for active in list(self._transfers.values()):
             machine = active.machine
             if machine.deadline is not None and machine.deadline <= now:
-                with self._isolated(active):
+                try:
                     self._step(active, machine.tick(now), now)
+                except Exception:
+                    self._crashed(active)
                 if active.sock not in self._transfers:
                     continue
             if active.linger_until is not None and active.linger_until <= now:
@@ -185,21 +187,19 @@ class TftpServer:
                 log.debug("transfer socket error for %s: %s", active.peer, exc)
                 continue
             now = time.monotonic()
-            with self._isolated(active):
+            try:
                 self._step(active, active.machine.datagram_received(data, addr, now), now)
+            except Exception:
+                self._crashed(active)
             if active.sock not in self._transfers:
                 return
 
-    @contextlib.contextmanager
-    def _isolated(self, active: _Active) -> Iterator[None]:
+    def _crashed(self, active: _Active) -> None:
         """A bug or an unexpected error in one transfer ends that transfer, never the server."""
-        try:
-            yield
-        except Exception:
-            log.exception("%s: transfer failed unexpectedly", _peer_text(active.peer))
-            with contextlib.suppress(Exception):
-                self._send(active, active.machine.abort("internal server error"))
-            self._close_transfer(active)
+        log.exception("%s: transfer failed unexpectedly", _peer_text(active.peer))
+        with contextlib.suppress(Exception):
+            self._send(active, active.machine.abort("internal server error"))
+        self._close_transfer(active)
 
     def _send(self, active: _Active, datagrams: list[Datagram]) -> None:
         for data, addr in datagrams:
@@ -213,8 +213,9 @@ class TftpServer:
     def _step(self, active: _Active, datagrams: list[Datagram], now: float) -> None:
         """Send what the machine produced, after the book-keeping its new state calls for."""
         machine = active.machine
-        if machine.deadline is not None:
-            self._next_timer = min(self._next_timer, machine.deadline)
+        deadline = machine.deadline
+        if deadline is not None and deadline < self._next_timer:
+            self._next_timer = deadline
         if active.linger_until is not None or not machine.finished:
             self._send(active, datagrams)
             return
@@ -307,8 +308,8 @@ class TftpServer:
         return self._start_write(sock, request, peer, path, now)
 
     def _start_read(self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float) -> _Active:
-        try:
-            file = open(path, "rb")
+        try:  # the file is closed by _close_transfer, whichever way the transfer ends
+            file = open(path, "rb", buffering=_FILE_BUFFER)
         except IsADirectoryError:
             raise Refused(ErrorCode.ACCESS_VIOLATION, "is a directory") from None
         except OSError as exc:
@@ -345,7 +346,7 @@ class TftpServer:
             fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         except OSError as exc:
             raise Refused(*error_for_os_error(exc)) from None
-        file = os.fdopen(fd, "wb")
+        file = os.fdopen(fd, "wb", buffering=_FILE_BUFFER)
         writer = netascii.DecodingWriter(file.write) if request.mode == "netascii" else None
         write = writer.write if writer else file.write
         machine = Receiver(write, peer, settings, now, oack=accepted, limit=self.limits.max_upload)

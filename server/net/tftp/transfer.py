@@ -44,6 +44,7 @@ from .packets import (
     Error,
     ErrorCode,
     MalformedPacket,
+    Opcode,
     OptionAck,
     Request,
     decode,
@@ -124,13 +125,19 @@ class _Transfer:
         return self._to_peer(self._last)
 
     def datagram_received(self, data: bytes, addr: Address, now: float) -> list[Datagram]:
-        if not self._is_peer(addr):
-            if self.state == State.REQUESTING and addr[0] == self.peer[0]:
+        peer = self.peer
+        if addr[1] != peer[1] or addr[0] != peer[0]:
+            if self.state == State.REQUESTING and addr[0] == peer[0]:
                 self.peer = addr  # the first answer from the server's host fixes its TID
             else:
                 return self._stranger(data, addr)
         if self.state == State.FAILED:
             return []
+        if self.state == State.RUNNING and len(data) >= 4 and data[0] == 0 and data[1] == self._bulk_opcode:
+            # The fast path for the bulk of a transfer (DATA to a receiver, ACK to a sender): the block number
+            # is read in place, because building a packet object per datagram costs more than the rest of the
+            # step. Everything else, malformed packets included, takes the general path below.
+            return self._on_bulk(data, now)
         try:
             packet = decode(data)
         except MalformedPacket as exc:
@@ -158,7 +165,7 @@ class _Transfer:
             return self._fail(ErrorCode.NOT_DEFINED, f"peer {gone}")
         self._retries += 1
         self._deadline = now + self.settings.timeout
-        return self._to_peer(self._last)
+        return self._to_peer(self._retransmission())
 
     def abort(self, message: str = "transfer cancelled") -> list[Datagram]:
         """Stop locally (Ctrl-C, shutdown) and tell the peer."""
@@ -166,11 +173,16 @@ class _Transfer:
 
     # -- helpers for the subclasses
 
-    def _handle(self, packet: Any, now: float) -> list[Datagram]:
+    _bulk_opcode = -1  # the opcode of the packets a running transfer mostly receives, for the fast path
+
+    def _retransmission(self) -> list[bytes]:
+        return self._last
+
+    def _on_bulk(self, data: bytes, now: float) -> list[Datagram]:
         raise NotImplementedError
 
-    def _is_peer(self, addr: Address) -> bool:
-        return addr[0] == self.peer[0] and addr[1] == self.peer[1]
+    def _handle(self, packet: Any, now: float) -> list[Datagram]:
+        raise NotImplementedError
 
     def _stranger(self, data: bytes, addr: Address) -> list[Datagram]:
         # RFC 1350: "If a source TID does not match, the packet should be discarded as erroneously sent from
@@ -227,7 +239,7 @@ class Sender(_Transfer):
         self._window: deque[tuple[int, int, bytes]] = deque()
         self._base = 1  # the oldest unacknowledged block, counted without wrapping
         self._next = 1  # the next block to read from the file
-        self._eof = False
+        self._eof = False  # the last block has been read
         self._resent_for = -1  # the window start a duplicate ACK already made us resend (windowsize > 1)
         if request is not None:
             self._last = [request.encode()]
@@ -260,6 +272,13 @@ class Sender(_Transfer):
         if isinstance(packet, OptionAck):
             return []  # a retransmitted OACK: our DATA will be retransmitted on our own timeout
         return self._illegal(packet)
+
+    _bulk_opcode = Opcode.ACK
+
+    def _on_bulk(self, data: bytes, now: float) -> list[Datagram]:
+        if len(data) != 4:
+            return self._fail(ErrorCode.ILLEGAL_OPERATION, f"malformed packet: ACK of {len(data)} bytes")
+        return self._on_ack(data[2] << 8 | data[3], now)
 
     def _on_ack(self, block: int, now: float) -> list[Datagram]:
         # Map the 16-bit number onto [base - 1, base - 1 + len(window)], the only ACKs that make sense.
@@ -294,13 +313,18 @@ class Sender(_Transfer):
 
     def _fill(self) -> list[bytes]:
         """Top the window up from the file; return every packet in it (the ones to send or resend)."""
+        window, windowsize = self._window, self.settings.windowsize
+        while len(window) < windowsize and not self._eof:
+            window.append(self._read_block())
+        return [packet for _, _, packet in window]
+
+    def _read_block(self) -> tuple[int, int, bytes]:
         blksize = self.settings.blksize
-        while len(self._window) < self.settings.windowsize and not self._eof:
-            payload = self._read(blksize)
-            self._eof = len(payload) < blksize  # a short block, even an empty one, ends the file
-            self._window.append((self._next, len(payload), encode_data(self._next & 0xFFFF, payload)))
-            self._next += 1
-        return [packet for _, _, packet in self._window]
+        payload = self._read(blksize)
+        self._eof = len(payload) < blksize  # a short block, even an empty one, ends the file
+        block = (self._next, len(payload), encode_data(self._next & 0xFFFF, payload))
+        self._next += 1
+        return block
 
 
 class Receiver(_Transfer):
@@ -352,23 +376,28 @@ class Receiver(_Transfer):
             self._fall_back()
             self.state = State.RUNNING
         if isinstance(packet, Data):
-            return self._on_data(packet, now)
+            return self._on_data(packet.block, packet.payload, now)
         if isinstance(packet, OptionAck) and self._expected == 1 and self._request is not None:
             return self._to_peer(self._last)  # the server did not get our ACK 0 and repeated its OACK
         return self._illegal(packet)
 
-    def _on_data(self, packet: Data, now: float) -> list[Datagram]:
+    _bulk_opcode = Opcode.DATA
+
+    def _on_bulk(self, data: bytes, now: float) -> list[Datagram]:
+        return self._on_data(data[2] << 8 | data[3], data[4:], now)
+
+    def _on_data(self, block: int, payload: bytes, now: float) -> list[Datagram]:
         settings = self.settings
-        size = len(packet.payload)
+        size = len(payload)
         if size > settings.blksize:
             message = f"block of {size} bytes exceeds blksize {settings.blksize}"
             return self._fail(ErrorCode.ILLEGAL_OPERATION, message)
-        if packet.block != self._expected & 0xFFFF:
-            return self._on_stray(packet.block)
+        if block != self._expected & 0xFFFF:
+            return self._on_stray(block)
         if self._limit is not None and self.bytes_transferred + size > self._limit:
             return self._fail(ErrorCode.DISK_FULL, f"transfer exceeds the limit of {self._limit} bytes")
         try:
-            self._write(packet.payload)
+            self._write(payload)
         except OSError as exc:
             return self._fail_os(exc)
         self.bytes_transferred += size
@@ -376,14 +405,21 @@ class Receiver(_Transfer):
         self._strays = 0
         self._retries = 0
         self._deadline = now + settings.timeout
-        self._last = [encode_ack(packet.block)]
         self._unacked += 1
         if size < settings.blksize:
             self.state = State.COMPLETE
         elif self._unacked < settings.windowsize:
             return []
         self._unacked = 0
+        self._last = [encode_ack(block)]
         return self._to_peer(self._last)
+
+    def _retransmission(self) -> list[bytes]:
+        # After a silence, acknowledge the last block received in order, acknowledged yet or not (RFC 7440):
+        # the sender resumes right after it.
+        if self.state == State.RUNNING and self._expected > 1:
+            return [encode_ack((self._expected - 1) & 0xFFFF)]
+        return self._last
 
     def _on_stray(self, block: int) -> list[Datagram]:
         """A block that is not the next one: an old duplicate, or a jump ahead because one went missing."""

@@ -1,0 +1,244 @@
+"""TFTP download benchmark on loopback: our server and client beside tftpd-hpa, tftpy and atftp.
+
+Every contender moves the same file (40 MiB by default) over 127.0.0.1 and is timed from the outside, as a whole
+process, so the numbers include what a user waits for. The rounds interleave the contenders, so that a noisy
+neighbour on a shared machine slows all of them alike; the report gives the median and best of each and the
+ratios the project targets:
+
+- the same real client (tftp-hpa's ``tftp`` at blksize 512, curl at 512 and 1468) against our server, tftpd-hpa
+  and tftpy's server: ours should reach at least 1.5x tftpy's throughput and 0.8x tftpd-hpa's;
+- our client with our server at blksize 1468, windowsize 1 and 16, beside atftp with atftpd at windowsize 8:
+  windowsize 16 should be at least 4x windowsize 1, and at least 0.5x atftp.
+
+Peers: ``apt-get install tftp-hpa tftpd-hpa curl``, ``pip install tftpy`` (the "bench" extra), and atftp, which
+conflicts with tftpd-hpa as a package, unpacked instead of installed::
+
+    cd /tmp/atftp && apt-get download atftp atftpd && for f in *.deb; do dpkg -x "$f" root; done
+
+Run: ``python bench/bench_tftp.py [--rounds 5] [--size-mib 40] [--atftp-root /tmp/atftp/root]``.
+Missing peers are reported and their rows left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.net.tftp.packets import ReadRequest  # noqa: E402
+
+FILE = "big.bin"
+TIMEOUT = 120
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_answering(port: int, seconds: float = 10.0) -> None:
+    """Poll with a request for a missing file until the server answers anything."""
+    deadline = time.monotonic() + seconds
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.1)
+        while time.monotonic() < deadline:
+            probe.sendto(ReadRequest("readiness-probe").encode(), ("127.0.0.1", port))
+            try:
+                probe.recvfrom(1024)
+                return
+            except (TimeoutError, ConnectionRefusedError):
+                continue
+    raise RuntimeError(f"no TFTP server answered on port {port}")
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]
+    port: int
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        wait_until_answering(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@dataclass
+class Contender:
+    label: str
+    group: str
+    argv: list[str]
+    output: Path
+    times: list[float] = field(default_factory=list)
+
+    def run_once(self, expected_digest: str) -> None:
+        self.output.unlink(missing_ok=True)
+        started = time.perf_counter()
+        result = subprocess.run(self.argv, capture_output=True, timeout=TIMEOUT, cwd=ROOT)
+        elapsed = time.perf_counter() - started
+        if result.returncode != 0 or not self.output.exists() or digest(self.output) != expected_digest:
+            raise RuntimeError(f"{self.label} failed: {result.returncode} {result.stdout!r} {result.stderr!r}")
+        self.times.append(elapsed)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def find(name: str, extra_dirs: list[Path]) -> str | None:
+    for directory in extra_dirs:
+        candidate = directory / name
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--size-mib", type=int, default=40)
+    parser.add_argument("--atftp-root", type=Path, default=Path("/tmp/atftp/root"), help="where atftp is unpacked")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-tftp-"))
+    served = work / "served"
+    served.mkdir()
+    (served / FILE).write_bytes(os.urandom(args.size_mib * 1024 * 1024))
+    expected = digest(served / FILE)
+    atftp_dirs = [args.atftp_root / "usr/bin", args.atftp_root / "usr/sbin"]
+    in_tftpd, tftp, curl = find("in.tftpd", []), find("tftp", []), find("curl", [])
+    atftp, atftpd = find("atftp", atftp_dirs), find("atftpd", atftp_dirs)
+    try:
+        import tftpy  # noqa: F401
+
+        have_tftpy = True
+    except ImportError:
+        have_tftpy = False
+
+    servers: dict[str, Server] = {}
+    port = free_port()
+    servers["ours"] = Server(
+        "ours", [sys.executable, "-m", "server.net", "tftp", "serve", "--root", str(served), "--port", str(port)], port
+    )
+    if in_tftpd and os.geteuid() == 0:
+        port = free_port()
+        argv = [in_tftpd, "-L", "-a", f"127.0.0.1:{port}", "-s", str(served), "-u", "root"]
+        servers["tftpd-hpa"] = Server("tftpd-hpa", argv, port)
+    else:
+        print("tftpd-hpa: skipped (needs in.tftpd from tftpd-hpa, and root for its chroot)")
+    if have_tftpy:
+        port = free_port()
+        code = (
+            "import logging, sys, tftpy; logging.getLogger('tftpy').setLevel(logging.WARNING); "
+            "tftpy.TftpServer(sys.argv[1]).listen('127.0.0.1', int(sys.argv[2]))"
+        )
+        servers["tftpy"] = Server("tftpy", [sys.executable, "-c", code, str(served), str(port)], port)
+    else:
+        print("tftpy: skipped (pip install tftpy)")
+    if atftpd and atftp:
+        port = free_port()
+        argv = [atftpd, "--daemon", "--no-fork", "--port", str(port), "--bind-address", "127.0.0.1",
+                "--user", "root", "--group", "root", "--logfile", "/dev/null", str(served)]  # fmt: skip
+        servers["atftpd"] = Server("atftpd", argv, port)
+    else:
+        print(f"atftp: skipped (unpack atftp and atftpd into {args.atftp_root}, see this script's docstring)")
+
+    contenders: list[Contender] = []
+
+    def out(label: str) -> Path:
+        return work / (label.replace(" ", "_").replace("/", "_") + ".out")
+
+    for name in ("ours", "tftpd-hpa", "tftpy"):
+        if name not in servers:
+            continue
+        p = str(servers[name].port)
+        if tftp:
+            label = f"tftp-hpa -> {name} @512"
+            argv = [tftp, "-m", "binary", "127.0.0.1", p, "-c", "get", FILE, str(out(label))]
+            contenders.append(Contender(label, "tftp-hpa client, blksize 512", argv, out(label)))
+        if curl:
+            for blksize in (512, 1468):
+                label = f"curl -> {name} @{blksize}"
+                url = f"tftp://127.0.0.1:{p}/{FILE}"
+                argv = [curl, "-sS", "--tftp-blksize", str(blksize), "-o", str(out(label)), url]
+                contenders.append(Contender(label, f"curl client, blksize {blksize}", argv, out(label)))
+    ours_port = str(servers["ours"].port)
+    for window in (1, 16):
+        label = f"ours -> ours @1468 w{window}"
+        argv = [sys.executable, "-m", "server.net", "tftp", "get", "127.0.0.1", FILE, str(out(label)),
+                "--port", ours_port, "--blksize", "1468", "--windowsize", str(window)]  # fmt: skip
+        contenders.append(Contender(label, "windows, blksize 1468", argv, out(label)))
+    if "atftpd" in servers:
+        label = "atftp -> atftpd @1468 w8"
+        argv = [atftp, "-g", "-r", FILE, "-l", str(out(label)), "--option", "blksize 1468",
+                "--option", "windowsize 8", "127.0.0.1", str(servers["atftpd"].port)]  # fmt: skip
+        contenders.append(Contender(label, "windows, blksize 1468", argv, out(label)))
+
+    try:
+        for server in servers.values():
+            server.start()
+        for round_number in range(args.rounds):
+            for contender in contenders:
+                contender.run_once(expected)
+            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    report(contenders, args)
+    return 0
+
+
+def report(contenders: list[Contender], args: argparse.Namespace) -> None:
+    size = args.size_mib * 1024 * 1024
+    median = {c.label: statistics.median(c.times) for c in contenders}
+    print(f"\n{args.size_mib} MiB download over 127.0.0.1, {args.rounds} interleaved rounds, wall time per process\n")
+    print("| contender | median s | best s | MiB/s (median) |")
+    print("|---|---:|---:|---:|")
+    for c in contenders:
+        print(f"| {c.label} | {median[c.label]:.2f} | {min(c.times):.2f} | {size / median[c.label] / 2**20:.1f} |")
+
+    def ratio(numerator: str, denominator: str) -> float | None:
+        if numerator in median and denominator in median:
+            return median[numerator] / median[denominator]
+        return None
+
+    print("\n| throughput ratio (medians) | measured | target |")
+    print("|---|---:|---:|")
+    for client, blksize in (("tftp-hpa", 512), ("curl", 512), ("curl", 1468)):
+        ours = f"{client} -> ours @{blksize}"
+        for peer, target in (("tftpy", 1.5), ("tftpd-hpa", 0.8)):
+            value = ratio(f"{client} -> {peer} @{blksize}", ours)
+            if value is not None:
+                print(f"| ours / {peer}, {client} client, blksize {blksize} | {value:.2f}x | >= {target}x |")
+    value = ratio("ours -> ours @1468 w1", "ours -> ours @1468 w16")
+    if value is not None:
+        print(f"| ours windowsize 16 / windowsize 1, blksize 1468 | {value:.2f}x | >= 4x |")
+    value = ratio("atftp -> atftpd @1468 w8", "ours -> ours @1468 w16")
+    if value is not None:
+        print(f"| ours windowsize 16 / atftp windowsize 8, blksize 1468 | {value:.2f}x | >= 0.5x |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
