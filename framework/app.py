@@ -16,7 +16,8 @@ One request goes through these steps, in this order (the same order as Django's 
    the framework's error page (HTML or JSON by ``Accept``; a traceback page with ``debug=True``);
 9. ``after_request`` hooks, in reverse registration order, each returning the response to use;
 10. the session cookie is written if the session changed;
-11. ``teardown`` hooks, always, with the unhandled exception or ``None``; uploaded files are released.
+11. ``teardown`` hooks, always, with the unhandled exception or ``None``; uploaded files are released. For a
+    streamed body this happens when the server closes it, after the last chunk (or the error that broke it).
 
 The view's return value may be a ``Response``, ``str`` (HTML), ``bytes`` (``application/octet-stream``),
 ``dict``/``list`` (JSON), any other iterable (streamed), or a ``(body, status)`` / ``(body, status, headers)``
@@ -37,7 +38,7 @@ from .files import FileResponse, safe_join
 from .middleware import shift_path, to_wsgi_string
 from .pages import debug_page, error_page
 from .request import Request, content_length
-from .response import Response, redirect, to_json
+from .response import Response, StreamedBody, redirect, to_json
 from .routing import Converter, Router, quote_path
 from .sessions import CookieSessions, NoSessions
 from .templates import Templates
@@ -283,33 +284,50 @@ class App:
             if shifted is not None:
                 return app(shifted, start_response)
         request = Request(environ, self)
-        return self.handle(request)(environ, start_response)
-
-    def handle(self, request: Request) -> Response:
-        """Steps 2-11 of the module docstring: the response for ``request``, whatever happens."""
-        unhandled: BaseException | None = None
         try:
-            try:
-                response = self._respond(request)
-            except Exception as error:
-                if not isinstance(error, HTTPError):
-                    unhandled = error
-                response = self._handle_error(request, error)
-            try:
-                for hook in self._after:
-                    response = hook(request, response)
-                self.sessions.save(request, response)
-            except Exception as error:
+            response, unhandled = self._handle(request)
+            body = response(environ, start_response)
+        except BaseException as error:
+            self._finish(request, error)
+            raise
+        if isinstance(body, StreamedBody):
+            # The view's generator runs while the server sends it, and may still read an upload or use what a
+            # teardown hook would close: step 11 waits until the server closes the body.
+            body.call_on_close(lambda stream_error: self._finish(request, stream_error or unhandled))
+        else:
+            self._finish(request, unhandled)
+        return body
+
+    def _handle(self, request: Request) -> tuple[Response, Exception | None]:
+        """Steps 2-10 of the module docstring: the response for ``request``, whatever happens, and the
+        exception no error handler expected (``None`` for ``HTTPError``), for the teardown hooks."""
+        unhandled: Exception | None = None
+        try:
+            response = self._respond(request)
+        except Exception as error:
+            if not isinstance(error, HTTPError):
                 unhandled = error
-                response = self._handle_error(request, error)
-        finally:
+            response = self._handle_error(request, error)
+        try:
+            for hook in self._after:
+                response = hook(request, response)
+            self.sessions.save(request, response)
+        except Exception as error:
+            unhandled = error
+            response = self._handle_error(request, error)
+        return response, unhandled
+
+    def _finish(self, request: Request, unhandled: BaseException | None) -> None:
+        """Step 11: the teardown hooks (a failing one is logged and the others still run), then the uploads'
+        temporary files are released."""
+        try:
             for hook in self._teardown:
                 try:
                     hook(request, unhandled)
                 except Exception:
                     log.exception("teardown hook %r failed", hook)
+        finally:
             request.close()
-        return response
 
     def _respond(self, request: Request) -> Response:
         environ = request.environ

@@ -9,7 +9,7 @@ without the app knowing. A body is ``bytes`` (sent with a ``Content-Length``) or
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -130,22 +130,48 @@ class Response:
             if close is not None:
                 close()
             return []
-        return _encode_chunks(body)
+        return StreamedBody(body)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.status} {self.content_type}>"
 
 
-def _encode_chunks(chunks: Iterable[bytes | str]) -> Iterator[bytes]:
-    """Stream a body, encoding ``str`` chunks as UTF-8; closing this generator closes the source too (the
-    WSGI server calls ``close()`` when the client goes away, and a generator may hold a database cursor)."""
-    try:
-        for chunk in chunks:
-            yield chunk.encode() if isinstance(chunk, str) else chunk
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+class StreamedBody:
+    """A streamed body as the WSGI server sees it: ``bytes`` chunks, and a ``close()`` the server calls however
+    the response ends (PEP 3333).
+
+    ``close()`` closes the view's iterable (a generator may hold a database cursor), then calls each function
+    registered with ``call_on_close``, passing the exception that broke the stream or ``None``. The app runs
+    its teardown hooks that way, after the last chunk rather than before the first.
+    """
+
+    __slots__ = ("_callbacks", "_chunks", "_error")
+
+    def __init__(self, chunks: Iterable[bytes | str]) -> None:
+        self._chunks = chunks
+        self._callbacks: list[Callable[[BaseException | None], None]] = []
+        self._error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._chunks:
+                yield chunk.encode() if isinstance(chunk, str) else chunk
+        except Exception as error:
+            self._error = error
+            raise
+
+    def call_on_close(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call ``callback(exception_or_None)`` once the server has closed the body."""
+        self._callbacks.append(callback)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            for callback in self._callbacks:
+                callback(self._error)
 
 
 def redirect(url: str, code: int = 302) -> Response:

@@ -1,5 +1,6 @@
 """The app's request journey: hook order, error handlers, error pages, debug mode, mounting and middleware."""
 
+import io
 import logging
 
 import pytest
@@ -373,3 +374,44 @@ def test_error_handlers_keep_the_error_status_and_headers():
     response = client.post("/only-get", status=405)
     assert response.text == "try another method" and response.headers["Allow"] == "GET, HEAD"
     assert client.get("/boom", status=200).text == "handled, all is well"
+
+
+def test_teardown_of_a_streamed_body_waits_for_the_server_to_close_it():
+    app = App(__name__)
+    events = []
+
+    @app.teardown
+    def record(request, error):
+        events.append(f"teardown {type(error).__name__ if error else None}")
+
+    @app.post("/copy")
+    def copy(request):
+        upload = request.files["f"]
+
+        def chunks():
+            events.append("streaming")
+            yield b"got: "
+            yield upload.read()  # The upload is still open: the request is not over yet.
+
+        return chunks()
+
+    @app.route("/broken")
+    def broken(request):
+        def chunks():
+            yield "first "
+            raise Boom("mid-stream")
+
+        return chunks()
+
+    client = TestApp(app)
+    assert client.post("/copy", upload_files=[("f", "f.txt", b"payload")]).text == "got: payload"
+    assert events == ["streaming", "teardown None"]
+
+    events.clear()
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/broken", "wsgi.input": io.BytesIO()}
+    body = app(environ, lambda status, headers, exc_info=None: None)
+    assert events == []  # Not torn down before the server has sent the body...
+    with pytest.raises(Boom):
+        list(body)
+    body.close()
+    assert events == ["teardown Boom"]  # ... and the teardown hears how the stream ended.

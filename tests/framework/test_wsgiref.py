@@ -37,6 +37,20 @@ def build_app(tmp_path) -> App:
         upload = request.files["doc"]
         return {"title": request.form["title"], "size": upload.size, "name": upload.filename}
 
+    @app.route("/stream", methods=["POST"])
+    def stream(request):
+        upload = request.files["doc"]
+
+        def chunks():
+            while block := upload.read(50_000):  # The upload outlives the view, until the body is sent.
+                yield block
+            yield b"|" + ",".join(torn_down).encode()
+
+        return chunks()
+
+    torn_down = []
+    app.teardown(lambda request, error: torn_down.append(request.path))
+
     @app.route("/data")
     def data(request):
         return FileResponse(tmp_path / "data.bin", request)
@@ -80,6 +94,9 @@ def test_framework_app_under_wsgiref(server):
         response = client.post(f"{server}/submit", data={"title": "T", "csrf_token": token}, files=files, timeout=5)
         assert response.json() == {"title": "T", "size": 200_000, "name": "report.txt"}
         assert client.post(f"{server}/submit", data={"title": "T"}, files=files, timeout=5).status_code == 403
+
+        response = client.post(f"{server}/stream", data={"csrf_token": token}, files=files, timeout=5)
+        assert response.content.startswith(b"x" * 200_000 + b"|") and b"/stream" not in response.content
 
         response = client.get(f"{server}/data", headers={"Range": "bytes=5-14"}, timeout=5)
         assert response.status_code == 206 and response.content == b"5678901234"
