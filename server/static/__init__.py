@@ -1,10 +1,10 @@
 """Static files: the rules for serving a directory over HTTP, safely and without blocking the event loop.
 
 The server mounts directories at URL prefixes (``--static /static=./static``) and answers those requests on
-the loop thread itself: :func:`serve_path` decides the response with one ``realpath``, ``open`` and ``fstat``,
-and the loop streams the file with ``os.sendfile``, so a download costs a descriptor, not a thread. The same
-rules serve any WSGI stack through :class:`StaticFiles`, and one known file through :func:`serve_file` (the
-framework's file responses).
+the loop thread itself: :func:`serve_path` decides the response from the file's metadata alone (resolving and
+opening it once, never reading it), and the loop streams the file with ``os.sendfile``, so a download costs a
+descriptor, not a thread. The same rules serve any WSGI stack through :class:`StaticFiles`, and one known file
+through :func:`serve_file` (the framework's file responses).
 
 The modules, in the order a request meets them:
 
@@ -18,7 +18,7 @@ The modules, in the order a request meets them:
 
 Choices worth knowing: a request with several byte ranges gets the whole file (200), not multipart/byteranges;
 a path that is not valid UTF-8 once decoded gets 404, like every other refused path; a 304 has no
-Content-Length.
+Content-Length; precompressed siblings are looked for only beside types that compress (text, JSON, SVG, ...).
 """
 
 from .mount import StaticMount, StaticOptions, parse_mount
