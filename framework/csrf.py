@@ -1,10 +1,10 @@
 """Cross-site request forgery protection: a secret per session that forms must send back.
 
 Another site can make a visitor's browser POST to this one, cookies included, but it cannot read this site's
-pages, so it cannot know the token that this site printed into its own forms. Every state-changing request
-(POST, PUT, PATCH, DELETE) to a view that is not marked ``@app.csrf_exempt`` must carry the session's token,
-in the ``csrf_token`` form field or the ``X-CSRF-Token`` header (for JavaScript); otherwise it is refused with
-403.
+pages, so it cannot know the token that this site printed into its own forms. Every request that may change
+state (POST, PUT, PATCH, DELETE, and any other method that is not one of the safe GET, HEAD, OPTIONS and
+TRACE) to a view that is not marked ``@app.csrf_exempt`` must carry the session's token, in the ``csrf_token``
+form field or the ``X-CSRF-Token`` header (for JavaScript); otherwise it is refused with 403.
 
 All such requests are checked, not just those with a form content type: a cross-site form can also send
 ``text/plain``. JSON APIs authenticated by something other than the session cookie opt out with the decorator.
@@ -23,7 +23,9 @@ from .errors import HTTPError
 if TYPE_CHECKING:
     from .request import Request
 
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# RFC 9110's safe methods. Listing the safe ones rather than the unsafe ones means a view registered for an
+# unusual method (PURGE, LOCK, ...) is protected too.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 class CSRFProtection:
@@ -43,7 +45,7 @@ class CSRFProtection:
 
     def check(self, request: Request, view: Callable[..., Any]) -> None:
         """Raise 403 unless the request is safe, the view is exempt, or the right token came with it."""
-        if request.method not in UNSAFE_METHODS or getattr(view, "csrf_exempt", False):
+        if request.method in SAFE_METHODS or getattr(view, "csrf_exempt", False):
             return
         expected = request.session.get(self.session_key)
         sent = request.headers.get(self.header_name) or request.form.get(self.field_name)
