@@ -207,6 +207,9 @@ class Rule:
         self.pattern = pattern
         self.view = view
         self.endpoint = endpoint
+        if isinstance(methods, str):
+            # methods="POST" would otherwise register the methods "P", "O", "S" and "T".
+            raise TypeError(f"route {pattern!r}: methods must be a list such as [{methods!r}], not a string")
         methods = {method.upper() for method in methods}
         if "GET" in methods:
             methods.add("HEAD")  # HEAD runs the GET view; the app drops the body.

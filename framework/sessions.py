@@ -129,6 +129,7 @@ class Session(dict):
 
     __setitem__ = _changed("__setitem__")
     __delitem__ = _changed("__delitem__")
+    __ior__ = _changed("__ior__")
     clear = _changed("clear")
     pop = _changed("pop")
     popitem = _changed("popitem")

@@ -251,6 +251,8 @@ def test_bad_patterns_are_refused():
         router.add("/<x>/<x>", view, "c", ["GET"])
     with pytest.raises(ValueError, match="malformed"):
         router.add("/<x", view, "d", ["GET"])
+    with pytest.raises(TypeError, match="not a string"):
+        router.add("/e", view, "e", "POST")
 
 
 def test_endpoint_names_must_be_unique_per_view():

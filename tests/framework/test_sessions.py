@@ -168,6 +168,7 @@ def test_session_tracks_changes():
         lambda s: s.update(c=3),
         lambda s: s.setdefault("d", 4),
         lambda s: s.clear(),
+        lambda s: s.__ior__({"e": 5}),  # session |= {...}
     ):
         session.modified = False
         change(session)
