@@ -499,3 +499,18 @@ def test_the_app_builds_urls_from_the_right_host(live: Live, request_head: str, 
     host = host or f"127.0.0.1:{live.port}"
     answer = requests.models.complexjson.loads(body)
     assert (answer["host"], answer["url"]) == (host, f"http://{host}/whoami")
+
+
+def test_django_csrf_protection_round_trip(live: Live) -> None:
+    if live.framework != "django":
+        pytest.skip("CSRF middleware is Django's")
+    with requests.Session() as session:
+        token = session.get(f"{live.url}/csrf", timeout=TIMEOUT).json()["token"]
+        assert "csrftoken" in session.cookies
+        refused = session.post(f"{live.url}/protected", data={"x": "1"}, timeout=TIMEOUT)
+        assert refused.status_code == 403  # no token: the middleware really is on
+        accepted = session.post(
+            f"{live.url}/protected", data={"x": "1"}, headers={"X-CSRFToken": token}, timeout=TIMEOUT
+        )
+        assert accepted.status_code == 200
+        assert accepted.json() == {"form": {"x": ["1"]}, "secure": False}

@@ -126,6 +126,7 @@ http {{
 class Front:
     """nginx balancing over two of our servers; where to reach each of them."""
 
+    framework: str
     url: str
     https_url: str | None
     certificate: Path | None
@@ -185,7 +186,7 @@ def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         upstreams = [tcp_backend.url.removeprefix("http://"), unix_backend.url]
         with running_nginx(tmp_path, nginx_config(tmp_path, upstreams, port, tls), port) as url:
             https_url = tls and f"https://127.0.0.1:{tls[0]}"
-            yield Front(url, https_url, certificate and certificate[0], tcp_backend, unix_backend)
+            yield Front(request.param, url, https_url, certificate and certificate[0], tcp_backend, unix_backend)
 
 
 @needs_nginx
@@ -215,6 +216,26 @@ def test_the_app_sees_the_https_scheme_from_x_forwarded_proto(front: Front) -> N
         answer = requests.get(f"{front.https_url}/whoami", verify=str(front.certificate), timeout=TIMEOUT).json()
         assert answer["scheme"] == "https"
         assert answer["url"] == f"{front.https_url}/whoami"
+
+
+@needs_nginx
+def test_django_csrf_over_https_through_the_proxy(front: Front) -> None:
+    # Over https Django also checks that Origin matches the host and scheme it believes it is serving: this
+    # passes only if both Host and X-Forwarded-Proto made it through nginx and the server.
+    if front.framework != "django":
+        pytest.skip("CSRF middleware is Django's")
+    if front.https_url is None:
+        pytest.skip("openssl is not installed: no certificate for an https listener")
+    with requests.Session() as session:
+        options = {"verify": str(front.certificate), "timeout": TIMEOUT}  # per request: env vars beat session.verify
+        token = session.get(f"{front.https_url}/csrf", **options).json()["token"]
+        headers = {"X-CSRFToken": token, "Origin": front.https_url}
+        accepted = session.post(f"{front.https_url}/protected", data={"x": "1"}, headers=headers, **options)
+        assert accepted.status_code == 200, accepted.text[:500]
+        assert accepted.json() == {"form": {"x": ["1"]}, "secure": True}
+        headers["Origin"] = front.https_url.replace("https:", "http:")
+        forged = session.post(f"{front.https_url}/protected", data={"x": "1"}, headers=headers, **options)
+        assert forged.status_code == 403
 
 
 @needs_nginx

@@ -23,4 +23,7 @@ urlpatterns = [
     path("unicode-header", views.unicode_header),
     path("wait", views.wait),
     path("whoami", views.whoami),
+    # Django only: CSRF protection end to end.
+    path("csrf", views.csrf_token),
+    path("protected", views.protected),
 ]

@@ -17,6 +17,7 @@ from django.http import (
     JsonResponse,
     StreamingHttpResponse,
 )
+from django.middleware.csrf import get_token
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST, require_safe
 
@@ -131,6 +132,18 @@ def unicode_header(request: HttpRequest) -> HttpResponse:
 @require_safe
 def wait(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(gated_chunks(request.GET["tag"]), content_type="text/plain; charset=utf-8")
+
+
+@require_safe
+def csrf_token(request: HttpRequest) -> JsonResponse:
+    """Django only: hand out a CSRF token (and set the csrftoken cookie), as a form page would."""
+    return JsonResponse({"token": get_token(request)})
+
+
+@require_POST
+def protected(request: HttpRequest) -> JsonResponse:
+    """Django only: a POST guarded by CsrfViewMiddleware (cookie, token, and on https the Origin check)."""
+    return JsonResponse({"form": multi_dict(_items(request.POST)), "secure": request.is_secure()})
 
 
 @require_safe
