@@ -178,9 +178,14 @@ class TftpServer:
         self._next_timer = next_timer
 
     def _on_transfer_socket(self, active: _Active) -> None:
+        # Keep reading while we have nothing to say: a window of blocks arrives as a burst, one wakeup for all.
+        # Once we have answered, the next datagram is the peer's reply to it, which cannot be here yet: go back
+        # to the selector rather than pay for a read that would fail. (The selector is level-triggered, so a
+        # datagram left queued is reported again at once.)
+        sock, machine = active.sock, active.machine
         for _ in range(_BATCH):
             try:
-                data, addr = active.sock.recvfrom(MAX_DATAGRAM)
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. ICMP port unreachable reported on a later recvfrom
@@ -188,10 +193,12 @@ class TftpServer:
                 continue
             now = time.monotonic()
             try:
-                self._step(active, active.machine.datagram_received(data, addr, now), now)
+                datagrams = machine.datagram_received(data, addr, now)
+                self._step(active, datagrams, now)
             except Exception:
                 self._crashed(active)
-            if active.sock not in self._transfers:
+                return
+            if datagrams or sock not in self._transfers:
                 return
 
     def _crashed(self, active: _Active) -> None:
