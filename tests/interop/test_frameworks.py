@@ -7,8 +7,10 @@ under gunicorn: the same routes, the same answers.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
+import re
 import socket
 import threading
 import uuid
@@ -514,3 +516,28 @@ def test_django_csrf_protection_round_trip(live: Live) -> None:
         )
         assert accepted.status_code == 200
         assert accepted.json() == {"form": {"x": ["1"]}, "secure": False}
+
+
+def _access_line(caplog: pytest.LogCaptureFixture, target: str) -> tuple[int, int] | None:
+    """(status, bytes) from the access-log line for ``target``, once it has been written."""
+    for record in caplog.records:
+        if record.name == "server.access" and f" {target} " in record.getMessage():
+            match = re.search(r'" (\d{3}) (\d+|-) ', record.getMessage())
+            assert match, record.getMessage()
+            return int(match[1]), int(match[2].replace("-", "0"))
+    return None
+
+
+def test_the_access_log_counts_the_bytes_really_sent(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="server.access")
+    requests.get(f"{live.url}/download?whole=1", timeout=TIMEOUT).close()
+    assert wait_for(lambda: _access_line(caplog, "/download?whole=1")) == (200, DOWNLOAD_SIZE)
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # keep what the kernel buffers for us small
+        sock.sendall(f"GET /download?abandoned=1 HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+    status, size = wait_for(lambda: _access_line(caplog, "/download?abandoned=1"))
+    # The client took a few KiB; claiming the whole 20 MiB would misreport every aborted download.
+    assert status == 200
+    assert size < DOWNLOAD_SIZE // 2, f"logged {size} bytes for a download abandoned after the first KiB"
