@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import select
 import signal
 import socket
 
 import pytest
 import requests
 
-from tests.interop.common import DOWNLOAD_SIZE
+from tests.interop.common import DOWNLOAD_SIZE, stream_chunks
 from tests.interop.conftest import APPS
 from tests.support import TIMEOUT, ServerProcess
 
@@ -63,6 +64,21 @@ def test_framework_app_over_ipv6(framework: str) -> None:
         assert who["url"] == f"{server.url}/whoami"  # Host [::1]:PORT understood (and allowed, for Django)
         redirected = requests.get(f"{server.url}/redirect", timeout=TIMEOUT)
         assert redirected.url == f"{server.url}/query?from=redirect"
+
+
+@pytest.mark.parametrize("loop", ["epoll", "poll", "select"])
+def test_every_event_loop_hosts_a_framework(loop: str, download_sha256: str) -> None:
+    if not hasattr(select, loop):
+        pytest.skip(f"select.{loop} is not available on this platform")
+    with ServerProcess(APPS["django"], "--loop", loop) as server:
+        assert f"loop: {loop}" in server.output()
+        download = requests.get(f"{server.url}/download", timeout=TIMEOUT)
+        assert hashlib.sha256(download.content).hexdigest() == download_sha256
+        streamed = requests.get(f"{server.url}/stream?n=20000", timeout=TIMEOUT)
+        assert streamed.content == b"".join(stream_chunks(20000))
+        body = bytes(range(256)) * 8000
+        echoed = requests.post(f"{server.url}/echo", data=iter([body[:1000], body[1000:]]), timeout=TIMEOUT)
+        assert echoed.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
 def test_prefork_workers_serve_an_app_loaded_before_the_fork() -> None:
