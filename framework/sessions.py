@@ -10,8 +10,9 @@ written, and an HMAC-SHA256 of both under the app's secret key. On the way in:
 - anything wrong (tampered, expired, garbage) yields an empty session, never an error.
 
 On the way out the cookie is written only when the session changed, which keeps cached responses cacheable and
-avoids a ``Set-Cookie`` on every page; it is ``HttpOnly`` (JavaScript cannot read it, so an XSS cannot steal
-it) and ``SameSite=Lax`` (not sent with cross-site POSTs, a first line of defence against CSRF).
+avoids a ``Set-Cookie`` on every page (a response that used the session still says ``Vary: Cookie``); it is
+``HttpOnly`` (JavaScript cannot read it, so an XSS cannot steal it) and ``SameSite=Lax`` (not sent with
+cross-site POSTs, a first line of defence against CSRF).
 
 Note that the payload is signed, not encrypted: never put secrets in a session.
 """
@@ -181,9 +182,20 @@ class CookieSessions:
         return Session(data, new=False) if isinstance(data, dict) else Session()
 
     def save(self, request: Request, response: Response) -> None:
-        """Write the cookie if the view changed the session; delete it if the session was emptied."""
+        """Write the cookie if the view changed the session; delete it if the session was emptied.
+
+        A response that used the session at all (even only to read it, or for a CSRF token) depends on the
+        cookie, so it says ``Vary: Cookie``: a shared cache must not hand one visitor's page to another.
+        """
         session = request.__dict__.get("session")  # Only a session that was loaded can have changed.
-        if session is None or not session.modified:
+        if session is None:
+            return
+        vary = response.headers.get("Vary")
+        if vary is None:
+            response.headers.add("Vary", "Cookie")
+        elif "cookie" not in vary.lower() and vary.strip() != "*":
+            response.headers["Vary"] = f"{vary}, Cookie"
+        if not session.modified:
             return
         if not session:
             if self.cookie_name in request.cookies:
@@ -193,7 +205,6 @@ class CookieSessions:
         if len(token) > COOKIE_SIZE_LIMIT:
             log.warning("session cookie is %d bytes; browsers drop cookies over 4 KB", len(token))
         response.set_cookie(self.cookie_name, token, max_age=self.max_age, **self.cookie_options)
-        response.headers.setdefault("Vary", "Cookie")
 
 
 class NoSessions:

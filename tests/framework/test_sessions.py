@@ -73,6 +73,21 @@ def test_cookie_is_written_only_when_the_session_changes():
     assert "Set-Cookie" in client.get("/set/a/2").headers
 
 
+def test_responses_that_use_the_session_vary_by_cookie():
+    app = make_app()
+
+    @app.route("/vary")
+    def vary(request):
+        request.session.get("user")
+        return "Hello", 200, {"Vary": "Accept-Encoding"}
+
+    client = TestApp(app)
+    assert "Vary" not in client.get("/nothing").headers  # No session used: cacheable for everyone.
+    assert client.get("/get").headers["Vary"] == "Cookie"  # Read only: no Set-Cookie, but still personal.
+    assert client.get("/set/a/1").headers["Vary"] == "Cookie"
+    assert client.get("/vary").headers["Vary"] == "Accept-Encoding, Cookie"
+
+
 def test_clearing_the_session_deletes_the_cookie():
     client = TestApp(make_app())
     client.get("/set/a/1")
