@@ -4,8 +4,10 @@ from __future__ import annotations
 
 
 def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``"127.0.0.1:9999"``, ``"[::1]:9999"``, ``":9999"`` or ``"9999"`` to ``(host, port)``; ValueError if
-    bad."""
+    """``"127.0.0.1:9999"``, ``"[::1]:9999"``, ``":9999"`` or ``"9999"`` to ``(host, port)``.
+
+    Raises ValueError, with the reason, for anything else.
+    """
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = "", text

@@ -61,8 +61,7 @@ def load_key(path: str | Path) -> bytes:
 
 
 def server_handshake(sock: socket.socket, key: bytes, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Authenticate the client on ``sock``. On failure: log, close the connection, raise
-    AuthenticationFailed."""
+    """Authenticate the client on ``sock``; on failure log it, close the connection, raise AuthenticationFailed."""
     peer = _peer(sock)
     try:
         with _Deadline(sock, timeout) as deadline:

@@ -6,8 +6,7 @@ import time
 
 
 def show(data: bytes) -> str:
-    """Bytes as one printable line: UTF-8 text as is, anything else escaped (``\\xff``, ``\\n``), never a
-    crash."""
+    """Any bytes as one printable line: UTF-8 text as it is, the rest escaped (``\\xff``, ``\\n``)."""
     text = data.decode("utf-8", "backslashreplace")
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 

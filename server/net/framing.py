@@ -7,8 +7,7 @@ allocating anything (so a hostile peer cannot make us reserve 4 GiB by sending f
 that many bytes, however the stream happens to be cut.
 
 Two interfaces over one format: ``send_message``/``recv_message`` for blocking sockets, and ``FrameDecoder``,
-a sans-IO decoder fed whatever bytes arrived, for event loops and for tests that cut the stream at every
-point.
+a sans-IO decoder fed whatever bytes arrived, for event loops and for tests that cut the stream anywhere.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@
 The client is a blocking program with a single transfer, so it needs no selectors loop: it waits on its one
 socket until the machine's deadline and feeds it whatever arrives. What it adds around the machine:
 
-- Options are asked for, and if the server ignores them (it answers DATA or ACK instead of OACK) the machine
-  falls back to plain RFC 1350; if the server refuses them with ERROR 8, the request is repeated without
-  options.
+- Options are asked for. If the server ignores them (it answers DATA or ACK instead of OACK) the machine
+  falls back to plain RFC 1350; if it refuses them with ERROR 8, the request is repeated without them.
 - A download is written to a temporary file beside the destination and renamed into place only when complete:
   a failed download removes its partial file and never clobbers an existing one.
 - A failure raises ``TransferFailed`` with the server's own error message.

@@ -25,8 +25,7 @@ def format_size(count: float) -> str:
 
 
 class ProgressBar:
-    """Draws ``[#####-----]  45%  1.2 MiB  3.4 MiB/s`` on ``stream``, or only size and rate if the total is
-    unknown."""
+    """Draws ``[#####-----]  45%  1.2 MiB  3.4 MiB/s`` on ``stream`` (without the bar if the size is unknown)."""
 
     def __init__(self, stream: TextIO, total: int | None = None, interval: float = 0.1) -> None:
         self.stream = stream

@@ -110,13 +110,14 @@ class TftpServer:
         self._sock.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._sock, selectors.EVENT_READ, None)
-        # shutdown() may come from another thread (or a signal handler): it writes a byte here to wake the
-        # loop.
+        # shutdown() may come from another thread or a signal handler: a byte written here wakes the loop.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wakeup")
         self._transfers: dict[socket.socket, _Active] = {}
-        self._next_timer = float("inf")  # the earliest deadline of any transfer, or later (never earlier)
+        # The earliest deadline of any transfer, or earlier: deadlines move later without telling us, which
+        # costs at most one scan that finds nothing due. Never later, or a timeout would be missed.
+        self._next_timer = float("inf")
         self._stopping = False
 
     @property
@@ -136,8 +137,7 @@ class TftpServer:
             self._close_sockets()
 
     def shutdown(self) -> None:
-        """Stop ``serve_forever``; safe to call from any thread. In-flight transfers are told and cleaned
-        up."""
+        """Stop ``serve_forever``, from any thread; in-flight transfers are told and cleaned up."""
         self._stopping = True
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
