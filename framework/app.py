@@ -311,6 +311,8 @@ class App:
         try:
             for hook in self._after:
                 response = hook(request, response)
+                if not isinstance(response, Response):  # Say which hook forgot its "return response".
+                    raise TypeError(f"after_request hook {hook.__name__!r} returned {response!r}, not a Response")
             self.sessions.save(request, response)
         except Exception as error:
             unhandled = error

@@ -341,7 +341,8 @@ class Router:
     def build(self, endpoint: str, values: dict[str, Any]) -> str:
         """The path (and query string, for values no parameter takes) that reaches ``endpoint``.
 
-        With several rules for one endpoint, the first whose parameters are all given is used.
+        With several rules for one endpoint, the first whose parameters are all given is used. Extra values
+        that are ``None`` are left out of the query string, as if not given.
         """
         rules = self._by_endpoint.get(endpoint)
         if not rules:
@@ -352,7 +353,9 @@ class Router:
                     path = rule.build(values)
                 except (TypeError, ValueError) as error:
                     raise BuildError(f"cannot build {endpoint!r} ({rule.pattern!r}): {error}") from error
-                extra = [(key, value) for key, value in values.items() if key not in rule.converters]
+                extra = [
+                    (key, value) for key, value in values.items() if key not in rule.converters and value is not None
+                ]
                 return path + "?" + urlencode(extra, doseq=True) if extra else path
         needed = ", ".join(sorted(rules[0].converters))
         given = ", ".join(sorted(values)) or "nothing"

@@ -161,15 +161,24 @@ def test_500_handler_and_failing_handlers(caplog):
     assert "handler bug" not in response.text
 
 
-def test_after_request_errors_become_500():
+def test_after_request_errors_become_500(caplog):
     app = App(__name__)
 
     @app.after_request
     def broken(request, response):
-        raise RuntimeError("after bug")
+        if request.path == "/forgot-return":
+            response.headers["X-Seen"] = "1"  # ... and no "return response".
+        else:
+            raise RuntimeError("after bug")
 
     app.add_route("/", lambda request: "ok", name="index")
-    TestApp(app).get("/", status=500)
+    app.add_route("/forgot-return", lambda request: "ok", name="forgot")
+    client = TestApp(app)
+    with caplog.at_level(logging.ERROR, logger="framework"):
+        client.get("/", status=500)
+        client.get("/forgot-return", status=500)
+    assert "after bug" in caplog.text
+    assert "after_request hook 'broken' returned None, not a Response" in caplog.text
 
 
 def test_error_pages_are_html_or_json_by_accept():

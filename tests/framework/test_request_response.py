@@ -90,6 +90,18 @@ def test_form_with_invalid_utf8_is_400(client):
     assert "Malformed form data" in response.text
 
 
+def test_too_many_form_fields_is_413():
+    app = App(__name__, max_form_parts=3)
+    app.add_route("/", lambda request: dict(request.form), methods=["POST"], name="form")
+    client = TestApp(app)
+    assert client.post("/", b"a=1&b=2&c=3", content_type="application/x-www-form-urlencoded").json == {
+        "a": "1",
+        "b": "2",
+        "c": "3",
+    }
+    client.post("/", b"a=1&b=2&c=3&d=4", content_type="application/x-www-form-urlencoded", status=413)
+
+
 def test_json_body(client):
     data = client.post_json("/echo", {"a": [1, 2]}).json
     assert data["json"] == {"a": [1, 2]}

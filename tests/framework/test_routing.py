@@ -155,6 +155,7 @@ def test_url_for_builds_paths_and_query_strings():
     app = make_app()
     assert app.url_for("user", user_id=3) == "/users/3"
     assert app.url_for("user", user_id=3, tab="posts", page=2) == "/users/3?tab=posts&page=2"
+    assert app.url_for("user", user_id=3, tab=None) == "/users/3"  # None is "not given", not "?tab=None".
     assert app.url_for("user_by_name", name="a b/c") == "/users/a%20b%2Fc"
     assert app.url_for("files", name="dir/x y.txt") == "/files/dir/x%20y.txt"
     assert app.url_for("index") == "/"
