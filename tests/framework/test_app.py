@@ -199,6 +199,18 @@ def test_error_pages_are_html_or_json_by_accept():
     assert response.headers["Allow"] == "GET, HEAD"
 
 
+def test_500_is_json_for_json_clients_without_a_traceback(caplog):
+    app = App(__name__)
+
+    @app.route("/")
+    def index(request):
+        raise Boom("secret detail")
+
+    with caplog.at_level(logging.ERROR, logger="framework"):
+        response = TestApp(app).get("/", headers={"Accept": "application/json"}, status=500)
+    assert response.json["error"]["code"] == 500 and "secret detail" not in response.text
+
+
 def test_error_descriptions_are_escaped():
     app = App(__name__)
     app.add_route("/", lambda request: abort(400, "<script>alert(1)</script>"), name="index")
@@ -283,6 +295,26 @@ def test_mounted_framework_app_builds_urls_under_its_prefix():
     assert client.get("/site/shop", status=308).headers["Location"].endswith("/site/shop/")
     # A trailing-slash redirect inside the mounted app keeps the prefix.
     assert client.get("/site/shop/items/7/", status=308).headers["Location"].endswith("/site/shop/items/7")
+
+
+def test_mounted_flask_app_builds_urls_under_its_prefix():
+    flask = pytest.importorskip("flask")
+    legacy = flask.Flask("legacy")
+
+    @legacy.route("/hello/<name>")
+    def hello(name):
+        return {"url": flask.url_for("hello", name=name), "root": flask.request.script_root}
+
+    @legacy.route("/form", methods=["POST"])
+    def form():
+        return {"field": flask.request.form["field"]}
+
+    app = App(__name__, secret_key="csrf applies to our views, not to a mounted app's")
+    app.mount("/legacy", legacy)
+    client = TestApp(app)
+    assert client.get("/legacy/hello/ann").json == {"url": "/legacy/hello/ann", "root": "/legacy"}
+    assert client.post("/legacy/form", {"field": "x"}).json == {"field": "x"}
+    client.get("/legacy/missing", status=404)  # Flask's own 404, from inside the mount.
 
 
 def test_longest_mount_prefix_wins():

@@ -126,6 +126,24 @@ def test_cookies_are_parsed_tolerantly(client):
     assert data["cookies"] == {"a": "1", "b": "quoted", "c": " sp"}
 
 
+def test_parsing_is_lazy():
+    # Nothing is parsed until a view asks: a malformed JSON body, query or cookie header cannot fail a view
+    # that never reads them, and the request does not compute what the view did not use.
+    app = App(__name__)
+    seen = {}
+
+    @app.route("/", methods=["POST"])
+    def index(request):
+        seen["request"] = request
+        return "ignored everything"
+
+    client = TestApp(app)
+    response = client.post("/?a=%ff", b"{not json", content_type="application/json", headers={"Cookie": "x"})
+    assert response.text == "ignored everything"
+    computed = set(vars(seen["request"]))
+    assert not computed & {"json", "body", "stream", "_form", "query", "cookies", "headers", "session", "url"}
+
+
 def test_raw_body_and_stream(client):
     assert client.post("/body", b"hello", content_type="application/octet-stream").body == b"hello"
     assert client.post("/stream", b"x" * 100, content_type="application/octet-stream").json == {"total": 100}
