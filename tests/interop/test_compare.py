@@ -33,6 +33,8 @@ class Probe:
     method: str
     path: str
     options: dict[str, Any] = field(default_factory=dict)
+    # Peers whose answer is a fair reference for this probe (wsgiref, the floor, gets some things wrong).
+    peers: tuple[str, ...] = ("wsgiref", "gunicorn")
 
 
 PROBES = [
@@ -54,12 +56,16 @@ PROBES = [
     Probe("HEAD", "/stream?n=10"),
     Probe("POST", "/hello"),
     Probe("OPTIONS", "/hello"),
+    Probe("PATCH", "/json", {"json": {"a": 1}}),
+    Probe("DELETE", "/hello"),
+    Probe("PROPFIND", "/hello"),
     Probe("GET", "/query?x=%ZZ&y=%C3"),
     Probe("GET", "/greet/a%2Fb"),
     Probe("GET", "/greet/caf%E9"),
     Probe("GET", "/greet/%F0%9F%90%8D%20x"),
     Probe("GET", "/hello/"),
-    Probe("GET", "/unicode-header"),
+    # wsgiref sends its status line before it fails to encode the header: only gunicorn is a fair reference.
+    Probe("GET", "/unicode-header", peers=("gunicorn",)),
     Probe("GET", "/no/such/page"),
     Probe("POST", "/no/such/page", {"data": b"ignored"}),
 ]
@@ -111,10 +117,10 @@ def both(peer_kind: str, framework: str) -> Iterator[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("framework", list(APPS))
-def test_same_answers_as_a_reference_server(both: tuple[str, str], framework: str) -> None:
+def test_same_answers_as_a_reference_server(both: tuple[str, str], peer_kind: str, framework: str) -> None:
     ours, theirs = both
     differences = []
-    for probe in PROBES:
+    for probe in (p for p in PROBES if peer_kind in p.peers):
         mine, reference = ask(ours, probe), ask(theirs, probe)
         if mine.status == reference.status == 500:
             continue  # a server's own error page: its wording is the server's business, not the app's
