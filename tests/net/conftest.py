@@ -48,10 +48,12 @@ def _argv(args):
 
 def cli(*args, timeout=20, **kwargs):
     """Run ``python -m server.net ARGS`` to completion."""
+    if "stderr" not in kwargs:
+        kwargs["stderr"] = subprocess.PIPE
     return subprocess.run(
         _argv(args),
         cwd=kwargs.pop("cwd", ROOT),
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
         timeout=timeout,
         **kwargs,

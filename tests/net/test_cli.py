@@ -1,6 +1,7 @@
 """Every ``python -m server.net`` command, run for real as a subprocess on 127.0.0.1 with timeouts."""
 
 import os
+import pty
 import re
 import resource
 import signal
@@ -175,3 +176,29 @@ def test_msg_serve_and_send(process, tmp_path):
     server.wait_for("refused: wrong key")
     assert server.stop(signal.SIGINT) == 0
     assert not any("let me in" in line for line in server.lines["stdout"])
+
+
+def test_tftp_get_draws_a_progress_bar_on_a_terminal(tftp_root, tmp_path, start_tftp_server):
+    (tftp_root / "f.bin").write_bytes(os.urandom(100_000))
+    port = start_tftp_server(tftp_root).address[1]
+    controller, terminal = pty.openpty()
+    try:
+        result = cli("tftp", "get", "127.0.0.1", "f.bin", tmp_path / "f.bin", "--port", port, stderr=terminal)
+        os.close(terminal)
+        terminal = None
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the terminal's other side is closed and everything has been read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(controller)
+        if terminal is not None:
+            os.close(terminal)
+    assert result.returncode == 0
+    assert b"[##############################] 100%" in drawn and re.search(rb"\d (KiB|MiB)/s", drawn)
+    assert drawn.endswith(b"\r\n")  # the bar's line is ended, so the summary starts on its own line

@@ -26,6 +26,7 @@ IN_TFTPD = shutil.which("in.tftpd") or next(
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (Debian: curl)")
 needs_tftp = pytest.mark.skipif(shutil.which("tftp") is None, reason="tftp is not installed (Debian: tftp-hpa)")
 needs_tftpd = pytest.mark.skipif(IN_TFTPD is None, reason="in.tftpd is not installed (Debian: tftpd-hpa)")
+needs_atftp = pytest.mark.skipif(shutil.which("atftp") is None, reason="atftp is not installed (Debian: atftp)")
 
 
 def run(*argv, timeout=60, **kwargs):
@@ -110,6 +111,22 @@ def test_tftp_hpa_40_mib_rollover(served, tftp_root, tmp_path):
     data = write(tftp_root / "big.bin", BIG)
     result = hpa(served, ["get", "big.bin", "big.bin"], tmp_path)
     assert result.returncode == 0 and (tmp_path / "big.bin").read_bytes() == data
+
+
+# -- atftp's client against our server: windowsize (RFC 7440) with a peer that implements it
+
+
+@needs_atftp
+@pytest.mark.parametrize("windowsize", [1, 8])
+def test_atftp_windowed_download_and_upload(served, tftp_root, tmp_path, windowsize):
+    data = write(tftp_root / "f.bin", 300_000 + windowsize)
+    options = ["--option", "blksize 1468", "--option", f"windowsize {windowsize}"]
+    get = run("atftp", "-g", "-r", "f.bin", "-l", tmp_path / "got.bin", *options, "127.0.0.1", served)
+    assert get.returncode == 0, get.stderr
+    assert (tmp_path / "got.bin").read_bytes() == data
+    put = run("atftp", "-p", "-l", tmp_path / "got.bin", "-r", "up.bin", *options, "127.0.0.1", served)
+    assert put.returncode == 0, put.stderr
+    assert (tftp_root / "up.bin").read_bytes() == data
 
 
 # -- our client against tftp-hpa's server

@@ -23,6 +23,7 @@ from server.net.tftp.packets import (
     encode_data,
 )
 from server.net.tftp.progress import ProgressBar
+from server.net.tftp.server import TftpServer
 from server.net.tftp.transfer import Sender
 
 
@@ -395,3 +396,26 @@ def test_progress_bar_only_on_a_terminal():
         bar.finish(2048)
     assert "50%" in terminal.text and "100%" in terminal.text and "/s" in terminal.text
     assert terminal.text.endswith("\n") and pipe.text == ""
+
+
+def _ipv6_loopback_works():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback_works(), reason="no IPv6 loopback (::1) on this machine")
+def test_ipv6(tftp_root, tmp_path):
+    (tftp_root / "f").write_bytes(b"over IPv6" * 100)
+    server = TftpServer(tftp_root, "::1", 0)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        TftpClient("::1", server.address[1], blksize=1024).download("f", tmp_path / "f")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    assert (tmp_path / "f").read_bytes() == b"over IPv6" * 100
