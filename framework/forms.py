@@ -90,11 +90,15 @@ class UploadedFile:
 
 def parse_urlencoded(body: bytes, max_fields: int) -> MultiDict:
     """``a=1&b=2`` into a MultiDict; invalid UTF-8 answers 400, more than ``max_fields`` fields 413 (as too
-    many multipart parts do)."""
+    many multipart parts do).
+
+    Browsers percent-encode everything but ASCII; ``curl -d name=Zoë`` sends the UTF-8 bytes as they are, and
+    both spellings are read alike.
+    """
     if body.count(b"&") >= max_fields:
         raise HTTPError(413, f"The form has more than {max_fields} fields")
     try:
-        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, errors="strict")
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError) as error:
         raise HTTPError(400, f"Malformed form data: {error}") from error
     return MultiDict(pairs)

@@ -19,16 +19,33 @@ from .datastructures import Headers
 from .errors import status_line
 from .routing import PATH_SAFE
 
-# One shared encoder: json.dumps() with non-default options builds a new encoder on every call.
+# Shared encoders: json.dumps() with non-default options builds a new encoder on every call.
 _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_ascii_json_encoder = json.JSONEncoder(separators=(",", ":"))
 
 # Statuses whose responses never carry a body (RFC 9110 6.4.1).
 _NO_BODY = frozenset({204, 304})
 
 
 def to_json(data: Any) -> bytes:
-    """Compact UTF-8 JSON, the encoding every JSON response of the framework uses."""
-    return _json_encoder.encode(data).encode()
+    """Compact UTF-8 JSON, the encoding every JSON response (and the session cookie) uses.
+
+    A client can send a lone surrogate in JSON (``"\\ud800"``), which UTF-8 cannot encode; echoed back, it
+    would be a 500. Such text goes out with every non-ASCII character escaped instead, as valid JSON.
+    """
+    text = _json_encoder.encode(data)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _ascii_json_encoder.encode(data).encode()
+
+
+def to_utf8(text: str) -> bytes:
+    """``text`` as UTF-8, with a lone surrogate (from a client's JSON, say) replaced rather than a 500."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="replace")
 
 
 class Response:
@@ -54,7 +71,7 @@ class Response:
                 self.headers["Content-Type"] = content_type
         elif content_type is not None or status not in _NO_BODY:
             self.headers.add("Content-Type", content_type or self.default_content_type)
-        self.body = body.encode() if isinstance(body, str) else body
+        self.body = to_utf8(body) if isinstance(body, str) else body
 
     @classmethod
     def json(
@@ -155,7 +172,7 @@ class StreamedBody:
     def __iter__(self) -> Iterator[bytes]:
         try:
             for chunk in self._chunks:
-                yield chunk.encode() if isinstance(chunk, str) else chunk
+                yield to_utf8(chunk) if isinstance(chunk, str) else chunk
         except Exception as error:
             self._error = error
             raise

@@ -85,6 +85,32 @@ def test_form_urlencoded(client):
     assert data["json"] is None
 
 
+def test_form_with_raw_utf8_is_read_like_percent_encoded(client):
+    # What `curl -d name=Zoë` sends: the UTF-8 bytes, not %C3%AB.
+    data = client.post("/echo", "name=Zoë&x=%C3%AB".encode(), content_type="application/x-www-form-urlencoded").json
+    assert data["form"] == {"name": ["Zoë"], "x": ["ë"]}
+
+
+def test_lone_surrogates_from_json_do_not_break_responses():
+    # JSON may carry "\ud800", which UTF-8 cannot encode: echoing it must not be a 500.
+    app = App(__name__, secret_key="surrogates", csrf=False)
+    app.add_route("/json", lambda request: request.json, methods=["POST"], name="as_json")
+    app.add_route("/html", lambda request: request.json["name"], methods=["POST"], name="as_html")
+    app.add_route("/stream", lambda request: iter([request.json["name"]]), methods=["POST"], name="as_stream")
+
+    @app.post("/session")
+    def in_session(request):
+        request.session["name"] = request.json["name"]
+        return "stored"
+
+    client = TestApp(app)
+    body = b'{"name": "\\ud800\xc3\xa9"}'
+    assert client.post("/json", body, content_type="application/json").json == {"name": "\ud800é"}
+    assert client.post("/html", body, content_type="application/json").text == "?é"
+    assert client.post("/stream", body, content_type="application/json").text == "?é"
+    assert client.post("/session", body, content_type="application/json").text == "stored"
+
+
 def test_form_with_invalid_utf8_is_400(client):
     response = client.post("/echo", b"name=%ff%fe", content_type="application/x-www-form-urlencoded", status=400)
     assert "Malformed form data" in response.text
