@@ -126,9 +126,11 @@ class Response:
         path: str | None = "/",
         domain: str | None = None,
         secure: bool = False,
-        samesite=None,
+        samesite: str | None = None,
     ) -> None:
-        """Tell the client to drop a cookie: same name, path and domain, expired in the past."""
+        """Tell the client to drop a cookie: same name, path and domain, expired in the past (``secure`` and
+        ``samesite`` as the cookie had them, since browsers refuse a ``SameSite=None`` cookie without
+        ``Secure``)."""
         self.set_cookie(name, "", max_age=0, expires=0, path=path, domain=domain, secure=secure, samesite=samesite)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
