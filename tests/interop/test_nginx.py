@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from tests.interop.common import DOWNLOAD_SIZE
-from tests.interop.conftest import APPS, load_app
+from tests.interop.conftest import APPS, known_server_bug, load_app
 from tests.support import ROOT, TIMEOUT, ServerProcess, ServerThread, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -299,7 +299,8 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run nginx
 
 @needs_nginx
 @as_root
-def test_an_unprivileged_nginx_can_use_the_unix_socket() -> None:
+def test_an_unprivileged_nginx_can_use_the_unix_socket(request: pytest.FixtureRequest) -> None:
+    known_server_bug(request, "unix-socket-mode")
     # In production nginx's workers run as www-data, not as the user running our server. gunicorn creates its
     # socket with --umask 0 (mode 0777), so this works there out of the box; a socket created with the usual
     # umask 022 (mode 0755) is not writable by www-data, and connect() fails with EACCES: nginx answers 502.
