@@ -72,11 +72,24 @@ def test_headers_are_case_insensitive(client):
 
 
 def test_url_parts(client):
-    data = client.get("/echo?x=1", extra_environ={"REMOTE_ADDR": "10.1.2.3"}).json
-    assert data["url"] == "http://localhost:80/echo?x=1" or data["url"] == "http://localhost/echo?x=1"
-    assert data["scheme"] == "http"
-    assert data["host"].startswith("localhost")
+    environ = {"REMOTE_ADDR": "10.1.2.3", "HTTP_HOST": "example.test:8080"}
+    data = client.get("/echo?x=1&y=%20", extra_environ=environ).json
+    assert data["url"] == "http://example.test:8080/echo?x=1&y=%20"
+    assert data["scheme"] == "http" and data["host"] == "example.test:8080"
     assert data["remote_addr"] == "10.1.2.3"
+    data = client.get("/echo", extra_environ={"wsgi.url_scheme": "https", "HTTP_HOST": "example.test"}).json
+    assert data["url"] == "https://example.test/echo" and data["scheme"] == "https"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "port", "host"),
+    [("http", "80", "server.test"), ("https", "443", "server.test"), ("http", "8000", "server.test:8000")],
+)
+def test_host_without_a_host_header_comes_from_the_server(scheme, port, host):
+    # HTTP/1.0 clients may send no Host: the server's name and port stand in, without a default port.
+    environ = {"PATH_INFO": "/echo", "SERVER_NAME": "server.test", "SERVER_PORT": port, "wsgi.url_scheme": scheme}
+    status, body = call(echo_app(), environ)
+    assert status.startswith("200") and json.loads(body)["host"] == host
 
 
 def test_form_urlencoded(client):
