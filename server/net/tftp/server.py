@@ -22,6 +22,7 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,6 +37,7 @@ log = logging.getLogger("server.net.tftp")
 MAX_DATAGRAM = 65536  # larger than any TFTP packet: blksize is at most 65464
 _FILE_BUFFER = 256 * 1024  # many blocks per read or write system call
 _BATCH = 64  # datagrams read from one socket before the loop looks at the others again
+_NEVER = float("inf")  # the deadline of a loop with no timer to wait for
 
 
 class Refused(Exception):
@@ -109,15 +111,16 @@ class TftpServer:
         self._sock.bind(address)
         self._sock.setblocking(False)
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self._sock, selectors.EVENT_READ, None)
+        # Each registration carries the function that handles its socket's readiness.
+        self._selector.register(self._sock, selectors.EVENT_READ, self._on_request_socket)
         # shutdown() may come from another thread or a signal handler: a byte written here wakes the loop.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wakeup")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
         self._transfers: dict[socket.socket, _Active] = {}
         # The earliest deadline of any transfer, or earlier: deadlines move later without telling us, which
         # costs at most one scan that finds nothing due. Never later, or a timeout would be missed.
-        self._next_timer = float("inf")
+        self._next_timer = _NEVER
         self._stopping = False
 
     @property
@@ -143,23 +146,22 @@ class TftpServer:
             self._wake_w.send(b"x")
 
     def _run_once(self) -> None:
-        now = time.monotonic()
-        wait = None if self._next_timer == float("inf") else max(0.0, self._next_timer - now)
+        next_timer = self._next_timer
+        wait = None if next_timer == _NEVER else max(0.0, next_timer - time.monotonic())
         for key, _ in self._selector.select(wait):
-            if key.data is None:
-                self._on_request_socket()
-            elif key.data == "wakeup":
-                with contextlib.suppress(OSError):
-                    self._wake_r.recv(64)
-            else:
-                self._on_transfer_socket(key.data)
-        if time.monotonic() >= self._next_timer:
-            self._fire_timers(time.monotonic())
+            key.data()
+        now = time.monotonic()
+        if now >= self._next_timer:
+            self._fire_timers(now)
+
+    def _on_wakeup(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_r.recv(64)
 
     def _fire_timers(self, now: float) -> None:
         # Deadlines only ever move later when a transfer makes progress, so a full scan happens only when the
         # earliest one we know of has passed: most packets of a busy transfer never pay for it.
-        next_timer = float("inf")
+        next_timer = _NEVER
         for active in list(self._transfers.values()):
             machine = active.machine
             if machine.deadline is not None and machine.deadline <= now:
@@ -302,7 +304,7 @@ class TftpServer:
             raise
         active.request_bytes = data
         self._transfers[sock] = active
-        self._selector.register(sock, selectors.EVENT_READ, active)
+        self._selector.register(sock, selectors.EVENT_READ, partial(self._on_transfer_socket, active))
         self._step(active, active.machine.start(), active.started)
 
     def _start(self, sock: socket.socket, request: Request, peer: Address, now: float) -> _Active:

@@ -313,18 +313,13 @@ class Sender(_Transfer):
 
     def _fill(self) -> list[bytes]:
         """Top the window up from the file; return every packet in it (the ones to send or resend)."""
-        window, windowsize = self._window, self.settings.windowsize
+        window, windowsize, blksize = self._window, self.settings.windowsize, self.settings.blksize
         while len(window) < windowsize and not self._eof:
-            window.append(self._read_block())
+            payload = self._read(blksize)
+            self._eof = len(payload) < blksize  # a short block, even an empty one, ends the file
+            window.append((self._next, len(payload), encode_data(self._next & 0xFFFF, payload)))
+            self._next += 1
         return [packet for _, _, packet in window]
-
-    def _read_block(self) -> tuple[int, int, bytes]:
-        blksize = self.settings.blksize
-        payload = self._read(blksize)
-        self._eof = len(payload) < blksize  # a short block, even an empty one, ends the file
-        block = (self._next, len(payload), encode_data(self._next & 0xFFFF, payload))
-        self._next += 1
-        return block
 
 
 class Receiver(_Transfer):
