@@ -137,6 +137,8 @@ class Response:
         """Send the response through WSGI: the status and headers, then the body (none for HEAD)."""
         headers = self.headers.items()
         body = self.body
+        if isinstance(body, str):  # Replaced after construction (an after_request hook): still one block.
+            body = to_utf8(body)
         bodiless = self.status in _NO_BODY or environ["REQUEST_METHOD"] == "HEAD"
         if isinstance(body, bytes):
             if self.status not in _NO_BODY and "Content-Length" not in self.headers:

@@ -257,6 +257,19 @@ def test_return_types():
     assert response.headers["X-T"] == "y"
 
 
+def test_a_body_replaced_by_a_str_is_sent_whole():
+    app = App(__name__)
+    app.add_route("/", lambda request: "original", name="index")
+
+    @app.after_request
+    def replace(request, response):
+        response.body = "replaced: é"  # A str, not bytes: not to be streamed one character at a time.
+        return response
+
+    response = TestApp(app).get("/")
+    assert response.text == "replaced: é" and response.headers["Content-Length"] == str(len("replaced: é".encode()))
+
+
 def test_streaming_body_is_closed_when_the_server_closes_it():
     closed = []
 
