@@ -15,8 +15,11 @@ from .mount import StaticOptions
 from .paths import allowed_real_path
 
 
-def render_listing(directory: str, display_path: str, root: str, options: StaticOptions) -> bytes:
-    """The listing page of ``directory`` (a real path under ``root``) shown at URL path ``display_path``."""
+def render_listing(directory: str, display_path: str, root: str, options: StaticOptions, *, has_parent: bool) -> bytes:
+    """The listing page of ``directory`` (a real path under ``root``) shown at URL path ``display_path``.
+
+    ``has_parent`` is False at the mount's own URL, where a "../" link would lead out of the mount.
+    """
     entries = []
     with os.scandir(directory) as scan:
         for entry in scan:
@@ -30,7 +33,7 @@ def render_listing(directory: str, display_path: str, root: str, options: Static
         f"<title>{title}</title></head>",
         f"<body><h1>{title}</h1><ul>",
     ]
-    if os.path.realpath(directory) != root:
+    if has_parent:
         lines.append('<li><a href="../">../</a></li>')
     for name, is_dir in entries:
         suffix = "/" if is_dir else ""

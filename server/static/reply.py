@@ -196,7 +196,7 @@ def _serve_directory(
     if not mount.options.listing:
         return error_reply(404, method)
     display = display_prefix + "".join(segment + "/" for segment in target.segments)
-    page = render_listing(real_dir, display, root, mount.options)
+    page = render_listing(real_dir, display, root, mount.options, has_parent=bool(target.segments))
     return small_reply(200, method, page, "text/html; charset=utf-8")
 
 
