@@ -235,9 +235,9 @@ class App:
 
     def _serve_static(self, request: Request, filename: str) -> Response:
         path = safe_join(self.static_folder, filename)
-        if path is None or not path.is_file():
+        if path is None:
             raise NotFound()
-        return FileResponse(path, request)
+        return FileResponse(path, request)  # Which raises NotFound itself for a missing file or a directory.
 
     def make_response(self, request: Request, value: Any, status: int = 200) -> Response:
         """Turn whatever a view returned into a ``Response`` (see the module docstring for the types)."""

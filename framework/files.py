@@ -19,7 +19,7 @@ from server.static import FileReply, request_headers_from_environ, serve_file
 from server.static.wsgi import FileSlice
 
 from .datastructures import Headers
-from .errors import status_line
+from .errors import NotFound, status_line
 from .request import Request
 from .response import Response
 
@@ -31,8 +31,9 @@ class FileResponse(Response):
 
     ``download_name`` makes the browser save the file under that name (``Content-Disposition: attachment``);
     ``content_type`` overrides the type guessed from the name; ``max_age`` adds ``Cache-Control``. A missing
-    file answers 404. Pass the path the app chose, never a path taken unchecked from the URL (see
-    ``safe_join``).
+    file (or a directory) raises ``NotFound``, like ``abort(404)``. A view for another method than GET or HEAD
+    (a POST that generates a download) sends the whole file. Pass the path the app chose, never a path taken
+    unchecked from the URL (see ``safe_join``).
     """
 
     def __init__(
@@ -44,14 +45,17 @@ class FileResponse(Response):
         content_type: str | None = None,
         download_name: str | None = None,
     ) -> None:
+        if request.method in ("GET", "HEAD"):
+            method, headers = request.method, request_headers_from_environ(request.environ)
+        else:
+            # The server's rules would answer 405 to a POST; here the view has chosen to answer with this file.
+            # Conditions and ranges apply to GET only (RFC 9110 13.2.1, 14.2), so the whole file goes out.
+            method, headers = "GET", {}
         self.reply: FileReply = serve_file(
-            path,
-            request.method,
-            request_headers_from_environ(request.environ),
-            max_age=max_age,
-            content_type=content_type,
-            download_name=download_name,
+            path, method, headers, max_age=max_age, content_type=content_type, download_name=download_name
         )
+        if self.reply.status == 404:
+            raise NotFound()  # The app's own 404: its error handler, or its HTML or JSON page.
         self.status = self.reply.status
         self.headers = Headers(self.reply.headers)
         self.body = self.reply.body

@@ -38,6 +38,15 @@ def site(tmp_path):
     def missing(request):
         return FileResponse(tmp_path / "nope.pdf", request)
 
+    @app.csrf_exempt
+    @app.post("/export")
+    def export(request):
+        return FileResponse(tmp_path / "report.pdf", request, download_name="export.pdf")
+
+    @app.errorhandler(404)
+    def not_found(request, error):
+        return "the app's own 404 page"
+
     return app
 
 
@@ -84,8 +93,16 @@ def test_download_name_and_content_type(site):
     assert response.headers["Set-Cookie"].startswith("seen=1")
 
 
-def test_missing_file_is_404(site):
-    TestApp(site).get("/missing", status=404)
+def test_missing_file_is_the_apps_404(site):
+    assert TestApp(site).get("/missing", status=404).text == "the app's own 404 page"
+    assert TestApp(site).get("/static/nope.css", status=404).text == "the app's own 404 page"
+
+
+def test_a_post_view_can_answer_with_a_whole_file(site):
+    # The static rules allow GET and HEAD only; a view that chose to answer a POST with a file is not a 405.
+    response = TestApp(site).post("/export", headers={"Range": "bytes=0-9", "If-None-Match": "*"})
+    assert response.status_int == 200 and response.body == CONTENT
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="export.pdf"')
 
 
 def call(app, path, headers=None, file_wrapper=None):
