@@ -502,6 +502,17 @@ def test_ranges_apply_to_the_encoded_bytes(mount):
     assert read_body(reply) == b"GZIP"
 
 
+def test_siblings_and_type_follow_the_requested_name_not_a_link_target(mount, site):
+    (site / "themes").mkdir()
+    (site / "themes" / "dark.txt").write_bytes(b"body{background:black}")
+    (site / "theme.css").symlink_to(Path("themes") / "dark.txt")
+    (site / "theme.css.gz").write_bytes(b"GZ-THEME")
+    reply = get(mount, "/theme.css", accept_encoding="gzip")
+    assert reply.header("Content-Type") == "text/css; charset=utf-8"
+    assert reply.header("Content-Encoding") == "gzip"
+    assert read_body(reply) == b"GZ-THEME"
+
+
 def test_precompressed_sibling_of_an_index_page(mount, site):
     (site / "docs" / "index.html.gz").write_bytes(b"GZ-INDEX")
     reply = get(mount, "/docs/", accept_encoding="gzip")
