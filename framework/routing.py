@@ -166,11 +166,12 @@ class Matcher:
         self.converters = {part[0]: part[1] for part in parts if not isinstance(part, str)}
         self.literal_length = sum(len(part) for part in parts if isinstance(part, str))
         self.lone = parts[0] if len(parts) == 1 and not isinstance(parts[0], str) else None
+        # DOTALL: the path is decoded text, and "%0A" in a file name is a newline that "." must match too.
         if self.lone is not None:
-            self.regex = re.compile(self.lone[1].regex)
+            self.regex = re.compile(self.lone[1].regex, re.DOTALL)
         else:
             pieces = [re.escape(part) if isinstance(part, str) else f"(?P<{part[0]}>{part[1].regex})" for part in parts]
-            self.regex = re.compile("".join(pieces))
+            self.regex = re.compile("".join(pieces), re.DOTALL)
 
     def match(self, text: str) -> dict[str, Any] | None:
         """The converted parameters if ``text`` matches, else ``None`` (also when a converter refuses)."""

@@ -99,6 +99,7 @@ def test_float_converter(client):
 def test_path_converter_takes_slashes(client):
     assert client.get("/files/a/b/c.txt").text == "file=a/b/c.txt"
     assert client.get("/files/a/b/edit").text == "edit=a/b"
+    assert client.get("/files/a%0Ab/c").text == "file=a\nb/c"  # Decoded text: a newline is a character too.
 
 
 def test_uuid_converter(client):
