@@ -15,7 +15,7 @@ One request goes through these steps, in this order (the same order as Django's 
 8. any exception from steps 2-7 goes to an ``errorhandler`` for its status code or exception class, else to
    the framework's error page (HTML or JSON by ``Accept``; a traceback page with ``debug=True``);
 9. ``after_request`` hooks, in reverse registration order, each returning the response to use;
-10. the session cookie is written if the session changed;
+10. the session cookie is written if the session changed (and ``Vary: Cookie`` added if it was used at all);
 11. ``teardown`` hooks, always, with the unhandled exception or ``None``; uploaded files are released. For a
     streamed body this happens when the server closes it, after the last chunk (or the error that broke it).
 
