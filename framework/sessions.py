@@ -204,7 +204,12 @@ class CookieSessions:
         token = self.signer.sign(to_json(dict(session)))
         if len(token) > COOKIE_SIZE_LIMIT:
             log.warning("session cookie is %d bytes; browsers drop cookies over 4 KB", len(token))
-        response.set_cookie(self.cookie_name, token, max_age=self.max_age, **self.cookie_options)
+        options = self.cookie_options
+        if request.scheme == "https" and not options["secure"]:
+            # Set over HTTPS, the cookie is marked Secure even if nobody asked: it must never travel over plain
+            # HTTP, where anyone on the network could read it. (Behind a TLS proxy, set session_secure=True.)
+            options = {**options, "secure": True}
+        response.set_cookie(self.cookie_name, token, max_age=self.max_age, **options)
 
 
 class NoSessions:

@@ -63,6 +63,9 @@ def test_cookie_attributes():
     assert "Max-Age=1209600" in header and "Secure" not in header
     header = session_cookie(TestApp(make_app(session_secure=True)).get("/set/a/1"))
     assert "Secure" in header
+    # A session cookie set over HTTPS is Secure without being asked.
+    header = session_cookie(TestApp(make_app()).get("/set/a/1", extra_environ={"wsgi.url_scheme": "https"}))
+    assert "Secure" in header and "HttpOnly" in header and "SameSite=Lax" in header
 
 
 def test_cookie_is_written_only_when_the_session_changes():
