@@ -11,8 +11,8 @@ written, and an HMAC-SHA256 of both under the app's secret key. On the way in:
 
 On the way out the cookie is written only when the session changed, which keeps cached responses cacheable and
 avoids a ``Set-Cookie`` on every page (a response that used the session still says ``Vary: Cookie``); it is
-``HttpOnly`` (JavaScript cannot read it, so an XSS cannot steal it) and ``SameSite=Lax`` (not sent with
-cross-site POSTs, a first line of defence against CSRF).
+``HttpOnly`` (JavaScript cannot read it, so an XSS cannot steal it), ``SameSite=Lax`` (not sent with
+cross-site POSTs, a first line of defence against CSRF), and ``Secure`` when asked or when set over HTTPS.
 
 Note that the payload is signed, not encrypted: never put secrets in a session.
 """
