@@ -63,14 +63,19 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class _FileJob:
     """An open file being sent with os.sendfile, possibly across many writable events."""
 
-    __slots__ = ("app_code", "file", "offset", "on_done", "remaining")
+    __slots__ = ("app_code", "file", "length", "offset", "on_done", "remaining")
 
-    def __init__(self, file: BinaryIO, offset: int, remaining: int, on_done: Callable | None, app_code: bool):
+    def __init__(self, file: BinaryIO, offset: int, length: int, on_done: Callable | None, app_code: bool):
         self.file = file
         self.offset = offset
-        self.remaining = remaining
+        self.length = length
+        self.remaining = length
         self.on_done = on_done
         self.app_code = app_code
+
+    @property
+    def sent(self) -> int:
+        return self.length - self.remaining
 
 
 class FileChanged(OSError):
@@ -94,6 +99,7 @@ class HTTPConnection:
         else:  # a Unix socket has no peer address
             self.remote_addr, self.remote_port = "", ""
         self.request: Request | None = None
+        self.requests_seen = 0
         self.static_mount: Any = None
         self.body: Any = None
         self.body_size = 0
@@ -106,7 +112,8 @@ class HTTPConnection:
         self.after_flush: Callable[[], None] | None = None
         self.broken = False
         self.response_started = False
-        self.continue_received = False  # an Expect: 100-continue body has been read
+        self.continue_pending = False  # Expect: 100-continue, and the app has the say on reading the body
+        self.continue_received = False  # ... and it did read it
 
     def start(self) -> None:
         """Begin watching the socket (loop thread)."""
@@ -160,15 +167,34 @@ class HTTPConnection:
                     self.request = event
                     self.state = READING
                     self.static_mount = self.engine.static_mount_for(event)
-                    if event.expect_continue and self.static_mount is None:
-                        # The application decides whether it wants the body: hand it over now.
-                        self._dispatch()
-                        return
+                    self.continue_pending = self.continue_received = False
+                    if event.expect_continue:
+                        if self.static_mount is not None or not event.chunked:
+                            # A file needs no body, and an app decides whether it wants one: wsgi.input sends
+                            # the 100 on the app's first read. Either way, answer without waiting for the body.
+                            self.continue_pending = self.static_mount is None
+                            self._dispatch()
+                            return
+                        # A chunked body's length is unknown until it has all arrived, and WSGI frameworks only
+                        # read bodies with a CONTENT_LENGTH: so accept it at once and buffer it like any other.
+                        if not self._send_continue_now():
+                            return
                 elif kind is EndOfMessage:
                     self._dispatch()
                     return
         except ProtocolError as error:
             self.refuse(error.status, error.detail)
+
+    def _send_continue_now(self) -> bool:
+        # Nothing else is queued on a connection that is reading a request, so 25 bytes fit in the socket
+        # buffer; if they do not, the client is not reading at all and the connection is not worth keeping.
+        try:
+            complete = self.sock.send(_CONTINUE) == len(_CONTINUE)
+        except OSError:
+            complete = False
+        if not complete:
+            self.close_soon()
+        return complete
 
     def _store_body(self, data: bytes) -> None:
         if self.static_mount is not None:
@@ -185,10 +211,10 @@ class HTTPConnection:
             self.body = spool
 
     def _dispatch(self) -> None:
+        self.requests_seen += 1
         self.state = BUSY
         self.deadline = NEVER
         self.response_started = False
-        self.continue_received = False
         if self.static_mount is not None:
             self.engine.serve_static(self, self.request, self.static_mount)
             return
@@ -280,15 +306,19 @@ class HTTPConnection:
         offset: int,
         length: int,
         *,
-        on_done: Callable[[], None] | None = None,
+        on_done: Callable[[int], None] | None = None,
         app_code: bool = False,
     ) -> None:
         """Send ``head`` then ``length`` bytes of ``file`` from ``offset`` with sendfile; the loop finishes it.
 
-        ``on_done`` runs when the file is sent or abandoned (on a worker thread when ``app_code``, since
-        it may be an application's close())."""
-        self.send(head)
+        ``on_done(bytes_sent)`` runs exactly once, when the file is sent or abandoned (on a worker thread when
+        ``app_code``, since it may run an application's close())."""
         job = _FileJob(file, offset, length, on_done, app_code)
+        try:
+            self.send(head)
+        except ClientDisconnected:
+            self._file_done(job)
+            raise
         with self.lock:
             self.file_job = job
             if not self.flushing:
@@ -331,9 +361,9 @@ class HTTPConnection:
         if job.on_done is None:
             return
         if job.app_code:
-            self.engine.pool.submit(_run_quietly, job.on_done)
+            self.engine.pool.submit(_run_quietly, job.on_done, job.sent)
         else:
-            _run_quietly(job.on_done)
+            _run_quietly(job.on_done, job.sent)
 
     def _flush_on_loop(self) -> None:
         with self.lock:
@@ -483,8 +513,8 @@ class HTTPConnection:
         return f"{self.remote_addr or 'unix'}:{self.remote_port or '-'}"
 
 
-def _run_quietly(callback: Callable[[], None]) -> None:
+def _run_quietly(callback: Callable[[int], None], sent: int) -> None:
     try:
-        callback()
+        callback(sent)
     except Exception:
         log.exception("error while closing a response body")

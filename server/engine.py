@@ -21,7 +21,7 @@ from typing import Any
 from server import SERVER_SOFTWARE
 from server.accesslog import log_response
 from server.config import Config
-from server.connection import BUSY, IDLE, HTTPConnection
+from server.connection import IDLE, HTTPConnection
 from server.http import Request, error_response, http_date, reason_phrase
 from server.listeners import Listener
 from server.loop import READ, Reactor
@@ -33,6 +33,7 @@ log = logging.getLogger("server")
 
 _ACCEPT_BATCH = 64
 _RESERVED_FDS = 32  # descriptors kept free for files, logs and the wakeup channel
+_FIRST_REQUEST_GRACE = 1.0  # on shutdown, how long a just-accepted connection may take to send its request
 
 
 class Acceptor:
@@ -128,22 +129,26 @@ class Engine:
             return
         self.stopping = True
         self._stop_accepting()
-        self._shutdown_deadline = time.monotonic() + self.config.graceful_timeout
+        now = time.monotonic()
+        self._shutdown_deadline = now + self.config.graceful_timeout
         for conn in list(self.connections.values()):
-            if conn.state == IDLE:
-                conn.close()
+            if conn.state == IDLE and conn.requests_seen == 0:
+                # Accepted but silent: its first request may be on the wire right now. Give it a moment to
+                # arrive (it is then answered with Connection: close) rather than resetting the client.
+                conn.deadline = min(conn.deadline, now + _FIRST_REQUEST_GRACE)
         self._check_drained()
 
     def _check_drained(self) -> None:
-        busy = [c for c in self.connections.values() if c.state == BUSY or c.flushing]
-        if not busy or time.monotonic() >= self._shutdown_deadline:
-            if busy:
-                log.warning("graceful timeout: closing %d connection(s) still in flight", len(busy))
+        # Idle keep-alive connections are closed (clients retry on a fresh connection, as they must expect
+        # of any idle connection); everything else is waited for, up to the graceful deadline.
+        for conn in list(self.connections.values()):
+            if conn.state == IDLE and conn.requests_seen and not conn.flushing:
+                conn.close()
+        if not self.connections or time.monotonic() >= self._shutdown_deadline:
+            if self.connections:
+                log.warning("graceful timeout: closing %d connection(s) still open", len(self.connections))
             self.reactor.stop()
             return
-        for conn in list(self.connections.values()):
-            if conn.state == IDLE:
-                conn.close()
         self.reactor.call_later(0.05, self._check_drained)
 
     # -- connections --------------------------------------------------------------------------------------------------
@@ -208,6 +213,7 @@ class Engine:
             log.exception("error serving static file %s", request.path)
             conn.refuse(500, "error reading the file")
             return
+        # An unread Expect: 100-continue body leaves the start of the next request unknown: close after.
         keep_alive = request.keep_alive and not request.expect_continue and not self.stopping
         lines = [f"HTTP/1.1 {reply.status} {reason_phrase(reply.status)}\r\n"]
         lines.extend(f"{name}: {value}\r\n" for name, value in reply.headers)
@@ -216,34 +222,45 @@ class Engine:
             lines.append("Connection: close\r\n")
         lines.append("\r\n")
         head = "".join(lines).encode("latin-1")
-        sent = reply.length if reply.file is not None else len(reply.body)
+
+        def finished(sent: int) -> None:
+            reply.close()
+            log_response(
+                conn.remote_addr,
+                request,
+                reply.status,
+                sent,
+                headers.get("referer"),
+                headers.get("user-agent"),
+                started,
+            )
+
         try:
             if reply.file is not None and reply.length:
-                conn.send_file(head, reply.file, reply.offset, reply.length, on_done=reply.close)
+                conn.send_file(head, reply.file, reply.offset, reply.length, on_done=finished)
             else:
-                conn.send(head + (b"" if request.method == "HEAD" else reply.body))
-                reply.close()
+                body = b"" if request.method == "HEAD" else reply.body
+                conn.send(head + body)
+                finished(len(body))
         except Exception:
             reply.close()
             conn.close_soon()
             return
-        log_response(
-            conn.remote_addr, request, reply.status, sent, headers.get("referer"), headers.get("user-agent"), started
-        )
         conn.finish(keep_alive)
 
     def handle_request(self, conn: HTTPConnection, request: Request) -> None:
         """Run the WSGI application for one request (worker thread)."""
         started = time.monotonic()
         try:
-            body = ContinueInput(conn) if request.expect_continue else conn.take_body()
+            body = ContinueInput(conn) if conn.continue_pending else conn.take_body()
             environ = build_environ(self.base_environ, request, conn, body)
             if self.proxies.enabled:
                 self.proxies.apply(environ)
-            writer = run_application(self.app, environ, conn, request, self.config.debug)
+            writer = run_application(
+                self.app, environ, conn, request, self.config.debug, lambda w: log_access(w, environ, started)
+            )
             keep_alive = writer.keep_alive and not writer.client_gone and not self.stopping
             body.close()
-            log_access(writer, environ, started)
         except Exception:
             log.exception("internal error while serving %s %s", request.method, request.target)
             conn.close_soon()

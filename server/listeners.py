@@ -101,6 +101,9 @@ def open_listener(address: BindAddress, backlog: int = 2048) -> Listener:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if address.family == socket.AF_UNIX:
             sock.bind(address.host)
+            # Like gunicorn: anyone who can reach the path may connect (a proxy often runs as another user);
+            # restrict access with the permissions of the directory that holds the socket.
+            os.chmod(address.host, 0o777)
         else:
             sock.bind((address.host, address.port))
         sock.listen(backlog)

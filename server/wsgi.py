@@ -217,6 +217,7 @@ class ResponseWriter:
         self.status_code = 0
         self.close_deferred = False  # the body's close() runs once sendfile has sent the last byte
         self.client_gone = False
+        self.on_finished: Callable[[ResponseWriter], None] | None = None
 
     # PEP 3333's two callables.
 
@@ -229,7 +230,7 @@ class ResponseWriter:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called a second time without exc_info")
-        if type(status) is not str or not _STATUS.fullmatch(status):
+        if type(status) is not str or not _STATUS.fullmatch(status) or not status.isascii():
             raise AssertionError(f"invalid status {status!r}: expected a str like '200 OK'")
         if type(headers) is not list:
             raise AssertionError("response headers must be a list of (name, value) tuples")
@@ -240,6 +241,11 @@ class ResponseWriter:
             name, value = item
             if type(name) is not str or type(value) is not str:
                 raise AssertionError(f"response header {item!r} must have str name and value")
+            if not value.isascii():
+                try:
+                    value.encode("latin-1")
+                except UnicodeEncodeError:
+                    raise AssertionError(f"response header {name!r} has characters outside latin-1") from None
             lower = name.lower()
             if lower in HOP_BY_HOP:
                 raise AssertionError(f"hop-by-hop header {name!r} is not allowed from a WSGI application")
@@ -273,16 +279,15 @@ class ResponseWriter:
 
     def _head(self, known_length: int | None) -> bytes:
         """Serialise the status line and headers, choosing how the body will be framed."""
-        self.headers_sent = True
         code = self.status_code
         headers = self.headers
         self.body_allowed = not (self.is_head or code < 200 or code in _NO_BODY_STATUS)
         lines = [f"HTTP/1.1 {self.status}\r\n"]
         lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-        has = {name.lower() for name, _ in headers} if len(headers) < 16 else None
-        if has is None or "date" not in has:
+        has = {name.lower() for name, _ in headers}
+        if "date" not in has:
             lines.append(f"Date: {http_date()}\r\n")
-        if has is None or "server" not in has:
+        if "server" not in has:
             lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
         if self.declared_length is None and code >= 200 and code not in _NO_BODY_STATUS:
             if known_length is not None:
@@ -295,7 +300,7 @@ class ResponseWriter:
                 self.chunked = True
             else:
                 self.keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
-        if self.request.expect_continue and not self.conn.continue_received:
+        if self.conn.continue_pending and not self.conn.continue_received:
             self.keep_alive = False  # the unread body leaves the next request's start unknown
         if self.conn.engine.stopping:
             self.keep_alive = False  # shutting down: tell the client not to send another request here
@@ -304,7 +309,9 @@ class ResponseWriter:
         elif self.request.version == "HTTP/1.0":
             lines.append("Connection: keep-alive\r\n")
         lines.append("\r\n")
-        return "".join(lines).encode("latin-1")
+        head = "".join(lines).encode("latin-1")
+        self.headers_sent = True
+        return head
 
     def _frame(self, data: bytes) -> bytes:
         if not data or not self.body_allowed:
@@ -348,10 +355,19 @@ def _known_length(result: Any) -> int | None:
 
 
 def run_application(
-    app: Callable, environ: dict[str, Any], conn: HTTPConnection, request: Request, debug: bool
+    app: Callable,
+    environ: dict[str, Any],
+    conn: HTTPConnection,
+    request: Request,
+    debug: bool,
+    on_finished: Callable[[ResponseWriter], None],
 ) -> ResponseWriter:
-    """Call ``app`` for one request and send its response. Returns the writer (status, sizes, keep-alive)."""
+    """Call ``app`` for one request and send its response. Returns the writer (status, sizes, keep-alive).
+
+    ``on_finished(writer)`` runs once the response is really over: at once for most, but only after the last
+    byte for a file handed to the loop, so that the access log can tell what was sent and how long it took."""
     writer = ResponseWriter(conn, request)
+    writer.on_finished = on_finished
     try:
         result = app(environ, writer.start_response)
         try:
@@ -368,6 +384,8 @@ def run_application(
         writer.keep_alive = False
         if not writer.headers_sent:
             _send_error_page(writer, debug)
+    if not writer.close_deferred:
+        on_finished(writer)
     return writer
 
 
@@ -406,9 +424,19 @@ def _send_with_sendfile(writer: ResponseWriter, wrapper: FileWrapper, conn: HTTP
         writer.headers_sent = True
         writer.finish_body()
         return True
-    writer.bytes_sent = length
-    writer.close_deferred = True  # the loop closes the file when the last byte is out
-    conn.send_file(head, wrapper.filelike, offset, length, on_done=getattr(wrapper, "close", None), app_code=True)
+    writer.close_deferred = True  # the file is closed (and the response logged) after its last byte
+    close = getattr(wrapper, "close", None)
+
+    def done(sent: int) -> None:
+        writer.bytes_sent = sent
+        try:
+            if close is not None:
+                close()
+        finally:
+            if writer.on_finished is not None:
+                writer.on_finished(writer)
+
+    conn.send_file(head, wrapper.filelike, offset, length, on_done=done, app_code=True)
     return True
 
 
