@@ -177,7 +177,11 @@ class App:
         return hook
 
     def teardown(self, hook: View) -> View:
-        """Run ``hook(request, exception_or_None)`` at the end of every request, whatever happened."""
+        """Run ``hook(request, exception_or_None)`` at the end of every request, whatever happened.
+
+        The exception is the one a view or hook raised, even if an ``errorhandler`` turned it into a page (a
+        database hook should still roll back); ``HTTPError``s such as ``abort(404)`` are answers, not failures,
+        and give ``None``. For a streamed body the hooks run once the server has closed it."""
         self._teardown.append(hook)
         return hook
 

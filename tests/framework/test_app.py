@@ -456,3 +456,23 @@ def test_teardown_of_a_streamed_body_waits_for_the_server_to_close_it():
         list(body)
     body.close()
     assert events == ["teardown Boom"]  # ... and the teardown hears how the stream ended.
+
+
+def test_teardown_sees_handled_exceptions_but_not_http_errors():
+    app = App(__name__)
+    seen = []
+    app.teardown(lambda request, error: seen.append(type(error).__name__ if error else None))
+    app.errorhandler(Boom)(lambda request, error: ("conflict", 409))
+
+    @app.route("/handled")
+    def handled(request):
+        raise Boom("turned into a 409 page")
+
+    @app.route("/gone")
+    def gone(request):
+        abort(410)
+
+    client = TestApp(app)
+    client.get("/handled", status=409)
+    client.get("/gone", status=410)
+    assert seen == ["Boom", None]
