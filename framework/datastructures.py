@@ -76,7 +76,10 @@ class Headers:
                 self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
-        """Append a header, keeping any others of the same name (needed for ``Set-Cookie``)."""
+        """Append a header, keeping any others of the same name (needed for ``Set-Cookie``); a value that is
+        not a string (``headers["X-Total"] = 5``) is converted with ``str``."""
+        if not isinstance(value, str):
+            value = str(value)
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
             # A newline in a header would let user data forge headers or a whole response (splitting).
             raise ValueError(f"header {name!r} contains a newline")

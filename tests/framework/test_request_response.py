@@ -360,6 +360,8 @@ def test_headers_container():
     del headers["set-cookie"]
     assert "Set-Cookie" not in headers and len(headers) == 1
     assert headers.setdefault("X-A", "1") == "1" and headers.setdefault("x-a", "2") == "1"
+    headers["X-Total"] = 5  # What WSGI needs is a str.
+    assert headers["x-total"] == "5"
 
 
 def test_multidict():
