@@ -419,3 +419,17 @@ def test_ipv6(tftp_root, tmp_path):
         server.shutdown()
         thread.join(timeout=10)
     assert (tmp_path / "f").read_bytes() == b"over IPv6" * 100
+
+
+def test_large_windows_fit_in_the_socket_buffers(tftp_root, tmp_path, start_tftp_server):
+    """A window bigger than a default socket buffer would lose its tail every time and crawl from timeout to
+    timeout; both ends size their buffers for it, so this takes a fraction of a second, not minutes."""
+    data = os.urandom(3_000_000)
+    (tftp_root / "big.bin").write_bytes(data)
+    server = start_tftp_server(tftp_root, allow_upload=True, timeout=1.0)
+    client = client_for(server, blksize=65464, windowsize=16, timeout=1.0)
+    started = time.monotonic()
+    client.download("big.bin", tmp_path / "big.bin")
+    client.upload(tmp_path / "big.bin", "copy.bin")
+    assert time.monotonic() - started < 3.0
+    assert (tmp_path / "big.bin").read_bytes() == data and (tftp_root / "copy.bin").read_bytes() == data

@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from . import netascii
 from . import options as opts
+from .buffers import size_buffers
 from .packets import ErrorCode, ReadRequest, WriteRequest
 from .transfer import Address, Receiver, Sender, State, TransferFailed
 
@@ -145,6 +146,7 @@ class TftpClient:
         """Drive one machine to its end over a fresh socket (a fresh TID) and raise if it failed."""
         with socket.socket(self._family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
+            size_buffers(sock, self.settings)  # the window asked for: the server may only make it smaller
             poller = select.poll()
             poller.register(sock, select.POLLIN)
             try:

@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from . import netascii
 from . import options as opts
+from .buffers import size_buffers
 from .packets import Error, ErrorCode, MalformedPacket, ReadRequest, Request, decode
 from .progress import format_size
 from .transfer import Address, Datagram, Receiver, Sender, State, error_for_os_error
@@ -334,6 +335,7 @@ class TftpServer:
         except BaseException:
             file.close()
             raise
+        size_buffers(sock, settings)
         return _Active(sock, machine, request, peer, file, now, path)
 
     def _start_write(self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float) -> _Active:
@@ -359,6 +361,7 @@ class TftpServer:
         writer = netascii.DecodingWriter(file.write) if request.mode == "netascii" else None
         write = writer.write if writer else file.write
         machine = Receiver(write, peer, settings, now, oack=accepted, limit=self.limits.max_upload)
+        size_buffers(sock, settings)
         return _Active(sock, machine, request, peer, file, now, path, Path(temp), writer)
 
     def _commit_upload(self, active: _Active) -> None:
