@@ -18,7 +18,7 @@ importable from here::
 from .app import App
 from .csrf import csrf_exempt
 from .datastructures import Headers, MultiDict
-from .errors import HTTPError, MethodNotAllowed, NotFound, abort
+from .errors import HTTPError, MethodNotAllowed, MissingField, NotFound, abort
 from .files import FileResponse, safe_join
 from .forms import UploadedFile
 from .request import Request
@@ -35,6 +35,7 @@ __all__ = [
     "HTTPError",
     "Headers",
     "MethodNotAllowed",
+    "MissingField",
     "MultiDict",
     "NotFound",
     "Request",

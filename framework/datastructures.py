@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from .errors import MissingField
+
 
 class MultiDict(Mapping[str, Any]):
     """A mapping of first values that remembers every value for each key.
 
     ``d[key]`` and ``d.get(key)`` answer the first value, as a form with one field of each name expects;
-    ``d.getall(key)`` answers the list. It is a read-only ``Mapping`` once built (parsed input should not
+    ``d.getall(key)`` answers the list. A missing key raises ``MissingField``, a ``KeyError`` that answers 400
+    if the view does not catch it. It is a read-only ``Mapping`` once built (parsed input should not
     change under a view's feet), so ``dict(d)`` and ``json.dumps(dict(d))`` do the obvious thing.
     """
 
@@ -33,7 +36,10 @@ class MultiDict(Mapping[str, Any]):
         self._lists.setdefault(key, []).append(value)
 
     def __getitem__(self, key: str) -> Any:
-        return self._lists[key][0]
+        try:
+            return self._lists[key][0]
+        except KeyError:
+            raise MissingField(key) from None
 
     def getall(self, key: str) -> list[Any]:
         """Every value sent for ``key``, in order; an empty list when there is none."""

@@ -2,7 +2,8 @@
 
 ``abort(404)`` raises an ``HTTPError``; the app catches it, looks for an error handler registered for the
 code, and otherwise renders the framework's own error page (see ``pages.py``). Routing raises the subclasses
-``NotFound``, ``MethodNotAllowed`` (which carries the ``Allow`` header) and ``RequestRedirect``.
+``NotFound``, ``MethodNotAllowed`` (which carries the ``Allow`` header) and ``RequestRedirect``; parsed input
+raises ``MissingField`` for a field the client did not send.
 """
 
 from __future__ import annotations
@@ -75,6 +76,21 @@ class RequestRedirect(HTTPError):
     def __init__(self, location: str) -> None:
         self.location = location
         super().__init__(308, "This resource lives at another URL.", headers=[("Location", location)])
+
+
+class MissingField(HTTPError, KeyError):
+    """``request.form["title"]`` (or ``query``, ``files``) when the client sent no such field.
+
+    A ``KeyError`` to the view, so ``except KeyError`` works as with any mapping; a 400 to the client if the
+    view lets it go, since a missing field is the client's mistake, not a bug in the app (not a 500).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(400, f"The request has no {key!r} field.")
+
+    def __str__(self) -> str:
+        return HTTPError.__str__(self)  # Not KeyError's repr() of the message.
 
 
 def abort(code: int, description: str | None = None) -> NoReturn:

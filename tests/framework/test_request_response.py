@@ -124,6 +124,28 @@ def test_lone_surrogates_from_json_do_not_break_responses():
     assert client.post("/session", body, content_type="application/json").text == "stored"
 
 
+def test_a_missing_field_is_400_not_500():
+    app = App(__name__)
+
+    @app.post("/post")
+    def post(request):
+        return {"title": request.form["title"]}
+
+    @app.route("/search")
+    def search(request):
+        try:
+            return {"q": request.query["q"]}
+        except KeyError:  # Still a KeyError for views that handle it.
+            return {"q": None}
+
+    client = TestApp(app)
+    assert client.post("/post", {"title": "T"}).json == {"title": "T"}
+    assert "no &#39;title&#39; field" in client.post("/post", {"other": "x"}, status=400).text
+    response = client.post("/post", headers={"Accept": "application/json"}, status=400)
+    assert response.json["error"]["description"] == "The request has no 'title' field."
+    assert client.get("/search").json == {"q": None}
+
+
 def test_form_with_invalid_utf8_is_400(client):
     response = client.post("/echo", b"name=%ff%fe", content_type="application/x-www-form-urlencoded", status=400)
     assert "Malformed form data" in response.text
