@@ -433,3 +433,16 @@ def test_large_windows_fit_in_the_socket_buffers(tftp_root, tmp_path, start_tftp
     client.upload(tmp_path / "big.bin", "copy.bin")
     assert time.monotonic() - started < 3.0
     assert (tmp_path / "big.bin").read_bytes() == data and (tftp_root / "copy.bin").read_bytes() == data
+
+
+def test_shutdown_tells_the_peers_and_cleans_up(tftp_root, start_tftp_server, raw):
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    peer = raw()
+    peer.send(WriteRequest("unfinished.bin"), server.address)
+    packet, tid = peer.recv()
+    peer.send(encode_data(1, b"u" * 512), tid)
+    assert peer.recv() == (Ack(1), tid)
+    server.shutdown()
+    packet, source = peer.recv()
+    assert source == tid and packet == Error(ErrorCode.NOT_DEFINED, "server shutting down")
+    assert list(tftp_root.iterdir()) == []

@@ -402,6 +402,7 @@ class TftpServer:
 
     def _abort_all(self, reason: str) -> None:
         for active in list(self._transfers.values()):
+            self._release_file(active)
             self._send(active, active.machine.abort(reason))
             if active.linger_until is None:
                 self._log_end(active, f"aborted: {reason}")
