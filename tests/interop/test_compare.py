@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.interop.conftest import APPS, known_server_bug, load_app
+from tests.interop.conftest import APPS, load_app
 from tests.interop.peers import GunicornProcess, WsgirefThread
 from tests.support import TIMEOUT, ServerThread
 
@@ -35,8 +35,6 @@ class Probe:
     options: dict[str, Any] = field(default_factory=dict)
     # Peers whose answer is a fair reference for this probe (wsgiref, the floor, gets some things wrong).
     peers: tuple[str, ...] = ("wsgiref", "gunicorn")
-    # A known server bug (tests.interop.conftest.SERVER_BUGS) that makes this probe differ, for these frameworks.
-    bug: tuple[str, tuple[str, ...]] | None = None
 
 
 PROBES = [
@@ -67,7 +65,7 @@ PROBES = [
     Probe("GET", "/greet/%F0%9F%90%8D%20x"),
     Probe("GET", "/hello/"),
     # wsgiref sends its status line before it fails to encode the header: only gunicorn is a fair reference.
-    Probe("GET", "/unicode-header", peers=("gunicorn",), bug=("latin1-header", ("flask",))),
+    Probe("GET", "/unicode-header", peers=("gunicorn",)),
     Probe("GET", "/no/such/page"),
     Probe("POST", "/no/such/page", {"data": b"ignored"}),
 ]
@@ -119,27 +117,16 @@ def both(peer_kind: str, framework: str) -> Iterator[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("framework", list(APPS))
-def test_same_answers_as_a_reference_server(
-    both: tuple[str, str], peer_kind: str, framework: str, request: pytest.FixtureRequest
-) -> None:
+def test_same_answers_as_a_reference_server(both: tuple[str, str], peer_kind: str, framework: str) -> None:
     ours, theirs = both
     differences: list[str] = []
-    known: set[str] = set()
     for probe in (p for p in PROBES if peer_kind in p.peers):
         mine, reference = ask(ours, probe), ask(theirs, probe)
         if mine.status == reference.status == 500:
             continue  # a server's own error page: its wording is the server's business, not the app's
-        found = []
         if mine != reference:
-            found.append(f"{probe.method} {probe.path}:\n  ours   {mine}\n  theirs {reference}")
+            differences.append(f"{probe.method} {probe.path}:\n  ours   {mine}\n  theirs {reference}")
         # Where the reference knew the length, so must we (a HEAD answer included).
         if reference.content_length is not None and mine.content_length != reference.content_length:
-            found.append(f"{probe.method} {probe.path}: Content-Length {mine.content_length} vs {reference}")
-        if found and probe.bug and framework in probe.bug[1]:
-            known.add(probe.bug[0])
-        else:
-            differences += found
+            differences.append(f"{probe.method} {probe.path}: Content-Length {mine.content_length} vs {reference}")
     assert not differences, "\n".join(differences)
-    for bug in known:
-        known_server_bug(request, bug)
-    assert not known, f"differences from known server bugs: {sorted(known)}"

@@ -15,7 +15,7 @@ from hashlib import sha256
 
 import pytest
 
-from tests.interop.conftest import Live, known_server_bug
+from tests.interop.conftest import Live
 from tests.support import TIMEOUT
 
 pytestmark = [
@@ -48,9 +48,7 @@ def curl(*args: str, data: bytes) -> tuple[str, dict]:
 
 
 @pytest.mark.parametrize("how", list(INVOCATIONS))
-def test_curl_raw_upload(live: Live, how: str, request: pytest.FixtureRequest) -> None:
-    if how != "data-binary" and live.framework in ("django", "bottle"):
-        known_server_bug(request, "continue-chunked")
+def test_curl_raw_upload(live: Live, how: str) -> None:
     trace, answer = curl(*INVOCATIONS[how], "-H", "Content-Type: application/octet-stream", f"{live.url}/echo",
                          data=DATA)  # fmt: skip
     assert "> Expect: 100-continue" in trace  # the path under test was taken

@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from tests.interop.common import DOWNLOAD_SIZE
-from tests.interop.conftest import APPS, known_server_bug, load_app
+from tests.interop.conftest import APPS, load_app
 from tests.support import ROOT, TIMEOUT, ServerProcess, ServerThread, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -299,31 +299,26 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run nginx
 
 @needs_nginx
 @as_root
-def test_an_unprivileged_nginx_can_use_the_unix_socket(request: pytest.FixtureRequest) -> None:
-    known_server_bug(request, "unix-socket-mode")
-    # In production nginx's workers run as www-data, not as the user running our server. gunicorn creates its
-    # socket with --umask 0 (mode 0777), so this works there out of the box; a socket created with the usual
-    # umask 022 (mode 0755) is not writable by www-data, and connect() fails with EACCES: nginx answers 502.
+def test_an_unprivileged_nginx_can_use_the_unix_socket() -> None:
+    # In production nginx's workers run as www-data, not as the user running our server, and connecting to a
+    # Unix socket needs write permission on it. A socket left with the usual umask 022 (mode 0755) makes nginx
+    # answer 502 (EACCES); like gunicorn, the server makes its socket 0777 and leaves access to the directory.
     with shared_directory() as directory:
         _hello_through_unprivileged_nginx(directory, directory / "app.sock")
 
 
 @needs_nginx
 @as_root
-def test_the_documented_socket_permissions_let_nginx_in() -> None:
-    # docs/nginx.md: a socket directory of nginx's group with the setgid bit, and the server run with umask 0007,
-    # give a socket only the server's user and nginx's group can use.
+def test_the_documented_socket_directory_lets_nginx_in() -> None:
+    # docs/nginx.md: the socket's directory belongs to nginx's group, mode 0750, so that only the server's user
+    # and nginx can reach the socket.
     _, gid = _unprivileged()
     with shared_directory() as directory:
         sockets = directory / "run"
         sockets.mkdir()
         os.chown(sockets, -1, gid)
-        sockets.chmod(0o2750)
-        previous = os.umask(0o007)  # inherited by the server process started below
-        try:
-            _hello_through_unprivileged_nginx(directory, sockets / "app.sock")
-        finally:
-            os.umask(previous)
+        sockets.chmod(0o750)
+        _hello_through_unprivileged_nginx(directory, sockets / "app.sock")
 
 
 def test_the_documented_config_uses_the_tested_directives() -> None:
