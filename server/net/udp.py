@@ -15,7 +15,6 @@ import socket
 import time
 from typing import TextIO
 
-from .addr import parse_address
 from .display import peer_text, show, stamp
 
 Address = tuple[str, int]
@@ -30,9 +29,9 @@ def check_size(message: bytes) -> bytes:
     return message
 
 
-def open_socket(bind: Address | None = None, *, broadcast: bool = False) -> socket.socket:
-    """A UDP socket for ``bind``'s address family, bound to it if given."""
-    host = bind[0] if bind else "0.0.0.0"
+def open_socket(bind: Address | None = None, *, peer: Address | None = None, broadcast: bool = False) -> socket.socket:
+    """A UDP socket of the address family of ``bind`` (or ``peer``), bound to ``bind`` if given."""
+    host = (bind or peer or ("0.0.0.0", 0))[0]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     if broadcast:
@@ -76,7 +75,7 @@ def collect_replies(sock: socket.socket, out: TextIO, wait: float) -> int:
 
 def send(target: Address, message: bytes, out: TextIO, wait: float = 0.0) -> int:
     """Send one datagram; with ``wait``, print the replies that arrive within that many seconds."""
-    with open_socket() as sock:
+    with open_socket(peer=target) as sock:
         sock.sendto(check_size(message), target)
         _line(out, f"sent {len(message)} bytes to {peer_text(target)}")
         return collect_replies(sock, out, wait) if wait > 0 else 0
@@ -138,7 +137,6 @@ __all__ = [
     "echo",
     "listen",
     "open_socket",
-    "parse_address",
     "send",
     "show",
 ]
