@@ -264,8 +264,7 @@ class Sender(_Transfer):
                 self._fall_back()
             else:
                 return self._illegal(packet)
-            self.state = State.RUNNING
-            self._base = self._next = 1
+            self.state = State.RUNNING  # the answer acknowledged the request as "block 0": send block 1 on
             return self._advance(now)
         if isinstance(packet, Ack):
             return self._on_ack(packet.block, now)
@@ -352,8 +351,7 @@ class Receiver(_Transfer):
 
     def _handle(self, packet: Any, now: float) -> list[Datagram]:
         if self.state == State.COMPLETE:
-            # Our final ACK may have been lost: the sender repeats its last block, and we acknowledge it
-            # again.
+            # Our final ACK may have been lost: if the sender repeats its last block, acknowledge it again.
             if isinstance(packet, Data) and packet.block == (self._expected - 1) & 0xFFFF:
                 return self._to_peer(self._last)
             return []
