@@ -5,7 +5,8 @@ written, and an HMAC-SHA256 of both under the app's secret key. On the way in:
 
 - the signature is checked with ``hmac.compare_digest`` (a plain ``==`` would leak, through its timing, how
   many leading bytes of a forged signature are right), against the current key and then each old key, so the
-  key can be rotated without logging everybody out;
+  key can be rotated without logging everybody out (a session signed with an old key is written again under
+  the current one);
 - a cookie older than ``max_age`` seconds is ignored;
 - anything wrong (tampered, expired, garbage) yields an empty session, never an error.
 
@@ -88,13 +89,22 @@ class Signer:
     def unsign(self, token: str, max_age: float | None = None) -> bytes | None:
         """The payload if ``token`` was signed by one of the keys no more than ``max_age`` seconds ago,
         else ``None``."""
+        found = self.unsign_with_key(token, max_age)
+        return None if found is None else found[0]
+
+    def unsign_with_key(self, token: str, max_age: float | None = None) -> tuple[bytes, int] | None:
+        """``unsign``, and which key the signature is from: 0 for the current one, 1 and up for old ones."""
         if not token.isascii():
             return None
         data, _, signature = token.rpartition(".")
         payload, _, stamp = data.partition(".")
         if not payload or not stamp:
             return None
-        if not any(hmac.compare_digest(self._signature(key, data), signature) for key in self._keys):
+        index = next(
+            (i for i, key in enumerate(self._keys) if hmac.compare_digest(self._signature(key, data), signature)),
+            None,
+        )
+        if index is None:
             return None
         try:
             signed_at = int.from_bytes(_b64decode(stamp), "big")
@@ -103,7 +113,7 @@ class Signer:
             return None
         if max_age is not None and self._clock() - signed_at > max_age:
             return None
-        return value
+        return value, index
 
 
 class Session(dict):
@@ -172,14 +182,21 @@ class CookieSessions:
         token = request.cookies.get(self.cookie_name)
         if not token:
             return Session()
-        payload = self.signer.unsign(token, self.max_age)
-        if payload is None:
+        found = self.signer.unsign_with_key(token, self.max_age)
+        if found is None:
             return Session()
+        payload, key_index = found
         try:
             data = json.loads(payload)
         except (ValueError, RecursionError):
             return Session()
-        return Session(data, new=False) if isinstance(data, dict) else Session()
+        if not isinstance(data, dict):
+            return Session()
+        session = Session(data, new=False)
+        # Signed with an old key: write it again under the current one, so that the old key can be dropped
+        # once every active visitor has been back, rather than only when the last cookie signed with it expires.
+        session.modified = key_index > 0
+        return session
 
     def save(self, request: Request, response: Response) -> None:
         """Write the cookie if the view changed the session; delete it if the session was emptied.
