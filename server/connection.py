@@ -58,6 +58,7 @@ LOW_WATER = 64 * 1024
 LINGER_SECONDS = 2.0
 NEVER = float("inf")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)  # Linux: more data follows, so do not send a short segment yet
 
 
 class _FileJob:
@@ -314,14 +315,31 @@ class HTTPConnection:
         ``on_done(bytes_sent)`` runs exactly once, when the file is sent or abandoned (on a worker thread when
         ``app_code``, since it may run an application's close())."""
         job = _FileJob(file, offset, length, on_done, app_code)
-        try:
-            self.send(head)
-        except ClientDisconnected:
-            self._file_done(job)
-            raise
+        self.response_started = True
         with self.lock:
+            if self.broken:
+                self._file_done(job)
+                raise ClientDisconnected("connection is broken")
             self.file_job = job
-            if not self.flushing:
+            if self.flushing:
+                self.out += head
+                return
+            # MSG_MORE: hold the head back so that it leaves in one segment with the file's first bytes.
+            self.out += head
+            try:
+                sent = self.sock.send(self.out, _MSG_MORE)
+                del self.out[:sent]
+                done = self._write_some()
+            except (BlockingIOError, InterruptedError):
+                done = False
+            except OSError as error:
+                if isinstance(error, FileChanged):
+                    log.warning("%s: closing the connection: %s", self.describe(), error)
+                self.broken = True
+                self.file_job = None
+                self._file_done(job)
+                raise ClientDisconnected(str(error)) from error
+            if not done:
                 self._start_flushing()
 
     def _start_flushing(self) -> None:
