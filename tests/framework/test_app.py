@@ -106,7 +106,7 @@ def test_teardown_always_runs_and_sees_unhandled_errors(caplog):
         client.get("/fail", status=500)
         client.get("/missing", status=404)
     assert seen == ["Boom", None]
-    assert "teardown bug" in caplog.text or "broken_teardown" in caplog.text
+    assert "teardown hook" in caplog.text and "broken_teardown" in caplog.text and "teardown bug" in caplog.text
 
 
 def test_error_handlers_by_status_and_by_exception_class():
