@@ -215,8 +215,12 @@ def _response_complete(data: bytes) -> bool:
 
 
 def _open_idle_batch(address: tuple[str, int], size: int, timeout: float) -> list[socket.socket]:
-    """Open ``size`` connections at once with non-blocking sockets, make one request on each, return the ones
-    whose response arrived within ``timeout``: those are keep-alive connections the server has accepted."""
+    """Open ``size`` connections at once and make one request on each; return those answered in ``timeout``.
+
+    Non-blocking sockets let a batch connect in parallel. A completed response proves the server accepted the
+    connection (a bare connect only proves the kernel queued it), and what remains is an idle keep-alive
+    connection.
+    """
     done: list[socket.socket] = []
     received: dict[socket.socket, bytes] = {}
     with selectors.DefaultSelector() as selector:

@@ -209,6 +209,10 @@ class Server:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def log_tail(self, lines: int = 20) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
@@ -530,43 +534,55 @@ def interleaved(
 ) -> Results:
     """Measure every server in every scenario ``rounds`` times, interleaved, and return all the runs.
 
-    Each round starts every server afresh, warms it up briefly (imports, thread pools, caches), runs each
-    scenario once and stops it. The server order rotates from round to round, so no server is always first
-    after a pause or always right behind a particular neighbour. A server that fails is reported and skipped
-    in later rounds; the others carry on.
+    All servers start first and stay up (idle ones cost nothing) and each gets a short warm-up (imports,
+    thread pools, caches). Then each round runs every scenario against every server in turn, so the runs
+    being compared are never more than one pass over the servers apart: background load that comes and goes
+    over minutes hits them alike. The server order rotates from round to round, so none is always first or
+    always right behind a particular neighbour. A server that fails to start or dies is reported and left
+    out from then on; the others carry on.
     """
     results = results or Results()
-    broken: set[str] = set()
-    for number in range(rounds):
-        shift = number % max(1, len(servers))
-        for server in [*servers[shift:], *servers[:shift]]:
-            if server.name in broken:
-                continue
+    live: list[Server] = []
+
+    def fail(server: Server, exc: BenchError, when: str) -> None:
+        for scenario in scenarios:
+            results.failures.setdefault((server.name, scenario.name), str(exc).splitlines()[0])
+        log(f"{when}  {server.name}: FAILED, leaving it out from now on\n{exc}")
+        if server in live:
+            live.remove(server)
+        server.stop()
+
+    with contextlib.ExitStack() as stack:
+        for server in servers:
             try:
-                with server:
-                    if warmup > 0:
-                        run_wrk(server.url, connections=10, duration=warmup, cpu=wrk_cpu)
-                    for scenario in scenarios:
-                        url = server.url.rstrip("/") + scenario.path
-                        result = run_wrk(
-                            url,
-                            scenario.connections,
-                            duration,
-                            scenario.threads,
-                            scenario.headers,
-                            cpu=wrk_cpu,
-                        )
-                        results.add(server.name, scenario.name, result)
-                        log(
-                            f"round {number + 1}/{rounds}  {server.name:<18} {scenario.name:<12} "
-                            f"{result.requests_per_sec:>10,.0f} req/s"
-                            + (f"  ({result.errors} errors)" if result.errors else "")
-                        )
+                stack.enter_context(server)
+                if warmup > 0:
+                    run_wrk(server.url, connections=10, duration=warmup, cpu=wrk_cpu)
+                live.append(server)
             except BenchError as exc:
-                broken.add(server.name)
-                for scenario in scenarios:
-                    results.failures.setdefault((server.name, scenario.name), str(exc).splitlines()[0])
-                log(f"round {number + 1}/{rounds}  {server.name}: FAILED, skipping it from now on\n{exc}")
+                fail(server, exc, "start")
+        for number in range(rounds):
+            when = f"round {number + 1}/{rounds}"
+            shift = number % max(1, len(live))
+            for scenario in scenarios:
+                for server in [*live[shift:], *live[:shift]]:
+                    url = server.url.rstrip("/") + scenario.path
+                    try:
+                        if not server.running:
+                            raise BenchError(f"{server.name} exited\n--- its output ---\n{server.log_tail()}")
+                        result = run_wrk(
+                            url, scenario.connections, duration, scenario.threads, scenario.headers, cpu=wrk_cpu
+                        )
+                        if result.requests == 0:
+                            raise BenchError(f"{server.name} answered no request in {duration:g}s")
+                    except BenchError as exc:
+                        fail(server, exc, when)
+                        continue
+                    results.add(server.name, scenario.name, result)
+                    errors = f"  ({result.errors} errors)" if result.errors else ""
+                    log(
+                        f"{when}  {server.name:<18} {scenario.name:<12} {result.requests_per_sec:>10,.0f} req/s{errors}"
+                    )
     return results
 
 
