@@ -121,3 +121,31 @@ def test_precompressed_sibling(server):
     assert response.headers["Content-Encoding"] == "gzip"
     assert response.headers["Vary"] == "Accept-Encoding"
     assert gzip.decompress(response.raw.read(decode_content=False)) == b"body{ /* gz */ }"
+
+
+def test_a_file_that_shrinks_mid_download_closes_the_connection(tmp_path, caplog):
+    root = tmp_path / "shrinking"
+    root.mkdir()
+    path = root / "data.bin"
+    size = 32 * 1024 * 1024
+    path.write_bytes(b"x" * size)
+    with ServerThread(app, static=(f"/files={root}",)) as running, running.connect() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # the server must block on us quickly
+        sock.sendall(b"GET /files/data.bin HTTP/1.1\r\nHost: test\r\n\r\n")
+        received = sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 200 ") and b"Content-Length: %d" % size in received
+        with open(path, "r+b") as handle:
+            handle.truncate(1024 * 1024)  # the file shrinks under the download
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    body = received.partition(b"\r\n\r\n")[2]
+    # The promised length can no longer be kept: the connection closes early instead of lying.
+    assert len(body) < size
+    assert any("shrank" in record.getMessage() for record in caplog.records)
+
+
+def test_other_methods_get_405_with_allow(server):
+    response = requests.post(f"{server.url}/static/a.txt", data=b"x", timeout=TIMEOUT)
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"] and "HEAD" in response.headers["Allow"]
+    assert requests.get(f"{server.url}/static/a.txt", timeout=TIMEOUT).content == b"0123456789"
