@@ -1,11 +1,13 @@
 """Option negotiation on both sides, and netascii conversion."""
 
 import io
+import socket
 
 import pytest
 
 from server.net.tftp import netascii
 from server.net.tftp import options as opts
+from server.net.tftp.buffers import fit_window
 from server.net.tftp.packets import ErrorCode
 
 BASE = opts.Settings()
@@ -96,3 +98,27 @@ def test_netascii_reader_returns_full_blocks_until_the_end():
         b"\r\n",
         b"",
     ]
+
+
+class CappedSocket:
+    """A socket whose kernel grants no more than the default buffers (net.core.rmem_max = 212992)."""
+
+    def __init__(self):
+        self.requested = {}
+
+    def setsockopt(self, level, option, value):
+        self.requested[option] = value
+
+    def getsockopt(self, level, option):
+        return 2 * 212992  # Linux reports the doubled size it granted
+
+
+def test_windows_are_fitted_to_the_socket_buffers():
+    small = opts.Settings(blksize=1468, windowsize=16)
+    assert fit_window(CappedSocket(), small) == small  # a 23 KiB burst: nothing to do
+    sock = CappedSocket()
+    fitted = fit_window(sock, opts.Settings(blksize=65464, windowsize=16))
+    assert fitted.windowsize == 3 and fitted.blksize == 65464
+    assert sock.requested[socket.SO_RCVBUF] == 2 * 65468 * 16  # what was asked before settling
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as real:
+        assert fit_window(real, opts.Settings(blksize=8192, windowsize=8)).windowsize >= 1

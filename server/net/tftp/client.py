@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from . import netascii
 from . import options as opts
-from .buffers import size_buffers
+from .buffers import fit_window
 from .packets import ErrorCode, ReadRequest, WriteRequest
 from .transfer import Address, Receiver, Sender, State, TransferFailed
 
@@ -50,6 +50,8 @@ class TransferResult:
 
 
 Progress = Callable[[int, "int | None"], None]  # (bytes so far, total bytes if known)
+# Builds the machine for one request from the settings, the options to ask for and the current time.
+_MachineFactory = Callable[[opts.Settings, dict[str, str], float], "Sender | Receiver"]
 
 
 class TftpClient:
@@ -95,12 +97,11 @@ class TftpClient:
         writer = netascii.DecodingWriter(file.write) if mode == "netascii" else None
         write = writer.write if writer else file.write
 
-        def receiver(options: dict[str, str], now: float) -> Receiver:
-            request = ReadRequest(remote, mode, options)
-            return Receiver(write, self.server, self.settings, now, request=request)
+        def receiver(settings: opts.Settings, options: dict[str, str], now: float) -> Receiver:
+            return Receiver(write, self.server, settings, now, request=ReadRequest(remote, mode, options))
 
         # tsize 0 asks the server for the size, which makes the progress bar a bar.
-        result = self._transfer(receiver, opts.client_options(self.settings, tsize=0))
+        result = self._transfer(receiver, tsize=0)
         if writer is not None:
             writer.close()
         return result
@@ -121,32 +122,29 @@ class TftpClient:
         """Send the contents of an open binary file; ``size``, if known, is announced as tsize."""
         read = netascii.EncodingReader(file.read).read if mode == "netascii" else file.read
 
-        def sender(options: dict[str, str], now: float) -> Sender:
-            request = WriteRequest(remote, mode, options)
-            return Sender(read, self.server, self.settings, now, request=request)
+        def sender(settings: opts.Settings, options: dict[str, str], now: float) -> Sender:
+            return Sender(read, self.server, settings, now, request=WriteRequest(remote, mode, options))
 
-        return self._transfer(sender, opts.client_options(self.settings, tsize=size))
+        return self._transfer(sender, tsize=size)
 
-    def _transfer(
-        self, make: Callable[[dict[str, str], float], Sender | Receiver], options: dict[str, str]
-    ) -> TransferResult:
+    def _transfer(self, make: _MachineFactory, *, tsize: int | None) -> TransferResult:
         started = time.monotonic()
-        machine = make(options, started)
         try:
-            self._run(machine)
+            machine = self._run(make, tsize, with_options=True)
         except TransferFailed as exc:
             # RFC 2347: a server may refuse options with ERROR 8; then ask once more, without them.
-            if not (options and exc.remote and exc.during_request and exc.code == ErrorCode.OPTION_NEGOTIATION):
+            if not (exc.remote and exc.during_request and exc.code == ErrorCode.OPTION_NEGOTIATION):
                 raise
-            machine = make({}, time.monotonic())
-            self._run(machine)
+            machine = self._run(make, tsize, with_options=False)
         return TransferResult(machine.bytes_transferred, time.monotonic() - started, machine.settings)
 
-    def _run(self, machine: Sender | Receiver) -> None:
-        """Drive one machine to its end over a fresh socket (a fresh TID) and raise if it failed."""
+    def _run(self, make: _MachineFactory, tsize: int | None, *, with_options: bool) -> Sender | Receiver:
+        """Run one request to its end over a fresh socket (a fresh TID); return its machine or raise."""
         with socket.socket(self._family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
-            size_buffers(sock, self.settings)  # the window asked for: the server may only make it smaller
+            settings = fit_window(sock, self.settings)  # never ask for a window this socket cannot take
+            options = opts.client_options(settings, tsize=tsize) if with_options else {}
+            machine = make(settings, options, time.monotonic())
             poller = select.poll()
             poller.register(sock, select.POLLIN)
             try:
@@ -162,6 +160,7 @@ class TftpClient:
             self.progress(machine.bytes_transferred, machine.settings.tsize)
         if machine.error is not None:
             raise machine.error
+        return machine
 
     def _step(self, sock: socket.socket, poller: select.poll, machine: Sender | Receiver) -> None:
         # Read first, wait only when nothing is queued: a window of blocks arrives as a burst, and one wait per

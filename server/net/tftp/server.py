@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from . import netascii
 from . import options as opts
-from .buffers import size_buffers
+from .buffers import fit_window
 from .packets import Error, ErrorCode, MalformedPacket, ReadRequest, Request, decode
 from .progress import format_size
 from .transfer import Address, Datagram, Receiver, Sender, State, error_for_os_error
@@ -327,15 +327,12 @@ class TftpServer:
         try:
             text = request.mode == "netascii"
             size = None if text else os.fstat(file.fileno()).st_size  # netascii changes the size in transit
-            accepted, settings = opts.negotiate(
-                request.options, is_read=True, file_size=size, limits=self.limits, base=self.settings
-            )
+            accepted, settings = self._negotiate(sock, request, is_read=True, file_size=size)
             read = netascii.EncodingReader(file.read).read if text else file.read
             machine = Sender(read, peer, settings, now, oack=accepted)
         except BaseException:
             file.close()
             raise
-        size_buffers(sock, settings)
         return _Active(sock, machine, request, peer, file, now, path)
 
     def _start_write(self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float) -> _Active:
@@ -347,12 +344,7 @@ class TftpServer:
             raise Refused(ErrorCode.FILE_EXISTS)
         if not path.parent.is_dir():
             raise Refused(ErrorCode.FILE_NOT_FOUND, "directory does not exist")
-        try:
-            accepted, settings = opts.negotiate(
-                request.options, is_read=False, file_size=None, limits=self.limits, base=self.settings
-            )
-        except opts.NegotiationError as exc:
-            raise Refused(exc.code, str(exc)) from None
+        accepted, settings = self._negotiate(sock, request, is_read=False, file_size=None)
         try:
             fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         except OSError as exc:
@@ -361,8 +353,22 @@ class TftpServer:
         writer = netascii.DecodingWriter(file.write) if request.mode == "netascii" else None
         write = writer.write if writer else file.write
         machine = Receiver(write, peer, settings, now, oack=accepted, limit=self.limits.max_upload)
-        size_buffers(sock, settings)
         return _Active(sock, machine, request, peer, file, now, path, Path(temp), writer)
+
+    def _negotiate(
+        self, sock: socket.socket, request: Request, *, is_read: bool, file_size: int | None
+    ) -> tuple[dict[str, str], opts.Settings]:
+        """The options to acknowledge and the settings to run with, the window fitted to the socket buffers."""
+        try:
+            accepted, settings = opts.negotiate(
+                request.options, is_read=is_read, file_size=file_size, limits=self.limits, base=self.settings
+            )
+        except opts.NegotiationError as exc:
+            raise Refused(exc.code, str(exc)) from None
+        settings = fit_window(sock, settings)
+        if "windowsize" in accepted:
+            accepted["windowsize"] = str(settings.windowsize)
+        return accepted, settings
 
     def _commit_upload(self, active: _Active) -> None:
         """Move a complete upload into place; raise OSError (EEXIST among others) if that is not possible."""
