@@ -186,6 +186,7 @@ class StreamedBody:
         self._callbacks.append(callback)
 
     def close(self) -> None:
+        """Close the view's iterable, then run the callbacks, even if closing it failed."""
         try:
             close = getattr(self._chunks, "close", None)
             if close is not None:

@@ -45,9 +45,12 @@ class Converter:
     spans_segments = False
 
     def to_python(self, value: str) -> Any:
+        """The view's value for the matched (decoded) text; raise ``ValueError`` to refuse it."""
         return value
 
     def to_url(self, value: Any) -> str:
+        """The text for ``value`` in a URL built by ``url_for``, percent-encoded (a "/" too: it would start
+        another segment)."""
         return quote(str(value), safe="")
 
 
