@@ -410,7 +410,7 @@ def report(
         "",
         f"Command: `{command}`  ",
         f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpus} CPUs, Python "
-        f"{platform.python_version()}, {args.rounds} interleaved rounds of {args.duration:g}s, medians.",
+        f"{platform.python_version()}, {args.rounds} interleaved round(s) of {args.duration:g}s, medians.",
     ]
     parts += [f"Note: {note}  " for note in notes]
     if results is not None:
@@ -462,8 +462,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_server", description=__doc__.split("\n")[0])
     # Many short rounds beat a few long ones on shared cores: a burst of someone else's work spoils one round,
     # and the median of five shrugs off two spoiled rounds.
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run (default: 6)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported (5)")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (default: 6; --quick: 2)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds; medians are reported (5; --quick: 1)")
     parser.add_argument(
         "--only",
         action="append",
@@ -478,11 +478,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         choices=["throughput", "idle", "workers"],
         help="leave out a part of the benchmark (repeatable)",
     )
-    parser.add_argument("--idle", type=int, default=10_000, help="idle connections to hold (10000)")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run: 2s, 1 round, 1000 idle")
+    parser.add_argument("--idle", type=int, help="idle connections to hold (10000; --quick: 1000)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.rounds, args.idle = 2.0, 1, min(args.idle, 1000)
+    # --quick changes the defaults only: an explicit --duration, --rounds or --idle still wins.
+    defaults = (
+        {"duration": 2.0, "rounds": 1, "idle": 1000} if args.quick else {"duration": 6.0, "rounds": 5, "idle": 10_000}
+    )
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.duration <= 0 or args.rounds < 1 or args.idle < 1:
+        parser.error("--duration, --rounds and --idle must be positive")
     return args
 
 
