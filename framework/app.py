@@ -63,7 +63,9 @@ class App:
     ``templates`` and ``static`` are folders relative to the module named by ``import_name`` (pass
     ``__name__``). ``static`` is off by default, since our server serves ``/static`` itself; when set, the app
     serves that folder at ``static_url``. ``secret_key`` enables sessions and CSRF protection;
-    ``old_secret_keys`` are still accepted for existing sessions while rotating keys.
+    ``old_secret_keys`` are still accepted for existing sessions while rotating keys. The session cookie has
+    ``Path=/``: two apps on one site (one mounted in the other) share it if they share the key, and need
+    different ``session_cookie`` names if they do not, or each would overwrite the other's.
     """
 
     def __init__(

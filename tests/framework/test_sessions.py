@@ -214,3 +214,13 @@ def test_sessions_need_a_secret_key(caplog):
     app.add_route("/", lambda request: request.session.get("x", "none"), name="index")
     TestApp(app).get("/", status=500)
     assert "secret key" in caplog.text
+
+
+def test_a_mounted_app_with_its_own_key_keeps_its_own_session_under_another_name():
+    parent = make_app(secret_key="parent")
+    parent.mount("/admin", make_app(secret_key="admin", session_cookie="admin_session"))
+    client = TestApp(parent)
+    client.get("/set/user/visitor")
+    client.get("/admin/set/user/root")
+    assert client.get("/get").json == {"user": "visitor"}
+    assert client.get("/admin/get").json == {"user": "root"}
