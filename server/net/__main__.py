@@ -242,9 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-upload", action="store_true", help="accept write requests (default: refuse)")
     p.add_argument("--overwrite", action="store_true", help="let uploads replace existing files")
     blksize_range = _in_range(opts.MIN_BLKSIZE, opts.MAX_BLKSIZE)
-    p.add_argument("--max-blksize", type=blksize_range, default=opts.MAX_BLKSIZE, help="largest blksize granted")
-    p.add_argument("--max-windowsize", type=_in_range(1, opts.MAX_WINDOWSIZE), default=64, help="largest window")
-    p.add_argument("--max-upload", type=int, help="largest upload in bytes, checked against tsize and as it comes")
+    p.add_argument(
+        "--max-blksize", type=blksize_range, default=opts.MAX_BLKSIZE, help="largest blksize granted (65464)"
+    )
+    p.add_argument(
+        "--max-windowsize", type=_in_range(1, opts.MAX_WINDOWSIZE), default=64, help="largest windowsize granted (64)"
+    )
+    p.add_argument(
+        "--max-upload", type=int, help="largest upload in bytes, checked on tsize and as data comes (no limit)"
+    )
     _timing_options(p)
     p.set_defaults(run=cmd_tftp_serve)
     for name, helptext in (("get", "download a file"), ("put", "upload a file")):
