@@ -1,4 +1,4 @@
-"""What the three interop apps share: the large download file and the digests the tests compare against.
+"""What the three interop apps share: their routes, the large download, and the facts the tests check against.
 
 Each framework app (Flask, Django, Bottle) exposes the same routes; this module keeps the facts they must agree
 on in one place so that a test can compute the expected answer without asking the app.
@@ -21,6 +21,8 @@ The routes, identical in all three apps:
     GET  /unicode-header        a Content-Disposition with characters outside latin-1, set the naive way
     GET  /wait?tag=T            "first\\n", then (once GATES[T] is set, in-process) "second\\n"
     GET  /whoami                JSON {"framework", "pid", "remote_addr", "scheme", "host", "url"}
+
+Django alone also has /csrf and /protected, to exercise its CSRF middleware end to end.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ KEY_HEADERS = (
 
 @dataclass(frozen=True)
 class Probe:
+    """One request to send to both servers: method, path and ``requests`` keyword arguments."""
+
     method: str
     path: str
     options: dict[str, Any] = field(default_factory=dict)

@@ -31,7 +31,7 @@ from tests.support import ROOT, TIMEOUT, ServerProcess, ServerThread, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
-NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")  # sbin: often not on PATH
 OPENSSL = shutil.which("openssl")
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian package 'nginx')")
 
