@@ -71,6 +71,11 @@ class State(Enum):
     FAILED = "failed"
 
 
+# The per-datagram path compares states through these plain names: looking a member up on an Enum class costs
+# about 0.1 microsecond in Python 3.11, several times per datagram, and that adds up over 80,000 blocks.
+_REQUESTING, _RUNNING, _COMPLETE, _FAILED = State.REQUESTING, State.RUNNING, State.COMPLETE, State.FAILED
+
+
 class TransferFailed(Exception):
     """Why a transfer ended badly: the TFTP error code, its message, and whether the peer sent it."""
 
@@ -114,11 +119,13 @@ class _Transfer:
     @property
     def deadline(self) -> float | None:
         """When ``tick`` must next be called; None once the transfer is over."""
-        return self._deadline if self.state in (State.REQUESTING, State.RUNNING) else None
+        state = self.state
+        return self._deadline if state is _RUNNING or state is _REQUESTING else None
 
     @property
     def finished(self) -> bool:
-        return self.state in (State.COMPLETE, State.FAILED)
+        state = self.state
+        return state is _COMPLETE or state is _FAILED
 
     def start(self) -> list[Datagram]:
         """The first datagrams of the transfer: the request (client) or the first answer to it (server)."""
@@ -127,13 +134,14 @@ class _Transfer:
     def datagram_received(self, data: bytes, addr: Address, now: float) -> list[Datagram]:
         peer = self.peer
         if addr[1] != peer[1] or addr[0] != peer[0]:
-            if self.state == State.REQUESTING and addr[0] == peer[0]:
+            if self.state is _REQUESTING and addr[0] == peer[0]:
                 self.peer = addr  # the first answer from the server's host fixes its TID
             else:
                 return self._stranger(data, addr)
-        if self.state == State.FAILED:
+        state = self.state
+        if state is _FAILED:
             return []
-        if self.state == State.RUNNING and len(data) >= 4 and data[0] == 0 and data[1] == self._bulk_opcode:
+        if state is _RUNNING and len(data) >= 4 and data[0] == 0 and data[1] == self._bulk_opcode:
             # The fast path for the bulk of a transfer (DATA to a receiver, ACK to a sender): the block number
             # is read in place, because building a packet object per datagram costs more than the rest of the
             # step. Everything else, malformed packets included, takes the general path below.
@@ -272,7 +280,7 @@ class Sender(_Transfer):
             return []  # a retransmitted OACK: our DATA will be retransmitted on our own timeout
         return self._illegal(packet)
 
-    _bulk_opcode = Opcode.ACK
+    _bulk_opcode = int(Opcode.ACK)
 
     def _on_bulk(self, data: bytes, now: float) -> list[Datagram]:
         if len(data) != 4:
@@ -298,7 +306,7 @@ class Sender(_Transfer):
         self._base += offset
         self._retries = 0
         if not self._window and self._eof:
-            self.state = State.COMPLETE
+            self.state = _COMPLETE
             return []
         return self._advance(now)
 
@@ -374,7 +382,7 @@ class Receiver(_Transfer):
             return self._to_peer(self._last)  # the server did not get our ACK 0 and repeated its OACK
         return self._illegal(packet)
 
-    _bulk_opcode = Opcode.DATA
+    _bulk_opcode = int(Opcode.DATA)
 
     def _on_bulk(self, data: bytes, now: float) -> list[Datagram]:
         return self._on_data(data[2] << 8 | data[3], data[4:], now)
@@ -400,7 +408,7 @@ class Receiver(_Transfer):
         self._deadline = now + settings.timeout
         self._unacked += 1
         if size < settings.blksize:
-            self.state = State.COMPLETE
+            self.state = _COMPLETE
         elif self._unacked < settings.windowsize:
             return []
         self._unacked = 0
