@@ -25,7 +25,19 @@ def test_server_accepts_clamps_and_ignores():
     assert (settings.blksize, settings.windowsize, settings.timeout, settings.tsize) == (1468, 16, 3.0, 100)
 
 
-@pytest.mark.parametrize("bad", [{"blksize": "7"}, {"blksize": "x"}, {"timeout": "0"}, {"windowsize": "0"}])
+def test_server_grants_its_maximum_to_oversized_requests():
+    accepted, settings = negotiate({"blksize": "100000", "windowsize": "70000"})
+    assert accepted == {"blksize": "1468", "windowsize": "16"}
+    unlimited = opts.ServerLimits(max_blksize=opts.MAX_BLKSIZE, max_windowsize=10**6)
+    accepted, _ = opts.negotiate(
+        {"blksize": "100000", "windowsize": "70000"}, is_read=True, file_size=1, limits=unlimited, base=BASE
+    )
+    assert accepted == {"blksize": "65464", "windowsize": "65535"}
+
+
+@pytest.mark.parametrize(
+    "bad", [{"blksize": "7"}, {"blksize": "x"}, {"blksize": "-9"}, {"timeout": "0"}, {"windowsize": "0"}]
+)
 def test_server_ignores_invalid_values(bad):
     assert negotiate(bad) == ({}, BASE)
 

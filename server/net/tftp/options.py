@@ -16,6 +16,7 @@ DEFAULT_BLKSIZE = 512
 MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464  # RFC 2348
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 255  # RFC 2349, in whole seconds
 MIN_WINDOWSIZE, MAX_WINDOWSIZE = 1, 65535  # RFC 7440
+_UNBOUNDED = 2**63  # for values with no upper limit of their own (tsize), or one we clamp to
 
 
 class NegotiationError(Exception):
@@ -70,15 +71,17 @@ def negotiate(
     """
     accepted: dict[str, str] = {}
     settings = base
-    if (blksize := _int_in(requested.get("blksize", ""), MIN_BLKSIZE, MAX_BLKSIZE)) is not None:
-        blksize = min(blksize, limits.max_blksize)
+    # A larger blksize or windowsize than we allow (or than the RFC allows) is granted at our maximum: the
+    # client asked for "as large as possible", and lowering a value is exactly what an OACK may do.
+    if (blksize := _int_in(requested.get("blksize", ""), MIN_BLKSIZE, _UNBOUNDED)) is not None:
+        blksize = min(blksize, limits.max_blksize, MAX_BLKSIZE)
         accepted["blksize"] = str(blksize)
         settings = replace(settings, blksize=blksize)
     if (timeout := _int_in(requested.get("timeout", ""), MIN_TIMEOUT, MAX_TIMEOUT)) is not None:
         accepted["timeout"] = str(timeout)
         settings = replace(settings, timeout=float(timeout))
     if "tsize" in requested:
-        tsize = _int_in(requested["tsize"], 0, 2**63)
+        tsize = _int_in(requested["tsize"], 0, _UNBOUNDED)
         if is_read and file_size:
             # curl (7.88) rejects an OACK announcing "tsize 0", so an empty file is announced by omission.
             accepted["tsize"] = str(file_size)
@@ -90,9 +93,9 @@ def negotiate(
                 )
             accepted["tsize"] = str(tsize)
             settings = replace(settings, tsize=tsize)
-    window = _int_in(requested.get("windowsize", ""), MIN_WINDOWSIZE, MAX_WINDOWSIZE)
+    window = _int_in(requested.get("windowsize", ""), MIN_WINDOWSIZE, _UNBOUNDED)
     if window is not None:
-        window = min(window, limits.max_windowsize)
+        window = min(window, limits.max_windowsize, MAX_WINDOWSIZE)
         accepted["windowsize"] = str(window)
         settings = replace(settings, windowsize=window)
     return accepted, settings
@@ -135,7 +138,7 @@ def accept_oack(requested: dict[str, str], oack: dict[str, str], base: Settings)
             number = _int_in(value, MIN_TIMEOUT, MAX_TIMEOUT)
             settings = replace(settings, timeout=float(_checked(name, value, number)))
         elif name == "tsize":
-            settings = replace(settings, tsize=_checked(name, value, _int_in(value, 0, 2**63)))
+            settings = replace(settings, tsize=_checked(name, value, _int_in(value, 0, _UNBOUNDED)))
     return settings
 
 
