@@ -28,6 +28,7 @@ def test_server_accepts_clamps_and_ignores():
 def test_server_grants_its_maximum_to_oversized_requests():
     accepted, settings = negotiate({"blksize": "100000", "windowsize": "70000"})
     assert accepted == {"blksize": "1468", "windowsize": "16"}
+    assert (settings.blksize, settings.windowsize) == (1468, 16)
     unlimited = opts.ServerLimits(max_blksize=opts.MAX_BLKSIZE, max_windowsize=10**6)
     accepted, _ = opts.negotiate(
         {"blksize": "100000", "windowsize": "70000"}, is_read=True, file_size=1, limits=unlimited, base=BASE
