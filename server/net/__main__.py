@@ -112,6 +112,7 @@ def cmd_tftp_serve(args: argparse.Namespace) -> int:
         limits=limits,
         timeout=args.timeout,
         retries=args.retries,
+        max_transfers=args.max_transfers,
     )
     return _until_interrupted(server.serve_forever)
 
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-upload", type=int, help="largest upload in bytes, checked on tsize and as data comes (no limit)"
     )
+    p.add_argument("--max-transfers", type=int, default=256, help="transfers at once; more are refused (256)")
     _timing_options(p)
     p.set_defaults(run=cmd_tftp_serve)
     for name, helptext in (("get", "download a file"), ("put", "upload a file")):

@@ -446,3 +446,13 @@ def test_shutdown_tells_the_peers_and_cleans_up(tftp_root, start_tftp_server, ra
     packet, source = peer.recv()
     assert source == tid and packet == Error(ErrorCode.NOT_DEFINED, "server shutting down")
     assert list(tftp_root.iterdir()) == []
+
+
+def test_busy_server_refuses_beyond_its_transfer_limit(tftp_root, tmp_path, start_tftp_server, raw):
+    (tftp_root / "f").write_bytes(b"b" * 2000)
+    server = start_tftp_server(tftp_root, max_transfers=1)
+    holder = raw()
+    holder.send(ReadRequest("f"), server.address)
+    assert isinstance(holder.recv()[0], Data)  # one transfer in progress, left waiting for our ACK
+    with pytest.raises(TransferFailed, match="server busy"):
+        client_for(server).download("f", tmp_path / "f")
