@@ -456,3 +456,19 @@ def test_busy_server_refuses_beyond_its_transfer_limit(tftp_root, tmp_path, star
     assert isinstance(holder.recv()[0], Data)  # one transfer in progress, left waiting for our ACK
     with pytest.raises(TransferFailed, match="server busy"):
         client_for(server).download("f", tmp_path / "f")
+
+
+def test_upload_never_replaces_a_file_that_appeared_meanwhile(tftp_root, start_tftp_server, raw):
+    """Without --overwrite the upload is linked into place, which fails if the name was taken meanwhile."""
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    peer = raw()
+    peer.send(WriteRequest("race.bin"), server.address)
+    packet, tid = peer.recv()
+    peer.send(encode_data(1, b"r" * 512), tid)
+    assert peer.recv() == (Ack(1), tid)
+    (tftp_root / "race.bin").write_bytes(b"someone else's")
+    peer.send(encode_data(2, b"end"), tid)
+    packet, _ = peer.recv()
+    assert packet.code == ErrorCode.FILE_EXISTS
+    assert (tftp_root / "race.bin").read_bytes() == b"someone else's"
+    assert leftovers(tftp_root) == []

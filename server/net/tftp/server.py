@@ -238,9 +238,8 @@ class TftpServer:
                 code, message = error_for_os_error(exc)
                 if exc.errno == errno.EEXIST:
                     code, message = ErrorCode.FILE_EXISTS, ErrorCode.FILE_EXISTS.default_message
-                machine.state = State.FAILED
                 self._release_file(active)
-                self._send(active, [Datagram(Error(code, message).encode(), active.peer)])
+                self._send(active, machine.fail(code, message))
                 self._log_end(active, f"failed: {message}")
                 self._close_transfer(active)
                 return

@@ -176,8 +176,13 @@ class _Transfer:
         return self._to_peer(self._retransmission())
 
     def abort(self, message: str = "transfer cancelled") -> list[Datagram]:
-        """Stop locally (Ctrl-C, shutdown) and tell the peer."""
+        """Stop locally (Ctrl-C, shutdown) and tell the peer; a finished transfer has nothing to abort."""
         return [] if self.finished else self._fail(ErrorCode.NOT_DEFINED, message)
+
+    def fail(self, code: int, message: str) -> list[Datagram]:
+        """End the transfer with an error even if the protocol completed: the server uses it when a complete
+        upload cannot be stored, so that the client hears about it instead of a final ACK."""
+        return self._fail(code, message)
 
     # -- helpers for the subclasses
 
