@@ -101,6 +101,16 @@ def test_tftp_hpa_get_and_put(served, tftp_root, tmp_path, size):
 
 
 @needs_tftp
+def test_tftp_hpa_netascii(served, tftp_root, tmp_path):
+    text = b"line one\nline two\r\nbare\rcr\n" * 200
+    (tftp_root / "t.txt").write_bytes(text)
+    get = run("tftp", "-m", "netascii", "127.0.0.1", served, "-c", "get", "t.txt", "t.txt", cwd=tmp_path)
+    assert get.returncode == 0 and (tmp_path / "t.txt").read_bytes() == text
+    put = run("tftp", "-m", "netascii", "127.0.0.1", served, "-c", "put", "t.txt", "back.txt", cwd=tmp_path)
+    assert put.returncode == 0 and (tftp_root / "back.txt").read_bytes() == text
+
+
+@needs_tftp
 def test_tftp_hpa_sees_our_errors(served, tmp_path):
     result = hpa(served, ["get", "../etc/passwd", "x"], tmp_path)
     assert b"Error code 2" in result.stdout + result.stderr
