@@ -184,18 +184,23 @@ class _Transfer:
         upload cannot be stored, so that the client hears about it instead of a final ACK."""
         return self._fail(code, message)
 
-    # -- helpers for the subclasses
+    # -- what each half defines
 
     _bulk_opcode = -1  # the opcode of the packets a running transfer mostly receives, for the fast path
 
-    def _retransmission(self) -> list[bytes]:
-        return self._last
-
     def _on_bulk(self, data: bytes, now: float) -> list[Datagram]:
+        """Handle a well-framed packet with the bulk opcode while running (DATA or ACK)."""
         raise NotImplementedError
 
     def _handle(self, packet: Any, now: float) -> list[Datagram]:
+        """Handle any other decoded packet, errors excepted."""
         raise NotImplementedError
+
+    def _retransmission(self) -> list[bytes]:
+        """What a timeout sends again."""
+        return self._last
+
+    # -- helpers for both halves
 
     def _stranger(self, data: bytes, addr: Address) -> list[Datagram]:
         # RFC 1350: "If a source TID does not match, the packet should be discarded as erroneously sent from
