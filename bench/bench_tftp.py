@@ -10,8 +10,8 @@ ratios the project targets:
 - our client with our server at blksize 1468, windowsize 1 and 16, beside atftp with atftpd at windowsize 8:
   windowsize 16 should be at least 4x windowsize 1, and at least 0.5x atftp.
 
-Peers: ``apt-get install tftp-hpa tftpd-hpa curl``, ``pip install tftpy`` (the "bench" extra), and atftp, which
-conflicts with tftpd-hpa as a package, unpacked instead of installed::
+Peers: ``apt-get install tftp-hpa tftpd-hpa curl``, ``pip install tftpy`` (the "bench" extra), and atftp with
+atftpd, unpacked rather than installed because atftpd conflicts with tftpd-hpa as a package::
 
     cd /tmp/atftp && apt-get download atftp atftpd && for f in *.deb; do dpkg -x "$f" root; done
 
