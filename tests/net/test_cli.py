@@ -202,3 +202,18 @@ def test_tftp_get_draws_a_progress_bar_on_a_terminal(tftp_root, tmp_path, start_
     assert result.returncode == 0
     assert b"[##############################] 100%" in drawn and re.search(rb"\d (KiB|MiB)/s", drawn)
     assert drawn.endswith(b"\r\n")  # the bar's line is ended, so the summary starts on its own line
+
+
+def test_tftp_get_interrupted_cleans_up(process, udp_socket, tmp_path):
+    port = udp_socket.getsockname()[1]
+    client = process("tftp", "get", "127.0.0.1", "f", tmp_path / "f", "--port", port, "--timeout", "5")
+    request, client_addr = udp_socket.recvfrom(1024)  # the request arrived: the client is waiting for us
+    assert request.startswith(b"\x00\x01f\x00")
+    udp_socket.sendto(b"\x00\x03\x00\x01" + b"p" * 512, client_addr)  # one block, then silence
+    assert udp_socket.recvfrom(1024)[0] == b"\x00\x04\x00\x01"  # written to the partial file, acknowledged
+    assert len(list(tmp_path.iterdir())) == 1
+    assert client.stop(signal.SIGINT) == 130
+    assert "interrupted" in "\n".join(client.lines["stderr"])
+    abort, _ = udp_socket.recvfrom(1024)
+    assert abort.startswith(b"\x00\x05\x00\x00")  # ERROR 0 tells our side the transfer is cancelled
+    assert list(tmp_path.iterdir()) == []
