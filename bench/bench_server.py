@@ -356,22 +356,33 @@ def workers(rounds: int, duration: float) -> Results:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _ratio_row(label: str, value: float | None, target: float) -> list[str]:
+def _shown(value: float | None, target: float) -> str:
     if value is None:
-        return [label, f">= {target:g}x", "n/a", "not measured"]
-    shown = f"{value:.2f}x"
+        return "n/a"
     if value < target and round(value, 2) >= target:  # 1.996 must not read "2.00x ... FAIL"
-        shown = f"{value:.3f}x"
-    return [label, f">= {target:g}x", shown, "PASS" if value >= target else "FAIL"]
+        return f"{value:.3f}x"
+    return f"{value:.2f}x"
+
+
+def _ratio_row(label: str, value: float | None, target: float, per_cpu: float | None = None) -> list[str]:
+    """One target row. The verdict is on requests/s, as the issue states its targets; the ratio per
+    CPU-second is shown beside it because on shared cores it is the steadier of the two."""
+    verdict = "not measured" if value is None else "PASS" if value >= target else "FAIL"
+    return [label, f">= {target:g}x", _shown(value, target), _shown(per_cpu, target), verdict]
 
 
 def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results | None) -> list[list[str]]:
     """The issue's targets, each with what was measured and whether it was met."""
     rows = []
     if results is not None:
-        rows.append(_ratio_row("keep-alive vs waitress", results.ratio("ours", "waitress", "keep-alive"), 2))
-        rows.append(_ratio_row("keep-alive vs bjoern", results.ratio("ours", "bjoern", "keep-alive"), 0.25))
-        rows.append(_ratio_row("close vs waitress", results.ratio("ours", "waitress", "close"), 1.5))
+        for label, baseline, scenario, target in (
+            ("keep-alive vs waitress", "waitress", "keep-alive", 2),
+            ("keep-alive vs bjoern", "bjoern", "keep-alive", 0.25),
+            ("close vs waitress", "waitress", "close", 1.5),
+        ):
+            ratio = results.ratio("ours", baseline, scenario)
+            per_cpu = results.ratio("ours", baseline, scenario, per_cpu=True)
+            rows.append(_ratio_row(label, ratio, target, per_cpu))
     if idle is not None:
         ok = idle.held == idle.wanted and idle.fresh_median_ms < 50
         rows.append(
@@ -379,12 +390,15 @@ def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results 
                 f"fresh request with {idle.wanted:,} idle connections",
                 "< 50 ms, all held",
                 f"{idle.fresh_median_ms:.1f} ms (max {max(idle.fresh_ms):.1f}), {idle.held:,} held",
+                "",
                 "PASS" if ok else "FAIL",
             ]
         )
     if scaling is not None:
+        # Per CPU-second means nothing here: two workers are meant to use more CPU, not less per request.
         ratio = scaling.ratio("ours --workers 2", "ours --workers 1", "keep-alive")
         rows.append(_ratio_row("--workers 2 vs --workers 1 (2 cores, shared with wrk)", ratio, 1.3))
+        rows[-1][3] = ""
     return rows
 
 
@@ -446,7 +460,12 @@ def report(
         ]
     rows = verdicts(results, idle, scaling)
     if rows:
-        parts += ["", "## Targets (issue 2)", "", _table(["target", "wanted", "measured", "verdict"], rows)]
+        parts += [
+            "",
+            "## Targets (issue 2)",
+            "",
+            _table(["target", "wanted", "measured", "per CPU-s", "verdict"], rows),
+        ]
     if skipped:
         parts += ["", "## Skipped", ""] + [f"- {line}" for line in skipped]
     return "\n".join(parts) + "\n"

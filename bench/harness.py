@@ -213,6 +213,12 @@ class Server:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time used so far by the server's live processes (all of its process group), or None."""
+        if self.process is None:
+            return None
+        return process_group_cpu_seconds(self.process.pid)
+
     def log_tail(self, lines: int = 20) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
@@ -223,6 +229,31 @@ class Server:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def process_group_cpu_seconds(pgid: int) -> float | None:
+    """User plus system CPU seconds of every live process in group ``pgid`` (None without Linux's /proc).
+
+    A server's workers share its process group (we start it as a session leader, and ``taskset`` execs it),
+    so this covers pre-forking servers too.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    ticks = 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # Fields after the parenthesised command name: state, ppid, pgrp, ..., utime (12th), stime.
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -391,10 +422,18 @@ class WrkResult:
     latency_ms: Mapping[int, float]  # percentile (50, 75, 90, 99) -> milliseconds
     socket_errors: int  # connect + read + write + timeout
     non_2xx: int
+    server_cpu_seconds: float | None = None  # filled in by interleaved() from the server's process group
 
     @property
     def errors(self) -> int:
         return self.socket_errors + self.non_2xx
+
+    @property
+    def requests_per_cpu_second(self) -> float | None:
+        """Requests per CPU-second the server spent: unlike requests/s, barely moved by others' load."""
+        if not self.server_cpu_seconds:
+            return None
+        return self.requests / self.server_cpu_seconds
 
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -501,6 +540,11 @@ class Results:
         runs = self.runs.get((server, scenario))
         return statistics.median(r.requests_per_sec for r in runs) if runs else None
 
+    def median_per_cpu(self, server: str, scenario: str) -> float | None:
+        values = [r.requests_per_cpu_second for r in self.runs.get((server, scenario), [])]
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else None
+
     def median_latency(self, server: str, scenario: str, percentile: int) -> float | None:
         runs = self.runs.get((server, scenario), [])
         values = [r.latency_ms[percentile] for r in runs if percentile in r.latency_ms]
@@ -516,9 +560,10 @@ class Results:
     def errors(self, server: str, scenario: str) -> int:
         return sum(r.errors for r in self.runs.get((server, scenario), []))
 
-    def ratio(self, server: str, baseline: str, scenario: str) -> float | None:
-        """Median requests/s of ``server`` over that of ``baseline`` in ``scenario`` (None if unknown)."""
-        ours, theirs = self.median_rps(server, scenario), self.median_rps(baseline, scenario)
+    def ratio(self, server: str, baseline: str, scenario: str, per_cpu: bool = False) -> float | None:
+        """Median requests/s (or per CPU-second) of ``server`` over ``baseline``'s (None if unknown)."""
+        median = self.median_per_cpu if per_cpu else self.median_rps
+        ours, theirs = median(server, scenario), median(baseline, scenario)
         return ours / theirs if ours is not None and theirs else None
 
 
@@ -570,9 +615,13 @@ def interleaved(
                     try:
                         if not server.running:
                             raise BenchError(f"{server.name} exited\n--- its output ---\n{server.log_tail()}")
+                        cpu_before = server.cpu_seconds()
                         result = run_wrk(
                             url, scenario.connections, duration, scenario.threads, scenario.headers, cpu=wrk_cpu
                         )
+                        cpu_after = server.cpu_seconds()
+                        if cpu_before is not None and cpu_after is not None:
+                            result = dataclasses.replace(result, server_cpu_seconds=cpu_after - cpu_before)
                         if result.requests == 0:
                             raise BenchError(f"{server.name} answered no request in {duration:g}s")
                     except BenchError as exc:
@@ -594,10 +643,15 @@ def markdown_table(results: Results, baselines: Sequence[str] = (), scenarios: S
     """Render the medians as a markdown table, one row per (scenario, server), with ratios to each baseline.
 
     The min-max column shows the spread over the rounds, so a reader can tell a real difference from noise.
+    When the servers' CPU time was measured, requests per CPU-second are shown too, and each ratio cell reads
+    "by req/s / by req per CPU-s": on shared cores the second is the steadier measure of the work per request.
     """
     baselines = [b for b in baselines if b in results.servers]
-    header = ["scenario", "server", "req/s (median)", "min-max", "p50 ms", "p99 ms"]
-    header += [f"x {b}" for b in baselines] + ["errors"]
+    per_cpu = any(r.server_cpu_seconds for runs in results.runs.values() for r in runs)
+    header = ["scenario", "server", "req/s (median)", "min-max"]
+    header += ["req/CPU-s"] if per_cpu else []
+    header += ["p50 ms", "p99 ms"]
+    header += [f"x {b}" + (" (req/s / per CPU-s)" if per_cpu else "") for b in baselines] + ["errors"]
     align = ["---"] * 2 + ["---:"] * (len(header) - 2)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for scenario in scenarios or results.scenarios:
@@ -613,10 +667,17 @@ def markdown_table(results: Results, baselines: Sequence[str] = (), scenarios: S
                 server,
                 _fmt(results.median_rps(server, scenario)),
                 f"{spread[0]:,.0f}-{spread[1]:,.0f}" if spread else "n/a",
+            ]
+            row += [_fmt(results.median_per_cpu(server, scenario))] if per_cpu else []
+            row += [
                 _fmt(results.median_latency(server, scenario, 50), 2),
                 _fmt(results.median_latency(server, scenario, 99), 2),
             ]
-            row += [_fmt(results.ratio(server, b, scenario), 2, "x") for b in baselines]
+            for baseline in baselines:
+                cell = _fmt(results.ratio(server, baseline, scenario), 2, "x")
+                if per_cpu:
+                    cell += " / " + _fmt(results.ratio(server, baseline, scenario, per_cpu=True), 2, "x")
+                row.append(cell)
             row.append(str(results.errors(server, scenario)))
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
