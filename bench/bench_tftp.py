@@ -15,8 +15,10 @@ atftpd, unpacked rather than installed because atftpd conflicts with tftpd-hpa a
 
     cd /tmp/atftp && apt-get download atftp atftpd && for f in *.deb; do dpkg -x "$f" root; done
 
-Run: ``python bench/bench_tftp.py [--rounds 5] [--size-mib 40] [--atftp-root /tmp/atftp/root]``.
-Missing peers are reported and their rows left out.
+Run: ``python bench/bench_tftp.py [--rounds 5] [--size-mib 40] [--atftp-root /tmp/atftp/root]``, about three
+minutes. Missing peers are reported and their rows left out. Each run takes the repository's benchmark lock
+(``bench.harness.measurement_lock``), so benchmarks started together take turns; the table is printed and
+written to ``bench/results/tftp.md``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import measurement_lock, write_results  # noqa: E402
 from server.net.tftp.packets import ReadRequest  # noqa: E402
 
 FILE = "big.bin"
@@ -204,27 +207,36 @@ def main() -> int:
             server.start()
         for round_number in range(args.rounds):
             for contender in contenders:
-                contender.run_once(expected)
+                # The benchmarks of this repository take turns through one lock, run by run.
+                with measurement_lock():
+                    contender.run_once(expected)
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         for server in servers.values():
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    report(contenders, args)
+    table = report(contenders, args)
+    print(table)
+    print(f"written to {write_results('tftp.md', table)}")
     return 0
 
 
-def report(contenders: list[Contender], args: argparse.Namespace) -> None:
+def report(contenders: list[Contender], args: argparse.Namespace) -> str:
+    """The results as markdown: one table of times, one of the ratios the project targets."""
+    lines: list[str] = []
+    out = lines.append
     size = args.size_mib * 1024 * 1024
     median = {c.label: statistics.median(c.times) for c in contenders}
     transfer = {c.label: statistics.median(c.transfer_times) for c in contenders}
-    print(f"\n{args.size_mib} MiB download over 127.0.0.1, {args.rounds} interleaved rounds, wall time per process\n")
-    print("| contender | median s | best s | MiB/s (median) | transfer s (median) |")
-    print("|---|---:|---:|---:|---:|")
+    load = os.getloadavg()[0]
+    out(f"{args.size_mib} MiB download over 127.0.0.1, {args.rounds} interleaved rounds, wall time per process")
+    out(f"(load average {load:.2f} at the end; 2 shared cores)\n")
+    out("| contender | median s | best s | MiB/s (median) | transfer s (median) |")
+    out("|---|---:|---:|---:|---:|")
     for c in contenders:
         label = c.label
-        print(
+        out(
             f"| {label} | {median[label]:.2f} | {min(c.times):.2f} | {size / median[label] / 2**20:.1f} "
             f"| {transfer[label]:.2f} |"
         )
@@ -234,22 +246,24 @@ def report(contenders: list[Contender], args: argparse.Namespace) -> None:
             return times[numerator] / times[denominator]
         return None
 
-    print("\n| throughput ratio (medians) | measured | target |")
-    print("|---|---:|---:|")
+    out("")
+    out("| throughput ratio (medians) | measured | target |")
+    out("|---|---:|---:|")
     for client, blksize in (("tftp-hpa", 512), ("curl", 512), ("curl", 1468)):
         ours = f"{client} -> ours @{blksize}"
         for peer, target in (("tftpy", 1.5), ("tftpd-hpa", 0.8)):
             value = ratio(median, f"{client} -> {peer} @{blksize}", ours)
             if value is not None:
-                print(f"| ours / {peer}, {client} client, blksize {blksize} | {value:.2f}x | >= {target}x |")
+                out(f"| ours / {peer}, {client} client, blksize {blksize} | {value:.2f}x | >= {target}x |")
     w1, w16, atftp = "ours -> ours @1468 w1", "ours -> ours @1468 w16", "atftp -> atftpd @1468 w8"
     for times, basis in ((median, "wall"), (transfer, "transfer")):
         value = ratio(times, w1, w16)
         if value is not None:
-            print(f"| ours windowsize 16 / windowsize 1, blksize 1468 ({basis}) | {value:.2f}x | >= 4x |")
+            out(f"| ours windowsize 16 / windowsize 1, blksize 1468 ({basis}) | {value:.2f}x | >= 4x |")
         value = ratio(times, atftp, w16)
         if value is not None:
-            print(f"| ours windowsize 16 / atftp windowsize 8, blksize 1468 ({basis}) | {value:.2f}x | >= 0.5x |")
+            out(f"| ours windowsize 16 / atftp windowsize 8, blksize 1468 ({basis}) | {value:.2f}x | >= 0.5x |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
