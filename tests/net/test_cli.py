@@ -93,9 +93,10 @@ def test_udp_chat_is_full_duplex(process, udp_socket):
 
 
 def test_udp_broadcast(udp_socket):
-    # The loopback network's broadcast address keeps the datagram on this machine.
+    # The loopback network's broadcast address keeps the datagram on this machine; binding the receiver to that
+    # address (rather than to every interface) is how a socket on Linux hears broadcasts to it.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
-        receiver.bind(("0.0.0.0", 0))
+        receiver.bind(("127.255.255.255", 0))
         receiver.settimeout(5)
         port = receiver.getsockname()[1]
         result = cli("udp", "broadcast", port, "hi all", "--address", "127.255.255.255")
