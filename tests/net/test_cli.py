@@ -92,7 +92,7 @@ def test_udp_chat_is_full_duplex(process, udp_socket):
     assert chat.proc.wait(timeout=10) == 0
 
 
-def test_udp_broadcast(udp_socket):
+def test_udp_broadcast():
     # The loopback network's broadcast address keeps the datagram on this machine; binding the receiver to that
     # address (rather than to every interface) is how a socket on Linux hears broadcasts to it.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
