@@ -26,6 +26,7 @@ from server.http import Request, error_response, http_date, reason_phrase
 from server.listeners import Listener
 from server.loop import READ, Reactor
 from server.proxy import TrustedProxies
+from server.static import StaticOptions, parse_mount, serve_path
 from server.workers import ThreadPool
 from server.wsgi import ContinueInput, base_environ, build_environ, log_access, run_application
 
@@ -201,8 +202,6 @@ class Engine:
 
     def serve_static(self, conn: HTTPConnection, request: Request, mount: Any) -> None:
         """Answer from the file system on the current (loop) thread: one stat, one open, then sendfile."""
-        from server.static import serve_path
-
         started = time.monotonic()
         headers: dict[str, str] = {}
         for name, value in request.headers:
@@ -271,8 +270,6 @@ class Engine:
 def _static_mounts(config: Config) -> list[Any]:
     if not config.static:
         return []
-    from server.static import StaticOptions, parse_mount
-
     options = StaticOptions(
         max_age=config.static_max_age,
         follow_symlinks=config.follow_symlinks,

@@ -445,12 +445,12 @@ def _describe_bad_field(line: bytes) -> str:
 # -- responses -----------------------------------------------------------------------------------------------------
 
 
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
+
 def reason_phrase(status: int) -> str:
     """The standard reason phrase for ``status`` ("Unknown" when there is none)."""
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _PHRASES.get(status, "Unknown")
 
 
 _date_cache: tuple[int, str] = (0, "")
