@@ -382,6 +382,8 @@ def nginx_server(
 # ----------------------------------------------------------------------------------------------------------
 
 LOCK_PATH = Path(tempfile.gettempdir()) / "bench-harness.lock"
+_LOCK_POLL = 0.1  # seconds between attempts while another benchmark holds the lock
+_last_release = -1e9  # monotonic time this process last released the lock
 
 
 @contextlib.contextmanager
@@ -392,6 +394,12 @@ def measurement_lock(wait: float = 900.0) -> Iterator[None]:
     take turns run by run instead of measuring each other. After ``wait`` seconds we measure anyway: a stuck
     holder must not hang a benchmark forever.
     """
+    global _last_release
+    # flock has no queue: a process that releases and at once asks again would win every time against
+    # waiters that poll. So, having just released it, pause for a few polls and let a waiter in first.
+    pause = 3 * _LOCK_POLL - (time.monotonic() - _last_release)
+    if pause > 0:
+        time.sleep(pause)
     with open(LOCK_PATH, "a") as handle:
         deadline = time.monotonic() + wait
         locked = False
@@ -400,12 +408,13 @@ def measurement_lock(wait: float = 900.0) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 locked = True
             except BlockingIOError:
-                time.sleep(0.1)
+                time.sleep(_LOCK_POLL)
         try:
             yield
         finally:
             if locked:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+                _last_release = time.monotonic()
 
 
 # ----------------------------------------------------------------------------------------------------------
