@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--static-listing", action="store_true", help="list directories that have no index.html")
     add("--static-dotfiles", action="store_true", help="serve files and directories whose names start with a dot")
     add("--follow-symlinks", action="store_true", help="follow symlinks that point outside a static directory")
+    add("--data-dir", default=None, metavar="DIR",
+        help="where the demo site keeps its data (exported to the app as SERVER_DATA_DIR; default ./var)")
     add("--version", action="version", version=SERVER_SOFTWARE)
     # fmt: on
     return parser
@@ -160,6 +162,9 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
     parser = build_parser()
     _environment_defaults(parser, dict(os.environ if environ is None else environ))
     args = parser.parse_args(argv)
+    if args.data_dir:
+        # Applications read their own settings; this flag only hands the demo site its data directory.
+        os.environ["SERVER_DATA_DIR"] = args.data_dir
     return Config(
         app=args.app,
         binds=tuple(args.bind or ("127.0.0.1:8000",)),
