@@ -21,6 +21,7 @@ class Config:
     workers: int = 1
     threads: int = 8
     loop: str = "auto"
+    cpu_affinity: str = "off"  # "auto": pin each worker process to one CPU
 
     # Timeouts, in seconds. The header timeout is a total deadline for the whole request head.
     keepalive_timeout: float = 5.0

@@ -196,3 +196,19 @@ def test_sigint_exits_promptly():
         assert requests.get(server.url, timeout=TIMEOUT).status_code == 200
         server.signal(signal.SIGINT)
         assert server.wait(TIMEOUT) == 0
+
+
+def test_cpu_affinity_auto_pins_each_worker_to_one_cpu():
+    cpus = sorted(os.sched_getaffinity(0))
+    with ServerProcess("tests.server.factory_app:pid_app", "--workers", "2", "--cpu-affinity", "auto") as server:
+        pids = wait_for(lambda: (found := worker_pids(server.url)) and len(found) == 2 and found)
+        pinned = [os.sched_getaffinity(int(pid)) for pid in pids]
+    assert all(len(allowed) == 1 for allowed in pinned)
+    if len(cpus) >= 2:
+        assert pinned[0] != pinned[1]  # one worker per core
+
+
+def test_cpu_affinity_auto_pins_a_lone_process():
+    with ServerProcess("tests.server.factory_app:pid_app", "--cpu-affinity", "auto") as server:
+        pid = int(requests.get(server.url, timeout=TIMEOUT).text)
+        assert len(os.sched_getaffinity(pid)) == 1
