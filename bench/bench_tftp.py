@@ -126,6 +126,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size-mib", type=int, default=40)
     parser.add_argument("--atftp-root", type=Path, default=Path("/tmp/atftp/root"), help="where atftp is unpacked")
+    parser.add_argument(
+        "--only", metavar="REGEX", help="run only the contenders whose label matches, e.g. 'tftp-hpa' (for quick runs)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-tftp-"))
@@ -201,6 +204,9 @@ def main() -> int:
         argv = [atftp, "-g", "-r", FILE, "-l", str(out(label)), "--option", "blksize 1468",
                 "--option", "windowsize 8", "127.0.0.1", str(servers["atftpd"].port)]  # fmt: skip
         contenders.append(Contender(label, argv, out(label)))
+
+    if args.only:
+        contenders = [c for c in contenders if re.search(args.only, c.label)]
 
     try:
         for server in servers.values():

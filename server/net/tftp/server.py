@@ -39,6 +39,10 @@ MAX_DATAGRAM = 65536  # larger than any TFTP packet: blksize is at most 65464
 _FILE_BUFFER = 256 * 1024  # many blocks per read or write system call
 _BATCH = 64  # datagrams read from one socket before the loop looks at the others again
 _NEVER = float("inf")  # the deadline of a loop with no timer to wait for
+# Busy-polling for the peer's reply (see _on_transfer_socket). Measured on loopback with tftp-hpa's client at
+# blksize 512, the reply to a DATA block is in our socket 11-20 microseconds after we sent it (95th percentile
+# 20); a budget of 100 covers the slow tail of a noisy machine and missed fewer than 1 in 1,000 replies.
+_SPIN_SECONDS = 100e-6
 
 
 class Refused(Exception):
@@ -80,6 +84,8 @@ class _Active:
     writer: netascii.DecodingWriter | None = None
     linger_until: float | None = None  # a finished upload stays to repeat its final ACK if that was lost
     request_bytes: bytes = field(default=b"", repr=False)
+    spin: bool = True  # busy-poll for this peer's replies (see TftpServer._on_transfer_socket)
+    answered_at: float = 0.0  # when we last sent this peer something, to see whether its reply was quick
 
 
 class TftpServer:
@@ -181,28 +187,70 @@ class TftpServer:
         self._next_timer = next_timer
 
     def _on_transfer_socket(self, active: _Active) -> None:
-        # Keep reading while we have nothing to say: a window of blocks arrives as a burst, one wakeup for all.
-        # Once we have answered, the next datagram is the peer's reply to it, which cannot be here yet: go back
-        # to the selector rather than pay for a read that would fail. (The selector is level-triggered, so a
-        # datagram left queued is reported again at once.)
-        sock, machine = active.sock, active.machine
-        for _ in range(_BATCH):
+        """Feed the datagrams waiting on a transfer's socket to its machine, and busy-poll for the next one.
+
+        Keep reading while we have nothing to say: a window of blocks arrives as a burst, one wakeup for all.
+        Once we have answered, the next datagram is the peer's reply to our answer, which cannot be here yet.
+        Normally we go back to the selector (it is level-triggered, so a datagram left queued is reported again
+        at once) and sleep in epoll until the reply arrives.
+
+        Busy-polling. A lock-step transfer (windowsize 1) is bound by its round trip, not by anyone's CPU: on
+        loopback the peer's reply is back within 11-20 microseconds, and going to sleep in epoll and being
+        woken again costs more than that -- the kernel has to wake a thread and, on an idle virtual CPU, the
+        hypervisor has to wake the CPU. So when this transfer is the only one, after answering we try the
+        socket again without blocking, in a loop, for up to ``_SPIN_SECONDS`` (100 microseconds), and handle
+        the reply the moment it lands. That took a 40 MiB download at blksize 512 from about 5 s to about 2 s.
+
+        The price is CPU: up to ``_SPIN_SECONDS`` of one core per datagram we send, even when the reply comes
+        later. So the spin is kept where it pays:
+
+        - only while this is the only transfer: with two or more, a spin on one socket would delay datagrams
+          waiting on the others, and under load the loop has better things to do than wait;
+        - only while the peer is fast: a spin that runs out (the peer is on a real network, or slow, or the
+          machine is busy) turns spinning off for this transfer, and it comes back on only when a reply
+          arrives within the budget while we sleep in epoll. A peer 1 ms away costs one wasted spin, not 10%
+          of a core;
+        - at most ``_BATCH`` datagrams per call, then back to the loop, so that new requests, timers and
+          ``shutdown`` are seen even when the fast path never misses.
+        """
+        sock, machine, transfers = active.sock, active.machine, self._transfers
+        recvfrom, clock = sock.recvfrom, time.monotonic
+        spin_until = 0.0  # while a spin is on, when it ends; 0.0 when we are not spinning
+        handled = 0
+        while True:
             try:
-                data, addr = sock.recvfrom(MAX_DATAGRAM)
+                data, addr = recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
+                if not spin_until:
+                    return
+                if clock() < spin_until:
+                    continue
+                active.spin = False  # the peer was not fast enough to make waiting worth it
                 return
             except OSError as exc:  # e.g. ICMP port unreachable reported on a later recvfrom
                 log.debug("transfer socket error for %s: %s", active.peer, exc)
                 continue
-            now = time.monotonic()
+            now = clock()
+            if not active.spin and now - active.answered_at < _SPIN_SECONDS:
+                active.spin = True  # a reply came quickly even through epoll: spinning would have caught it
             try:
                 datagrams = machine.datagram_received(data, addr, now)
                 self._step(active, datagrams, now)
             except Exception:
                 self._crashed(active)
                 return
-            if datagrams or sock not in self._transfers:
+            handled += 1
+            if handled >= _BATCH or sock not in transfers:
                 return
+            if not datagrams:
+                spin_until = 0.0  # nothing said, nothing to wait for: read on while datagrams are queued
+                continue
+            if machine.finished:
+                return
+            active.answered_at = answered_at = clock()
+            if not active.spin or len(transfers) > 1:
+                return
+            spin_until = answered_at + _SPIN_SECONDS
 
     def _crashed(self, active: _Active) -> None:
         """A bug or an unexpected error in one transfer ends that transfer, never the server."""
