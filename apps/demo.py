@@ -1,27 +1,61 @@
-"""The demo site that ``python -m server`` serves when no application is named.
+"""The demo site that ``python -m server`` serves when no application is named: the whole stack at work.
 
-A plain WSGI application for now: a home page from ``templates/index.html`` with the stylesheet from
-``static/`` (mounted at /static and served by the server itself, from its event loop), plus the raw
-hello-world app at /hello. It grows into the framework-built site of the demo-site issue.
+The site is one ``framework.App`` with a home page, and every example is a WSGI application mounted under
+its own prefix. Each lives in its own module, small enough to read in one sitting:
+
+====================  ====================  =====================================================
+``/guestbook/``       ``apps/guestbook.py``  a form with CSRF and validation, SQLite, pagination
+``/files/``           ``apps/files.py``      multipart uploads with a size limit, ranged downloads
+``/todo/``            ``apps/todo_api.py``   a JSON API and the page that uses it (``static/todo.js``)
+``/time``             ``apps/raw_time.py``   a bare ``application(environ, start_response)``
+``/inspect/``         ``apps/inspector.py``  the WSGI environ the server passed, escaped
+``/flask/``           ``apps/flask_mount.py`` a Flask app mounted inside ours (when Flask is installed)
+``/hello``            ``apps/hello.py``      the smallest WSGI application
+====================  ====================  =====================================================
+
+``/static/`` is not an app: ``python -m server`` mounts the repository's ``static/`` folder there itself
+(``STATIC_MOUNT``), and answers those requests straight from its event loop with ``os.sendfile``, without
+reaching any Python application. The site also serves ``static/`` from the app (``App(static=...)``), so it
+looks the same under another WSGI server, or in tests through webtest, where nothing is in front of it.
+
+The examples keep their data in one data directory (``--data-dir DIR``, or ``./var``; see
+``apps/common.py``), so the guestbook, the todo list and the uploads survive a restart.
 """
+
+from __future__ import annotations
 
 from pathlib import Path
 
-from apps.hello import app as hello
+from framework import App, Request, Response
 
-ROOT = Path(__file__).resolve().parent.parent
-STATIC_MOUNT = f"/static={ROOT / 'static'}"
+from . import files, flask_mount, guestbook, inspector, raw_time, todo_api
+from .common import STATIC, TEMPLATES, default_data_dir, secret_key, use_site_error_pages
+from .hello import app as hello
+
+# What python -m server mounts at /static when it serves the demo site (see server/__main__.py:prepare).
+STATIC_MOUNT = f"/static={STATIC}"
 
 
-def app(environ, start_response):
-    """Route the few pages of the demo site."""
-    path = environ.get("PATH_INFO", "/")
-    if path == "/hello":
-        return hello(environ, start_response)
-    if path != "/":
-        body = b"<!doctype html><title>Not found</title><h1>404 Not Found</h1>"
-        start_response("404 Not Found", [("Content-Type", "text/html; charset=utf-8")])
-        return [body]
-    body = (ROOT / "templates" / "index.html").read_bytes()
-    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
-    return [body]
+def create_app(data_dir: Path | None = None) -> App:
+    """The whole site, keeping its data in ``data_dir`` (default: ``$SERVER_DATA_DIR`` or ``./var``)."""
+    data_dir = data_dir or default_data_dir()
+    site = App(__name__, templates=TEMPLATES, static=STATIC, secret_key=secret_key(data_dir))
+    use_site_error_pages(site)
+
+    @site.get("/")
+    def home(request: Request) -> Response:
+        """The home page: what the site is and a link to each example."""
+        return site.render(request, "index.html", flask_installed=flask_mount.FLASK_INSTALLED)
+
+    # Apps that keep data get the data directory; the others are the same objects their modules export.
+    site.mount("/guestbook", guestbook.create_app(data_dir))
+    site.mount("/files", files.create_app(data_dir))
+    site.mount("/todo", todo_api.create_app(data_dir))
+    site.mount("/time", raw_time.application)
+    site.mount("/inspect", inspector.app)
+    site.mount("/flask", flask_mount.app)
+    site.mount("/hello", hello)
+    return site
+
+
+app = create_app()

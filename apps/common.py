@@ -1,0 +1,135 @@
+"""What the demo site's examples share: where their data lives, the secret key, the look of their pages.
+
+Every example is its own ``framework.App`` (so each one can also be served alone), and ``apps/demo.py`` mounts
+them under one site. For the site to feel like one, they agree on three things, all defined here:
+
+- **A data directory.** ``SERVER_DATA_DIR`` names it (``python -m server --data-dir DIR`` sets that variable);
+  otherwise it is ``./var/``, next to wherever the server was started. The guestbook's and the todo list's
+  SQLite files and the uploaded files live there, so they survive a restart.
+- **One secret key.** Sessions and CSRF tokens are signed with it. It is generated once and kept in the data
+  directory: a key made fresh at every start would turn every open form into a 403 after a restart, and with
+  ``--workers 2`` each process would refuse the other's cookies.
+- **Templates and error pages.** All pages extend ``templates/base.html``; ``use_site_error_pages`` gives 404s
+  and 405s the same layout instead of the framework's plain page.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from framework import App, HTTPError, Request, Response
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+STATIC = ROOT / "static"
+
+
+def default_data_dir() -> Path:
+    """``$SERVER_DATA_DIR``, or ``./var`` relative to the current directory."""
+    return Path(os.environ.get("SERVER_DATA_DIR") or "var")
+
+
+def secret_key(data_dir: Path) -> str:
+    """The site's secret key, kept in ``data_dir/secret_key`` and created there on first use.
+
+    Several worker processes may start at the same moment, so the key is written to a private temporary file
+    and *linked* into place: ``os.link`` fails if the name already exists, so exactly one process's key wins
+    and every process then reads that one. The file is readable by its owner only.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "secret_key"
+    if not path.exists():
+        temporary = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48))
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # Another process got there first: use its key.
+        finally:
+            temporary.unlink()
+    return path.read_text().strip()
+
+
+class Database:
+    """One SQLite file, opened afresh for each unit of work.
+
+    ``sqlite3`` connections must not be shared between threads by default, and the server runs views on
+    several worker threads (and processes, with ``--workers``). Opening a connection costs a few microseconds,
+    so each request simply opens its own; the schema (``CREATE TABLE IF NOT EXISTS``) is applied on the first
+    connection. The database runs in WAL mode, so readers never wait for a writer.
+    """
+
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = path
+        self.schema = schema
+        self._ready = False
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside a transaction: committed if the block succeeds, rolled back if it raises."""
+        if not self._ready:
+            with self._lock:
+                if not self._ready:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    setup = sqlite3.connect(self.path, timeout=10)
+                    try:
+                        setup.execute("PRAGMA journal_mode=WAL")
+                        setup.executescript(self.schema)
+                    finally:
+                        setup.close()
+                    self._ready = True
+        connection = sqlite3.connect(self.path, timeout=10)
+        connection.row_factory = sqlite3.Row
+        try:
+            with connection:
+                yield connection
+        finally:
+            connection.close()
+
+
+def make_app(import_name: str, data_dir: Path, **options: object) -> App:
+    """An ``App`` wired into the site: its templates, the site's secret key, the site's error pages."""
+    app = App(import_name, templates=TEMPLATES, secret_key=secret_key(data_dir), **options)  # type: ignore[arg-type]
+    use_site_error_pages(app)
+    return app
+
+
+def use_site_error_pages(app: App) -> None:
+    """Answer HTTP errors (404, 405, 403, ...) from ``app`` with ``error_page``."""
+    app.errorhandler(HTTPError)(error_page)
+
+
+def error_page(request: Request, error: HTTPError) -> Response:
+    """An HTTP error rendered with ``templates/error.html``, in the site's layout.
+
+    API clients that ask for JSON (``Accept: application/json``) still get the framework's JSON shape, so one
+    handler serves browsers and scripts alike.
+    """
+    if request.accepts_json:
+        payload = {"error": {"code": error.code, "name": error.name, "description": error.description}}
+        return Response.json(payload, error.code)
+    return request.app.render(request, "error.html", error=error)
+
+
+def flash(request: Request, message: str) -> None:
+    """Leave a one-line message for the next page this visitor sees (after a redirect), in their session."""
+    request.session["flash"] = message
+
+
+def take_flash(request: Request) -> str | None:
+    """The message left by ``flash``, removed from the session so that it is shown once.
+
+    The membership test comes first because any ``pop`` marks the session changed, which would rewrite the
+    cookie on every page view.
+    """
+    session = request.session
+    return session.pop("flash") if "flash" in session else None

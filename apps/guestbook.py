@@ -1,0 +1,126 @@
+"""The guestbook: a form, validation, a database and pagination, the way most web apps start.
+
+Follow one visitor:
+
+1. ``GET /guestbook/`` renders ``templates/guestbook.html``: the form (with a hidden CSRF token from the
+   session) and one page of entries, newest first, read from SQLite.
+2. ``POST /guestbook/`` goes through the framework's CSRF check before ``sign`` runs (a forged post is a 403).
+   ``validate`` checks the fields. If anything is wrong the same page comes back with status 400, the error
+   next to its field and everything the visitor typed still in the form: bad input never costs them their text.
+   (The form has no ``required`` or ``maxlength`` attributes on purpose: those are a convenience, the server's
+   check is the one that counts, and without them you can watch it answer.)
+3. A valid entry is inserted, and the answer is a 303 redirect back to the list (Post/Redirect/Get), so
+   reloading the page never posts twice. A flash message in the session says thank you.
+
+Entries are shown through Jinja2's autoescaping, so ``<script>`` in a message is displayed, never run. The
+database is a file in the data directory (see ``apps/common.py``), so the guestbook survives a restart.
+
+Serve it alone with ``python -m server apps.guestbook:app``, or as part of the demo site at ``/guestbook/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from framework import App, Request, Response, abort, redirect
+
+from .common import Database, default_data_dir, flash, make_app, take_flash
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    name     TEXT NOT NULL,
+    message  TEXT NOT NULL,
+    created  TEXT NOT NULL
+);
+"""
+
+NAME_LIMIT = 60
+MESSAGE_LIMIT = 1000
+LIMITS = {"name": NAME_LIMIT, "message": MESSAGE_LIMIT}
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of entries and where it sits among the others."""
+
+    entries: list[dict[str, str]]
+    number: int
+    count: int  # how many pages there are (at least 1, even for an empty guestbook)
+    total: int  # how many entries there are
+
+    @property
+    def previous(self) -> int | None:
+        return self.number - 1 if self.number > 1 else None
+
+    @property
+    def next(self) -> int | None:
+        return self.number + 1 if self.number < self.count else None
+
+
+def validate(form: dict[str, str]) -> dict[str, str]:
+    """The problems with a submitted entry, by field name; an empty dict means it can be saved."""
+    errors = {}
+    name, message = form["name"], form["message"]
+    if not name:
+        errors["name"] = "Please tell us your name."
+    elif len(name) > NAME_LIMIT:
+        errors["name"] = f"Names are at most {NAME_LIMIT} characters long (this one has {len(name)})."
+    if not message:
+        errors["message"] = "Please write a message."
+    elif len(message) > MESSAGE_LIMIT:
+        errors["message"] = f"Messages are at most {MESSAGE_LIMIT} characters long (this one has {len(message)})."
+    return errors
+
+
+def create_app(data_dir: Path | None = None, *, per_page: int = 10) -> App:
+    """The guestbook, keeping its entries in ``data_dir/guestbook.sqlite3``."""
+    data_dir = data_dir or default_data_dir()
+    app = make_app(__name__, data_dir)
+    database = Database(data_dir / "guestbook.sqlite3", SCHEMA)
+
+    def load_page(number: int) -> Page:
+        with database.transaction() as db:
+            total = db.execute("SELECT count(*) FROM entries").fetchone()[0]
+            rows = db.execute(
+                "SELECT name, message, created FROM entries ORDER BY id DESC LIMIT ? OFFSET ?",
+                (per_page, (number - 1) * per_page),
+            ).fetchall()
+        count = max(1, -(-total // per_page))  # ceiling division
+        return Page([dict(row) for row in rows], number, count, total)
+
+    def render(request: Request, form: dict[str, str], errors: dict[str, str], number: int = 1) -> Response:
+        page = load_page(number)
+        if number > page.count:
+            abort(404, f"The guestbook has {page.count} page{'s' if page.count > 1 else ''}.")
+        return app.render(
+            request, "guestbook.html", page=page, form=form, errors=errors, flash=take_flash(request), limits=LIMITS
+        )
+
+    @app.get("/")
+    def index(request: Request) -> Response:
+        """One page of entries (``?page=2``) under an empty form."""
+        text = request.query.get("page", "1")
+        if not (text.isascii() and text.isdigit() and int(text) >= 1):
+            abort(400, "The page number must be a whole number, 1 or more.")
+        return render(request, {"name": "", "message": ""}, {}, int(text))
+
+    @app.post("/")
+    def sign(request: Request) -> Response | tuple[Response, int]:
+        """Save a valid entry and redirect to the list; re-render an invalid one with status 400."""
+        form = {field: request.form.get(field, "").strip() for field in ("name", "message")}
+        errors = validate(form)
+        if errors:
+            return render(request, form, errors), 400
+        created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        with database.transaction() as db:
+            db.execute("INSERT INTO entries (name, message, created) VALUES (?, ?, ?)", (*form.values(), created))
+        flash(request, f"Thank you, {form['name']}: your message is in the guestbook.")
+        return redirect(request.url_for("index"), 303)
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,157 @@
+"""A JSON API (a todo list) and the page that uses it from JavaScript.
+
+The API, under ``/todo/api``, answers in JSON with the status codes a client can act on::
+
+    GET    /todo/api/todos          200  {"todos": [{"id": 1, "title": "...", "done": false, "url": "..."}]}
+    POST   /todo/api/todos          201  the new todo, with its URL in the Location header
+    GET    /todo/api/todos/<id>     200  one todo                     404 if there is no such todo
+    PATCH  /todo/api/todos/<id>     200  the changed todo ("title" and/or "done")
+    DELETE /todo/api/todos/<id>     204  no body
+
+Whatever goes wrong is JSON too: a body that is not JSON is 415 (wrong ``Content-Type``) or 400 (malformed),
+a todo that breaks the rules is 422 with a message per field, an unknown method is 405 with ``Allow``::
+
+    {"error": {"code": 422, "name": "Unprocessable Entity", "description": "...", "fields": {"title": "..."}}}
+
+``GET /todo/`` is an HTML page whose script, ``static/todo.js``, does everything through these calls.
+
+**Why these views skip the CSRF check.** API clients (``curl``, other programs) have no session and so no
+token. The API stays safe without one because it only accepts ``Content-Type: application/json`` (and
+``DELETE``): a form on another site cannot send that, and a script on another site cannot send it either
+without the browser first asking this server for permission (a CORS preflight), which it never grants.
+
+Serve it alone with ``python -m server apps.todo_api:app``, or as part of the demo site at ``/todo/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from framework import App, HTTPError, Request, Response, abort
+
+from .common import Database, default_data_dir, error_page, make_app
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS todos (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    title  TEXT NOT NULL,
+    done   INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+TITLE_LIMIT = 200
+
+
+class Invalid(HTTPError):
+    """A well-formed request whose todo breaks the rules: 422, with one message per offending field."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__(422, "The todo is not valid: see fields.")
+        self.fields = fields
+
+
+def read_todo(request: Request, *, partial: bool) -> dict[str, Any]:
+    """The validated fields of the todo in the request body; ``partial`` (PATCH) makes every field optional.
+
+    Raises 415 for a body that is not JSON, 400 for malformed JSON (``request.json`` does that) and ``Invalid``
+    for a JSON value that is not an acceptable todo.
+    """
+    data = request.json
+    if data is None:
+        abort(415, "Send the todo as JSON, with Content-Type: application/json.")
+    if not isinstance(data, dict):
+        raise Invalid({"body": 'The body must be a JSON object, such as {"title": "Buy milk"}.'})
+    errors = {name: "There is no such field: a todo has a title and done." for name in data.keys() - {"title", "done"}}
+    todo: dict[str, Any] = {}
+    if "title" in data:
+        title = data["title"]
+        if not isinstance(title, str) or not title.strip():
+            errors["title"] = "The title must be some text."
+        elif len(title.strip()) > TITLE_LIMIT:
+            errors["title"] = f"The title must be at most {TITLE_LIMIT} characters long."
+        else:
+            todo["title"] = title.strip()
+    elif not partial:
+        errors["title"] = "A todo needs a title."
+    if "done" in data:
+        if isinstance(data["done"], bool):
+            todo["done"] = data["done"]
+        else:
+            errors["done"] = "done must be true or false."
+    if partial and not data:
+        errors["body"] = "Send at least one field to change: title or done."
+    if errors:
+        raise Invalid(errors)
+    return todo
+
+
+def create_app(data_dir: Path | None = None) -> App:
+    """The todo list, kept in ``data_dir/todo.sqlite3``."""
+    data_dir = data_dir or default_data_dir()
+    app = make_app(__name__, data_dir)
+    database = Database(data_dir / "todo.sqlite3", SCHEMA)
+
+    def as_json(request: Request, row: Any) -> dict[str, Any]:
+        todo_id = row["id"]
+        url = request.url_for("todo", todo_id=todo_id)
+        return {"id": todo_id, "title": row["title"], "done": bool(row["done"]), "url": url}
+
+    def find(db: Any, todo_id: int) -> Any:
+        row = db.execute("SELECT id, title, done FROM todos WHERE id = ?", (todo_id,)).fetchone()
+        if row is None:
+            abort(404, f"There is no todo {todo_id}.")
+        return row
+
+    @app.get("/")
+    def page(request: Request) -> Response:
+        """The HTML page; ``static/todo.js`` fills it in through the API."""
+        return app.render(request, "todo.html", api=request.url_for("todos"))
+
+    @app.csrf_exempt
+    @app.route("/api/todos", methods=["GET", "POST"])
+    def todos(request: Request) -> Response | dict[str, Any]:
+        """List the todos, or add one (201, with its URL in ``Location``)."""
+        if request.method == "GET":
+            with database.transaction() as db:
+                rows = db.execute("SELECT id, title, done FROM todos ORDER BY id").fetchall()
+            return {"todos": [as_json(request, row) for row in rows]}
+        todo = read_todo(request, partial=False)
+        with database.transaction() as db:
+            cursor = db.execute("INSERT INTO todos (title, done) VALUES (?, ?)", (todo["title"], todo.get("done", 0)))
+            created = as_json(request, find(db, cursor.lastrowid))
+        return Response.json(created, 201, {"Location": created["url"]})
+
+    @app.csrf_exempt
+    @app.route("/api/todos/<int:todo_id>", methods=["GET", "PATCH", "DELETE"])
+    def todo(request: Request, todo_id: int) -> Response | dict[str, Any]:
+        """Read, change or delete one todo."""
+        with database.transaction() as db:
+            if request.method == "GET":
+                return as_json(request, find(db, todo_id))
+            if request.method == "DELETE":
+                find(db, todo_id)
+                db.execute("DELETE FROM todos WHERE id = ?", (todo_id,))
+                return Response(b"", 204)
+            find(db, todo_id)
+            changes = read_todo(request, partial=True)
+            db.execute(  # A field left out of the PATCH is NULL here, and coalesce() keeps its old value.
+                "UPDATE todos SET title = coalesce(?, title), done = coalesce(?, done) WHERE id = ?",
+                (changes.get("title"), changes.get("done"), todo_id),
+            )
+            return as_json(request, find(db, todo_id))
+
+    @app.errorhandler(HTTPError)
+    def api_errors(request: Request, error: HTTPError) -> Response:
+        """Errors from the API are JSON whatever the client accepts; the HTML page keeps the site's page."""
+        if not request.path.startswith("/api/"):
+            return error_page(request, error)
+        body = {"code": error.code, "name": error.name, "description": error.description}
+        if isinstance(error, Invalid):
+            body["fields"] = error.fields
+        return Response.json({"error": body}, error.code)
+
+    return app
+
+
+app = create_app()
