@@ -43,6 +43,7 @@ _NEVER = float("inf")  # the deadline of a loop with no timer to wait for
 # blksize 512, the reply to a DATA block is in our socket 11-20 microseconds after we sent it (95th percentile
 # 20); a budget of 100 covers the slow tail of a noisy machine and missed fewer than 1 in 1,000 replies.
 _SPIN_SECONDS = 100e-6
+_SPIN_PROBE = 64  # a transfer that stopped spinning tries again once every this many answers
 
 
 class Refused(Exception):
@@ -86,6 +87,7 @@ class _Active:
     request_bytes: bytes = field(default=b"", repr=False)
     spin: bool = True  # busy-poll for this peer's replies (see TftpServer._on_transfer_socket)
     answered_at: float = 0.0  # when we last sent this peer something, to see whether its reply was quick
+    answers: int = 0  # how many times we answered, for the periodic spin probe
 
 
 class TftpServer:
@@ -208,8 +210,9 @@ class TftpServer:
           waiting on the others, and under load the loop has better things to do than wait;
         - only while the peer is fast: a spin that runs out (the peer is on a real network, or slow, or the
           machine is busy) turns spinning off for this transfer, and it comes back on only when a reply
-          arrives within the budget while we sleep in epoll. A peer 1 ms away costs one wasted spin, not 10%
-          of a core;
+          arrives within the budget while we sleep in epoll, or at the next probe (one spin every
+          ``_SPIN_PROBE`` answers, in case the wakeup itself is what made the replies look slow). A peer 1 ms
+          away costs one wasted spin per 64 blocks, a sixth of a percent of a core, not 10%;
         - at most ``_BATCH`` datagrams per call, then back to the loop, so that new requests, timers and
           ``shutdown`` are seen even when the fast path never misses.
         """
@@ -248,7 +251,8 @@ class TftpServer:
             if machine.finished:
                 return
             active.answered_at = answered_at = clock()
-            if not active.spin or len(transfers) > 1:
+            active.answers += 1
+            if len(transfers) > 1 or not (active.spin or active.answers % _SPIN_PROBE == 0):
                 return
             spin_until = answered_at + _SPIN_SECONDS
 
