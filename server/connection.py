@@ -130,14 +130,19 @@ class HTTPConnection:
         elif self.state == LINGERING:
             self._linger_read()
 
-    def _on_readable(self) -> None:
+    def _receive(self) -> bytes | None:
+        """One recv: the bytes, b"" at the end of the stream or on an error, None when nothing came (re-armed)."""
         try:
-            data = self.sock.recv(RECV_SIZE)
+            return self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             self.reactor.arm(self.fd, READ)
-            return
+            return None
         except OSError:
-            self.close()
+            return b""
+
+    def _on_readable(self) -> None:
+        data = self._receive()
+        if data is None:
             return
         if not data:
             self.close()  # the client closed; an unfinished request cannot be answered anyway
@@ -468,13 +473,9 @@ class HTTPConnection:
         self.reactor.arm(self.fd, READ)
 
     def _linger_read(self) -> None:
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            self.reactor.arm(self.fd, READ)
+        data = self._receive()
+        if data is None:
             return
-        except OSError:
-            data = b""
         if data:
             self.reactor.arm(self.fd, READ)
         else:

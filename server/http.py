@@ -365,14 +365,18 @@ class RequestParser:
         if self._remaining == 0:
             self._state = _DONE
             return EndOfMessage()
-        buf = self._buffer
-        if not buf:
+        if not self._buffer:
             return NEED_DATA
+        return Data(self._take())
+
+    def _take(self) -> bytes:
+        """Consume up to the rest of the current body (or chunk) from the buffer."""
+        buf = self._buffer
         take = min(self._remaining, len(buf))
         data = bytes(buf[:take])
         del buf[:take]
         self._remaining -= take
-        return Data(data)
+        return data
 
     def _chunked_body(self) -> Data | EndOfMessage | _NeedData:
         buf = self._buffer
@@ -381,10 +385,7 @@ class RequestParser:
             if state == _CHUNK_DATA:
                 if not buf:
                     return NEED_DATA
-                take = min(self._remaining, len(buf))
-                data = bytes(buf[:take])
-                del buf[:take]
-                self._remaining -= take
+                data = self._take()
                 if self._remaining == 0:
                     self._state = _CHUNK_END
                 return Data(data)
