@@ -1,0 +1,156 @@
+"""Uploads and downloads: the listing, the size limit (413, nothing left behind), ranges, and safe names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from webtest import TestApp, Upload
+
+from apps import files
+
+LIMIT = 4096
+CONTENT = bytes(range(256)) * 8  # 2048 bytes
+
+
+@pytest.fixture
+def folder(data_dir: Path) -> Path:
+    return data_dir / "files"
+
+
+@pytest.fixture
+def client(data_dir: Path) -> TestApp:
+    """The files app alone, with a small limit so the 413 paths are cheap to reach."""
+    return TestApp(files.create_app(data_dir, max_upload=LIMIT))
+
+
+def upload(client: TestApp, name: str, content: bytes, status: int | str = 303):
+    """Choose a file in the page's form and submit it, CSRF token included."""
+    form = client.get("/").forms[0]
+    form["file"] = Upload(name, content, "application/octet-stream")
+    return form.submit(status=status)
+
+
+def everything_in(folder: Path) -> list[str]:
+    """Every name in the upload folder, hidden ones too: partial or temporary files would show up here."""
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+def test_upload_then_list_then_download(client, folder):
+    page = upload(client, "data.bin", CONTENT).follow()
+    assert "Uploaded data.bin (2.0 KiB)." in page.html.select_one("p.flash").text
+    row = page.html.select_one("table.listing tbody tr")
+    link = row.select_one("a")
+    assert link.text == "data.bin" and link["href"] == "/data.bin"
+    assert row.select_one("td.number").text == "2.0 KiB"
+    assert (folder / "data.bin").read_bytes() == CONTENT
+    assert everything_in(folder) == ["data.bin"], "no temporary file is left behind"
+
+    download = client.get("/data.bin")
+    assert download.body == CONTENT
+    assert download.headers["Content-Disposition"].startswith("attachment")
+    assert download.headers["X-Content-Type-Options"] == "nosniff"
+    assert download.headers["Content-Security-Policy"] == "sandbox"
+    assert download.headers["Accept-Ranges"] == "bytes"
+
+
+def test_downloads_support_ranges_and_conditional_requests(client):
+    upload(client, "data.bin", CONTENT)
+    part = client.get("/data.bin", headers={"Range": "bytes=100-199"}, status=206)
+    assert part.body == CONTENT[100:200]
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(CONTENT)}"
+    assert client.get("/data.bin", headers={"Range": "bytes=-48"}, status=206).body == CONTENT[-48:]
+    client.get("/data.bin", headers={"Range": "bytes=99999-"}, status=416)
+    etag = client.get("/data.bin").headers["ETag"]
+    client.get("/data.bin", headers={"If-None-Match": etag}, status=304)
+    assert client.head("/data.bin").headers["Content-Length"] == str(len(CONTENT))
+
+
+def test_an_uploaded_html_file_is_downloaded_not_rendered(client):
+    upload(client, "page.html", b"<script>alert(document.cookie)</script>")
+    response = client.get("/page.html")
+    assert response.headers["Content-Disposition"].startswith("attachment")
+    assert response.headers["Content-Security-Policy"] == "sandbox"
+
+
+def test_a_file_over_the_limit_is_413_and_leaves_nothing(client, folder):
+    upload(client, "first.txt", b"kept")
+    page = upload(client, "big.bin", b"x" * (LIMIT + 1), status=413)
+    assert "too large" in page.html.select_one(".field.invalid .error").text
+    assert "4.0 KiB" in page.html.select_one(".field.invalid .error").text
+    assert page.forms[0]["csrf_token"].value, "the page comes back with a working form"
+    assert everything_in(folder) == ["first.txt"]
+    assert (folder / "first.txt").read_bytes() == b"kept", "the data already kept is untouched"
+
+
+def test_a_body_declared_too_large_is_refused_before_it_is_read(client, folder):
+    """Content-Length over the app's limit: 413 from the framework, with the same page, before any parsing."""
+    token = client.get("/").forms[0]["csrf_token"].value
+    body = b"y" * (LIMIT + files.FORM_OVERHEAD + 1)
+    page = client.post(
+        "/", {"csrf_token": token}, upload_files=[("file", "huge.bin", body)], status=413, expect_errors=True
+    )
+    assert "too large" in page.text
+    assert everything_in(folder) == []
+
+
+def test_no_file_chosen_is_400_with_the_error_next_to_the_field(client, folder):
+    form = client.get("/").forms[0]
+    page = form.submit(status=400)  # A browser sends an empty part with an empty file name.
+    assert page.html.select_one(".field.invalid .error").text == "Choose a file to upload first."
+    token = page.forms[0]["csrf_token"].value
+    client.post("/", {"csrf_token": token}, status=400)  # No file part at all.
+    assert everything_in(folder) == []
+
+
+def test_an_upload_without_the_csrf_token_is_refused(client, folder):
+    client.get("/")
+    client.post("/", upload_files=[("file", "sneaky.txt", b"hi")], status=403)
+    assert everything_in(folder) == []
+
+
+def test_names_are_cleaned_and_never_overwrite(client, folder):
+    upload(client, "../../etc/passwd", b"one")
+    upload(client, "passwd", b"two")
+    upload(client, "notes.tar.gz", b"a")
+    upload(client, "notes.tar.gz", b"b")
+    upload(client, "..hidden", b"c")
+    assert everything_in(folder) == ["hidden", "notes.tar (2).gz", "notes.tar.gz", "passwd", "passwd (2)"]
+    assert (folder / "passwd").read_bytes() == b"one" and (folder / "passwd (2)").read_bytes() == b"two"
+
+
+def test_names_are_escaped_in_the_listing_and_quoted_in_links(client):
+    name = "<img src=x onerror=alert(1)> & co.txt"
+    upload(client, name, b"x")
+    page = client.get("/")
+    link = page.html.select_one("table.listing a")
+    assert link.text == name
+    assert "<img src=x" not in page.text
+    assert " " not in link["href"] and "<" not in link["href"]
+    assert client.get(link["href"]).body == b"x"
+
+
+@pytest.mark.parametrize("path", ["/missing.txt", "/.incoming-0123", "/..%2Fsecret_key", "/%2e%2e/secret_key"])
+def test_only_uploaded_files_can_be_downloaded(client, data_dir, path):
+    upload(client, "real.txt", b"x")
+    (data_dir / "files" / ".incoming-0123").write_bytes(b"half an upload")
+    client.get(path, status=404)
+
+
+def test_uploads_survive_a_restart(data_dir):
+    upload(TestApp(files.create_app(data_dir)), "kept.txt", b"still here")
+    restarted = TestApp(files.create_app(data_dir))
+    assert restarted.get("/kept.txt").body == b"still here"
+
+
+def test_the_files_app_is_mounted_in_the_site(site):
+    form = site.get("/files/").forms[0]
+    assert form.action == "/files/"
+    form["file"] = Upload("hello.txt", b"hello", "text/plain")
+    page = form.submit(status=303).follow()
+    assert page.html.select_one("table.listing a")["href"] == "/files/hello.txt"
+    assert site.get("/files/hello.txt").body == b"hello"
+
+
+def test_human_sizes():
+    assert [files.human_size(n) for n in (0, 1023, 1536, 8 * 2**20)] == ["0 bytes", "1023 bytes", "1.5 KiB", "8.0 MiB"]

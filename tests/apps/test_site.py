@@ -1,0 +1,159 @@
+"""The site around the examples: the home page, the shared layout, static files, error pages, and the small
+examples (raw WSGI, the environ inspector, the Flask mount)."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+
+import pytest
+from webtest import TestApp
+
+from apps import flask_mount, raw_time
+
+EXAMPLES = ["/guestbook/", "/files/", "/todo/", "/time", "/inspect/", "/flask/", "/hello"]
+HTML_PAGES = ["/", "/guestbook/", "/files/", "/todo/", "/inspect/", "/flask/"]
+
+
+def test_home_page_links_to_every_example(site):
+    home = site.get("/")
+    assert home.content_type == "text/html"
+    links = {link["href"] for link in home.html.select("main a")}
+    assert set(EXAMPLES) <= links
+    for path in EXAMPLES:
+        assert site.get(path).status_int == 200, path
+
+
+@pytest.mark.parametrize("path", HTML_PAGES)
+def test_every_page_has_the_shared_layout_and_stylesheet(site, path):
+    page = site.get(path)
+    assert page.html.select_one('link[rel="stylesheet"]')["href"] == "/static/style.css"
+    assert page.html.select_one("header.site-header a.brand")["href"] == "/"
+    assert len(page.html.select("header nav a")) == 6
+    assert page.html.select_one("footer.site-footer")
+    assert "http://" not in page.text.split("<main>")[0] and "https://" not in page.text, "no CDN: works offline"
+
+
+def test_the_current_section_is_marked_in_the_navigation(site):
+    current = site.get("/guestbook/").html.select('header nav a[aria-current="page"]')
+    assert [a["href"] for a in current] == ["/guestbook/"]
+    assert not site.get("/").html.select('header nav a[aria-current="page"]')
+
+
+def test_static_files_come_from_the_repository(site):
+    css = site.get("/static/style.css")
+    assert css.content_type == "text/css"
+    assert "http" not in css.text, "the stylesheet loads nothing from elsewhere"
+    script = site.get("/static/todo.js")
+    assert script.content_type in ("text/javascript", "application/javascript")
+    site.get("/static/../apps/common.py", status=404)
+
+
+def test_unknown_pages_are_404_in_the_site_layout(site):
+    page = site.get("/no/such/page", status=404)
+    assert page.html.select_one("h1").text == "404 Not Found"
+    assert page.html.select_one('link[rel="stylesheet"]')["href"] == "/static/style.css"
+    assert site.get("/guestbook/no-such-page", status=404).html.select_one("header.site-header")
+
+
+def test_errors_are_json_for_clients_that_ask_for_json(site):
+    error = site.get("/no/such/page", headers={"Accept": "application/json"}, status=404)
+    assert error.json["error"]["code"] == 404
+
+
+def test_a_wrong_method_is_405_with_allow(site):
+    response = site.delete("/", status=405)
+    assert "GET" in response.headers["Allow"]
+    assert response.html.select_one("h1").text == "405 Method Not Allowed"
+
+
+def test_a_mount_point_without_its_slash_redirects(site):
+    assert site.get("/guestbook", status=308).headers["Location"].endswith("/guestbook/")
+
+
+# -- the raw WSGI app -------------------------------------------------------------------------------------------
+
+
+def test_raw_time_is_a_bare_wsgi_application():
+    response = TestApp(raw_time.application).get("/anything")
+    assert response.content_type == "text/plain"
+    assert re.match(r"The time on this server is \d\d:\d\d:\d\d UTC, \w+ \d\d \w+ \d{4}\.\n", response.text)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Content-Length"] == str(len(response.body))
+
+
+def test_raw_time_is_mounted_at_time(site):
+    assert site.get("/time").text.startswith("The time on this server is")
+
+
+def test_hello_is_mounted_at_hello(site):
+    assert site.get("/hello").text == "Hello, world!\n"
+
+
+# -- the environ inspector --------------------------------------------------------------------------------------
+
+
+def environ_table(page) -> dict[str, str]:
+    return {row.th.get_text(): row.td.get_text() for row in page.html.select("table.environ tr")}
+
+
+def test_the_inspector_shows_the_environ_with_the_mount_point_moved(site):
+    page = site.get("/inspect/any/path?with=query")
+    environ = environ_table(page)
+    assert environ["REQUEST_METHOD"] == "GET"
+    assert environ["SCRIPT_NAME"] == "/inspect"
+    assert environ["PATH_INFO"] == "/any/path"
+    assert environ["QUERY_STRING"] == "with=query"
+    assert environ["wsgi.url_scheme"] == "http"
+    titles = [h2.get_text() for h2 in page.html.select("main h2")]
+    assert titles[:3] == ["Request (CGI variables)", "Request headers (HTTP_*)", "WSGI (wsgi.*)"]
+
+
+def test_the_inspector_escapes_what_the_client_sent(site):
+    page = site.get("/inspect/?q=<script>alert(1)</script>", headers={"X-Evil": '<img src=x onerror="alert(2)">'})
+    assert "<script>alert(1)" not in page.text and "<img src=x" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert environ_table(page)["HTTP_X_EVIL"] == '<img src=x onerror="alert(2)">'
+
+
+# -- mounting Flask ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not flask_mount.FLASK_INSTALLED, reason="Flask is not installed (python -m pip install flask)")
+def test_flask_is_mounted_under_flask_with_the_site_layout(site):
+    page = site.get("/flask/")
+    assert page.html.select_one("h1").text.startswith("Hello from Flask")
+    assert page.html.select_one('link[rel="stylesheet"]')["href"] == "/static/style.css"
+    values = environ_table(page)
+    assert values["request.script_root"] == "/flask"
+    assert values['url_for("hello")'] == "/flask/"
+    about = values['url_for("about", ...)']
+    assert about.startswith("/flask/about/")
+    assert "<friends>" not in page.text
+    named = site.get(about)
+    assert named.html.select_one("p.flash strong").text == "Zoë & <friends>"
+    assert "&lt;friends&gt;" in named.text
+
+
+@pytest.fixture
+def without_flask(monkeypatch):
+    """apps.flask_mount as it loads where Flask cannot be imported; reloaded as it was afterwards."""
+    monkeypatch.setitem(sys.modules, "flask", None)  # find_spec() and import both see "not installed"
+    yield importlib.reload(flask_mount)
+    monkeypatch.undo()
+    importlib.reload(flask_mount)
+
+
+def test_without_flask_the_page_says_how_to_install_it(without_flask, data_dir):
+    assert not without_flask.FLASK_INSTALLED
+    page = TestApp(without_flask.app).get("/")
+    assert page.html.select_one("h1").text == "Flask is not installed"
+    assert "python -m pip install flask" in page.text
+
+    from apps.demo import create_app
+
+    site = TestApp(create_app(data_dir))
+    assert "Flask is not installed" in site.get("/flask/").text
+    assert "Flask is not installed" in site.get("/flask/some/page").text
+    assert "Flask is not installed" in " ".join(site.get("/").html.select_one("main").text.split())
