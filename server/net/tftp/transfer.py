@@ -31,6 +31,7 @@ The rules of the protocol that live here:
 from __future__ import annotations
 
 import errno
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -49,12 +50,13 @@ from .packets import (
     Request,
     decode,
     encode_ack,
-    encode_data,
 )
 
 Address = tuple[Any, ...]  # what socket.recvfrom returns: (host, port) or (host, port, flowinfo, scope_id)
 
 _ERROR_OPCODE = b"\x00\x05"
+_DATA_OPCODE = int(Opcode.DATA)
+_pack_header = struct.Struct("!HH").pack  # opcode and block number, as in packets.encode_data
 
 
 class Datagram(NamedTuple):
@@ -70,6 +72,10 @@ class State(Enum):
     COMPLETE = "complete"
     FAILED = "failed"
 
+
+# Building a Datagram through tuple.__new__ skips the Python-level __new__ that NamedTuple generates: half the
+# cost, on a path that builds one per block.
+_Datagram, _datagram = Datagram, tuple.__new__
 
 # The per-datagram path compares states through these plain names: looking a member up on an Enum class costs
 # about 0.1 microsecond in Python 3.11, several times per datagram, and that adds up over 80,000 blocks.
@@ -211,7 +217,8 @@ class _Transfer:
         return [Datagram(Error(ErrorCode.UNKNOWN_TID).encode(), addr)]
 
     def _to_peer(self, packets: list[bytes]) -> list[Datagram]:
-        return [Datagram(p, self.peer) for p in packets]
+        peer = self.peer
+        return [_datagram(_Datagram, (p, peer)) for p in packets]
 
     def _fail(self, code: int, message: str) -> list[Datagram]:
         self.state = State.FAILED
@@ -311,31 +318,44 @@ class Sender(_Transfer):
             self._resent_for = self._base
             self._deadline = now + self.settings.timeout
             return self._to_peer(self._last)
-        for _ in range(offset):
-            self.bytes_transferred += self._window.popleft()[1]
+        window = self._window
+        if offset == 1:  # the common case, and the only one in lock-step mode
+            self.bytes_transferred += window.popleft()[1]
+        else:
+            for _ in range(offset):
+                self.bytes_transferred += window.popleft()[1]
         self._base += offset
         self._retries = 0
-        if not self._window and self._eof:
+        if not window and self._eof:
             self.state = _COMPLETE
             return []
         return self._advance(now)
 
     def _advance(self, now: float) -> list[Datagram]:
         try:
-            self._last = self._fill()
+            packets = self._last = self._fill()
         except OSError as exc:
             return self._fail_os(exc)
         self._deadline = now + self.settings.timeout
-        return self._to_peer(self._last)
+        peer = self.peer
+        return [_datagram(_Datagram, (packet, peer)) for packet in packets]
 
     def _fill(self) -> list[bytes]:
         """Top the window up from the file; return every packet in it (the ones to send or resend)."""
-        window, windowsize, blksize = self._window, self.settings.windowsize, self.settings.blksize
+        # Runs once per block: names are bound locally and the header is packed here rather than through
+        # encode_data, which saves a few tenths of a microsecond of a step that takes a few microseconds.
+        window, read, block = self._window, self._read, self._next
+        settings = self.settings
+        windowsize, blksize = settings.windowsize, settings.blksize
         while len(window) < windowsize and not self._eof:
-            payload = self._read(blksize)
-            self._eof = len(payload) < blksize  # a short block, even an empty one, ends the file
-            window.append((self._next, len(payload), encode_data(self._next & 0xFFFF, payload)))
-            self._next += 1
+            payload = read(blksize)
+            size = len(payload)
+            self._eof = size < blksize  # a short block, even an empty one, ends the file
+            window.append((block, size, _pack_header(_DATA_OPCODE, block & 0xFFFF) + payload))
+            block += 1
+            self._next = block  # kept current: a failing read must not leave a block counted twice
+        if len(window) == 1:
+            return [window[0][2]]
         return [packet for _, _, packet in window]
 
 
