@@ -1,0 +1,143 @@
+"""The todo API: status codes, validation errors as JSON, errors as JSON whatever the client accepts, and the
+page that uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from webtest import TestApp
+
+from apps import todo_api
+
+
+@pytest.fixture
+def api(data_dir: Path) -> TestApp:
+    return TestApp(todo_api.create_app(data_dir))
+
+
+def create(api: TestApp, title: str = "Buy milk", **fields) -> dict:
+    response = api.post_json("/api/todos", {"title": title, **fields}, status=201)
+    assert response.headers["Location"] == response.json["url"]
+    return response.json
+
+
+def titles(api: TestApp) -> list[str]:
+    return [todo["title"] for todo in api.get("/api/todos").json["todos"]]
+
+
+def test_an_empty_list(api):
+    response = api.get("/api/todos")
+    assert response.content_type == "application/json"
+    assert response.json == {"todos": []}
+
+
+def test_create_read_update_delete(api):
+    todo = create(api, "  Buy milk  ")
+    assert todo == {"id": 1, "title": "Buy milk", "done": False, "url": "/api/todos/1"}
+    assert api.get("/api/todos/1").json == todo
+    assert api.get("/api/todos").json == {"todos": [todo]}
+
+    done = api.patch_json("/api/todos/1", {"done": True}).json
+    assert done == {**todo, "done": True}
+    renamed = api.patch_json("/api/todos/1", {"title": "Buy oat milk"}).json
+    assert renamed == {**todo, "title": "Buy oat milk", "done": True}, "a PATCH keeps the fields it leaves out"
+
+    response = api.delete("/api/todos/1", status=204)
+    assert response.body == b""
+    assert api.get("/api/todos").json == {"todos": []}
+
+
+def test_a_new_todo_can_start_done(api):
+    assert create(api, "Already did it", done=True)["done"] is True
+
+
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        ({}, {"title": "A todo needs a title."}),
+        ({"title": ""}, {"title": "The title must be some text."}),
+        ({"title": "   "}, {"title": "The title must be some text."}),
+        ({"title": 42}, {"title": "The title must be some text."}),
+        ({"title": "x" * 201}, {"title": "The title must be at most 200 characters long."}),
+        ({"title": "ok", "done": "yes"}, {"done": "done must be true or false."}),
+        ({"title": "ok", "owner": "me"}, {"owner": "There is no such field: a todo has a title and done."}),
+        (["a list"], {"body": 'The body must be a JSON object, such as {"title": "Buy milk"}.'}),
+    ],
+)
+def test_an_invalid_todo_is_422_with_a_message_per_field(api, body, fields):
+    create(api, "Existing")
+    response = api.post_json("/api/todos", body, status=422)
+    assert response.content_type == "application/json"
+    error = response.json["error"]
+    assert error["code"] == 422 and error["fields"] == fields
+    assert titles(api) == ["Existing"], "bad input changes nothing"
+
+
+def test_an_invalid_change_is_422_and_changes_nothing(api):
+    create(api, "Keep me")
+    assert api.patch_json("/api/todos/1", {}, status=422).json["error"]["fields"] == {
+        "body": "Send at least one field to change: title or done."
+    }
+    api.patch_json("/api/todos/1", {"title": "", "done": True}, status=422)
+    assert api.get("/api/todos/1").json["done"] is False, "one bad field rejects the whole change"
+    assert titles(api) == ["Keep me"]
+
+
+def test_malformed_json_is_400_as_json(api):
+    response = api.post("/api/todos", "{not json", content_type="application/json", status=400)
+    assert response.json["error"]["code"] == 400
+    assert "Malformed JSON" in response.json["error"]["description"]
+
+
+def test_a_body_that_is_not_json_is_415(api):
+    response = api.post("/api/todos", {"title": "from a form"}, status=415)
+    assert response.json["error"]["description"].startswith("Send the todo as JSON")
+    api.post("/api/todos", "title=x", content_type="text/plain", status=415)
+    assert titles(api) == []
+
+
+def test_an_unknown_todo_is_404_as_json(api):
+    for method in (api.get, api.delete):
+        response = method("/api/todos/99", status=404)
+        assert response.json["error"] == {"code": 404, "name": "Not Found", "description": "There is no todo 99."}
+    api.patch_json("/api/todos/99", {"done": True}, status=404)
+    api.get("/api/todos/not-a-number", status=404)
+
+
+def test_a_wrong_method_is_405_with_allow_as_json(api):
+    response = api.put_json("/api/todos", {"title": "x"}, status=405)
+    assert response.headers["Allow"] == "GET, HEAD, POST"
+    assert response.json["error"]["code"] == 405
+    assert "PATCH" in api.post_json("/api/todos/1", {}, status=405).headers["Allow"]
+
+
+def test_api_errors_are_json_even_for_clients_that_prefer_html(api):
+    response = api.get("/api/todos/7", headers={"Accept": "text/html"}, status=404)
+    assert response.content_type == "application/json"
+
+
+def test_the_api_needs_no_csrf_token_but_only_takes_json(api):
+    """No session, no token (as for curl): fine, because a cross-site form cannot send application/json."""
+    assert "Set-Cookie" not in api.post_json("/api/todos", {"title": "from curl"}, status=201).headers
+    api.post("/api/todos", "title=forged", content_type="application/x-www-form-urlencoded", status=415)
+
+
+def test_todos_survive_a_restart(data_dir):
+    create(TestApp(todo_api.create_app(data_dir)), "Persist")
+    assert titles(TestApp(todo_api.create_app(data_dir))) == ["Persist"]
+
+
+def test_the_page_loads_the_script_and_names_the_api(api):
+    page = api.get("/")
+    assert page.html.select_one('script[src="/static/todo.js"]')
+    assert page.html.select_one("#todo-app")["data-api"] == "/api/todos"
+    assert api.get("/missing", status=404).content_type == "text/html", "the page side keeps HTML errors"
+
+
+def test_the_api_is_mounted_in_the_site_with_urls_under_the_mount(site):
+    todo = site.post_json("/todo/api/todos", {"title": "Mounted"}, status=201).json
+    assert todo["url"] == "/todo/api/todos/1"
+    assert site.get(todo["url"]).json["title"] == "Mounted"
+    assert site.get("/todo/").html.select_one("#todo-app")["data-api"] == "/todo/api/todos"
+    assert site.get("/static/todo.js").text.startswith("// The todo page's script")
