@@ -16,7 +16,8 @@ What counts as a reference, in ``docs/*.md`` and the top-level ``README.md``:
    never by importing it. Spans that start with ``/`` (URLs such as ``/static/style.css``) are not paths.
 2. Inside fenced blocks without a language or marked ``text`` (the diagrams), every ``something.py`` path under
    one of those folders, with or without ``:name``, is checked the same way.
-3. Relative Markdown links (``[nginx](nginx.md)``) must point at a file or folder that exists.
+3. Relative Markdown links (``[nginx](nginx.md)``) must point at a file or folder that exists, and a
+   ``#fragment`` on a link to a Markdown file must be one of its headings, as GitHub makes anchors of them.
 4. In fenced ``bash`` blocks, every ``python -m MODULE`` (or ``python3 -m``) must name a module that exists:
    a module of this repository, or an installed one (``pytest``, ``pip``, ``http.server``). The arguments of
    ``python -m server`` and ``python -m server.net`` are also run through those commands' own argument parsers
@@ -124,10 +125,32 @@ def links(doc: Path) -> list[tuple[int, str]]:
     for number, line in prose:
         for match in LINK.finditer(INLINE_CODE.sub("", line)):
             target = match["target"]
-            if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
-                continue  # http:, mailto:, and anchors within the page
-            found.append((number, target.split("#", 1)[0]))
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):
+                continue  # http:, mailto:
+            found.append((number, target))
     return found
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces turned into hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@cache
+def anchors(doc: Path) -> set[str]:
+    prose, _ = split_markdown(doc)
+    return {github_anchor(match[1]) for _, line in prose if (match := re.match(r"#{1,6} (.+)", line))}
+
+
+def link_problem(doc: Path, target: str) -> str | None:
+    """None if a relative link resolves, else what is wrong with it."""
+    path, _, fragment = target.partition("#")
+    destination = (doc.parent / path) if path else doc
+    if not destination.exists():
+        return "no such file"
+    if fragment and destination.suffix == ".md" and fragment not in anchors(destination.resolve()):
+        return f"no heading makes the anchor #{fragment}"
+    return None
 
 
 @cache
@@ -195,7 +218,9 @@ def test_every_named_path_and_function_exists(doc):
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
 def test_every_relative_link_resolves(doc):
-    broken = [f"{doc.name}:{n}: {target}" for n, target in links(doc) if not (doc.parent / target).exists()]
+    broken = [
+        f"{doc.name}:{n}: {target}: {problem}" for n, target in links(doc) if (problem := link_problem(doc, target))
+    ]
     assert not broken, "\n".join(broken)
 
 
@@ -208,6 +233,8 @@ def test_the_checker_catches_rot():
     assert SPAN_REFERENCE.fullmatch("server/http.py:RequestParser.next_event")
     assert not SPAN_REFERENCE.fullmatch("/static/style.css")
     assert not SPAN_REFERENCE.fullmatch("python -m server")
+    assert github_anchor("6. `epoll`, and why we use one-shot") == "6-epoll-and-why-we-use-one-shot"
+    assert github_anchor("7. Event loop + worker threads + processes") == "7-event-loop--worker-threads--processes"
     assert DIAGRAM_REFERENCE.search("  accept  server/engine.py:Acceptor.handle_event  ")["name"] == (
         "Acceptor.handle_event"
     )
