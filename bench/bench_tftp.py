@@ -6,7 +6,8 @@ neighbour on a shared machine slows all of them alike; the report gives the medi
 ratios the project targets:
 
 - the same real client (tftp-hpa's ``tftp`` at blksize 512, curl at 512 and 1468) against our server, tftpd-hpa
-  and tftpy's server: ours should reach at least 1.5x tftpy's throughput and 0.8x tftpd-hpa's;
+  and tftpy's server: ours should reach at least 1.5x tftpy's throughput and 0.8x tftpd-hpa's; ours is also
+  run with ``--no-busy-poll`` (tftp-hpa's client only), to show what busy-polling for the reply buys;
 - our client with our server at blksize 1468, windowsize 1 and 16, beside atftp with atftpd at windowsize 8:
   windowsize 16 should be at least 4x windowsize 1, and at least 0.5x atftp.
 
@@ -151,6 +152,11 @@ def main() -> int:
     servers["ours"] = Server(
         "ours", [sys.executable, "-m", "server.net", "tftp", "serve", "--root", str(served), "--port", str(port)], port
     )
+    # The same server without busy-polling, to show what the spin buys (tftp-hpa's client only).
+    port = free_port()
+    servers["ours --no-busy-poll"] = Server(
+        "ours --no-busy-poll", [*servers["ours"].argv[:-1], str(port), "--no-busy-poll"], port
+    )
     if in_tftpd and os.geteuid() == 0:
         port = free_port()
         argv = [in_tftpd, "-L", "-a", f"127.0.0.1:{port}", "-s", str(served), "-u", "root"]
@@ -179,7 +185,7 @@ def main() -> int:
     def out(label: str) -> Path:
         return work / (label.replace(" ", "_").replace("/", "_") + ".out")
 
-    for name in ("ours", "tftpd-hpa", "tftpy"):
+    for name in ("ours", "ours --no-busy-poll", "tftpd-hpa", "tftpy"):
         if name not in servers:
             continue
         p = str(servers[name].port)
@@ -187,7 +193,7 @@ def main() -> int:
             label = f"tftp-hpa -> {name} @512"
             argv = [tftp, "-m", "binary", "127.0.0.1", p, "-c", "get", FILE, str(out(label))]
             contenders.append(Contender(label, argv, out(label)))
-        if curl:
+        if curl and name != "ours --no-busy-poll":
             for blksize in (512, 1468):
                 label = f"curl -> {name} @{blksize}"
                 url = f"tftp://127.0.0.1:{p}/{FILE}"
@@ -261,6 +267,9 @@ def report(contenders: list[Contender], args: argparse.Namespace) -> str:
             value = ratio(median, f"{client} -> {peer} @{blksize}", ours)
             if value is not None:
                 out(f"| ours / {peer}, {client} client, blksize {blksize} | {value:.2f}x | >= {target}x |")
+    value = ratio(median, "tftp-hpa -> ours --no-busy-poll @512", "tftp-hpa -> ours @512")
+    if value is not None:
+        out(f"| ours with / without busy-polling, tftp-hpa client, blksize 512 | {value:.2f}x | |")
     w1, w16, atftp = "ours -> ours @1468 w1", "ours -> ours @1468 w16", "atftp -> atftpd @1468 w8"
     for times, basis in ((median, "wall"), (transfer, "transfer")):
         value = ratio(times, w1, w16)

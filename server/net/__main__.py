@@ -113,6 +113,7 @@ def cmd_tftp_serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         retries=args.retries,
         max_transfers=args.max_transfers,
+        busy_poll=args.busy_poll,
     )
     return _until_interrupted(server.serve_forever)
 
@@ -253,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-upload", type=int, help="largest upload in bytes, checked on tsize and as data comes (no limit)"
     )
     p.add_argument("--max-transfers", type=int, default=256, help="transfers at once; more are refused (256)")
+    p.add_argument(
+        "--no-busy-poll",
+        dest="busy_poll",
+        action="store_false",
+        help="never spin for a lone fast client's reply: less CPU, a slower lock-step transfer",
+    )
     _timing_options(p)
     p.set_defaults(run=cmd_tftp_serve)
     for name, helptext in (("get", "download a file"), ("put", "upload a file")):

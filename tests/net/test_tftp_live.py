@@ -321,6 +321,14 @@ def test_a_slow_peer_turns_busy_polling_off(tftp_root, start_tftp_server, raw):
     assert not active.spin
 
 
+def test_without_busy_polling(tftp_root, tmp_path, start_tftp_server):
+    data = os.urandom(100_000)
+    (tftp_root / "f").write_bytes(data)
+    server = start_tftp_server(tftp_root, busy_poll=False)
+    client_for(server).download("f", tmp_path / "f")
+    assert (tmp_path / "f").read_bytes() == data
+
+
 def test_repeated_request_starts_one_transfer(tftp_root, start_tftp_server, raw):
     (tftp_root / "f").write_bytes(b"q" * 100)
     server = start_tftp_server(tftp_root)

@@ -105,6 +105,7 @@ class TftpServer:
         timeout: float = 1.0,
         retries: int = 5,
         max_transfers: int = 256,
+        busy_poll: bool = True,
     ) -> None:
         self.root = Path(os.path.realpath(root))
         if not self.root.is_dir():
@@ -114,6 +115,9 @@ class TftpServer:
         self.limits = limits or opts.ServerLimits()
         self.settings = opts.Settings(timeout=timeout, retries=retries)
         self.max_transfers = max_transfers
+        # Spin briefly for a lone fast peer's reply instead of sleeping in epoll (see _on_transfer_socket):
+        # lower latency for more CPU. False keeps the loop purely event-driven.
+        self.busy_poll = busy_poll
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         self._family = family
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -252,7 +256,7 @@ class TftpServer:
                 return
             active.answered_at = answered_at = clock()
             active.answers += 1
-            if len(transfers) > 1 or not (active.spin or active.answers % _SPIN_PROBE == 0):
+            if len(transfers) > 1 or not self.busy_poll or not (active.spin or active.answers % _SPIN_PROBE == 0):
                 return
             spin_until = answered_at + _SPIN_SECONDS
 
