@@ -63,15 +63,17 @@
     empty.hidden = todos.length > 0;
   }
 
-  // Make a change, then redraw the list from the server: the API, not this page, is the source of truth.
+  // Make a change, then redraw the list from the server (the API, not this page, is the source of truth), then
+  // say what went wrong, if anything: once a message shows, the list is final.
   async function run(change) {
+    let message = "";
     try {
       await change();
-      showError("");
     } catch (problem) {
-      showError(problem.fields?.title || problem.fields?.body || problem.message);
+      message = problem.fields?.title || problem.fields?.body || problem.message;
     }
     await refresh();
+    showError(message);
   }
 
   form.addEventListener("submit", (event) => {
