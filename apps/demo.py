@@ -1,17 +1,15 @@
 """The demo site that ``python -m server`` serves when no application is named: the whole stack at work.
 
 The site is one ``framework.App`` with a home page, and every example is a WSGI application mounted under
-its own prefix. Each lives in its own module, small enough to read in one sitting:
+its own prefix. Each lives in its own module, small enough to read in one sitting::
 
-====================  ====================  =====================================================
-``/guestbook/``       ``apps/guestbook.py``  a form with CSRF and validation, SQLite, pagination
-``/files/``           ``apps/files.py``      multipart uploads with a size limit, ranged downloads
-``/todo/``            ``apps/todo_api.py``   a JSON API and the page that uses it (``static/todo.js``)
-``/time``             ``apps/raw_time.py``   a bare ``application(environ, start_response)``
-``/inspect/``         ``apps/inspector.py``  the WSGI environ the server passed, escaped
-``/flask/``           ``apps/flask_mount.py`` a Flask app mounted inside ours (when Flask is installed)
-``/hello``            ``apps/hello.py``      the smallest WSGI application
-====================  ====================  =====================================================
+    /guestbook/   apps/guestbook.py     a form with CSRF and validation, SQLite, pagination
+    /files/       apps/files.py         multipart uploads with a size limit, ranged downloads
+    /todo/        apps/todo_api.py      a JSON API, and the page that uses it from static/todo.js
+    /time         apps/raw_time.py      a bare application(environ, start_response), no framework
+    /inspect/     apps/inspector.py     the WSGI environ the server passed, escaped
+    /flask/       apps/flask_mount.py   a Flask app mounted inside ours (when Flask is installed)
+    /hello        apps/hello.py         the smallest WSGI application
 
 ``/static/`` is not an app: ``python -m server`` mounts the repository's ``static/`` folder there itself
 (``STATIC_MOUNT``), and answers those requests straight from its event loop with ``os.sendfile``, without

@@ -113,13 +113,13 @@ def create_app(data_dir: Path | None = None, *, max_upload: int = MAX_UPLOAD) ->
     @app.post("/")
     def upload(request: Request) -> Response | tuple[Response, int]:
         """Store the uploaded file and redirect to the listing; 400 without a file, 413 for a large one."""
-        upload = request.files.get("file")
-        if upload is None or not upload.filename:  # A browser sends an empty, nameless part for "no file".
+        chosen = request.files.get("file")
+        if chosen is None or not chosen.filename:  # A browser sends an empty, nameless part for "no file".
             return render(request, "Choose a file to upload first."), 400
-        if upload.size > max_upload:
+        if chosen.size > max_upload:
             abort(413)  # The handler below explains; the temporary file goes with the request.
-        name = store(upload, folder)
-        flash(request, f"Uploaded {name} ({human_size(upload.size)}).")
+        name = store(chosen, folder)
+        flash(request, f"Uploaded {name} ({human_size(chosen.size)}).")
         return redirect(request.url_for("index"), 303)
 
     @app.get("/<name>")

@@ -116,7 +116,10 @@ def create_app(data_dir: Path | None = None, *, per_page: int = 10) -> App:
             return render(request, form, errors), 400
         created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         with database.transaction() as db:
-            db.execute("INSERT INTO entries (name, message, created) VALUES (?, ?, ?)", (*form.values(), created))
+            db.execute(
+                "INSERT INTO entries (name, message, created) VALUES (?, ?, ?)",
+                (form["name"], form["message"], created),
+            )
         flash(request, f"Thank you, {form['name']}: your message is in the guestbook.")
         return redirect(request.url_for("index"), 303)
 
