@@ -30,6 +30,9 @@ def create_flask_app() -> Callable[..., Any]:
     import flask
 
     flask_app = flask.Flask(__name__, template_folder=str(TEMPLATES))
+    # Both frameworks call their cookie "session", with Path=/, and their formats differ: should this app ever use
+    # Flask's session, its cookie must not overwrite the site's (docs/wsgi-apps.md explains).
+    flask_app.config["SESSION_COOKIE_NAME"] = "flask_session"
 
     @flask_app.route("/")
     def hello() -> str:
