@@ -272,12 +272,12 @@ def serve(config: Config, app: Callable, listeners: list[Listener]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(argv)
     configure_logging(config)
+    name = config.app or ("static files" if config.static else "the demo site")
     try:
         config, app, listeners = prepare(config)
     except (LoadError, BindError, ValueError, OSError) as error:
         sys.stderr.write(f"python -m server: error: {error}\n")
         return 2
-    name = config.app or ("static files" if config.static else "the demo site")
     for listener in listeners:
         log.info(
             "serving %s on %s (workers: %d, threads: %d, loop: %s)",

@@ -89,6 +89,9 @@ def _current_cpu(allowed: list[int]) -> int:
     return cpu if cpu in allowed else allowed[0]
 
 
+_SUPERVISED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+
+
 class Supervisor:
     """The parent of ``--workers`` processes; ``run_worker()`` is what each child runs."""
 
@@ -106,11 +109,12 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the workers and supervise until told to stop. Returns the exit status."""
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        for sig in _SUPERVISED_SIGNALS:
             signal.signal(sig, self._on_signal)
         self._refill()
         while True:
-            self._reap()
+            # Signals first: a Ctrl-C reaches the whole process group, so the workers may already have exited
+            # because of it, and that is a stop, not a crash to recover from.
             for sig in self._take_signals():
                 if sig in (signal.SIGTERM, signal.SIGINT) and self._stopping is None:
                     self._stopping = sig
@@ -118,6 +122,7 @@ class Supervisor:
                     self._signal_all(self.children, sig)
                 elif sig == signal.SIGHUP and self._stopping is None:
                     self._replace_all()
+            self._reap()
             if self._stopping is not None:
                 if not self.children:
                     return 0
@@ -150,10 +155,17 @@ class Supervisor:
     # -- children -----------------------------------------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> None:
+        # Block our signals across the fork: a child that got a Ctrl-C before it had swapped the supervisor's
+        # handlers for its own would record it in its copy of the supervisor and never stop. Blocked, the
+        # signal waits until the child has default handlers again (and then stops it, as it should).
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISED_SIGNALS)
         pid = os.fork()
-        if pid == 0:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        else:
+            for sig in _SUPERVISED_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
             status = 0
             try:
                 self.run_worker(slot)

@@ -129,13 +129,16 @@ class ServerProcess:
 
     _LISTENING = re.compile(r"serving .* on (http://\S+|unix:\S+)")
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, bind: bool = True):
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, bind: bool = True, session: bool = False
+    ):
         argv = [sys.executable, "-m", "server", *args]
         if bind and "--bind" not in args:
             argv += ["--bind", "127.0.0.1:0"]
         self.argv = argv
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.cwd = cwd
+        self.session = session  # its own process group, as a shell gives a foreground job (for Ctrl-C tests)
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.log: list[str] = []
@@ -144,7 +147,13 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         self.proc = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=self.session,
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()

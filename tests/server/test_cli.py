@@ -191,6 +191,14 @@ def test_sigterm_lets_an_in_flight_request_finish():
         assert server.wait(TIMEOUT) == 0
 
 
+def test_ctrl_c_on_the_process_group_stops_workers_without_restarting_them():
+    with ServerProcess("apps.hello:app", "--workers", "2", session=True) as server:
+        assert requests.get(server.url, timeout=TIMEOUT).status_code == 200
+        os.killpg(server.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: every process in the group
+        assert server.wait(TIMEOUT) == 0
+    assert "starting a new one" not in server.output()
+
+
 def test_sigint_exits_promptly():
     with ServerProcess("apps.hello:app") as server:
         assert requests.get(server.url, timeout=TIMEOUT).status_code == 200
