@@ -111,8 +111,8 @@ def test_factory_call_and_access_log():
         assert '"test-agent"' in line and line.rstrip().endswith("us")
 
 
-def test_demo_site_is_the_default():
-    with ServerProcess() as server:
+def test_demo_site_is_the_default(tmp_path):
+    with ServerProcess("--data-dir", str(tmp_path)) as server:
         home = requests.get(server.url + "/", timeout=TIMEOUT)
         assert home.status_code == 200 and "/static/style.css" in home.text
         css = requests.get(server.url + "/static/style.css", timeout=TIMEOUT)
