@@ -7,10 +7,14 @@ containment check compares real paths against it.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+
+# Numbers each mount for the open-file cache's keys: an int hashes in nanoseconds, a root and options would not.
+_mount_numbers = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class StaticMount:
     options: StaticOptions = StaticOptions()
     # The prefix as it appears on the wire (percent-encoded), compared against raw request paths.
     _raw_prefix: str = field(init=False, repr=False, compare=False)
+    # This mount's share of the open-file cache (server.static.cache): keys are (cache_id, raw path below).
+    cache_id: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         prefix = self.prefix.rstrip("/")
@@ -44,6 +50,7 @@ class StaticMount:
         object.__setattr__(self, "prefix", prefix)
         object.__setattr__(self, "root", Path(os.path.realpath(self.root)))
         object.__setattr__(self, "_raw_prefix", quote(prefix, safe="/"))
+        object.__setattr__(self, "cache_id", next(_mount_numbers))
 
     def match(self, raw_path: str) -> str | None:
         """The rest of ``raw_path`` after the prefix ("" or starting with "/"); None if not under it."""

@@ -29,8 +29,10 @@ from http import HTTPStatus
 from typing import BinaryIO
 from urllib.parse import quote
 
+from . import paths
+from .cache import CachedFile, CachedPath, FileView, OpenFileCache, SharedFile
 from .listing import render_listing
-from .media import PRECOMPRESSED, choose_coding, content_type, may_have_siblings
+from .media import PRECOMPRESSED, choose_coding, content_type, may_have_siblings, preferred_codings
 from .mount import StaticMount
 from .paths import Opened, RequestPath, open_under_root, split_request_path
 from .validators import (
@@ -92,17 +94,33 @@ class FileReply:
 
 # -- entry points --------------------------------------------------------------------------------------------
 
+# The server's open-file cache (see server.static.cache): one per process, shared by every mount.
+OPEN_FILES = OpenFileCache()
+
 
 def serve_path(mount: StaticMount, method: str, raw_path: str, headers: Mapping[str, str]) -> FileReply:
     """Answer a request for ``raw_path`` (percent-encoded, no query string) from ``mount``.
 
     ``headers`` maps lower-case request header names to values (repeated headers joined with ", ").
+
+    This is the server's entry point, and the only one that uses the open-file cache (:data:`OPEN_FILES`):
+    a GET or HEAD for a path that led to a regular file a moment ago is answered from the cached decision
+    once two syscalls have proven it still holds; anything else takes the full path and may fill the cache.
+    The file of a reply from here is then a :class:`~server.static.cache.FileView` of a shared descriptor:
+    send it with ``sendfile`` at ``offset`` (or ``seek`` and ``read`` it), and ``close`` the reply.
     """
     rest = mount.match(raw_path)
     if rest is None:
         return error_reply(404, method)
-    display = mount.prefix + "/"
-    return serve_under_root(mount, method, rest, raw_path, headers, display_prefix=display)
+    if paths.KERNEL_CHECK and (method == "GET" or method == "HEAD"):
+        key = (mount.cache_id, rest)
+        entry = OPEN_FILES.get(key)
+        if entry is not None:
+            reply = _reply_from_cache(entry, method, headers)
+            if reply is not None:
+                return reply
+        return serve_under_root(mount, method, rest, raw_path, headers, display_prefix=mount.prefix + "/", key=key)
+    return serve_under_root(mount, method, rest, raw_path, headers, display_prefix=mount.prefix + "/")
 
 
 def serve_file(
@@ -117,7 +135,8 @@ def serve_file(
     """Answer a request for one known file with the same conditional and range rules as a mount.
 
     No path resolution and no containment check: the caller chose the file. ``download_name`` adds
-    ``Content-Disposition: attachment``; ``content_type`` overrides the guess from the name.
+    ``Content-Disposition: attachment``; ``content_type`` overrides the guess from the name. Never cached:
+    the reply's file is a plain file object of its own, which a WSGI server may hand to ``sendfile``.
     """
     try:
         fd = os.open(path, _OPEN_FLAGS)
@@ -143,12 +162,13 @@ def serve_under_root(
     headers: Mapping[str, str],
     *,
     display_prefix: str,
+    key: tuple[int, str] | None = None,
 ) -> FileReply:
     """:func:`serve_path` after the prefix was matched: ``rest`` is the raw path below the mount.
 
     ``request_path`` is the full raw path the client asked for, echoed (plus "/") when a directory redirects;
     ``display_prefix`` is the mount's URL shown in a listing's title. The WSGI app passes its own values for
-    both.
+    both. With a cache ``key`` (from :func:`serve_path` only), a regular file found here is remembered.
     """
     options = mount.options
     target = split_request_path(rest, dotfiles=options.dotfiles)
@@ -163,11 +183,11 @@ def serve_under_root(
         return error_reply(405, method, [_ALLOW])
     if opened.is_dir:
         opened.close()
-        return _serve_directory(mount, method, target, request_path, headers, display_prefix, opened.path)
+        return _serve_directory(mount, method, target, request_path, headers, display_prefix, opened.path, key)
     if target.trailing_slash:  # "/style.css/" names a directory that does not exist
         opened.close()
         return error_reply(404, method)
-    return _serve_regular(mount, method, headers, opened, target.segments)
+    return _serve_regular(mount, method, headers, opened, target.segments, key)
 
 
 # -- the pieces ----------------------------------------------------------------------------------------------
@@ -181,6 +201,7 @@ def _serve_directory(
     headers: Mapping[str, str],
     display_prefix: str,
     real_dir: str,
+    key: tuple[int, str] | None = None,
 ) -> FileReply:
     if not target.trailing_slash:
         # Relative links inside an index page only resolve correctly from a URL that ends with "/".
@@ -191,7 +212,16 @@ def _serve_directory(
     index = open_under_root(root, index_segments, mount.options)
     if index is not None:
         if not index.is_dir:
-            return _serve_regular(mount, method, headers, index, index_segments)
+            # The full check judged the directory too. A cache hit re-proves only the index file's real path,
+            # which vouches for the directory only when the path has no symlink at all: then the directory's
+            # real path is the index's minus "/index.html", and was allowed when the index's is.
+            if (
+                key is not None
+                and not mount.options.follow_symlinks
+                and index.path != os.path.join(root, *index_segments)
+            ):
+                key = None
+            return _serve_regular(mount, method, headers, index, index_segments, key)
         index.close()
     if not mount.options.listing:
         return error_reply(404, method)
@@ -201,35 +231,116 @@ def _serve_directory(
 
 
 def _serve_regular(
-    mount: StaticMount, method: str, headers: Mapping[str, str], opened: Opened, segments: tuple[str, ...]
+    mount: StaticMount,
+    method: str,
+    headers: Mapping[str, str],
+    opened: Opened,
+    segments: tuple[str, ...],
+    key: tuple[int, str] | None = None,
 ) -> FileReply:
     """Serve a regular file found under the mount (at ``segments``), or its best precompressed sibling.
 
     Siblings are looked for beside the name that was asked for, as the URL has it: for a symlink, beside
-    the link, not its target.
+    the link, not its target. With a cache ``key``, every sibling is checked now and the whole answer is
+    remembered (:func:`_remember`); without one, only the sibling this client accepts is opened.
     """
     name = segments[-1]
     media_type = content_type(name)
-    extra: list[tuple[str, str]] = []
+    candidate = os.path.join(str(mount.root), *segments)
+    available: list[str] = []
     if may_have_siblings(name, media_type):
         # Which siblings exist decides Vary for every response about this file, whatever this client accepts:
         # a cache must know that the answer depends on Accept-Encoding.
-        candidate = os.path.join(str(mount.root), *segments)
         available = [coding for coding, suffix in PRECOMPRESSED if _is_file(candidate + suffix)]
-        if available:
-            extra.append(("Vary", "Accept-Encoding"))
-            for coding in choose_coding(headers.get("accept-encoding"), available):
-                sibling_segments = (*segments[:-1], name + _SUFFIX_OF[coding])
-                # Opened with every check of its own: the sibling may be a symlink leading elsewhere.
-                sibling = open_under_root(str(mount.root), sibling_segments, mount.options)
-                if sibling is not None and not sibling.is_dir:
+    if key is not None:
+        return _remember(key, mount, method, headers, opened, segments, candidate, media_type, available)
+    extra: list[tuple[str, str]] = []
+    if available:
+        extra.append(("Vary", "Accept-Encoding"))
+        for coding in choose_coding(headers.get("accept-encoding"), available):
+            sibling_segments = (*segments[:-1], name + _SUFFIX_OF[coding])
+            # Opened with every check of its own: the sibling may be a symlink leading elsewhere.
+            sibling = open_under_root(str(mount.root), sibling_segments, mount.options)
+            if sibling is not None:
+                if not sibling.is_dir:
                     opened.close()
                     opened = sibling
                     extra.append(("Content-Encoding", coding))
                     break
+                sibling.close()
     return file_reply(
         opened, method, headers, media_type=media_type, max_age=mount.options.max_age, extra_headers=extra
     )
+
+
+def _remember(
+    key: tuple[int, str],
+    mount: StaticMount,
+    method: str,
+    headers: Mapping[str, str],
+    opened: Opened,
+    segments: tuple[str, ...],
+    candidate: str,
+    media_type: str,
+    available: list[str],
+) -> FileReply:
+    """Check every available sibling too, store the lot in :data:`OPEN_FILES`, and answer from it.
+
+    The same decisions as the uncached branch of :func:`_serve_regular`, taken for every Accept-Encoding at
+    once: a sibling that fails its own check is left out, as the uncached branch would skip it.
+    """
+    options = mount.options
+    vary = [("Vary", "Accept-Encoding")] if available else []
+
+    def cached(file: Opened, path: str, extra: list[tuple[str, str]]) -> CachedFile:
+        shared = SharedFile(file.fd)
+        file.fd = -1  # the SharedFile owns it now
+        prepared = Prepared(file.stat, media_type, options.max_age, extra)
+        return CachedFile(shared, path, file.stat, file.path, not options.follow_symlinks, prepared)
+
+    plain = cached(opened, candidate, vary)
+    encoded: dict[str, CachedFile] = {}
+    for coding in available:
+        suffix = _SUFFIX_OF[coding]
+        sibling = open_under_root(str(mount.root), (*segments[:-1], segments[-1] + suffix), options)
+        if sibling is None:
+            continue
+        if sibling.is_dir:
+            sibling.close()
+            continue
+        encoded[coding] = cached(sibling, candidate + suffix, [*vary, ("Content-Encoding", coding)])
+    entry = CachedPath(plain, tuple(available), encoded)
+    file = _choose(entry, headers)
+    reply = file.prepared.answer(method, headers)
+    if reply.length and file.shared.acquire():  # acquire cannot fail: nothing else has seen it yet
+        reply.file = FileView(file.shared)
+    OPEN_FILES.put(key, entry)  # takes over the references made above
+    return reply
+
+
+def _reply_from_cache(entry: CachedPath, method: str, headers: Mapping[str, str]) -> FileReply | None:
+    """The reply from a cache entry, or None when its file no longer passes (then the full path decides)."""
+    file = _choose(entry, headers)
+    if not file.acquire_if_unchanged():
+        return None
+    reply = file.prepared.answer(method, headers)
+    if reply.length:
+        reply.file = FileView(file.shared)  # takes over the reference
+    else:
+        file.shared.release()
+    return reply
+
+
+def _choose(entry: CachedPath, headers: Mapping[str, str]) -> CachedFile:
+    """The representation for this client: the best accepted sibling that passed its check, else the file."""
+    if entry.codings:
+        accept_encoding = headers.get("accept-encoding")
+        if accept_encoding:
+            for coding in preferred_codings(accept_encoding, entry.codings):
+                file = entry.encoded.get(coding)
+                if file is not None:
+                    return file
+    return entry.plain
 
 
 def _is_file(path: str) -> bool:
@@ -243,6 +354,78 @@ def _media_type_of(path: str) -> str:
     return content_type(os.path.basename(path))
 
 
+class Prepared:
+    """Everything about a regular file's response that depends on its metadata only, computed once.
+
+    The validators, the full header list of a 200 and the few fields of a 304 follow from ``stat``, the
+    media type and the mount's options; only the conditional and Range headers differ between requests.
+    So a cached file keeps its ``Prepared`` and each request costs :meth:`answer`, a handful of lookups.
+    """
+
+    __slots__ = (
+        "cache",
+        "etag",
+        "extra",
+        "full_headers",
+        "media_type",
+        "mtime",
+        "not_modified_headers",
+        "size",
+        "vary",
+    )
+
+    def __init__(
+        self, st: os.stat_result, media_type: str, max_age: int | None, extra_headers: list[tuple[str, str]]
+    ) -> None:
+        self.etag = make_etag(st)
+        self.mtime = st.st_mtime
+        self.size = st.st_size
+        self.media_type = media_type
+        self.cache = [("Cache-Control", f"public, max-age={max_age}")] if max_age is not None else []
+        self.extra = extra_headers
+        self.vary = [(name, value) for name, value in extra_headers if name == "Vary"]
+        self.full_headers = self._headers(self.size, [])
+        # RFC 9110 15.4.5: a 304 repeats the fields a cache needs to update its stored response, nothing more.
+        self.not_modified_headers = [("ETag", self.etag), *self.cache, *self.vary]
+
+    def _headers(self, length: int, range_headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", self.media_type),
+            ("Content-Length", str(length)),
+            ("Last-Modified", http_date(self.mtime)),
+            ("ETag", self.etag),
+            ("Accept-Ranges", "bytes"),
+            *self.cache,
+            *self.extra,
+            *range_headers,
+        ]
+
+    def answer(self, method: str, headers: Mapping[str, str]) -> FileReply:
+        """Apply preconditions and Range; the caller attaches the file when the reply's ``length`` is not 0."""
+        condition = check_preconditions(headers, self.etag, self.mtime)
+        if condition == 304:
+            return FileReply(304, list(self.not_modified_headers))
+        if condition == 412:
+            return error_reply(412, method, self.vary)
+        size = self.size
+        if method == "GET" and "range" in headers:  # Range is defined for GET only (RFC 9110 section 14.2)
+            if_range = headers.get("if-range")
+            if if_range is None or if_range_allows(if_range, self.etag, self.mtime):
+                chosen = parse_range(headers["range"], size)
+                if chosen is UNSATISFIABLE:
+                    return error_reply(
+                        416, method, [("Content-Range", f"bytes */{size}"), ("Accept-Ranges", "bytes"), *self.vary]
+                    )
+                if isinstance(chosen, ByteRange):
+                    content_range = [("Content-Range", f"bytes {chosen.start}-{chosen.end}/{size}")]
+                    return FileReply(
+                        206, self._headers(chosen.length, content_range), b"", None, chosen.start, chosen.length
+                    )
+        if method == "HEAD" or size == 0:
+            return FileReply(200, list(self.full_headers))
+        return FileReply(200, list(self.full_headers), b"", None, 0, size)
+
+
 def file_reply(
     opened: Opened,
     method: str,
@@ -253,51 +436,13 @@ def file_reply(
     extra_headers: list[tuple[str, str]],
 ) -> FileReply:
     """Apply preconditions and Range to an open regular file and build the reply. Takes over ``opened``."""
-    st = opened.stat
-    etag = make_etag(st)
-    cache = [("Cache-Control", f"public, max-age={max_age}")] if max_age is not None else []
-    vary = [(name, value) for name, value in extra_headers if name == "Vary"]
-    condition = check_preconditions(headers, etag, st.st_mtime)
-    if condition == 304:
+    reply = Prepared(opened.stat, media_type, max_age, extra_headers).answer(method, headers)
+    if reply.length:
+        reply.file = open(opened.fd, "rb", buffering=0)  # the reply owns it now; the caller closes it
+        opened.fd = -1
+    else:
         opened.close()
-        # RFC 9110 15.4.5: repeat the fields a cache needs to update its stored response, nothing more.
-        return FileReply(304, [("ETag", etag), *cache, *vary])
-    if condition == 412:
-        opened.close()
-        return error_reply(412, method, vary)
-
-    size = st.st_size
-    status, start, length = 200, 0, size
-    range_headers: list[tuple[str, str]] = []
-    if method == "GET" and "range" in headers:  # Range is defined for GET only (RFC 9110 section 14.2)
-        if_range = headers.get("if-range")
-        if if_range is None or if_range_allows(if_range, etag, st.st_mtime):
-            chosen = parse_range(headers["range"], size)
-            if chosen is UNSATISFIABLE:
-                opened.close()
-                return error_reply(
-                    416, method, [("Content-Range", f"bytes */{size}"), ("Accept-Ranges", "bytes"), *vary]
-                )
-            if isinstance(chosen, ByteRange):
-                status, start, length = 206, chosen.start, chosen.length
-                range_headers.append(("Content-Range", f"bytes {chosen.start}-{chosen.end}/{size}"))
-
-    reply_headers = [
-        ("Content-Type", media_type),
-        ("Content-Length", str(length)),
-        ("Last-Modified", http_date(st.st_mtime)),
-        ("ETag", etag),
-        ("Accept-Ranges", "bytes"),
-        *cache,
-        *extra_headers,
-        *range_headers,
-    ]
-    if method == "HEAD" or length == 0:
-        opened.close()
-        return FileReply(status, reply_headers)
-    file = open(opened.fd, "rb", buffering=0)  # the reply owns it now; the caller closes it
-    opened.fd = -1
-    return FileReply(status, reply_headers, file=file, offset=start, length=length)
+    return reply
 
 
 def small_reply(
