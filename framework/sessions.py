@@ -142,11 +142,21 @@ class Session(dict):
     __delitem__ = _changed("__delitem__")
     __ior__ = _changed("__ior__")
     clear = _changed("clear")
-    pop = _changed("pop")
     popitem = _changed("popitem")
-    setdefault = _changed("setdefault")
     update = _changed("update")
     del _changed
+
+    # pop and setdefault change the session only sometimes: a cookie is rewritten only when they do.
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            self.modified = True
+        return dict.pop(self, key, *default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self.modified = True
+        return dict.setdefault(self, key, default)
 
 
 class CookieSessions:

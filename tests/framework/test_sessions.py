@@ -224,3 +224,12 @@ def test_a_mounted_app_with_its_own_key_keeps_its_own_session_under_another_name
     client.get("/admin/set/user/root")
     assert client.get("/get").json == {"user": "visitor"}
     assert client.get("/admin/get").json == {"user": "root"}
+
+
+def test_pop_and_setdefault_mark_the_session_changed_only_when_they_change_it():
+    session = Session({"kept": 1}, new=False)
+    assert session.pop("absent", None) is None and not session.modified
+    assert session.setdefault("kept", 2) == 1 and not session.modified
+    assert session.setdefault("added", 3) == 3 and session.modified
+    session.modified = False
+    assert session.pop("kept") == 1 and session.modified
