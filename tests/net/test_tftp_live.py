@@ -9,6 +9,7 @@ import time
 import pytest
 
 from server.net.tftp import options as opts
+from server.net.tftp import server as server_module
 from server.net.tftp.client import TftpClient, TransferFailed
 from server.net.tftp.packets import (
     Ack,
@@ -274,7 +275,7 @@ def test_many_concurrent_transfers(tftp_root, tmp_path, start_tftp_server):
     assert all((tmp_path / name).read_bytes() == data for name, data in files.items())
 
 
-def test_a_busy_polled_transfer_does_not_keep_new_requests_waiting(tftp_root, start_tftp_server, raw):
+def test_a_busy_polled_transfer_does_not_keep_new_requests_waiting(tftp_root, start_tftp_server, raw, idle_cpus):
     # A lone lock-step transfer whose peer answers at once is busy-polled: the server answers it without
     # going back to its selector. It must still go back often enough to see other sockets: here a request
     # sent while the transfer runs is answered while blocks are still flowing, long before the file ends.
@@ -303,7 +304,14 @@ def test_a_busy_polled_transfer_does_not_keep_new_requests_waiting(tftp_root, st
     assert answer.code == ErrorCode.FILE_NOT_FOUND
 
 
-def test_a_slow_peer_turns_busy_polling_off(tftp_root, start_tftp_server, raw):
+@pytest.fixture
+def idle_cpus(monkeypatch):
+    """Let the server busy-poll even on one CPU or contended CPUs (as shared CI machines have)."""
+    monkeypatch.setattr(server_module, "cpu_contended", lambda: False)
+    monkeypatch.setattr(server_module, "usable_cpus", lambda: 2)
+
+
+def test_a_slow_peer_turns_busy_polling_off(tftp_root, start_tftp_server, raw, idle_cpus):
     (tftp_root / "f").write_bytes(b"s" * 512 * 4)
     server = start_tftp_server(tftp_root)
     peer = raw()
@@ -319,6 +327,24 @@ def test_a_slow_peer_turns_busy_polling_off(tftp_root, start_tftp_server, raw):
     # DATA 2 was the first answer followed by a spin (DATA 1 answered the request); it ran out long before our
     # ACK came, and the ACK came too late to turn spinning on again.
     assert not active.spin
+
+
+@pytest.mark.parametrize(
+    ("line", "contended"),
+    [(b"some avg10=0.50 avg60=1.00 avg300=0.20 total=1\n", False), (b"some avg10=67.66 avg60=72.08\n", True)],
+)
+def test_cpu_contention_from_pressure_stall_information(tmp_path, monkeypatch, line, contended):
+    (tmp_path / "cpu").write_bytes(line + b"full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    monkeypatch.setattr(server_module, "_PRESSURE_FILE", str(tmp_path / "cpu"))
+    assert server_module.cpu_contended() is contended
+
+
+def test_cpu_contention_without_pressure_stall_information(tmp_path, monkeypatch):
+    monkeypatch.setattr(server_module, "_PRESSURE_FILE", str(tmp_path / "missing"))
+    monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 0.0, 0.0))
+    assert server_module.cpu_contended()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert not server_module.cpu_contended()
 
 
 def test_without_busy_polling(tftp_root, tmp_path, start_tftp_server):
