@@ -13,10 +13,15 @@ The modules, in the order a request meets them:
 - :mod:`.media`: Content-Type, Accept-Encoding and precompressed ``.br``/``.gz`` siblings.
 - :mod:`.validators`: ETag, Last-Modified, conditional requests (304/412) and byte ranges (206/416).
 - :mod:`.reply`: the decision itself, returned as a :class:`FileReply` for the caller to send.
+- :mod:`.cache`: the server's open-file cache, which lets :func:`serve_path` skip the expensive checks for a
+  file it checked a moment ago, once two syscalls have proven that the checks would decide the same now.
 - :mod:`.listing`: the HTML index of a directory, when a mount asks for it.
 - :mod:`.wsgi`: :class:`StaticFiles`, the WSGI application and middleware.
 
-Choices worth knowing: a request with several byte ranges gets the whole file (200), not multipart/byteranges;
+Choices worth knowing: only :func:`serve_path` (the server's event loop) uses the open-file cache, so its replies
+carry a shared descriptor to ``sendfile`` from; :func:`serve_file` and :class:`StaticFiles` open the file afresh
+each time and hand out a file object of its own. A request with several byte ranges gets the whole file (200), not
+multipart/byteranges;
 a path that is not valid UTF-8 once decoded gets 404, like every other refused path; a 304 has no
 Content-Length; precompressed siblings are looked for only beside types that compress (text, JSON, SVG, ...).
 """
