@@ -13,7 +13,10 @@ http.server.
     python -m bench.bench_static --quick    # 1 round x 3 s: a smoke run
 
 Our server is started as ``python -m server --static /=DIR --bind 127.0.0.1:PORT``; if that command is not
-available yet, it is skipped with a message and the peers are still measured.
+available yet, it is skipped with a message and the peers are still measured. The report ends with what our
+static rules cost per call in this process, without any network: ``serve_path`` for the 1 KiB file with the
+full path check, and as the open-file cache answers it (``server/static/cache.py``). The difference between
+that and the time per request on the wire is the server's own share (parsing, the head, sending).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import timeit
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,6 +125,44 @@ def throughput_lines(results: Results) -> list[str]:
     return lines
 
 
+def in_process_costs(site: Path, cpu: int | None, repeat: int = 5, number: int = 2000) -> list[str]:
+    """Microseconds per ``serve_path`` call for the 1 KiB file: the full check, then a cache hit (best of
+    ``repeat``), on the server's CPU. Empty if our static rules cannot be imported."""
+    try:
+        from server.static import StaticMount, serve_path
+        from server.static import reply as static_reply
+        from server.static.cache import OpenFileCache
+    except ImportError as error:
+        return [f"- serve_path in process: not measured ({error})"]
+    mount = StaticMount("/", site)
+    headers = {"host": "127.0.0.1"}
+
+    def one_request() -> None:
+        serve_path(mount, "GET", "/1k.bin", headers).close()
+
+    def best_microseconds() -> float:
+        return min(timeit.repeat(one_request, number=number, repeat=repeat)) / number * 1e6
+
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    cached = static_reply.OPEN_FILES
+    try:
+        if cpu is not None and affinity is not None:
+            os.sched_setaffinity(0, {cpu})
+        static_reply.OPEN_FILES = OpenFileCache(ttl=0.0)  # every entry expired at once: the full check each time
+        full = best_microseconds()
+        static_reply.OPEN_FILES.clear()
+        static_reply.OPEN_FILES = OpenFileCache()
+        hit = best_microseconds()
+        static_reply.OPEN_FILES.clear()
+    finally:
+        static_reply.OPEN_FILES = cached
+        if cpu is not None and affinity is not None:
+            os.sched_setaffinity(0, affinity)
+    return [
+        f"- serve_path for the 1 KiB file, in process: {full:.1f} us with the full check, {hit:.1f} us from the cache"
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
@@ -144,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("nothing to measure", file=sys.stderr)
             return 2
         results = harness.interleaved(servers, SCENARIOS, rounds=args.rounds, duration=args.duration, wrk_cpu=wrk_cpu)
+        costs = in_process_costs(site, server_cpu) if any(server.name == "ours" for server in servers) else []
     table = harness.markdown_table(results, baselines=["nginx", "http.server"])
     report = "\n".join(
         [
@@ -153,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table,
             "",
             *throughput_lines(results),
+            *costs,
             "",
             "Targets:",
             *verdicts(results),
