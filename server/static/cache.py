@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import io
 import os
-import resource
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -253,6 +252,10 @@ def descriptor_budget() -> int:
 
     Asked when the cache first stores something, that is after the server raised its limit at start-up.
     """
+    try:
+        import resource  # POSIX only; elsewhere the cache is never used (see server.static.paths.KERNEL_CHECK)
+    except ImportError:
+        return MAX_DESCRIPTORS
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return MAX_DESCRIPTORS

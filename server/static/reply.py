@@ -329,7 +329,11 @@ def _reply_from_cache(entry: CachedPath, method: str, headers: Mapping[str, str]
     file = _choose(entry, headers)
     if not file.acquire_if_unchanged():
         return None
-    reply = file.prepared.answer(method, headers)
+    try:
+        reply = file.prepared.answer(method, headers)
+    except BaseException:
+        file.shared.release()
+        raise
     if reply.length:
         reply.file = FileView(file.shared)  # takes over the reference
     else:
