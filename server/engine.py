@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import resource
 import socket
 import time
@@ -22,7 +23,7 @@ from server import SERVER_SOFTWARE
 from server.accesslog import log_response
 from server.config import Config
 from server.connection import IDLE, HTTPConnection
-from server.http import Request, error_response, http_date, reason_phrase
+from server.http import Request, error_response, http_date, status_line
 from server.listeners import Listener
 from server.loop import READ, Reactor
 from server.proxy import TrustedProxies
@@ -34,6 +35,7 @@ log = logging.getLogger("server")
 
 _ACCEPT_BATCH = 64
 _RESERVED_FDS = 32  # descriptors kept free for files, logs and the wakeup channel
+_SMALL_FILE = 16 * 1024  # static files up to this size leave in the same send() as their head
 _FIRST_REQUEST_GRACE = 1.0  # on shutdown, how long a just-accepted connection may take to send its request
 
 
@@ -214,13 +216,10 @@ class Engine:
             return
         # An unread Expect: 100-continue body leaves the start of the next request unknown: close after.
         keep_alive = request.keep_alive and not request.expect_continue and not self.stopping
-        lines = [f"HTTP/1.1 {reply.status} {reason_phrase(reply.status)}\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in reply.headers)
+        lines = [f"{name}: {value}\r\n" for name, value in reply.headers]
         lines.append(f"Date: {http_date()}\r\nServer: {self.server_header}\r\n")
-        if not keep_alive:
-            lines.append("Connection: close\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
+        lines.append("\r\n" if keep_alive else "Connection: close\r\n\r\n")
+        head = (status_line(reply.status) + "".join(lines)).encode("latin-1")
 
         def finished(sent: int) -> None:
             reply.close()
@@ -235,8 +234,18 @@ class Engine:
             )
 
         try:
-            if reply.file is not None and reply.length:
+            if reply.file is not None and reply.length > _SMALL_FILE:
                 conn.send_file(head, reply.file, reply.offset, reply.length, on_done=finished)
+            elif reply.file is not None and reply.length:
+                # A small file costs less read into the head's buffer than sent after it: one send, one segment.
+                data = os.pread(reply.file.fileno(), reply.length, reply.offset)
+                if len(data) != reply.length:
+                    log.warning("%s: %s shrank while being served; closing", conn.describe(), request.path)
+                    reply.close()
+                    conn.close_soon()
+                    return
+                conn.send(head + data)
+                finished(len(data))
             else:
                 body = b"" if request.method == "HEAD" else reply.body
                 conn.send(head + body)

@@ -35,6 +35,7 @@ __all__ = [
     "error_response",
     "http_date",
     "reason_phrase",
+    "status_line",
 ]
 
 
@@ -454,6 +455,14 @@ def reason_phrase(status: int) -> str:
     return _PHRASES.get(status, "Unknown")
 
 
+_STATUS_LINES = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in _PHRASES.items()}
+
+
+def status_line(status: int) -> str:
+    """``HTTP/1.1 200 OK\\r\\n`` for ``status``: the first line of a response the server writes itself."""
+    return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"
+
+
 _date_cache: tuple[int, str] = (0, "")
 
 
@@ -478,8 +487,7 @@ def error_response(status: int, detail: str, server: str, *, close: bool = True)
     """A complete small plain-text response for an error the server answers itself."""
     body = f"{status} {reason_phrase(status)}\n{detail}\n".encode()
     head = (
-        f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"
-        f"Date: {http_date()}\r\nServer: {server}\r\n"
+        f"{status_line(status)}Date: {http_date()}\r\nServer: {server}\r\n"
         f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
         + ("Connection: close\r\n" if close else "")
         + "\r\n"
