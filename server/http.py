@@ -117,6 +117,18 @@ _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 
+_FRAMING_FIELDS = frozenset(("content-length", "transfer-encoding", "host", "connection", "expect"))
+_FIELD_NAMES: dict[bytes, str] = {}
+
+
+def _field_name(raw: bytes) -> str:
+    """The lower-case ``str`` for a field name, remembered (clients repeat the same few names endlessly)."""
+    name = raw.decode("ascii").lower()
+    if len(_FIELD_NAMES) < 1000:  # bounded: names are chosen by clients
+        _FIELD_NAMES[raw] = name
+    return name
+
+
 # Parser states.
 _HEAD, _BODY_LENGTH, _CHUNK_HEAD, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = range(7)
 
@@ -221,28 +233,23 @@ class RequestParser:
         if len(lines) - 1 > self.limits.max_header_count:
             raise ProtocolError(431, "too many header fields")
         headers = []
-        content_lengths: list[str] = []
-        transfer_encodings: list[str] = []
-        hosts: list[str] = []
-        connection_tokens: set[str] = set()
-        expect: str | None = None
+        framing: dict[str, list[str]] = {}  # the few fields that decide how to read the message
         for line in lines[1:]:
             match = _FIELD.fullmatch(line)
             if match is None:
                 raise ProtocolError(400, _describe_bad_field(line))
-            name = match.group(1).decode("ascii").lower()
-            value = match.group(2).decode("latin-1")
+            raw_name, raw_value = match.groups()
+            name = _FIELD_NAMES.get(raw_name) or _field_name(raw_name)
+            value = raw_value.decode("latin-1")
             headers.append((name, value))
-            if name == "content-length":
-                content_lengths.append(value)
-            elif name == "transfer-encoding":
-                transfer_encodings.append(value)
-            elif name == "host":
-                hosts.append(value)
-            elif name == "connection":
-                connection_tokens.update(t.strip().lower() for t in value.split(","))
-            elif name == "expect":
-                expect = value.strip().lower()
+            if name in _FRAMING_FIELDS:
+                framing.setdefault(name, []).append(value)
+        content_lengths = framing.get("content-length", [])
+        transfer_encodings = framing.get("transfer-encoding", [])
+        hosts = framing.get("host", [])
+        connection_tokens = {t.strip().lower() for value in framing.get("connection", ()) for t in value.split(",")}
+        expects = framing.get("expect")
+        expect = expects[-1].strip().lower() if expects else None
 
         host, scheme, path, query = self._parse_target(method, target, hosts, version)
         chunked = self._parse_transfer_encoding(transfer_encodings, content_lengths, version)
