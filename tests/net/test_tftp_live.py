@@ -3,6 +3,7 @@
 import os
 import random
 import socket
+import stat
 import threading
 import time
 
@@ -81,6 +82,19 @@ def test_download_and_upload_round_trip(tftp_root, tmp_path, start_tftp_server, 
     client.upload(tmp_path / "got.bin", "back.bin")
     assert (tftp_root / "back.bin").read_bytes() == data
     assert leftovers(tftp_root) == []
+
+
+def test_transferred_files_get_the_usual_permissions(tftp_root, tmp_path, start_tftp_server):
+    (tftp_root / "file.bin").write_bytes(b"data")
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    client = client_for(server)
+    client.download("file.bin", tmp_path / "got.bin")
+    client.upload(tmp_path / "got.bin", "back.bin")
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask  # as if created with open(), not mkstemp's owner-only 0600
+    assert stat.S_IMODE((tmp_path / "got.bin").stat().st_mode) == expected
+    assert stat.S_IMODE((tftp_root / "back.bin").stat().st_mode) == expected
 
 
 def test_netascii_both_ways(tftp_root, tmp_path, start_tftp_server):

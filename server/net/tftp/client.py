@@ -16,7 +16,6 @@ import contextlib
 import os
 import select
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from . import netascii
 from . import options as opts
 from .buffers import fit_window
 from .packets import ErrorCode, ReadRequest, WriteRequest
+from .tempfiles import temporary_sibling
 from .transfer import Address, Receiver, Sender, State, TransferFailed
 
 __all__ = ["TftpClient", "TransferFailed", "TransferResult"]
@@ -81,7 +81,7 @@ class TftpClient:
     def download(self, remote: str, local: str | os.PathLike[str], *, mode: str = "octet") -> TransferResult:
         """Fetch ``remote`` into the file ``local``; on failure ``local`` is left as it was."""
         target = Path(local)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        fd, temp = temporary_sibling(target)
         try:
             with os.fdopen(fd, "wb", buffering=_FILE_BUFFER) as file:
                 result = self.download_to(remote, file, mode=mode)

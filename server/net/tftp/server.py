@@ -21,7 +21,6 @@ import logging
 import os
 import selectors
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +32,7 @@ from . import options as opts
 from .buffers import fit_window
 from .packets import Error, ErrorCode, MalformedPacket, ReadRequest, Request, decode
 from .progress import format_size
+from .tempfiles import temporary_sibling
 from .transfer import Address, Datagram, Receiver, Sender, State, error_for_os_error
 
 log = logging.getLogger("server.net.tftp")
@@ -442,7 +442,7 @@ class TftpServer:
             raise Refused(ErrorCode.FILE_NOT_FOUND, "directory does not exist")
         accepted, settings = self._negotiate(sock, request, is_read=False, file_size=None)
         try:
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            fd, temp = temporary_sibling(path)
         except OSError as exc:
             raise Refused(*error_for_os_error(exc)) from None
         file = os.fdopen(fd, "wb", buffering=_FILE_BUFFER)
