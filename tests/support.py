@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from server.config import Config
 from server.engine import Engine
@@ -212,6 +213,26 @@ def wait_for(predicate: Callable[[], object], timeout: float = TIMEOUT, interval
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # wsgiref logs every request to stderr; keep test output readable
+
+
+@contextlib.contextmanager
+def serving_with_wsgiref(app: Callable) -> Iterator[str]:
+    """The standard library's reference server on a free port, in a thread: ``with ... as url``."""
+    httpd = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
+    httpd.timeout = TIMEOUT
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(TIMEOUT)
 
 
 @contextlib.contextmanager

@@ -4,19 +4,11 @@ webtest calls the app in-process; this checks the same app survives a real serve
 headers, cookies kept by a real client, a multipart upload and a file download.
 """
 
-import threading
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
 import pytest
 import requests
 
 from framework import App, FileResponse
-from tests.support import ServerThread
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):
-        pass  # Keep the test output clean; wsgiref logs every request to stderr.
+from tests.support import ServerThread, serving_with_wsgiref
 
 
 def build_app(tmp_path) -> App:
@@ -59,16 +51,8 @@ def build_app(tmp_path) -> App:
 
 
 def _serve_with_wsgiref(app):
-    httpd: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=QuietHandler)
-    httpd.timeout = 5
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serving_with_wsgiref(app) as url:
+        yield url
 
 
 def _serve_with_ours(app):

@@ -5,10 +5,8 @@ they check what a client actually receives (ranges, 304s, HEAD), through ``wsgi.
 """
 
 import gzip
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 import requests
@@ -16,6 +14,7 @@ import webtest
 
 from server.static import StaticFiles, StaticOptions, request_headers_from_environ
 from server.static.wsgi import FileSlice
+from tests.support import serving_with_wsgiref
 
 BIG = bytes(range(256)) * 4096  # 1 MiB, every byte value
 
@@ -180,23 +179,10 @@ def test_file_slice_reads_only_its_bytes_and_fails_loudly_when_the_file_shrinks(
 # -- over real sockets -----------------------------------------------------------------------------------
 
 
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # keep test output clean
-        pass
-
-
 @pytest.fixture
 def base_url(site) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, StaticFiles(site), handler_class=QuietHandler)
-    server.timeout = 5
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving_with_wsgiref(StaticFiles(site)) as url:
+        yield url
 
 
 def test_socket_full_download(base_url):
