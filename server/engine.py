@@ -70,6 +70,8 @@ class Engine:
     def __init__(self, config: Config, app: Callable, listeners: list[Listener], *, multiprocess: bool = False):
         self.config = config
         self.app = app
+        # A pre-forked worker whose supervisor is gone (killed outright) must not serve on alone, unsupervised.
+        self._supervisor = os.getppid() if multiprocess else None
         self.listeners = listeners
         self.multiprocess = multiprocess
         self.reactor = Reactor(config.loop)
@@ -191,6 +193,9 @@ class Engine:
         if self._refused:
             log.warning("refused %d connection(s) with 503: at the connection limit", self._refused)
             self._refused = 0
+        if self._supervisor is not None and os.getppid() != self._supervisor and not self.stopping:
+            log.warning("worker %d: the supervisor is gone; finishing in-flight requests and exiting", os.getpid())
+            self.shutdown(graceful=True)
         self.reactor.call_later(self._sweep_interval, self._sweep)
 
     # -- serving ------------------------------------------------------------------------------------------------------

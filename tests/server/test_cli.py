@@ -172,6 +172,24 @@ def test_workers_supervisor_restart_reload_and_graceful_stop():
         assert server.wait(TIMEOUT) == 0
 
 
+def test_workers_exit_when_their_supervisor_is_killed():
+    with ServerProcess("tests.server.factory_app:pid_app", "--workers", "2") as server:
+        pids = wait_for(lambda: (found := worker_pids(server.url)) and len(found) == 2 and found)
+        server.proc.kill()  # SIGKILL: the supervisor cannot pass anything on
+        server.wait(TIMEOUT)
+
+        def all_gone() -> bool:
+            for pid in pids:
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    continue
+                return False
+            return True
+
+        wait_for(all_gone)
+
+
 def test_sigterm_lets_an_in_flight_request_finish():
     with ServerProcess("tests.server.factory_app:slow_app", "--graceful-timeout", "5") as server:
         session = requests.Session()
