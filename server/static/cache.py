@@ -22,7 +22,11 @@ re-established for *this* request, show that the full check would reach the same
    ``/proc/self/fd`` (the kernel keeps it current through renames, and marks it "(deleted)" once the name
    is gone) and must be the very path that was checked. This is what refuses ``sub/b.txt`` after ``sub``
    was moved out of the root and a symlink left in its place, even though ``stat`` still finds the same,
-   unchanged file. Mounts that follow symlinks skip this step, because their full check ignores real paths.
+   unchanged file. Mounts that follow symlinks skip this step, because their full check ignores real paths,
+   and so do files named directly in the root and reached without a symlink: with no directory between them
+   and the root, the only ways to move them (rename, link, unlink) all move their own ``st_ctime_ns``, which
+   step 1 already compares. That is the most common static request, and ``readlink`` on ``/proc`` costs
+   about as much as the ``stat``.
 
 The bytes sent are always read from the cached descriptor itself, which is the file the full check opened:
 whatever happens to the path between the two syscalls and the ``sendfile``, nothing but that checked file

@@ -298,11 +298,16 @@ def _remember(
     options = mount.options
     vary = [("Vary", "Accept-Encoding")] if available else []
 
+    root = str(mount.root)
+
     def cached(file: Opened, path: str, extra: list[tuple[str, str]]) -> CachedFile:
         shared = SharedFile(file.fd)
         file.fd = -1  # the SharedFile owns it now
         prepared = Prepared(file.stat, media_type, options.max_age, extra)
-        return CachedFile(shared, path, file.stat, file.path, not options.follow_symlinks, prepared)
+        # A file named directly in the root, reached without a symlink, cannot be moved without a rename, link or
+        # unlink of its own, each of which moves its ctime: the stat alone re-proves it (see the cache's docs).
+        in_place = path == file.path and os.path.dirname(path) == root
+        return CachedFile(shared, path, file.stat, file.path, not options.follow_symlinks and not in_place, prepared)
 
     plain = cached(opened, candidate, vary)
     encoded: dict[str, CachedFile] = {}

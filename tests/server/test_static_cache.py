@@ -285,10 +285,30 @@ def test_with_follow_symlinks_a_moved_directory_is_still_served(tree):
 
 
 @needs_proc
-def test_the_root_moved_away_refuses_what_was_cached(mount, tree):
+def test_the_root_moved_away_refuses_what_was_cached_below_it(mount, tree):
+    assert body_of(get(mount, "/sub/b.txt")) == b"public b"
     assert body_of(get(mount, "/a.txt")) == b"public a"
     tree.rename(tree.parent / "site-old")
     tree.symlink_to(tree.parent / "site-old")  # the old path still leads to the same files, from elsewhere
+    assert_refused(get(mount, "/sub/b.txt"))
+    # A file directly in the root is re-proved by its stat alone (its ctime moves with any rename, link or
+    # unlink of its own): the very same unchanged file may still be answered until its entry expires...
+    assert body_of(get(mount, "/a.txt")) == b"public a"
+    static_reply.OPEN_FILES.clear()
+    # ...and once the entry is gone, the full check refuses it like everything else.
+    assert_refused(get(mount, "/a.txt"))
+
+
+@needs_proc
+def test_a_file_directly_in_the_root_is_re_proved_by_its_stat(mount, tree, full_checks):
+    assert body_of(get(mount, "/a.txt")) == b"public a"
+    checks = len(full_checks)
+    os.rename(tree / "a.txt", tree / "moved.txt")
+    os.symlink("moved.txt", tree / "a.txt")  # same inode, new name: the rename moved its ctime
+    assert body_of(get(mount, "/a.txt")) == b"public a"  # a symlink inside the root is allowed...
+    assert len(full_checks) == checks + 1  # ...but it was the full check that said so, not the cache
+    os.unlink(tree / "a.txt")
+    (tree / "a.txt").symlink_to(tree.parent / "secret.txt")
     assert_refused(get(mount, "/a.txt"))
 
 
