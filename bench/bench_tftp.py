@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import measurement_lock, write_results  # noqa: E402
-from server.net.tftp.packets import ReadRequest  # noqa: E402
+from server.net.tftp.client import wait_until_answering  # noqa: E402
 
 FILE = "big.bin"
 TIMEOUT = 120
@@ -54,21 +54,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_answering(port: int, seconds: float = 10.0) -> None:
-    """Poll with a request for a missing file until the server answers anything."""
-    deadline = time.monotonic() + seconds
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.settimeout(0.1)
-        while time.monotonic() < deadline:
-            probe.sendto(ReadRequest("readiness-probe").encode(), ("127.0.0.1", port))
-            try:
-                probe.recvfrom(1024)
-                return
-            except (TimeoutError, ConnectionRefusedError):
-                continue
-    raise RuntimeError(f"no TFTP server answered on port {port}")
-
-
 @dataclass
 class Server:
     name: str
@@ -78,7 +63,7 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        wait_until_answering(self.port)
+        wait_until_answering("127.0.0.1", self.port)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -28,7 +28,7 @@ from urllib.parse import unquote_to_bytes
 
 from server import SERVER_SOFTWARE
 from server.accesslog import log_response
-from server.http import LAST_CHUNK, Request, chunk, http_date, reason_phrase
+from server.http import LAST_CHUNK, Request, chunk, http_date
 
 if TYPE_CHECKING:
     from server.connection import HTTPConnection
@@ -482,6 +482,5 @@ __all__ = [
     "base_environ",
     "build_environ",
     "log_access",
-    "reason_phrase",
     "run_application",
 ]

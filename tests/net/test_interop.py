@@ -10,13 +10,12 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from server.net.tftp.client import TftpClient, TransferFailed
-from server.net.tftp.packets import ErrorCode, ReadRequest
+from server.net.tftp.client import TftpClient, TransferFailed, wait_until_answering
+from server.net.tftp.packets import ErrorCode
 
 BIG = 40 * 1024 * 1024 + 123  # 81920 blocks of 512 bytes, then a short one: the block number wraps once
 IN_TFTPD = shutil.which("in.tftpd") or next(
@@ -148,20 +147,6 @@ def free_udp_port():
         return sock.getsockname()[1]
 
 
-def wait_until_answering(port, deadline):
-    """Poll the server with a request for a missing file until any answer comes back."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.settimeout(0.1)
-        while time.monotonic() < deadline:
-            probe.sendto(ReadRequest("readiness-probe").encode(), ("127.0.0.1", port))
-            try:
-                probe.recvfrom(1024)
-                return
-            except (TimeoutError, ConnectionRefusedError):
-                continue
-    raise AssertionError(f"in.tftpd did not answer on port {port}")
-
-
 @pytest.fixture
 def tftpd_hpa(tmp_path):
     """Start in.tftpd in the foreground on a free port; returns a function taking extra options."""
@@ -177,7 +162,7 @@ def tftpd_hpa(tmp_path):
         # No pipes: the children in.tftpd forks per transfer would hold them open after it exits.
         proc = subprocess.Popen(list(map(str, argv)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append(proc)
-        wait_until_answering(port, time.monotonic() + 5)
+        wait_until_answering("127.0.0.1", port, 5.0)
         return root, port
 
     yield start

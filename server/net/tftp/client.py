@@ -187,3 +187,21 @@ class TftpClient:
                 sock.sendto(data, addr)
             except BlockingIOError:
                 pass  # a full send buffer loses the datagram as the network could; retransmission repairs it
+
+
+def wait_until_answering(host: str, port: int, seconds: float = 10.0) -> None:
+    """Poll a TFTP server with a read request for a missing file until it answers anything (raises TimeoutError).
+
+    Readiness for servers started by other programs (tftpd-hpa, tftpy): any ERROR or DATA back means it listens.
+    """
+    deadline = time.monotonic() + seconds
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.1)
+        while time.monotonic() < deadline:
+            probe.sendto(ReadRequest("readiness-probe").encode(), (host, port))
+            try:
+                probe.recvfrom(1024)
+                return
+            except (TimeoutError, ConnectionRefusedError):
+                continue
+    raise TimeoutError(f"no TFTP server answered on {host}:{port} within {seconds:g} s")
