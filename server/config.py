@@ -29,15 +29,24 @@ class Config:
     body_timeout: float = 30.0
     send_timeout: float = 60.0
     graceful_timeout: float = 30.0
+    # An application request running longer than this is reported with its thread's stack (0: never); under
+    # --workers, a worker whose every thread is past it is replaced, a new worker first.
+    timeout: float = 30.0
+    # The slowest a request body may arrive, in bytes per second, once body_timeout's grace is spent (in the
+    # style of Apache's mod_reqtimeout MinRate): a trickle cannot hold a connection and its buffer forever.
+    min_body_rate: int = 1024
 
     # Limits; each answers with its own status when exceeded (see server.http).
     max_header_bytes: int = 64 * 1024
     max_header_count: int = 100
     max_target_length: int = 8 * 1024
-    max_body_bytes: int = 1024**3
+    max_body_bytes: int = 16 * 1024**2
     max_connections: int = 16384
     # Request bodies larger than this are spooled to a temporary file instead of memory.
     body_spool_bytes: int = 1024 * 1024
+    # What all the request bodies buffered by one process (in memory and spooled) may add up to: a body that
+    # would pass it is refused with 503 and Retry-After before any of it is stored.
+    max_buffered_bytes: int = 256 * 1024**2
 
     access_log: str = "off"
     log_level: str = "info"
@@ -45,6 +54,9 @@ class Config:
 
     # Proxies whose X-Forwarded-* and Forwarded headers are believed: IPs, CIDR networks, "*", or "unix".
     forwarded_allow_ips: tuple[str, ...] = ()
+    # Which forwarding headers those proxies write: "x-forwarded" (X-Forwarded-For/-Proto) or "forwarded"
+    # (RFC 7239). Only that family is read; the other is ignored, so a client cannot slip one past the proxy.
+    proxy_headers: str = "x-forwarded"
 
     # Static mounts as given to --static ("URL=DIR"), with their shared options.
     static: tuple[str, ...] = ()

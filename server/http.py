@@ -55,7 +55,7 @@ class Limits:
     max_header_bytes: int = 64 * 1024
     max_header_count: int = 100
     max_target_length: int = 8 * 1024
-    max_body_bytes: int = 1024**3
+    max_body_bytes: int = 16 * 1024**2
     max_chunk_line: int = 4 * 1024
 
 
@@ -111,13 +111,16 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A request target: visible ASCII plus obs-text (raw UTF-8 that clients send anyway); no controls, no spaces.
 _TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
-# A field line: token, colon, optional whitespace, a value free of control characters (HTAB allowed).
-_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*")
+# A control character that may not appear in a field value or a chunk extension (HTAB may).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
+# Every pattern above is a single character class (or a fixed sequence of them) that cannot match the same
+# characters two ways, so each runs in time linear in its input: request bytes never meet backtracking.
 
-_FRAMING_FIELDS = frozenset(("content-length", "transfer-encoding", "host", "connection", "expect"))
+# Fields the parser itself reads; those that decide framing or routing must not be repeated with a doubt.
+_NOTED_FIELDS = frozenset(("content-length", "transfer-encoding", "host", "connection", "expect", "content-type"))
 _FIELD_NAMES: dict[bytes, str] = {}
 
 
@@ -144,6 +147,7 @@ class RequestParser:
         self._body_seen = 0
         self._trailers: list[tuple[str, str]] = []
         self._trailer_bytes = 0
+        self._scanned = 0  # how much of an incomplete head has been checked already (each byte is looked at once)
         self.request: Request | None = None
 
     # -- feeding -------------------------------------------------------------------------------------------------
@@ -190,14 +194,22 @@ class RequestParser:
     def _parse_head(self) -> Request | _NeedData:
         buf = self._buffer
         # RFC 9112 2.2: a server SHOULD ignore at least one empty line received before the request line.
-        while buf[:2] == b"\r\n":
-            del buf[:2]
-        end = buf.find(b"\r\n\r\n")
+        skip = 0
+        while buf.startswith(b"\r\n", skip):
+            skip += 2
+        if skip:
+            del buf[:skip]
+            self._scanned = max(0, self._scanned - skip)
+        # Search only what arrived since the last look (less the 3 bytes a split CRLFCRLF may straddle): a head
+        # trickled in one byte at a time then costs linear time, not quadratic.
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
             self._check_partial_head()
             return NEED_DATA
         if end + 4 > self.limits.max_header_bytes:
             self._refuse_long_head(buf.find(b"\r\n"))
+        self._check_line_ends(end)
+        self._scanned = 0
         head = bytes(buf[:end])
         del buf[: end + 4]
         request = self._build_request(head.split(b"\r\n"))
@@ -213,15 +225,33 @@ class RequestParser:
     def _check_partial_head(self) -> None:
         """Fail early on an incomplete head that can never become valid, rather than waiting for a timeout."""
         buf = self._buffer
-        line_end = buf.find(b"\n")
-        if line_end >= 0 and (line_end == 0 or buf[line_end - 1] != 0x0D):
-            raise ProtocolError(400, "request line must end with CRLF")
-        if b"\x00" in buf:
+        if buf.find(b"\x00", self._scanned) >= 0:
             raise ProtocolError(400, "NUL byte in request head")
+        self._check_line_ends(len(buf))
+        self._scanned = len(buf)
+        line_end = buf.find(b"\n")
         if len(buf) > self.limits.max_header_bytes:
             self._refuse_long_head(line_end)
         if line_end < 0 and len(buf) > self.limits.max_target_length + 64:
             raise ProtocolError(414, "request target too long")
+
+    def _check_line_ends(self, end: int) -> None:
+        """Refuse a bare LF or a bare CR in the head's bytes from ``_scanned`` up to ``end``.
+
+        Only CRLF ends a line here: a server that also took a bare LF would read a head differently from a
+        proxy that does not, which is how requests get smuggled past it."""
+        buf = self._buffer
+        start = max(0, self._scanned - 1)
+        lf = buf.find(b"\n", start, end)
+        while lf >= 0:
+            if lf == 0 or buf[lf - 1] != 0x0D:
+                raise ProtocolError(400, "bare LF in request head (lines must end with CRLF)")
+            lf = buf.find(b"\n", lf + 1, end)
+        cr = buf.find(b"\r", start, end)
+        while cr >= 0:
+            if cr + 1 < len(buf) and buf[cr + 1] != 0x0A:
+                raise ProtocolError(400, "bare CR in request head")
+            cr = buf.find(b"\r", cr + 1, end)
 
     def _refuse_long_head(self, line_end: int) -> None:
         if line_end < 0 or line_end > self.limits.max_target_length + 64:
@@ -235,14 +265,13 @@ class RequestParser:
         headers = []
         framing: dict[str, list[str]] = {}  # the few fields that decide how to read the message
         for line in lines[1:]:
-            match = _FIELD.fullmatch(line)
-            if match is None:
+            raw_name, colon, raw_value = line.partition(b":")
+            if not colon or not _TOKEN.fullmatch(raw_name) or _CONTROL.search(raw_value):
                 raise ProtocolError(400, _describe_bad_field(line))
-            raw_name, raw_value = match.groups()
             name = _FIELD_NAMES.get(raw_name) or _field_name(raw_name)
-            value = raw_value.decode("latin-1")
+            value = raw_value.strip(b" \t").decode("latin-1")
             headers.append((name, value))
-            if name in _FRAMING_FIELDS:
+            if name in _NOTED_FIELDS:
                 framing.setdefault(name, []).append(value)
         content_lengths = framing.get("content-length", [])
         transfer_encodings = framing.get("transfer-encoding", [])
@@ -250,6 +279,8 @@ class RequestParser:
         connection_tokens = {t.strip().lower() for value in framing.get("connection", ()) for t in value.split(",")}
         expects = framing.get("expect")
         expect = expects[-1].strip().lower() if expects else None
+        if len(framing.get("content-type", ())) > 1:
+            raise ProtocolError(400, "more than one Content-Type header")
 
         host, scheme, path, query = self._parse_target(method, target, hosts, version)
         chunked = self._parse_transfer_encoding(transfer_encodings, content_lengths, version)
@@ -346,7 +377,8 @@ class RequestParser:
             raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
         codings = [c.strip().lower() for value in encodings for c in value.split(",")]
         if codings[-1] != "chunked":
-            raise ProtocolError(501, "the final transfer coding must be chunked")
+            # RFC 9112 6.3: without a final chunked the body's length cannot be known, which is a bad request.
+            raise ProtocolError(400, "the final transfer coding must be chunked")
         if len(codings) > 1:
             if "chunked" in codings[:-1]:
                 raise ProtocolError(400, "chunked applied more than once")
@@ -397,6 +429,15 @@ class RequestParser:
                 if self._remaining == 0:
                     self._state = _CHUNK_END
                 return Data(data)
+            if state == _CHUNK_END:
+                # Chunk data is followed by CRLF and nothing else; anything else is wrong as soon as it is seen.
+                if buf[:2] != b"\r\n"[: len(buf)]:
+                    raise ProtocolError(400, "chunk data not followed by CRLF")
+                if len(buf) < 2:
+                    return NEED_DATA
+                del buf[:2]
+                self._state = _CHUNK_HEAD
+                continue
             line_end = buf.find(b"\r\n")
             if line_end < 0:
                 if len(buf) > self.limits.max_chunk_line or (b"\n" in buf):
@@ -404,15 +445,8 @@ class RequestParser:
                 return NEED_DATA
             line = bytes(buf[:line_end])
             del buf[: line_end + 2]
-            if state == _CHUNK_END:
-                if line:
-                    raise ProtocolError(400, "chunk data longer than its size")
-                self._state = _CHUNK_HEAD
-            elif state == _CHUNK_HEAD:
-                match = _CHUNK_SIZE.fullmatch(line)
-                if match is None or b"\r" in line or b"\n" in line or b"\x00" in line:
-                    raise ProtocolError(400, "invalid chunk size")
-                size = int(match.group(1), 16)
+            if state == _CHUNK_HEAD:
+                size = _chunk_size(line)
                 self._body_seen += size
                 if self._body_seen > self.limits.max_body_bytes:
                     raise ProtocolError(413, "request body too large")
@@ -431,10 +465,25 @@ class RequestParser:
                     or len(self._trailers) >= self.limits.max_header_count
                 ):
                     raise ProtocolError(431, "trailer fields too large")
-                match = _FIELD.fullmatch(line)
-                if match is None:
+                raw_name, colon, raw_value = line.partition(b":")
+                if not colon or not _TOKEN.fullmatch(raw_name) or _CONTROL.search(raw_value):
                     raise ProtocolError(400, _describe_bad_field(line))
-                self._trailers.append((match.group(1).decode("ascii").lower(), match.group(2).decode("latin-1")))
+                self._trailers.append((_field_name(raw_name), raw_value.strip(b" \t").decode("latin-1")))
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size from a chunk-size line (RFC 9112 7.1): hex digits, then optionally ``;`` and extensions.
+
+    Whitespace may stand only before the ``;`` of an extension (BWS); ``5 `` alone is refused, as is any
+    control character, because a proxy that reads such a line differently would frame the body differently."""
+    size, semicolon, extensions = line.partition(b";")
+    if semicolon:
+        size = size.rstrip(b" \t")
+        if _CONTROL.search(extensions):
+            raise ProtocolError(400, "control character in chunk extension")
+    if not _HEX.fullmatch(size):
+        raise ProtocolError(400, "invalid chunk size")
+    return int(size, 16)
 
 
 def _describe_bad_field(line: bytes) -> str:

@@ -103,6 +103,9 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
             environ[key] = value
     if request.scheme is not None:
         environ["HTTP_HOST"] = host  # RFC 9112 3.2.2: an absolute-form target's authority replaces Host
+    if "CONTENT_LENGTH" in environ and not request.chunked:
+        # The number the parser framed the body by: "5, 5" or two equal lines arrive as one decimal.
+        environ["CONTENT_LENGTH"] = str(request.content_length)
     if request.chunked:
         # The server has already removed the chunked coding, so the app must not see it: frameworks that read
         # HTTP_TRANSFER_ENCODING (Bottle) would try to de-chunk the body a second time. The buffered body's

@@ -182,10 +182,22 @@ REFUSALS = {
     "content-length list": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 4\r\n\r\n", 400),
     "signed content-length": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\n", 400),
     "hex content-length": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x3\r\n\r\n", 400),
-    "unknown transfer coding": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    "final coding not chunked": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
     "coding before chunked": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
     "chunked twice": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
-    "chunked not last": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501),
+    "chunked not last": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+    "two content-types": (
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\nContent-Type: text/html\r\n\r\n",
+        400,
+    ),
+    "space after chunk size": (
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
+    "control in chunk extension": (
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;a\x01\r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
     "transfer-encoding on 1.0": (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     "obsolete line folding": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  continued\r\n\r\n", 400),
     "space before colon": (b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
@@ -224,6 +236,43 @@ REFUSALS = {
         400,
     ),
 }
+
+
+# Framing that can never become valid is refused as soon as the bytes that break it arrive, not at a timeout:
+# each of these is an incomplete stream (nothing more could make it right).
+REFUSED_AT_ONCE = {
+    "no crlf after chunk data": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX",
+    "lf after chunk data": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\n",
+    "bare lf after the request line": b"GET / HTTP/1.1\r\n\nHost: h",
+    "bare lf in a field": b"GET / HTTP/1.1\r\nHost: h\nX: y",
+    "bare cr in a field": b"GET / HTTP/1.1\r\nHost: h\rX: y",
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED_AT_ONCE))
+def test_framing_that_cannot_become_valid_is_refused_at_once(name):
+    raw = REFUSED_AT_ONCE[name]
+    # Byte by byte, as a trickling client would send it: the refusal comes with the first impossible byte.
+    parser = RequestParser()
+    with pytest.raises(ProtocolError) as caught:
+        for i in range(len(raw)):
+            parser.feed(raw[i : i + 1])
+            while parser.next_event() is not NEED_DATA:
+                pass
+    assert caught.value.status == 400
+
+
+def test_chunk_extension_may_follow_whitespace():
+    raw = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5 ;ext=1\r\nhello\r\n0\r\n\r\n"
+    events = events_for(raw)
+    assert b"".join(e.data for e in events if isinstance(e, Data)) == b"hello"
+
+
+def test_equal_content_lengths_frame_once():
+    raw = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nhello"
+    events = events_for(raw)
+    assert events[0].content_length == 5
+    assert b"".join(e.data for e in events if isinstance(e, Data)) == b"hello"
 
 
 @pytest.mark.parametrize("name", list(REFUSALS))
