@@ -11,15 +11,25 @@ each running its own engine on the inherited sockets. The parent only watches th
 - SIGTERM: the workers stop accepting, finish in-flight requests within ``--graceful-timeout``, and exit;
 - SIGINT: everyone exits promptly;
 - SIGHUP: fresh workers are started first, then the old ones are stopped gracefully, so the listening sockets
-  never close and no connection is refused during the swap.
+  never close and no connection is refused during the swap;
+- a worker whose app threads are all stuck (``server.watchdog``) asks, through ``request_replacement()``, to be
+  replaced the same way: a new worker in its slot first, then SIGTERM for the old one;
+- with a ``timeout``, a worker whose event loop stops sending heartbeats is replaced too, and the old one is
+  killed outright (a frozen loop cannot stop gracefully).
+
+Workers talk back to the supervisor through one pipe that it creates before the first fork and every child
+inherits. A message is a fixed 8 bytes (pid, kind); writes to a pipe up to PIPE_BUF bytes are atomic, so messages
+from many workers never interleave, and the supervisor reads them without blocking on each tick.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import signal
+import struct
 import sys
 import threading
 import time
@@ -91,14 +101,67 @@ def _current_cpu(allowed: list[int]) -> int:
 
 _SUPERVISED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
+# -- the channel from a worker to its supervisor -------------------------------------------------------------------
+
+_MESSAGE = struct.Struct("=ii")  # (pid, kind): 8 bytes, far below PIPE_BUF, so each write is atomic
+_REPLACE = 1  # "all my app threads are stuck: start a new worker in my slot and stop me"
+_HEARTBEAT = 2  # "my event loop is turning"
+
+# Set in a worker process right after the fork; None everywhere else (a lone process, the supervisor, tests).
+_channel: int | None = None
+_asked = False
+_last_beat = float("-inf")
+
+
+def _send(kind: int) -> bool:
+    if _channel is None:
+        return False
+    try:
+        return os.write(_channel, _MESSAGE.pack(os.getpid(), kind)) == _MESSAGE.size
+    except OSError:  # full (the supervisor is not reading) or gone: there is nothing better to do than carry on
+        return False
+
+
+def request_replacement() -> bool:
+    """Ask the supervisor to replace this worker (a new one first, then SIGTERM for this one).
+
+    Asks once per worker process; returns True if the request was sent, False when there is no supervisor, when
+    it was already asked, or when the message could not be written (then a later call tries again).
+    """
+    global _asked
+    if _asked or _channel is None:
+        return False
+    _asked = _send(_REPLACE)
+    return _asked
+
+
+def heartbeat(now: float, every: float) -> None:
+    """Tell the supervisor this worker's loop is turning, at most once per ``every`` seconds. Loop thread."""
+    global _last_beat
+    if _channel is not None and now - _last_beat >= every:
+        _last_beat = now
+        _send(_HEARTBEAT)
+
+
+def _become_worker(channel: int) -> None:
+    global _channel, _asked, _last_beat
+    _channel, _asked, _last_beat = channel, False, float("-inf")
+
 
 class Supervisor:
-    """The parent of ``--workers`` processes; ``run_worker()`` is what each child runs."""
+    """The parent of ``--workers`` processes; ``run_worker()`` is what each child runs.
 
-    def __init__(self, workers: int, run_worker: Callable[[int], None], graceful_timeout: float) -> None:
+    ``timeout`` (0: off) is ``--timeout``: a worker that has sent heartbeats and then falls silent for longer than
+    that (plus a second of slack for the worker's sweep period) has a frozen event loop and is replaced.
+    """
+
+    def __init__(
+        self, workers: int, run_worker: Callable[[int], None], graceful_timeout: float, *, timeout: float = 0.0
+    ) -> None:
         self.size = workers
         self.run_worker = run_worker  # called in the child with the worker's slot number, 0 .. workers-1
         self.graceful_timeout = graceful_timeout
+        self.timeout = timeout
         self.children: dict[int, float] = {}  # pid -> start time
         self.slots: dict[int, int] = {}  # pid -> slot
         self.retiring: dict[int, float] = {}  # pid -> when it was told to stop
@@ -106,12 +169,30 @@ class Supervisor:
         self._stopping: int | None = None
         self._stopped_at = 0.0
         self._failures = 0
+        self.beats: dict[int, float] = {}  # pid -> when its last heartbeat arrived (only workers that send them)
+        self._channel_r = self._channel_w = -1
+        self._partial = b""
+        self._last_tick = 0.0
 
     def run(self) -> int:
         """Start the workers and supervise until told to stop. Returns the exit status."""
         for sig in _SUPERVISED_SIGNALS:
             signal.signal(sig, self._on_signal)
+        # The channel exists before the first fork, so every worker inherits its write end. Both ends are
+        # non-blocking: a worker must never stall on a full pipe, nor the supervisor on an empty one. (The
+        # descriptors are non-inheritable, i.e. closed on exec, so programs an app runs do not get them.)
+        self._channel_r, self._channel_w = os.pipe()
+        os.set_blocking(self._channel_r, False)
+        os.set_blocking(self._channel_w, False)
+        try:
+            return self._supervise()
+        finally:
+            os.close(self._channel_r)
+            os.close(self._channel_w)
+
+    def _supervise(self) -> int:
         self._refill()
+        self._last_tick = time.monotonic()
         while True:
             # Signals first: a Ctrl-C reaches the whole process group, so the workers may already have exited
             # because of it, and that is a stop, not a crash to recover from.
@@ -123,12 +204,15 @@ class Supervisor:
                 elif sig == signal.SIGHUP and self._stopping is None:
                     self._replace_all()
             self._reap()
+            messages = self._read_messages()
             if self._stopping is not None:
                 if not self.children:
                     return 0
                 if self._stopping == signal.SIGTERM:
                     self._kill_overdue(self.children, self._stopped_at)
             else:
+                self._answer(messages)
+                self._check_heartbeats()
                 self._kill_overdue(self.retiring, None)
                 self._refill()
             time.sleep(0.05)  # the supervisor only babysits: a coarse tick costs nothing measurable
@@ -166,6 +250,8 @@ class Supervisor:
             for sig in _SUPERVISED_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            os.close(self._channel_r)
+            _become_worker(self._channel_w)
             status = 0
             try:
                 self.run_worker(slot)
@@ -191,8 +277,12 @@ class Supervisor:
             if pid == 0:
                 return
             started = self.children.pop(pid, None)
-            self.retiring.pop(pid, None)
+            retired = self.retiring.pop(pid, None)
             self.slots.pop(pid, None)
+            self.beats.pop(pid, None)
+            if retired is not None:
+                code = os.waitstatus_to_exitcode(status)
+                log.info("supervisor: retired worker %d exited with status %d", pid, code)
             if started is not None and self._stopping is None:
                 code = os.waitstatus_to_exitcode(status)
                 log.warning("supervisor: worker %d exited with status %d; starting a new one", pid, code)
@@ -217,6 +307,60 @@ class Supervisor:
         for pid in old:
             self.retiring[pid] = now
         self._signal_all(self.retiring, signal.SIGTERM)
+
+    # -- replacing one worker -----------------------------------------------------------------------------------------
+
+    def _read_messages(self) -> list[tuple[int, int]]:
+        """Every (pid, kind) the workers have written since the last tick, without waiting for more."""
+        data = self._partial
+        while True:
+            try:
+                chunk = os.read(self._channel_r, 512 * _MESSAGE.size)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        # Reads of whole messages always come back whole (each write was atomic), but keep any tail for the next
+        # tick rather than trust that.
+        whole = len(data) - len(data) % _MESSAGE.size
+        self._partial = data[whole:]
+        return [_MESSAGE.unpack_from(data, offset) for offset in range(0, whole, _MESSAGE.size)]
+
+    def _answer(self, messages: list[tuple[int, int]]) -> None:
+        now = time.monotonic()
+        for pid, kind in messages:
+            if pid not in self.children:
+                continue  # already retiring, or gone: a late message changes nothing
+            if kind == _HEARTBEAT:
+                self.beats[pid] = now
+            elif kind == _REPLACE:
+                log.warning("supervisor: worker %d has all its app threads stuck; replacing it", pid)
+                self._replace(pid, signal.SIGTERM)
+
+    def _check_heartbeats(self) -> None:
+        if self.timeout <= 0:
+            return
+        now = time.monotonic()
+        if now - self._last_tick > self.timeout / 2:
+            # The supervisor itself was not running (stopped, or starved of CPU): silence from the workers over
+            # that time says nothing about them. Start counting afresh.
+            for pid in self.beats:
+                self.beats[pid] = now
+        self._last_tick = now
+        for pid, last in list(self.beats.items()):
+            if now - last > self.timeout + 1.0 and pid in self.children:
+                log.warning("supervisor: worker %d's loop has not turned for %.1fs; replacing it", pid, now - last)
+                self._replace(pid, signal.SIGKILL)
+
+    def _replace(self, pid: int, sig: int) -> None:
+        """A new worker in ``pid``'s slot first, then ``sig`` for the old one, which retires."""
+        del self.children[pid]
+        self.beats.pop(pid, None)
+        self._spawn(self.slots[pid])
+        self.retiring[pid] = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):  # already gone: it is reaped as usual
+            os.kill(pid, sig)
 
     def _kill_overdue(self, pids: dict[int, float], since: float | None) -> None:
         now = time.monotonic()
