@@ -5,6 +5,15 @@
 Both ways a response is made (a WSGI application on a worker thread, a static file on the loop) log through
 ``log_response``, so the format lives in one place. The logger is ``server.access``; ``--access-log`` decides
 where it goes, and when it is off the cost is one ``isEnabledFor`` check.
+
+Every field a client or an application can influence is escaped the way nginx escapes its log: ``"``, ``\\`` and
+every character outside printable ASCII (0x20-0x7e) become ``\\xHH``. Without that, a User-Agent holding
+``" 200 1 "-" "x`` would fake the fields after it, a newline would fake a whole line, and ``\\x1b[`` or the C1
+byte ``\\x9b`` (which arrives as the latin-1 character U+009B) would drive the terminal of whoever reads the log.
+The remote address, outside quotes, also escapes the space that would shift the columns after it. A character
+above U+00FF cannot come from the wire (header bytes are decoded as latin-1), but an application may put one in
+its environ: it is written as ``\\xHH`` for each byte of its UTF-8 encoding, so the log keeps one notation
+(``\\xHH``, never ``\\u``) and every character stays recoverable.
 """
 
 from __future__ import annotations
@@ -15,6 +24,32 @@ import time
 from server.http import Request
 
 access_log = logging.getLogger("server.access")
+
+# Code point → escape, for the 256 characters a latin-1-decoded header can hold; translate() leaves the rest.
+_QUOTED = {c: f"\\x{c:02X}" for c in range(256) if not 0x20 <= c <= 0x7E or c in (0x22, 0x5C)}
+# Outside quotes a space would end the field early.
+_BARE = {**_QUOTED, 0x20: "\\x20"}
+
+
+def escape(value: str, table: dict[int, str] = _QUOTED) -> str:
+    """``value`` safe to print inside a quoted log field: one line, printable ASCII, no ``"`` that ends the field.
+
+    Linear in ``len(value)``: a clean value (the usual case) costs four C-level scans and is returned as is;
+    otherwise one ``str.translate``, plus a per-character pass only for the rare value holding a character above
+    U+00FF."""
+    clean = value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
+    if clean and (table is _QUOTED or " " not in value):
+        return value
+    if not value.isascii() and max(value) > "\xff":
+        return "".join(_escape_wide(char, table) for char in value)
+    return value.translate(table)
+
+
+def _escape_wide(char: str, table: dict[int, str]) -> str:
+    if char <= "\xff":
+        return table.get(ord(char), char)
+    # surrogatepass: a lone surrogate (from a surrogateescape decode) still gets bytes to show, instead of raising.
+    return "".join(f"\\x{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
 
 
 def log_response(
@@ -31,14 +66,14 @@ def log_response(
         return
     access_log.info(
         '%s - - [%s] "%s %s %s" %d %s "%s" "%s" %dus',
-        remote_addr or "-",
+        escape(remote_addr, _BARE) if remote_addr else "-",
         time.strftime("%d/%b/%Y:%H:%M:%S %z"),
-        request.method,
-        request.target,
-        request.version,
+        escape(request.method),
+        escape(request.target),
+        escape(request.version),
         status,
         size or "-",
-        referer or "-",
-        user_agent or "-",
+        escape(referer) if referer else "-",
+        escape(user_agent) if user_agent else "-",
         int((time.monotonic() - started) * 1_000_000),
     )
