@@ -13,7 +13,7 @@ byte ``\\x9b`` (which arrives as the latin-1 character U+009B) would drive the t
 The remote address, outside quotes, also escapes the space that would shift the columns after it. A character
 above U+00FF cannot come from the wire (header bytes are decoded as latin-1), but an application may put one in
 its environ: it is written as ``\\xHH`` for each byte of its UTF-8 encoding, so the log keeps one notation
-(``\\xHH``, never ``\\u``) and every character stays recoverable.
+(``\\xHH``, never ``\\u``) and stays ASCII.
 """
 
 from __future__ import annotations

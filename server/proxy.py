@@ -15,9 +15,11 @@ Any client can send either family too, so three rules decide what is believed:
 3. The client address is the rightmost entry that is *not* one of our proxies: the proxy appends the address it
    saw, so everything left of that entry was written by parties we do not trust.
 
-Neither family changes ``Host``: the proxy is expected to pass the client's own ``Host`` on (nginx:
-``proxy_set_header Host $http_host``), so ``X-Forwarded-Host`` and the ``host=`` parameter are ignored, as
-gunicorn and uvicorn ignore them. One header, set by the proxy, decides the host; nothing a client adds can.
+``X-Forwarded-Host`` is never read, as gunicorn and uvicorn do not read it by default: it is one value with no
+chain, which nginx passes on from the client unless told otherwise, and the proxy can pass the client's own
+``Host`` instead (nginx: ``proxy_set_header Host $http_host``). RFC 7239's ``host=`` is different: it is taken
+from the same element as ``for=`` and ``proto=``, the one the trust walk proves our proxy wrote, so in the
+``forwarded`` family it replaces ``HTTP_HOST`` (when it looks like a host at all).
 
 Parsing splits and partitions strings (linear time, no regular expressions), never raises on malformed input,
 and takes an address only if it parses as one: junk such as ``for="_hidden"`` or ``unknown`` names no client,
@@ -38,6 +40,8 @@ HEADER_FAMILIES = ("x-forwarded", "forwarded")
 # An address longer than this is not one (the longest IPv6 text with a zone id is well under it); refusing early
 # keeps a huge junk entry from reaching ipaddress at all.
 _MAX_ADDRESS = 64
+# What a Host value may hold (RFC 3986 reg-name, IP literal and port); a host= with anything else is ignored.
+_HOST_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+=:[]%"
 # How many verdicts `trusts` remembers; cleared when full, so memory stays bounded whatever peers appear.
 _CACHE_SIZE = 4096
 
@@ -90,7 +94,8 @@ class TrustedProxies:
         return known
 
     def apply(self, environ: dict[str, Any]) -> None:
-        """Rewrite REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme from a trusted proxy's headers of the chosen family."""
+        """Rewrite REMOTE_ADDR, REMOTE_PORT, wsgi.url_scheme (and, from ``Forwarded``, HTTP_HOST) from a trusted
+        proxy's headers of the chosen family."""
         if not self.trusts(environ.get("REMOTE_ADDR", "")):
             return
         if self.headers == "forwarded":
@@ -120,7 +125,7 @@ class TrustedProxies:
 
     def _apply_forwarded(self, environ: dict[str, Any], header: str) -> None:
         # Walk the elements from the right: the first whose ``for`` is not one of our proxies is the one our
-        # outermost proxy wrote about the client, and its proto is the scheme that client used. An element
+        # outermost proxy wrote about the client, and its proto and host are what that client used. An element
         # without a usable ``for`` (missing, "unknown", obfuscated, junk) is not a proxy either: it stops the walk,
         # so a proxy that hides addresses cannot be skipped to reach what the client wrote.
         elements = header.split(",")
@@ -134,6 +139,9 @@ class TrustedProxies:
             chosen = parse_forwarded_element(elements[0])
         _set_client(environ, _node_address(chosen.get("for", "")))
         _set_scheme(environ, chosen.get("proto", ""))
+        host = chosen.get("host", "")
+        if host and not host.strip(_HOST_CHARS):
+            environ["HTTP_HOST"] = host
 
 
 def parse_forwarded_element(element: str) -> dict[str, str]:
@@ -166,7 +174,9 @@ def _node_address(node: str) -> str:
     """
     node = node.strip()
     if node.startswith("["):
-        node = node[1:].partition("]")[0]
+        node, closed, port = node[1:].partition("]")
+        if not closed or (port and not port.startswith(":")):
+            return ""
     elif node.count(":") == 1:
         node = node.partition(":")[0]  # IPv4 with a port; a bare IPv6 address has several colons
     ip = _ip(node)

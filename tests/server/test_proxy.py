@@ -1,0 +1,258 @@
+"""TrustedProxies: which peers and which forwarding headers are believed, and how a client address is chosen.
+
+Sans-IO: ``apply`` takes a WSGI environ, so each rule is checked on a dictionary. The live behaviour behind a real
+nginx is in tests/interop/test_nginx.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.proxy import TrustedProxies, parse_forwarded_element
+
+NGINX = "10.0.0.10"  # our proxy
+CLIENT = "203.0.113.7"
+SPOOF = "6.6.6.6"
+
+
+def environ(peer: str = NGINX, **headers: str) -> dict[str, Any]:
+    """A minimal environ from ``peer`` with ``headers`` given as environ keys (``HTTP_X_FORWARDED_FOR=...``)."""
+    return {
+        "REMOTE_ADDR": peer,
+        "REMOTE_PORT": "50000",
+        "HTTP_HOST": "site.example",
+        "wsgi.url_scheme": "http",
+        **headers,
+    }
+
+
+def seen(proxies: TrustedProxies, env: dict[str, Any]) -> tuple[str, str, str]:
+    """What the application would see after the proxy headers were applied: address, scheme, host."""
+    proxies.apply(env)
+    return env["REMOTE_ADDR"], env["wsgi.url_scheme"], env["HTTP_HOST"]
+
+
+UNCHANGED = (NGINX, "http", "site.example")
+
+# -- choosing the family --------------------------------------------------------------------------------------------
+
+
+def test_the_default_family_is_x_forwarded() -> None:
+    assert TrustedProxies([NGINX]).headers == "x-forwarded"
+
+
+@pytest.mark.parametrize("family", ["", "X-Forwarded", "x_forwarded", "both", "forwarded-for"])
+def test_an_unknown_family_is_a_clear_value_error(family: str) -> None:
+    with pytest.raises(ValueError, match=r"^--proxy-headers: .* is not one of x-forwarded, forwarded"):
+        TrustedProxies([NGINX], family)
+
+
+def test_x_forwarded_family_reads_for_and_proto() -> None:
+    env = environ(HTTP_X_FORWARDED_FOR=CLIENT, HTTP_X_FORWARDED_PROTO="https")
+    assert seen(TrustedProxies([NGINX]), env) == (CLIENT, "https", "site.example")
+    assert env["REMOTE_PORT"] == ""
+
+
+def test_x_forwarded_family_ignores_forwarded_even_from_a_trusted_proxy() -> None:
+    # The headline bug: nginx appends to X-Forwarded-For but passed a client's Forwarded on untouched.
+    env = environ(
+        HTTP_FORWARDED=f"for={SPOOF};proto=https;host=evil.example",
+        HTTP_X_FORWARDED_FOR=CLIENT,
+        HTTP_X_FORWARDED_PROTO="http",
+    )
+    assert seen(TrustedProxies([NGINX]), env) == (CLIENT, "http", "site.example")
+    assert seen(TrustedProxies([NGINX]), environ(HTTP_FORWARDED=f"for={SPOOF};proto=https")) == UNCHANGED
+
+
+def test_forwarded_family_reads_for_and_proto() -> None:
+    env = environ(HTTP_FORWARDED=f'for="{CLIENT}:4711";proto=https')
+    assert seen(TrustedProxies([NGINX], "forwarded"), env) == (CLIENT, "https", "site.example")
+    assert env["REMOTE_PORT"] == ""
+    env = environ(HTTP_FORWARDED='For="[2001:db8::7]:4711";Proto=HTTPS')
+    assert seen(TrustedProxies([NGINX], "forwarded"), env) == ("2001:db8::7", "https", "site.example")
+
+
+def test_forwarded_family_ignores_x_forwarded_even_from_a_trusted_proxy() -> None:
+    env = environ(HTTP_FORWARDED=f"for={CLIENT};proto=http", HTTP_X_FORWARDED_FOR=SPOOF, HTTP_X_FORWARDED_PROTO="https")
+    assert seen(TrustedProxies([NGINX], "forwarded"), env) == (CLIENT, "http", "site.example")
+    env = environ(HTTP_X_FORWARDED_FOR=SPOOF, HTTP_X_FORWARDED_PROTO="https")
+    assert seen(TrustedProxies([NGINX], "forwarded"), env) == UNCHANGED
+
+
+@pytest.mark.parametrize("family", ["x-forwarded", "forwarded"])
+def test_x_forwarded_host_is_never_read(family: str) -> None:
+    # One value with no chain, passed on by nginx from the client unless cleared: the proxy sets Host instead.
+    env = environ(HTTP_FORWARDED=f"for={CLIENT}", HTTP_X_FORWARDED_FOR=CLIENT, HTTP_X_FORWARDED_HOST="evil.example")
+    assert seen(TrustedProxies([NGINX], family), env)[2] == "site.example"
+
+
+def test_forwarded_host_comes_from_the_chosen_element_only() -> None:
+    proxies = TrustedProxies([NGINX], "forwarded")
+    header = f"for={SPOOF};host=evil.example, for={CLIENT};proto=https;host=public.example:8443"
+    assert seen(proxies, environ(HTTP_FORWARDED=header)) == (CLIENT, "https", "public.example:8443")
+    # The proxy's element names no host: the client's, to its left, is not reached.
+    header = f"for={SPOOF};host=evil.example, for={CLIENT}"
+    assert seen(proxies, environ(HTTP_FORWARDED=header))[2] == "site.example"
+    # Something that is not a host is ignored.
+    for junk in ('"a b"', "evil/x", "evil@x", '"\\x"', "é.example"):
+        assert seen(proxies, environ(HTTP_FORWARDED=f"for={CLIENT};host={junk}"))[2] == "site.example", junk
+    # The x-forwarded family never reads host=, even in a Forwarded header from a trusted proxy.
+    assert seen(TrustedProxies([NGINX]), environ(HTTP_FORWARDED=f"for={CLIENT};host=evil.example")) == UNCHANGED
+
+
+@pytest.mark.parametrize("family", ["x-forwarded", "forwarded"])
+def test_nothing_is_believed_from_a_peer_that_is_not_listed(family: str) -> None:
+    env = environ(
+        peer="192.0.2.1",
+        HTTP_FORWARDED=f"for={SPOOF};proto=https",
+        HTTP_X_FORWARDED_FOR=SPOOF,
+        HTTP_X_FORWARDED_PROTO="https",
+    )
+    assert seen(TrustedProxies(["10.0.0.0/8", "unix"], family), env) == ("192.0.2.1", "http", "site.example")
+
+
+def test_a_unix_socket_peer_is_trusted_only_with_unix() -> None:
+    headers = {"HTTP_X_FORWARDED_FOR": CLIENT, "HTTP_X_FORWARDED_PROTO": "https"}
+    assert seen(TrustedProxies(["unix"]), environ(peer="", **headers))[:2] == (CLIENT, "https")
+    assert seen(TrustedProxies(["127.0.0.1"]), environ(peer="", **headers))[:2] == ("", "http")
+
+
+# -- the client address: rightmost entry that is not a trusted proxy -----------------------------------------------
+
+
+def test_what_nginx_sends_for_a_spoofing_client() -> None:
+    # Measured: for a client at CLIENT sending two X-Forwarded-For lines and two "X-Forwarded-Proto: https" lines,
+    # nginx ($proxy_add_x_forwarded_for, proxy_set_header X-Forwarded-Proto $scheme) sends exactly these two.
+    env = environ(HTTP_X_FORWARDED_FOR=f"{SPOOF}, 7.7.7.7, {CLIENT}", HTTP_X_FORWARDED_PROTO="http")
+    assert seen(TrustedProxies([NGINX]), env) == (CLIENT, "http", "site.example")
+
+
+def test_trusted_hops_are_skipped_from_the_right() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    env = environ(HTTP_X_FORWARDED_FOR=f"{SPOOF}, {CLIENT}, 10.1.1.1, 10.2.2.2")
+    assert seen(proxies, env)[0] == CLIENT
+    # Every hop a proxy of ours: the client is one of them, and the leftmost names it.
+    assert seen(proxies, environ(HTTP_X_FORWARDED_FOR="10.9.9.9, 10.1.1.1"))[0] == "10.9.9.9"
+
+
+def test_hops_with_ports_and_brackets_name_their_address() -> None:
+    proxies = TrustedProxies([NGINX])
+    assert seen(proxies, environ(HTTP_X_FORWARDED_FOR=f"{CLIENT}:4711"))[0] == CLIENT
+    assert seen(proxies, environ(HTTP_X_FORWARDED_FOR="[2001:db8::7]:4711"))[0] == "2001:db8::7"
+    assert seen(proxies, environ(HTTP_X_FORWARDED_FOR="2001:DB8:0::7"))[0] == "2001:db8::7"
+
+
+@pytest.mark.parametrize(
+    "chain", ["unknown", "_hidden", "", " , ", "not-an-ip", "1.2.3.4.5", "[::1", "[::1]x", "x" * 10_000]
+)
+def test_a_hop_that_is_not_an_address_names_no_client(chain: str) -> None:
+    # The junk is the rightmost untrusted entry, so it is the client; it names nobody, and REMOTE_ADDR stays.
+    assert seen(TrustedProxies([NGINX]), environ(HTTP_X_FORWARDED_FOR=chain))[0] == NGINX
+
+
+def test_an_empty_hop_is_not_mistaken_for_a_unix_socket_proxy() -> None:
+    # "" means "a Unix-socket peer" only for the connection itself, never for an entry in a header.
+    env = environ(peer="", HTTP_X_FORWARDED_FOR=f"{SPOOF}, , {CLIENT}, ")
+    assert seen(TrustedProxies(["unix"]), env)[0] == ""
+    env = environ(peer="", HTTP_FORWARDED=f'for={SPOOF}, for="_hidden"')
+    assert seen(TrustedProxies(["unix"], "forwarded"), env)[0] == ""
+
+
+def test_the_rightmost_proto_is_the_proxys() -> None:
+    proxies = TrustedProxies([NGINX])
+    # A proxy that appends, or a second header line (joined with a comma): the proxy's word comes last.
+    assert seen(proxies, environ(HTTP_X_FORWARDED_PROTO="https, http"))[1] == "http"
+    assert seen(proxies, environ(HTTP_X_FORWARDED_PROTO="http,https"))[1] == "https"
+    for junk in ("ftp", "https;x", "", ",", "javascript"):
+        assert seen(proxies, environ(HTTP_X_FORWARDED_PROTO=junk))[1] == "http", junk
+
+
+def test_forwarded_elements_are_chosen_from_the_right() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"], "forwarded")
+    header = f"for={SPOOF};proto=http, for={CLIENT};proto=https, for=10.1.1.1;proto=http"
+    assert seen(proxies, environ(HTTP_FORWARDED=header))[:2] == (CLIENT, "https")
+    # The proto belongs to the chosen element, not to whichever element mentions one last.
+    header = f"for={CLIENT};proto=http, for=10.1.1.1;proto=https"
+    assert seen(proxies, environ(HTTP_FORWARDED=header))[:2] == (CLIENT, "http")
+
+
+def test_a_proxy_element_that_hides_the_client_stops_the_walk() -> None:
+    # The proxy wrote "unknown" (or an obfuscated name, or no for= at all): what the client wrote to its left is
+    # not reached, and the proxy's proto still counts.
+    proxies = TrustedProxies([NGINX], "forwarded")
+    for element in ("for=unknown;proto=https", 'for="_hidden";proto=https', "proto=https", "for=;proto=https"):
+        env = environ(HTTP_FORWARDED=f"for={SPOOF};proto=http, {element}")
+        assert seen(proxies, env)[:2] == (NGINX, "https"), element
+
+
+def test_a_clients_unbalanced_quote_cannot_swallow_the_proxys_element() -> None:
+    proxies = TrustedProxies([NGINX], "forwarded")
+    env = environ(HTTP_FORWARDED=f'for="{SPOOF};proto="https, for={CLIENT};proto=http')
+    assert seen(proxies, env)[:2] == (CLIENT, "http")
+
+
+@pytest.mark.parametrize(
+    ("element", "expected"),
+    [
+        ("for=192.0.2.1;proto=https", {"for": "192.0.2.1", "proto": "https"}),
+        (' For = "[2001:db8::1]:80" ; PROTO=http ', {"for": "[2001:db8::1]:80", "proto": "http"}),
+        ('for="unbalanced', {}),
+        ('for="a\\"b"', {}),
+        ('for=""', {"for": ""}),
+        ("for", {}),
+        (";;==;", {"": "="}),
+        ("by=10.0.0.1;for=192.0.2.1;host=x", {"by": "10.0.0.1", "for": "192.0.2.1", "host": "x"}),
+    ],
+)
+def test_parse_forwarded_element(element: str, expected: dict[str, str]) -> None:
+    assert parse_forwarded_element(element) == expected
+
+
+# -- junk and size ----------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    family=st.sampled_from(["x-forwarded", "forwarded"]),
+    value=st.lists(st.sampled_from([*'"\\,;=:[]_ .\t', "for", "proto", "https", "10.0.0.10", "::1"])).map("".join),
+)
+def test_junk_never_raises_and_never_becomes_the_address(family: str, value: str) -> None:
+    proxies = TrustedProxies(["10.0.0.0/8", "::1"], family)
+    env = environ(HTTP_FORWARDED=value, HTTP_X_FORWARDED_FOR=value, HTTP_X_FORWARDED_PROTO=value)
+    address, scheme, host = seen(proxies, env)
+    ipaddress.ip_address(address)  # whatever was chosen is an address, never the junk itself
+    assert scheme in ("http", "https")
+    assert host == "site.example"
+
+
+@pytest.mark.parametrize("family", ["x-forwarded", "forwarded"])
+def test_a_huge_header_costs_linear_time(family: str) -> None:
+    # A 2 MB list is far beyond any header limit; it still takes well under a second (a quadratic walk, or a
+    # backtracking pattern, would take minutes). Behind an appending proxy only the rightmost hops are parsed.
+    proxies = TrustedProxies([NGINX], family)
+    hops = 100_000
+    for filler in ("1.1.1.1", 'for="[::1', "for=1.1.1.1;proto=https;" * 2, ","):
+        header = ", ".join([filler] * hops) + (f", for={CLIENT}" if family == "forwarded" else f", {CLIENT}")
+        env = environ(HTTP_FORWARDED=header, HTTP_X_FORWARDED_FOR=header)
+        started = time.monotonic()
+        assert seen(proxies, env)[0] == CLIENT
+        assert time.monotonic() - started < 1.0
+
+
+def test_the_verdict_cache_stays_bounded() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    for i in range(10_000):
+        proxies.trusts(f"192.0.{i // 256 % 256}.{i % 256}")
+    assert len(proxies._cache) <= 4096
+    assert proxies.trusts("10.0.0.1") and not proxies.trusts("192.0.2.1")
+
+
+def test_star_trusts_everyone_and_the_leftmost_address_is_the_client() -> None:
+    env = environ(HTTP_X_FORWARDED_FOR=f"{SPOOF}, {CLIENT}", HTTP_X_FORWARDED_PROTO="https")
+    assert seen(TrustedProxies(["*"]), env)[:2] == (SPOOF, "https")
