@@ -10,14 +10,19 @@ A connection is always owned by exactly one thread, and ownership moves with the
     back to IDLE            re-armed for reading (or the next pipelined request is parsed at once)
     LINGERING     (loop)    after an error response: shut down our side, drain the client's, then close
 
-Because a request's body is buffered before the application runs (spooled to a temporary file beyond
-``body_spool_bytes``), a slow uploader holds a descriptor and a buffer but never a worker thread; the exception
-is ``Expect: 100-continue``, where the application decides whether the body is wanted at all. Output goes
-straight to the socket from the worker; what does not fit is queued and flushed by the loop, and a worker whose
-queue passes a high-water mark waits for it to drain (backpressure), with the send timeout as a limit.
+No client holds a worker thread by being slow. The loop reads a request's whole body before the application
+runs (in memory, spooled to a temporary file beyond ``body_spool_bytes``, and within the process's
+``max_buffered_bytes`` budget), also for ``Expect: 100-continue``, which the loop answers at once. Output goes
+straight to the socket from the worker; what does not fit is queued and flushed by the loop. When more than
+``HIGH_WATER`` bytes are queued, a response being iterated is *parked* (``park_until_drained``): its worker
+thread goes back to the pool and the rest of the iteration is resubmitted once the loop has drained the queue.
+Only an application that uses PEP 3333's ``write()`` callable makes its thread wait for a slow reader.
 
 Every state has a deadline, checked by the engine's periodic sweep: the whole request head (``header_timeout``,
-a total, so a slowloris trickle does not extend it), body progress, idle keep-alive, and send progress.
+a total, so a slowloris trickle does not extend it), the body (``body_timeout`` between pieces and, after that
+grace, a minimum rate of ``min_body_rate`` bytes per second), idle keep-alive, send progress, and a running
+application (``timeout``, reported by the watchdog). Pipelined requests are answered by iteration, never by
+recursion, and at most ``PIPELINE_TURN`` of them per turn of the loop, so one client cannot starve the others.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ import contextlib
 import io
 import logging
 import os
-import select
 import socket
 import tempfile
 import threading
@@ -53,8 +57,10 @@ log = logging.getLogger("server.connection")
 
 IDLE, READING, BUSY, LINGERING, CLOSED = "idle", "reading", "busy", "lingering", "closed"
 RECV_SIZE = 256 * 1024
-HIGH_WATER = 512 * 1024  # queued output above which a worker waits for the loop to drain it
+HIGH_WATER = 512 * 1024  # queued output above which a response is parked until the loop drains it
 LOW_WATER = 64 * 1024
+PIPELINE_TURN = 16  # pipelined requests answered in one go before the loop serves other connections
+CHUNKED_RESERVE = 256 * 1024  # a chunked body's budget is reserved in steps of this size
 LINGER_SECONDS = 2.0
 NEVER = float("inf")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -103,7 +109,11 @@ class HTTPConnection:
         self.requests_seen = 0
         self.static_mount: Any = None
         self.body: Any = None
-        self.body_size = 0
+        self.body_size = 0  # bytes stored for the application
+        self.body_received = 0  # bytes of body received (also those a static file ignores), for the rate rule
+        self.body_started = 0.0
+        self.reserved = 0  # bytes of the engine's buffered-body budget this request holds
+        self._advancing = False  # advance() is on the stack: a response finished under it must not recurse
         # Output, shared between the owner and the loop's flushing; guarded by `lock`.
         self.lock = threading.Lock()
         self.drained = threading.Condition(self.lock)
@@ -111,10 +121,9 @@ class HTTPConnection:
         self.file_job: _FileJob | None = None
         self.flushing = False
         self.after_flush: Callable[[], None] | None = None
+        self.on_drain: Callable[[], None] | None = None  # a parked response's continuation
         self.broken = False
         self.response_started = False
-        self.continue_pending = False  # Expect: 100-continue, and the app has the say on reading the body
-        self.continue_received = False  # ... and it did read it
 
     def start(self) -> None:
         """Begin watching the socket (loop thread)."""
@@ -123,12 +132,21 @@ class HTTPConnection:
     # -- events from the loop ------------------------------------------------------------------------------------
 
     def handle_event(self, events: int) -> None:
-        if self.flushing:
-            self._flush_on_loop()
-        elif self.state in (IDLE, READING):
-            self._on_readable()
-        elif self.state == LINGERING:
-            self._linger_read()
+        try:
+            if self.flushing:
+                self._flush_on_loop()
+            elif self.state in (IDLE, READING):
+                self._on_readable()
+            elif self.state == LINGERING:
+                self._linger_read()
+        except Exception as error:
+            self.fail(error)
+
+    def fail(self, error: BaseException) -> None:
+        """An unexpected error while answering: log it once, in one line, and close this connection only."""
+        log.error("%s: closing the connection after an internal error: %s: %s", self.describe(),
+                  type(error).__name__, error)  # fmt: skip
+        self.close_soon()
 
     def _receive(self) -> bytes | None:
         """One recv: the bytes, b"" at the end of the stream or on an error, None when nothing came (re-armed)."""
@@ -156,40 +174,74 @@ class HTTPConnection:
     # -- parsing and dispatch (whichever thread owns the connection) -----------------------------------------------
 
     def advance(self) -> None:
-        """Consume buffered bytes: collect a request and its body, then dispatch it; or wait for more bytes."""
+        """Consume buffered bytes: collect requests and their bodies and answer them, in order, by iteration.
+
+        A static file is answered right here, so after it the loop goes on with the next pipelined request; an
+        application's request ends this call (its worker resumes the connection when the response is done)."""
+        if self.state == CLOSED:
+            return
         parser = self.parser
+        answered = 0
+        self._advancing = True
         try:
             while True:
                 event = parser.next_event()
                 if event is NEED_DATA:
-                    if self.request is not None:  # inside a body: the deadline follows progress
-                        self.deadline = time.monotonic() + self.engine.config.body_timeout
+                    if self.request is not None:  # inside a body: the deadline follows progress and rate
+                        self.deadline = self._body_deadline(time.monotonic())
                     self.reactor.arm(self.fd, READ)
                     return
                 kind = type(event)
                 if kind is Data:
-                    self._store_body(event.data)
+                    if not self._store_body(event.data):
+                        return
                 elif kind is Request:
-                    self.request = event
-                    self.state = READING
-                    self.static_mount = self.engine.static_mount_for(event)
-                    self.continue_pending = self.continue_received = False
-                    if event.expect_continue:
-                        if self.static_mount is not None or not event.chunked:
-                            # A file needs no body, and an app decides whether it wants one: wsgi.input sends
-                            # the 100 on the app's first read. Either way, answer without waiting for the body.
-                            self.continue_pending = self.static_mount is None
-                            self._dispatch()
-                            return
-                        # A chunked body's length is unknown until it has all arrived, and WSGI frameworks only
-                        # read bodies with a CONTENT_LENGTH: so accept it at once and buffer it like any other.
-                        if not self._send_continue_now():
-                            return
+                    if not self._begin_request(event):
+                        return
                 elif kind is EndOfMessage:
-                    self._dispatch()
-                    return
+                    if not self._dispatch() or self.state != READING:
+                        return  # a worker has it, or its output is flushing, or it is idle, closed or lingering
+                    answered += 1
+                    if answered == PIPELINE_TURN:
+                        # Fairness: let the loop serve other connections before this one's next request.
+                        self.reactor.call_soon_threadsafe(self.advance)
+                        return
         except ProtocolError as error:
             self.refuse(error.status, error.detail)
+        except Exception as error:
+            self.fail(error)
+        finally:
+            self._advancing = False
+
+    def _begin_request(self, request: Request) -> bool:
+        """A request head has arrived: reserve room for its body, answer 100-continue. False: refused."""
+        self.request = request
+        self.state = READING
+        self.static_mount = mount = self.engine.static_mount_for(request)
+        self.body_received = 0
+        self.body_started = time.monotonic()
+        if mount is None and request.content_length and not self._reserve(request.content_length):
+            return False
+        if request.expect_continue:
+            if mount is not None:
+                # A file needs no body: answer without waiting for it (the connection then closes, since the
+                # unread body leaves the start of the next request unknown).
+                self._dispatch()
+                return False
+            # The loop reads the body before the application runs, so it asks for it at once; an application
+            # that would have refused the body costs the client an upload, never a worker thread.
+            return self._send_continue_now()
+        return True
+
+    def _body_deadline(self, now: float) -> float:
+        """When the body must have progressed: ``body_timeout`` after the last piece, and on average at least
+        ``min_body_rate`` bytes per second once the first ``body_timeout`` of grace is spent."""
+        config = self.engine.config
+        deadline = now + config.body_timeout
+        if config.min_body_rate:
+            earned = self.body_received / config.min_body_rate  # each byte buys 1/rate seconds more
+            deadline = min(deadline, self.body_started + config.body_timeout + earned)
+        return deadline
 
     def _send_continue_now(self) -> bool:
         # Nothing else is queued on a connection that is reading a request, so 25 bytes fit in the socket
@@ -202,32 +254,64 @@ class HTTPConnection:
             self.close_soon()
         return complete
 
-    def _store_body(self, data: bytes) -> None:
+    def _reserve(self, size: int) -> bool:
+        """Take ``size`` bytes of the process's budget for buffered bodies, or refuse the request with 503."""
+        if self.engine.reserve_body_bytes(size):
+            self.reserved += size
+            return True
+        self.refuse(
+            503, "too many request bodies are buffered right now; try again shortly", headers=(("Retry-After", "5"),)
+        )
+        return False
+
+    def _release_body(self) -> None:
+        """Forget the current body and give its budget back (on any thread; the engine's counter is locked)."""
+        with self.lock:  # the loop (closing) and a worker (finishing) may both get here
+            body, self.body = self.body, None
+            reserved, self.reserved = self.reserved, 0
+        self.body_size = 0
+        if body is not None:
+            body.close()
+        if reserved:
+            self.engine.release_body_bytes(reserved)
+
+    def _store_body(self, data: bytes) -> bool:
+        self.body_received += len(data)
         if self.static_mount is not None:
-            return  # static files ignore request bodies
+            return True  # static files ignore request bodies
+        size = self.body_size + len(data)
+        if size > self.reserved and not self._reserve(max(len(data), CHUNKED_RESERVE)):
+            return False  # a chunked body grew past what it had reserved, and the budget is spent
         body = self.body
         if body is None:
             body = self.body = io.BytesIO()
         body.write(data)
-        self.body_size += len(data)
-        if type(body) is io.BytesIO and self.body_size > self.engine.config.body_spool_bytes:
+        self.body_size = size
+        if type(body) is io.BytesIO and size > self.engine.config.body_spool_bytes:
             # Beyond this size the body goes to disk, so large uploads do not live in memory.
             spool = tempfile.TemporaryFile()
             spool.write(body.getbuffer())
             self.body = spool
+        return True
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> bool:
+        """Answer the complete request. True when it was answered here and now (a static file)."""
         self.requests_seen += 1
         self.state = BUSY
-        self.deadline = NEVER
         self.response_started = False
         if self.static_mount is not None:
+            self.deadline = NEVER  # answered synchronously: the response itself sets the next deadline
             self.engine.serve_static(self, self.request, self.static_mount)
-            return
+            return True
+        # A worker owns the connection now. The deadline only keeps the sweep looking at it: the watchdog
+        # reports an application that runs past the timeout.
+        timeout = self.engine.config.timeout
+        self.deadline = time.monotonic() + timeout if timeout else NEVER
         self.engine.pool.submit(self.engine.handle_request, self, self.request)
+        return False
 
     def take_body(self) -> Any:
-        """The buffered body, rewound, for ``wsgi.input``; the connection forgets it."""
+        """The buffered body, rewound, for ``wsgi.input``. Its budget stays reserved until the response ends."""
         body = self.body
         self.body = None
         if body is None:
@@ -235,45 +319,14 @@ class HTTPConnection:
         body.seek(0)
         return body
 
-    def read_continue_body(self) -> Any:
-        """For ``Expect: 100-continue``: send the 100, then receive the whole body on this (worker) thread."""
-        if not self.response_started:
-            self.send(_CONTINUE, count_as_response=False)
-        parser = self.parser
-        deadline = time.monotonic() + self.engine.config.body_timeout
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        while True:
-            try:
-                event = parser.next_event()
-            except ProtocolError as error:
-                raise ClientDisconnected(f"bad request body: {error.detail}") from error
-            if type(event) is Data:
-                self._store_body(event.data)
-            elif type(event) is EndOfMessage:
-                self.continue_received = True
-                return self.take_body()
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not poller.poll(remaining * 1000):
-                    raise ClientDisconnected("timed out waiting for the request body")
-                try:
-                    data = self.sock.recv(RECV_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as error:
-                    raise ClientDisconnected(str(error)) from error
-                if not data:
-                    raise ClientDisconnected("client closed during the request body")
-                parser.feed(data)
-                deadline = time.monotonic() + self.engine.config.body_timeout
-
     # -- output (owner thread; the loop flushes what is left) -----------------------------------------------------
 
-    def send(self, data: bytes, *, count_as_response: bool = True) -> None:
-        """Send bytes now, or queue them for the loop; wait when too much is queued. Raises ClientDisconnected."""
-        if count_as_response:
-            self.response_started = True
+    def send(self, data: bytes, *, wait: bool = True) -> None:
+        """Send bytes now, or queue them for the loop. Raises ClientDisconnected.
+
+        With ``wait``, a worker thread waits while too much is queued (for PEP 3333's ``write()``, which must
+        block); without, the caller checks ``park_until_drained`` and lets its thread go instead."""
+        self.response_started = True
         with self.lock:
             if self.broken:
                 raise ClientDisconnected("connection is broken")
@@ -291,8 +344,27 @@ class HTTPConnection:
                     return
                 self.out += memoryview(data)[sent:]
                 self._start_flushing()
-            if len(self.out) > HIGH_WATER and threading.current_thread() is not self.reactor.thread:
+            if wait and len(self.out) > HIGH_WATER and threading.current_thread() is not self.reactor.thread:
                 self._wait_for_drain()
+
+    def park_until_drained(self, resume: Callable[[], None]) -> bool:
+        """If too much output is queued, arrange for ``resume()`` to run on the loop thread once the loop has
+        drained it (or the connection broke) and return True: the caller's thread is free to go. Else False."""
+        with self.lock:
+            if self.broken:
+                raise ClientDisconnected("connection is broken")
+            if len(self.out) <= HIGH_WATER:
+                return False
+            self.on_drain = resume
+            return True
+
+    def _take_on_drain(self) -> Callable[[], None] | None:
+        # Lock held. A parked response resumes when its queue is low again or will never drain (broken).
+        resume = self.on_drain
+        if resume is not None and (self.broken or len(self.out) <= LOW_WATER):
+            self.on_drain = None
+            return resume
+        return None
 
     def _wait_for_drain(self) -> None:
         limit = time.monotonic() + self.engine.config.send_timeout
@@ -397,14 +469,19 @@ class HTTPConnection:
                     log.warning("%s: closing the connection: %s", self.describe(), error)
                 self.broken = True
                 done = True
+            resume = self._take_on_drain()
             if not done:
                 if len(self.out) <= LOW_WATER:
                     self.drained.notify_all()
                 self.reactor.arm(self.fd, WRITE)
-                return
-            self.flushing = False
-            self.drained.notify_all()
-            action, self.after_flush = self.after_flush, None
+            else:
+                self.flushing = False
+                self.drained.notify_all()
+                action, self.after_flush = self.after_flush, None
+        if resume is not None:
+            resume()
+        if not done:
+            return
         if action is not None:
             action()
         elif self.broken and self.state != BUSY:
@@ -419,20 +496,21 @@ class HTTPConnection:
         self._after_response(keep_alive)
 
     def _after_response(self, keep_alive: bool) -> None:
+        self._release_body()
         if self.broken or not keep_alive or self.engine.stopping:
             self.close_soon()
             return
-        if self.body is not None:
-            self.body.close()
-            self.body = None
-            self.body_size = 0
         self.parser.start_next()
         self.request = None
         self.static_mount = None
         if self.parser.buffered:
             self.state = READING  # a pipelined request is already here
             self.deadline = time.monotonic() + self.engine.config.header_timeout
-            self.advance()
+            if threading.current_thread() is not self.reactor.thread:
+                self.reactor.call_soon_threadsafe(self.advance)  # parsing and static files belong to the loop
+            elif not self._advancing:
+                self.advance()
+            # else: the advance() below us on this stack goes on with it, so a pipeline never recurses.
         else:
             self.state = IDLE
             self.deadline = time.monotonic() + self.engine.config.keepalive_timeout
@@ -440,12 +518,13 @@ class HTTPConnection:
 
     # -- errors, timeouts and closing -----------------------------------------------------------------------------
 
-    def refuse(self, status: int, detail: str) -> None:
+    def refuse(self, status: int, detail: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Answer a request the server will not serve, then close without losing the answer (owner thread)."""
         log.info("%s: %d %s", self.describe(), status, detail)
         self.state = BUSY
+        self.deadline = time.monotonic() + self.engine.config.send_timeout
         try:
-            self.send(error_response(status, detail, self.engine.server_header))
+            self.send(error_response(status, detail, self.engine.server_header, headers=headers), wait=False)
         except ClientDisconnected:
             self.close_soon()
             return
@@ -491,7 +570,10 @@ class HTTPConnection:
                 self.broken = True
                 self.drained.notify_all()
                 action, self.after_flush = self.after_flush, None
+                resume = self._take_on_drain()
                 self.flushing = False
+            if resume is not None:
+                resume()
             if action is not None:
                 action()
             elif self.state != BUSY:
@@ -499,8 +581,17 @@ class HTTPConnection:
         elif self.state == IDLE or self.state == LINGERING:
             self.close()
         elif self.state == READING:
-            what = "request body" if self.request is not None else "request head"
-            self.refuse(408, f"timed out reading the {what}")
+            if self.request is None:
+                self.refuse(408, "timed out reading the request head")
+            elif now - self.body_started < self.engine.config.body_timeout or self.body_received == 0:
+                self.refuse(408, "timed out reading the request body")
+            else:
+                rate = self.engine.config.min_body_rate
+                self.refuse(408, f"the request body arrived too slowly (under {rate} bytes per second)")
+        elif self.state == BUSY:
+            # An application is running (the watchdog reports it when overdue) or a refusal is on its way out.
+            timeout = self.engine.config.timeout or self.engine.config.send_timeout
+            self.deadline = now + timeout
 
     def close_soon(self) -> None:
         """Close from any thread: the loop does the closing, so its tables stay consistent."""
@@ -520,11 +611,12 @@ class HTTPConnection:
             self.broken = True
             self.drained.notify_all()
             job, self.file_job = self.file_job, None
+            resume = self._take_on_drain()
         if job is not None:
             self._file_done(job)
-        if self.body is not None:
-            self.body.close()
-            self.body = None
+        if resume is not None:
+            resume()  # a parked response learns that its client is gone, and closes its iterable
+        self._release_body()
         with contextlib.suppress(OSError):
             self.sock.close()
 

@@ -15,6 +15,7 @@ import logging
 import os
 import resource
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +30,7 @@ from server.loop import READ, Reactor
 from server.proxy import TrustedProxies
 from server.static import StaticOptions, parse_mount, serve_path
 from server.workers import ThreadPool
-from server.wsgi import ContinueInput, base_environ, build_environ, log_access, run_application
+from server.wsgi import ApplicationRun, ResponseWriter, base_environ, build_environ, log_access
 
 log = logging.getLogger("server")
 
@@ -80,7 +81,7 @@ class Engine:
         self.server_header = SERVER_SOFTWARE
         self.connections: dict[int, HTTPConnection] = {}
         self.stopping = False
-        self.proxies = TrustedProxies(config.forwarded_allow_ips)
+        self.proxies = TrustedProxies(config.forwarded_allow_ips, config.proxy_headers)
         self.base_environ = base_environ(multithread=config.threads > 1, multiprocess=multiprocess)
         self.static_mounts = _static_mounts(config)
         self.max_connections = min(config.max_connections, _raise_fd_limit() - _RESERVED_FDS)
@@ -88,6 +89,10 @@ class Engine:
         self._accepting = False
         self._refused = 0
         self._shutdown_deadline = 0.0
+        # Request bodies buffered by this process, in memory and spooled: reserved by the loop as a head
+        # arrives, released by whichever thread ends the request.
+        self.buffered_bytes = 0
+        self._budget_lock = threading.Lock()
         timeouts = (config.keepalive_timeout, config.header_timeout, config.body_timeout, config.send_timeout)
         self._sweep_interval = max(0.05, min(1.0, min(timeouts) / 4))
 
@@ -171,6 +176,19 @@ class Engine:
         conn = HTTPConnection(self, sock, peer, local)
         self.connections[fd] = conn
         conn.start()
+
+    def reserve_body_bytes(self, size: int) -> bool:
+        """Take ``size`` bytes of the buffered-body budget; False (and nothing taken) when it would overflow."""
+        with self._budget_lock:
+            if self.buffered_bytes + size > self.config.max_buffered_bytes:
+                return False
+            self.buffered_bytes += size
+            return True
+
+    def release_body_bytes(self, size: int) -> None:
+        """Give back what ``reserve_body_bytes`` took."""
+        with self._budget_lock:
+            self.buffered_bytes -= size
 
     def _refuse_overload(self, sock: socket.socket) -> None:
         self._refused += 1
@@ -262,23 +280,34 @@ class Engine:
         conn.finish(keep_alive)
 
     def handle_request(self, conn: HTTPConnection, request: Request) -> None:
-        """Run the WSGI application for one request (worker thread)."""
+        """Run the WSGI application for one request (worker thread); its response may finish on another."""
         started = time.monotonic()
         try:
-            body = ContinueInput(conn) if conn.continue_pending else conn.take_body()
+            body = conn.take_body()
             environ = build_environ(self.base_environ, request, conn, body)
             if self.proxies.enabled:
                 self.proxies.apply(environ)
-            writer = run_application(
-                self.app, environ, conn, request, self.config.debug, lambda w: log_access(w, environ, started)
-            )
-            keep_alive = writer.keep_alive and not writer.client_gone and not self.stopping
-            body.close()
-        except Exception:
-            log.exception("internal error while serving %s %s", request.method, request.target)
-            conn.close_soon()
+        except Exception as error:
+            conn.fail(error)
             return
-        conn.finish(keep_alive)
+
+        def complete(writer: ResponseWriter) -> None:
+            try:
+                body.close()
+            finally:
+                conn.finish(writer.keep_alive and not writer.client_gone and not self.stopping)
+
+        run = ApplicationRun(
+            self.app,
+            environ,
+            conn,
+            request,
+            debug=self.config.debug,
+            resubmit=lambda piece: self.pool.submit(piece),
+            on_finished=lambda writer: log_access(writer, environ, started),
+            on_complete=complete,
+        )
+        run.start()
 
 
 def _static_mounts(config: Config) -> list[Any]:

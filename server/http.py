@@ -539,12 +539,15 @@ def chunk(data: bytes) -> bytes:
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-def error_response(status: int, detail: str, server: str, *, close: bool = True) -> bytes:
+def error_response(
+    status: int, detail: str, server: str, *, close: bool = True, headers: tuple[tuple[str, str], ...] = ()
+) -> bytes:
     """A complete small plain-text response for an error the server answers itself."""
     body = f"{status} {reason_phrase(status)}\n{detail}\n".encode()
     head = (
         f"{status_line(status)}Date: {http_date()}\r\nServer: {server}\r\n"
         f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers)
         + ("Connection: close\r\n" if close else "")
         + "\r\n"
     )

@@ -1,8 +1,8 @@
 """PEP 3333: turn a parsed request into an environ, call the application, and put its response on the wire.
 
 This module runs on a worker thread, never on the event loop: application code may block as long as it likes.
-It talks to the connection through four calls only: ``send`` (bytes, with backpressure), ``send_file``
-(hand an open file to the loop for ``os.sendfile``), ``read_continue_body`` (for ``Expect: 100-continue``) and
+It talks to the connection through four calls only: ``send`` (bytes), ``park_until_drained`` (backpressure that
+frees the thread), ``send_file`` (hand an open file to the loop for ``os.sendfile``) and, through the engine,
 ``finish``. That keeps the rules of PEP 3333 in one place:
 
 - ``start_response`` may be called again only with ``exc_info``, and re-raises it once headers are out;
@@ -10,7 +10,14 @@ It talks to the connection through four calls only: ``send`` (bytes, with backpr
 - the body is framed with Content-Length when the length is known (declared, or a one-element list), chunked on
   HTTP/1.1 otherwise, and close-delimited on HTTP/1.0;
 - the iterable's ``close()`` is always called, also when the client went away mid-response;
-- hop-by-hop headers from the application are an application error.
+- what the application writes is checked before any of it reaches the wire: a status of three digits (no
+  final 1xx) and a reason without control characters, header names that are tokens, values without control
+  characters, at most one Content-Length and only digits in it, no hop-by-hop headers. A mistake is a 500
+  and one log line naming it (``ApplicationError``), never a malformed response.
+
+An application's response is sent by an ``ApplicationRun`` in pieces: when the client reads slower than the
+application produces, the run parks (its thread goes back to the pool) and is resubmitted when the loop has
+drained the output, so a slow reader costs memory up to a high-water mark, never a thread.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -39,13 +46,20 @@ HOP_BY_HOP = frozenset(
     ("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
      "transfer-encoding", "upgrade")
 )  # fmt: skip
-_STATUS = re.compile(r"[1-9][0-9]{2} [^\r\n\x00]*")
-_BAD_HEADER_VALUE = re.compile(r"[\r\n\x00]")
+# What an application may put on the wire (RFC 9110 5.1, 5.5, 15): each is one character class, so linear.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # HTAB is allowed in values and reasons
 _NO_BODY_STATUS = frozenset((204, 304))
 
 
 class ClientDisconnected(ConnectionError):
     """The client went away (or stopped reading) while the response was being sent."""
+
+
+class ApplicationError(AssertionError):
+    """The application broke PEP 3333 or HTTP (a bad status, header or length): answered with 500.
+
+    An ``AssertionError``, as wsgiref's validator raises for the same mistakes, so code that expects one works."""
 
 
 # -- the environ ----------------------------------------------------------------------------------------------------
@@ -111,50 +125,8 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
         # HTTP_TRANSFER_ENCODING (Bottle) would try to de-chunk the body a second time. The buffered body's
         # length is known, so frameworks that only read bodies with a CONTENT_LENGTH get one.
         environ.pop("HTTP_TRANSFER_ENCODING", None)
-        if isinstance(body, ContinueInput):
-            environ.pop("CONTENT_LENGTH", None)
-        else:
-            environ["CONTENT_LENGTH"] = str(conn.body_size)
+        environ["CONTENT_LENGTH"] = str(conn.body_size)
     return environ
-
-
-class ContinueInput(io.RawIOBase):
-    """``wsgi.input`` for ``Expect: 100-continue``: the first read sends the 100 and receives the body."""
-
-    def __init__(self, conn: HTTPConnection) -> None:
-        super().__init__()
-        self._conn = conn
-        self._body: Any = None
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the application asked for the body (and so it was received)."""
-        return self._body is not None
-
-    def _load(self) -> Any:
-        if self._body is None:
-            self._body = self._conn.read_continue_body()
-        return self._body
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        return self._load().read(-1 if size is None else size)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        return self._load().readline(-1 if size is None else size)
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        return self._load().readlines(hint)
-
-    def __iter__(self):
-        return iter(self._load())
-
-    def close(self) -> None:
-        if self._body is not None:
-            self._body.close()
-        super().close()
 
 
 class FileWrapper:
@@ -232,51 +204,29 @@ class ResponseWriter:
             finally:
                 exc_info = None
         elif self.status is not None:
-            raise AssertionError("start_response() called a second time without exc_info")
-        if type(status) is not str or not _STATUS.fullmatch(status) or not status.isascii():
-            raise AssertionError(f"invalid status {status!r}: expected a str like '200 OK'")
-        if type(headers) is not list:
-            raise AssertionError("response headers must be a list of (name, value) tuples")
-        declared = None
-        for item in headers:
-            if type(item) is not tuple or len(item) != 2:
-                raise AssertionError(f"response header {item!r} is not a (name, value) tuple")
-            name, value = item
-            if type(name) is not str or type(value) is not str:
-                raise AssertionError(f"response header {item!r} must have str name and value")
-            if not value.isascii():
-                try:
-                    value.encode("latin-1")
-                except UnicodeEncodeError:
-                    raise AssertionError(f"response header {name!r} has characters outside latin-1") from None
-            lower = name.lower()
-            if lower in HOP_BY_HOP:
-                raise AssertionError(f"hop-by-hop header {name!r} is not allowed from a WSGI application")
-            if _BAD_HEADER_VALUE.search(value) or _BAD_HEADER_VALUE.search(name) or ":" in name:
-                raise AssertionError(f"response header {name!r} contains a forbidden character")
-            if lower == "content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    raise AssertionError(f"invalid Content-Length {value!r}") from None
+            raise ApplicationError("start_response() called a second time without exc_info")
+        self.status_code = _check_status(status)
+        self.declared_length = _check_headers(headers)
         self.status = status
         self.headers = headers
-        self.declared_length = declared
-        self.status_code = int(status[:3])
         return self.write
 
     def write(self, data: bytes) -> None:
-        """Send a piece of the body (the PEP 3333 ``write`` callable, also used for iterated chunks)."""
+        """PEP 3333's ``write`` callable: send a piece of the body, waiting while a slow client catches up."""
+        self.send_body(data, wait=True)
+
+    def send_body(self, data: bytes, *, wait: bool = False) -> None:
+        """Send a piece of the body (headers first, if they are not out yet)."""
         if type(data) is not bytes:
             if not isinstance(data, bytes | bytearray | memoryview):
-                raise TypeError(f"response body items must be bytes, not {type(data).__name__}")
+                raise ApplicationError(f"response body items must be bytes, not {type(data).__name__}")
             data = bytes(data)
         if self.status is None:
-            raise AssertionError("write() before start_response()")
+            raise ApplicationError("write() before start_response()")
         if not self.headers_sent:
-            self._send(self._head(None) + self._frame(data))
+            self._send(self._head(None) + self._frame(data), wait=wait)
         elif data:
-            self._send(self._frame(data))
+            self._send(self._frame(data), wait=wait)
 
     # Framing.
 
@@ -303,8 +253,6 @@ class ResponseWriter:
                 self.chunked = True
             else:
                 self.keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
-        if self.conn.continue_pending and not self.conn.continue_received:
-            self.keep_alive = False  # the unread body leaves the next request's start unknown
         if self.conn.engine.stopping:
             self.keep_alive = False  # shutting down: tell the client not to send another request here
         if not self.keep_alive:
@@ -328,9 +276,9 @@ class ResponseWriter:
         self.bytes_sent += len(data)
         return chunk(data) if self.chunked else data
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, *, wait: bool = False) -> None:
         if data:
-            self.conn.send(data)
+            self.conn.send(data, wait=wait)
 
     def finish_body(self) -> None:
         """End the body: headers if none went out yet, the last chunk, and a check of the declared length."""
@@ -357,60 +305,172 @@ def _known_length(result: Any) -> int | None:
     return None
 
 
-def run_application(
-    app: Callable,
-    environ: dict[str, Any],
-    conn: HTTPConnection,
-    request: Request,
-    debug: bool,
-    on_finished: Callable[[ResponseWriter], None],
-) -> ResponseWriter:
-    """Call ``app`` for one request and send its response. Returns the writer (status, sizes, keep-alive).
+def _check_status(status: Any) -> int:
+    """The status code of a valid PEP 3333 status string, else ApplicationError naming what is wrong."""
+    if type(status) is not str:
+        raise ApplicationError(f"status must be a str like '200 OK', not {type(status).__name__}")
+    code, space, reason = status.partition(" ")
+    if not (space and len(code) == 3 and code.isascii() and code.isdigit()):
+        raise ApplicationError(f"invalid status {status!r}: expected three digits, a space and a reason")
+    if not reason.isascii() or _CONTROL.search(reason):
+        raise ApplicationError(f"invalid status {status!r}: the reason has a control or non-ASCII character")
+    number = int(code)
+    if not 200 <= number <= 599:
+        # A final 1xx would make the client read the next response as this one's; 6xx and up mean nothing.
+        raise ApplicationError(f"invalid status {status!r}: a final response's code is from 200 to 599")
+    return number
 
-    ``on_finished(writer)`` runs once the response is really over: at once for most, but only after the last
-    byte for a file handed to the loop, so that the access log can tell what was sent and how long it took."""
-    writer = ResponseWriter(conn, request)
-    writer.on_finished = on_finished
-    try:
-        result = app(environ, writer.start_response)
+
+def _check_headers(headers: Any) -> int | None:
+    """Check the application's response headers; return its Content-Length, if it declared one."""
+    if type(headers) is not list:
+        raise ApplicationError("response headers must be a list of (name, value) tuples")
+    declared = None
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise ApplicationError(f"response header {item!r} is not a (name, value) tuple")
+        name, value = item
+        if type(name) is not str or type(value) is not str:
+            raise ApplicationError(f"response header {item!r} must have str name and value")
+        if not _HEADER_NAME.fullmatch(name):
+            raise ApplicationError(f"response header name {name!r} is not a token")
+        if _CONTROL.search(value):
+            raise ApplicationError(f"response header {name!r} has a control character in its value {value!r}")
+        if not value.isascii():
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ApplicationError(f"response header {name!r} has characters outside latin-1") from None
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            raise ApplicationError(f"hop-by-hop header {name!r} is not allowed from a WSGI application")
+        if lower == "content-length":
+            if declared is not None:
+                raise ApplicationError("more than one Content-Length header")
+            if not (value.isascii() and value.isdigit() and len(value) <= 19):
+                raise ApplicationError(f"invalid Content-Length {value!r}: digits only")
+            declared = int(value)
+    return declared
+
+
+class ApplicationRun:
+    """One call of a WSGI application and the sending of its response, in pieces (worker threads).
+
+    ``start()`` calls the application and sends what it can. When the client reads slower than the body is
+    produced, the run *parks*: its thread returns to the pool, and ``resubmit(self.pump)`` is called (from the
+    loop) when the output has drained, so the next piece runs on whichever worker is free. ``on_finished``
+    (the access log) runs once the response is really over; ``on_complete`` (the engine: keep the connection
+    or close it) runs once the application is done with its thread for good.
+    """
+
+    def __init__(
+        self,
+        app: Callable,
+        environ: dict[str, Any],
+        conn: HTTPConnection,
+        request: Request,
+        *,
+        debug: bool,
+        resubmit: Callable[[Callable[[], None]], None],
+        on_finished: Callable[[ResponseWriter], None],
+        on_complete: Callable[[ResponseWriter], None],
+    ) -> None:
+        self.app = app
+        self.environ = environ
+        self.conn = conn
+        self.request = request
+        self.debug = debug
+        self.resubmit = resubmit
+        self.on_complete = on_complete
+        self.writer = ResponseWriter(conn, request)
+        self.writer.on_finished = on_finished
+        self.result: Any = None
+        self.iterator: Any = None
+
+    def start(self) -> None:
+        """Call the application and send its response, or as much as the client takes now."""
+        writer = self.writer
         try:
-            _send_result(writer, result, conn)
-        finally:
-            close = getattr(result, "close", None)
+            self.result = self.app(self.environ, writer.start_response)
+            if _send_at_once(writer, self.result, self.conn):
+                self._complete()
+                return
+            self.iterator = iter(self.result)
+        except Exception as error:
+            self._fail(error)
+            return
+        self.pump()
+
+    def pump(self) -> None:
+        """Iterate the body until it ends, or park while the client catches up."""
+        writer = self.writer
+        conn = self.conn
+        try:
+            for data in self.iterator:
+                if data:
+                    writer.send_body(data)
+                    if writer.is_head:
+                        break  # the head is out; a HEAD response has no body to produce
+                    if conn.park_until_drained(self._resume):
+                        return  # this thread is free; _resume runs when the loop has drained the output
+            if writer.status is None:
+                raise ApplicationError("the application returned without calling start_response()")
+            writer.finish_body()
+        except Exception as error:
+            self._fail(error)
+            return
+        self._complete()
+
+    def _resume(self) -> None:
+        # On the loop thread: never run application code here; hand the next piece to a worker.
+        self.resubmit(self.pump)
+
+    def _fail(self, error: Exception) -> None:
+        writer = self.writer
+        request = self.request
+        writer.keep_alive = False
+        if isinstance(error, ClientDisconnected):
+            writer.client_gone = True
+        else:
+            if isinstance(error, ApplicationError):
+                log.error("application error in %s %s: %s", request.method, request.target, error)
+            else:
+                log.exception("error in application for %s %s", request.method, request.target)
+            if not writer.headers_sent:
+                _send_error_page(writer, self.debug)
+        self._complete()
+
+    def _complete(self) -> None:
+        writer = self.writer
+        try:
+            close = getattr(self.result, "close", None)
             if close is not None and not writer.close_deferred:
                 close()
-    except ClientDisconnected:
-        writer.keep_alive = False
-        writer.client_gone = True
-    except Exception:
-        log.exception("error in application for %s %s", request.method, request.target)
-        writer.keep_alive = False
-        if not writer.headers_sent:
-            _send_error_page(writer, debug)
-    if not writer.close_deferred:
-        on_finished(writer)
-    return writer
+        except Exception:
+            log.exception("error in the close() of the response for %s %s", self.request.method, self.request.target)
+            writer.keep_alive = False
+        finally:
+            if not writer.close_deferred and writer.on_finished is not None:
+                writer.on_finished(writer)
+            self.on_complete(writer)
 
 
-def _send_result(writer: ResponseWriter, result: Iterable[bytes], conn: HTTPConnection) -> None:
-    if isinstance(result, FileWrapper) and writer.status is not None and _send_with_sendfile(writer, result, conn):
-        return
+def _send_at_once(writer: ResponseWriter, result: Any, conn: HTTPConnection) -> bool:
+    """Send the whole response now when that is cheap (a file for sendfile, a list or tuple of bytes)."""
+    if writer.status is None or writer.headers_sent:
+        return False
+    if isinstance(result, FileWrapper) and _send_with_sendfile(writer, result, conn):
+        return True
     known = _known_length(result)
-    if known is not None and writer.status is not None and not writer.headers_sent:
-        # The common case of a small body given as a list: one buffer, one send, with a Content-Length.
-        body = b"".join(result)
-        head = writer._head(known if writer.declared_length is None else None)
-        writer._send(head + writer._frame(body))
-        writer.finish_body()
-        return
-    for data in result:
-        if data:
-            writer.write(data)
-            if writer.is_head:
-                break  # the head is out; a HEAD response has no body to produce
-    if writer.status is None:
-        raise AssertionError("application returned without calling start_response()")
+    if known is None:
+        return False
+    # The common case of a small body given as a list: one buffer, one send, with a Content-Length. It is in
+    # memory already, so queueing all of it costs no more than the application's own list.
+    body = b"".join(result)
+    head = writer._head(known if writer.declared_length is None else None)
+    writer._send(head + writer._frame(body))
     writer.finish_body()
+    return True
 
 
 def _send_with_sendfile(writer: ResponseWriter, wrapper: FileWrapper, conn: HTTPConnection) -> bool:
@@ -478,12 +538,12 @@ def log_access(writer: ResponseWriter, environ: dict[str, Any], started: float) 
 
 
 __all__ = [
+    "ApplicationError",
+    "ApplicationRun",
     "ClientDisconnected",
-    "ContinueInput",
     "FileWrapper",
     "ResponseWriter",
     "base_environ",
     "build_environ",
     "log_access",
-    "run_application",
 ]

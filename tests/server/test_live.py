@@ -321,12 +321,12 @@ def test_close_is_called_when_the_client_disconnects():
         assert requests.get(server.url, timeout=TIMEOUT).status_code == 200
 
 
-def test_expect_100_continue_is_sent_only_when_the_app_reads():
+def test_expect_100_continue_is_answered_by_the_loop_before_the_app_runs():
+    calls = []
+
     def reader(environ, start_response):
-        if environ["PATH_INFO"] == "/read":
-            data = environ["wsgi.input"].read()
-        else:
-            data = b"not read"
+        calls.append(environ["CONTENT_LENGTH"])
+        data = environ["wsgi.input"].read()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [data]
 
@@ -337,14 +337,15 @@ def test_expect_100_continue_is_sent_only_when_the_app_reads():
             while b"\r\n\r\n" not in interim:
                 interim += sock.recv(100)
             assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
-            sock.sendall(b"hello")
-            status, _, body = read_response(sock)
-            assert (status, body) == (200, b"hello")
-        with server.connect() as sock:
-            sock.sendall(b"PUT /skip HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            assert calls == []  # no thread is spent on a body that has not arrived
+            sock.sendall(b"hel")
+            sock.sendall(b"lo")
             status, headers, body = read_response(sock)
-            assert (status, body) == (200, b"not read")
-            assert headers["connection"] == "close"  # the unread body makes the next request's start unknown
+            assert (status, body) == (200, b"hello")
+            assert headers.get("connection") != "close"  # the body was read, so the connection goes on
+            sock.sendall(b"GET /again HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok")
+            assert read_response(sock)[2] == b"ok"
+        assert calls == ["5", "2"]
 
 
 def test_file_wrapper_uses_sendfile_and_closes(tmp_path):
@@ -486,13 +487,16 @@ def test_forwarded_headers_trusted_only_from_listed_proxies():
     with ServerThread(echo_app, forwarded_allow_ips=("127.0.0.1", "10.0.0.0/8")) as server:
         env = requests.get(server.url, headers=headers, timeout=TIMEOUT).json()
         assert env["REMOTE_ADDR"] == "203.0.113.9" and env["wsgi.url_scheme"] == "https"
+        # By default only the X-Forwarded-* family is read: a Forwarded header changes nothing.
         forwarded = {"Forwarded": 'for="[2001:db8::7]:4711";proto=https;host=site.example'}
         env = requests.get(server.url, headers=forwarded, timeout=TIMEOUT).json()
-        assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"], env["HTTP_HOST"]) == (
-            "2001:db8::7",
-            "https",
-            "site.example",
-        )
+        assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("127.0.0.1", "http")
+        assert env["HTTP_HOST"] != "site.example"
+    with ServerThread(echo_app, forwarded_allow_ips=("127.0.0.1",), proxy_headers="forwarded") as server:
+        env = requests.get(server.url, headers=forwarded, timeout=TIMEOUT).json()
+        assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("2001:db8::7", "https")
+        env = requests.get(server.url, headers=headers, timeout=TIMEOUT).json()
+        assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("127.0.0.1", "http")
 
 
 def test_client_closing_mid_request_disturbs_nobody(epoll_server):
