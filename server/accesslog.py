@@ -10,10 +10,12 @@ Every field a client or an application can influence is escaped the way nginx es
 every character outside printable ASCII (0x20-0x7e) become ``\\xHH``. Without that, a User-Agent holding
 ``" 200 1 "-" "x`` would fake the fields after it, a newline would fake a whole line, and ``\\x1b[`` or the C1
 byte ``\\x9b`` (which arrives as the latin-1 character U+009B) would drive the terminal of whoever reads the log.
-The remote address, outside quotes, also escapes the space that would shift the columns after it. A character
-above U+00FF cannot come from the wire (header bytes are decoded as latin-1), but an application may put one in
-its environ: it is written as ``\\xHH`` for each byte of its UTF-8 encoding, so the log keeps one notation
-(``\\xHH``, never ``\\u``) and stays ASCII.
+The remote address (outside quotes) and the three words of the request line also escape a space, which would
+shift the columns after it; the parser never lets one into a request line, but the log does not rely on that.
+
+A character above U+00FF cannot come from the wire (header bytes are decoded as latin-1), but an application may
+put one in its environ: it is written as ``\\xHH`` for each byte of its UTF-8 encoding, so the log keeps one
+notation (``\\xHH``, never ``\\u``) and stays ASCII.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ access_log = logging.getLogger("server.access")
 
 # Code point → escape, for the 256 characters a latin-1-decoded header can hold; translate() leaves the rest.
 _QUOTED = {c: f"\\x{c:02X}" for c in range(256) if not 0x20 <= c <= 0x7E or c in (0x22, 0x5C)}
-# Outside quotes a space would end the field early.
+# Outside quotes, or between the words of the request line, a space would end the field early.
 _BARE = {**_QUOTED, 0x20: "\\x20"}
 
 
@@ -68,9 +70,9 @@ def log_response(
         '%s - - [%s] "%s %s %s" %d %s "%s" "%s" %dus',
         escape(remote_addr, _BARE) if remote_addr else "-",
         time.strftime("%d/%b/%Y:%H:%M:%S %z"),
-        escape(request.method),
-        escape(request.target),
-        escape(request.version),
+        escape(request.method, _BARE),
+        escape(request.target, _BARE),
+        escape(request.version, _BARE),
         status,
         size or "-",
         escape(referer) if referer else "-",
