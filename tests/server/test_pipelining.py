@@ -1,0 +1,206 @@
+"""Pipelining under attack: any number of requests on one connection, answered in order, by iteration.
+
+Before this was hardened, about 200 pipelined static requests in one read raised RecursionError (each response
+started the next one from inside itself), and after a 404, a redirect or a listing the connection was left busy
+with no deadline and no registration, still counted against --max-connections: 32 such connections against a
+limit of 30 gave every later client 503 until a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from server.connection import NEVER, PIPELINE_TURN
+from tests.support import ServerThread, read_response, wait_for
+
+TIMEOUT = 10
+
+
+def hello_app(environ, start_response):
+    body = environ["PATH_INFO"].encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    (tmp_path / "a.txt").write_bytes(b"A" * 100)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "b.txt").write_bytes(b"B")
+    (tmp_path / "listed").mkdir()
+    (tmp_path / "listed" / "c.txt").write_bytes(b"C")
+    return tmp_path
+
+
+def static_server(site: Path, **settings) -> ServerThread:
+    return ServerThread(hello_app, static=(f"/s={site}",), static_listing=True, **settings)
+
+
+def pipeline(targets: list[str]) -> bytes:
+    return b"".join(f"GET {t} HTTP/1.1\r\nHost: h\r\n\r\n".encode() for t in targets)
+
+
+def read_all(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    buffer = bytearray()
+    return [read_response(sock, buffer) for _ in range(count)]
+
+
+def loop_snapshot(server: ServerThread) -> list[tuple[str, float, bool]]:
+    """(state, deadline, flushing) of every open connection, taken on the loop thread."""
+    taken: list[tuple[str, float, bool]] = []
+    done = threading.Event()
+
+    def snapshot() -> None:
+        taken.extend((c.state, c.deadline, c.flushing) for c in server.engine.connections.values())
+        done.set()
+
+    server.engine.reactor.call_soon_threadsafe(snapshot)
+    assert done.wait(TIMEOUT)
+    return taken
+
+
+# The responses a static mount gives without a file body: each used to leave the connection stranded.
+KINDS = {
+    "file": ("/s/a.txt", 200),
+    "404": ("/s/missing", 404),
+    "redirect": ("/s/dir", 301),
+    "listing": ("/s/listed/", 200),
+    "app": ("/app", 200),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_thousand_pipelined_requests_of_one_kind_are_answered_in_order(site, kind, caplog):
+    target, status = KINDS[kind]
+    count = 1000
+    targets = [f"{target}?n={i}" if kind == "app" else target for i in range(count)]
+    with static_server(site) as server, server.connect() as sock:
+        sock.sendall(pipeline(targets))  # one write, so the server reads many requests in one recv
+        responses = read_all(sock, count)
+        assert [r[0] for r in responses] == [status] * count
+        if kind == "app":
+            assert [r[2] for r in responses] == [b"/app"] * count
+        # The connection is still good afterwards, and idle with a deadline.
+        sock.sendall(pipeline(["/s/a.txt"]))
+        assert read_response(sock)[0] == 200
+        assert all(deadline < NEVER for _, deadline, _ in loop_snapshot(server))
+    assert "RecursionError" not in caplog.text
+
+
+def test_mixed_pipeline_keeps_its_order(site):
+    kinds = list(KINDS.values())
+    targets = [kinds[i % len(kinds)][0] for i in range(500)]
+    with static_server(site) as server, server.connect() as sock:
+        sock.sendall(pipeline(targets))
+        statuses = [r[0] for r in read_all(sock, len(targets))]
+    assert statuses == [kinds[i % len(kinds)][1] for i in range(500)]
+
+
+def test_pipelining_clients_that_leave_do_not_leak_connections(site):
+    # The reported attack: 32 connections of pipelined 404s against --max-connections 30, then they leave.
+    with static_server(site, max_connections=30) as server:
+        clients = [server.connect() for _ in range(30)]
+        for sock in clients:
+            sock.sendall(pipeline(["/s/missing", "/s/dir", "/s/listed/"] * 100))  # and reads none of it
+        connections = lambda: list(server.engine.connections.values())  # noqa: E731
+        wait_for(lambda: len(connections()) == 30 and all(c.requests_seen for c in connections()))
+        for sock in clients:
+            sock.close()
+        wait_for(lambda: not server.engine.connections)
+        assert requests.get(f"{server.url}/s/a.txt", timeout=TIMEOUT).status_code == 200
+
+
+def test_a_pipelining_client_does_not_starve_others(site):
+    # One client pipelines thousands of requests and reads them slowly; another's request is answered at once.
+    with static_server(site) as server, server.connect() as greedy:
+        greedy.sendall(pipeline(["/s/listed/", "/s/missing"] * 2500))
+        for _ in range(5):
+            started = time.monotonic()
+            response = requests.get(f"{server.url}/s/a.txt", timeout=TIMEOUT)
+            assert response.status_code == 200
+            assert time.monotonic() - started < 1.0
+        # The greedy client still gets every answer, in order.
+        statuses = [r[0] for r in read_all(greedy, 5000)]
+        assert statuses == [200, 404] * 2500
+
+
+def test_the_loop_takes_turns_between_pipelined_requests(site):
+    # More than PIPELINE_TURN requests in one read: the loop answers a turn's worth, then comes back for the rest.
+    calls: list[int] = []
+    with static_server(site) as server:
+        real_advance = server.engine.reactor.call_soon_threadsafe
+
+        def counting(callback, *args):
+            calls.append(1)
+            return real_advance(callback, *args)
+
+        server.engine.reactor.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        with server.connect() as sock:
+            sock.sendall(pipeline(["/s/missing"] * (PIPELINE_TURN * 4)))
+            assert [r[0] for r in read_all(sock, PIPELINE_TURN * 4)] == [404] * (PIPELINE_TURN * 4)
+    assert len(calls) >= 3
+
+
+def test_every_open_connection_has_a_deadline(site):
+    # Idle, half-sent head, half-sent body, a running app, a response the client does not read, and lingering.
+    release = threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/wait":
+            release.wait(TIMEOUT)
+        if environ["PATH_INFO"] == "/big":
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return (b"x" * 65536 for _ in range(200))
+        return hello_app(environ, start_response)
+
+    with ServerThread(app, static=(f"/s={site}",)) as server:
+        socks = [server.connect() for _ in range(6)]
+        try:
+            socks[0].sendall(pipeline(["/s/a.txt"]))
+            read_response(socks[0])
+            socks[1].sendall(b"GET / HTTP/1.1\r\nHo")
+            socks[2].sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nabc")
+            socks[3].sendall(pipeline(["/wait"]))
+            socks[4].sendall(pipeline(["/big"]))
+            socks[5].sendall(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")  # refused, then lingering
+            wait_for(lambda: len(server.engine.connections) == 6)
+            wait_for(lambda: any(flushing for _, _, flushing in loop_snapshot(server)))
+            snapshot = loop_snapshot(server)
+            assert {state for state, _, _ in snapshot} >= {"idle", "reading", "busy"}
+            assert all(deadline < NEVER for _, deadline, _ in snapshot), snapshot
+        finally:
+            release.set()
+            for sock in socks:
+                sock.close()
+        wait_for(lambda: not server.engine.connections)
+
+
+def test_an_error_while_answering_closes_only_that_connection_and_logs_one_line(site, caplog):
+    with static_server(site) as server:
+        real = server.engine.serve_static
+
+        def broken(conn, request, mount):
+            if request.path.endswith("boom"):
+                raise RuntimeError("disk on fire")
+            return real(conn, request, mount)
+
+        server.engine.serve_static = broken  # type: ignore[method-assign]
+        caplog.set_level(logging.INFO, logger="server")
+        with server.connect() as bystander, server.connect() as victim:
+            victim.sendall(pipeline(["/s/a.txt", "/s/boom", "/s/a.txt"]))
+            buffer = bytearray()
+            assert read_response(victim, buffer)[0] == 200
+            assert victim.recv(65536) == b""  # closed, without a half-answer
+            bystander.sendall(pipeline(["/s/a.txt"]))
+            assert read_response(bystander)[0] == 200
+        records = [r for r in caplog.records if "disk on fire" in r.getMessage()]
+        assert len(records) == 1
+        assert records[0].exc_info is None  # brief: no traceback
+        assert "RuntimeError" in records[0].getMessage()
