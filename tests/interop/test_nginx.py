@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import hashlib
+import json
 import os
 import pwd
 import random
@@ -18,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ import requests
 
 from tests.interop.common import DOWNLOAD_SIZE
 from tests.interop.conftest import APPS, load_app
-from tests.support import ROOT, TIMEOUT, ServerProcess, ServerThread, wait_for
+from tests.support import ROOT, TIMEOUT, ServerProcess, ServerThread, read_response, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,7 +48,22 @@ PROXY_DIRECTIVES = [
     "proxy_set_header Host $http_host;",
     "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
     "proxy_set_header X-Forwarded-Proto $scheme;",
+    'proxy_set_header Forwarded "";',
+    'proxy_set_header X-Forwarded-Host "";',
+    'proxy_set_header X-Forwarded-Port "";',
+    'proxy_set_header X-Real-IP "";',
     "proxy_redirect off;",
+]
+
+# docs/nginx.md, "nginx writing Forwarded": nginx writes RFC 7239 Forwarded itself and clears X-Forwarded-*.
+FORWARDED_MAP = """map $remote_addr $forwarded_for {
+        ~:      "[$remote_addr]";
+        default $remote_addr;
+    }"""
+FORWARDED_DIRECTIVES = [
+    'proxy_set_header Forwarded "for=\\"$forwarded_for\\";proto=$scheme;host=\\"$http_host\\"";',
+    'proxy_set_header X-Forwarded-For "";',
+    'proxy_set_header X-Forwarded-Proto "";',
 ]
 
 
@@ -72,13 +89,21 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path] | None:
 
 
 def nginx_config(
-    prefix: Path, upstreams: list[str], port: int, tls: tuple[int, Path, Path] | None = None, user: str = "root"
+    prefix: Path,
+    upstreams: list[str],
+    port: int,
+    tls: tuple[int, Path, Path] | None = None,
+    user: str = "root",
+    directives: list[str] = PROXY_DIRECTIVES,
+    http_extra: str = "",
 ) -> str:
-    """A complete nginx.conf whose every file lives under ``prefix``; as root, workers run as ``user``."""
+    """A complete nginx.conf whose every file lives under ``prefix``; as root, workers run as ``user``.
+
+    ``directives`` make up ``location /``; ``http_extra`` goes into the http block (a ``map``, say)."""
     # As root, nginx's workers would otherwise drop to nobody, who cannot enter pytest's private tmp directories.
     user = f"user {user};\n" if os.geteuid() == 0 else ""
     servers = "\n".join(f"        server {address};" for address in upstreams)
-    location = "\n".join(f"            {line}" for line in PROXY_DIRECTIVES)
+    location = "\n".join(f"            {line}" for line in directives)
     tls_server = ""
     if tls:
         tls_port, cert, key = tls
@@ -106,6 +131,7 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi_temp;
     scgi_temp_path {prefix}/scgi_temp;
     client_max_body_size 64m;
+    {http_extra}
 
     upstream ladder {{
 {servers}
@@ -372,11 +398,146 @@ def test_forwarding_headers_are_ignored_without_forwarded_allow_ips() -> None:
 def test_forwarding_headers_are_believed_only_from_listed_proxies(
     framework: str, allowed: tuple[str, ...], trusted: bool
 ) -> None:
-    with ServerThread(load_app(framework), forwarded_allow_ips=allowed) as server:
-        for header in ("X-Forwarded-For", "Forwarded"):
-            headers = {"X-Forwarded-For": CLIENT, "X-Forwarded-Proto": "https"}
-            if header == "Forwarded":
-                headers = {"Forwarded": SPOOFED["Forwarded"]}
+    x_forwarded = {"X-Forwarded-For": CLIENT, "X-Forwarded-Proto": "https"}
+    forwarded = {"Forwarded": SPOOFED["Forwarded"]}
+    for family, headers, other in (("x-forwarded", x_forwarded, forwarded), ("forwarded", forwarded, x_forwarded)):
+        with ServerThread(load_app(framework), forwarded_allow_ips=allowed, proxy_headers=family) as server:
             answer = requests.get(f"{server.url}/whoami", headers=headers, timeout=TIMEOUT).json()
             expected = (CLIENT, "https") if trusted else ("127.0.0.1", "http")
-            assert (answer["remote_addr"], answer["scheme"]) == expected, header
+            assert (answer["remote_addr"], answer["scheme"]) == expected, family
+            # The other family is ignored, even from a listed proxy.
+            answer = requests.get(f"{server.url}/whoami", headers=other, timeout=TIMEOUT).json()
+            assert (answer["remote_addr"], answer["scheme"]) == ("127.0.0.1", "http"), family
+
+
+# -- behind the documented nginx, a client's forwarding headers change nothing ---------------------------------------
+
+SPOOF = "6.6.6.6"
+# Each a block of header lines a client might send to pass for someone else, on https, at another host.
+SPOOFS = [
+    f"Forwarded: for={SPOOF};proto=https;host=evil.example",
+    f'Forwarded: for="{SPOOF};proto="https',  # an unbalanced quote, hoping to swallow what the proxy appends
+    f"X-Forwarded-For: {SPOOF}",
+    f"X-Forwarded-For: {SPOOF}\r\nX-Forwarded-For: 7.7.7.7",
+    "X-Forwarded-Proto: https",
+    "X-Forwarded-Proto: https\r\nX-Forwarded-Proto: https",
+    "X-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 443",
+    f"X-Real-IP: {SPOOF}",
+    f'X-Forwarded-For: {SPOOF}, unknown, _x, "[::1\r\nForwarded: for=unknown, for=_hidden;proto=https',
+    f"Forwarded: for={SPOOF};proto=https;host=evil.example\r\nX-Forwarded-For: {SPOOF}\r\n"
+    f"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nX-Real-IP: {SPOOF}",
+]
+
+
+def raw_get(url: str, path: str, extra: str) -> tuple[int, bytes]:
+    """GET ``path`` with ``extra`` header lines sent verbatim (repeated lines included, which requests cannot do)."""
+    authority = url.removeprefix("http://")
+    host, _, port = authority.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        lines = [f"GET {path} HTTP/1.1", f"Host: {authority}", *([extra] if extra else []), "Connection: close"]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        status, _, body = read_response(sock)
+    return status, body
+
+
+def assert_spoofs_change_nothing(url: str, requests_per_spoof: int = 1) -> None:
+    authority = url.removeprefix("http://")
+    for spoof in SPOOFS:
+        for _ in range(requests_per_spoof):
+            status, body = raw_get(url, "/whoami", spoof)
+            assert status == 200, body[:500]
+            answer = json.loads(body)
+            seen = (answer["remote_addr"], answer["scheme"], answer["host"])
+            # 127.0.0.1 also shows nginx was believed: the connection itself comes from elsewhere (a Unix socket
+            # or 127.0.0.2), so only the proxy's header can have said 127.0.0.1.
+            assert seen == ("127.0.0.1", "http", authority), spoof
+
+
+@needs_nginx
+def test_a_clients_forwarding_headers_change_nothing_behind_the_documented_config(tmp_path: Path) -> None:
+    # The documented instance (--forwarded-allow-ips unix, --proxy-headers left at x-forwarded) behind the
+    # documented location block. nginx is the only trusted peer; the client, on 127.0.0.1, is not.
+    sock = tmp_path / "a.sock"
+    with ServerProcess(APPS["flask"], "--bind", f"unix:{sock}", "--forwarded-allow-ips", "unix") as backend:
+        port = free_port()
+        with running_nginx(tmp_path, nginx_config(tmp_path, [backend.url], port), port) as url:
+            assert_spoofs_change_nothing(url)
+
+
+@needs_nginx
+def test_a_clients_forwarding_headers_change_nothing_when_nginx_writes_forwarded(tmp_path: Path) -> None:
+    # docs/nginx.md, "nginx writing Forwarded", with --proxy-headers forwarded. Over TCP this time: nginx connects
+    # from 127.0.0.2 (proxy_bind), the only address the instance trusts, while the client stays on 127.0.0.1.
+    directives = [*(line for line in PROXY_DIRECTIVES if not line.startswith(CLEARED_BY_FORWARDED)),
+                  *FORWARDED_DIRECTIVES, "proxy_bind 127.0.0.2;"]  # fmt: skip
+    with ServerThread(load_app("flask"), forwarded_allow_ips=("127.0.0.2",), proxy_headers="forwarded") as backend:
+        port = free_port()
+        conf = nginx_config(
+            tmp_path, [backend.url.removeprefix("http://")], port, directives=directives, http_extra=FORWARDED_MAP
+        )
+        with running_nginx(tmp_path, conf, port) as url:
+            assert_spoofs_change_nothing(url)
+            # nginx's own word is believed (had it not been, the app would see nginx's 127.0.0.2).
+            assert json.loads(raw_get(url, "/whoami", "")[1])["remote_addr"] == "127.0.0.1"
+
+
+CLEARED_BY_FORWARDED = ("proxy_set_header X-Forwarded-For ", "proxy_set_header X-Forwarded-Proto ",
+                        "proxy_set_header Forwarded ")  # fmt: skip
+
+
+def test_the_documented_forwarded_config_is_the_tested_one() -> None:
+    text = (ROOT / "docs" / "nginx.md").read_text()
+    for line in [*FORWARDED_DIRECTIVES, *FORWARDED_MAP.splitlines()]:
+        assert line.strip() in text, line
+
+
+@contextlib.contextmanager
+def recording_backend() -> Iterator[tuple[str, list[str]]]:
+    """A bare HTTP/1.1 listener that keeps each request head it receives and answers 200; yields (address, heads)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    heads: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(TIMEOUT)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        break
+                    data += piece
+                heads.append(data.partition(b"\r\n\r\n")[0].decode("latin-1"))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, name="recording-backend", daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}", heads
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+        listener.close()
+
+
+@needs_nginx
+def test_what_the_documented_config_forwards(tmp_path: Path) -> None:
+    # What nginx really sends upstream for a client that sends every forwarding header, some twice: a header named
+    # in proxy_set_header replaces the client's (all its lines), an empty value removes it, and the client's
+    # X-Forwarded-For lines are joined, with the address nginx saw appended.
+    with recording_backend() as (address, heads):
+        port = free_port()
+        with running_nginx(tmp_path, nginx_config(tmp_path, [address], port), port) as url:
+            heads.clear()  # running_nginx's readiness probe went through too
+            assert raw_get(url, "/x", SPOOFS[-1] + f"\r\nX-Forwarded-For: 7.7.7.7\r\n{SPOOFS[5]}")[0] == 200
+            head = wait_for(lambda: heads and heads[0])
+    fields = [line.partition(":")[::2] for line in head.split("\r\n")[1:]]
+    forwarded = [(name.lower(), value.strip()) for name, value in fields if name.lower() not in ("host", "connection")]
+    assert sorted(forwarded) == [("x-forwarded-for", f"{SPOOF}, 7.7.7.7, 127.0.0.1"), ("x-forwarded-proto", "http")]
+    assert ("Host", f" 127.0.0.1:{port}") in fields
