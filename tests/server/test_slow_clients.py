@@ -1,0 +1,212 @@
+"""Slow clients cost a descriptor and bounded memory for a bounded time, never an application thread.
+
+The attack this guards against, measured on the old main: with --threads 8, eight clients sending
+``Expect: 100-continue`` bodies at one byte per 20 s pinned all eight threads for as long as they liked; eight
+clients that stopped reading a streamed response pinned threads for the 60 s send timeout, again and again; a
+body trickled at one byte per 0.2 s was never ended. Now the loop reads bodies (also after 100-continue) with a
+minimum rate, and a response whose client does not read is parked off its thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from dataclasses import replace
+from types import SimpleNamespace
+
+import requests
+
+from server.config import Config
+from server.connection import HTTPConnection
+from tests.support import ServerThread, read_response, wait_for
+
+TIMEOUT = 10
+ATTACKERS = 8
+
+
+class Closes:
+    """Counts the response iterables whose close() the server called."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def add(self) -> None:
+        with self.lock:
+            self.count += 1
+
+
+def make_app(closes: Closes):
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        if path == "/stream":
+
+            def endless():
+                try:
+                    for _ in range(10_000):  # 640 MB: far more than any socket buffer holds
+                        yield b"x" * 65536
+                finally:
+                    closes.add()
+
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return endless()
+        body = environ["wsgi.input"].read()
+        data = b"hello %d" % len(body)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    return app
+
+
+def trickle(socks: list[socket.socket], stop: threading.Event, interval: float = 0.2) -> None:
+    """Send one body byte on each socket every ``interval`` seconds, as a slowloris would."""
+    live = list(socks)
+    while live and not stop.wait(interval):
+        for sock in list(live):
+            try:
+                sock.send(b"x")
+            except OSError:
+                live.remove(sock)
+
+
+def small_window_client(port: int) -> socket.socket:
+    """A client socket with a tiny receive buffer, so that a response fills it (and the server's) quickly."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def ended(sock: socket.socket) -> bool:
+    """True once the server has closed this connection (whatever it said before)."""
+    sock.setblocking(False)
+    try:
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_slow_clients_never_hold_the_app_threads():
+    closes = Closes()
+    settings = dict(threads=ATTACKERS, body_timeout=1.0, min_body_rate=100, send_timeout=2.0, header_timeout=5.0)
+    with ServerThread(make_app(closes), **settings) as server:
+        continuing, trickling, not_reading = [], [], []
+        for _ in range(ATTACKERS):
+            sock = server.connect()
+            sock.sendall(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+            assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # from the loop, without an app thread
+            continuing.append(sock)
+        for _ in range(ATTACKERS):
+            sock = server.connect()
+            sock.sendall(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
+            trickling.append(sock)
+        for _ in range(ATTACKERS):
+            sock = small_window_client(server.port)
+            sock.sendall(b"GET /stream HTTP/1.1\r\nHost: h\r\n\r\n")
+            not_reading.append(sock)
+        stop = threading.Event()
+        trickler = threading.Thread(target=trickle, args=(continuing + trickling, stop), daemon=True)
+        trickler.start()
+        attackers = continuing + trickling + not_reading
+        try:
+            # Every streamed response has filled its buffers and is parked: no thread waits on its client.
+            wait_for(lambda: sum(c.on_drain is not None for c in list(server.engine.connections.values())) >= 8)
+            for _ in range(5):
+                started = time.monotonic()
+                response = requests.post(server.url + "/normal", data=b"abc", timeout=TIMEOUT)
+                assert response.text == "hello 3"
+                assert time.monotonic() - started < 1.0
+            # Each attacker is ended within its bound: a body under 100 B/s after 1 s of grace (then 2 s of
+            # lingering so the 408 is not lost), a reader that takes nothing for the 2 s send timeout.
+            wait_for(lambda: not server.engine.connections, timeout=8.0)
+            wait_for(lambda: closes.count == ATTACKERS)  # and every abandoned iterable was closed
+            assert all(ended(sock) for sock in continuing + trickling)
+            assert server.engine.buffered_bytes == 0
+        finally:
+            stop.set()
+            trickler.join(TIMEOUT)
+            for sock in attackers:
+                sock.close()
+
+
+def test_a_trickled_body_gets_408_naming_the_rate():
+    with ServerThread(make_app(Closes()), body_timeout=0.5, min_body_rate=50) as server, server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n")
+        stop = threading.Event()
+        trickler = threading.Thread(target=trickle, args=([sock], stop, 0.1), daemon=True)
+        trickler.start()
+        try:
+            status, _, body = read_response(sock)
+        finally:
+            stop.set()
+            trickler.join(TIMEOUT)
+    assert status == 408
+    assert b"too slowly" in body
+
+
+def test_a_parked_response_finishes_when_its_client_reads_again():
+    # Parking must not lose or reorder anything: a slow but honest reader gets every byte.
+    chunks = [bytes([i]) * 65536 for i in range(256)]
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return iter(chunks)
+
+    with ServerThread(app, threads=1) as server, small_window_client(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        wait_for(lambda: any(c.on_drain for c in list(server.engine.connections.values())))
+        # Parked, so the only app thread is free for someone else.
+        assert requests.get(server.url, timeout=TIMEOUT).content == b"".join(chunks)
+        status, _, body = read_response(sock)
+    assert status == 200
+    assert body == b"".join(chunks)
+
+
+def test_the_default_slow_body_bound_is_under_a_minute():
+    # With the defaults, a body trickled at one byte per 0.2 s (5 B/s) is ended within 60 s of its start:
+    # body_timeout (30 s) of grace, then it must average min_body_rate (1 KiB/s).
+    config = Config()
+    conn = SimpleNamespace(engine=SimpleNamespace(config=config), body_started=0.0, body_received=0)
+    for elapsed in range(1, 120):
+        conn.body_received = elapsed * 5
+        deadline = HTTPConnection._body_deadline(conn, now=float(elapsed))  # type: ignore[arg-type]
+        if deadline <= elapsed:
+            break
+    assert elapsed < 60
+    # An honest upload at 100 KiB/s is never cut off, however large.
+    for elapsed in (1, 10, 100, 1000):
+        conn.body_received = elapsed * 100 * 1024
+        assert HTTPConnection._body_deadline(conn, now=float(elapsed)) > elapsed  # type: ignore[arg-type]
+    assert replace(config, min_body_rate=0).min_body_rate == 0  # the rule can be turned off
+
+
+def test_no_thread_waits_for_a_continue_body():
+    # The reported case exactly: threads are all "in use" by 100-continue uploaders on the old main.
+    entered = threading.Event()
+
+    def app(environ, start_response):
+        entered.set()
+        data = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Length", str(len(data)))])
+        return [data]
+
+    with ServerThread(app, threads=1) as server, server.connect() as slow:
+        slow.sendall(b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+        assert slow.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        slow.sendall(b"12345")
+        assert not entered.is_set()  # half a body: the app has not been called
+        started = time.monotonic()
+        assert requests.put(server.url, data=b"abc", timeout=TIMEOUT).content == b"abc"
+        assert time.monotonic() - started < 1.0
+        slow.sendall(b"67890")
+        assert read_response(slow)[2] == b"1234567890"
+        with contextlib.suppress(OSError):
+            slow.shutdown(socket.SHUT_WR)
