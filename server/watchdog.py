@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import traceback
+from types import FrameType
 
 from server.workers import heartbeat
 
@@ -71,7 +72,7 @@ class Watchdog:
         for ident in [ident for ident, piece in self._reported.items() if running.get(ident) is not piece]:
             del self._reported[ident]
         overdue = 0
-        frames: dict[int, object] | None = None
+        frames: dict[int, FrameType] = {}
         for ident, piece in running.items():
             started, description = piece
             if now - started < self.timeout:
@@ -79,7 +80,7 @@ class Watchdog:
             overdue += 1
             if self._reported.get(ident) is piece:
                 continue
-            if frames is None:
+            if not frames:
                 frames = sys._current_frames()  # rare: only when something is newly overdue
             frame = frames.get(ident)
             if frame is None:
@@ -94,7 +95,7 @@ class Watchdog:
                 now - started,
                 self.timeout,
                 _thread_name(ident),
-                "".join(traceback.format_stack(frame)).rstrip(),  # type: ignore[arg-type]
+                "".join(traceback.format_stack(frame)).rstrip(),
             )
         return overdue >= self.threads
 
