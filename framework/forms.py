@@ -145,18 +145,31 @@ def parse_multipart(
                 upload.stream.seek(0)
                 files.add(upload.field, upload)
             else:
-                fields.add(segment.name, text.decode(segment.charset or "utf-8"))
+                fields.add(segment.name, _decode_field(text, segment.charset))
     except ParserLimitReached as error:
         _close_all(opened)
         raise HTTPError(413, f"Multipart body over a limit: {error}") from error
-    except (MultipartError, UnicodeDecodeError, LookupError) as error:
-        # LookupError: a part that names a charset Python does not know.
+    except MultipartError as error:  # a field that cannot be decoded is refused by _decode_field
         _close_all(opened)
         raise HTTPError(400, f"Malformed multipart body: {error}") from error
     except BaseException:
         _close_all(opened)
         raise
     return fields, files
+
+
+def _decode_field(data: bytearray, charset: str | None) -> str:
+    """A text field's value in the charset its part names (UTF-8 if none); 400 if it cannot be read in it.
+
+    The charset is the client's choice, so every way ``decode`` can fail is the client's fault: an unknown
+    name or one of a bytes-to-bytes codec (LookupError), bytes invalid in it (UnicodeDecodeError), the
+    "undefined" codec (a bare UnicodeError) and a NUL byte in the name (ValueError, of which the other
+    two are subclasses).
+    """
+    try:
+        return data.decode(charset or "utf-8")
+    except (LookupError, ValueError) as error:
+        raise HTTPError(400, f"Malformed multipart body: a field cannot be read as {charset!r}: {error}") from error
 
 
 def _close_all(uploads: list[UploadedFile]) -> None:

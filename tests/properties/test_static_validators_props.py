@@ -208,6 +208,8 @@ def tag_lists(draw: st.DrawFn, ours: str) -> TagList:
     if kind == "malformed":
         # One element that is not an entity-tag: unquoted, unterminated, a "*" inside a list, lower-case "w/".
         bad = draw(st.sampled_from([ours[1:-1], ours[:-1], "*", "w/" + ours, "W/ " + ours, ours + ours]))
+        if bad == "*" and not rendered:
+            bad = ours[1:-1]  # "*" alone is the valid wildcard, not a malformed list
         rendered.insert(draw(st.integers(0, len(rendered))), bad)
     elements = []
     for element in rendered:
