@@ -1,0 +1,191 @@
+"""What a client can make the server store, what an application can make it send, and framing refused at once.
+
+- Disk and memory: bodies are refused before they are stored when they would pass ``max_body_bytes`` (413) or
+  the process's ``max_buffered_bytes`` budget (503 with Retry-After), and what was stored is freed when the
+  connection ends. On the old main two trickling clients held 800 MB of spooled disk for an 8 MiB endpoint.
+- Applications: a malformed status, header or length is a 500 with nothing of the application's response on
+  the wire, and one log line naming the mistake.
+- Framing that can never become valid gets its 400 as soon as it is seen, not at a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import pytest
+
+from server.config import Config
+from tests.support import ServerThread, read_response, recv_until_closed, wait_for
+
+TIMEOUT = 10
+
+
+def length_app(environ, start_response):
+    body = environ["wsgi.input"].read()
+    data = b"%s %d" % (environ.get("CONTENT_LENGTH", "-").encode(), len(body))
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def post_head(length: int, path: str = "/") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+def open_temp_files() -> int:
+    """How many deleted files this process holds open (spooled bodies are anonymous temporary files)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith("(deleted)"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+# -- the body budget ---------------------------------------------------------------------------------------------
+
+
+def test_the_default_body_limit_is_fit_for_a_web_site():
+    assert Config().max_body_bytes == 16 * 1024 * 1024
+    with ServerThread(length_app) as server, server.connect() as sock:
+        sock.sendall(post_head(17 * 1024 * 1024))
+        status, _, _ = read_response(sock)
+    assert status == 413
+
+
+def test_bodies_past_the_budget_get_503_and_the_budget_comes_back():
+    with ServerThread(length_app, max_buffered_bytes=1024 * 1024, body_spool_bytes=64 * 1024) as server:
+        before = open_temp_files()
+        holder = server.connect()
+        holder.sendall(post_head(800_000) + b"x" * 200_000)  # spooled to disk, and trickling
+        wait_for(lambda: server.engine.buffered_bytes == 800_000)
+        wait_for(lambda: open_temp_files() > before)
+        with server.connect() as second:
+            second.sendall(post_head(800_000))  # refused before a byte of it is stored
+            status, headers, body = read_response(second)
+        assert status == 503
+        assert headers["retry-after"].isdigit()
+        assert server.engine.buffered_bytes == 800_000
+        holder.close()  # the trickler leaves: its spooled data is freed at once
+        wait_for(lambda: server.engine.buffered_bytes == 0)
+        wait_for(lambda: open_temp_files() == before)
+        with server.connect() as again:
+            again.sendall(post_head(800_000) + b"y" * 800_000)
+            status, _, body = read_response(again)
+        assert (status, body) == (200, b"800000 800000")
+        wait_for(lambda: server.engine.buffered_bytes == 0)
+
+
+def test_a_chunked_body_that_outgrows_the_budget_is_refused():
+    with ServerThread(length_app, max_buffered_bytes=1024 * 1024) as server, server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (100_000, b"z" * 100_000)
+        status = None
+        try:
+            for _ in range(30):  # 3 MB offered, 1 MiB allowed
+                sock.sendall(chunk)
+        except OSError:
+            pass  # the server may close while we are still sending
+        status, headers, _ = read_response(sock)
+        assert status == 503 and "retry-after" in headers
+        wait_for(lambda: server.engine.buffered_bytes == 0)
+
+
+def test_the_budget_is_released_after_every_request():
+    with ServerThread(length_app, max_buffered_bytes=100_000) as server, server.connect() as sock:
+        buffer = bytearray()
+        for _ in range(20):  # 20 x 60 KB through a 100 KB budget: only works if each request gives it back
+            sock.sendall(post_head(60_000) + b"q" * 60_000)
+            assert read_response(sock, buffer)[2] == b"60000 60000"
+        wait_for(lambda: server.engine.buffered_bytes == 0)
+
+
+# -- applications checked at the edge ----------------------------------------------------------------------------
+
+BAD_RESPONSES = {
+    "space in a header name": ("200 OK", [("X Bad", "1")], "not a token"),
+    "empty header name": ("200 OK", [("", "1")], "not a token"),
+    "colon in a header name": ("200 OK", [("X:Y", "1")], "not a token"),
+    "vertical tab in the status": ("200\x0bOK", [], "invalid status"),
+    "control in the reason": ("200 O\x0bK", [], "invalid status"),
+    "final 100 Continue": ("100 Continue", [], "200 to 599"),
+    "final 101": ("101 Switching Protocols", [], "200 to 599"),
+    "two-digit status": ("20 OK", [], "invalid status"),
+    "no reason separator": ("200", [], "invalid status"),
+    "underscore in Content-Length": ("200 OK", [("Content-Length", "1_0")], "digits only"),
+    "signed Content-Length": ("200 OK", [("Content-Length", "+10")], "digits only"),
+    "superscript digit in Content-Length": ("200 OK", [("Content-Length", "1\xb2")], "digits only"),
+    "two equal Content-Lengths": ("200 OK", [("Content-Length", "10"), ("Content-Length", "10")], "more than one"),
+    "two different Content-Lengths": ("200 OK", [("Content-Length", "10"), ("content-length", "5")], "more than one"),
+    "CRLF in a value": ("200 OK", [("X-A", "a\r\nSet-Cookie: evil=1")], "control character"),
+    "NUL in a value": ("200 OK", [("X-A", "a\x00b")], "control character"),
+    "escape in a value": ("200 OK", [("X-A", "\x1b[31m")], "control character"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RESPONSES))
+def test_an_apps_malformed_response_is_a_500_and_one_log_line(case, caplog):
+    status, headers, message = BAD_RESPONSES[case]
+
+    def app(environ, start_response):
+        start_response(status, list(headers))
+        return [b"0123456789"]
+
+    caplog.set_level(logging.INFO, logger="server")
+    with ServerThread(app) as server, server.connect() as sock:
+        sock.sendall(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+        raw = recv_until_closed(sock)
+    assert raw.startswith(b"HTTP/1.1 500 ")
+    assert b"0123456789" not in raw and b"X-A" not in raw and b"evil" not in raw  # nothing of the app's
+    assert raw.count(b"HTTP/1.1") == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert message in errors[0].getMessage() and "/x" in errors[0].getMessage()
+    assert errors[0].exc_info is None  # the mistake is named; no traceback
+
+
+def test_a_valid_response_with_tabs_and_latin1_still_goes_out():
+    def app(environ, start_response):
+        start_response("299 Fine\tthanks", [("X-A", "a\tb \xe9"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    with ServerThread(app) as server, server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        status, headers, body = read_response(sock)
+    assert (status, headers["x-a"], body) == (299, "a\tb \xe9", b"ok")
+
+
+# -- protocol: framing that cannot become valid is refused at once ------------------------------------------------
+
+AT_ONCE = {
+    "final coding not chunked": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    "space after a chunk size": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhel",
+    "no CRLF after chunk data": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX",
+    "bare LF after the request line": b"GET / HTTP/1.1\r\n\nHost: h\r\n",
+    "two Content-Types": b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: a/b\r\nContent-Type: c/d\r\n\r\n",
+    "differing Content-Lengths": b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    "two Hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(AT_ONCE))
+def test_impossible_framing_gets_400_without_waiting_for_a_timeout(case):
+    # Timeouts far longer than the client's patience: only an immediate refusal passes.
+    with (
+        ServerThread(length_app, header_timeout=60, body_timeout=60) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=2.0) as sock,
+    ):
+        sock.sendall(AT_ONCE[case])
+        status, _, _ = read_response(sock)
+    assert status == 400
+
+
+@pytest.mark.parametrize("lengths", [["5, 5"], ["5", "5"], ["5,5", "5"]])
+def test_the_app_sees_the_content_length_the_body_was_framed_by(lengths):
+    head = "POST / HTTP/1.1\r\nHost: h\r\n" + "".join(f"Content-Length: {v}\r\n" for v in lengths) + "\r\n"
+    with ServerThread(length_app) as server, server.connect() as sock:
+        sock.sendall(head.encode() + b"hello")
+        assert read_response(sock)[2] == b"5 5"
