@@ -29,7 +29,8 @@ from server.listeners import Listener
 from server.loop import READ, Reactor
 from server.proxy import TrustedProxies
 from server.static import StaticOptions, parse_mount, serve_path
-from server.workers import ThreadPool
+from server.watchdog import Watchdog
+from server.workers import ThreadPool, request_replacement
 from server.wsgi import ApplicationRun, ResponseWriter, base_environ, build_environ, log_access
 
 log = logging.getLogger("server")
@@ -77,6 +78,7 @@ class Engine:
         self.multiprocess = multiprocess
         self.reactor = Reactor(config.loop)
         self.pool = ThreadPool(config.threads, name="app")
+        self.watchdog = Watchdog(config.timeout, config.threads)
         self.limits = config.limits
         self.server_header = SERVER_SOFTWARE
         self.connections: dict[int, HTTPConnection] = {}
@@ -94,6 +96,8 @@ class Engine:
         self.buffered_bytes = 0
         self._budget_lock = threading.Lock()
         timeouts = (config.keepalive_timeout, config.header_timeout, config.body_timeout, config.send_timeout)
+        if config.timeout > 0:
+            timeouts += (config.timeout,)  # so the watchdog's reports and heartbeats come well within it
         self._sweep_interval = max(0.05, min(1.0, min(timeouts) / 4))
 
     # -- life cycle -------------------------------------------------------------------------------------------------
@@ -211,6 +215,8 @@ class Engine:
         if self._refused:
             log.warning("refused %d connection(s) with 503: at the connection limit", self._refused)
             self._refused = 0
+        if self.watchdog.check(now) and not self.stopping:
+            request_replacement()  # every app thread is stuck: ask the supervisor (if any) for a fresh worker
         if self._supervisor is not None and os.getppid() != self._supervisor and not self.stopping:
             log.warning("worker %d: the supervisor is gone; finishing in-flight requests and exiting", os.getpid())
             self.shutdown(graceful=True)
@@ -281,6 +287,18 @@ class Engine:
 
     def handle_request(self, conn: HTTPConnection, request: Request) -> None:
         """Run the WSGI application for one request (worker thread); its response may finish on another."""
+        description = f"{request.method} {request.target} from {conn.describe()}"
+        self._watched(description, lambda: self._start_application(conn, request, description))
+
+    def _watched(self, description: str, piece: Callable[[], None]) -> None:
+        """Run one piece of application work with the watchdog timing it."""
+        self.watchdog.begin(description)
+        try:
+            piece()
+        finally:
+            self.watchdog.end()
+
+    def _start_application(self, conn: HTTPConnection, request: Request, description: str) -> None:
         started = time.monotonic()
         try:
             body = conn.take_body()
@@ -303,7 +321,7 @@ class Engine:
             conn,
             request,
             debug=self.config.debug,
-            resubmit=lambda piece: self.pool.submit(piece),
+            resubmit=lambda piece: self.pool.submit(self._watched, description, piece),
             on_finished=lambda writer: log_access(writer, environ, started),
             on_complete=complete,
         )
