@@ -1,0 +1,165 @@
+"""Properties of the sans-IO request parser, over random bytes and random splits.
+
+1. Whatever the bytes, the parser yields requests and body events or raises ``ProtocolError``: never another
+   exception (an IndexError or a UnicodeDecodeError here would be a 500, or a dead connection, for one client).
+2. However the same bytes are split across reads, the parser reaches the same verdict: the same requests, the
+   same bodies, the same trailers, and the same refusal status. A parser whose answer depends on how TCP
+   happened to segment a stream is one a smuggler can steer.
+3. Well-formed requests, built at random (methods, targets, fields, Content-Length or chunked bodies with
+   extensions and trailers, several pipelined), parse back into exactly what was built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from server.http import NEED_DATA, Data, EndOfMessage, Limits, ProtocolError, Request, RequestParser
+
+# Small limits, so that random inputs reach them too.
+LIMITS = Limits(max_header_bytes=2048, max_header_count=20, max_target_length=512, max_body_bytes=4096)
+
+
+@dataclass
+class Outcome:
+    """What a stream of bytes parsed into: normalised so that Data boundaries do not matter."""
+
+    messages: list[tuple[Request, bytes, list[tuple[str, str]]]]
+    refused: int | None  # the ProtocolError status, or None
+    partial: bool  # a request head or body was still incomplete at the end
+
+
+def parse(chunks: list[bytes]) -> Outcome:
+    parser = RequestParser(LIMITS)
+    messages: list[tuple[Request, bytes, list[tuple[str, str]]]] = []
+    request: Request | None = None
+    body = bytearray()
+    try:
+        for piece in chunks:
+            parser.feed(piece)
+            while True:
+                event = parser.next_event()
+                if event is NEED_DATA:
+                    break
+                if isinstance(event, Request):
+                    request, body = event, bytearray()
+                elif isinstance(event, Data):
+                    body += event.data
+                elif isinstance(event, EndOfMessage):
+                    assert request is not None
+                    messages.append((request, bytes(body), event.trailers))
+                    request = None
+                    parser.start_next()
+    except ProtocolError as error:
+        assert 400 <= error.status <= 599, error
+        return Outcome(messages, error.status, False)
+    return Outcome(messages, None, request is not None or parser.buffered > 0)
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces, start = [], 0
+    for point in [*points, len(data)]:
+        pieces.append(data[start:point])
+        start = point
+    return [p for p in pieces if p]
+
+
+def same_verdict(whole: Outcome, pieces: Outcome) -> None:
+    assert pieces.messages == whole.messages
+    assert pieces.refused == whole.refused
+
+
+# -- 1 and 2: any bytes ---------------------------------------------------------------------------------------
+
+# Bytes that matter to HTTP framing, so that random inputs are near-misses rather than noise.
+ATOMS = [
+    b"GET / HTTP/1.1\r\n", b"POST /x HTTP/1.1\r\n", b"GET / HTTP/1.0\r\n", b"Host: h\r\n", b"Host: a\r\n",
+    b"Content-Length: 3\r\n", b"Content-Length: 3, 3\r\n", b"Content-Length: 4\r\n", b"Transfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: gzip\r\n", b"Expect: 100-continue\r\n", b"Connection: close\r\n", b"Content-Type: a/b\r\n",
+    b"\r\n", b"\n", b"\r", b" ", b"\t", b":", b";", b",", b'"', b"\x00", b"\x01", b"\x7f", b"\xff", b"0\r\n",
+    b"3\r\n", b"3;ext=1\r\n", b"3 \r\n", b"abc", b"abc\r\n", b"X: y\r\n", b"X : y\r\n", b" folded\r\n", b"f" * 17,
+]  # fmt: skip
+streams = st.one_of(
+    st.binary(max_size=600),
+    st.lists(st.sampled_from(ATOMS), max_size=40).map(b"".join),
+)
+
+
+@given(data=streams, cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+@example(data=b"GET / HTTP/1.1\r\n\nHost: h\r\n\r\n", cuts=[16, 17])
+@example(data=b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX", cuts=[60])
+@example(data=b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", cuts=[1, 3])
+def test_any_bytes_give_requests_or_a_refusal_and_the_same_verdict_however_split(data, cuts):
+    whole = parse([data])
+    same_verdict(whole, parse(split(data, cuts)))
+
+
+@given(data=streams)
+def test_byte_by_byte_is_the_same_as_all_at_once(data):
+    whole = parse([data])
+    same_verdict(whole, parse([data[i : i + 1] for i in range(len(data))]))
+
+
+# -- 3: well-formed requests round-trip -------------------------------------------------------------------------
+
+token = st.text(alphabet="!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1,
+                max_size=12)  # fmt: skip
+field_value = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+                      max_size=30).map(lambda v: v.strip(" \t"))  # fmt: skip
+path = st.lists(st.text(alphabet="abcXYZ019-._~%!$&'()*+,;=:@", min_size=1, max_size=8), max_size=4).map(
+    lambda parts: "/" + "/".join(parts)
+)
+query = st.one_of(st.just(""), st.text(alphabet="abc=&%+19", max_size=12))
+reserved = {"host", "content-length", "transfer-encoding", "expect", "connection", "content-type", "te", "trailer"}
+fields = st.lists(st.tuples(token.filter(lambda n: n.lower() not in reserved), field_value), max_size=6)
+
+
+@st.composite
+def requests(draw) -> tuple[bytes, tuple[str, str, str, list[tuple[str, str]], bytes, list[tuple[str, str]]]]:
+    """One well-formed request as bytes, and what it should parse into."""
+    method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "X-CUSTOM"]))
+    target = draw(path) + (("?" + q) if (q := draw(query)) else "")
+    headers = [("host", draw(st.sampled_from(["h", "example.com:8080", "[::1]:80"])))]
+    headers += [(name.lower(), value) for name, value in draw(fields)]
+    body = draw(st.binary(max_size=300))
+    chunked = draw(st.booleans())
+    trailers: list[tuple[str, str]] = []
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
+    if chunked:
+        trailers = [(name.lower(), value) for name, value in draw(fields)]
+        sizes = draw(st.lists(st.integers(min_value=1, max_value=80), max_size=6))
+        framed, rest = bytearray(), body
+        for size in sizes:
+            piece, rest = rest[:size], rest[size:]
+            if piece:
+                ext = draw(st.sampled_from(["", ";a=b", ' ;name="quoted"', "\t;x"]))
+                framed += f"{len(piece):x}{ext}\r\n".encode() + piece + b"\r\n"
+        if rest:
+            framed += f"{len(rest):X}\r\n".encode() + rest + b"\r\n"
+        framed += b"0\r\n" + "".join(f"{n}: {v}\r\n" for n, v in trailers).encode("latin-1") + b"\r\n"
+        raw = (head + "Transfer-Encoding: chunked\r\n\r\n").encode("latin-1") + bytes(framed)
+    else:
+        raw = (head + f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+        headers.append(("content-length", str(len(body))))
+    if chunked:
+        headers.append(("transfer-encoding", "chunked"))
+    return raw, (method, target, "HTTP/1.1", headers, body, trailers)
+
+
+@given(batch=st.lists(requests(), min_size=1, max_size=4), cuts=st.lists(st.integers(0, 5000), max_size=10))
+def test_well_formed_pipelined_requests_parse_back_exactly(batch, cuts):
+    stream = b"".join(raw for raw, _ in batch)
+    outcome = parse(split(stream, cuts))
+    assert outcome.refused is None and not outcome.partial
+    assert len(outcome.messages) == len(batch)
+    for (request, body, trailers), (_, (method, target, version, headers, want_body, want_trailers)) in zip(
+        outcome.messages, batch, strict=True
+    ):
+        assert (request.method, request.target, request.version) == (method, target, version)
+        assert request.headers == headers
+        assert body == want_body
+        assert trailers == want_trailers
+        assert request.content_length == (None if request.chunked else len(want_body))
