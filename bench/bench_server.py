@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from bench import harness
 from bench.harness import Results, Scenario, Server
@@ -499,6 +500,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--idle", type=int, help="idle connections to hold (10000; --quick: 1000)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="also measure our server from another checkout (e.g. a git worktree of main) as 'ours-before'",
+    )
     args = parser.parse_args(argv)
     # --quick changes the defaults only: an explicit --duration, --rounds or --idle still wins.
     defaults = (
@@ -527,6 +534,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not have_wrk:
         skipped.append("throughput and workers: wrk is missing (apt-get install wrk)")
     chosen = [c for c in CONTENDERS if not args.only or c.name in args.only]
+    if args.before is not None:
+        before = args.before
+        chosen.insert(
+            1,
+            Contender(
+                "ours-before",
+                "server",
+                f"a checkout of this repository at {before}",
+                lambda port: harness.python_module_from(before, "server", APP, "--bind", f"127.0.0.1:{port}"),
+                f"default settings, from {before}",
+            ),
+        )
     contenders = []
     for contender in chosen:
         if available(contender):

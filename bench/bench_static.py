@@ -69,7 +69,7 @@ def our_static_server_works() -> str | None:
     return None
 
 
-def contenders(site: Path, cpu: int | None, only: Sequence[str]) -> list[Server]:
+def contenders(site: Path, cpu: int | None, only: Sequence[str], before: Path | None = None) -> list[Server]:
     servers = []
 
     def wanted(name: str) -> bool:
@@ -81,6 +81,12 @@ def contenders(site: Path, cpu: int | None, only: Sequence[str]) -> list[Server]
             port = harness.free_port()
             argv = harness.python_argv("-m", "server", "--static", f"/={site}", "--bind", f"127.0.0.1:{port}")
             servers.append(Server("ours", argv, port, cpu=cpu))
+            if before is not None:
+                port = harness.free_port()
+                argv = harness.python_module_from(
+                    before, "server", "--static", f"/={site}", "--bind", f"127.0.0.1:{port}"
+                )
+                servers.append(Server("ours-before", argv, port, cpu=cpu))
         else:
             print(f"skipping our server: {reason}")
     if wanted("nginx"):
@@ -171,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", default=[], choices=["ours", "nginx", "http.server"], help="repeatable"
     )
+    parser.add_argument(
+        "--before", type=Path, metavar="DIR", help="also measure our server from another checkout, as 'ours-before'"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration = 1, 3.0
@@ -181,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_cpu, wrk_cpu = choose_cpus()
     with tempfile.TemporaryDirectory(prefix="bench-static-") as tmp:
         site = make_site(Path(tmp))
-        servers = contenders(site, server_cpu, args.only)
+        servers = contenders(site, server_cpu, args.only, args.before)
         if not servers:
             print("nothing to measure", file=sys.stderr)
             return 2

@@ -710,3 +710,16 @@ def write_results(name: str, text: str) -> Path:
 def python_argv(*args: str) -> list[str]:
     """``python ARGS`` with the interpreter running the benchmark, so servers see the same packages."""
     return [sys.executable, *args]
+
+
+def python_module_from(checkout: Path, module: str, *args: str) -> list[str]:
+    """``python -m MODULE ARGS`` with another checkout of this repository first on the import path.
+
+    For measuring a change side by side with the code before it (``git worktree add /tmp/before main``): the
+    packages installed for the benchmark stay the same, only this project's own modules come from ``checkout``.
+    """
+    bootstrap = (
+        "import runpy, sys; sys.argv[0] = sys.argv[1]; del sys.argv[1]; "
+        f"sys.path.insert(0, {str(checkout.resolve())!r}); runpy.run_module({module!r}, run_name='__main__')"
+    )
+    return [sys.executable, "-c", bootstrap, module, *args]
