@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -17,22 +18,55 @@ from collections.abc import Callable, Sequence
 
 from server import SERVER_SOFTWARE
 from server.config import Config
-from server.listeners import BindError, Listener, open_listener, parse_bind
+from server.listeners import BindError, Listener, open_listeners, parse_bind
 from server.loader import LoadError, load_app
 from server.loop import loop_name
-from server.proxy import TrustedProxies
+from server.proxy import HEADER_FAMILIES, TrustedProxies
 from server.workers import Supervisor, pin_to_cpu
 
 log = logging.getLogger("server")
 DEMO_APP = "apps.demo:app"
 
 
+def _fail(message: str) -> int:
+    """Write the one line every failed invocation ends with, and give the exit status that goes with it."""
+    # Messages built from exceptions may span lines (an OSError's path, an app's own error text).
+    sys.stderr.write(f"python -m server: error: {' '.join(message.split())}\n")
+    return 2
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"python -m server: error: {message}\n")
-        sys.exit(2)
+        sys.exit(_fail(message))
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Append "(default: X)" to an option's help only where it says something.
+
+    The stock formatter appends it to every option, so a help text that states its own default got a second
+    one, and options whose default means "not set" read "(default: None)", "(default: False)" or
+    "(default: )". Those say nothing the help text does not; a help text that names its default keeps it.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or "%(default)" in text or not action.option_strings:
+            return text
+        if action.default in (None, False, "", [], argparse.SUPPRESS):
+            return text
+        if action.metavar == "SIZE" and isinstance(action.default, int):
+            return f"{text} (default: {_human_size(action.default)})"  # 16M, not 16777216
+        return f"{text} (default: %(default)s)"
+
+
+def _human_size(value: int) -> str:
+    """A byte count in the largest of _size's units that divides it exactly, so that _size reads it back."""
+    for suffix, scale in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if value >= scale and value % scale == 0:
+            return f"{value // scale}{suffix}"
+    return str(value)
 
 
 def _positive_int(text: str) -> int:
@@ -45,17 +79,43 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _parse_seconds(text: str, zero_allowed: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
+    # "inf" and "nan" parse as floats, but no timer can wait for them: a deadline of inf never fires and
+    # nan compares false with everything.
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
+    if zero_allowed and value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (never) or more seconds")
+    if not zero_allowed and not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
     return value
 
 
-def _size(text: str) -> int:
+def _seconds(text: str) -> float:
+    """A timeout that must run out: more than 0 seconds."""
+    return _parse_seconds(text, zero_allowed=False)
+
+
+def _seconds_or_never(text: str) -> float:
+    """A timeout where 0 means never (``--timeout``)."""
+    return _parse_seconds(text, zero_allowed=True)
+
+
+def _parse_size(text: str, minimum: int) -> int:
     """Bytes, with an optional K, M or G suffix (powers of 1024)."""
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
     text = text.strip().lower().removesuffix("b").removesuffix("i")
@@ -63,11 +123,22 @@ def _size(text: str) -> int:
     number = text[:-1] if scale > 1 else text
     try:
         value = int(float(number) * scale)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf", "1e400"
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 65536, 64K, 10M)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1 byte")
+    if value < minimum:
+        unit = "byte" if minimum == 1 else "bytes"
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum} {unit}")
     return value
+
+
+def _size(text: str) -> int:
+    """A limit in bytes: at least 1."""
+    return _parse_size(text, minimum=1)
+
+
+def _rate(text: str) -> int:
+    """Bytes per second, where 0 turns the check off (``--min-body-rate``)."""
+    return _parse_size(text, minimum=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m server",
         description="Serve a WSGI application over HTTP/1.1 (with no app: the demo site).",
         epilog="Every option can also be set as an environment variable SERVER_<NAME>, e.g. SERVER_WORKERS=4.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "app",
@@ -105,28 +176,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="close a connection whose client stops reading for this long")
     add("--graceful-timeout", type=_seconds, default=defaults.graceful_timeout, metavar="SECONDS",
         help="on SIGTERM, how long in-flight requests may take to finish")
+    add("--timeout", type=_seconds_or_never, default=defaults.timeout, metavar="SECONDS",
+        help="report an app request running longer than this, with its stack; under --workers, replace a worker "
+             "whose every thread is past it (0: never)")
+    add("--min-body-rate", type=_rate, default=defaults.min_body_rate, metavar="BYTES_PER_SECOND",
+        help="slowest average rate a request body may arrive at once --body-timeout's grace is spent "
+             "(408 below it; 0: no minimum)")
     add("--max-header-bytes", type=_size, default=defaults.max_header_bytes, metavar="SIZE",
         help="largest request head (431 beyond)")
     add("--max-body-bytes", type=_size, default=defaults.max_body_bytes, metavar="SIZE",
         help="largest request body (413 beyond)")
     add("--max-connections", type=_positive_int, default=defaults.max_connections, metavar="N",
         help="open connections per process (503 beyond)")
+    add("--max-buffered-bytes", type=_size, default=defaults.max_buffered_bytes, metavar="SIZE",
+        help="what all request bodies held by one process, in memory and spooled, may add up to (503 beyond)")
     add("--access-log", default=defaults.access_log, metavar="-|FILE|off",
         help="where the access log (combined format + response time) goes")
     add("--log-level", choices=("debug", "info", "warning", "error"), default=defaults.log_level,
         help="the error log's level")
     add("--debug", action="store_true", help="show tracebacks in 500 responses (never in production)")
     add("--forwarded-allow-ips", default="", metavar="LIST",
-        help="comma-separated proxies (IPs, CIDRs, '*', 'unix') whose X-Forwarded-*/Forwarded headers are trusted")
+        help="comma-separated proxies (IPs, CIDRs, '*', 'unix') whose forwarding headers are trusted")
+    add("--proxy-headers", choices=HEADER_FAMILIES, default=defaults.proxy_headers,
+        help="which headers those proxies write: X-Forwarded-For/-Proto, or RFC 7239 Forwarded (the other "
+             "family is ignored)")
     add("--static", action="append", metavar="URL=DIR",
         help="serve DIR's files at URL, from the event loop with sendfile; repeatable")
-    add("--static-max-age", type=int, default=None, metavar="SECONDS",
-        help="Cache-Control max-age for static files")
+    add("--static-max-age", type=_non_negative_int, default=defaults.static_max_age, metavar="SECONDS",
+        help="send Cache-Control: public, max-age=SECONDS with static files (default: no Cache-Control)")
     add("--static-listing", action="store_true", help="list directories that have no index.html")
     add("--static-dotfiles", action="store_true", help="serve files and directories whose names start with a dot")
     add("--follow-symlinks", action="store_true", help="follow symlinks that point outside a static directory")
     add("--data-dir", default=None, metavar="DIR",
-        help="where the demo site keeps its data (exported to the app as SERVER_DATA_DIR; default ./var)")
+        help="where the demo site keeps its data, exported to the app as SERVER_DATA_DIR (default: ./var)")
     add("--version", action="version", version=SERVER_SOFTWARE)
     # fmt: on
     return parser
@@ -134,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _REPEATABLE = {"bind", "static"}
 _FLAGS = {"debug", "static_listing", "static_dotfiles", "follow_symlinks"}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 def _environment_defaults(parser: argparse.ArgumentParser, environ: dict[str, str]) -> None:
@@ -144,17 +228,22 @@ def _environment_defaults(parser: argparse.ArgumentParser, environ: dict[str, st
         value = environ.get(f"SERVER_{action.dest.upper()}")
         if value is None:
             continue
+        name = f"SERVER_{action.dest.upper()}"
         if action.dest in _FLAGS:
-            parser.set_defaults(**{action.dest: value.strip().lower() in ("1", "true", "yes", "on")})
+            # A typo such as SERVER_DEBUG=ture must not quietly mean "off".
+            word = value.strip().lower()
+            if word not in _TRUE + _FALSE:
+                parser.error(f"{name}: {value!r} is not one of {', '.join(_TRUE)} or {', '.join(_FALSE[:-1])}")
+            parser.set_defaults(**{action.dest: word in _TRUE})
         elif action.dest in _REPEATABLE:
             parser.set_defaults(**{action.dest: [v.strip() for v in value.split(",") if v.strip()]})
         else:
             try:
-                converted = action.type(value) if action.type else value
-            except argparse.ArgumentTypeError as error:
-                parser.error(f"SERVER_{action.dest.upper()}: {error}")
+                converted = action.type(value) if callable(action.type) else value
+            except (argparse.ArgumentTypeError, ValueError) as error:
+                parser.error(f"{name}: {error}")
             if action.choices and converted not in action.choices:
-                parser.error(f"SERVER_{action.dest.upper()}: {value!r} is not one of {', '.join(action.choices)}")
+                parser.error(f"{name}: {value!r} is not one of {', '.join(action.choices)}")
             parser.set_defaults(**{action.dest: converted})
     if "SERVER_APP" in environ:
         parser.set_defaults(app=environ["SERVER_APP"])
@@ -180,13 +269,17 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
         body_timeout=args.body_timeout,
         send_timeout=args.send_timeout,
         graceful_timeout=args.graceful_timeout,
+        timeout=args.timeout,
+        min_body_rate=args.min_body_rate,
         max_header_bytes=args.max_header_bytes,
         max_body_bytes=args.max_body_bytes,
         max_connections=args.max_connections,
+        max_buffered_bytes=args.max_buffered_bytes,
         access_log=args.access_log,
         log_level=args.log_level,
         debug=args.debug,
         forwarded_allow_ips=tuple(a.strip() for a in args.forwarded_allow_ips.split(",") if a.strip()),
+        proxy_headers=args.proxy_headers,
         static=tuple(args.static or ()),
         static_max_age=args.static_max_age,
         static_listing=args.static_listing,
@@ -196,7 +289,10 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
 
 
 def configure_logging(config: Config) -> None:
-    """The error log to stderr at ``--log-level``; the access log to stdout, a file, or nowhere."""
+    """The error log to stderr at ``--log-level``; the access log to stdout, a file, or nowhere.
+
+    The access log file is opened here, in the parent before any worker is forked (they inherit it), so a
+    path that cannot be written raises ValueError now instead of failing later."""
     logging.basicConfig(
         level=config.log_level.upper(),
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
@@ -208,7 +304,15 @@ def configure_logging(config: Config) -> None:
     if config.access_log == "off":
         access.setLevel(logging.CRITICAL + 1)
         return
-    handler = logging.StreamHandler(sys.stdout) if config.access_log == "-" else logging.FileHandler(config.access_log)
+    handler: logging.Handler
+    if config.access_log == "-":
+        handler = logging.StreamHandler(sys.stdout)
+    else:
+        try:
+            handler = logging.FileHandler(config.access_log)
+        except OSError as error:  # no such directory, a directory, no permission, read-only file system
+            reason = error.strerror or str(error)
+            raise ValueError(f"--access-log {config.access_log}: cannot open it for appending: {reason}") from None
     handler.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(handler)
     access.setLevel(logging.INFO)
@@ -221,15 +325,28 @@ def _not_found_app(environ: dict, start_response: Callable) -> list[bytes]:
     return [body]
 
 
+def _check_static(specs: Sequence[str]) -> None:
+    """Each ``--static URL=DIR`` well formed, naming a directory this process can list and look into.
+
+    The engine parses the mounts again when it starts; checking here makes a bad one an error at the
+    command line instead of a 403 or 500 on every request for it."""
+    from server.static import StaticOptions, parse_mount
+
+    for spec in specs:
+        directory = parse_mount(spec, StaticOptions()).root
+        try:
+            with os.scandir(directory) as entries:  # needs read permission
+                next(entries, None)
+            os.stat(os.path.join(directory, "."))  # needs search (x) permission, like every file in it
+        except OSError as error:
+            raise ValueError(f"--static {spec}: cannot read {directory}: {error.strerror or error}") from None
+
+
 def prepare(config: Config) -> tuple[Config, Callable, list[Listener]]:
     """Check everything that can be wrong before serving: raises LoadError, BindError or ValueError."""
     loop_name(config.loop)
-    TrustedProxies(config.forwarded_allow_ips)
-    if config.static:
-        from server.static import StaticOptions, parse_mount
-
-        for spec in config.static:
-            parse_mount(spec, StaticOptions())
+    TrustedProxies(config.forwarded_allow_ips, config.proxy_headers)
+    _check_static(config.static)
     if config.app:
         app = load_app(config.app)
     elif config.static:
@@ -239,15 +356,8 @@ def prepare(config: Config) -> tuple[Config, Callable, list[Listener]]:
         from apps.demo import STATIC_MOUNT
 
         config = Config(**{**config.__dict__, "static": (STATIC_MOUNT,)})
-    addresses = [parse_bind(b) for b in config.binds]
-    listeners: list[Listener] = []
-    try:
-        for address in addresses:
-            listeners.append(open_listener(address))
-    except BindError:
-        for listener in listeners:
-            listener.sock.close()
-        raise
+        _check_static(config.static)  # the site's own files: missing only from a broken installation
+    listeners = open_listeners([parse_bind(b) for b in config.binds])
     return config, app, listeners
 
 
@@ -271,13 +381,19 @@ def serve(config: Config, app: Callable, listeners: list[Listener]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(argv)
-    configure_logging(config)
     name = config.app or ("static files" if config.static else "the demo site")
     try:
+        configure_logging(config)
         config, app, listeners = prepare(config)
     except (LoadError, BindError, ValueError, OSError) as error:
-        sys.stderr.write(f"python -m server: error: {error}\n")
-        return 2
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C while the app was loading: the person knows why; no traceback, the shell's status
+    except Exception as error:
+        # The last resort of the one-line promise: a check above that missed a case. The traceback is still
+        # there for whoever asks for it with --log-level debug.
+        log.debug("starting failed", exc_info=True)
+        return _fail(f"{type(error).__name__}: {error}")
     for listener in listeners:
         log.info(
             "serving %s on %s (workers: %d, threads: %d, loop: %s)",

@@ -7,6 +7,9 @@ before anything else starts. Three forms are accepted:
     HOST:PORT          127.0.0.1:8000, 0.0.0.0:80, localhost:8080
     [IPV6]:PORT        [::1]:8000, [::]:8000
     unix:PATH          unix:/run/site.sock (for a reverse proxy on the same machine)
+
+``open_listeners`` opens all of them or none, and tells an address given twice (or two that overlap, such as
+``0.0.0.0:8000`` and ``127.0.0.1:8000``) apart from a port some other program holds.
 """
 
 from __future__ import annotations
@@ -115,6 +118,72 @@ def open_listener(address: BindAddress, backlog: int = 2048) -> Listener:
             reason = "address already in use (is another server running on it?)"
         raise BindError(f"cannot listen on {address}: {reason}") from None
     return Listener(sock, address)
+
+
+def open_listeners(addresses: list[BindAddress]) -> list[Listener]:
+    """Open every address, or none: on failure the ones already open are closed and BindError is raised.
+
+    An address given twice would otherwise fail as "address already in use (is another server running on
+    it?)", sending the operator to look for a server that does not exist; so repeats are refused up front,
+    and a bind that collides with one of our own earlier listeners (another spelling of the same address, or
+    a wildcard that covers it) names that earlier --bind instead.
+    """
+    seen: dict[tuple[int, str, int], BindAddress] = {}
+    for address in addresses:
+        key = _identity(address)
+        if key in seen:
+            if str(seen[key]) == str(address):
+                raise BindError(f"--bind {address} is given twice; give each address once")
+            raise BindError(f"--bind {seen[key]} and --bind {address} are the same address; give it once")
+        if address.family == socket.AF_UNIX or address.port != 0:  # port 0 twice: two different free ports
+            seen[key] = address
+    listeners: list[Listener] = []
+    try:
+        for address in addresses:
+            try:
+                listeners.append(open_listener(address))
+            except BindError:
+                earlier = _clash_with_own(address, listeners)
+                if earlier is None:
+                    raise
+                raise BindError(
+                    f"cannot listen on {address}: --bind {earlier.address} on the same command line already "
+                    "covers it (the same address given twice?)"
+                ) from None
+    except BindError:
+        for listener in listeners:
+            listener.sock.close()
+            if listener.address.family == socket.AF_UNIX:
+                with contextlib.suppress(OSError):
+                    os.unlink(listener.address.host)  # we made it; nothing will serve on it now
+        raise
+    return listeners
+
+
+def _identity(address: BindAddress) -> tuple[int, str, int]:
+    """What makes two --bind values the same socket: unix paths compare as absolute paths."""
+    if address.family == socket.AF_UNIX:
+        return address.family, os.path.abspath(address.host), 0
+    return address.family, address.host, address.port
+
+
+def _clash_with_own(address: BindAddress, listeners: list[Listener]) -> Listener | None:
+    """The listener we opened ourselves that makes ``address`` unbindable, if any.
+
+    Only asked after a bind failed: a unix path that one of ours is bound to (its spelling may differ), or a
+    TCP port one of ours holds in the same family (``localhost:8000`` after ``127.0.0.1:8000``, or any host
+    after the wildcard). A fixed port is compared, never 0, which always gets a fresh port.
+    """
+    for listener in listeners:
+        if listener.address.family != address.family:
+            continue
+        if address.family == socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(listener.address.host, address.host):
+                    return listener
+        elif address.port and listener.sock.getsockname()[1] == address.port:
+            return listener
+    return None
 
 
 def _remove_stale_unix_socket(path: str) -> None:
