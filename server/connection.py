@@ -192,10 +192,10 @@ class HTTPConnection:
                     self.reactor.arm(self.fd, READ)
                     return
                 kind = type(event)
-                if kind is Data:
+                if type(event) is Data:
                     if not self._store_body(event.data):
                         return
-                elif kind is Request:
+                elif type(event) is Request:
                     if not self._begin_request(event):
                         return
                 elif kind is EndOfMessage:
@@ -299,15 +299,17 @@ class HTTPConnection:
         self.requests_seen += 1
         self.state = BUSY
         self.response_started = False
+        request = self.request
+        assert request is not None
         if self.static_mount is not None:
             self.deadline = NEVER  # answered synchronously: the response itself sets the next deadline
-            self.engine.serve_static(self, self.request, self.static_mount)
+            self.engine.serve_static(self, request, self.static_mount)
             return True
         # A worker owns the connection now. The deadline only keeps the sweep looking at it: the watchdog
         # reports an application that runs past the timeout.
         timeout = self.engine.config.timeout
         self.deadline = time.monotonic() + timeout if timeout else NEVER
-        self.engine.pool.submit(self.engine.handle_request, self, self.request)
+        self.engine.pool.submit(self.engine.handle_request, self, request)
         return False
 
     def take_body(self) -> Any:

@@ -95,9 +95,9 @@ class Engine:
         # arrives, released by whichever thread ends the request.
         self.buffered_bytes = 0
         self._budget_lock = threading.Lock()
-        timeouts = (config.keepalive_timeout, config.header_timeout, config.body_timeout, config.send_timeout)
+        timeouts = [config.keepalive_timeout, config.header_timeout, config.body_timeout, config.send_timeout]
         if config.timeout > 0:
-            timeouts += (config.timeout,)  # so the watchdog's reports and heartbeats come well within it
+            timeouts.append(config.timeout)  # so the watchdog's reports and heartbeats come well within it
         self._sweep_interval = max(0.05, min(1.0, min(timeouts) / 4))
 
     # -- life cycle -------------------------------------------------------------------------------------------------

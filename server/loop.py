@@ -164,7 +164,11 @@ class SelectPoller:
         pass
 
 
-POLLERS = {"epoll": EpollPoller, "poll": PollPoller, "select": SelectPoller}
+POLLERS: dict[str, type[EpollPoller | PollPoller | SelectPoller]] = {
+    "epoll": EpollPoller,
+    "poll": PollPoller,
+    "select": SelectPoller,
+}
 
 
 def loop_name(kind: str = "auto") -> str:

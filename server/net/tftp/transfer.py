@@ -167,7 +167,8 @@ class _Transfer:
 
     def tick(self, now: float) -> list[Datagram]:
         """Retransmit after a timeout, or give up when the retries are spent."""
-        if self.deadline is None or now < self._deadline:
+        deadline = self.deadline
+        if deadline is None or now < deadline:
             return []
         if self._retries >= self.settings.retries:
             gone = f"timed out after {self._retries} retransmissions"
