@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "ci",
-    max_examples=60,
+    max_examples=100,
     # No timing assertions: a loaded CI machine must not turn a slow example into a failure.
     deadline=None,
     derandomize=True,

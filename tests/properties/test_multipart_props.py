@@ -18,6 +18,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+from framework.datastructures import MultiDict
 from framework.errors import HTTPError
 from framework.forms import UploadedFile, parse_multipart
 
@@ -170,20 +171,32 @@ def parse(data: bytes, boundary: str, cuts: list[int], *, known_length: bool, **
     return parse_multipart(reader(data, cuts), boundary, length, **limits)  # type: ignore[arg-type]
 
 
-def check_parts(result, body: Body) -> None:
-    """The fields and the files are exactly what was encoded, in order."""
+def grouped(pairs: list[tuple[str, object]]) -> dict[str, list[object]]:
+    """Values by name, in order within each name: what a MultiDict keeps (it does not keep the order across)."""
+    groups: dict[str, list[object]] = {}
+    for name, value in pairs:
+        groups.setdefault(name, []).append(value)
+    return groups
+
+
+def check_parts(result: tuple[MultiDict, MultiDict], body: Body) -> None:
+    """The fields and the files are exactly what was encoded, in order for each name."""
     fields, files = result
-    expected_fields = [(p.name, p.value) for p in body.parts if p.filename is None]
-    expected_files = [p for p in body.parts if p.filename is not None]
-    assert [(name, value) for name, value in fields.items_all()] == expected_fields
     uploads = [upload for _, upload in files.items_all()]
     try:
-        assert len(uploads) == len(expected_files)
-        for upload, part in zip(uploads, expected_files, strict=True):
-            assert (upload.field, upload.filename) == (part.name, part.filename)
-            assert upload.read() == part.data and upload.size == len(part.data)
-            assert upload.content_type == (part.media_type or "application/octet-stream").lower()
-            assert_no_path(upload.safe_filename)
+        expected_fields = grouped([(p.name, p.value) for p in body.parts if p.filename is None])
+        assert {name: fields.getall(name) for name in fields} == expected_fields
+        expected_files = grouped([(p.name, p) for p in body.parts if p.filename is not None])
+        assert set(files) == set(expected_files)
+        for name, expected in expected_files.items():
+            got = files.getall(name)
+            assert len(got) == len(expected)
+            for upload, part in zip(got, expected, strict=True):
+                assert isinstance(part, Part)
+                assert (upload.field, upload.filename) == (part.name, part.filename)
+                assert upload.read() == part.data and upload.size == len(part.data)
+                assert upload.content_type == (part.media_type or "application/octet-stream").lower()
+                assert_no_path(upload.safe_filename)
     finally:
         for upload in uploads:
             upload.close()
@@ -200,6 +213,22 @@ def assert_no_path(name: str) -> None:
 @example(
     body=Body("b", (), b"--b--\r\n", 5),
     cuts=[1, 2, 3],
+    known_length=True,
+)
+@example(  # two files under one name around another: a MultiDict keeps order per name only
+    body=Body(
+        "0",
+        (
+            Part("", "", None, None, "", b"1", "browser"),
+            Part('"', "", None, None, "", b"2", "browser"),
+            Part("", "", None, None, "", b"3", "browser"),
+        ),
+        b'--0\r\nContent-Disposition: form-data; name=""; filename=""\r\n\r\n1\r\n'
+        b'--0\r\nContent-Disposition: form-data; name="%22"; filename=""\r\n\r\n2\r\n'
+        b'--0\r\nContent-Disposition: form-data; name=""; filename=""\r\n\r\n3\r\n--0--',
+        200,
+    ),
+    cuts=[],
     known_length=True,
 )
 def test_whole_bodies_come_back_byte_exact(body: Body, cuts: list[int], known_length: bool) -> None:
