@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,36 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+def run_in(directory, *args: str, env: dict[str, str] | None = None, argv0: list[str] | None = None):
+    """``python -m server ARGS`` started in ``directory`` (where a test put its own app module)."""
+    return subprocess.run(
+        [*(argv0 or []), sys.executable, "-m", "server", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """The CLI's promise for a bad invocation: exit 2, one line on stderr, no traceback; returns the line."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("python -m server: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_help_documents_every_option():
     result = run_cli("--help")
     assert result.returncode == 0
@@ -36,8 +67,38 @@ def test_help_documents_every_option():
         "--bind", "--workers", "--threads", "--loop", "--keepalive-timeout", "--header-timeout",
         "--max-header-bytes", "--max-body-bytes", "--max-connections", "--access-log", "--log-level",
         "--debug", "--forwarded-allow-ips", "--static", "--graceful-timeout",
+        "--timeout", "--min-body-rate", "--max-buffered-bytes", "--proxy-headers",
     ):  # fmt: skip
         assert option in result.stdout
+
+
+def test_help_prints_each_default_once():
+    result = run_cli("--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines; compare words
+    assert not re.search(r"\(default: [^)]*\)\s*\(default:", text), result.stdout
+    for empty in ("(default: None)", "(default: False)", "(default: )", "(default: [])"):
+        assert empty not in text
+    for option, default in (
+        ("--bind ADDR", "127.0.0.1:8000"),
+        ("--workers", "1"),
+        ("--max-body-bytes SIZE", "16M"),
+        ("--timeout SECONDS", "30.0"),
+        ("--proxy-headers", "x-forwarded"),
+    ):  # fmt: skip
+        entry = " ".join(next(e for e in help_entries(result.stdout) if e.startswith(option)).split())
+        assert entry.count("(default:") == 1 and f"(default: {default})" in entry, entry
+
+
+def help_entries(text: str) -> list[str]:
+    """--help's options, one string each: an entry starts at a line indented by two and ends at the next."""
+    entries: list[str] = []
+    for line in text.splitlines():
+        if re.match(r"  \S", line):
+            entries.append(line.strip())
+        elif entries and line.startswith("   "):
+            entries[-1] += " " + line.strip()
+    return entries
 
 
 @pytest.mark.parametrize(
@@ -53,14 +114,164 @@ def test_help_documents_every_option():
         (["apps.hello:app", "--max-body-bytes", "lots"], "not a size"),
         (["apps.hello:app", "--forwarded-allow-ips", "not-an-ip"], "not an IP address"),
         (["not a spec"], "not of the form module:attribute"),
+        (["apps.hello:app", "--static-max-age", "-5"], "--static-max-age: '-5' must be 0 or more"),
+        (["apps.hello:app", "--static", "nodir"], "--static expects URL=DIR"),
+        (["apps.hello:app", "--static", "/s=/no/such/dir"], "is not a directory"),
+        (["apps.hello:app", "--workers", "0"], "--workers"),
+        (["apps.hello:app", "--keepalive-timeout", "inf"], "not a finite number"),
+        (["apps.hello:app", "--header-timeout", "nan"], "--header-timeout"),
+        (["apps.hello:app", "--max-body-bytes", "1e400"], "not a size"),
+        (["apps.hello:app", "--timeout", "-1"], "--timeout"),
+        (["apps.hello:app", "--timeout", "inf"], "--timeout"),
+        (["apps.hello:app", "--min-body-rate", "-1"], "--min-body-rate"),
+        (["apps.hello:app", "--max-buffered-bytes", "0"], "--max-buffered-bytes"),
+        (["apps.hello:app", "--proxy-headers", "x-real-ip"], "--proxy-headers"),
+        (["apps.hello:app()"], "factory apps.hello:app() failed"),
     ],
 )
 def test_bad_invocations_exit_2_with_one_clear_line(args, message):
-    result = run_cli(*args)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert message in lines[0]
+    assert_one_line(run_cli(*args), message)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SERVER_STATIC_MAX_AGE", "abc", "SERVER_STATIC_MAX_AGE: 'abc' is not a whole number"),
+        ("SERVER_STATIC_MAX_AGE", "-5", "SERVER_STATIC_MAX_AGE"),
+        ("SERVER_DEBUG", "ture", "SERVER_DEBUG: 'ture'"),
+        ("SERVER_TIMEOUT", "soon", "SERVER_TIMEOUT"),
+        ("SERVER_MIN_BODY_RATE", "-1", "SERVER_MIN_BODY_RATE"),
+        ("SERVER_MAX_BUFFERED_BYTES", "lots", "SERVER_MAX_BUFFERED_BYTES"),
+        ("SERVER_PROXY_HEADERS", "both", "SERVER_PROXY_HEADERS"),
+    ],
+)
+def test_bad_environment_values_exit_2_with_one_clear_line(variable, value, message):
+    assert_one_line(run_cli("apps.hello:app", env={variable: value}), message)
+
+
+@pytest.mark.parametrize("where", ["missing directory", "a directory"])
+def test_access_log_that_cannot_be_opened_is_one_line(tmp_path, where):
+    path = tmp_path / "no" / "such" / "access.log" if where == "missing directory" else tmp_path
+    result = run_cli("apps.hello:app", "--bind", "127.0.0.1:0", "--access-log", str(path))
+    assert_one_line(result, f"--access-log {path}", "cannot open it")
+
+
+def test_static_max_age_zero_is_accepted_and_sent(tmp_path):
+    assert parse_config(["--static-max-age", "0"], environ={}).static_max_age == 0
+    (tmp_path / "a.txt").write_text("a")
+    with ServerProcess("--static", f"/s={tmp_path}", "--static-max-age", "0") as server:
+        response = requests.get(server.url + "/s/a.txt", timeout=TIMEOUT)
+        assert response.headers["Cache-Control"] == "public, max-age=0"
+
+
+def test_the_same_address_twice_is_named_as_such(tmp_path):
+    port = free_port()
+    line = assert_one_line(
+        run_cli("apps.hello:app", "--bind", f"127.0.0.1:{port}", "--bind", f"127.0.0.1:{port}"), "given twice"
+    )
+    assert "another server" not in line
+    # Two spellings of one address, or a wildcard that covers the other: the earlier --bind is named.
+    for first in (f"0.0.0.0:{port}", f"localhost:{port}"):
+        line = assert_one_line(run_cli("apps.hello:app", "--bind", first, "--bind", f"127.0.0.1:{port}"))
+        assert f"--bind {first}" in line and "another server" not in line
+    sock = tmp_path / "s.sock"
+    line = assert_one_line(
+        run_cli("apps.hello:app", "--bind", f"unix:{sock}", "--bind", f"unix:{tmp_path}/./s.sock"), "same address"
+    )
+    assert not sock.exists()  # nothing left behind by a start that failed
+
+
+def test_port_zero_twice_is_two_free_ports():
+    with ServerProcess("apps.hello:app", "--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0", bind=False) as server:
+        ports = wait_for(
+            lambda: len(found := set(re.findall(r"http://127\.0\.0\.1:(\d+)", server.output()))) == 2 and found
+        )
+        for port in ports:
+            assert requests.get(f"http://127.0.0.1:{port}/", timeout=TIMEOUT).status_code == 200
+
+
+def test_a_module_alone_names_the_attribute_it_looked_for():
+    line = assert_one_line(run_cli("apps.hello"), "'application'", "module:attr")
+    assert "apps.hello:app" in line  # the module's own callable, offered
+
+
+def test_an_app_that_calls_sys_exit_is_a_load_error(tmp_path):
+    (tmp_path / "quitter.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "quitting_factory.py").write_text("import sys\ndef make():\n    sys.exit('no config')\n")
+    assert_one_line(run_in(tmp_path, "quitter:app"), "importing 'quitter' failed", "sys.exit(3)")
+    assert_one_line(run_in(tmp_path, "quitting_factory:make()"), "factory quitting_factory:make() failed", "no config")
+
+
+def test_an_app_with_a_syntax_error_is_one_line(tmp_path):
+    (tmp_path / "typo_app.py").write_text("def app(environ, start_response:\n    pass\n")
+    assert_one_line(run_in(tmp_path, "typo_app:app"), "syntax error in", "typo_app.py:1")
+
+
+def test_a_factory_that_raises_is_one_line(tmp_path):
+    (tmp_path / "raising.py").write_text("def make():\n    raise RuntimeError('no database\\nat all')\n")
+    assert_one_line(run_in(tmp_path, "raising:make()"), "RuntimeError: no database at all")
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="root reads anything without setpriv")
+def test_an_unreadable_static_directory_is_one_line(tmp_path):
+    unreadable = tmp_path / "locked"
+    unreadable.mkdir()
+    unreadable.chmod(0)
+    # root reads any directory; without the two capabilities that let it, it is held to the permission bits.
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    try:
+        result = run_in(tmp_path, "--static", f"/s={unreadable}", "--bind", "127.0.0.1:0", argv0=drop)
+    finally:
+        unreadable.chmod(0o755)
+    assert_one_line(result, f"--static /s={unreadable}", "Permission denied")
+
+
+def test_new_settings_from_flags_and_environment():
+    config = parse_config(
+        [
+            "apps.hello:app", "--timeout", "0", "--min-body-rate", "0", "--max-buffered-bytes", "64M",
+            "--proxy-headers", "forwarded",
+        ],
+        environ={},
+    )  # fmt: skip
+    assert (config.timeout, config.min_body_rate, config.max_buffered_bytes, config.proxy_headers) == (
+        0,
+        0,
+        64 * 1024**2,
+        "forwarded",
+    )
+    config = parse_config(
+        ["apps.hello:app", "--min-body-rate", "2K"],
+        environ={
+            "SERVER_TIMEOUT": "2.5",
+            "SERVER_MIN_BODY_RATE": "100",
+            "SERVER_MAX_BUFFERED_BYTES": "1M",
+            "SERVER_PROXY_HEADERS": "forwarded",
+        },
+    )
+    assert (config.timeout, config.min_body_rate, config.max_buffered_bytes, config.proxy_headers) == (
+        2.5,
+        2048,  # the flag wins over SERVER_MIN_BODY_RATE
+        1024**2,
+        "forwarded",
+    )
+    defaults = parse_config(["apps.hello:app"], environ={})
+    assert defaults.max_body_bytes == 16 * 1024**2 and defaults.proxy_headers == "x-forwarded"
+
+
+def test_proxy_headers_choose_which_family_is_believed(tmp_path):
+    (tmp_path / "whoami.py").write_text(
+        "def app(environ, start_response):\n"
+        "    body = environ['REMOTE_ADDR'].encode()\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])\n"
+        "    return [body]\n"
+    )
+    both = {"Forwarded": "for=192.0.2.7", "X-Forwarded-For": "198.51.100.9"}
+    env = {"PYTHONPATH": str(ROOT)}
+    for family, believed in (("forwarded", "192.0.2.7"), ("x-forwarded", "198.51.100.9")):
+        args = ("whoami:app", "--forwarded-allow-ips", "127.0.0.1", "--proxy-headers", family)
+        with ServerProcess(*args, cwd=tmp_path, env=env) as server:
+            assert requests.get(server.url + "/", headers=both, timeout=TIMEOUT).text == believed
 
 
 def test_import_error_inside_the_app_module_is_explained(tmp_path):
