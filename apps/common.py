@@ -10,7 +10,8 @@ them under one site. For the site to feel like one, they agree on three things, 
   directory: a key made fresh at every start would turn every open form into a 403 after a restart, and with
   ``--workers 2`` each process would refuse the other's cookies.
 - **Templates and error pages.** All pages extend ``templates/base.html``; ``use_site_error_pages`` gives 404s
-  and 405s the same layout instead of the framework's plain page.
+  and 405s the same layout instead of the framework's plain page. ``templates/`` and ``static/`` are found at the
+  repository root, or inside this package once installed from a wheel (``TEMPLATES``, ``STATIC``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,21 @@ from typing import Any
 from framework import App, HTTPError, Request, Response
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "templates"
-STATIC = ROOT / "static"
+
+
+def _site_directory(name: str) -> Path:
+    """Where the site's ``static/`` or ``templates/`` folder is: inside this package when installed from a
+    wheel (pyproject.toml maps them to ``apps/static`` and ``apps/templates``), else at the repository root.
+
+    The installed copy is looked for first because it exists only in an installation, while the parent of an
+    installed ``apps`` is site-packages, where some other distribution may have put a folder of the same name.
+    """
+    shipped = Path(__file__).resolve().parent / name
+    return shipped if shipped.is_dir() else ROOT / name
+
+
+TEMPLATES = _site_directory("templates")
+STATIC = _site_directory("static")
 
 
 def default_data_dir() -> Path:

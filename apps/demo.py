@@ -11,9 +11,10 @@ its own prefix. Each lives in its own module, small enough to read in one sittin
     /flask/       apps/flask_mount.py   a Flask app mounted inside ours (when Flask is installed)
     /hello        apps/hello.py         the smallest WSGI application
 
-``/static/`` is not an app: ``python -m server`` mounts the repository's ``static/`` folder there itself
+``/static/`` is not an app: ``python -m server`` mounts the site's ``static/`` folder there itself
 (``STATIC_MOUNT``), and answers those requests straight from its event loop with ``os.sendfile``, without
-reaching any Python application. The site also serves ``static/`` from the app (``App(static=...)``), so it
+reaching any Python application (the folder is at the repository root, or inside ``apps`` once installed from a
+wheel: ``apps.common.STATIC``). The site also serves ``static/`` from the app (``App(static=...)``), so it
 looks the same under another WSGI server, or in tests through webtest, where nothing is in front of it.
 
 The examples keep their data in one data directory (``--data-dir DIR``, or ``./var``; see
