@@ -438,11 +438,14 @@ class RequestParser:
                 del buf[:2]
                 self._state = _CHUNK_HEAD
                 continue
-            line_end = buf.find(b"\r\n")
+            # As with the head, look only at what arrived since the last look: a trickled line stays linear.
+            line_end = buf.find(b"\r\n", max(0, self._scanned - 1))
             if line_end < 0:
-                if len(buf) > self.limits.max_chunk_line or (b"\n" in buf):
+                if len(buf) > self.limits.max_chunk_line or buf.find(b"\n", self._scanned) >= 0:
                     raise ProtocolError(400, "malformed chunk framing")
+                self._scanned = len(buf)
                 return NEED_DATA
+            self._scanned = 0
             line = bytes(buf[:line_end])
             del buf[: line_end + 2]
             if state == _CHUNK_HEAD:

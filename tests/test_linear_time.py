@@ -382,22 +382,12 @@ def _match(router: Router, path: str) -> None:
         pass
 
 
-# Parsers in files this test's author does not own, found quadratic: xfail until their owners fix them.
-KNOWN_SLOW: dict[str, str] = {
-    "http-chunk-extension-trickled": (
-        "server/http.py RequestParser._chunked_body searches the whole buffer for CRLF (and for LF) on every feed"
-        " while a chunk line is incomplete: quadratic in the line's length, bounded by Limits.max_chunk_line"
-    ),
-}
-
-
 def cases(parsers: dict[str, Callable[[str], object]]) -> list[pytest.param]:
     return [
         pytest.param(
             name,
             payload,
             id=f"{name}-{payload}",
-            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_SLOW[name])] if name in KNOWN_SLOW else [],
         )
         for name in parsers
         for payload in PATHOLOGICAL
