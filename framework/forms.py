@@ -12,6 +12,7 @@ client sends can turn into a 500 here.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ from .datastructures import MultiDict
 from .errors import HTTPError
 
 READ_BLOCK = 64 * 1024
+# Text codecs that are not character sets: they decode Python string escapes ("\\x41", "\\N{...}").
+_NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape"})
 
 
 class UploadedFile:
@@ -164,9 +167,13 @@ def _decode_field(data: bytearray, charset: str | None) -> str:
     The charset is the client's choice, so every way ``decode`` can fail is the client's fault: an unknown
     name or one of a bytes-to-bytes codec (LookupError), bytes invalid in it (UnicodeDecodeError), the
     "undefined" codec (a bare UnicodeError) and a NUL byte in the name (ValueError, of which the other
-    two are subclasses).
+    two are subclasses). The escape codecs are refused too: they interpret backslashes in the client's bytes
+    and warn (DeprecationWarning) on unknown escapes, which an application running with ``-W error`` would
+    see as an exception.
     """
     try:
+        if charset is not None and codecs.lookup(charset).name in _NOT_CHARSETS:
+            raise LookupError(f"{charset!r} reads Python escapes, it is not a charset")
         return data.decode(charset or "utf-8")
     except (LookupError, ValueError) as error:
         raise HTTPError(400, f"Malformed multipart body: a field cannot be read as {charset!r}: {error}") from error
