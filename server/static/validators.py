@@ -82,6 +82,7 @@ def parse_http_date(value: str) -> int | None:
 # Each pattern below is one character class at one position, and each character is looked at a bounded number
 # of times, so the whole list costs time linear in its length.
 _OWS = re.compile(r"[ \t]*")
+_OWS_CHARS = " \t"  # the only whitespace HTTP allows between elements (RFC 9110 5.6.3); str.strip() takes more
 _OPAQUE_TAG = re.compile(r"[\x21\x23-\x7e\x80-\xff]*")  # etagc: visible characters except DQUOTE, and obs-text
 
 
@@ -161,9 +162,10 @@ def check_preconditions(headers: Mapping[str, str], etag: str, mtime: float) -> 
 
 def if_range_allows(value: str, etag: str, mtime: float) -> bool:
     """If-Range: may the Range be honoured? Only if its validator matches exactly (strong comparison)."""
-    value = value.strip()
+    value = value.strip(_OWS_CHARS)
     if value.startswith(('"', "W/")):
-        return etag_matches(value, etag, weak=False)
+        # One validator, not a list (RFC 9110 13.1.5), compared strongly: a weak tag never matches.
+        return value == etag and not etag.startswith("W/")
     date = parse_http_date(value)
     return date is not None and date == int(mtime)
 
@@ -188,7 +190,7 @@ class Unsatisfiable:
 
 
 UNSATISFIABLE = Unsatisfiable()
-_RANGE_SPEC = re.compile(r"(\d*)-(\d*)")
+_RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)")  # ASCII digits only: \d would take any script's digits
 
 
 def parse_range(value: str, size: int) -> ByteRange | Unsatisfiable | None:
@@ -199,9 +201,9 @@ def parse_range(value: str, size: int) -> ByteRange | Unsatisfiable | None:
     module docstring).
     """
     unit, sep, ranges = value.partition("=")
-    if not sep or unit.strip().lower() != "bytes":
+    if not sep or unit.strip(_OWS_CHARS).lower() != "bytes":
         return None
-    specs = [spec.strip() for spec in ranges.split(",") if spec.strip()]
+    specs = [spec.strip(_OWS_CHARS) for spec in ranges.split(",") if spec.strip(_OWS_CHARS)]
     if len(specs) != 1:
         return None
     match = _RANGE_SPEC.fullmatch(specs[0])
