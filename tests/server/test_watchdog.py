@@ -269,7 +269,6 @@ def child_pids(pid: int) -> set[int]:
         return {int(child) for child in children.read().split()}
 
 
-@pytest.mark.xfail(strict=False, reason="needs the engine wiring")
 def test_a_hung_request_is_reported_and_its_worker_replaced():
     args = ("tests.server.hang_app:app", "--workers", "2", "--threads", "1", "--timeout", "1")
     with ServerProcess(*args, "--graceful-timeout", "2") as server:
