@@ -79,6 +79,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# Processes and threads are created up front, all of them: a number past these is a typo (an extra digit or
+# three), and taken literally it would fork or spawn until the machine gave out, long after "serving" was said.
+MAX_WORKERS = 1024
+MAX_THREADS = 4096
+
+
+def _count_up_to(maximum: int) -> Callable[[str], int]:
+    def count(text: str) -> int:
+        value = _positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} is more than {maximum}")
+        return value
+
+    return count
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -158,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     # fmt: off
     add("--bind", "-b", action="append", metavar="ADDR",
         help="HOST:PORT, [IPV6]:PORT or unix:PATH to listen on; repeatable (default: 127.0.0.1:8000)")
-    add("--workers", "-w", type=_positive_int, default=defaults.workers,
+    add("--workers", "-w", type=_count_up_to(MAX_WORKERS), default=defaults.workers,
         help="processes sharing the listening sockets (use one per core)")
-    add("--threads", "-t", type=_positive_int, default=defaults.threads,
+    add("--threads", "-t", type=_count_up_to(MAX_THREADS), default=defaults.threads,
         help="application threads per process")
     add("--loop", choices=("auto", "epoll", "poll", "select"), default=defaults.loop,
         help="the readiness API the event loop uses")
@@ -361,22 +377,38 @@ def prepare(config: Config) -> tuple[Config, Callable, list[Listener]]:
     return config, app, listeners
 
 
-def serve(config: Config, app: Callable, listeners: list[Listener]) -> int:
+def serve(config: Config, app: Callable, listeners: list[Listener], name: str) -> int:
     """Run one engine in this process, or a supervisor with ``config.workers`` forked engines."""
     from server.engine import Engine
 
-    def run_engine(slot: int | None) -> None:
+    def announce() -> None:
+        for listener in listeners:
+            log.info(
+                "serving %s on %s (workers: %d, threads: %d, loop: %s)",
+                *(name, listener.url, config.workers, config.threads, loop_name(config.loop)),
+            )
+
+    def build_engine(slot: int | None) -> Engine:
         if config.cpu_affinity == "auto":
             log.info("process %d pinned to CPU %d", os.getpid(), pin_to_cpu(slot))
         engine = Engine(config, app, listeners, multiprocess=config.workers > 1)
         signal.signal(signal.SIGTERM, lambda *_: engine.reactor.call_soon_threadsafe(engine.shutdown, True))
         signal.signal(signal.SIGINT, lambda *_: engine.reactor.call_soon_threadsafe(engine.shutdown, False))
-        engine.run()
+        return engine
 
     if config.workers == 1:
-        run_engine(None)
+        # Build the engine (its thread pool, its loop) before saying "serving", so that a failure here is still
+        # the one line of a failed start, not a traceback after a promise.
+        try:
+            engine = build_engine(None)
+        except Exception as error:
+            log.debug("starting the engine failed", exc_info=True)
+            return _fail(f"cannot start serving: {type(error).__name__}: {error}")
+        announce()
+        engine.run()
         return 0
-    return Supervisor(config.workers, run_engine, config.graceful_timeout).run()
+    announce()
+    return Supervisor(config.workers, lambda slot: build_engine(slot).run(), config.graceful_timeout).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -394,12 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # there for whoever asks for it with --log-level debug.
         log.debug("starting failed", exc_info=True)
         return _fail(f"{type(error).__name__}: {error}")
-    for listener in listeners:
-        log.info(
-            "serving %s on %s (workers: %d, threads: %d, loop: %s)",
-            *(name, listener.url, config.workers, config.threads, loop_name(config.loop)),
-        )
-    return serve(config, app, listeners)
+    return serve(config, app, listeners, name)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -127,6 +128,8 @@ def help_entries(text: str) -> list[str]:
         (["apps.hello:app", "--max-buffered-bytes", "0"], "--max-buffered-bytes"),
         (["apps.hello:app", "--proxy-headers", "x-real-ip"], "--proxy-headers"),
         (["apps.hello:app()"], "factory apps.hello:app() failed"),
+        (["apps.hello:app", "--threads", "99999999999999999999"], "--threads"),
+        (["apps.hello:app", "--workers", "100000"], "--workers"),
     ],
 )
 def test_bad_invocations_exit_2_with_one_clear_line(args, message):
@@ -224,6 +227,23 @@ def test_an_unreadable_static_directory_is_one_line(tmp_path):
     finally:
         unreadable.chmod(0o755)
     assert_one_line(result, f"--static /s={unreadable}", "Permission denied")
+
+
+def test_an_engine_that_cannot_start_is_one_line_and_never_says_serving():
+    # Under a 1 GiB address-space limit, 4096 thread stacks cannot all be had: the pool fails to start.
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "apps.hello:app", "--threads", "4096", "--bind", "127.0.0.1:0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        preexec_fn=limit_memory,
+    )
+    assert "serving apps.hello:app on" not in result.stderr
+    assert_one_line(result, "cannot start serving", "thread")
 
 
 def test_new_settings_from_flags_and_environment():
