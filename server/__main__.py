@@ -408,7 +408,11 @@ def serve(config: Config, app: Callable, listeners: list[Listener], name: str) -
         engine.run()
         return 0
     announce()
-    return Supervisor(config.workers, lambda slot: build_engine(slot).run(), config.graceful_timeout).run()
+    # With a timeout, the supervisor also watches each worker's loop heartbeat: a frozen loop is killed and replaced.
+    supervisor = Supervisor(
+        config.workers, lambda slot: build_engine(slot).run(), config.graceful_timeout, timeout=config.timeout
+    )
+    return supervisor.run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
