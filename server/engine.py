@@ -31,7 +31,7 @@ from server.proxy import TrustedProxies
 from server.static import StaticOptions, parse_mount, serve_path
 from server.watchdog import Watchdog
 from server.workers import ThreadPool, request_replacement
-from server.wsgi import ApplicationRun, ResponseWriter, base_environ, build_environ, log_access
+from server.wsgi import ApplicationRun, base_environ, build_environ, log_access
 
 log = logging.getLogger("server")
 
@@ -287,18 +287,6 @@ class Engine:
 
     def handle_request(self, conn: HTTPConnection, request: Request) -> None:
         """Run the WSGI application for one request (worker thread); its response may finish on another."""
-        description = f"{request.method} {request.target} from {conn.describe()}"
-        self._watched(description, lambda: self._start_application(conn, request, description))
-
-    def _watched(self, description: str, piece: Callable[[], None]) -> None:
-        """Run one piece of application work with the watchdog timing it."""
-        self.watchdog.begin(description)
-        try:
-            piece()
-        finally:
-            self.watchdog.end()
-
-    def _start_application(self, conn: HTTPConnection, request: Request, description: str) -> None:
         started = time.monotonic()
         try:
             body = conn.take_body()
@@ -308,24 +296,42 @@ class Engine:
         except Exception as error:
             conn.fail(error)
             return
-
-        def complete(writer: ResponseWriter) -> None:
-            try:
-                body.close()
-            finally:
-                conn.finish(writer.keep_alive and not writer.client_gone and not self.stopping)
-
         run = ApplicationRun(
             self.app,
             environ,
             conn,
             request,
+            started=started,
             debug=self.config.debug,
-            resubmit=lambda piece: self.pool.submit(self._watched, description, piece),
-            on_finished=lambda writer: log_access(writer, environ, started),
-            on_complete=complete,
+            resubmit=self._resume_application,
+            on_finished=self._log_application,
+            on_complete=self._application_done,
         )
-        run.start()
+        self._watched(run, run.start)
+
+    def _watched(self, run: ApplicationRun, step: Callable[[], None]) -> None:
+        """Run one piece of application work with the watchdog timing it (worker thread)."""
+        watchdog = self.watchdog
+        watchdog.begin(run)
+        try:
+            step()
+        finally:
+            watchdog.end()
+
+    def _resume_application(self, run: ApplicationRun) -> None:
+        """A parked response's output has drained (loop thread): its next piece goes to a worker."""
+        self.pool.submit(self._watched, run, run.pump)
+
+    def _log_application(self, run: ApplicationRun) -> None:
+        log_access(run.writer, run.environ, run.started)
+
+    def _application_done(self, run: ApplicationRun) -> None:
+        """The application is done with its thread: close the body, keep the connection or close it."""
+        writer = run.writer
+        try:
+            run.environ["wsgi.input"].close()
+        finally:
+            run.conn.finish(writer.keep_alive and not writer.client_gone and not self.stopping)
 
 
 def _static_mounts(config: Config) -> list[Any]:

@@ -40,7 +40,7 @@ log = logging.getLogger("server")
 
 # One piece of work: when it began and what it is. A fresh tuple per begin(), so ``is`` tells two pieces on the
 # same thread apart even if they began in the same clock tick.
-_Piece = tuple[float, str]
+_Piece = tuple[float, object]  # (when it began, what it is: str() names it)
 
 
 class Watchdog:
@@ -54,8 +54,10 @@ class Watchdog:
         # Beat well within the timeout, so the supervisor never mistakes a slow sweep for a frozen loop.
         self._beat_every = min(1.0, timeout / 4) if timeout > 0 else 0.0
 
-    def begin(self, description: str) -> None:
-        """Mark the calling (app) thread as running application code for ``description`` from now on."""
+    def begin(self, description: object) -> None:
+        """Mark the calling (app) thread as running application code for ``description`` from now on.
+
+        ``description`` is anything whose ``str()`` names the request; it is formatted only if reported."""
         self._running[threading.get_ident()] = (time.monotonic(), description)
 
     def end(self) -> None:

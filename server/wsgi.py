@@ -357,10 +357,11 @@ class ApplicationRun:
     """One call of a WSGI application and the sending of its response, in pieces (worker threads).
 
     ``start()`` calls the application and sends what it can. When the client reads slower than the body is
-    produced, the run *parks*: its thread returns to the pool, and ``resubmit(self.pump)`` is called (from the
-    loop) when the output has drained, so the next piece runs on whichever worker is free. ``on_finished``
-    (the access log) runs once the response is really over; ``on_complete`` (the engine: keep the connection
-    or close it) runs once the application is done with its thread for good.
+    produced, the run *parks*: its thread returns to the pool, and ``resubmit(self)`` is called (from the loop)
+    when the output has drained, so that ``pump()`` runs the next piece on whichever worker is free.
+    ``on_finished(self)`` (the access log) runs once the response is really over; ``on_complete(self)`` (the
+    engine: keep the connection or close it) runs once the application is done with its thread for good. The
+    callbacks take the run rather than closing over the request, so a request allocates no closures.
     """
 
     def __init__(
@@ -370,22 +371,32 @@ class ApplicationRun:
         conn: HTTPConnection,
         request: Request,
         *,
+        started: float,
         debug: bool,
-        resubmit: Callable[[Callable[[], None]], None],
-        on_finished: Callable[[ResponseWriter], None],
-        on_complete: Callable[[ResponseWriter], None],
+        resubmit: Callable[[ApplicationRun], None],
+        on_finished: Callable[[ApplicationRun], None],
+        on_complete: Callable[[ApplicationRun], None],
     ) -> None:
         self.app = app
         self.environ = environ
         self.conn = conn
         self.request = request
+        self.started = started  # time.monotonic() when the request was dispatched
         self.debug = debug
         self.resubmit = resubmit
+        self.on_finished = on_finished
         self.on_complete = on_complete
-        self.writer = ResponseWriter(conn, request)
-        self.writer.on_finished = on_finished
+        self.writer = writer = ResponseWriter(conn, request)
+        writer.on_finished = self._writer_finished
         self.result: Any = None
         self.iterator: Any = None
+
+    def __str__(self) -> str:
+        # What the watchdog names when this request runs too long (formatted only then).
+        return f"{self.request.method} {self.request.target} from {self.conn.describe()}"
+
+    def _writer_finished(self, writer: ResponseWriter) -> None:
+        self.on_finished(self)
 
     def start(self) -> None:
         """Call the application and send its response, or as much as the client takes now."""
@@ -423,7 +434,7 @@ class ApplicationRun:
 
     def _resume(self) -> None:
         # On the loop thread: never run application code here; hand the next piece to a worker.
-        self.resubmit(self.pump)
+        self.resubmit(self)
 
     def _fail(self, error: Exception) -> None:
         writer = self.writer
@@ -450,9 +461,9 @@ class ApplicationRun:
             log.exception("error in the close() of the response for %s %s", self.request.method, self.request.target)
             writer.keep_alive = False
         finally:
-            if not writer.close_deferred and writer.on_finished is not None:
-                writer.on_finished(writer)
-            self.on_complete(writer)
+            if not writer.close_deferred:
+                self.on_finished(self)
+            self.on_complete(self)
 
 
 def _send_at_once(writer: ResponseWriter, result: Any, conn: HTTPConnection) -> bool:
