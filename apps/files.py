@@ -22,6 +22,7 @@ import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict
 
 from framework import App, FileResponse, HTTPError, Request, Response, UploadedFile, abort, redirect, safe_join
 
@@ -68,11 +69,20 @@ def store(upload: UploadedFile, folder: Path) -> str:
         staging.unlink()
 
 
-def listing(folder: Path) -> list[dict[str, str]]:
+class ListedFile(TypedDict):
+    """One uploaded file in the listing: what the template shows, and ``mtime`` (seconds) to sort by."""
+
+    name: str
+    size: str
+    modified: str
+    mtime: float
+
+
+def listing(folder: Path) -> list[ListedFile]:
     """The uploaded files, newest first, as the template shows them."""
     if not folder.is_dir():
         return []
-    entries = []
+    entries: list[ListedFile] = []
     for entry in os.scandir(folder):
         if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
             continue

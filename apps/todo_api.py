@@ -119,6 +119,8 @@ def create_app(data_dir: Path | None = None) -> App:
         todo = read_todo(request, partial=False)
         with database.transaction() as db:
             cursor = db.execute("INSERT INTO todos (title, done) VALUES (?, ?)", (todo["title"], todo.get("done", 0)))
+            if cursor.lastrowid is None:  # sqlite3 sets it after every INSERT of one row
+                raise RuntimeError("the INSERT of a todo reported no row id")
             created = as_json(request, find(db, cursor.lastrowid))
         return Response.json(created, 201, {"Location": created["url"]})
 

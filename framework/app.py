@@ -240,7 +240,10 @@ class App:
         return quote_path(f"{self.static_url}/{filename.lstrip('/')}")
 
     def _serve_static(self, request: Request, filename: str) -> Response:
-        path = safe_join(self.static_folder, filename)
+        folder = self.static_folder
+        if folder is None:  # __init__ routes static files here only when it has set a static folder
+            raise RuntimeError("the static route is served without a static folder (static_folder is None)")
+        path = safe_join(folder, filename)
         if path is None:
             raise NotFound()
         return FileResponse(path, request)  # Which raises NotFound itself for a missing file or a directory.
@@ -357,7 +360,9 @@ class App:
                 return self.make_response(request, value)
         if environ.get("PATH_INFO") == "" and environ.get("SCRIPT_NAME"):
             raise RequestRedirect("/")  # A mounted app's root without its slash (see middleware.shift_path).
-        if miss is not None:
+        if rule is None:
+            if miss is None:  # Router.match returns a rule or raises
+                raise RuntimeError("the router matched no rule and raised no HTTPError")
             if request.method == "OPTIONS" and isinstance(miss, MethodNotAllowed):
                 return Response(b"", 204, miss.headers)  # "What may I do here?": the Allow header says.
             raise miss

@@ -136,7 +136,10 @@ def parse_multipart(
                     content_type = event.content_type or "application/octet-stream"
                     upload = UploadedFile(event.name, event.filename, content_type, event.headerlist, spool_size)
                     opened.append(upload)
-            elif event:
+                continue
+            if segment is None:  # the parser reports a part's headers before any of its body or its end
+                raise RuntimeError("multipart parser sent a part's body before its headers")
+            if event:
                 if upload is not None:
                     upload.stream.write(event)
                     upload.size += len(event)

@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .response import to_json
 
@@ -116,6 +116,18 @@ class Signer:
         return value, index
 
 
+def _changed(method_name: str) -> Callable[..., Any]:
+    """``dict``'s method ``method_name``, for :class:`Session`: the same, and it marks the session modified."""
+    method = getattr(dict, method_name)
+
+    def wrapper(self: Session, *args: Any, **kwargs: Any) -> Any:
+        self.modified = True
+        return method(self, *args, **kwargs)
+
+    wrapper.__name__ = method_name
+    return wrapper
+
+
 class Session(dict):
     """The session: a plain dict that notices when it is changed, so the cookie is written only then.
 
@@ -128,23 +140,12 @@ class Session(dict):
         self.new = new  # True when the request carried no valid session cookie.
         self.modified = False
 
-    def _changed(method_name: str) -> Callable[..., Any]:
-        method = getattr(dict, method_name)
-
-        def wrapper(self: Session, *args: Any, **kwargs: Any) -> Any:
-            self.modified = True
-            return method(self, *args, **kwargs)
-
-        wrapper.__name__ = method_name
-        return wrapper
-
     __setitem__ = _changed("__setitem__")
     __delitem__ = _changed("__delitem__")
     __ior__ = _changed("__ior__")
     clear = _changed("clear")
     popitem = _changed("popitem")
     update = _changed("update")
-    del _changed
 
     # pop and setdefault change the session only sometimes: a cookie is rewritten only when they do.
 
@@ -157,6 +158,16 @@ class Session(dict):
         if key not in self:
             self.modified = True
         return dict.setdefault(self, key, default)
+
+
+class CookieOptions(TypedDict):
+    """The session cookie's attributes, as keyword arguments of ``Response.set_cookie``."""
+
+    path: str
+    domain: str | None
+    secure: bool
+    httponly: bool
+    samesite: str | None
 
 
 class CookieSessions:
@@ -179,7 +190,7 @@ class CookieSessions:
         self.signer = Signer(secret_key, old_keys, clock=clock)
         self.cookie_name = cookie_name
         self.max_age = max_age
-        self.cookie_options = {
+        self.cookie_options: CookieOptions = {
             "path": path,
             "domain": domain,
             "secure": secure,

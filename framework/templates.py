@@ -30,6 +30,16 @@ class TemplateNotFoundError(jinja2.TemplateNotFound):
         super().__init__(name, f"template {name!r} not found in {folder}")
 
 
+def _missing_name(error: jinja2.TemplateNotFound, requested: str) -> str:
+    """The name of the template Jinja2 did not find, else ``requested``.
+
+    Jinja2's ``error.name`` may also be None or an ``Undefined`` (``{% include [missing_variable] %}``), which is
+    not a name: the template that was asked for is named instead.
+    """
+    missing = error.name
+    return missing if isinstance(missing, str) and missing else requested
+
+
 @jinja2.pass_context
 def _url_for(context: jinja2.runtime.Context, endpoint: str, **values: Any) -> str:
     return context["request"].url_for(endpoint, **values)
@@ -72,7 +82,7 @@ class Templates:
             try:
                 template = self.environment.get_template(name)
             except jinja2.TemplateNotFound as error:
-                raise TemplateNotFoundError(error.name or name, self.folder) from error
+                raise TemplateNotFoundError(_missing_name(error, name), self.folder) from error
             if cache is not None:
                 cache[name] = template
         return template
@@ -84,4 +94,4 @@ class Templates:
             return template.render(context, request=request)
         except jinja2.TemplateNotFound as error:
             # Also covers {% extends %} / {% include %} of a missing template, named by Jinja in error.name.
-            raise TemplateNotFoundError(error.name or name, self.folder) from error
+            raise TemplateNotFoundError(_missing_name(error, name), self.folder) from error

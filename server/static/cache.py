@@ -54,7 +54,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from .reply import Prepared
@@ -123,7 +123,7 @@ class SharedFile:
             os.close(self.fd)
 
 
-class FileView(io.RawIOBase):
+class FileView(io.RawIOBase, BinaryIO):
     """A reply's file when it comes from the cache: a private read position on a :class:`SharedFile`.
 
     Several replies may send the same cached descriptor at once, so nothing may use the descriptor's own
@@ -131,6 +131,9 @@ class FileView(io.RawIOBase):
     the server's ``sendfile`` passes explicit offsets anyway. ``close`` releases the view's reference; the
     descriptor stays open for the cache and for other replies. The caller must have acquired the reference
     that the view takes over.
+
+    Like the ``FileIO`` of an uncached reply, it is a raw binary file, and says so by deriving from
+    ``typing.BinaryIO`` as well: the type of :attr:`~server.static.reply.FileReply.file`.
     """
 
     mode = "rb"
