@@ -235,18 +235,23 @@ class CookieSessions:
             response.headers["Vary"] = f"{vary}, Cookie"
         if not session.modified:
             return
-        if not session:
-            if self.cookie_name in request.cookies:
-                response.delete_cookie(self.cookie_name, self.cookie_options["path"], self.cookie_options["domain"])
-            return
-        token = self.signer.sign(to_json(dict(session)))
-        if len(token) > COOKIE_SIZE_LIMIT:
-            log.warning("session cookie is %d bytes; browsers drop cookies over 4 KB", len(token))
         options = self.cookie_options
         if request.scheme == "https" and not options["secure"]:
             # Set over HTTPS, the cookie is marked Secure even if nobody asked: it must never travel over plain
             # HTTP, where anyone on the network could read it. (Behind a TLS proxy, set session_secure=True.)
             options = {**options, "secure": True}
+        if not session:
+            if self.cookie_name in request.cookies:
+                # Deleted with the attributes it was set with: browsers refuse to let an insecure response
+                # overwrite a Secure cookie (and a __Host- or __Secure- name demands Secure), so an emptied
+                # session would otherwise live on.
+                response.delete_cookie(
+                    self.cookie_name, options["path"], options["domain"], options["secure"], options["samesite"]
+                )
+            return
+        token = self.signer.sign(to_json(dict(session)))
+        if len(token) > COOKIE_SIZE_LIMIT:
+            log.warning("session cookie is %d bytes; browsers drop cookies over 4 KB", len(token))
         response.set_cookie(self.cookie_name, token, max_age=self.max_age, **options)
 
 

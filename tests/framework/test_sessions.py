@@ -99,6 +99,16 @@ def test_clearing_the_session_deletes_the_cookie():
     assert client.get("/get").json == {}
 
 
+def test_clearing_a_secure_session_deletes_it_with_the_same_attributes():
+    # (Over https in both cases: a client keeps a Secure cookie to itself on plain http.)
+    for app in (make_app(session_secure=True), make_app()):
+        client = TestApp(app, extra_environ={"wsgi.url_scheme": "https", "HTTP_HOST": "localhost:443"})
+        assert "Secure" in session_cookie(client.get("/set/a/1"))
+        header = session_cookie(client.get("/clear"))
+        assert header.startswith("session=; Max-Age=0")
+        assert "Secure" in header and "SameSite=Lax" in header  # else the browser would keep the old cookie
+
+
 def test_tampered_cookie_gives_an_empty_session():
     client = TestApp(make_app())
     token = session_cookie(client.get("/set/role/user")).split(";")[0].split("=", 1)[1]
