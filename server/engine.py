@@ -30,7 +30,7 @@ from server.loop import READ, Reactor
 from server.proxy import TrustedProxies
 from server.static import StaticOptions, parse_mount, serve_path
 from server.watchdog import Watchdog
-from server.workers import ThreadPool, request_replacement
+from server.workers import ThreadPool, request_replacement, supervisor_pid
 from server.wsgi import ApplicationRun, base_environ, build_environ, log_access
 
 log = logging.getLogger("server")
@@ -73,7 +73,7 @@ class Engine:
         self.config = config
         self.app = app
         # A pre-forked worker whose supervisor is gone (killed outright) must not serve on alone, unsupervised.
-        self._supervisor = os.getppid() if multiprocess else None
+        self._supervisor = (supervisor_pid() or os.getppid()) if multiprocess else None
         self.listeners = listeners
         self.multiprocess = multiprocess
         self.reactor = Reactor(config.loop)

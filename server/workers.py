@@ -109,6 +109,7 @@ _HEARTBEAT = 2  # "my event loop is turning"
 
 # Set in a worker process right after the fork; None everywhere else (a lone process, the supervisor, tests).
 _channel: int | None = None
+_supervisor_pid: int | None = None
 _asked = False
 _last_beat = float("-inf")
 
@@ -143,9 +144,17 @@ def heartbeat(now: float, every: float) -> None:
         _send(_HEARTBEAT)
 
 
-def _become_worker(channel: int) -> None:
-    global _channel, _asked, _last_beat
-    _channel, _asked, _last_beat = channel, False, float("-inf")
+def supervisor_pid() -> int | None:
+    """The pid of this worker's supervisor, as it was before the fork; None when not a supervised worker.
+
+    Taken before forking, not from ``os.getppid()`` in the child: a supervisor that dies right after the fork
+    leaves its child adopted by init before the child could ask, and that child would then never notice."""
+    return _supervisor_pid
+
+
+def _become_worker(channel: int, supervisor: int) -> None:
+    global _channel, _supervisor_pid, _asked, _last_beat
+    _channel, _supervisor_pid, _asked, _last_beat = channel, supervisor, False, float("-inf")
 
 
 class Supervisor:
@@ -243,6 +252,7 @@ class Supervisor:
         # handlers for its own would record it in its copy of the supervisor and never stop. Blocked, the
         # signal waits until the child has default handlers again (and then stops it, as it should).
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISED_SIGNALS)
+        supervisor = os.getpid()
         pid = os.fork()
         if pid != 0:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
@@ -251,7 +261,7 @@ class Supervisor:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
             os.close(self._channel_r)
-            _become_worker(self._channel_w)
+            _become_worker(self._channel_w, supervisor)
             status = 0
             try:
                 self.run_worker(slot)

@@ -489,13 +489,6 @@ def app(environ, start_response):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="server bug: Engine() takes os.getppid() as its supervisor, which is init once the supervisor died "
-    "between the fork and Engine(); such a worker never notices and serves on alone. Fix: note the supervisor's "
-    "pid in Supervisor._spawn before os.fork() and hand that to the worker's Engine.",
-)
 def test_workers_exit_when_their_supervisor_is_killed_right_after_forking_them(tmp_path):
     # Deterministically, what a supervisor killed a moment after a fork does (at start, or when it replaces a
     # worker): each child is held right after its fork until the supervisor is gone.
