@@ -60,7 +60,9 @@ RECV_SIZE = 256 * 1024
 HIGH_WATER = 512 * 1024  # queued output above which a response is parked until the loop drains it
 LOW_WATER = 64 * 1024
 PIPELINE_TURN = 16  # pipelined requests answered in one go before the loop serves other connections
-CHUNKED_RESERVE = 256 * 1024  # a chunked body's budget is reserved in steps of this size
+BODY_RESERVE_STEP = 64 * 1024  # a body's share of the budget is reserved in steps of this size, as it arrives
+_BUDGET_SPENT = "too many request bodies are buffered right now; try again shortly"
+_RETRY_AFTER = (("Retry-After", "5"),)
 LINGER_SECONDS = 2.0
 NEVER = float("inf")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -178,8 +180,8 @@ class HTTPConnection:
 
         A static file is answered right here, so after it the loop goes on with the next pipelined request; an
         application's request ends this call (its worker resumes the connection when the response is done)."""
-        if self.state == CLOSED:
-            return
+        if self.state is not READING and self.state is not IDLE:
+            return  # closed or refused meanwhile: nothing more is read from this connection
         parser = self.parser
         answered = 0
         self._advancing = True
@@ -220,7 +222,11 @@ class HTTPConnection:
         self.static_mount = mount = self.engine.static_mount_for(request)
         self.body_received = 0
         self.body_started = time.monotonic()
-        if mount is None and request.content_length and not self._reserve(request.content_length):
+        length = request.content_length
+        if mount is None and length and length > self.engine.config.max_buffered_bytes - self.engine.buffered_bytes:
+            # It cannot fit now: say so before the client sends it. (Nothing is reserved for a body that has not
+            # arrived, so a head alone holds none of the budget; _store_body reserves as bytes come in.)
+            self.refuse(503, _BUDGET_SPENT, headers=_RETRY_AFTER)
             return False
         if request.expect_continue:
             if mount is not None:
@@ -259,13 +265,11 @@ class HTTPConnection:
         if self.engine.reserve_body_bytes(size):
             self.reserved += size
             return True
-        self.refuse(
-            503, "too many request bodies are buffered right now; try again shortly", headers=(("Retry-After", "5"),)
-        )
+        self.refuse(503, _BUDGET_SPENT, headers=_RETRY_AFTER)
         return False
 
-    def _release_body(self) -> None:
-        """Forget the current body and give its budget back (on any thread; the engine's counter is locked)."""
+    def release_body(self) -> None:
+        """Forget the current body and give its budget back (any thread: the loop closing, a worker finishing)."""
         with self.lock:  # the loop (closing) and a worker (finishing) may both get here
             body, self.body = self.body, None
             reserved, self.reserved = self.reserved, 0
@@ -280,8 +284,8 @@ class HTTPConnection:
         if self.static_mount is not None:
             return True  # static files ignore request bodies
         size = self.body_size + len(data)
-        if size > self.reserved and not self._reserve(max(len(data), CHUNKED_RESERVE)):
-            return False  # a chunked body grew past what it had reserved, and the budget is spent
+        if size > self.reserved and not self._reserve(max(size - self.reserved, BODY_RESERVE_STEP)):
+            return False  # the budget is spent: 503, and what this body held is released as the connection ends
         body = self.body
         if body is None:
             body = self.body = io.BytesIO()
@@ -308,7 +312,7 @@ class HTTPConnection:
         # A worker owns the connection now. The deadline only keeps the sweep looking at it: the watchdog
         # reports an application that runs past the timeout.
         timeout = self.engine.config.timeout
-        self.deadline = time.monotonic() + timeout if timeout else NEVER
+        self.deadline = self.body_started + timeout if timeout else NEVER  # body_started: when the head came
         self.engine.pool.submit(self.engine.handle_request, self, request)
         return False
 
@@ -498,7 +502,8 @@ class HTTPConnection:
         self._after_response(keep_alive)
 
     def _after_response(self, keep_alive: bool) -> None:
-        self._release_body()
+        if self.reserved or self.body is not None:
+            self.release_body()
         if self.broken or not keep_alive or self.engine.stopping:
             self.close_soon()
             return
@@ -506,16 +511,18 @@ class HTTPConnection:
         self.request = None
         self.static_mount = None
         if self.parser.buffered:
-            self.state = READING  # a pipelined request is already here
+            # The deadline before the state: the loop's sweep may look at any moment, and must never see the
+            # new state with the old deadline.
             self.deadline = time.monotonic() + self.engine.config.header_timeout
+            self.state = READING  # a pipelined request is already here
             if threading.current_thread() is not self.reactor.thread:
                 self.reactor.call_soon_threadsafe(self.advance)  # parsing and static files belong to the loop
             elif not self._advancing:
                 self.advance()
             # else: the advance() below us on this stack goes on with it, so a pipeline never recurses.
         else:
-            self.state = IDLE
             self.deadline = time.monotonic() + self.engine.config.keepalive_timeout
+            self.state = IDLE
             self.reactor.arm(self.fd, READ)
 
     # -- errors, timeouts and closing -----------------------------------------------------------------------------
@@ -523,6 +530,7 @@ class HTTPConnection:
     def refuse(self, status: int, detail: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Answer a request the server will not serve, then close without losing the answer (owner thread)."""
         log.info("%s: %d %s", self.describe(), status, detail)
+        self.release_body()
         self.state = BUSY
         self.deadline = time.monotonic() + self.engine.config.send_timeout
         try:
@@ -618,7 +626,7 @@ class HTTPConnection:
             self._file_done(job)
         if resume is not None:
             resume()  # a parked response learns that its client is gone, and closes its iterable
-        self._release_body()
+        self.release_body()
         with contextlib.suppress(OSError):
             self.sock.close()
 

@@ -209,9 +209,19 @@ class Engine:
 
     def _sweep(self) -> None:
         now = time.monotonic()
-        for conn in list(self.connections.values()):
-            if conn.deadline <= now:
-                conn.check_deadline(now)
+        try:
+            for conn in list(self.connections.values()):
+                if conn.deadline <= now:
+                    try:
+                        conn.check_deadline(now)
+                    except Exception as error:  # one broken connection must not stop every deadline
+                        conn.fail(error)
+            self._sweep_others(now)
+        finally:
+            self.reactor.call_later(self._sweep_interval, self._sweep)
+
+    def _sweep_others(self, now: float) -> None:
+        """The sweep's process-wide duties: the overload summary, the watchdog, a vanished supervisor."""
         if self._refused:
             log.warning("refused %d connection(s) with 503: at the connection limit", self._refused)
             self._refused = 0
@@ -220,7 +230,6 @@ class Engine:
         if self._supervisor is not None and os.getppid() != self._supervisor and not self.stopping:
             log.warning("worker %d: the supervisor is gone; finishing in-flight requests and exiting", os.getpid())
             self.shutdown(graceful=True)
-        self.reactor.call_later(self._sweep_interval, self._sweep)
 
     # -- serving ------------------------------------------------------------------------------------------------------
 
@@ -301,37 +310,30 @@ class Engine:
             environ,
             conn,
             request,
+            body=body,
             started=started,
             debug=self.config.debug,
             resubmit=self._resume_application,
-            on_finished=self._log_application,
+            on_finished=log_access,
             on_complete=self._application_done,
         )
-        self._watched(run, run.start)
-
-    def _watched(self, run: ApplicationRun, step: Callable[[], None]) -> None:
-        """Run one piece of application work with the watchdog timing it (worker thread)."""
-        watchdog = self.watchdog
-        watchdog.begin(run)
-        try:
-            step()
-        finally:
-            watchdog.end()
+        self.watchdog.watch(run, run.start)  # the watchdog times every piece of application work
 
     def _resume_application(self, run: ApplicationRun) -> None:
         """A parked response's output has drained (loop thread): its next piece goes to a worker."""
-        self.pool.submit(self._watched, run, run.pump)
-
-    def _log_application(self, run: ApplicationRun) -> None:
-        log_access(run.writer, run.environ, run.started)
+        self.pool.submit(self.watchdog.watch, run, run.pump)
 
     def _application_done(self, run: ApplicationRun) -> None:
         """The application is done with its thread: close the body, keep the connection or close it."""
         writer = run.writer
+        conn = run.conn
         try:
-            run.environ["wsgi.input"].close()
+            run.body.close()
+            conn.release_body()  # the body's share of the budget is free now, not only once the response is out
+        except Exception as error:
+            log.error("%s: error while releasing a request body: %s", conn.describe(), error)
         finally:
-            run.conn.finish(writer.keep_alive and not writer.client_gone and not self.stopping)
+            conn.finish(writer.keep_alive and not writer.client_gone and not self.stopping)
 
 
 def _static_mounts(config: Config) -> list[Any]:

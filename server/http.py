@@ -202,13 +202,15 @@ class RequestParser:
             self._scanned = max(0, self._scanned - skip)
         # Search only what arrived since the last look (less the 3 bytes a split CRLFCRLF may straddle): a head
         # trickled in one byte at a time then costs linear time, not quadratic.
-        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        scanned = self._scanned
+        end = buf.find(b"\r\n\r\n", scanned - 3 if scanned > 3 else 0)
         if end < 0:
             self._check_partial_head()
             return NEED_DATA
         if end + 4 > self.limits.max_header_bytes:
             self._refuse_long_head(buf.find(b"\r\n"))
-        self._check_line_ends(end)
+        # No _check_line_ends here: in a complete head, a bare CR or LF is inside some line, where the checks of
+        # the request line and of every field line refuse it (both are control characters).
         self._scanned = 0
         head = bytes(buf[:end])
         del buf[: end + 4]

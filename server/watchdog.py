@@ -32,6 +32,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from threading import get_ident
+from time import monotonic
 from types import FrameType
 
 from server.workers import heartbeat
@@ -63,6 +66,16 @@ class Watchdog:
     def end(self) -> None:
         """The calling thread's piece of application code is over."""
         self._running.pop(threading.get_ident(), None)
+
+    def watch(self, description: object, step: Callable[[], None]) -> None:
+        """Run ``step()`` on the calling (app) thread, timed: ``begin`` and ``end`` in one call for the hot path."""
+        running = self._running
+        ident = get_ident()
+        running[ident] = (monotonic(), description)
+        try:
+            step()
+        finally:
+            running.pop(ident, None)
 
     def check(self, now: float) -> bool:
         """Report each newly overdue piece once; True when all ``threads`` app threads are overdue. Loop thread."""

@@ -62,7 +62,8 @@ class ThreadPool:
             function, args = item
             try:
                 function(*args)
-            except Exception:
+            except BaseException:
+                # Even SystemExit from application code must not end a pool thread: nothing would replace it.
                 log.exception("unhandled error in a worker thread")
 
     def shutdown(self, timeout: float = 5.0) -> None:

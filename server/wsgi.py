@@ -186,13 +186,13 @@ class ResponseWriter:
         self.keep_alive = request.keep_alive
         self.is_head = request.method == "HEAD"
         self.declared_length: int | None = None
+        self.has_date = self.has_server = False  # whether the application set its own
         self.chunked = False
         self.body_allowed = True
         self.bytes_sent = 0  # body bytes, for the access log and the Content-Length check
         self.status_code = 0
         self.close_deferred = False  # the body's close() runs once sendfile has sent the last byte
         self.client_gone = False
-        self.on_finished: Callable[[ResponseWriter], None] | None = None
 
     # PEP 3333's two callables.
 
@@ -205,8 +205,13 @@ class ResponseWriter:
                 exc_info = None
         elif self.status is not None:
             raise ApplicationError("start_response() called a second time without exc_info")
-        self.status_code = _check_status(status)
-        self.declared_length = _check_headers(headers)
+        code = _GOOD_STATUSES.get(status) if type(status) is str else None
+        self.status_code = code if code is not None else _check_status(status)
+        if type(headers) is not list:
+            raise ApplicationError("response headers must be a list of (name, value) tuples")
+        # A copy, checked: what goes on the wire is what was checked, even if the app changes its list later.
+        headers = headers.copy()
+        self.declared_length, self.has_date, self.has_server = _check_headers(headers)
         self.status = status
         self.headers = headers
         return self.write
@@ -237,10 +242,9 @@ class ResponseWriter:
         self.body_allowed = not (self.is_head or code < 200 or code in _NO_BODY_STATUS)
         lines = [f"HTTP/1.1 {self.status}\r\n"]
         lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-        has = {name.lower() for name, _ in headers}
-        if "date" not in has:
+        if not self.has_date:
             lines.append(f"Date: {http_date()}\r\n")
-        if "server" not in has:
+        if not self.has_server:
             lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
         if self.declared_length is None and code >= 200 and code not in _NO_BODY_STATUS:
             if known_length is not None:
@@ -305,52 +309,83 @@ def _known_length(result: Any) -> int | None:
     return None
 
 
+# Statuses and header names already found valid: applications send the same few over and over, so each is
+# checked once. Bounded, since an application could make up new ones without end.
+_GOOD_STATUSES: dict[str, int] = {}
+_GOOD_NAMES: dict[str, str] = {}  # name -> its lower-case form
+_CACHE_LIMIT = 1000
+_NOTED_RESPONSE_FIELDS = frozenset(("content-length", "date", "server"))
+
+
 def _check_status(status: Any) -> int:
     """The status code of a valid PEP 3333 status string, else ApplicationError naming what is wrong."""
     if type(status) is not str:
         raise ApplicationError(f"status must be a str like '200 OK', not {type(status).__name__}")
+    number = _GOOD_STATUSES.get(status)
+    if number is not None:
+        return number
     code, space, reason = status.partition(" ")
     if not (space and len(code) == 3 and code.isascii() and code.isdigit()):
         raise ApplicationError(f"invalid status {status!r}: expected three digits, a space and a reason")
-    if not reason.isascii() or _CONTROL.search(reason):
-        raise ApplicationError(f"invalid status {status!r}: the reason has a control or non-ASCII character")
+    if _CONTROL.search(reason) or not (reason.isascii() or _is_latin1(reason)):
+        # A reason may carry obs-text (latin-1), never a control character (RFC 9112 4).
+        raise ApplicationError(f"invalid status {status!r}: the reason has a control or non-latin-1 character")
     number = int(code)
     if not 200 <= number <= 599:
         # A final 1xx would make the client read the next response as this one's; 6xx and up mean nothing.
         raise ApplicationError(f"invalid status {status!r}: a final response's code is from 200 to 599")
+    if len(_GOOD_STATUSES) < _CACHE_LIMIT:
+        _GOOD_STATUSES[status] = number
     return number
 
 
-def _check_headers(headers: Any) -> int | None:
-    """Check the application's response headers; return its Content-Length, if it declared one."""
-    if type(headers) is not list:
-        raise ApplicationError("response headers must be a list of (name, value) tuples")
+def _check_header_name(name: str) -> str:
+    """The lower-case form of a valid response header name, else ApplicationError."""
+    if not _HEADER_NAME.fullmatch(name):
+        raise ApplicationError(f"response header name {name!r} is not a token")
+    lower = name.lower()
+    if lower in HOP_BY_HOP:
+        raise ApplicationError(f"hop-by-hop header {name!r} is not allowed from a WSGI application")
+    if len(_GOOD_NAMES) < _CACHE_LIMIT:
+        _GOOD_NAMES[name] = lower
+    return lower
+
+
+def _is_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_headers(headers: list[Any]) -> tuple[int | None, bool, bool]:
+    """Check the application's response headers: (its Content-Length or None, has Date, has Server)."""
     declared = None
+    has_date = has_server = False
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
             raise ApplicationError(f"response header {item!r} is not a (name, value) tuple")
         name, value = item
         if type(name) is not str or type(value) is not str:
             raise ApplicationError(f"response header {item!r} must have str name and value")
-        if not _HEADER_NAME.fullmatch(name):
-            raise ApplicationError(f"response header name {name!r} is not a token")
+        lower = _GOOD_NAMES.get(name) or _check_header_name(name)
         if _CONTROL.search(value):
             raise ApplicationError(f"response header {name!r} has a control character in its value {value!r}")
-        if not value.isascii():
-            try:
-                value.encode("latin-1")
-            except UnicodeEncodeError:
-                raise ApplicationError(f"response header {name!r} has characters outside latin-1") from None
-        lower = name.lower()
-        if lower in HOP_BY_HOP:
-            raise ApplicationError(f"hop-by-hop header {name!r} is not allowed from a WSGI application")
-        if lower == "content-length":
-            if declared is not None:
+        if not value.isascii() and not _is_latin1(value):
+            raise ApplicationError(f"response header {name!r} has characters outside latin-1")
+        if lower in _NOTED_RESPONSE_FIELDS:
+            if lower == "date":
+                has_date = True
+            elif lower == "server":
+                has_server = True
+            elif declared is not None:
                 raise ApplicationError("more than one Content-Length header")
-            if not (value.isascii() and value.isdigit() and len(value) <= 19):
+            elif not (value.isascii() and value.isdigit() and len(value) <= 19):
                 raise ApplicationError(f"invalid Content-Length {value!r}: digits only")
-            declared = int(value)
-    return declared
+            else:
+                declared = int(value)
+    return declared, has_date, has_server
 
 
 class ApplicationRun:
@@ -371,6 +406,7 @@ class ApplicationRun:
         conn: HTTPConnection,
         request: Request,
         *,
+        body: Any,
         started: float,
         debug: bool,
         resubmit: Callable[[ApplicationRun], None],
@@ -381,36 +417,36 @@ class ApplicationRun:
         self.environ = environ
         self.conn = conn
         self.request = request
+        self.body = body  # the server's wsgi.input (middleware may replace the environ's): the engine closes it
         self.started = started  # time.monotonic() when the request was dispatched
         self.debug = debug
         self.resubmit = resubmit
         self.on_finished = on_finished
         self.on_complete = on_complete
-        self.writer = writer = ResponseWriter(conn, request)
-        writer.on_finished = self._writer_finished
+        self.writer = ResponseWriter(conn, request)  # (no reference back to the run: no cycle for the GC)
         self.result: Any = None
         self.iterator: Any = None
+        self.completed = False
 
     def __str__(self) -> str:
         # What the watchdog names when this request runs too long (formatted only then).
         return f"{self.request.method} {self.request.target} from {self.conn.describe()}"
-
-    def _writer_finished(self, writer: ResponseWriter) -> None:
-        self.on_finished(self)
 
     def start(self) -> None:
         """Call the application and send its response, or as much as the client takes now."""
         writer = self.writer
         try:
             self.result = self.app(self.environ, writer.start_response)
-            if _send_at_once(writer, self.result, self.conn):
-                self._complete()
-                return
-            self.iterator = iter(self.result)
-        except Exception as error:
+            sent = _send_at_once(self)
+            if not sent:
+                self.iterator = iter(self.result)
+        except BaseException as error:  # SystemExit from a view too: it is the application's, not the thread's
             self._fail(error)
             return
-        self.pump()
+        if sent:
+            self._complete()
+        else:
+            self.pump()
 
     def pump(self) -> None:
         """Iterate the body until it ends, or park while the client catches up."""
@@ -427,7 +463,7 @@ class ApplicationRun:
             if writer.status is None:
                 raise ApplicationError("the application returned without calling start_response()")
             writer.finish_body()
-        except Exception as error:
+        except BaseException as error:
             self._fail(error)
             return
         self._complete()
@@ -436,7 +472,7 @@ class ApplicationRun:
         # On the loop thread: never run application code here; hand the next piece to a worker.
         self.resubmit(self)
 
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: BaseException) -> None:
         writer = self.writer
         request = self.request
         writer.keep_alive = False
@@ -452,12 +488,17 @@ class ApplicationRun:
         self._complete()
 
     def _complete(self) -> None:
+        # Exactly once, whatever raised where: the iterable's close(), the access log and the connection's
+        # finish must not run twice.
+        if self.completed:
+            return
+        self.completed = True
         writer = self.writer
         try:
             close = getattr(self.result, "close", None)
             if close is not None and not writer.close_deferred:
                 close()
-        except Exception:
+        except BaseException:
             log.exception("error in the close() of the response for %s %s", self.request.method, self.request.target)
             writer.keep_alive = False
         finally:
@@ -466,11 +507,13 @@ class ApplicationRun:
             self.on_complete(self)
 
 
-def _send_at_once(writer: ResponseWriter, result: Any, conn: HTTPConnection) -> bool:
+def _send_at_once(run: ApplicationRun) -> bool:
     """Send the whole response now when that is cheap (a file for sendfile, a list or tuple of bytes)."""
+    writer = run.writer
+    result = run.result
     if writer.status is None or writer.headers_sent:
         return False
-    if isinstance(result, FileWrapper) and _send_with_sendfile(writer, result, conn):
+    if isinstance(result, FileWrapper) and _send_with_sendfile(run, result):
         return True
     known = _known_length(result)
     if known is None:
@@ -484,13 +527,23 @@ def _send_at_once(writer: ResponseWriter, result: Any, conn: HTTPConnection) -> 
     return True
 
 
-def _send_with_sendfile(writer: ResponseWriter, wrapper: FileWrapper, conn: HTTPConnection) -> bool:
+def _send_with_sendfile(run: ApplicationRun, wrapper: FileWrapper) -> bool:
     """Send a ``wsgi.file_wrapper`` body with sendfile from the loop; False to fall back to iterating."""
     span = wrapper.sendfile_span()
     if span is None:
         return False
+    writer = run.writer
     offset, length = span
     if writer.declared_length is not None:
+        if length < writer.declared_length:
+            # The file is shorter than the application said: send what there is, then close, so the client
+            # cannot read the next response as the rest of this one.
+            log.error(
+                "application declared a Content-Length of %d for a file of %d bytes; closing the connection",
+                writer.declared_length,
+                length,
+            )
+            writer.keep_alive = False
         length = min(length, writer.declared_length)
     head = writer._head(length if writer.declared_length is None else None)
     if writer.chunked or not writer.body_allowed or length == 0:
@@ -507,10 +560,9 @@ def _send_with_sendfile(writer: ResponseWriter, wrapper: FileWrapper, conn: HTTP
             if close is not None:
                 close()
         finally:
-            if writer.on_finished is not None:
-                writer.on_finished(writer)
+            run.on_finished(run)
 
-    conn.send_file(head, wrapper.filelike, offset, length, on_done=done, app_code=True)
+    run.conn.send_file(head, wrapper.filelike, offset, length, on_done=done, app_code=True)
     return True
 
 
@@ -535,8 +587,10 @@ def _send_error_page(writer: ResponseWriter, debug: bool) -> None:
         pass
 
 
-def log_access(writer: ResponseWriter, environ: dict[str, Any], started: float) -> None:
+def log_access(run: ApplicationRun) -> None:
     """Log a WSGI response (after proxy headers were applied, so the client's address is the real one)."""
+    environ = run.environ
+    writer = run.writer
     log_response(
         environ.get("REMOTE_ADDR", ""),
         writer.request,
@@ -544,7 +598,7 @@ def log_access(writer: ResponseWriter, environ: dict[str, Any], started: float) 
         writer.bytes_sent,
         environ.get("HTTP_REFERER"),
         environ.get("HTTP_USER_AGENT"),
-        started,
+        run.started,
     )
 
 

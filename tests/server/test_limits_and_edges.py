@@ -60,15 +60,17 @@ def test_bodies_past_the_budget_get_503_and_the_budget_comes_back():
     with ServerThread(length_app, max_buffered_bytes=1024 * 1024, body_spool_bytes=64 * 1024) as server:
         before = open_temp_files()
         holder = server.connect()
-        holder.sendall(post_head(800_000) + b"x" * 200_000)  # spooled to disk, and trickling
-        wait_for(lambda: server.engine.buffered_bytes == 800_000)
+        holder.sendall(post_head(800_000) + b"x" * 700_000)  # spooled to disk, and then trickling
+        wait_for(lambda: server.engine.buffered_bytes >= 700_000)
+        held = server.engine.buffered_bytes
+        assert held <= 700_000 + 64 * 1024  # what arrived, reserved in 64 KiB steps
         wait_for(lambda: open_temp_files() > before)
         with server.connect() as second:
-            second.sendall(post_head(800_000))  # refused before a byte of it is stored
+            second.sendall(post_head(800_000))  # cannot fit: refused before a byte of it is sent or stored
             status, headers, body = read_response(second)
         assert status == 503
         assert headers["retry-after"].isdigit()
-        assert server.engine.buffered_bytes == 800_000
+        assert server.engine.buffered_bytes == held
         holder.close()  # the trickler leaves: its spooled data is freed at once
         wait_for(lambda: server.engine.buffered_bytes == 0)
         wait_for(lambda: open_temp_files() == before)
@@ -76,6 +78,24 @@ def test_bodies_past_the_budget_get_503_and_the_budget_comes_back():
             again.sendall(post_head(800_000) + b"y" * 800_000)
             status, _, body = read_response(again)
         assert (status, body) == (200, b"800000 800000")
+        wait_for(lambda: server.engine.buffered_bytes == 0)
+
+
+def test_heads_alone_hold_none_of_the_budget():
+    # A head declaring a large body reserves nothing until the body arrives: idle heads cannot starve uploads.
+    with ServerThread(length_app, max_buffered_bytes=2 * 1024 * 1024) as server:
+        idle = [server.connect() for _ in range(10)]
+        try:
+            for sock in idle:
+                sock.sendall(post_head(1024 * 1024))
+            wait_for(lambda: sum(c.request is not None for c in list(server.engine.connections.values())) == 10)
+            assert server.engine.buffered_bytes == 0
+            with server.connect() as sock:
+                sock.sendall(post_head(100_000) + b"u" * 100_000)
+                assert read_response(sock)[2] == b"100000 100000"
+        finally:
+            for sock in idle:
+                sock.close()
         wait_for(lambda: server.engine.buffered_bytes == 0)
 
 
@@ -189,3 +209,93 @@ def test_the_app_sees_the_content_length_the_body_was_framed_by(lengths):
     with ServerThread(length_app) as server, server.connect() as sock:
         sock.sendall(head.encode() + b"hello")
         assert read_response(sock)[2] == b"5 5"
+
+
+# -- what a review of the hardened paths found -------------------------------------------------------------------
+
+
+def test_sys_exit_in_a_view_is_a_500_and_the_thread_lives_on(caplog):
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/exit":
+            raise SystemExit(3)
+        return length_app(environ, start_response)
+
+    with ServerThread(app, threads=1) as server:
+        for _ in range(3):  # one thread: each of these needs it back
+            with server.connect() as sock:
+                sock.sendall(b"GET /exit HTTP/1.1\r\nHost: h\r\n\r\n")
+                assert read_response(sock)[0] == 500
+        with server.connect() as sock:
+            sock.sendall(post_head(2) + b"ok")
+            assert read_response(sock)[2] == b"2 2"
+
+
+def test_a_replaced_wsgi_input_without_close_ends_the_request_once():
+    closes = []
+
+    class Body:
+        def __iter__(self):
+            yield b"a"
+
+        def close(self):
+            closes.append(1)
+
+    def app(environ, start_response):
+        environ["wsgi.input"] = object()  # middleware's stand-in, with no close()
+        start_response("200 OK", [("Content-Length", "1")])
+        return Body()
+
+    with ServerThread(app) as server, server.connect() as sock:
+        sock.sendall(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        buffer = bytearray()
+        assert [read_response(sock, buffer)[2] for _ in range(2)] == [b"a", b"a"]  # both answered, in order
+    assert closes == [1, 1]
+
+
+def test_a_file_shorter_than_its_declared_length_closes_the_connection(tmp_path):
+    path = tmp_path / "ten"
+    path.write_bytes(b"0123456789")
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "20")])
+        return environ["wsgi.file_wrapper"](open(path, "rb"))  # the server closes it
+
+    with ServerThread(app) as server, server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        raw = recv_until_closed(sock)
+    assert raw.endswith(b"0123456789")  # closed after the short body: the next response is not read as its rest
+    assert raw.count(b"HTTP/1.1 200") == 1
+
+
+def test_headers_changed_after_start_response_are_not_sent():
+    def app(environ, start_response):
+        headers = [("Content-Type", "text/plain")]
+        start_response("200 OK", headers)
+        headers.append(("X-Evil", "a\r\nSet-Cookie: pwn=1"))
+        headers.append(("Content-Length", "3"))
+        return [b"abc"]
+
+    with ServerThread(app) as server, server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        status, headers, body = read_response(sock)
+    assert (status, body) == (200, b"abc")
+    assert "x-evil" not in headers and "set-cookie" not in headers
+
+
+def test_one_connection_failing_its_deadline_check_stops_no_other_deadline(caplog):
+    with ServerThread(length_app, keepalive_timeout=0.3, header_timeout=0.5) as server:
+        victim, other = server.connect(), server.connect()
+        victim.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        read_response(victim)
+        wait_for(lambda: len(server.engine.connections) == 2)
+        for conn in list(server.engine.connections.values()):
+            if conn.requests_seen:
+
+                def broken(now, conn=conn):
+                    raise RuntimeError("deadline check exploded")
+
+                conn.check_deadline = broken  # type: ignore[method-assign]
+        wait_for(lambda: len(server.engine.connections) == 0)  # the victim is closed, the silent one timed out
+        assert other.recv(100) == b""  # a connection that never sent anything is closed without a word
+        victim.close()
+        other.close()
