@@ -122,6 +122,7 @@ _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 # Fields the parser itself reads; those that decide framing or routing must not be repeated with a doubt.
 _NOTED_FIELDS = frozenset(("content-length", "transfer-encoding", "host", "connection", "expect", "content-type"))
 _FIELD_NAMES: dict[bytes, str] = {}
+_NO_TOKENS: frozenset[str] = frozenset()
 
 
 def _field_name(raw: bytes) -> str:
@@ -278,10 +279,14 @@ class RequestParser:
         content_lengths = framing.get("content-length", [])
         transfer_encodings = framing.get("transfer-encoding", [])
         hosts = framing.get("host", [])
-        connection_tokens = {t.strip().lower() for value in framing.get("connection", ()) for t in value.split(",")}
+        connections = framing.get("connection")
+        connection_tokens = (
+            {t.strip().lower() for value in connections for t in value.split(",")} if connections else _NO_TOKENS
+        )
         expects = framing.get("expect")
         expect = expects[-1].strip().lower() if expects else None
-        if len(framing.get("content-type", ())) > 1:
+        content_types = framing.get("content-type")
+        if content_types is not None and len(content_types) > 1:
             raise ProtocolError(400, "more than one Content-Type header")
 
         host, scheme, path, query = self._parse_target(method, target, hosts, version)
