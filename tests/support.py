@@ -22,6 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from server.config import Config
 from server.engine import Engine
 from server.listeners import open_listener, parse_bind
+from server.static import FileReply
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
@@ -68,6 +69,15 @@ def recv_until_closed(sock: socket.socket, limit: int = 64 * 1024 * 1024) -> byt
         chunks.append(data)
         total += len(data)
     return b"".join(chunks)
+
+
+def read_reply(reply: FileReply) -> bytes:
+    """The bytes a caller of ``server.static.serve_path`` would send for ``reply`` (and close it, as it must)."""
+    with reply:
+        if reply.file is None:
+            return reply.body
+        reply.file.seek(reply.offset)
+        return reply.file.read(reply.length)
 
 
 def read_response(sock: socket.socket, buffer: bytearray | None = None) -> tuple[int, dict[str, str], bytes]:

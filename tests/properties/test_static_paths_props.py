@@ -24,9 +24,10 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from server.static import FileReply, StaticMount, StaticOptions, serve_path
+from server.static import StaticMount, StaticOptions, serve_path
 from server.static import paths as static_paths
 from server.static.paths import open_under_root, split_request_path
+from tests.support import read_reply
 
 STRATEGIES = [False, True] if static_paths.KERNEL_CHECK else [False]  # the kernel check needs Linux
 
@@ -205,14 +206,6 @@ def mounts(tree: Tree) -> dict[tuple[str, StaticOptions], StaticMount]:
     }
 
 
-def body_of(reply: FileReply) -> bytes:
-    with reply:
-        if reply.file is None:
-            return reply.body
-        reply.file.seek(reply.offset)
-        return reply.file.read(reply.length)
-
-
 @given(
     rest=rests(),
     prefix=st.sampled_from(["/", "/static"]),
@@ -236,7 +229,7 @@ def test_serve_path_only_serves_what_the_mount_allows(
     raw_path = (before + rest) or "/"
     with mock.patch.object(static_paths, "KERNEL_CHECK", kernel):
         reply = serve_path(mounts[prefix, options], method, raw_path, {})
-    body = body_of(reply)
+    body = read_reply(reply)
     event(f"status {reply.status}")
     assert reply.status in (200, 301, 404), (raw_path, reply.status)
     if reply.status == 301:

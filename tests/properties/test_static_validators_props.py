@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from server.static import StaticMount, serve_path
 from server.static.reply import FileReply, Prepared
 from server.static.validators import UNSATISFIABLE, ByteRange, make_etag, parse_range
+from tests.support import read_reply
 
 # -- Range headers as structures -----------------------------------------------------------------------------
 
@@ -434,14 +435,6 @@ def sized_mount(sized_root: Path) -> StaticMount:
     return StaticMount("/files", sized_root)
 
 
-def body_of(reply: FileReply) -> bytes:
-    with reply:
-        if reply.file is None:
-            return reply.body
-        reply.file.seek(reply.offset)
-        return reply.file.read(reply.length)
-
-
 @given(size=st.integers(0, 3000), header=range_headers(), method=st.sampled_from(["GET", "GET", "HEAD"]))
 def test_serve_path_sends_exactly_the_bytes_the_range_names(
     sized_root: Path, sized_mount: StaticMount, size: int, header: RangeHeader, method: str
@@ -451,7 +444,7 @@ def test_serve_path_sends_exactly_the_bytes_the_range_names(
         path.write_bytes(content_of_size(size))
     reply = serve_path(sized_mount, method, f"/files/{size}.bin", {"range": header.text})
     expected = range_oracle(header, size) if method == "GET" else "ignore"
-    body = body_of(reply)
+    body = read_reply(reply)
     if isinstance(expected, tuple):
         first, last = expected
         check_reply(reply, method, size, expected)

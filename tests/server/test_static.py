@@ -12,6 +12,7 @@ import pytest
 
 from server.static import FileReply, StaticMount, StaticOptions, parse_mount, serve_file, serve_path
 from server.static.validators import http_date
+from tests.support import read_reply
 
 TEXT = b"0123456789abcdefghij"  # 20 bytes: easy to reason about ranges
 
@@ -33,15 +34,6 @@ def build_site(root: Path) -> Path:
     (root / "assets" / "logo.png").write_bytes(b"\x89PNG")
     (root / "assets" / ".hidden").write_bytes(b"hidden")
     return root
-
-
-def read_body(reply: FileReply) -> bytes:
-    """The bytes a caller would send for this reply (and close it, as a caller must)."""
-    with reply:
-        if reply.file is None:
-            return reply.body
-        reply.file.seek(reply.offset)
-        return reply.file.read(reply.length)
 
 
 @pytest.fixture
@@ -73,7 +65,7 @@ def test_get_sends_the_file_with_its_metadata(mount, site):
     assert re.fullmatch(r'"[0-9a-f]+-[0-9a-f]+-[0-9a-f]+"', reply.header("ETag"))
     assert reply.header("Cache-Control") is None
     assert (reply.offset, reply.length) == (0, 20)
-    assert read_body(reply) == TEXT
+    assert read_reply(reply) == TEXT
 
 
 def test_the_body_is_an_open_binary_file_the_caller_closes(mount):
@@ -140,7 +132,7 @@ def test_empty_file(mount):
     reply = get(mount, "/empty.txt")
     assert reply.status == 200
     assert reply.header("Content-Length") == "0"
-    assert reply.file is None and read_body(reply) == b""
+    assert reply.file is None and read_reply(reply) == b""
 
 
 def test_max_age_sets_cache_control(site):
@@ -279,7 +271,7 @@ def test_single_range_answers_206(mount, header, start, end):
     assert reply.header("Content-Range") == f"bytes {start}-{end}/20"
     assert reply.header("Content-Length") == str(end - start + 1)
     assert (reply.offset, reply.length) == (start, end - start + 1)
-    assert read_body(reply) == TEXT[start : end + 1]
+    assert read_reply(reply) == TEXT[start : end + 1]
 
 
 @pytest.mark.parametrize("header", ["bytes=20-", "bytes=100-200", "bytes=-0"])
@@ -308,13 +300,13 @@ def test_an_invalid_range_is_ignored(mount, header):
     reply = get(mount, "/a.txt", range=header)
     assert reply.status == 200
     assert reply.header("Content-Range") is None
-    assert read_body(reply) == TEXT
+    assert read_reply(reply) == TEXT
 
 
 def test_several_ranges_answer_the_whole_file(mount):
     reply = get(mount, "/a.txt", range="bytes=0-1,5-6")
     assert reply.status == 200
-    assert read_body(reply) == TEXT
+    assert read_reply(reply) == TEXT
 
 
 def test_range_on_an_empty_file_is_unsatisfiable(mount):
@@ -333,7 +325,7 @@ def test_if_range_with_the_current_etag_or_date_honours_the_range(mount, validat
     for if_range in (etag, last_modified):
         reply = get(mount, "/a.txt", range="bytes=0-4", if_range=if_range)
         assert reply.status == 206
-        assert read_body(reply) == TEXT[:5]
+        assert read_reply(reply) == TEXT[:5]
 
 
 @pytest.mark.parametrize("if_range", ['"old"', "W/{etag}", "Sun, 06 Nov 1994 08:49:37 GMT", "garbage"])
@@ -341,7 +333,7 @@ def test_if_range_that_does_not_match_sends_the_whole_file(mount, validators, if
     etag, _ = validators
     reply = get(mount, "/a.txt", range="bytes=0-4", if_range=if_range.format(etag=etag))
     assert reply.status == 200
-    assert read_body(reply) == TEXT
+    assert read_reply(reply) == TEXT
 
 
 def test_conditions_come_before_ranges(mount, validators):
@@ -374,12 +366,12 @@ def test_directory_with_slash_serves_its_index(mount):
     reply = get(mount, "/docs/")
     assert reply.status == 200
     assert reply.header("Content-Type") == "text/html; charset=utf-8"
-    assert read_body(reply) == b"<h1>docs</h1>"
+    assert read_reply(reply) == b"<h1>docs</h1>"
 
 
 def test_mount_root_serves_its_index(site):
     (site / "index.html").write_bytes(b"home")
-    assert read_body(get(StaticMount("/static", site), "/static/")) == b"home"
+    assert read_reply(get(StaticMount("/static", site), "/static/")) == b"home"
 
 
 def test_directory_without_index_is_404_unless_listing(mount, site):
@@ -387,7 +379,7 @@ def test_directory_without_index_is_404_unless_listing(mount, site):
     listed = get(StaticMount("/", site, StaticOptions(listing=True)), "/assets/")
     assert listed.status == 200
     assert listed.header("Content-Type") == "text/html; charset=utf-8"
-    page = read_body(listed).decode()
+    page = read_reply(listed).decode()
     assert 'href="logo.png"' in page
     assert ".hidden" not in page  # dotfiles stay hidden
     assert 'href="../"' in page
@@ -400,7 +392,7 @@ def test_listing_escapes_names_and_encodes_links(site):
     (hostile / 'a&b "q".txt').write_bytes(b"")
     (hostile / "100% sure#?.txt").write_bytes(b"")
     (hostile / "café").mkdir()
-    page = read_body(get(StaticMount("/files", site, StaticOptions(listing=True)), "/files/list/")).decode()
+    page = read_reply(get(StaticMount("/files", site, StaticOptions(listing=True)), "/files/list/")).decode()
     assert "<img" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;.txt" in page
     assert 'href="%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E.txt"' in page
@@ -445,7 +437,7 @@ def test_precompressed_sibling_is_chosen_from_accept_encoding(mount, accept_enco
     assert reply.header("Content-Type") == "text/css; charset=utf-8"  # the original's type
     assert reply.header("Vary") == "Accept-Encoding"
     assert reply.header("Content-Length") == str(len(body))
-    assert read_body(reply) == body
+    assert read_reply(reply) == body
 
 
 @pytest.mark.parametrize("accept_encoding", [None, "", "identity", "gzip;q=0, br;q=0", "deflate", "*;q=0"])
@@ -454,13 +446,13 @@ def test_identity_when_no_sibling_is_acceptable_still_varies(mount, site, accept
     reply = serve_path(mount, "GET", "/app.css", headers)
     assert reply.header("Content-Encoding") is None
     assert reply.header("Vary") == "Accept-Encoding"
-    assert read_body(reply) == (site / "app.css").read_bytes()
+    assert read_reply(reply) == (site / "app.css").read_bytes()
 
 
 def test_only_existing_siblings_are_offered(mount):
     reply = get(mount, "/only-gz.js", accept_encoding="br, gzip")
     assert reply.header("Content-Encoding") == "gzip"
-    assert read_body(reply) == b"GZ-JS"
+    assert read_reply(reply) == b"GZ-JS"
 
 
 def test_a_file_without_siblings_has_no_vary(mount):
@@ -474,7 +466,7 @@ def test_siblings_are_only_looked_for_beside_types_that_compress(mount, site):
     (site / "photo.png.gz").write_bytes(b"pointless")
     reply = get(mount, "/photo.png", accept_encoding="gzip")
     assert reply.header("Content-Encoding") is None and reply.header("Vary") is None
-    assert read_body(reply) == b"PNG"
+    assert read_reply(reply) == b"PNG"
 
 
 def test_a_compressed_file_asked_for_by_name_is_not_encoded_twice(mount):
@@ -482,7 +474,7 @@ def test_a_compressed_file_asked_for_by_name_is_not_encoded_twice(mount):
     assert reply.header("Content-Type") == "application/gzip"
     assert reply.header("Content-Encoding") is None
     assert reply.header("Vary") is None
-    assert read_body(reply) == b"GZIP-BYTES"
+    assert read_reply(reply) == b"GZIP-BYTES"
 
 
 def test_each_encoding_has_its_own_etag_and_304_keeps_vary(mount):
@@ -499,7 +491,7 @@ def test_ranges_apply_to_the_encoded_bytes(mount):
     reply = get(mount, "/app.css", accept_encoding="gzip", range="bytes=0-3")
     assert reply.status == 206
     assert reply.header("Content-Range") == "bytes 0-3/10"
-    assert read_body(reply) == b"GZIP"
+    assert read_reply(reply) == b"GZIP"
 
 
 def test_siblings_and_type_follow_the_requested_name_not_a_link_target(mount, site):
@@ -510,7 +502,7 @@ def test_siblings_and_type_follow_the_requested_name_not_a_link_target(mount, si
     reply = get(mount, "/theme.css", accept_encoding="gzip")
     assert reply.header("Content-Type") == "text/css; charset=utf-8"
     assert reply.header("Content-Encoding") == "gzip"
-    assert read_body(reply) == b"GZ-THEME"
+    assert read_reply(reply) == b"GZ-THEME"
 
 
 def test_precompressed_sibling_of_an_index_page(mount, site):
@@ -518,7 +510,7 @@ def test_precompressed_sibling_of_an_index_page(mount, site):
     reply = get(mount, "/docs/", accept_encoding="gzip")
     assert reply.header("Content-Type") == "text/html; charset=utf-8"
     assert reply.header("Content-Encoding") == "gzip"
-    assert read_body(reply) == b"GZ-INDEX"
+    assert read_reply(reply) == b"GZ-INDEX"
 
 
 # -- serve_file ----------------------------------------------------------------------------------------------
@@ -527,11 +519,11 @@ def test_precompressed_sibling_of_an_index_page(mount, site):
 def test_serve_file_shares_the_rules(site):
     path = site / "a.txt"
     reply = serve_file(path, "GET", {})
-    assert reply.status == 200 and read_body(reply) == TEXT
+    assert reply.status == 200 and read_reply(reply) == TEXT
     etag = reply.header("ETag")
     assert serve_file(path, "GET", {"if-none-match": etag}).status == 304
     ranged = serve_file(str(path), "GET", {"range": "bytes=-3"})
-    assert ranged.status == 206 and read_body(ranged) == TEXT[-3:]
+    assert ranged.status == 206 and read_reply(ranged) == TEXT[-3:]
     assert serve_file(path, "HEAD", {}).file is None
     assert serve_file(path, "POST", {}).status == 405
 
@@ -585,7 +577,7 @@ def test_a_path_outside_the_prefix_is_404(site):
 
 def test_mount_with_a_non_ascii_prefix(site):
     mount = StaticMount("/médias", site)
-    assert read_body(get(mount, "/m%C3%A9dias/a.txt")) == TEXT
+    assert read_reply(get(mount, "/m%C3%A9dias/a.txt")) == TEXT
 
 
 def test_mount_root_is_resolved(site, tmp_path):
@@ -593,7 +585,7 @@ def test_mount_root_is_resolved(site, tmp_path):
     alias.symlink_to(site)
     mount = StaticMount("/", alias)
     assert mount.root == site.resolve()
-    assert read_body(get(mount, "/a.txt")) == TEXT
+    assert read_reply(get(mount, "/a.txt")) == TEXT
 
 
 def test_parse_mount(site):

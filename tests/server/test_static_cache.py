@@ -16,6 +16,7 @@ from server.static import FileReply, StaticMount, StaticOptions, serve_path
 from server.static import reply as static_reply
 from server.static.cache import CachedPath, FileView, OpenFileCache, SharedFile
 from server.static.paths import KERNEL_CHECK
+from tests.support import read_reply
 
 SECRET = b"top secret"
 
@@ -83,16 +84,8 @@ def get(mount: StaticMount, path: str, method: str = "GET", **headers: str) -> F
     return serve_path(mount, method, path, {name.replace("_", "-"): value for name, value in headers.items()})
 
 
-def body_of(reply: FileReply) -> bytes:
-    with reply:
-        if reply.file is None:
-            return reply.body
-        reply.file.seek(reply.offset)
-        return reply.file.read(reply.length)
-
-
 def assert_refused(reply: FileReply) -> None:
-    body = body_of(reply)
+    body = read_reply(reply)
     assert reply.status == 404, (reply.status, body)
     assert SECRET not in body
 
@@ -106,14 +99,14 @@ pytestmark = pytest.mark.usefixtures("cache")
 @needs_proc
 def test_a_second_request_is_served_without_the_full_check(mount, cache, full_checks):
     first = get(mount, "/a.txt")
-    first_headers, first_body = first.headers, body_of(first)
+    first_headers, first_body = first.headers, read_reply(first)
     assert full_checks == [("a.txt",)]
     assert len(cache) == 1
     second = get(mount, "/a.txt")
     assert full_checks == [("a.txt",)]  # no second check: the cache answered
     assert second.status == 200
     assert second.headers == first_headers
-    assert body_of(second) == first_body == b"public a"
+    assert read_reply(second) == first_body == b"public a"
 
 
 @needs_proc
@@ -125,7 +118,7 @@ def test_a_hit_answers_head_conditions_and_ranges_per_request(mount, full_checks
     assert get(mount, "/a.txt", if_match='"other"').status == 412
     ranged = get(mount, "/a.txt", range="bytes=-1")
     assert ranged.status == 206 and ranged.header("Content-Range") == "bytes 7-7/8"
-    assert body_of(ranged) == b"a"
+    assert read_reply(ranged) == b"a"
     assert get(mount, "/a.txt", range="bytes=9-").status == 416
     assert len(full_checks) == 1
 
@@ -165,7 +158,7 @@ def test_each_mount_has_its_own_entries(tree, full_checks):
 def test_without_the_kernel_check_nothing_is_cached(mount, cache, full_checks, monkeypatch):
     monkeypatch.setattr(static_reply.paths, "KERNEL_CHECK", False)
     for _ in range(2):
-        assert body_of(get(mount, "/a.txt")) == b"public a"
+        assert read_reply(get(mount, "/a.txt")) == b"public a"
     assert len(full_checks) == 2 and len(cache) == 0
 
 
@@ -174,11 +167,11 @@ def test_without_the_kernel_check_nothing_is_cached(mount, cache, full_checks, m
 
 @needs_proc
 def test_a_rewritten_file_is_checked_again_and_served_new(mount, tree, full_checks):
-    assert body_of(get(mount, "/a.txt")) == b"public a"
+    assert read_reply(get(mount, "/a.txt")) == b"public a"
     (tree / "a.txt").write_bytes(b"new contents")
     reply = get(mount, "/a.txt")
     assert reply.header("Content-Length") == "12"
-    assert body_of(reply) == b"new contents"
+    assert read_reply(reply) == b"new contents"
     assert len(full_checks) == 2
 
 
@@ -203,7 +196,7 @@ def test_a_file_replaced_by_rename_is_served_new_even_with_the_same_size_and_mti
     os.replace(replacement, path)
     reply = get(mount, "/a.txt")
     assert reply.header("ETag") != first
-    assert body_of(reply) == b"PUBLIC A"
+    assert read_reply(reply) == b"PUBLIC A"
 
 
 @needs_proc
@@ -234,10 +227,10 @@ def test_a_file_replaced_by_a_fifo_is_refused_without_blocking(mount, tree):
 @needs_proc
 def test_a_retargeted_symlink_serves_its_new_target(mount, tree):
     (tree / "link.txt").symlink_to("a.txt")
-    assert body_of(get(mount, "/link.txt")) == b"public a"
+    assert read_reply(get(mount, "/link.txt")) == b"public a"
     (tree / "link.txt").unlink()
     (tree / "link.txt").symlink_to(Path("sub") / "b.txt")
-    assert body_of(get(mount, "/link.txt")) == b"public b"
+    assert read_reply(get(mount, "/link.txt")) == b"public b"
 
 
 # -- invalidation: the way to the file changed (the security cases) ---------------------------------------------
@@ -245,7 +238,7 @@ def test_a_retargeted_symlink_serves_its_new_target(mount, tree):
 
 @needs_proc
 def test_a_directory_swapped_for_a_symlink_between_two_requests_is_refused(mount, tree):
-    assert body_of(get(mount, "/sub/b.txt")) == b"public b"
+    assert read_reply(get(mount, "/sub/b.txt")) == b"public b"
     decoy = tree.parent / "decoy"
     decoy.mkdir()
     (decoy / "b.txt").write_bytes(SECRET)
@@ -257,7 +250,7 @@ def test_a_directory_swapped_for_a_symlink_between_two_requests_is_refused(mount
 @needs_proc
 def test_a_directory_moved_out_of_the_root_is_refused_though_the_file_is_unchanged(mount, tree, full_checks):
     """``stat`` still finds the very file that was checked; only its real path says it left the root."""
-    assert body_of(get(mount, "/sub/b.txt")) == b"public b"
+    assert read_reply(get(mount, "/sub/b.txt")) == b"public b"
     moved = tree.parent / "moved-out"
     (tree / "sub").rename(moved)  # b.txt keeps its inode, size, mtime and ctime
     (tree / "sub").symlink_to(moved)
@@ -267,7 +260,7 @@ def test_a_directory_moved_out_of_the_root_is_refused_though_the_file_is_unchang
 
 @needs_proc
 def test_a_directory_renamed_to_a_dotfile_is_refused(mount, tree):
-    assert body_of(get(mount, "/sub/b.txt")) == b"public b"
+    assert read_reply(get(mount, "/sub/b.txt")) == b"public b"
     (tree / "sub").rename(tree / ".private")
     (tree / "sub").symlink_to(".private")
     assert_refused(get(mount, "/sub/b.txt"))
@@ -277,23 +270,23 @@ def test_a_directory_renamed_to_a_dotfile_is_refused(mount, tree):
 def test_with_follow_symlinks_a_moved_directory_is_still_served(tree):
     """The mount's full check ignores real paths, so the cache does not compare them either."""
     mount = StaticMount("/", tree, StaticOptions(follow_symlinks=True))
-    assert body_of(get(mount, "/sub/b.txt")) == b"public b"
+    assert read_reply(get(mount, "/sub/b.txt")) == b"public b"
     moved = tree.parent / "moved-out"
     (tree / "sub").rename(moved)
     (tree / "sub").symlink_to(moved)
-    assert body_of(get(mount, "/sub/b.txt")) == b"public b"
+    assert read_reply(get(mount, "/sub/b.txt")) == b"public b"
 
 
 @needs_proc
 def test_the_root_moved_away_refuses_what_was_cached_below_it(mount, tree):
-    assert body_of(get(mount, "/sub/b.txt")) == b"public b"
-    assert body_of(get(mount, "/a.txt")) == b"public a"
+    assert read_reply(get(mount, "/sub/b.txt")) == b"public b"
+    assert read_reply(get(mount, "/a.txt")) == b"public a"
     tree.rename(tree.parent / "site-old")
     tree.symlink_to(tree.parent / "site-old")  # the old path still leads to the same files, from elsewhere
     assert_refused(get(mount, "/sub/b.txt"))
     # A file directly in the root is re-proved by its stat alone (its ctime moves with any rename, link or
     # unlink of its own): the very same unchanged file may still be answered until its entry expires...
-    assert body_of(get(mount, "/a.txt")) == b"public a"
+    assert read_reply(get(mount, "/a.txt")) == b"public a"
     static_reply.OPEN_FILES.clear()
     # ...and once the entry is gone, the full check refuses it like everything else.
     assert_refused(get(mount, "/a.txt"))
@@ -301,11 +294,11 @@ def test_the_root_moved_away_refuses_what_was_cached_below_it(mount, tree):
 
 @needs_proc
 def test_a_file_directly_in_the_root_is_re_proved_by_its_stat(mount, tree, full_checks):
-    assert body_of(get(mount, "/a.txt")) == b"public a"
+    assert read_reply(get(mount, "/a.txt")) == b"public a"
     checks = len(full_checks)
     os.rename(tree / "a.txt", tree / "moved.txt")
     os.symlink("moved.txt", tree / "a.txt")  # same inode, new name: the rename moved its ctime
-    assert body_of(get(mount, "/a.txt")) == b"public a"  # a symlink inside the root is allowed...
+    assert read_reply(get(mount, "/a.txt")) == b"public a"  # a symlink inside the root is allowed...
     assert len(full_checks) == checks + 1  # ...but it was the full check that said so, not the cache
     os.unlink(tree / "a.txt")
     (tree / "a.txt").symlink_to(tree.parent / "secret.txt")
@@ -317,9 +310,9 @@ def test_a_file_directly_in_the_root_is_re_proved_by_its_stat(mount, tree, full_
 
 @needs_proc
 def test_a_directory_index_is_cached_and_follows_its_directory(mount, tree, full_checks):
-    assert body_of(get(mount, "/docs/")) == b"<h1>docs</h1>"
+    assert read_reply(get(mount, "/docs/")) == b"<h1>docs</h1>"
     checks = len(full_checks)
-    assert body_of(get(mount, "/docs/")) == b"<h1>docs</h1>"
+    assert read_reply(get(mount, "/docs/")) == b"<h1>docs</h1>"
     assert len(full_checks) == checks  # a hit
     assert get(mount, "/docs").status == 301  # redirects are never cached
     assert len(full_checks) == checks + 1
@@ -332,7 +325,7 @@ def test_a_directory_index_is_cached_and_follows_its_directory(mount, tree, full
 def test_an_index_reached_through_a_symlinked_directory_is_not_cached(mount, tree, full_checks):
     (tree / "docs-link").symlink_to("docs")
     for _ in range(2):
-        assert body_of(get(mount, "/docs-link/")) == b"<h1>docs</h1>"
+        assert read_reply(get(mount, "/docs-link/")) == b"<h1>docs</h1>"
     assert full_checks.count(("docs-link",)) == 2
 
 
@@ -344,8 +337,8 @@ def test_siblings_are_chosen_per_request_from_the_cache(mount, full_checks):
     checks = len(full_checks)
     gzipped = get(mount, "/app.css", accept_encoding="gzip, br")
     assert gzipped.header("Content-Encoding") == "gzip" and gzipped.header("Vary") == "Accept-Encoding"
-    assert body_of(gzipped) == b"GZIP-BYTES"
-    assert body_of(get(mount, "/app.css", accept_encoding="identity")) == b"body { color: red }\n"
+    assert read_reply(gzipped) == b"GZIP-BYTES"
+    assert read_reply(get(mount, "/app.css", accept_encoding="identity")) == b"body { color: red }\n"
     assert len(full_checks) == checks
 
 
@@ -355,7 +348,7 @@ def test_a_deleted_sibling_falls_back_to_the_file(mount, tree):
     (tree / "app.css.gz").unlink()
     reply = get(mount, "/app.css", accept_encoding="gzip")
     assert reply.header("Content-Encoding") is None
-    assert body_of(reply) == b"body { color: red }\n"
+    assert read_reply(reply) == b"body { color: red }\n"
 
 
 @needs_proc
@@ -369,7 +362,7 @@ def test_a_new_sibling_is_offered_once_the_entry_expires(mount, tree, cache, clo
     clock.now += cache.ttl
     reply = get(mount, "/app.css", accept_encoding="br")
     assert reply.header("Content-Encoding") == "br"
-    assert body_of(reply) == b"BROTLI"
+    assert read_reply(reply) == b"BROTLI"
 
 
 @needs_proc
@@ -380,7 +373,7 @@ def test_a_sibling_that_leads_out_is_not_served_from_the_cache_either(mount, tre
     for _ in range(2):
         reply = get(mount, "/style.css", accept_encoding="gzip")
         assert reply.header("Content-Encoding") is None
-        assert body_of(reply) == b"plain css"
+        assert read_reply(reply) == b"plain css"
 
 
 # -- expiry and bounds ---------------------------------------------------------------------------------------
@@ -403,7 +396,7 @@ def test_the_cache_holds_at_most_its_descriptor_budget(tree, monkeypatch, clock)
     for name in names:
         (tree / name).write_bytes(name.encode())
     for name in names:
-        assert body_of(get(mount, f"/{name}")) == name.encode()
+        assert read_reply(get(mount, f"/{name}")) == name.encode()
         assert small.descriptors <= 3 and len(small) <= 3
     # The newest entries stay; the oldest went first.
     assert [key[1] for key in small._entries] == ["/f7.txt", "/f8.txt", "/f9.txt"]
@@ -416,7 +409,7 @@ def test_an_entry_with_more_files_than_the_budget_is_served_but_not_kept(mount, 
     tiny = OpenFileCache(clock=clock, max_descriptors=1)
     monkeypatch.setattr(static_reply, "OPEN_FILES", tiny)
     reply = get(mount, "/app.css", accept_encoding="gzip")  # the file and its sibling: two descriptors
-    assert body_of(reply) == b"GZIP-BYTES"
+    assert read_reply(reply) == b"GZIP-BYTES"
     assert len(tiny) == 0
 
 

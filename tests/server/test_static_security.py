@@ -14,6 +14,7 @@ import pytest
 from server.static import FileReply, StaticMount, StaticOptions, serve_path
 from server.static import paths as static_paths
 from server.static.paths import KERNEL_CHECK, split_request_path
+from tests.support import read_reply
 
 SECRET = b"top secret"
 
@@ -55,14 +56,6 @@ def tree(tmp_path: Path) -> Path:
     return site
 
 
-def body_of(reply: FileReply) -> bytes:
-    with reply:
-        if reply.file is None:
-            return reply.body
-        reply.file.seek(reply.offset)
-        return reply.file.read(reply.length)
-
-
 DEFAULTS = StaticOptions()
 
 
@@ -71,14 +64,14 @@ def fetch(root: Path, raw_path: str, options: StaticOptions = DEFAULTS, prefix: 
 
 
 def assert_refused(reply: FileReply) -> None:
-    body = body_of(reply)
+    body = read_reply(reply)
     assert reply.status == 404, (reply.status, body)
     assert SECRET not in body
 
 
 def test_the_tree_itself_is_served(tree):
-    assert body_of(fetch(tree, "/a.txt")) == b"public"
-    assert body_of(fetch(tree, "/sub/b.txt")) == b"public b"
+    assert read_reply(fetch(tree, "/a.txt")) == b"public"
+    assert read_reply(fetch(tree, "/sub/b.txt")) == b"public b"
 
 
 ESCAPES = [
@@ -145,15 +138,15 @@ def test_symlinks_leading_out_are_refused(tree, raw_path):
 
 def test_symlinks_leading_out_are_served_with_follow_symlinks(tree):
     options = StaticOptions(follow_symlinks=True)
-    assert body_of(fetch(tree, "/link-out.txt", options)) == SECRET
-    assert body_of(fetch(tree, "/dir-out/secret.txt", options)) == SECRET
+    assert read_reply(fetch(tree, "/link-out.txt", options)) == SECRET
+    assert read_reply(fetch(tree, "/dir-out/secret.txt", options)) == SECRET
 
 
 def test_symlinks_inside_the_root_are_served(tree):
-    assert body_of(fetch(tree, "/link-in.txt")) == b"public"
-    assert body_of(fetch(tree, "/link-relative.txt")) == b"public b"
+    assert read_reply(fetch(tree, "/link-in.txt")) == b"public"
+    assert read_reply(fetch(tree, "/link-relative.txt")) == b"public b"
     # Judged by where the path really ends: out through one link and back into the root is inside.
-    assert body_of(fetch(tree, "/dir-out/site/a.txt")) == b"public"
+    assert read_reply(fetch(tree, "/dir-out/site/a.txt")) == b"public"
 
 
 @pytest.mark.parametrize(
@@ -165,9 +158,9 @@ def test_dotfiles_are_refused(tree, raw_path):
 
 def test_dotfiles_are_served_when_allowed(tree):
     options = StaticOptions(dotfiles=True)
-    assert body_of(fetch(tree, "/.env", options)) == b"PASSWORD=1"
-    assert body_of(fetch(tree, "/.git/config", options)) == b"[core]"
-    assert body_of(fetch(tree, "/link-to-dotfile.txt", options)) == b"PASSWORD=1"
+    assert read_reply(fetch(tree, "/.env", options)) == b"PASSWORD=1"
+    assert read_reply(fetch(tree, "/.git/config", options)) == b"[core]"
+    assert read_reply(fetch(tree, "/link-to-dotfile.txt", options)) == b"PASSWORD=1"
 
 
 @pytest.mark.parametrize(
@@ -182,7 +175,7 @@ def test_dotfiles_are_served_when_allowed(tree):
     ],
 )
 def test_spaces_and_non_ascii_names_work_when_encoded_as_utf8(tree, raw_path, expected):
-    assert body_of(fetch(tree, raw_path)) == expected
+    assert read_reply(fetch(tree, raw_path)) == expected
 
 
 def test_a_precompressed_sibling_that_leads_out_is_not_served(tree):
@@ -191,11 +184,11 @@ def test_a_precompressed_sibling_that_leads_out_is_not_served(tree):
     (tree / "style.css.gz").symlink_to(tree.parent / "evil.gz")
     reply = serve_path(StaticMount("/", tree), "GET", "/style.css", {"accept-encoding": "gzip"})
     assert reply.header("Content-Encoding") is None
-    assert body_of(reply) == b"plain css"
+    assert read_reply(reply) == b"plain css"
 
 
 def test_a_listing_does_not_show_what_it_would_not_serve(tree):
-    page = body_of(fetch(tree, "/", StaticOptions(listing=True))).decode()
+    page = read_reply(fetch(tree, "/", StaticOptions(listing=True))).decode()
     assert "a.txt" in page and "link-in.txt" in page
     for hidden in (".env", ".git", "link-out.txt", "dir-out", "link-to-dotfile.txt"):
         assert hidden not in page
