@@ -505,7 +505,13 @@ class HTTPConnection:
         if self.reserved or self.body is not None:
             self.release_body()
         if self.broken or not keep_alive or self.engine.stopping:
-            self.close_soon()
+            request = self.request
+            if not self.broken and request is not None and request.expect_continue and self.static_mount is not None:
+                # A file answered an Expect: 100-continue without asking for the body, which may be on its way all
+                # the same: drain it before closing, or its arrival would reset the connection under our answer.
+                self._start_lingering()
+            else:
+                self.close_soon()
             return
         self.parser.start_next()
         self.request = None

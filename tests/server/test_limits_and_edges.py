@@ -299,3 +299,14 @@ def test_one_connection_failing_its_deadline_check_stops_no_other_deadline(caplo
         assert other.recv(100) == b""  # a connection that never sent anything is closed without a word
         victim.close()
         other.close()
+
+
+def test_a_file_answering_100_continue_drains_the_unasked_body_before_closing(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"A" * 100)
+    with ServerThread(length_app, static=(f"/s={tmp_path}",)) as server, server.connect() as sock:
+        sock.sendall(b"PUT /s/a.txt HTTP/1.1\r\nHost: h\r\nContent-Length: 200000\r\nExpect: 100-continue\r\n\r\n")
+        status, headers, _ = read_response(sock)
+        assert status == 405 and headers["connection"] == "close"
+        sock.sendall(b"b" * 200_000)  # a client that did not wait for the 100 sends its body anyway
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # an orderly close, not a reset
