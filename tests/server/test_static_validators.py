@@ -133,3 +133,23 @@ def test_choose_coding_ranks_by_quality_then_preference():
 def test_siblings_only_for_compressible_types(name, expected):
     assert may_have_siblings(name, content_type(name)) is expected
     assert may_have_siblings(name + ".gz", content_type(name)) is False
+
+
+def test_a_huge_entity_tag_list_is_cheap_even_with_our_tag_in_it():
+    # Answered on the event loop, so linear is not enough: 65,000 empty elements cost 28 ms, and a pipelining
+    # client multiplied that for everyone else. Past MAX_LIST_ELEMENTS a list matches nothing.
+    import time
+
+    from server.static.validators import MAX_LIST_ELEMENTS, etag_matches
+
+    etag = '"abc-123"'
+    assert etag_matches(", " * (MAX_LIST_ELEMENTS - 2) + etag, etag, weak=True)
+    huge = "," * 65_000 + etag
+    assert not etag_matches(huge, etag, weak=True)
+    assert not etag_matches("," * 65_000 + '"other"', etag, weak=True)  # not even parsed
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        etag_matches(huge, etag, weak=True)
+        best = min(best, time.perf_counter() - started)
+    assert best < 0.002
