@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="report an app request running longer than this, with its stack; under --workers, replace a worker "
              "whose every thread is past it (0: never)")
     add("--min-body-rate", type=_rate, default=defaults.min_body_rate, metavar="BYTES_PER_SECOND",
-        help="slowest average rate a request body may arrive at once --body-timeout's grace is spent "
+        help="slowest rate a request body may arrive at, owed in every --body-timeout window "
              "(408 below it; 0: no minimum)")
     add("--max-header-bytes", type=_size, default=defaults.max_header_bytes, metavar="SIZE",
         help="largest request head (431 beyond)")

@@ -32,8 +32,8 @@ class Config:
     # An application request running longer than this is reported with its thread's stack (0: never); under
     # --workers, a worker whose every thread is past it is replaced, a new worker first.
     timeout: float = 30.0
-    # The slowest a request body may arrive, in bytes per second, once body_timeout's grace is spent (in the
-    # style of Apache's mod_reqtimeout MinRate): a trickle cannot hold a connection and its buffer forever.
+    # The slowest a request body may arrive, in bytes per second, owed in every window of body_timeout seconds
+    # (after Apache's mod_reqtimeout MinRate): a trickle cannot hold a connection and its buffer forever.
     min_body_rate: int = 1024
 
     # Limits; each answers with its own status when exceeded (see server.http).

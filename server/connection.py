@@ -114,6 +114,9 @@ class HTTPConnection:
         self.body_size = 0  # bytes stored for the application
         self.body_received = 0  # bytes of body received (also those a static file ignores), for the rate rule
         self.body_started = 0.0
+        # The body-rate rule's window: when it began and how much body had arrived by then.
+        self.rate_mark = 0.0
+        self.rate_mark_bytes = 0
         self.reserved = 0  # bytes of the engine's buffered-body budget this request holds
         self._advancing = False  # advance() is on the stack: a response finished under it must not recurse
         # Output, shared between the owner and the loop's flushing; guarded by `lock`.
@@ -220,8 +223,8 @@ class HTTPConnection:
         self.request = request
         self.state = READING
         self.static_mount = mount = self.engine.static_mount_for(request)
-        self.body_received = 0
-        self.body_started = time.monotonic()
+        self.body_received = self.rate_mark_bytes = 0
+        self.body_started = self.rate_mark = time.monotonic()
         length = request.content_length
         if mount is None and length and length > self.engine.config.max_buffered_bytes - self.engine.buffered_bytes:
             # It cannot fit now: say so before the client sends it. (Nothing is reserved for a body that has not
@@ -240,14 +243,18 @@ class HTTPConnection:
         return True
 
     def _body_deadline(self, now: float) -> float:
-        """When the body must have progressed: ``body_timeout`` after the last piece, and on average at least
-        ``min_body_rate`` bytes per second once the first ``body_timeout`` of grace is spent."""
+        """When the body must have progressed next.
+
+        Every window of ``body_timeout`` seconds must bring ``min_body_rate * body_timeout`` bytes (30 KiB in
+        30 s by default); a window that does starts the next one. A rate averaged over the whole body would let
+        a client that sent most of it at once trickle the rest for hours, holding its share of the budget."""
         config = self.engine.config
-        deadline = now + config.body_timeout
-        if config.min_body_rate:
-            earned = self.body_received / config.min_body_rate  # each byte buys 1/rate seconds more
-            deadline = min(deadline, self.body_started + config.body_timeout + earned)
-        return deadline
+        if not config.min_body_rate:
+            return now + config.body_timeout  # only progress: some piece every body_timeout
+        if self.body_received - self.rate_mark_bytes >= config.min_body_rate * config.body_timeout:
+            self.rate_mark = now
+            self.rate_mark_bytes = self.body_received
+        return self.rate_mark + config.body_timeout
 
     def _send_continue_now(self) -> bool:
         # Nothing else is queued on a connection that is reading a request, so 25 bytes fit in the socket
@@ -599,11 +606,15 @@ class HTTPConnection:
         elif self.state == READING:
             if self.request is None:
                 self.refuse(408, "timed out reading the request head")
-            elif now - self.body_started < self.engine.config.body_timeout or self.body_received == 0:
+            elif not self.engine.config.min_body_rate or self.body_received == 0:
                 self.refuse(408, "timed out reading the request body")
             else:
-                rate = self.engine.config.min_body_rate
-                self.refuse(408, f"the request body arrived too slowly (under {rate} bytes per second)")
+                config = self.engine.config
+                self.refuse(
+                    408,
+                    f"the request body arrived too slowly (under {config.min_body_rate} bytes per second "
+                    f"over {config.body_timeout:g} s)",
+                )
         elif self.state == BUSY:
             # An application is running (the watchdog reports it when overdue) or a refusal is on its way out.
             timeout = self.engine.config.timeout or self.engine.config.send_timeout

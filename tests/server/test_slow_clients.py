@@ -13,6 +13,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -170,22 +171,49 @@ def test_a_parked_response_finishes_when_its_client_reads_again():
     assert body == b"".join(chunks)
 
 
-def test_the_default_slow_body_bound_is_under_a_minute():
-    # With the defaults, a body trickled at one byte per 0.2 s (5 B/s) is ended within 60 s of its start:
-    # body_timeout (30 s) of grace, then it must average min_body_rate (1 KiB/s).
+def cut_off_after(rate_of: Callable[[int], int], config: Config, horizon: int = 20_000) -> int | None:
+    """Feed a body second by second (``rate_of(second)`` bytes in that second) through the rate rule; the
+    second at which the connection would be refused, or None if it never is within ``horizon``."""
+    conn = SimpleNamespace(engine=SimpleNamespace(config=config), body_received=0, rate_mark=0.0, rate_mark_bytes=0)
+    deadline = HTTPConnection._body_deadline(conn, 0.0)  # type: ignore[arg-type]
+    for second in range(1, horizon):
+        if second >= deadline:
+            return second
+        sent = rate_of(second)
+        if sent:
+            conn.body_received += sent
+            deadline = HTTPConnection._body_deadline(conn, float(second))  # type: ignore[arg-type]
+    return None
+
+
+def test_the_body_rate_rule_with_the_defaults():
     config = Config()
-    conn = SimpleNamespace(engine=SimpleNamespace(config=config), body_started=0.0, body_received=0)
-    for elapsed in range(1, 120):
-        conn.body_received = elapsed * 5
-        deadline = HTTPConnection._body_deadline(conn, now=float(elapsed))  # type: ignore[arg-type]
-        if deadline <= elapsed:
-            break
-    assert elapsed < 60
-    # An honest upload at 100 KiB/s is never cut off, however large.
-    for elapsed in (1, 10, 100, 1000):
-        conn.body_received = elapsed * 100 * 1024
-        assert HTTPConnection._body_deadline(conn, now=float(elapsed)) > elapsed  # type: ignore[arg-type]
-    assert replace(config, min_body_rate=0).min_body_rate == 0  # the rule can be turned off
+    # A byte per 0.2 s (5 B/s) is ended within 60 s of its start (at 30 s: its first window never fills).
+    assert cut_off_after(lambda s: 5, config) == 30
+    # Most of a body at once, then a byte every 25 s: ended 30 s after the burst, not hours later holding its
+    # share of the budget (the rate is owed in every window, not averaged over the whole body).
+    assert cut_off_after(lambda s: 15 * 1024 * 1024 if s == 1 else (1 if s % 25 == 0 else 0), config) == 31
+    # Honest uploads are never cut off: 100 KiB/s, or just above the minimum rate.
+    assert cut_off_after(lambda s: 100 * 1024, config) is None
+    assert cut_off_after(lambda s: 1100, config) is None
+    # With the rate rule off, only progress counts: a piece every body_timeout.
+    assert cut_off_after(lambda s: 1 if s % 25 == 0 else 0, replace(config, min_body_rate=0)) is None
+
+
+def test_a_front_loaded_body_cannot_trickle_the_rest_forever():
+    with ServerThread(make_app(Closes()), body_timeout=1.0, min_body_rate=10_000) as server, server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 900_000)
+        started = time.monotonic()
+        stop = threading.Event()
+        trickler = threading.Thread(target=trickle, args=([sock], stop, 0.3), daemon=True)
+        trickler.start()
+        try:
+            status, _, body = read_response(sock)
+        finally:
+            stop.set()
+            trickler.join(TIMEOUT)
+    assert status == 408 and b"too slowly" in body
+    assert time.monotonic() - started < 3.0  # the old rule (averaged) would have allowed 90 s
 
 
 def test_no_thread_waits_for_a_continue_body():
