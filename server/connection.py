@@ -32,6 +32,7 @@ import io
 import logging
 import os
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -66,6 +67,7 @@ _RETRY_AFTER = (("Retry-After", "5"),)
 LINGER_SECONDS = 2.0
 NEVER = float("inf")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() discards unsent data with RST
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)  # Linux: more data follows, so do not send a short segment yet
 
 
@@ -589,6 +591,10 @@ class HTTPConnection:
             return
         if self.flushing:
             log.info("%s: send timed out", self.describe())
+            # Close with a reset: a client that reads nothing would otherwise keep what the kernel still holds
+            # for it (megabytes) queued on an orphaned socket.
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
             with self.lock:
                 self.broken = True
                 self.drained.notify_all()

@@ -113,7 +113,7 @@ _TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 # A control character that may not appear in a field value or a chunk extension (HTAB may).
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 # Every pattern above is a single character class (or a fixed sequence of them) that cannot match the same
@@ -345,7 +345,7 @@ class RequestParser:
         if not hosts and version == "HTTP/1.1":
             raise ProtocolError(400, "missing Host header")
         host = hosts[0].strip() if hosts else ""
-        if host and not _HOST.fullmatch(host):
+        if host and not (_HOST.fullmatch(host) and _port_in_range(host)):
             raise ProtocolError(400, "malformed Host header")
         scheme = None
         if target[0] == "/":
@@ -361,7 +361,7 @@ class RequestParser:
             scheme = scheme_part.lower()
             authority, slash, path_rest = rest.partition("/")
             authority = authority.split("?", 1)[0]
-            if "@" in authority or not authority or not _HOST.fullmatch(authority):
+            if "@" in authority or not authority or not _HOST.fullmatch(authority) or not _port_in_range(authority):
                 raise ProtocolError(400, "malformed authority in absolute-form target")
             # RFC 9112 3.2.2: the target's authority replaces any Host header.
             host = authority
@@ -479,6 +479,14 @@ class RequestParser:
                 if not colon or not _TOKEN.fullmatch(raw_name) or _CONTROL.search(raw_value):
                     raise ProtocolError(400, _describe_bad_field(line))
                 self._trailers.append((_field_name(raw_name), raw_value.strip(b" \t").decode("latin-1")))
+
+
+def _port_in_range(authority: str) -> bool:
+    """False for an authority whose port is not a TCP port (``a:99999`` would reach the app as SERVER_PORT)."""
+    if authority.rfind(":") <= authority.rfind("]"):
+        return True
+    port = authority.rpartition(":")[2]
+    return not port or int(port) <= 65535
 
 
 def _chunk_size(line: bytes) -> int:

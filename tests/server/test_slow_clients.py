@@ -238,3 +238,21 @@ def test_no_thread_waits_for_a_continue_body():
         assert read_response(slow)[2] == b"1234567890"
         with contextlib.suppress(OSError):
             slow.shutdown(socket.SHUT_WR)
+
+
+def test_a_reader_that_takes_nothing_is_reset_so_its_queue_is_freed():
+    # After the send timeout the connection is closed with a reset: a graceful close would leave what the kernel
+    # still holds for the client (megabytes) queued on an orphaned socket.
+    closes = Closes()
+    with ServerThread(make_app(closes), send_timeout=0.5) as server, small_window_client(server.port) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: h\r\n\r\n")
+        wait_for(lambda: closes.count == 1)
+        wait_for(lambda: not server.engine.connections)
+        sock.settimeout(TIMEOUT)
+        try:
+            while sock.recv(1 << 20):
+                pass
+            reset = False
+        except ConnectionResetError:
+            reset = True
+    assert reset
