@@ -345,7 +345,7 @@ class RequestParser:
         if not hosts and version == "HTTP/1.1":
             raise ProtocolError(400, "missing Host header")
         host = hosts[0].strip() if hosts else ""
-        if host and not (_HOST.fullmatch(host) and _port_in_range(host)):
+        if host and (not _HOST.fullmatch(host) or _port_too_big(host)):
             raise ProtocolError(400, "malformed Host header")
         scheme = None
         if target[0] == "/":
@@ -361,7 +361,7 @@ class RequestParser:
             scheme = scheme_part.lower()
             authority, slash, path_rest = rest.partition("/")
             authority = authority.split("?", 1)[0]
-            if "@" in authority or not authority or not _HOST.fullmatch(authority) or not _port_in_range(authority):
+            if "@" in authority or not authority or not _HOST.fullmatch(authority) or _port_too_big(authority):
                 raise ProtocolError(400, "malformed authority in absolute-form target")
             # RFC 9112 3.2.2: the target's authority replaces any Host header.
             host = authority
@@ -481,12 +481,12 @@ class RequestParser:
                 self._trailers.append((_field_name(raw_name), raw_value.strip(b" \t").decode("latin-1")))
 
 
-def _port_in_range(authority: str) -> bool:
-    """False for an authority whose port is not a TCP port (``a:99999`` would reach the app as SERVER_PORT)."""
-    if authority.rfind(":") <= authority.rfind("]"):
-        return True
-    port = authority.rpartition(":")[2]
-    return not port or int(port) <= 65535
+def _port_too_big(authority: str) -> bool:
+    """True for ``a:65536`` to ``a:99999``, which would reach the app as SERVER_PORT.
+
+    ``_HOST`` allows at most five digits after the colon, so only a five-digit port can be out of range, and
+    five-digit strings compare as their numbers do. One slice in the common case: this runs for every request."""
+    return authority[-6:-5] == ":" and authority[-5:] > "65535" and authority[-5:].isdigit()
 
 
 def _chunk_size(line: bytes) -> int:
