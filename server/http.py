@@ -345,7 +345,7 @@ class RequestParser:
         if not hosts and version == "HTTP/1.1":
             raise ProtocolError(400, "missing Host header")
         host = hosts[0].strip() if hosts else ""
-        if host and (not _HOST.fullmatch(host) or _port_too_big(host)):
+        if host and (not _HOST.fullmatch(host) or (host[-6:-5] == ":" and _port_too_big(host))):
             raise ProtocolError(400, "malformed Host header")
         scheme = None
         if target[0] == "/":

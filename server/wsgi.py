@@ -93,17 +93,16 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
             server_port = "443" if scheme == "https" else "80"
     else:
         server_name, server_port = conn.server_name, conn.server_port
-    environ.update(
-        REQUEST_METHOD=request.method,
-        PATH_INFO=path,
-        QUERY_STRING=request.query,
-        SERVER_PROTOCOL=request.version,
-        SERVER_NAME=server_name,
-        SERVER_PORT=server_port,
-        REMOTE_ADDR=conn.remote_addr,
-        REMOTE_PORT=conn.remote_port,
-        REQUEST_URI=request.target,
-    )
+    # Item by item rather than update(**...): no keyword dict to build for every request.
+    environ["REQUEST_METHOD"] = request.method
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = request.query
+    environ["SERVER_PROTOCOL"] = request.version
+    environ["SERVER_NAME"] = server_name
+    environ["SERVER_PORT"] = server_port
+    environ["REMOTE_ADDR"] = conn.remote_addr
+    environ["REMOTE_PORT"] = conn.remote_port
+    environ["REQUEST_URI"] = request.target
     environ["wsgi.url_scheme"] = scheme
     environ["wsgi.input"] = body
     for name, value in request.headers:
@@ -241,7 +240,9 @@ class ResponseWriter:
         headers = self.headers
         self.body_allowed = not (self.is_head or code < 200 or code in _NO_BODY_STATUS)
         lines = [f"HTTP/1.1 {self.status}\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+        append = lines.append
+        for name, value in headers:  # a plain loop: cheaper than a generator for the usual handful
+            append(f"{name}: {value}\r\n")
         if not self.has_date:
             lines.append(f"Date: {http_date()}\r\n")
         if not self.has_server:
