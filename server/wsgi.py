@@ -176,6 +176,13 @@ def base_environ(*, multithread: bool, multiprocess: bool) -> dict[str, Any]:
 class ResponseWriter:
     """One response: start_response, write(), framing, HEAD handling, and the access-log facts."""
 
+    # Slots: one of these is made for every request, so it should be small and quick to fill.
+    __slots__ = (
+        "body_allowed", "bytes_sent", "chunked", "client_gone", "close_deferred", "conn", "declared_length",
+        "has_date", "has_server", "headers", "headers_sent", "is_head", "keep_alive", "request", "status",
+        "status_code",
+    )  # fmt: skip
+
     def __init__(self, conn: HTTPConnection, request: Request) -> None:
         self.conn = conn
         self.request = request
@@ -399,6 +406,11 @@ class ApplicationRun:
     engine: keep the connection or close it) runs once the application is done with its thread for good. The
     callbacks take the run rather than closing over the request, so a request allocates no closures.
     """
+
+    __slots__ = (
+        "app", "body", "completed", "conn", "debug", "environ", "iterator", "on_complete", "on_finished", "request",
+        "resubmit", "result", "started", "writer",
+    )  # fmt: skip
 
     def __init__(
         self,
