@@ -138,17 +138,23 @@ def test_slow_clients_never_hold_the_app_threads():
                 sock.close()
 
 
+def response_while_trickling(sock: socket.socket, interval: float) -> tuple[int, bytes]:
+    """Trickle body bytes on ``sock`` every ``interval`` seconds until the server answers; (status, body)."""
+    stop = threading.Event()
+    trickler = threading.Thread(target=trickle, args=([sock], stop, interval), daemon=True)
+    trickler.start()
+    try:
+        status, _, body = read_response(sock)
+    finally:
+        stop.set()
+        trickler.join(TIMEOUT)
+    return status, body
+
+
 def test_a_trickled_body_gets_408_naming_the_rate():
     with ServerThread(make_app(Closes()), body_timeout=0.5, min_body_rate=50) as server, server.connect() as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n")
-        stop = threading.Event()
-        trickler = threading.Thread(target=trickle, args=([sock], stop, 0.1), daemon=True)
-        trickler.start()
-        try:
-            status, _, body = read_response(sock)
-        finally:
-            stop.set()
-            trickler.join(TIMEOUT)
+        status, body = response_while_trickling(sock, 0.1)
     assert status == 408
     assert b"too slowly" in body
 
@@ -204,14 +210,7 @@ def test_a_front_loaded_body_cannot_trickle_the_rest_forever():
     with ServerThread(make_app(Closes()), body_timeout=1.0, min_body_rate=10_000) as server, server.connect() as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 900_000)
         started = time.monotonic()
-        stop = threading.Event()
-        trickler = threading.Thread(target=trickle, args=([sock], stop, 0.3), daemon=True)
-        trickler.start()
-        try:
-            status, _, body = read_response(sock)
-        finally:
-            stop.set()
-            trickler.join(TIMEOUT)
+        status, body = response_while_trickling(sock, 0.3)
     assert status == 408 and b"too slowly" in body
     assert time.monotonic() - started < 3.0  # the old rule (averaged) would have allowed 90 s
 
