@@ -19,8 +19,8 @@ thread goes back to the pool and the rest of the iteration is resubmitted once t
 Only an application that uses PEP 3333's ``write()`` callable makes its thread wait for a slow reader.
 
 Every state has a deadline, checked by the engine's periodic sweep: the whole request head (``header_timeout``,
-a total, so a slowloris trickle does not extend it), the body (``body_timeout`` between pieces and, after that
-grace, a minimum rate of ``min_body_rate`` bytes per second), idle keep-alive, send progress, and a running
+a total, so a slowloris trickle does not extend it), the body (``min_body_rate`` bytes per second owed in every
+window of ``body_timeout`` seconds), idle keep-alive, send progress, and a running
 application (``timeout``, reported by the watchdog). Pipelined requests are answered by iteration, never by
 recursion, and at most ``PIPELINE_TURN`` of them per turn of the loop, so one client cannot starve the others.
 """
@@ -198,14 +198,13 @@ class HTTPConnection:
                         self.deadline = self._body_deadline(time.monotonic())
                     self.reactor.arm(self.fd, READ)
                     return
-                kind = type(event)
                 if type(event) is Data:
                     if not self._store_body(event.data):
                         return
                 elif type(event) is Request:
                     if not self._begin_request(event):
                         return
-                elif kind is EndOfMessage:
+                elif type(event) is EndOfMessage:
                     if not self._dispatch() or self.state != READING:
                         return  # a worker has it, or its output is flushing, or it is idle, closed or lingering
                     answered += 1
@@ -326,7 +325,7 @@ class HTTPConnection:
         return False
 
     def take_body(self) -> Any:
-        """The buffered body, rewound, for ``wsgi.input``. Its budget stays reserved until the response ends."""
+        """The buffered body, rewound, for ``wsgi.input``. Its budget stays reserved until the app is done."""
         body = self.body
         self.body = None
         if body is None:

@@ -91,8 +91,8 @@ class Engine:
         self._accepting = False
         self._refused = 0
         self._shutdown_deadline = 0.0
-        # Request bodies buffered by this process, in memory and spooled: reserved by the loop as a head
-        # arrives, released by whichever thread ends the request.
+        # Request bodies buffered by this process, in memory and spooled: reserved by the loop as their bytes
+        # arrive, released by whichever thread is done with them (see HTTPConnection.release_body).
         self.buffered_bytes = 0
         self._budget_lock = threading.Lock()
         timeouts = [config.keepalive_timeout, config.header_timeout, config.body_timeout, config.send_timeout]
