@@ -5,16 +5,21 @@ One request goes through these steps, in this order (the same order as Django's 
 
 1. mounted apps: a path under a ``mount()`` prefix goes to that WSGI app with ``SCRIPT_NAME``/``PATH_INFO``
    shifted, and nothing below runs;
-2. a ``Request`` is built (lazily: nothing is parsed yet) and a body over ``max_body_size`` answers 413;
+2. a ``Request`` is built (lazily: nothing is parsed yet) and a body over ``MAX_BODY_SIZE`` answers 413 (no hook
+   has run yet, so none of steps 4 and 9 runs for it either);
 3. the router matches the path (a miss is remembered, not raised yet, so hooks still run);
-4. ``before_request`` hooks, in registration order; the first to return something short-circuits with it;
+4. ``before_request`` hooks, the app's then the blueprint's, in registration order; the first to return
+   something short-circuits with it. They run before the CSRF check, so a login check here can redirect an
+   anonymous visitor's POST to the login page rather than have it refused with 403;
 5. the routing miss, if any, is raised now (404, 405 with ``Allow``, or a redirect for a trailing slash);
    ``OPTIONS`` on a path that has routes is answered here with 204 and ``Allow``;
-6. the CSRF check, for unsafe methods on views not marked ``@app.csrf_exempt``;
+6. the CSRF check, for unsafe methods on views not marked ``@csrf_exempt`` (403 without the session's token);
 7. the view, called as ``view(request, **params)``; its return value becomes a ``Response``;
-8. any exception from steps 2-7 goes to an ``errorhandler`` for its status code or exception class, else to
-   the framework's error page (HTML or JSON by ``Accept``; a traceback page with ``debug=True``);
-9. ``after_request`` hooks, in reverse registration order, each returning the response to use;
+8. any exception from steps 2-7 goes to an ``errorhandler`` for its status code or exception class (the
+   blueprint's first, then the app's), else to the framework's error page (HTML or JSON by ``Accept``; a
+   traceback page when ``DEBUG`` is on);
+9. ``after_request`` hooks, the blueprint's then the app's, last registered first, each returning the response
+   to use (only if step 4 began);
 10. the session cookie is written if the session changed (and ``Vary: Cookie`` added if it was used at all);
 11. ``teardown`` hooks, always, with the unhandled exception or ``None``; uploaded files are released. For a
     streamed body this happens when the server closes it, after the last chunk (or the error that broke it).
@@ -22,31 +27,39 @@ One request goes through these steps, in this order (the same order as Django's 
 The view's return value may be a ``Response``, ``str`` (HTML), ``bytes`` (``application/octet-stream``),
 ``dict``/``list`` (JSON), any other iterable (streamed), or a ``(body, status)`` / ``(body, status, headers)``
 tuple of those.
+
+Settings live in ``app.config`` (see ``config.py``) and are read when a request needs them, so a factory can
+create the app and configure it afterwards; the keyword arguments of ``App()`` are the same settings.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from .csrf import CSRFProtection, csrf_exempt
+from .blueprints import Blueprint
+from .config import DEFAULTS, Config
+from .csrf import SAFE_METHODS, CSRFProtection, csrf_exempt
 from .errors import HTTPError, MethodNotAllowed, NotFound, RequestRedirect
 from .files import FileResponse, safe_join
 from .middleware import shift_path, to_wsgi_string
 from .pages import debug_page, error_page
-from .request import Request, content_length
+from .request import Request, _current, content_length
 from .response import Response, StreamedBody, redirect, to_json
 from .routing import Converter, Router, quote_path
-from .sessions import CookieSessions, NoSessions
+from .scaffold import HOOK_KINDS, Scaffold, View, check_signature, takes_request, template_helper_decorator
+from .sessions import CookieSessions, NoSessions, default_cookie_name
 from .templates import Templates
 
 log = logging.getLogger("framework")
 
-View = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Scope = str | None  # A blueprint's registered name, or None for the app itself.
 
 
 def _app_root(import_name: str) -> Path:
@@ -56,16 +69,52 @@ def _app_root(import_name: str) -> Path:
     return Path(filename).resolve().parent if filename else Path.cwd()
 
 
-class App:
-    """A web application: register views with ``route`` (or ``get``/``post``/...), then serve it with any WSGI
-    server.
+def _default_instance_path(root: Path, import_name: str) -> Path:
+    """``instance/`` beside the app's module, or ``<prefix>/var/<name>-instance`` for an installed package
+    (whose folder is not the place for a deployment's data)."""
+    if {"site-packages", "dist-packages"} & set(root.parts):
+        return Path(sys.prefix) / "var" / f"{import_name.partition('.')[0]}-instance"
+    return root / "instance"
+
+
+def _setting(key: str, meaning: str) -> Any:
+    """A property for the integer setting ``app.config[key]``, readable and assignable."""
+
+    def read(app: App) -> int:
+        return int(app.config[key])
+
+    def write(app: App, value: int) -> None:
+        app.config[key] = value
+
+    return property(read, write, doc=f"``config[{key!r}]``: {meaning}.")
+
+
+class _Chain(NamedTuple):
+    """What applies to the requests of one blueprint (or of the app's own views), flattened once: the scopes
+    whose error handlers apply, innermost first, and the hooks in the order they run."""
+
+    scopes: tuple[Scope, ...]
+    before: tuple[View, ...]
+    after: tuple[View, ...]
+    teardown: tuple[View, ...]
+    context: tuple[tuple[View, bool], ...]  # (processor, whether it takes the request)
+
+
+class App(Scaffold):
+    """A web application: register views with ``route`` (or ``get``/``post``/...) or in blueprints, then
+    serve it with any WSGI server.
 
     ``templates`` and ``static`` are folders relative to the module named by ``import_name`` (pass
-    ``__name__``). ``static`` is off by default, since our server serves ``/static`` itself; when set, the app
-    serves that folder at ``static_url``. ``secret_key`` enables sessions and CSRF protection;
-    ``old_secret_keys`` are still accepted for existing sessions while rotating keys. The session cookie has
-    ``Path=/``: two apps on one site (one mounted in the other) share it if they share the key, and need
-    different ``session_cookie`` names if they do not, or each would overwrite the other's.
+    ``__name__``). ``static`` is off by default: ``python -m server --static /static=DIR`` serves static
+    files from the event loop, faster than any app can; set it when the app must serve them itself (under
+    another server, or in tests), and it serves that folder at ``static_url``. Either way
+    ``request.static(name)`` and ``url_for("static", filename=name)`` give a file's URL.
+
+    The other keyword arguments are settings, stored in ``app.config`` (see ``config.DEFAULTS``):
+    ``secret_key`` (``SECRET_KEY``) enables sessions and CSRF protection, ``old_secret_keys``
+    (``SECRET_KEY_FALLBACKS``) are still accepted for existing sessions while rotating keys, ``debug``
+    (``DEBUG``) shows tracebacks. Each app has a session cookie of its own (``session`` at the root,
+    ``session_<prefix>`` where it is mounted), so two mounted apps never log each other out.
     """
 
     def __init__(
@@ -79,132 +128,243 @@ class App:
         old_secret_keys: Sequence[str | bytes] = (),
         debug: bool = False,
         csrf: bool = True,
-        max_body_size: int = 10 * 2**20,
-        max_form_parts: int = 1000,
-        max_form_field_size: int = 2**20,
-        upload_spool_size: int = 2**20,
-        session_cookie: str = "session",
-        session_max_age: int = 14 * 24 * 3600,
+        max_body_size: int = DEFAULTS["MAX_BODY_SIZE"],
+        max_form_parts: int = DEFAULTS["MAX_FORM_PARTS"],
+        max_form_field_size: int = DEFAULTS["MAX_FORM_FIELD_SIZE"],
+        upload_spool_size: int = DEFAULTS["UPLOAD_SPOOL_SIZE"],
+        session_cookie: str | None = None,
+        session_max_age: int = DEFAULTS["SESSION_MAX_AGE"],
         session_secure: bool = False,
+        instance_path: str | Path | None = None,
     ) -> None:
         self.import_name = import_name
         self.root = _app_root(import_name)
-        self.debug = debug
-        self.max_body_size = max_body_size
-        self.max_form_parts = max_form_parts
-        self.max_form_field_size = max_form_field_size
-        self.upload_spool_size = upload_spool_size
-        self.router = Router()
-        self.templates = Templates(self.root / templates, auto_reload=debug)
-        self.sessions: CookieSessions | NoSessions = (
-            CookieSessions(
-                secret_key,
-                old_secret_keys,
-                cookie_name=session_cookie,
-                max_age=session_max_age,
-                secure=session_secure,
-            )
-            if secret_key
-            else NoSessions()
+        self.config = Config(self.root, DEFAULTS)
+        self.config.update(
+            SECRET_KEY=secret_key,
+            SECRET_KEY_FALLBACKS=tuple(old_secret_keys),
+            DEBUG=debug,
+            CSRF_ENABLED=csrf,
+            MAX_BODY_SIZE=max_body_size,
+            MAX_FORM_PARTS=max_form_parts,
+            MAX_FORM_FIELD_SIZE=max_form_field_size,
+            UPLOAD_SPOOL_SIZE=upload_spool_size,
+            SESSION_COOKIE_NAME=session_cookie,
+            SESSION_MAX_AGE=session_max_age,
+            SESSION_COOKIE_SECURE=session_secure,
         )
-        # CSRF tokens live in the session, so protection needs a secret key; without one there is no session
-        # cookie for a forged request to ride on.
+        self._instance_path = Path(instance_path) if instance_path else _default_instance_path(self.root, import_name)
+        self.router = Router()
+        self.templates = Templates(self.root / templates)
+        self.templates.environment.globals["config"] = self.config
         self.csrf = CSRFProtection()
-        self.csrf_enabled = csrf and bool(secret_key)
         self.static_url = static_url.rstrip("/")
         self.static_folder = (self.root / static).resolve() if static is not None else None
         if self.static_folder is not None:
             self.router.add(self.static_url + "/<path:filename>", self._serve_static, "static", ["GET"])
 
-        self._before: list[View] = []
-        self._after: list[View] = []
-        self._teardown: list[View] = []
-        self._status_handlers: dict[int, View] = {}
-        self._exception_handlers: dict[type[BaseException], View] = {}
+        self._hooks: dict[str, dict[Scope, list[View]]] = {kind: {} for kind in HOOK_KINDS}
+        self._status_handlers: dict[Scope, dict[int, View]] = {}
+        self._exception_handlers: dict[Scope, dict[type[BaseException], View]] = {}
+        self._chains: dict[Scope, _Chain] = {}
+        self.blueprints: dict[str, Blueprint] = {}
         self._mounts: list[tuple[str, WSGIApp]] = []
         self._entry: WSGIApp = self._wsgi
+        self._sessions: CookieSessions | NoSessions | None = None  # Set by the sessions setter only.
+        self._sessions_built: tuple[tuple[Any, ...], CookieSessions | NoSessions] | None = None
+        self.commands: dict[str, Any] = {}  # app.command(): the CLI's own commands (see cli.py).
 
-    # --- registering views ---------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<App {self.import_name!r}>"
 
-    def route(self, pattern: str, methods: Iterable[str] = ("GET",), name: str | None = None) -> Callable[[View], View]:
-        """Register the decorated view for ``pattern`` and ``methods``; ``name`` (default: the function's
-        name) is the endpoint that ``url_for`` uses."""
+    # --- settings, read from app.config when needed ----------------------------------------------------------
 
-        def register(view: View) -> View:
-            self.add_route(pattern, view, methods, name)
-            return view
+    @property
+    def debug(self) -> bool:
+        """``config["DEBUG"]``: tracebacks on error pages, templates reloaded when changed."""
+        return bool(self.config["DEBUG"])
 
-        return register
+    @debug.setter
+    def debug(self, value: bool) -> None:
+        self.config["DEBUG"] = value
 
-    def add_route(self, pattern: str, view: View, methods: Iterable[str] = ("GET",), name: str | None = None) -> None:
-        """``route`` without the decorator."""
-        self.router.add(pattern, view, name or view.__name__, methods)
+    max_body_size = _setting("MAX_BODY_SIZE", "larger request bodies answer 413")
+    max_form_parts = _setting("MAX_FORM_PARTS", "fields and files one form may have")
+    max_form_field_size = _setting("MAX_FORM_FIELD_SIZE", "the largest non-file form field")
+    upload_spool_size = _setting("UPLOAD_SPOOL_SIZE", "uploads larger than this go to a temporary file")
 
-    def get(self, pattern: str, name: str | None = None) -> Callable[[View], View]:
-        """Register a GET (and HEAD) view."""
-        return self.route(pattern, ["GET"], name)
+    @property
+    def csrf_enabled(self) -> bool:
+        """Whether unsafe requests must carry the CSRF token: ``CSRF_ENABLED`` and a secret key (the token
+        lives in the session, and without a key there is no session cookie for a forged request to ride on)."""
+        return bool(self.config["CSRF_ENABLED"]) and self.sessions_enabled
 
-    def post(self, pattern: str, name: str | None = None) -> Callable[[View], View]:
-        """Register a POST view."""
-        return self.route(pattern, ["POST"], name)
+    @property
+    def sessions_enabled(self) -> bool:
+        return self._sessions is not None or bool(self.config["SECRET_KEY"])
 
-    def put(self, pattern: str, name: str | None = None) -> Callable[[View], View]:
-        """Register a PUT view."""
-        return self.route(pattern, ["PUT"], name)
+    @property
+    def sessions(self) -> CookieSessions | NoSessions:
+        """The session store, built from the settings (and rebuilt when they change); assign one to replace it."""
+        if self._sessions is not None:
+            return self._sessions
+        config = self.config
+        key = (
+            config["SECRET_KEY"],
+            tuple(config["SECRET_KEY_FALLBACKS"] or ()),
+            config["SESSION_MAX_AGE"],
+            config["SESSION_COOKIE_NAME"],
+            config["SESSION_COOKIE_PATH"],
+            config["SESSION_COOKIE_DOMAIN"],
+            config["SESSION_COOKIE_SECURE"],
+            config["SESSION_COOKIE_SAMESITE"],
+        )
+        built = self._sessions_built
+        if built is None or built[0] != key:
+            secret, fallbacks, max_age, name, path, domain, secure, samesite = key
+            store: CookieSessions | NoSessions = (
+                CookieSessions(
+                    secret,
+                    fallbacks,
+                    cookie_name=name,
+                    max_age=max_age,
+                    path=path,
+                    domain=domain,
+                    secure=secure,
+                    samesite=samesite,
+                )
+                if secret
+                else NoSessions()
+            )
+            built = self._sessions_built = (key, store)
+        return built[1]
 
-    def patch(self, pattern: str, name: str | None = None) -> Callable[[View], View]:
-        """Register a PATCH view."""
-        return self.route(pattern, ["PATCH"], name)
+    @sessions.setter
+    def sessions(self, store: CookieSessions | NoSessions) -> None:
+        self._sessions = store
 
-    def delete(self, pattern: str, name: str | None = None) -> Callable[[View], View]:
-        """Register a DELETE view."""
-        return self.route(pattern, ["DELETE"], name)
+    @property
+    def root_path(self) -> Path:
+        """The app's folder (Flask's name for ``root``)."""
+        return self.root
+
+    @property
+    def instance_path(self) -> Path:
+        """A folder for this deployment's own files (a SQLite database, uploads, a local config file), created
+        on first use: ``instance/`` beside the app's module, or ``<prefix>/var/<package>-instance`` when the
+        app is installed as a package. Pass ``App(instance_path=...)`` to put it elsewhere."""
+        self._instance_path.mkdir(parents=True, exist_ok=True)
+        return self._instance_path
+
+    # --- the Scaffold primitives: applied at once ------------------------------------------------------------
+
+    def add_route(
+        self,
+        pattern: str,
+        view: View,
+        methods: Iterable[str] = ("GET",),
+        name: str | None = None,
+        *,
+        _blueprint: bool = False,
+    ) -> None:
+        """Register ``view`` for ``pattern`` and ``methods``; ``name`` (default: the function's name) is the
+        endpoint that ``url_for`` uses. The view must take the request and the pattern's parameters by name:
+        ``/posts/<int:id>`` calls ``view(request, id=42)``; a view that cannot is refused here."""
+        endpoint = name or getattr(view, "__name__", "")
+        if not endpoint:
+            raise ValueError(f"route {pattern!r}: the view has no __name__; give the endpoint a name=")
+        if "." in endpoint and not _blueprint:
+            raise ValueError(f"endpoint {endpoint!r}: '.' separates a blueprint's name from its views; rename it")
+        parameters = Router.parameters(pattern)
+        call = ", ".join(["request", *(f"{param}=..." for param in parameters)])
+        check_signature(view, f"view for {pattern!r} (called as view({call}))", 1, parameters)
+        self.router.add(pattern, view, endpoint, methods)
+
+    def _add_hook(self, kind: str, hook: View, scope: Scope = None) -> None:
+        self._hooks[kind].setdefault(scope, []).append(hook)
+        self._chains.clear()
+
+    def _add_error_handler(self, key: int | type[BaseException], handler: View, scope: Scope = None) -> None:
+        if isinstance(key, int):
+            self._status_handlers.setdefault(scope, {})[key] = handler
+        else:
+            self._exception_handlers.setdefault(scope, {})[key] = handler
+
+    def _chain(self, blueprint: Scope) -> _Chain:
+        """The hooks and handler scopes for requests to ``blueprint``'s views, computed once per blueprint."""
+        chain = self._chains.get(blueprint)
+        if chain is None:
+            scopes: list[Scope] = [None]
+            if blueprint:
+                parts = blueprint.split(".")
+                scopes += [".".join(parts[: i + 1]) for i in range(len(parts))]  # a, a.b: outer to inner
+
+            def hooks(kind: str) -> list[View]:
+                return [hook for scope in scopes for hook in self._hooks[kind].get(scope, ())]
+
+            chain = self._chains[blueprint] = _Chain(
+                scopes=tuple(reversed(scopes)),
+                before=tuple(hooks("before")),
+                # Last registered first, the innermost blueprint's before the app's (a mirror of "before").
+                after=tuple(reversed(hooks("after"))),
+                teardown=tuple(hooks("teardown")),
+                context=tuple((processor, takes_request(processor)) for processor in hooks("context")),
+            )
+        return chain
+
+    def _request_chain(self, request: Request) -> _Chain:
+        return self._chain(request.blueprint if self.blueprints else None)
+
+    # --- blueprints, templates, composition ----------------------------------------------------------------
+
+    def register_blueprint(
+        self, blueprint: Blueprint, *, url_prefix: str | None = None, name: str | None = None
+    ) -> None:
+        """Add ``blueprint``'s routes (under ``url_prefix``, default the blueprint's own), hooks and handlers.
+
+        ``name`` (default: the blueprint's) prefixes its endpoints, ``"blog.index"``; register one blueprint
+        twice by giving the second registration another name and prefix."""
+        blueprint.register(self, url_prefix=url_prefix, name=name)
+
+    def _claim_blueprint_name(self, name: str, blueprint: Blueprint) -> None:
+        existing = self.blueprints.get(name)
+        if existing is not None:
+            again = "this blueprint is" if existing is blueprint else f"another blueprint ({existing!r}) is"
+            raise ValueError(
+                f"{again} already registered as {name!r}; register it under another name: "
+                f"app.register_blueprint(bp, name=..., url_prefix=...)"
+            )
+        self.blueprints[name] = blueprint
+        self._chains.clear()
+
+    def template_global(self, function: Callable[..., Any] | str | None = None) -> Any:
+        """Make the decorated function callable from every template (as its name, or the name given)."""
+        return template_helper_decorator(self._set_template_global, function)
+
+    def template_filter(self, function: Callable[..., Any] | str | None = None) -> Any:
+        """Make the decorated function a Jinja2 filter, ``{{ post.created | date }}``."""
+        return template_helper_decorator(self._set_template_filter, function)
+
+    def template_test(self, function: Callable[..., Any] | str | None = None) -> Any:
+        """Make the decorated function a Jinja2 test, ``{% if user is admin %}``."""
+        return template_helper_decorator(self._set_template_test, function)
+
+    def _set_template_global(self, function: Callable[..., Any], name: str) -> None:
+        self.templates.environment.globals[name] = function
+
+    def _set_template_filter(self, function: Callable[..., Any], name: str) -> None:
+        self.templates.environment.filters[name] = function
+        self.templates.auto_reload = self.templates.auto_reload  # Recompile: filters are bound at compile time.
+
+    def _set_template_test(self, function: Callable[..., Any], name: str) -> None:
+        self.templates.environment.tests[name] = function
+        self.templates.auto_reload = self.templates.auto_reload
 
     def add_converter(self, name: str, converter: type[Converter]) -> None:
         """Make ``<name:param>`` usable in routes registered after this call."""
         self.router.add_converter(name, converter)
 
     csrf_exempt = staticmethod(csrf_exempt)
-
-    # --- hooks and error handlers --------------------------------------------------------------------------
-
-    def before_request(self, hook: View) -> View:
-        """Run ``hook(request)`` before every view; a return value other than ``None`` is the response."""
-        self._before.append(hook)
-        return hook
-
-    def after_request(self, hook: View) -> View:
-        """Run ``hook(request, response)`` after every view, last registered first; it returns a response."""
-        self._after.insert(0, hook)
-        return hook
-
-    def teardown(self, hook: View) -> View:
-        """Run ``hook(request, exception_or_None)`` at the end of every request, whatever happened.
-
-        The exception is the one a view or hook raised, even if an ``errorhandler`` turned it into a page (a
-        database hook should still roll back); ``HTTPError``s such as ``abort(404)`` are answers, not failures,
-        and give ``None``. For a streamed body the hooks run once the server has closed it."""
-        self._teardown.append(hook)
-        return hook
-
-    def errorhandler(self, code_or_exception: int | type[BaseException]) -> Callable[[View], View]:
-        """Handle an HTTP status (``404``) or an exception class (and its subclasses) with
-        ``handler(request, error)``, which returns anything a view may.
-
-        The status defaults to the error's, also for a ``Response`` left at 200 such as ``app.render``'s
-        (return ``(response, 200)`` to really answer 200), and the error's headers (``Allow`` of a 405) are
-        added unless the handler set them."""
-
-        def register(handler: View) -> View:
-            if isinstance(code_or_exception, int):
-                self._status_handlers[code_or_exception] = handler
-            else:
-                self._exception_handlers[code_or_exception] = handler
-            return handler
-
-        return register
-
-    # --- composition ---------------------------------------------------------------------------------------
 
     def mount(self, prefix: str, app: WSGIApp) -> None:
         """Send every request under ``prefix`` to another WSGI app, ``SCRIPT_NAME``/``PATH_INFO`` shifted.
@@ -213,6 +373,25 @@ class App:
             raise ValueError(f"mount prefix {prefix!r} must start with '/' and not be the root")
         self._mounts.append((to_wsgi_string(prefix.rstrip("/")), app))
         self._mounts.sort(key=lambda mount: len(mount[0]), reverse=True)
+        self._warn_on_shared_cookie(prefix, app)
+
+    def _warn_on_shared_cookie(self, prefix: str, app: Any) -> None:
+        """Warn when ``app``, mounted at ``prefix``, would use our session cookie's name with another key:
+        each would overwrite the other's session (our own apps get distinct names unless told otherwise)."""
+        config = getattr(app, "config", None)
+        if not isinstance(config, Mapping) or not self.config["SECRET_KEY"] or not config.get("SECRET_KEY"):
+            return
+        theirs = config.get("SESSION_COOKIE_NAME")
+        if theirs is None:
+            return  # One of our apps with the default: a name of its own, from its mount point.
+        ours = self.config["SESSION_COOKIE_NAME"] or default_cookie_name("")
+        if theirs == ours and config.get("SECRET_KEY") != self.config["SECRET_KEY"]:
+            warnings.warn(
+                f"the app mounted at {prefix!r} uses the session cookie {theirs!r}, as this app does, with another "
+                "secret key: each would overwrite the other's session; set SESSION_COOKIE_NAME on one of them",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def add_middleware(self, middleware: Callable[..., WSGIApp], **options: Any) -> None:
         """Wrap the app in ``middleware(app, **options)``; the last middleware added is the outermost."""
@@ -221,17 +400,39 @@ class App:
     # --- helpers for views ---------------------------------------------------------------------------------
 
     def url_for(self, endpoint: str, *, _request: Request | None = None, _external: bool = False, **values: Any) -> str:
-        """The URL of ``endpoint``; pass ``_request`` to get it under the request's mount point (views and
-        templates can use ``request.url_for`` instead)."""
-        if _request is not None:
-            return _request.url_for(endpoint, _external=_external, **values)
-        if _external:
-            raise ValueError("an external URL needs the request: url_for(..., _request=request, _external=True)")
-        return self.router.build(endpoint, values)
+        """The URL of ``endpoint`` under the mount point of the request being handled (as
+        ``request.url_for``, which views and templates can use directly)."""
+        request = _request or _current.get()
+        if request is None or request.app is not self:
+            raise RuntimeError(
+                f"app.url_for({endpoint!r}) was called outside a request to this app, so it cannot know where "
+                "the app is mounted: call request.url_for() in views and templates, or pass _request=request"
+            )
+        return request.url_for(endpoint, _external=_external, **values)
 
     def render(self, request: Request, template: str, /, **context: Any) -> Response:
-        """Render a template from the app's template folder into an HTML response."""
-        return Response(self.templates.render(request, template, context))
+        """Render a template from the app's template folders into an HTML response."""
+        return Response(self.render_string(request, template, **context))
+
+    def render_string(self, request: Request, template: str, /, **context: Any) -> str:
+        """Render a template to text: with ``request``, ``g``, the context processors' variables, then
+        ``context`` (which wins)."""
+        config = self.config
+        reload = config["TEMPLATES_AUTO_RELOAD"]
+        if reload is None:
+            reload = config["DEBUG"]
+        templates = self.templates
+        if bool(reload) is not templates.environment.auto_reload:
+            templates.auto_reload = bool(reload)
+        variables: dict[str, Any] = {"request": request, "g": request.g}
+        processors = self._request_chain(request).context
+        if processors:
+            for processor, wants_request in processors:
+                extra = processor(request) if wants_request else processor()
+                if extra:
+                    variables.update(extra)
+        variables.update(context)
+        return templates.render(template, variables)
 
     def static_path(self, filename: str) -> str:
         """The path (without mount point) of a static file."""
@@ -247,6 +448,34 @@ class App:
         if path is None:
             raise NotFound()
         return FileResponse(path, request)  # Which raises NotFound itself for a missing file or a directory.
+
+    @contextmanager
+    def test_request_context(self, path: str = "/", method: str = "GET", **options: Any) -> Iterator[Request]:
+        """A request to this app that is not sent anywhere, current for the ``with`` block: for code that
+        needs one outside a view (``app.url_for``, rendering a template in a test). ``options`` are those of
+        ``testing.environ_for`` (``script_name=`` for a mount point, ``headers=``...); no hook runs."""
+        from .testing import environ_for
+
+        request = Request(environ_for(path, method, **options), self)
+        try:
+            rule, params = self.router.match(request.method, request.path)
+        except HTTPError:
+            pass
+        else:
+            request.__dict__.update(route_params=params, endpoint=rule.endpoint)
+        token = _current.set(request)
+        try:
+            yield request
+        finally:
+            _current.reset(token)
+            request.close()
+
+    def test_client(self, **options: Any) -> Any:
+        """A client that calls this app in process, keeping cookies and sending the CSRF token (see
+        ``framework.testing.TestClient``)."""
+        from .testing import TestClient
+
+        return TestClient(self, **options)
 
     def make_response(self, request: Request, value: Any, status: int = 200) -> Response:
         """Turn whatever a view returned into a ``Response`` (see the module docstring for the types)."""
@@ -293,19 +522,23 @@ class App:
             if shifted is not None:
                 return app(shifted, start_response)
         request = Request(environ, self)
+        token = _current.set(request)
         try:
-            response, unhandled = self._handle(request)
-            body = response(environ, start_response)
-        except BaseException as error:
-            self._finish(request, error)
-            raise
-        if isinstance(body, StreamedBody):
-            # The view's generator runs while the server sends it, and may still read an upload or use what a
-            # teardown hook would close: step 11 waits until the server closes the body.
-            body.call_on_close(lambda stream_error: self._finish(request, stream_error or unhandled))
-        else:
-            self._finish(request, unhandled)
-        return body
+            try:
+                response, unhandled = self._handle(request)
+                body = response(environ, start_response)
+            except BaseException as error:
+                self._finish(request, error)
+                raise
+            if isinstance(body, StreamedBody):
+                # The view's generator runs while the server sends it, and may still read an upload or use what
+                # a teardown hook would close: step 11 waits until the server closes the body.
+                body.call_on_close(lambda stream_error: self._finish(request, stream_error or unhandled))
+            else:
+                self._finish(request, unhandled)
+            return body
+        finally:
+            _current.reset(token)
 
     def _handle(self, request: Request) -> tuple[Response, Exception | None]:
         """Steps 2-10 of the module docstring: the response for ``request``, whatever happens, and the
@@ -318,11 +551,14 @@ class App:
                 unhandled = error
             response = self._handle_error(request, error)
         try:
-            for hook in self._after:
-                response = hook(request, response)
-                if not isinstance(response, Response):  # Say which hook forgot its "return response".
-                    raise TypeError(f"after_request hook {hook.__name__!r} returned {response!r}, not a Response")
-            self.sessions.save(request, response)
+            chain: _Chain | None = request.__dict__.get("_chain")  # Set when the before_request hooks began.
+            if chain is not None:
+                for hook in chain.after:
+                    response = hook(request, response)
+                    if not isinstance(response, Response):  # Say which hook forgot its "return response".
+                        raise TypeError(f"after_request hook {hook.__name__!r} returned {response!r}, not a Response")
+            if "session" in request.__dict__:  # Only a session that was loaded can have changed.
+                self.sessions.save(request, response)
         except Exception as error:
             unhandled = error
             response = self._handle_error(request, error)
@@ -332,7 +568,7 @@ class App:
         """Step 11: the teardown hooks (a failing one is logged and the others still run), then the uploads'
         temporary files are released."""
         try:
-            for hook in self._teardown:
+            for hook in self._request_chain(request).teardown:
                 try:
                     hook(request, unhandled)
                 except Exception:
@@ -351,10 +587,12 @@ class App:
             miss = None
         except HTTPError as error:
             rule, params, miss = None, {}, error
+        attributes = request.__dict__  # The request is read-only to views; the app fills it in.
         if rule is not None:
-            request.route_params = params
-            request.endpoint = rule.endpoint
-        for hook in self._before:
+            attributes["route_params"] = params
+            attributes["endpoint"] = rule.endpoint
+        chain = attributes["_chain"] = self._request_chain(request)
+        for hook in chain.before:
             value = hook(request)
             if value is not None:
                 return self.make_response(request, value)
@@ -366,9 +604,30 @@ class App:
             if request.method == "OPTIONS" and isinstance(miss, MethodNotAllowed):
                 return Response(b"", 204, miss.headers)  # "What may I do here?": the Allow header says.
             raise miss
-        if self.csrf_enabled:
+        if request.method not in SAFE_METHODS and self.csrf_enabled:
             self.csrf.check(request, rule.view)
         return self.make_response(request, rule.view(request, **params))
+
+    def _find_handler(self, request: Request, error: Exception) -> View | None:
+        """The error handler for ``error``: for each scope (the blueprint's, then the app's), one for its
+        status code, then one for its class or a base class; for an exception that is not an ``HTTPError``,
+        a handler for 500 if nothing else."""
+        scopes = self._request_chain(request).scopes
+        status = error.code if isinstance(error, HTTPError) else None
+        for scope in scopes:
+            if status is not None:
+                handler = self._status_handlers.get(scope, {}).get(status)
+                if handler is not None:
+                    return handler
+            by_class = self._exception_handlers.get(scope)
+            if by_class:
+                for cls in type(error).__mro__:
+                    if cls in by_class:
+                        return by_class[cls]
+        if status is not None:
+            return None
+        log.error("unhandled exception in %s %s", request.method, request.path, exc_info=error)
+        return next((found for scope in scopes if (found := self._status_handlers.get(scope, {}).get(500))), None)
 
     def _handle_error(self, request: Request, error: Exception) -> Response:
         """The response for an exception: its handler's answer, or the default error page."""
@@ -378,23 +637,15 @@ class App:
             location = "/" + quote_path(request.script_name + error.location).lstrip("/")
             query = request.query_string
             return redirect(location + (f"?{query}" if query else ""), error.code)
-        handler, status = None, 500
-        if isinstance(error, HTTPError):
-            status = error.code
-            handler = self._status_handlers.get(status)
-        if handler is None:
-            handler = next(
-                (self._exception_handlers[cls] for cls in type(error).__mro__ if cls in self._exception_handlers),
-                None,
-            )
-        if handler is None and not isinstance(error, HTTPError):
-            log.error("unhandled exception in %s %s", request.method, request.path, exc_info=error)
-            handler = self._status_handlers.get(500)
+        if isinstance(error, HTTPError) and isinstance(error.response, Response):
+            return error.response  # abort(redirect(...)): an answer, not a page to render.
+        status = error.code if isinstance(error, HTTPError) else 500
+        handler = self._find_handler(request, error)
         if handler is not None:
             try:
                 value = handler(request, error)
                 if isinstance(value, Response) and value.status == 200:
-                    # A Response says 200 unless told otherwise (app.render's does); from an error handler
+                    # A Response says 200 unless told otherwise (render's does); from an error handler
                     # that would turn a 404 page into a success. (response, 200) still means 200.
                     value.status = status
                 response = self.make_response(request, value, status)

@@ -9,7 +9,7 @@ raises ``MissingField`` for a field the client did not send.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import NoReturn
+from typing import Any, NoReturn
 
 _STATUS_LINES: dict[int, str] = {}
 
@@ -40,11 +40,20 @@ class HTTPError(Exception):
     error response (``Allow`` for 405, ``WWW-Authenticate`` for 401, ...).
     """
 
-    def __init__(self, code: int, description: str | None = None, headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        description: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        *,
+        response: Any = None,
+    ) -> None:
         self.code = code
         self.name = reason_phrase(code)
         self.description = description or ""
         self.headers = list(headers or ())
+        #: A ready response to answer with as it is (``abort(redirect(...))``), skipping the error handlers.
+        self.response = response
         super().__init__(f"{code} {self.name}" + (f": {description}" if description else ""))
 
 
@@ -93,6 +102,19 @@ class MissingField(HTTPError, KeyError):
         return HTTPError.__str__(self)  # Not KeyError's repr() of the message.
 
 
-def abort(code: int, description: str | None = None) -> NoReturn:
-    """Stop the request now with HTTP status ``code``: ``abort(404)``, ``abort(403, "Members only")``."""
+def abort(code: int | Any, description: str | None = None) -> NoReturn:
+    """Stop the request now with an error status: ``abort(404)``, ``abort(403, "Members only")``; or with a
+    ready response, ``abort(redirect(url))``, which is sent as it is.
+
+    Only 4xx and 5xx statuses are errors: anything else is a ``ValueError`` here, rather than an error page
+    that says "299 Unknown" (a redirect is ``redirect(url)``, a success is a normal return).
+    """
+    if isinstance(code, bool) or not isinstance(code, int):
+        status = getattr(code, "status", None)
+        if not isinstance(status, int):
+            raise TypeError(f"abort() takes a 4xx/5xx status or a Response, not {code!r}")
+        raise HTTPError(status, description, response=code)
+    if not 400 <= code <= 599:
+        hint = " (for a redirect, return redirect(url) or abort(redirect(url)))" if 300 <= code <= 399 else ""
+        raise ValueError(f"abort({code}): only 4xx and 5xx statuses are errors{hint}")
     raise HTTPError(code, description)

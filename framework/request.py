@@ -1,4 +1,5 @@
-"""The request a view receives: a lazy, read-only view of the WSGI environ.
+"""The request a view receives: a lazy, read-only view of the WSGI environ, plus ``request.g`` for the state a
+request gathers on its way (the logged-in user, a database connection).
 
 Nothing is parsed until a view asks for it. A hello-world view never touches the query string, the cookies or
 the body, and pays for none of them; the first access to ``request.form`` reads and parses the body once and
@@ -7,13 +8,21 @@ caches the result. That laziness is most of why the framework is fast (see ``ben
 The body is read through ``BodyStream``, which never reads past ``Content-Length`` and enforces the app's
 ``max_body_size`` on bodies of unknown length (chunked uploads). Every parse error (bad JSON, bad form data, a
 body cut short) becomes an ``HTTPError`` with status 400 or 413, never a 500.
+
+The request's attributes cannot be assigned: ``request.user = ...`` raises, pointing at ``request.g``, so a
+typo cannot shadow ``request.form`` and state a hook leaves for the view has one obvious place. (The session,
+``request.g`` and ``request.flash`` are how a view changes what the next request sees.)
+
+While the app handles a request it is also ``current_request()``, for code far from the view that needs the
+mount point (``app.url_for``); views should still take the request they are given.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -21,11 +30,15 @@ from .cookies import parse_cookie_header
 from .datastructures import EnvironHeaders, MultiDict
 from .errors import HTTPError
 from .forms import parse_multipart, parse_urlencoded
-from .routing import quote_path
+from .routing import BuildError, quote_path
 
 if TYPE_CHECKING:
     from .app import App
+    from .response import Response
     from .sessions import Session
+
+# Where request.flash keeps its messages in the session: [[category, message], ...].
+FLASH_KEY = "_flashes"
 
 
 class lazy:
@@ -110,21 +123,93 @@ class BodyStream:
         return data
 
 
-class Request:
-    """One HTTP request, as the view sees it. Every attribute is computed on first use.
+_current: ContextVar[Request | None] = ContextVar("framework.current_request", default=None)
 
-    ``route_params`` holds the converted path parameters, ``endpoint`` the matched route's name, ``app`` the
-    application handling it. ``environ`` is the raw WSGI environ, for anything not wrapped here.
+
+def current_request() -> Request | None:
+    """The request the app is handling in this thread (``None`` outside one)."""
+    return _current.get()
+
+
+class Globals:
+    """``request.g``: a namespace for what one request gathers on its way, gone when the request ends.
+
+    Set anything as an attribute (``request.g.user = user``); ``get``, ``pop``, ``setdefault`` and ``in``
+    work as on a dict, for code that must not assume a hook ran. Templates see it as ``g``.
+    """
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The attribute ``name``, or ``default``."""
+        return self.__dict__.get(name, default)
+
+    def pop(self, name: str, *default: Any) -> Any:
+        """Remove the attribute ``name`` and return it (or ``default``; ``KeyError`` without one)."""
+        return self.__dict__.pop(name, *default)
+
+    def setdefault(self, name: str, default: Any = None) -> Any:
+        """The attribute ``name``, set to ``default`` first if it is not there."""
+        return self.__dict__.setdefault(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.__dict__
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dict__)
+
+    def __repr__(self) -> str:
+        return f"<request.g {self.__dict__!r}>"
+
+
+class Request:
+    """One HTTP request, as the view sees it. Every attribute is computed on first use, and none can be
+    assigned (put per-request state on ``request.g``).
+
+    ``route_params`` holds the converted path parameters, ``endpoint`` the matched route's name (``"blog.index"``
+    for a blueprint's view), ``blueprint`` the name of that blueprint, ``app`` the application handling it.
+    ``environ`` is the raw WSGI environ, for anything not wrapped here.
     """
 
     def __init__(self, environ: dict[str, Any], app: App) -> None:
-        self.environ = environ
-        self.app = app
-        self.method: str = environ["REQUEST_METHOD"]
-        self.path: str = wsgi_to_text(environ.get("PATH_INFO") or "/")
-        self.route_params: dict[str, Any] = {}
-        self.endpoint: str | None = None
-        self._uploads: list[Any] = []
+        # Through __dict__: __setattr__ refuses assignments, so that views cannot (see the module docstring).
+        attributes = self.__dict__
+        attributes["environ"] = environ
+        attributes["app"] = app
+        attributes["method"] = environ["REQUEST_METHOD"]
+        attributes["path"] = wsgi_to_text(environ.get("PATH_INFO") or "/")
+        attributes["route_params"] = {}
+        attributes["endpoint"] = None
+        attributes["_uploads"] = []
+
+    if TYPE_CHECKING:
+        environ: dict[str, Any]
+        app: App
+        method: str
+        path: str
+        route_params: dict[str, Any]
+        endpoint: str | None
+        _uploads: list[Any]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"request.{name} cannot be assigned: the request is read-only; keep per-request state on request.g "
+            f"(request.g.{name} = ...)"
+        )
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"request.{name} cannot be deleted: the request is read-only")
+
+    @lazy
+    def g(self) -> Globals:
+        """The request's own namespace (see ``Globals``)."""
+        return Globals()
+
+    @lazy
+    def blueprint(self) -> str | None:
+        """The name of the blueprint whose view the request was routed to (``None`` for the app's own)."""
+        endpoint = self.endpoint
+        if endpoint is None or "." not in endpoint:
+            return None
+        return endpoint.rpartition(".")[0]
 
     # --- where the request went ----------------------------------------------------------------------------
 
@@ -277,12 +362,60 @@ class Request:
         """This session's CSRF token, created on first use; put it in forms as a ``csrf_token`` field."""
         return self.app.csrf.token(self)
 
+    def flash(self, message: str, category: str = "message") -> None:
+        """Leave ``message`` for the next page this visitor sees (typically after a redirect), in the session.
+
+        ``category`` is free text (``"error"``, ``"info"``...) for the template to style the message by."""
+        if not isinstance(message, str) or not isinstance(category, str):
+            raise TypeError("request.flash(message, category) takes text for both")
+        session = self.session
+        # Assigned, not appended, so that the session sees the change.
+        session[FLASH_KEY] = [*session.get(FLASH_KEY, ()), [category, message]]
+
+    def get_flashed_messages(
+        self, with_categories: bool = False, category_filter: Iterable[str] = ()
+    ) -> list[str] | list[tuple[str, str]]:
+        """The messages flashed for this visitor, taken out of the session: shown once, then gone.
+
+        Every call during one request answers the same messages. ``with_categories=True`` answers
+        ``(category, message)`` pairs; ``category_filter`` keeps only the given categories."""
+        flashes: list[tuple[str, str]] | None = self.__dict__.get("_flashes")
+        if flashes is None:
+            flashes = []
+            if self.app.sessions_enabled:
+                stored = self.session.pop(FLASH_KEY, None)  # Marks the session changed only if there were any.
+                for item in stored if isinstance(stored, list) else ():
+                    if isinstance(item, list) and len(item) == 2 and all(isinstance(part, str) for part in item):
+                        flashes.append((item[0], item[1]))
+            self.__dict__["_flashes"] = flashes
+        wanted = set(category_filter)
+        chosen = [item for item in flashes if item[0] in wanted] if wanted else flashes
+        if with_categories:
+            return list(chosen)
+        return [message for _, message in chosen]
+
+    def render(self, template: str, /, **context: Any) -> Response:
+        """Render a template of the app into an HTML response: ``return request.render("post.html", post=p)``."""
+        return self.app.render(self, template, **context)
+
     # --- building URLs -------------------------------------------------------------------------------------
 
     def url_for(self, endpoint: str, *, _external: bool = False, **values: Any) -> str:
         """The URL of ``endpoint`` with ``values`` as parameters (extra ones become the query string), under
-        this request's mount point; ``_external=True`` adds scheme and host."""
-        url = quote_path(self.script_name) + self.app.router.build(endpoint, values)
+        this request's mount point; ``_external=True`` adds scheme and host.
+
+        ``".index"`` is the ``index`` of the blueprint that handles this request. ``"static"`` with
+        ``filename=`` is a static file's URL even when the server, not the app, serves them (``--static``)."""
+        if endpoint.startswith("."):
+            blueprint = self.blueprint
+            endpoint = f"{blueprint}{endpoint}" if blueprint else endpoint[1:]
+        try:
+            path = self.app.router.build(endpoint, values)
+        except BuildError:
+            if endpoint != "static" or set(values) != {"filename"}:
+                raise
+            path = self.app.static_path(values["filename"])
+        url = quote_path(self.script_name) + path
         return f"{self.scheme}://{self.host}{url}" if _external else url
 
     def static(self, filename: str) -> str:
@@ -291,6 +424,7 @@ class Request:
 
     def close(self) -> None:
         """Release the temporary files of uploads; the app calls this when the request is over."""
+        self.__dict__.pop("g", None)  # Break cycles through what hooks left there (database handles...).
         for upload in self._uploads:
             upload.close()
         self._uploads.clear()

@@ -335,6 +335,11 @@ class Router:
             self._insert(rule)
         return rule
 
+    @staticmethod
+    def parameters(pattern: str) -> list[str]:
+        """The names of a pattern's parameters, in order: ``/u/<int:id>/<slug>`` -> ``["id", "slug"]``."""
+        return [match["name"] for match in _PARAM.finditer(pattern)]
+
     def _insert(self, rule: Rule) -> None:
         node = self._root
         segments = rule.pattern[1:].split("/")

@@ -16,6 +16,14 @@ avoids a ``Set-Cookie`` on every page (a response that used the session still sa
 cross-site POSTs, a first line of defence against CSRF), and ``Secure`` when asked or when set over HTTPS.
 
 Note that the payload is signed, not encrypted: never put secrets in a session.
+
+The session is JSON, so it holds what JSON holds: text, numbers, booleans, ``None``, lists and dicts with text
+keys. Anything else is refused when it is set, naming the key (a ``datetime`` would otherwise fail only when
+the response is written, and a tuple would come back as a list).
+
+Each app has its own cookie: ``session`` at the site's root, ``session_<prefix>`` with ``Path=/<prefix>`` for
+an app mounted at ``/<prefix>``. Two mounted apps with one shared cookie would each overwrite the other's
+session, logging the visitor out of one whenever they use the other.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from .response import to_json
+from .routing import quote_path
 
 if TYPE_CHECKING:
     from .request import Request
@@ -116,6 +125,52 @@ class Signer:
         return value, index
 
 
+# Deeper than this is a mistake (or a cycle), not a session.
+_MAX_DEPTH = 32
+
+
+def check_session_value(key: str, value: Any, depth: int = 0) -> None:
+    """Raise ``TypeError`` naming ``key`` unless ``value`` survives the trip through JSON unchanged."""
+    if value is None or isinstance(value, str | int | float):  # bool is an int
+        return
+    if depth >= _MAX_DEPTH:
+        raise TypeError(f"session[{key!r}] is nested more than {_MAX_DEPTH} levels deep (or contains itself)")
+    if isinstance(value, list):
+        for item in value:
+            check_session_value(key, item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"session[{key!r}] has the key {name!r}; a session keeps JSON, whose object keys are text"
+                )
+            check_session_value(key, item, depth + 1)
+        return
+    kind = type(value).__name__
+    hint = {
+        "tuple": ": JSON would bring it back as a list, so store a list",
+        "set": ": store a sorted list",
+        "frozenset": ": store a sorted list",
+        "bytes": ": store text (decode it, or base64 it)",
+        "datetime": ": store value.isoformat() and read it back with datetime.fromisoformat()",
+        "date": ": store value.isoformat()",
+        "Decimal": ": store str(value)",
+        "UUID": ": store str(value)",
+    }.get(kind, "")
+    raise TypeError(
+        f"session[{key!r}] cannot hold a {kind}{hint or ''}; a session keeps JSON: "
+        "str, int, float, bool, None, and lists and dicts of those"
+    )
+
+
+def _check_items(items: Any) -> None:
+    for key, value in items:
+        if not isinstance(key, str):
+            raise TypeError(f"session key {key!r} is not text; a session keeps JSON, whose object keys are text")
+        check_session_value(key, value)
+
+
 def _changed(method_name: str) -> Callable[..., Any]:
     """``dict``'s method ``method_name``, for :class:`Session`: the same, and it marks the session modified."""
     method = getattr(dict, method_name)
@@ -140,12 +195,24 @@ class Session(dict):
         self.new = new  # True when the request carried no valid session cookie.
         self.modified = False
 
-    __setitem__ = _changed("__setitem__")
     __delitem__ = _changed("__delitem__")
-    __ior__ = _changed("__ior__")
     clear = _changed("clear")
     popitem = _changed("popitem")
-    update = _changed("update")
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        _check_items(((key, value),))
+        self.modified = True
+        dict.__setitem__(self, key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        new = dict(*args, **kwargs)
+        _check_items(new.items())
+        self.modified = True
+        dict.update(self, new)
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
+        self.update(other)
+        return self
 
     # pop and setdefault change the session only sometimes: a cookie is rewritten only when they do.
 
@@ -156,6 +223,7 @@ class Session(dict):
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if key not in self:
+            _check_items(((key, default),))
             self.modified = True
         return dict.setdefault(self, key, default)
 
@@ -163,7 +231,7 @@ class Session(dict):
 class CookieOptions(TypedDict):
     """The session cookie's attributes, as keyword arguments of ``Response.set_cookie``."""
 
-    path: str
+    path: str | None
     domain: str | None
     secure: bool
     httponly: bool
@@ -171,16 +239,20 @@ class CookieOptions(TypedDict):
 
 
 class CookieSessions:
-    """Loads ``request.session`` from the signed cookie and writes it back on the response when changed."""
+    """Loads ``request.session`` from the signed cookie and writes it back on the response when changed.
+
+    ``cookie_name`` and ``path`` default to the app's own (see the module docstring): ``session`` and ``/`` at
+    the root, ``session_<prefix>`` and ``/<prefix>`` when mounted.
+    """
 
     def __init__(
         self,
         secret_key: str | bytes,
         old_keys: Iterable[str | bytes] = (),
         *,
-        cookie_name: str = "session",
+        cookie_name: str | None = None,
         max_age: int = 14 * 24 * 3600,
-        path: str = "/",
+        path: str | None = None,
         domain: str | None = None,
         secure: bool = False,
         httponly: bool = True,
@@ -198,9 +270,13 @@ class CookieSessions:
             "samesite": samesite,
         }
 
+    def name_for(self, request: Request) -> str:
+        """The cookie's name for requests that reach the app where ``request`` did."""
+        return self.cookie_name or default_cookie_name(request.script_name)
+
     def load(self, request: Request) -> Session:
         """The session from the request's cookie; an empty one when it is missing, forged or expired."""
-        token = request.cookies.get(self.cookie_name)
+        token = request.cookies.get(self.name_for(request))
         if not token:
             return Session()
         found = self.signer.unsign_with_key(token, self.max_age)
@@ -235,24 +311,45 @@ class CookieSessions:
             response.headers["Vary"] = f"{vary}, Cookie"
         if not session.modified:
             return
+        name = self.name_for(request)
         options = self.cookie_options
+        if options["path"] is None:
+            options = {**options, "path": quote_path(request.script_name) or "/"}
         if request.scheme == "https" and not options["secure"]:
             # Set over HTTPS, the cookie is marked Secure even if nobody asked: it must never travel over plain
             # HTTP, where anyone on the network could read it. (Behind a TLS proxy, set session_secure=True.)
             options = {**options, "secure": True}
         if not session:
-            if self.cookie_name in request.cookies:
+            if name in request.cookies:
                 # Deleted with the attributes it was set with: browsers refuse to let an insecure response
                 # overwrite a Secure cookie (and a __Host- or __Secure- name demands Secure), so an emptied
                 # session would otherwise live on.
                 response.delete_cookie(
-                    self.cookie_name, options["path"], options["domain"], options["secure"], options["samesite"]
+                    name, options["path"] or "/", options["domain"], options["secure"], options["samesite"]
                 )
             return
-        token = self.signer.sign(to_json(dict(session)))
+        token = self.signer.sign(_session_json(session))
         if len(token) > COOKIE_SIZE_LIMIT:
             log.warning("session cookie is %d bytes; browsers drop cookies over 4 KB", len(token))
-        response.set_cookie(self.cookie_name, token, max_age=self.max_age, **options)
+        response.set_cookie(name, token, max_age=self.max_age, **options)  # type: ignore[misc]
+
+
+def default_cookie_name(script_name: str) -> str:
+    """``session`` for an app at the root, ``session_blog`` for one mounted at ``/blog`` (``session_a_b`` at
+    ``/a/b``): a name of its own for each mount point, in the characters a cookie name may hold."""
+    if not script_name:
+        return "session"
+    return "session_" + "".join(c if c.isascii() and c.isalnum() else "_" for c in script_name.strip("/"))
+
+
+def _session_json(session: Session) -> bytes:
+    """The session as JSON; a value that cannot be JSON (put inside a list or dict after it was set, where
+    ``Session`` could not see it) is named in the error instead of failing somewhere inside ``json``."""
+    try:
+        return to_json(dict(session))
+    except (TypeError, ValueError):
+        _check_items(session.items())  # Raises, naming the key.
+        raise
 
 
 class NoSessions:

@@ -1,32 +1,35 @@
 """Jinja2 templates for the app's pages.
 
-One environment per app, loading from the app's template folder, with autoescaping on for HTML and XML so that
-``{{ user_input }}`` can never inject markup. Four globals are always available, all bound to the request
-being rendered (taken from the template context, so there are no thread-locals):
+One environment per app, loading from the app's template folder (then the folders of its blueprints, in the
+order they were registered), with autoescaping on for HTML and XML so that ``{{ user_input }}`` can never
+inject markup. These names are always available, all bound to the request being rendered (taken from the
+template context, so there are no thread-locals):
 
-- ``request``: the current request;
-- ``url_for(endpoint, **values)``: a URL under the app's mount point;
+- ``request``: the current request, and ``g``, its per-request namespace (``request.g``);
+- ``config``: the app's settings (``app.config``);
+- ``url_for(endpoint, **values)``: a URL under the app's mount point (``".name"`` within the blueprint);
 - ``static(path)``: the URL of a static file;
-- ``csrf_token()``: the session's CSRF token, for a hidden form field.
+- ``csrf_token()``: the session's CSRF token, for a hidden form field;
+- ``get_flashed_messages(with_categories=False, category_filter=())``: the messages left by ``request.flash``.
+
+An app adds its own with ``template_global``, ``template_filter`` and ``context_processor``.
 
 A missing template raises ``TemplateNotFoundError`` naming the template and the folder that was searched.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
-
-if TYPE_CHECKING:
-    from .request import Request
 
 
 class TemplateNotFoundError(jinja2.TemplateNotFound):
     """A template that is not in the app's template folder (a subclass of Jinja2's own error)."""
 
-    def __init__(self, name: str, folder: Path) -> None:
+    def __init__(self, name: str, folder: Path | str) -> None:
         super().__init__(name, f"template {name!r} not found in {folder}")
 
 
@@ -55,43 +58,75 @@ def _csrf_token(context: jinja2.runtime.Context) -> str:
     return context["request"].csrf_token()
 
 
+@jinja2.pass_context
+def _get_flashed_messages(
+    context: jinja2.runtime.Context, with_categories: bool = False, category_filter: Iterable[str] = ()
+) -> list[Any]:
+    return context["request"].get_flashed_messages(with_categories, category_filter)
+
+
 class Templates:
     """The app's Jinja2 environment and its ``render`` entry point.
 
-    ``auto_reload`` (checking each template file's modification time on every render) is on only in debug
-    mode: it is handy while editing and a needless ``stat`` per render in production. Without it, compiled
-    templates are also kept in a plain dict, which skips Jinja2's own cache lookup (weak references and a lock,
-    a few microseconds a render).
+    ``auto_reload`` (checking each template file's modification time on every render) is for development
+    (the app turns it on with ``DEBUG`` or ``TEMPLATES_AUTO_RELOAD``): it is handy while editing and a needless
+    ``stat`` per render in production. Without it, compiled templates are also kept in a plain dict, which
+    skips Jinja2's own cache lookup (weak references and a lock, a few microseconds a render).
     """
 
     def __init__(self, folder: Path, *, auto_reload: bool = False) -> None:
-        self.folder = folder
+        self.folders = [folder]
         self.environment = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(folder),
+            loader=jinja2.FileSystemLoader(self.folders),
             autoescape=jinja2.select_autoescape(("html", "htm", "xml", "xhtml"), default_for_string=True),
             auto_reload=auto_reload,
         )
-        self.environment.globals.update(url_for=_url_for, static=_static, csrf_token=_csrf_token)
-        self._compiled: dict[str, jinja2.Template] | None = None if auto_reload else {}
+        self.environment.globals.update(
+            url_for=_url_for, static=_static, csrf_token=_csrf_token, get_flashed_messages=_get_flashed_messages
+        )
+        self._compiled: dict[str, jinja2.Template] = {}
+
+    @property
+    def folder(self) -> Path:
+        """The app's own template folder, searched first."""
+        return self.folders[0]
+
+    @property
+    def auto_reload(self) -> bool:
+        return self.environment.auto_reload
+
+    @auto_reload.setter
+    def auto_reload(self, value: bool) -> None:
+        self.environment.auto_reload = value
+        self._compiled.clear()
+
+    def add_folder(self, folder: Path) -> None:
+        """Search ``folder`` too, after the folders already known (a blueprint's templates)."""
+        if folder not in self.folders:
+            self.folders.append(folder)
+            self.environment.loader = jinja2.FileSystemLoader(self.folders)
+            self._compiled.clear()
 
     def get(self, name: str) -> jinja2.Template:
         """The compiled template ``name``; ``TemplateNotFoundError`` if there is no such file."""
-        cache = self._compiled
-        template = cache.get(name) if cache is not None else None
+        template = self._compiled.get(name)
         if template is None:
             try:
                 template = self.environment.get_template(name)
             except jinja2.TemplateNotFound as error:
-                raise TemplateNotFoundError(_missing_name(error, name), self.folder) from error
-            if cache is not None:
-                cache[name] = template
+                raise TemplateNotFoundError(_missing_name(error, name), self._searched()) from error
+            if not self.environment.auto_reload:
+                self._compiled[name] = template
         return template
 
-    def render(self, request: Request, name: str, context: dict[str, Any]) -> str:
-        """Render template ``name`` for ``request`` with ``context`` as its variables."""
+    def render(self, name: str, context: dict[str, Any]) -> str:
+        """Render template ``name`` with ``context`` as its variables (``request`` among them)."""
         template = self.get(name)
         try:
-            return template.render(context, request=request)
+            return template.render(context)
         except jinja2.TemplateNotFound as error:
             # Also covers {% extends %} / {% include %} of a missing template, named by Jinja in error.name.
-            raise TemplateNotFoundError(_missing_name(error, name), self.folder) from error
+            raise TemplateNotFoundError(_missing_name(error, name), self._searched()) from error
+
+    def _searched(self) -> Path | str:
+        return self.folders[0] if len(self.folders) == 1 else " or ".join(map(str, self.folders))

@@ -8,10 +8,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 
 from apps.files import MAX_UPLOAD
-from tests.support import TIMEOUT, ServerProcess
+from tests.support import ROOT, TIMEOUT, ServerProcess
 
 CONTENT = bytes(range(256)) * 64  # 16 KiB
 
@@ -43,6 +44,7 @@ def test_walk_the_demo_site_and_find_everything_after_a_restart(tmp_path: Path):
     with ServerProcess("--data-dir", str(data)) as server:
         url = server.url
         assert url.startswith("http://127.0.0.1:"), "the server says where it listens"
+        assert f"[INFO] demo site data in {data.resolve()} (set --data-dir" in server.output(), "and its data"
 
         home = browser.get(url + "/", timeout=TIMEOUT)
         assert home.status_code == 200 and "/static/style.css" in home.text
@@ -54,7 +56,8 @@ def test_walk_the_demo_site_and_find_everything_after_a_restart(tmp_path: Path):
 
         # The guestbook: a bad form is 400 and saves nothing; a good one redirects to the list.
         page = browser.get(url + "/guestbook/", timeout=TIMEOUT)
-        form = {"csrf_token": csrf_token(page), "name": "", "message": "no name"}
+        guestbook_token = csrf_token(page)  # Each mounted app has a session cookie, and so a token, of its own.
+        form = {"csrf_token": guestbook_token, "name": "", "message": "no name"}
         invalid = browser.post(url + "/guestbook/", data=form, timeout=TIMEOUT)
         assert invalid.status_code == 400 and "Please tell us your name." in invalid.text
         form["name"] = "Ada <Lovelace>"
@@ -109,7 +112,7 @@ def test_walk_the_demo_site_and_find_everything_after_a_restart(tmp_path: Path):
         url = server.url
         # A form loaded before the restart still goes through: the secret key that signed the session cookie
         # and its CSRF token lives in the data directory too.
-        form = {"csrf_token": token, "name": "Back again", "message": "after the restart"}
+        form = {"csrf_token": guestbook_token, "name": "Back again", "message": "after the restart"}
         assert browser.post(url + "/guestbook/", data=form, timeout=TIMEOUT).status_code == 200
 
         book = browser.get(url + "/guestbook/", timeout=TIMEOUT)
@@ -117,3 +120,32 @@ def test_walk_the_demo_site_and_find_everything_after_a_restart(tmp_path: Path):
         assert browser.get(url + "/files/data.bin", timeout=TIMEOUT).content == CONTENT
         todos = browser.get(url + "/todo/api/todos", timeout=TIMEOUT).json()["todos"]
         assert [(t["title"], t["done"]) for t in todos] == [("Write the walkthrough", True)]
+
+
+def test_started_from_another_folder_it_says_where_its_data_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A new user's first run, from some folder of theirs: the log names the data directory (./var of that
+    folder, as an absolute path), the browser's automatic /favicon.ico is an icon, and the todo page's form works
+    as a browser without JavaScript sends it."""
+    monkeypatch.delenv("SERVER_DATA_DIR")  # ServerProcess passes on this process's environment
+    with ServerProcess(cwd=tmp_path, env={"PYTHONPATH": str(ROOT)}) as server:
+        var = (tmp_path / "var").resolve()
+        said = [line for line in server.log if "demo site data in" in line]
+        assert len(said) == 1 and said[0].rstrip().endswith(
+            f"[INFO] demo site data in {var} (set --data-dir or SERVER_DATA_DIR to change)"
+        ), server.output()
+
+        browser = requests.Session()
+        icon = browser.get(server.url + "/favicon.ico", timeout=TIMEOUT)
+        assert icon.status_code == 200 and icon.headers["Content-Type"].startswith("image/")
+        assert icon.content[:4] == b"\x00\x00\x01\x00", "an ICO file"
+        linked = browser.get(server.url + "/static/favicon.ico", timeout=TIMEOUT)  # from the event loop
+        assert linked.status_code == 200 and linked.content == icon.content
+
+        page = browser.get(server.url + "/todo/", timeout=TIMEOUT)
+        form = {"csrf_token": csrf_token(page), "title": "Buy milk"}
+        added = browser.post(server.url + "/todo/", data=form, timeout=TIMEOUT)
+        assert added.history[0].status_code == 303 and added.url == server.url + "/todo/"
+        assert ">Buy milk</span>" in added.text
+        todos = browser.get(server.url + "/todo/api/todos", timeout=TIMEOUT).json()["todos"]
+        assert [todo["title"] for todo in todos] == ["Buy milk"]
+    assert (var / "todo.sqlite3").is_file()

@@ -359,19 +359,24 @@ def test_middleware_wraps_outermost_last():
     assert response.headers.getall("X-Middleware") == ["inner", "outer"]
 
 
-def test_app_url_for_with_and_without_request():
+def test_app_url_for_knows_the_mount_point_during_a_request_and_says_why_it_cannot_outside_one():
     app = App(__name__)
 
     @app.route("/p/<int:n>")
     def page(request, n):
-        return {"external": app.url_for("page", _request=request, _external=True, n=n + 1)}
+        return {
+            "path": app.url_for("page", n=n + 1),
+            "external": app.url_for("page", _request=request, _external=True, n=n + 1),
+        }
 
-    assert app.url_for("page", n=1) == "/p/1"
-    assert TestApp(app).get("/p/1", extra_environ={"HTTP_HOST": "example.test"}).json == {
-        "external": "http://example.test/p/2"
+    site = App(__name__)
+    site.mount("/mounted", app)
+    assert TestApp(site).get("/mounted/p/1", extra_environ={"HTTP_HOST": "example.test"}).json == {
+        "path": "/mounted/p/2",
+        "external": "http://example.test/mounted/p/2",
     }
-    with pytest.raises(ValueError):
-        app.url_for("page", _external=True, n=1)
+    with pytest.raises(RuntimeError, match=r"outside a request.*cannot know where the app is mounted"):
+        app.url_for("page", n=1)
 
 
 def test_view_may_return_response_subclass_and_hooks_may_replace_it():

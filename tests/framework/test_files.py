@@ -161,7 +161,7 @@ def test_static_route_serves_files(site):
     client = TestApp(site)
     response = client.get("/static/css/site.css")
     assert response.text == "body { color: red }" and response.content_type == "text/css"
-    assert site.url_for("static", filename="css/site.css") == "/static/css/site.css"
+    assert site.static_path("css/site.css") == "/static/css/site.css"
 
 
 @pytest.mark.parametrize(

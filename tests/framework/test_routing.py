@@ -154,22 +154,26 @@ def test_head_runs_the_get_view_without_a_body(client):
 
 def test_url_for_builds_paths_and_query_strings():
     app = make_app()
-    assert app.url_for("user", user_id=3) == "/users/3"
-    assert app.url_for("user", user_id=3, tab="posts", page=2) == "/users/3?tab=posts&page=2"
-    assert app.url_for("user", user_id=3, tab=None) == "/users/3"  # None is "not given", not "?tab=None".
-    assert app.url_for("user_by_name", name="a b/c") == "/users/a%20b%2Fc"
-    assert app.url_for("files", name="dir/x y.txt") == "/files/dir/x%20y.txt"
-    assert app.url_for("index") == "/"
+    with app.test_request_context():
+        assert app.url_for("user", user_id=3) == "/users/3"
+        assert app.url_for("user", user_id=3, tab="posts", page=2) == "/users/3?tab=posts&page=2"
+        assert app.url_for("user", user_id=3, tab=None) == "/users/3"  # None is "not given", not "?tab=None".
+        assert app.url_for("user_by_name", name="a b/c") == "/users/a%20b%2Fc"
+        assert app.url_for("files", name="dir/x y.txt") == "/files/dir/x%20y.txt"
+        assert app.url_for("index") == "/"
+    with app.test_request_context(script_name="/mounted"):
+        assert app.url_for("user", user_id=3) == "/mounted/users/3"
 
 
 def test_url_for_errors_are_clear():
     app = make_app()
-    with pytest.raises(BuildError, match="no route is named 'nope'"):
-        app.url_for("nope")
-    with pytest.raises(BuildError, match="user_id"):
-        app.url_for("user")
-    with pytest.raises(BuildError):
-        app.url_for("user", user_id="not a number")
+    with app.test_request_context():
+        with pytest.raises(BuildError, match="no route is named 'nope'"):
+            app.url_for("nope")
+        with pytest.raises(BuildError, match="user_id"):
+            app.url_for("user")
+        with pytest.raises(BuildError):
+            app.url_for("user", user_id="not a number")
 
 
 def test_custom_converter():
@@ -192,7 +196,8 @@ def test_custom_converter():
     client = TestApp(app)
     assert client.get("/color/ff").json == {"value": 255}
     client.get("/color/zz", status=404)
-    assert app.url_for("color", value=255) == "/color/ff"
+    with app.test_request_context():
+        assert app.url_for("color", value=255) == "/color/ff"
 
 
 def test_converter_can_reject_with_value_error():
@@ -271,7 +276,8 @@ def test_many_routes_match_the_right_one():
     client = TestApp(app)
     assert client.get("/api/r0/1/2").text == "0:3"
     assert client.get("/api/r199/3/4").text == "199:7"
-    assert app.url_for("r150", a=1, b=2) == "/api/r150/1/2"
+    with app.test_request_context():
+        assert app.url_for("r150", a=1, b=2) == "/api/r150/1/2"
 
 
 def test_request_knows_its_route():

@@ -72,7 +72,7 @@ def test_static_uses_the_apps_static_route_when_it_has_one():
 def test_missing_template_names_itself_and_the_folder(caplog):
     app = make_app()
     with pytest.raises(TemplateNotFoundError, match=r"no-such-template\.html.*tests/framework/templates"):
-        app.templates.render(None, "no-such-template.html", {})
+        app.templates.render("no-such-template.html", {})
     with caplog.at_level(logging.ERROR, logger="framework"):
         TestApp(app).get("/missing", status=500)
     assert "no-such-template.html" in caplog.text
