@@ -449,6 +449,13 @@ class App(Scaffold):
             raise NotFound()
         return FileResponse(path, request)  # Which raises NotFound itself for a missing file or a directory.
 
+    def command(self, name: str | None = None, **options: Any) -> Any:
+        """Register the decorated function as a command of ``python -m framework --app MODULE:APP NAME``
+        (``init-db``, say); see ``framework.cli`` for how its arguments are declared."""
+        from .cli import command_decorator
+
+        return command_decorator(self, name, **options)
+
     @contextmanager
     def test_request_context(self, path: str = "/", method: str = "GET", **options: Any) -> Iterator[Request]:
         """A request to this app that is not sent anywhere, current for the ``with`` block: for code that
