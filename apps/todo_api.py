@@ -13,7 +13,16 @@ a todo that breaks the rules is 422 with a message per field, an unknown method 
 
     {"error": {"code": 422, "name": "Unprocessable Entity", "description": "...", "fields": {"title": "..."}}}
 
-``GET /todo/`` is an HTML page whose script, ``static/todo.js``, does everything through these calls.
+``GET /todo/`` is an HTML page that works with or without JavaScript. As plain HTML it lists the todos with a
+form for each change, sent as ordinary form posts with the session's CSRF token, each answered with a 303
+redirect back to the page (Post/Redirect/Get, as the guestbook does), so reloading never repeats a change::
+
+    POST   /todo/                   add one ("title"); an invalid title is the page again, 400, the error by the field
+    POST   /todo/<id>/done          mark it done ("done=true") or not done ("done=false")
+    POST   /todo/<id>/delete        delete it (already gone is not an error: a double click must not show a 404)
+
+Where JavaScript runs, the page's script, ``static/todo.js``, takes the same form over and does everything
+through the API's calls instead, redrawing the list without reloading the page.
 
 **Why these views skip the CSRF check.** API clients (``curl``, other programs) have no session and so no
 token. The API stays safe without one because it only accepts ``Content-Type: application/json`` (and
@@ -28,9 +37,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from framework import App, HTTPError, Request, Response, abort
+from framework import App, HTTPError, Request, Response, abort, redirect
 
-from .common import Database, default_data_dir, error_page, make_app
+from .common import Database, default_data_dir, error_page, flash, make_app, take_flash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS todos (
@@ -51,6 +60,15 @@ class Invalid(HTTPError):
         self.fields = fields
 
 
+def title_error(title: object) -> str | None:
+    """What is wrong with ``title`` as a todo's title (which is kept stripped), or None if nothing is."""
+    if not isinstance(title, str) or not title.strip():
+        return "The title must be some text."
+    if len(title.strip()) > TITLE_LIMIT:
+        return f"The title must be at most {TITLE_LIMIT} characters long."
+    return None
+
+
 def read_todo(request: Request, *, partial: bool) -> dict[str, Any]:
     """The validated fields of the todo in the request body; ``partial`` (PATCH) makes every field optional.
 
@@ -65,13 +83,11 @@ def read_todo(request: Request, *, partial: bool) -> dict[str, Any]:
     errors = {name: "There is no such field: a todo has a title and done." for name in data.keys() - {"title", "done"}}
     todo: dict[str, Any] = {}
     if "title" in data:
-        title = data["title"]
-        if not isinstance(title, str) or not title.strip():
-            errors["title"] = "The title must be some text."
-        elif len(title.strip()) > TITLE_LIMIT:
-            errors["title"] = f"The title must be at most {TITLE_LIMIT} characters long."
+        problem = title_error(data["title"])
+        if problem:
+            errors["title"] = problem
         else:
-            todo["title"] = title.strip()
+            todo["title"] = data["title"].strip()
     elif not partial:
         errors["title"] = "A todo needs a title."
     if "done" in data:
@@ -103,10 +119,57 @@ def create_app(data_dir: Path | None = None) -> App:
             abort(404, f"There is no todo {todo_id}.")
         return row
 
+    def render(request: Request, title: str = "", error: str | None = None) -> Response:
+        """The page with the list as it is now; ``title`` and ``error`` bring back a refused form."""
+        with database.transaction() as db:
+            rows = db.execute("SELECT id, title, done FROM todos ORDER BY id").fetchall()
+        return app.render(
+            request,
+            "todo.html",
+            api=request.url_for("todos"),
+            todos=[{"id": row["id"], "title": row["title"], "done": bool(row["done"])} for row in rows],
+            title=title,
+            error=error,
+            flash=take_flash(request),
+        )
+
     @app.get("/")
     def page(request: Request) -> Response:
-        """The HTML page; ``static/todo.js`` fills it in through the API."""
-        return app.render(request, "todo.html", api=request.url_for("todos"))
+        """The HTML page: the list and its forms, which ``static/todo.js`` takes over where JavaScript runs."""
+        return render(request)
+
+    @app.post("/")
+    def add(request: Request) -> Response | tuple[Response, int]:
+        """The form's way to add a todo: redirect back to the page, or show it again (400) with the problem."""
+        title = request.form.get("title", "")
+        problem = title_error(title)
+        if problem:
+            return render(request, title, problem), 400
+        with database.transaction() as db:
+            db.execute("INSERT INTO todos (title) VALUES (?)", (title.strip(),))
+        flash(request, f"Added “{title.strip()}”.")
+        return redirect(request.url_for("page"), 303)
+
+    @app.post("/<int:todo_id>/done")
+    def mark(request: Request, todo_id: int) -> Response:
+        """The form's way to mark a todo done (``done=true``) or not done (``done=false``)."""
+        done = request.form.get("done")
+        if done not in ("true", "false"):
+            abort(400, "done must be true or false.")
+        with database.transaction() as db:
+            row = find(db, todo_id)
+            db.execute("UPDATE todos SET done = ? WHERE id = ?", (done == "true", todo_id))
+        flash(request, f"Marked “{row['title']}” {'done' if done == 'true' else 'not done'}.")
+        return redirect(request.url_for("page"), 303)
+
+    @app.post("/<int:todo_id>/delete")
+    def remove(request: Request, todo_id: int) -> Response:
+        """The form's way to delete a todo. One that is already gone (a double click) is not an error."""
+        with database.transaction() as db:
+            row = db.execute("SELECT title FROM todos WHERE id = ?", (todo_id,)).fetchone()
+            db.execute("DELETE FROM todos WHERE id = ?", (todo_id,))
+        flash(request, f"Deleted “{row['title']}”." if row else "That todo was already deleted.")
+        return redirect(request.url_for("page"), 303)
 
     @app.csrf_exempt
     @app.route("/api/todos", methods=["GET", "POST"])

@@ -1,4 +1,6 @@
 // The todo page's script: everything it shows and changes goes through the JSON API of apps/todo_api.py.
+// The page works without it too (plain forms, posted to the page itself); this script takes the add form over
+// and replaces the server-drawn list with its own, so changes need no reload.
 // Text from the server is only ever put into the page with textContent, never innerHTML, so a todo titled
 // "<img onerror=...>" is shown as text, never run.
 "use strict";
@@ -34,6 +36,7 @@
     error.textContent = message || "";
     error.hidden = !message;
     title.setAttribute("aria-invalid", message ? "true" : "false");
+    title.closest(".field").classList.toggle("invalid", Boolean(message));
   }
 
   function item(todo) {
@@ -49,7 +52,7 @@
     label.textContent = todo.title;
     const remove = document.createElement("button");
     remove.type = "button";
-    remove.className = "quiet";
+    remove.className = "quiet danger";
     remove.textContent = "Delete";
     remove.setAttribute("aria-label", `Delete "${todo.title}"`);
     remove.addEventListener("click", () => run(() => call("DELETE", todo.url)));

@@ -2,7 +2,8 @@
 
 What only a browser can show: the form really submits with its CSRF token and follows the redirect, an entry
 with markup in it is displayed as text (and no script runs), a validation error appears next to its field, the
-todo page's script works against the API, and the page looks right (a screenshot is saved for a person to see).
+todo page's script works against the API, the same page works with JavaScript turned off, the site's icon is an
+image a browser decodes, and the page looks right (a screenshot is saved for a person to see).
 
 Needs the Debian packages ``chromium`` and ``chromium-driver`` and the Python package ``selenium``; where any of
 them is missing, the tests skip and say which.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -59,12 +62,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+@contextmanager
+def chromium(profile: Path, *, javascript: bool = True) -> Iterator[webdriver.Chrome]:
+    """A headless Chromium with its own profile folder; ``javascript=False`` is a visitor who turned it off."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
         options.add_argument(flag)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(WAIT * 2)
     driver.set_script_timeout(WAIT)
@@ -72,6 +78,18 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chro
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser_without_javascript(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    with chromium(tmp_path_factory.mktemp("chromium-profile-nojs"), javascript=False) as driver:
+        yield driver
 
 
 def wait_for(browser: webdriver.Chrome, css: str):
@@ -155,3 +173,48 @@ def test_the_todo_page_works_through_the_api(server, browser):
     wait_until(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#todo-list li button")).click()
     wait_for(browser, "#todo-empty")
     assert todo_items(browser) == []
+
+
+def flash_says(text: str):
+    """A wait condition: the page's flash message reads ``text`` (so the form's redirect has been followed)."""
+    return lambda browser: browser.find_element(By.CSS_SELECTOR, "p.flash").text == text
+
+
+def test_the_todo_page_works_without_javascript(server, browser_without_javascript):
+    browser = browser_without_javascript
+    browser.get(server.url + "/todo/")
+    # A browser shows what is inside <noscript> only when scripting is off for the page (WebDriver's own
+    # execute_script still works, so it cannot tell): seeing the notice proves static/todo.js does not run.
+    notice = wait_for(browser, "#todo-app noscript p.notice")
+    assert "plain forms" in notice.text
+    # Styled as information (the info wash), not as the green of a success.
+    background = notice.value_of_css_property("background-color")
+    assert background in ("rgba(232, 240, 251, 1)", "rgb(232, 240, 251)"), background
+
+    browser.find_element(By.ID, "todo-title").send_keys("Without <em>scripts</em>")
+    browser.find_element(By.CSS_SELECTOR, "#todo-form button[type=submit]").click()
+    wait_until(browser, flash_says("Added \u201cWithout <em>scripts</em>\u201d."))
+    assert browser.current_url == server.url + "/todo/", "Post/Redirect/Get: back on the page"
+    item = "//ul[@id='todo-list']/li[span[@class='todo-title'][.='Without <em>scripts</em>']]"
+    assert browser.find_element(By.XPATH, item).get_attribute("class") == ""
+
+    browser.find_element(By.XPATH, item + "//button[.='Done']").click()
+    wait_until(browser, flash_says("Marked \u201cWithout <em>scripts</em>\u201d done."))
+    assert browser.find_element(By.XPATH, item).get_attribute("class") == "done"
+
+    browser.find_element(By.XPATH, item + "//button[.='Delete']").click()
+    wait_until(browser, flash_says("Deleted \u201cWithout <em>scripts</em>\u201d."))
+    assert not browser.find_elements(By.XPATH, item)
+
+
+def test_the_site_icon_is_an_image_the_browser_decodes(server, browser):
+    browser.get(server.url + "/")
+    linked = browser.find_element(By.CSS_SELECTOR, 'link[rel="icon"]').get_attribute("href")
+    assert linked == server.url + "/static/favicon.ico"
+    script = """return Promise.all(arguments[0].map(url => {
+                  const image = new Image();
+                  image.src = url;
+                  return image.decode().then(() => [image.naturalWidth, image.naturalHeight]);
+                }));"""
+    sizes = browser.execute_script(script, [server.url + "/favicon.ico", linked])
+    assert all(size in ([16, 16], [32, 32]) for size in sizes), sizes

@@ -4,8 +4,11 @@ examples (raw WSGI, the environ inspector, the Flask mount)."""
 from __future__ import annotations
 
 import importlib
+import logging
 import re
+import struct
 import sys
+from pathlib import Path
 
 import pytest
 from webtest import TestApp
@@ -33,6 +36,74 @@ def test_every_page_has_the_shared_layout_and_stylesheet(site, path):
     assert len(page.html.select("header nav a")) == 6
     assert page.html.select_one("footer.site-footer")
     assert "http://" not in page.text.split("<main>")[0] and "https://" not in page.text, "no CDN: works offline"
+
+
+def ico_sizes(data: bytes) -> list[int]:
+    """The square sizes of the images in an ICO file, after checking that its directory holds together."""
+    reserved, kind, count = struct.unpack_from("<HHH", data)
+    assert (reserved, kind) == (0, 1) and count >= 1, "an ICONDIR: reserved 0, type 1 (icon)"
+    sizes = []
+    for index in range(count):
+        width, height, _, _, planes, bits, length, offset = struct.unpack_from("<BBBBHHII", data, 6 + 16 * index)
+        assert width == height and planes in (0, 1) and bits in (0, 32)
+        image = data[offset : offset + length]
+        assert len(image) == length, "every image lies inside the file"
+        assert image.startswith((b"\x89PNG", struct.pack("<I", 40))), "a PNG or a BITMAPINFOHEADER"
+        sizes.append(width or 256)
+    return sizes
+
+
+def test_favicon_ico_is_an_icon_not_a_404(site):
+    """Browsers ask for /favicon.ico on their own, whatever the page links to: it must not be a 404."""
+    icon = site.get("/favicon.ico")
+    assert icon.content_type.startswith("image/") and "icon" in icon.content_type
+    assert {16, 32} <= set(ico_sizes(icon.body))
+    assert "max-age=" in icon.headers["Cache-Control"] and icon.headers["ETag"]
+    assert site.get("/favicon.ico", headers={"If-None-Match": icon.headers["ETag"]}, status=304).body == b""
+    assert site.head("/favicon.ico").headers["Content-Length"] == str(len(icon.body))
+    linked = site.get("/static/favicon.ico")
+    assert linked.body == icon.body and linked.content_type == icon.content_type
+
+
+@pytest.mark.parametrize("path", [*HTML_PAGES, "/no/such/page"])
+def test_every_page_links_the_icon(site, path):
+    page = site.get(path, status="*")
+    assert page.html.select_one('link[rel="icon"]')["href"] == "/static/favicon.ico"
+
+
+def test_the_stylesheet_tells_a_notice_from_a_success(site):
+    """.flash is green (something the visitor did worked); .notice, an information about the page, is not."""
+    css = site.get("/static/style.css").text
+    rules = dict(re.findall(r"^([^{}\n]+?)\s*\{([^}]*)\}", css, re.MULTILINE))
+    assert "var(--good" in rules[".flash"]
+    assert ".notice" in rules and "var(--good" not in rules[".notice"] and "var(--bad" not in rules[".notice"]
+
+
+def test_the_demo_says_where_its_data_lives(data_dir, caplog):
+    from apps.demo import create_app
+
+    caplog.set_level(logging.INFO)
+    create_app(data_dir)
+    said = [record for record in caplog.records if record.getMessage().startswith("demo site data in ")]
+    assert [record.getMessage() for record in said] == [
+        f"demo site data in {data_dir.resolve()} (set --data-dir or SERVER_DATA_DIR to change)"
+    ]
+    assert said[0].levelno == logging.INFO
+    assert logging.getLogger(said[0].name).getEffectiveLevel() <= logging.INFO, "the root's level decides: shown"
+
+
+def test_by_default_the_data_is_in_var_of_the_current_directory_and_it_says_so(tmp_path, monkeypatch, caplog):
+    from apps.demo import create_app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SERVER_DATA_DIR")
+    caplog.set_level(logging.INFO)
+    create_app()
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"demo site data in {Path(tmp_path, 'var').resolve()} (set --data-dir or SERVER_DATA_DIR to change)" in (
+        messages
+    ), "an absolute path: a relative ./var says nothing about where the server was started"
+    assert (tmp_path / "var" / "secret_key").is_file()
 
 
 def test_the_current_section_is_marked_in_the_navigation(site):
@@ -132,7 +203,7 @@ def test_flask_is_mounted_under_flask_with_the_site_layout(site):
     assert about.startswith("/flask/about/")
     assert "<friends>" not in page.text
     named = site.get(about)
-    assert named.html.select_one("p.flash strong").text == "Zoë & <friends>"
+    assert named.html.select_one("p.notice strong").text == "Zoë & <friends>"
     assert "&lt;friends&gt;" in named.text
 
 

@@ -141,3 +141,115 @@ def test_the_api_is_mounted_in_the_site_with_urls_under_the_mount(site):
     assert site.get(todo["url"]).json["title"] == "Mounted"
     assert site.get("/todo/").html.select_one("#todo-app")["data-api"] == "/todo/api/todos"
     assert site.get("/static/todo.js").text.startswith("// The todo page's script")
+
+
+# -- the page without JavaScript: plain forms, Post/Redirect/Get ------------------------------------------------
+# webtest runs no script, so its form.submit() is exactly what a browser without JavaScript sends.
+
+
+def item_form(page, action: str):
+    """The form on ``page`` that posts to ``action`` (each todo has one per button)."""
+    forms = [form for form in page.forms.values() if form.action == action]
+    assert len(forms) == 1, [form.action for form in page.forms.values()]
+    return forms[0]
+
+
+def listed(page) -> list[tuple[str, bool]]:
+    """The list as the server drew it: each todo's title and whether it is marked done."""
+    return [
+        (li.select_one(".todo-title").text, "done" in li.get("class", [])) for li in page.html.select("#todo-list li")
+    ]
+
+
+def add(client: TestApp, title: str, status: int = 303):
+    """Fill in and submit the page's form, as a browser without JavaScript would."""
+    form = client.get("/").forms["todo-form"]
+    form["title"] = title
+    return form.submit(status=status)
+
+
+def test_without_javascript_the_form_posts_and_the_todo_is_added(api):
+    form = api.get("/").forms["todo-form"]
+    assert form.method.lower() == "post", "a GET form would send the title in the URL and save nothing"
+    assert form.action == "/" and form["csrf_token"].value
+
+    response = add(api, "  Buy milk  ")
+    assert response.headers["Location"] == "/", "Post/Redirect/Get: back to the page, so a reload posts nothing"
+    page = response.follow()
+    assert listed(page) == [("Buy milk", False)]
+    assert page.html.select_one("p.flash").text == "Added \u201cBuy milk\u201d."
+    assert page.html.select_one("#todo-empty").has_attr("hidden")
+    assert titles(api) == ["Buy milk"], "the API sees what the form added"
+    assert "Added" not in api.get("/").text, "the flash message is shown once"
+
+
+def test_the_page_lists_the_todos_without_javascript(api):
+    assert listed(api.get("/")) == [] and not api.get("/").html.select_one("#todo-empty").has_attr("hidden")
+    create(api, "<b>Bold</b> plans", done=True)
+    create(api, "Second")
+    page = api.get("/")
+    assert listed(page) == [("<b>Bold</b> plans", True), ("Second", False)]
+    assert "<b>Bold</b>" not in page.text, "titles are escaped"
+
+
+def test_an_invalid_title_from_the_form_is_400_next_to_the_field_and_kept(api):
+    page = add(api, "   ", status=400)
+    error = page.html.select_one("#todo-error")
+    assert error.text == "The title must be some text." and not error.has_attr("hidden")
+    field = page.html.select_one("#todo-title")
+    assert field["aria-invalid"] == "true" and field["aria-describedby"] == "todo-error"
+
+    too_long = "x" * (todo_api.TITLE_LIMIT + 1)
+    page = add(api, too_long, status=400)
+    assert page.forms["todo-form"]["title"].value == too_long, "the visitor's text is still in the form"
+    assert page.html.select_one("#todo-error").text == "The title must be at most 200 characters long."
+    assert titles(api) == []
+    add(api, "Fixed it").follow()  # the re-rendered form still carries a valid CSRF token
+    assert titles(api) == ["Fixed it"]
+
+
+def test_the_form_needs_its_csrf_token(api):
+    api.get("/")  # a session, and so a token, exists; the forged post just does not carry it
+    refused = api.post("/", {"title": "forged"}, status=403)
+    assert refused.content_type == "text/html"
+    assert titles(api) == []
+
+
+def test_without_javascript_todos_are_marked_done_and_deleted(api):
+    todo = create(api, "Water the plants")
+    page = item_form(api.get("/"), f"/{todo['id']}/done").submit(status=303).follow()
+    assert listed(page) == [("Water the plants", True)]
+    assert page.html.select_one("p.flash").text == "Marked \u201cWater the plants\u201d done."
+    page = item_form(page, f"/{todo['id']}/done").submit(status=303).follow()
+    assert listed(page) == [("Water the plants", False)], "the same button marks it not done again"
+
+    delete = item_form(page, f"/{todo['id']}/delete")
+    page = delete.submit(status=303).follow()
+    assert listed(page) == [] and page.html.select_one("p.flash").text == "Deleted \u201cWater the plants\u201d."
+    again = delete.submit(status=303).follow()  # a double click sends the form twice: no 404 for that
+    assert again.html.select_one("p.flash").text == "That todo was already deleted."
+
+
+def test_marking_needs_a_known_todo_and_a_clear_value(api):
+    todo = create(api, "Only one")
+    token = api.get("/").forms["todo-form"]["csrf_token"].value
+    api.post(f"/{todo['id']}/done", {"csrf_token": token, "done": "maybe"}, status=400)
+    missing = api.post("/99/done", {"csrf_token": token, "done": "true"}, status=404)
+    assert missing.content_type == "text/html", "the page's errors are pages, not JSON"
+    assert api.get(todo["url"]).json["done"] is False
+
+
+def test_the_forms_work_under_the_sites_mount_point(site):
+    form = site.get("/todo/").forms["todo-form"]
+    assert form.action == "/todo/"
+    form["title"] = "Mounted form"
+    page = form.submit(status=303)
+    assert page.headers["Location"] == "/todo/"
+    page = page.follow()
+    assert listed(page) == [("Mounted form", False)]
+    assert item_form(page, "/todo/1/done") and item_form(page, "/todo/1/delete")
+
+
+def test_the_no_javascript_notice_is_a_notice_not_a_success(api):
+    notice = api.get("/").html.select_one("#todo-app noscript p")
+    assert notice["class"] == ["notice"], "not .flash: a green success message is for what the visitor just did"
