@@ -356,7 +356,7 @@ class NoSessions:
     """``app.sessions`` without a secret key: using a session is then a clear error, not a silent no-op."""
 
     def load(self, request: Request) -> Session:
-        raise RuntimeError("sessions need a secret key: App(__name__, secret_key=...)")
+        raise RuntimeError('sessions need a secret key: App(__name__, secret_key=...) or app.config["SECRET_KEY"]')
 
     def save(self, request: Request, response: Response) -> None:
         """Nothing can have been stored, so there is nothing to save."""
