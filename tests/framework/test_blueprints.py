@@ -283,7 +283,7 @@ def test_a_registered_blueprint_cannot_grow_silently():
 
 
 def test_names_with_dots_are_refused():
-    with pytest.raises(ValueError, match="no '.'"):
+    with pytest.raises(ValueError, match=r"no '\.'"):
         Blueprint("a.b", __name__)
     app = App(__name__)
     with pytest.raises(ValueError, match="separates a blueprint's name"):

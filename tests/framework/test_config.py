@@ -55,10 +55,10 @@ def test_from_file_toml_and_json_by_suffix_and_an_explicit_loader(tmp_path):
 def test_from_file_errors_name_the_file(tmp_path):
     config = Config(tmp_path)
     assert config.from_file("missing.toml", silent=True) is False
-    with pytest.raises(FileNotFoundError, match="missing.toml does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.toml does not exist"):
         config.from_file("missing.toml")
     (tmp_path / "broken.toml").write_text("SECRET_KEY = \n")
-    with pytest.raises(ValueError, match="broken.toml is malformed"):
+    with pytest.raises(ValueError, match=r"broken\.toml is malformed"):
         config.from_file("broken.toml")
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="holds a list"):
