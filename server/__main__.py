@@ -3,7 +3,8 @@
 Every option can also come from the environment as ``SERVER_<NAME>`` (``SERVER_WORKERS=4``,
 ``SERVER_BIND=0.0.0.0:8080``; repeatable options take a comma-separated list); a flag on the command line wins.
 Whatever is wrong with an invocation (an app that cannot be imported, a port in use, a malformed option) ends
-with one line on stderr and exit status 2, before anything is served.
+with one line on stderr and exit status 2, before anything is served. Under ``--reload`` (``server.reload``), an
+app that cannot be imported is reported and loaded again after the next change to a file instead.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 
 from server import SERVER_SOFTWARE
 from server.config import Config
@@ -22,6 +23,8 @@ from server.listeners import BindError, Listener, open_listeners, parse_bind
 from server.loader import LoadError, load_app
 from server.loop import loop_name
 from server.proxy import HEADER_FAMILIES, TrustedProxies
+from server.reload import ChildSettings, Reloader, Reporter, child_settings, describe_load_error, failure_app
+from server.reload import inherit_listeners as inherit_reload_listeners
 from server.workers import Supervisor, pin_to_cpu
 
 log = logging.getLogger("server")
@@ -208,7 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the access log (combined format + response time) goes")
     add("--log-level", choices=("debug", "info", "warning", "error"), default=defaults.log_level,
         help="the error log's level")
-    add("--debug", action="store_true", help="show tracebacks in 500 responses (never in production)")
+    add("--debug", action="store_true",
+        help="show tracebacks in 500 responses, and set the app's config['DEBUG'] to True if it has a config "
+             "mapping, as framework and Flask apps do (never in production)")
+    add("--reload", action="store_true",
+        help="development: restart the server when a Python file it imported or a template changes; an app that "
+             "fails to load is reported and tried again after the next change (implies --workers 1)")
     add("--forwarded-allow-ips", default="", metavar="LIST",
         help="comma-separated proxies (IPs, CIDRs, '*', 'unix') whose forwarding headers are trusted")
     add("--proxy-headers", choices=HEADER_FAMILIES, default=defaults.proxy_headers,
@@ -229,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _REPEATABLE = {"bind", "static"}
-_FLAGS = {"debug", "static_listing", "static_dotfiles", "follow_symlinks"}
+_FLAGS = {"debug", "reload", "static_listing", "static_dotfiles", "follow_symlinks"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -292,6 +300,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
         access_log=args.access_log,
         log_level=args.log_level,
         debug=args.debug,
+        reload=args.reload,
         forwarded_allow_ips=tuple(a.strip() for a in args.forwarded_allow_ips.split(",") if a.strip()),
         proxy_headers=args.proxy_headers,
         static=tuple(args.static or ()),
@@ -356,11 +365,31 @@ def _check_static(specs: Sequence[str]) -> None:
             raise ValueError(f"--static {spec}: cannot read {directory}: {error.strerror or error}") from None
 
 
-def prepare(config: Config) -> tuple[Config, Callable, list[Listener]]:
-    """Check everything that can be wrong before serving: raises LoadError, BindError or ValueError."""
+def check_settings(config: Config) -> None:
+    """The checks that need no app: raises ValueError (or BindError) for a setting that cannot work."""
     loop_name(config.loop)
     TrustedProxies(config.forwarded_allow_ips, config.proxy_headers)
     _check_static(config.static)
+
+
+def enable_app_debug(app: object) -> None:
+    """``--debug`` for the app too: ``app.config["DEBUG"] = True`` when ``app.config`` is a mutable mapping.
+
+    Duck typing (the server imports no framework): our framework's App and Flask read ``config["DEBUG"]`` at
+    request time and show their own debug pages."""
+    try:
+        settings = getattr(app, "config", None)
+    except Exception:  # a property that raises: the app has no config we can set
+        return
+    if isinstance(settings, MutableMapping):
+        settings["DEBUG"] = True
+
+
+def prepare(config: Config, inherited: ChildSettings | None = None) -> tuple[Config, Callable, list[Listener]]:
+    """Check everything that can be wrong before serving: raises LoadError, BindError or ValueError.
+
+    ``inherited``: this is a ``--reload`` child, serving on the sockets its parent opened."""
+    check_settings(config)
     if config.app:
         app = load_app(config.app)
     elif config.static:
@@ -371,6 +400,10 @@ def prepare(config: Config) -> tuple[Config, Callable, list[Listener]]:
 
         config = Config(**{**config.__dict__, "static": (STATIC_MOUNT,)})
         _check_static(config.static)  # the site's own files: missing only from a broken installation
+    if config.debug:
+        enable_app_debug(app)
+    if inherited is not None:
+        return config, app, inherit_reload_listeners(inherited)
     listeners = open_listeners([parse_bind(b) for b in config.binds])
     return config, app, listeners
 
@@ -413,13 +446,41 @@ def serve(config: Config, app: Callable, listeners: list[Listener], name: str) -
     return supervisor.run()
 
 
+def reload_parent(args: Sequence[str], config: Config) -> int:
+    """``--reload``: open the listening sockets, then run and restart the server as a child (server.reload)."""
+    if config.workers > 1:
+        return _fail(f"--reload runs one server process; it cannot be combined with --workers {config.workers}")
+    try:
+        configure_logging(config)
+        check_settings(config)
+        listeners = open_listeners([parse_bind(b) for b in config.binds])
+    except (BindError, ValueError, OSError) as error:
+        return _fail(str(error))
+    return Reloader(args, listeners, config.graceful_timeout).run()
+
+
+def _reload_child_failed(config: Config, child: ChildSettings, name: str, error: BaseException, line: str) -> int:
+    """A ``--reload`` child whose app did not load: say why, then serve a 503 page until the parent restarts us."""
+    detail = describe_load_error(error)
+    sys.stderr.write(detail)
+    _fail(line)
+    Reporter(child.report, error=error).start()
+    return serve(config, failure_app((detail or line) if config.debug else None), inherit_reload_listeners(child), name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_config(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    config = parse_config(args)
+    child = child_settings()  # set when this process is the server a --reload parent runs
+    if config.reload and child is None:
+        return reload_parent(args, config)
     name = config.app or ("static files" if config.static else "the demo site")
     try:
         configure_logging(config)
-        config, app, listeners = prepare(config)
+        config, app, listeners = prepare(config, child)
     except (LoadError, BindError, ValueError, OSError) as error:
+        if child is not None:
+            return _reload_child_failed(config, child, f"an error page for {name}", error, str(error))
         return _fail(str(error))
     except KeyboardInterrupt:
         return 130  # Ctrl-C while the app was loading: the person knows why; no traceback, the shell's status
@@ -427,7 +488,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The last resort of the one-line promise: a check above that missed a case. The traceback is still
         # there for whoever asks for it with --log-level debug.
         log.debug("starting failed", exc_info=True)
-        return _fail(f"{type(error).__name__}: {error}")
+        line = f"{type(error).__name__}: {error}"
+        if child is not None:
+            return _reload_child_failed(config, child, f"an error page for {name}", error, line)
+        return _fail(line)
+    if child is not None:
+        Reporter(child.report, app).start()
     return serve(config, app, listeners, name)
 
 

@@ -51,6 +51,7 @@ class Config:
     access_log: str = "off"
     log_level: str = "info"
     debug: bool = False
+    reload: bool = False  # python -m server --reload: a parent that restarts the server when its files change
 
     # Proxies whose X-Forwarded-* and Forwarded headers are believed: IPs, CIDR networks, "*", or "unix".
     forwarded_allow_ips: tuple[str, ...] = ()

@@ -1,0 +1,204 @@
+"""``python -m server --reload``: real processes, edited files, restarts on the same socket; and ``--debug``.
+
+Every edit moves the file's modification time on by seconds with ``os.utime`` (no sleeping until the clock
+ticks), which also keeps Python from trusting a stale ``.pyc`` for a rewrite of the same size. Every wait is a
+poll with a deadline. The polls never tolerate a refused connection: the listening socket stays open across
+restarts, so a request made while the server restarts waits in the backlog and is answered.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from tests.server.test_cli import assert_one_line
+from tests.support import ROOT, TIMEOUT, ServerProcess, wait_for
+
+RESTART = 15.0  # deadline for a change to be served: a poll interval, a graceful stop and a fresh start
+
+
+def write(path: Path, text: str) -> None:
+    """Write ``text`` and set the modification time later than it was, as an editor's save would."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    later = max(before, path.stat().st_mtime_ns) + 2_000_000_000
+    os.utime(path, ns=(later, later))
+
+
+def plain_app(word: str, imports: str = "") -> str:
+    return f"""{imports}
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [{word!r}.encode()]
+"""
+
+
+def reloading(directory: Path, spec: str, *args: str) -> ServerProcess:
+    env = {"PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    return ServerProcess(spec, "--reload", *args, cwd=directory, env=env)
+
+
+def get(server: ServerProcess) -> requests.Response:
+    return requests.get(server.url, timeout=TIMEOUT)
+
+
+def wait_for_answer(server: ServerProcess, body: str, status: int = 200) -> None:
+    def answered() -> bool:
+        response = get(server)
+        return response.status_code == status and response.text == body
+
+    wait_for(answered, timeout=RESTART, interval=0.05)
+
+
+def serving_pids(server: ServerProcess) -> list[int]:
+    """The processes that said "serving", in order (the log line carries the pid)."""
+    return [int(pid) for pid in re.findall(r"\[(\d+)\] \[INFO\] serving ", server.output())]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie that init has not reaped yet is gone too
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def test_a_code_change_restarts_and_a_syntax_error_waits_for_the_fix(tmp_path):
+    module = tmp_path / "mod.py"
+    write(module, plain_app("one"))
+    with reloading(tmp_path, "mod:app") as server:
+        wait_for_answer(server, "one")
+        port = server.port
+        write(module, plain_app("two"))
+        wait_for_answer(server, "two")
+
+        write(module, plain_app("three").replace("def app(", "def app(:"))
+        wait_for(lambda: get(server).status_code == 503, timeout=RESTART)
+        wait_for(lambda: "waiting for a file to change" in server.output())
+        output = server.output()
+        assert "SyntaxError" in output and str(module) in output, output
+        assert "SyntaxError" not in get(server).text  # the error is shown to clients only under --debug
+        assert server.proc is not None and server.proc.poll() is None  # still there, waiting
+
+        write(module, plain_app("three"))
+        wait_for_answer(server, "three")
+        assert server.port == port
+        assert len(set(serving_pids(server))) == 4  # one, two, the error page, three: a fresh process each time
+
+
+def test_a_missing_module_is_fixed_by_creating_it(tmp_path):
+    write(tmp_path / "mod.py", plain_app("with helper", imports="import helper  # noqa"))
+    with reloading(tmp_path, "mod:app") as server:
+        wait_for(lambda: get(server).status_code == 503, timeout=RESTART)
+        assert "No module named 'helper'" in server.output()
+        write(tmp_path / "helper.py", "")  # imported by nothing yet: found by watching the directory's .py files
+        wait_for_answer(server, "with helper")
+
+
+SITE = """from pathlib import Path
+
+PAGE = (Path(__file__).parent / "templates" / "page.html").read_text()  # read once, as a template cache would
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/html")])
+    return [PAGE.encode()]
+"""
+
+
+def test_a_template_change_restarts(tmp_path):
+    template = tmp_path / "templates" / "page.html"
+    write(template, "<p>first</p>")
+    write(tmp_path / "pages.py", SITE)
+    with reloading(tmp_path, "pages:app") as server:
+        wait_for_answer(server, "<p>first</p>")
+        write(template, "<p>second</p>")
+        wait_for_answer(server, "<p>second</p>")
+
+
+def test_a_factory_in_a_package_restarts_when_a_module_it_imports_changes(tmp_path):
+    package = tmp_path / "pkg"
+    write(package / "__init__.py", "")
+    write(package / "words.py", "WORD = 'alpha'\n")
+    write(
+        package / "web.py",
+        "from pkg.words import WORD\n\n"
+        "def create(suffix):\n"
+        "    def app(environ, start_response):\n"
+        "        start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "        return [(WORD + suffix).encode()]\n"
+        "    return app\n",
+    )
+    with reloading(tmp_path, "pkg.web:create('!')") as server:
+        wait_for_answer(server, "alpha!")
+        write(package / "words.py", "WORD = 'beta'\n")
+        wait_for_answer(server, "beta!")
+
+
+def test_reload_with_several_workers_is_refused(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "mod:app", "--reload", "--workers", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert_one_line(result, "--reload", "--workers 2")
+
+
+def test_sigterm_stops_the_parent_and_its_child(tmp_path):
+    write(tmp_path / "mod.py", plain_app("up"))
+    with reloading(tmp_path, "mod:app") as server:
+        wait_for_answer(server, "up")
+        assert server.proc is not None
+        [child] = serving_pids(server)
+        assert child != server.proc.pid and alive(child)
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+        wait_for(lambda: not alive(child))
+
+
+def test_the_child_stops_when_the_parent_is_killed(tmp_path):
+    write(tmp_path / "mod.py", plain_app("up"))
+    with reloading(tmp_path, "mod:app") as server:
+        wait_for_answer(server, "up")
+        [child] = serving_pids(server)
+        server.signal(signal.SIGKILL)
+        server.wait()
+        wait_for(lambda: not alive(child))
+
+
+DEBUG_APP = """
+class App:
+    def __init__(self):
+        self.config = {"DEBUG": False}
+
+    def __call__(self, environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [repr(self.config["DEBUG"]).encode()]
+
+app = App()
+"""
+
+
+def test_debug_sets_the_apps_config_debug(tmp_path):
+    write(tmp_path / "debugged.py", DEBUG_APP)
+    env = {"PYTHONPATH": str(ROOT)}
+    with ServerProcess("debugged:app", cwd=tmp_path, env=env) as server:
+        assert get(server).text == "False"  # untouched without --debug
+    with ServerProcess("debugged:app", "--debug", cwd=tmp_path, env=env) as server:
+        assert get(server).text == "True"
+    with reloading(tmp_path, "debugged:app", "--debug") as server:
+        assert get(server).text == "True"
