@@ -15,7 +15,8 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
 
 from server import SERVER_SOFTWARE
 from server.config import Config
@@ -468,6 +469,33 @@ def _reload_child_failed(config: Config, child: ChildSettings, name: str, error:
     return serve(config, failure_app((detail or line) if config.debug else None), inherit_reload_listeners(child), name)
 
 
+@contextmanager
+def _routine_logs_held() -> Iterator[None]:
+    """Hold back the records below WARNING that are logged while the app loads, and show them only once it has
+    loaded: a failed invocation stays the one line it promises, a successful one still shows what the app said
+    at start-up (the demo site names its data directory). Warnings and errors go out at once."""
+    handlers = list(logging.getLogger().handlers)
+    held: dict[int, logging.LogRecord] = {}
+
+    def hold(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        held[id(record)] = record  # Each handler sees the record; keep it once.
+        return False
+
+    for handler in handlers:
+        handler.addFilter(hold)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(hold)
+    for record in held.values():  # Not reached when loading failed: those records are dropped.
+        for handler in handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     config = parse_config(args)
@@ -477,7 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = config.app or ("static files" if config.static else "the demo site")
     try:
         configure_logging(config)
-        config, app, listeners = prepare(config, child)
+        with _routine_logs_held():
+            config, app, listeners = prepare(config, child)
     except (LoadError, BindError, ValueError, OSError) as error:
         if child is not None:
             return _reload_child_failed(config, child, f"an error page for {name}", error, str(error))
