@@ -469,7 +469,7 @@ class App(Scaffold):
         except HTTPError:
             pass
         else:
-            request.__dict__.update(route_params=params, endpoint=rule.endpoint)
+            request.__dict__.update(route_params=params, endpoint=rule.endpoint, rule=rule)
         token = _current.set(request)
         try:
             yield request
@@ -598,6 +598,7 @@ class App(Scaffold):
         if rule is not None:
             attributes["route_params"] = params
             attributes["endpoint"] = rule.endpoint
+            attributes["rule"] = rule
         chain = attributes["_chain"] = self._request_chain(request)
         for hook in chain.before:
             value = hook(request)

@@ -173,7 +173,7 @@ class EnvironHeaders(Mapping[str, str]):
         return "HTTP_" + key
 
     def __getitem__(self, name: str) -> str:
-        value = self._environ[self._key(name)]
+        value: str = self._environ[self._key(name)]
         if value == "" and name.lower() in ("content-type", "content-length"):
             # Some servers put empty CONTENT_TYPE/CONTENT_LENGTH keys in the environ of requests without.
             raise KeyError(name)

@@ -68,7 +68,8 @@ class FileResponse(Response):
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is not None and reply.offset == 0 and reply.length == os.fstat(reply.file.fileno()).st_size:
             # The whole file: the server may sendfile() it. PEP 3333 has the wrapper close it when done.
-            return wrapper(reply.file, BLOCK_SIZE)
+            wrapped: Iterable[bytes] = wrapper(reply.file, BLOCK_SIZE)
+            return wrapped
         # A range, or no wrapper: the server's own block reader for one slice of a file, which also closes it.
         reply.file.seek(reply.offset)
         return FileSlice(reply.file, reply.length)

@@ -23,7 +23,7 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar, overload
 from urllib.parse import parse_qsl
 
 from .cookies import parse_cookie_header
@@ -35,27 +35,37 @@ from .routing import BuildError, quote_path
 if TYPE_CHECKING:
     from .app import App
     from .response import Response
+    from .routing import Rule
     from .sessions import Session
 
 # Where request.flash keeps its messages in the session: [[category, message], ...].
 FLASH_KEY = "_flashes"
 
 
-class lazy:
+T = TypeVar("T")
+
+
+class lazy(Generic[T]):
     """A property computed on first access and then stored on the instance.
 
     Like ``functools.cached_property`` without its per-access lock (Python 3.11 still takes one), since a
     request belongs to one thread.
     """
 
-    def __init__(self, compute: Callable[[Any], Any]) -> None:
+    def __init__(self, compute: Callable[[Any], T]) -> None:
         self.compute = compute
         self.__doc__ = compute.__doc__
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> lazy[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, instance: object, owner: type | None = None) -> T | lazy[T]:
         if instance is None:
             return self
         value = instance.__dict__[self.name] = self.compute(instance)
@@ -150,6 +160,17 @@ class Globals:
         """The attribute ``name``, set to ``default`` first if it is not there."""
         return self.__dict__.setdefault(name, default)
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for names not set: say where they should have come from, not just "no attribute".
+        raise AttributeError(
+            f"request.g has no {name!r}: set it first (a before_request hook is the place), "
+            f"or read it with request.g.get({name!r})"
+        )
+
+    if TYPE_CHECKING:  # Any attribute may be set: tell the type checker so.
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
     def __contains__(self, name: object) -> bool:
         return name in self.__dict__
 
@@ -165,7 +186,8 @@ class Request:
     assigned (put per-request state on ``request.g``).
 
     ``route_params`` holds the converted path parameters, ``endpoint`` the matched route's name (``"blog.index"``
-    for a blueprint's view), ``blueprint`` the name of that blueprint, ``app`` the application handling it.
+    for a blueprint's view), ``rule`` the route itself (its ``view``, ``pattern`` and ``methods``; ``None`` when
+    nothing matched), ``blueprint`` the name of that blueprint, ``app`` the application handling it.
     ``environ`` is the raw WSGI environ, for anything not wrapped here.
     """
 
@@ -178,6 +200,7 @@ class Request:
         attributes["path"] = wsgi_to_text(environ.get("PATH_INFO") or "/")
         attributes["route_params"] = {}
         attributes["endpoint"] = None
+        attributes["rule"] = None
         attributes["_uploads"] = []
 
     if TYPE_CHECKING:
@@ -187,6 +210,7 @@ class Request:
         path: str
         route_params: dict[str, Any]
         endpoint: str | None
+        rule: Rule | None
         _uploads: list[Any]
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -221,12 +245,13 @@ class Request:
     @lazy
     def scheme(self) -> str:
         """``http`` or ``https``, as the server saw it."""
-        return self.environ.get("wsgi.url_scheme", "http")
+        scheme: str = self.environ.get("wsgi.url_scheme", "http")
+        return scheme
 
     @lazy
     def host(self) -> str:
         """The ``Host`` header, or the server's name and port when the client sent none (HTTP/1.0)."""
-        host = self.environ.get("HTTP_HOST")
+        host: str | None = self.environ.get("HTTP_HOST")
         if host:
             return host
         name, port = self.environ.get("SERVER_NAME", "localhost"), str(self.environ.get("SERVER_PORT", ""))
@@ -236,7 +261,8 @@ class Request:
     @lazy
     def query_string(self) -> str:
         """The raw query string, without the ``?``."""
-        return self.environ.get("QUERY_STRING", "")
+        query: str = self.environ.get("QUERY_STRING", "")
+        return query
 
     @lazy
     def url(self) -> str:
@@ -260,7 +286,8 @@ class Request:
     @lazy
     def content_type(self) -> str:
         """The body's media type, lower-case and without parameters (``"application/json"``), or ``""``."""
-        return self.environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+        header: str = self.environ.get("CONTENT_TYPE", "")
+        return header.partition(";")[0].strip().lower()
 
     @lazy
     def content_length(self) -> int | None:
@@ -323,7 +350,7 @@ class Request:
         return self._parse_form()[1]
 
     def _parse_form(self) -> tuple[MultiDict, MultiDict]:
-        parsed = self.__dict__.get("_form")
+        parsed: tuple[MultiDict, MultiDict] | None = self.__dict__.get("_form")
         if parsed is not None:
             return parsed
         app = self.app

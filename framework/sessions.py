@@ -183,7 +183,7 @@ def _changed(method_name: str) -> Callable[..., Any]:
     return wrapper
 
 
-class Session(dict):
+class Session(dict[str, Any]):
     """The session: a plain dict that notices when it is changed, so the cookie is written only then.
 
     Changes inside a nested value (``session["cart"].append(x)``) cannot be noticed: set ``modified = True``
@@ -331,7 +331,7 @@ class CookieSessions:
         token = self.signer.sign(_session_json(session))
         if len(token) > COOKIE_SIZE_LIMIT:
             log.warning("session cookie is %d bytes; browsers drop cookies over 4 KB", len(token))
-        response.set_cookie(name, token, max_age=self.max_age, **options)  # type: ignore[misc]
+        response.set_cookie(name, token, max_age=self.max_age, **options)
 
 
 def default_cookie_name(script_name: str) -> str:

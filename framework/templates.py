@@ -21,9 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
+
+if TYPE_CHECKING:
+    from .request import Request
 
 
 class TemplateNotFoundError(jinja2.TemplateNotFound):
@@ -45,24 +48,28 @@ def _missing_name(error: jinja2.TemplateNotFound, requested: str) -> str:
 
 @jinja2.pass_context
 def _url_for(context: jinja2.runtime.Context, endpoint: str, **values: Any) -> str:
-    return context["request"].url_for(endpoint, **values)
+    request: Request = context["request"]
+    return request.url_for(endpoint, **values)
 
 
 @jinja2.pass_context
 def _static(context: jinja2.runtime.Context, path: str) -> str:
-    return context["request"].static(path)
+    request: Request = context["request"]
+    return request.static(path)
 
 
 @jinja2.pass_context
 def _csrf_token(context: jinja2.runtime.Context) -> str:
-    return context["request"].csrf_token()
+    request: Request = context["request"]
+    return request.csrf_token()
 
 
 @jinja2.pass_context
 def _get_flashed_messages(
     context: jinja2.runtime.Context, with_categories: bool = False, category_filter: Iterable[str] = ()
 ) -> list[Any]:
-    return context["request"].get_flashed_messages(with_categories, category_filter)
+    request: Request = context["request"]
+    return request.get_flashed_messages(with_categories, category_filter)
 
 
 class Templates:

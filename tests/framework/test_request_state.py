@@ -34,6 +34,8 @@ def test_globals_behaves_like_a_small_dict():
         g.pop("db")
     g.x = 5
     assert "x" in g and repr(g) == "<request.g {'x': 5}>"
+    with pytest.raises(AttributeError, match=r"request.g has no 'user': set it first.*request.g.get\('user'\)"):
+        g.user  # noqa: B018
 
 
 def test_the_request_is_read_only_and_the_error_points_at_g():
