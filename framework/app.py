@@ -17,7 +17,8 @@ One request goes through these steps, in this order (the same order as Django's 
 7. the view, called as ``view(request, **params)``; its return value becomes a ``Response``;
 8. any exception from steps 2-7 goes to an ``errorhandler`` for its status code or exception class (the
    blueprint's first, then the app's), else to the framework's error page (HTML or JSON by ``Accept``; a
-   traceback page when ``DEBUG`` is on);
+   traceback page when ``DEBUG`` is on), except that with ``TESTING`` on an exception no handler expected is
+   raised to the caller, so a test sees it;
 9. ``after_request`` hooks, the blueprint's then the app's, last registered first, each returning the response
    to use (only if step 4 began);
 10. the session cookie is written if the session changed (and ``Vary: Cookie`` added if it was used at all);
@@ -40,7 +41,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .blueprints import Blueprint
 from .config import DEFAULTS, Config
@@ -55,6 +56,9 @@ from .routing import Converter, Router, quote_path
 from .scaffold import HOOK_KINDS, Scaffold, View, check_signature, takes_request, template_helper_decorator
 from .sessions import CookieSessions, NoSessions, default_cookie_name
 from .templates import Templates
+
+if TYPE_CHECKING:
+    from .testing import TestClient
 
 log = logging.getLogger("framework")
 
@@ -201,7 +205,9 @@ class App(Scaffold):
 
     @property
     def sessions_enabled(self) -> bool:
-        return self._sessions is not None or bool(self.config["SECRET_KEY"])
+        if self._sessions is not None:
+            return not isinstance(self._sessions, NoSessions)
+        return bool(self.config["SECRET_KEY"])
 
     @property
     def sessions(self) -> CookieSessions | NoSessions:
@@ -477,7 +483,7 @@ class App(Scaffold):
             _current.reset(token)
             request.close()
 
-    def test_client(self, **options: Any) -> Any:
+    def test_client(self, **options: Any) -> TestClient:
         """A client that calls this app in process, keeping cookies and sending the CSRF token (see
         ``framework.testing.TestClient``)."""
         from .testing import TestClient
@@ -667,6 +673,8 @@ class App(Scaffold):
                 return response
         if isinstance(error, HTTPError):
             return error_page(request, error)
+        if self.config["TESTING"]:
+            raise error  # As in Flask: a test sees the exception itself, not a 500 page (teardown hooks still run).
         if self.debug:
             return debug_page(request, error)
         return error_page(request, HTTPError(500, "The server hit an error and could not answer the request."))

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": None,  # Enables sessions and CSRF protection.
     "SECRET_KEY_FALLBACKS": (),  # Older keys still accepted for existing sessions while rotating.
     "DEBUG": False,  # The traceback page for errors, and templates reloaded when their files change.
-    "TESTING": False,  # For the app's own code to read; the framework itself behaves the same.
+    "TESTING": False,  # Unhandled exceptions reach the caller (the test client) instead of becoming a 500 page.
     "CSRF_ENABLED": True,  # Checked only when there is a secret key, since the token lives in the session.
     "MAX_BODY_SIZE": 10 * 2**20,  # Larger request bodies answer 413.
     "MAX_FORM_PARTS": 1000,  # Fields and files in one form.

@@ -297,7 +297,8 @@ class Request:
     @lazy
     def query(self) -> MultiDict:
         """The query string's parameters: ``request.query["page"]``, ``request.query.getall("tag")``."""
-        return MultiDict(parse_qsl(self.query_string, keep_blank_values=True, errors="replace"))
+        # Raw non-ASCII bytes (curl 'host/?q=café') reach WSGI as latin-1 characters: back to UTF-8 first.
+        return MultiDict(parse_qsl(wsgi_to_text(self.query_string), keep_blank_values=True, errors="replace"))
 
     @lazy
     def cookies(self) -> dict[str, str]:

@@ -212,3 +212,53 @@ def test_url_for_static_works_when_the_server_serves_static_files():
 def test_the_app_docstring_tells_the_truth_about_static_files():
     doc = App.__doc__ or ""
     assert "--static" in doc and "serves /static by itself" not in doc
+
+
+def test_testing_mode_raises_unhandled_exceptions_to_the_test_and_still_tears_down():
+    app = App(__name__)
+    torn_down = []
+
+    @app.teardown
+    def record(request, error):
+        torn_down.append(type(error).__name__)
+
+    @app.get("/")
+    def fail(request):
+        raise LookupError("what the test wants to see")
+
+    @app.get("/missing")
+    def missing(request):
+        abort(404)
+
+    app.config["TESTING"] = True
+    client = app.test_client()
+    with pytest.raises(LookupError, match="what the test wants to see"):
+        client.get("/")
+    assert client.get("/missing").status_code == 404  # HTTP errors are answers, not failures.
+    assert torn_down == ["LookupError", "NoneType"]
+
+
+def test_raw_utf8_in_the_query_string_is_decoded_as_utf8():
+    app = App(__name__)
+
+    @app.get("/")
+    def search(request):
+        return {"q": request.query["q"]}
+
+    # What a server puts in the environ for the raw bytes of ?q=café: latin-1 characters (PEP 3333).
+    raw = "q=café".encode().decode("latin-1")
+    assert app.test_client().get("/", extra={"QUERY_STRING": raw}).json == {"q": "café"}
+
+
+def test_a_session_store_replaced_by_no_sessions_turns_sessions_and_csrf_off():
+    from framework.sessions import NoSessions
+
+    app = App(__name__, secret_key="k")
+    app.sessions = NoSessions()
+
+    @app.post("/")
+    def post(request):
+        return "accepted"
+
+    assert not app.sessions_enabled and not app.csrf_enabled
+    assert TestApp(app).post("/", {"a": "1"}).text == "accepted"
