@@ -4,6 +4,7 @@ The site is one ``framework.App`` with a home page, and every example is a WSGI 
 its own prefix. Each lives in its own module, small enough to read in one sitting::
 
     /guestbook/   apps/guestbook.py     a form with CSRF and validation, SQLite, pagination
+    /blog/        apps/blog/            accounts, posts with authors, flash messages: docs/framework.md
     /files/       apps/files.py         multipart uploads with a size limit, ranged downloads
     /todo/        apps/todo_api.py      a JSON API, and the page that uses it from static/todo.js
     /time         apps/raw_time.py      a bare application(environ, start_response), no framework
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from framework import App, FileResponse, Request, Response
 
-from . import files, flask_mount, guestbook, inspector, raw_time, todo_api
+from . import blog, files, flask_mount, guestbook, inspector, raw_time, todo_api
 from .common import STATIC, TEMPLATES, default_data_dir, secret_key, use_site_error_pages
 from .hello import app as hello
 
@@ -65,6 +66,7 @@ def create_app(data_dir: Path | None = None) -> App:
 
     # Apps that keep data get the data directory; the others are the same objects their modules export.
     site.mount("/guestbook", guestbook.create_app(data_dir))
+    site.mount("/blog", blog.create_app({"SECRET_KEY": secret_key(data_dir)}, instance_path=data_dir / "blog"))
     site.mount("/files", files.create_app(data_dir))
     site.mount("/todo", todo_api.create_app(data_dir))
     site.mount("/time", raw_time.application)

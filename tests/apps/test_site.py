@@ -15,7 +15,7 @@ from webtest import TestApp
 
 from apps import flask_mount, raw_time
 
-EXAMPLES = ["/guestbook/", "/files/", "/todo/", "/time", "/inspect/", "/flask/", "/hello"]
+EXAMPLES = ["/guestbook/", "/blog/", "/files/", "/todo/", "/time", "/inspect/", "/flask/", "/hello"]
 HTML_PAGES = ["/", "/guestbook/", "/files/", "/todo/", "/inspect/", "/flask/"]
 
 
@@ -33,7 +33,7 @@ def test_every_page_has_the_shared_layout_and_stylesheet(site, path):
     page = site.get(path)
     assert page.html.select_one('link[rel="stylesheet"]')["href"] == "/static/style.css"
     assert page.html.select_one("header.site-header a.brand")["href"] == "/"
-    assert len(page.html.select("header nav a")) == 6
+    assert len(page.html.select("header nav a")) == 7
     assert page.html.select_one("footer.site-footer")
     assert "http://" not in page.text.split("<main>")[0] and "https://" not in page.text, "no CDN: works offline"
 

@@ -1,0 +1,110 @@
+"""Posts: everyone reads them, logged-in users write them, and only a post's author may change or delete it."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from framework import Blueprint, Request, Response, abort, redirect
+
+from .auth import login_required
+from .db import get_db
+
+bp = Blueprint("blog", __name__)
+
+TITLE_LIMIT = 200
+
+
+@bp.get("/")
+def index(request: Request) -> Response:
+    """Every post, newest first, with its author's name."""
+    posts = (
+        get_db(request)
+        .execute(
+            "SELECT p.id, title, body, created, author_id, username"
+            " FROM post p JOIN user u ON p.author_id = u.id"
+            " ORDER BY created DESC, p.id DESC"
+        )
+        .fetchall()
+    )
+    return request.render("blog/index.html", posts=posts)
+
+
+def get_post(request: Request, post_id: int, check_author: bool = True) -> sqlite3.Row:
+    """The post ``post_id`` with its author's name: 404 if there is none, 403 if ``check_author`` and the
+    logged-in user did not write it."""
+    post = (
+        get_db(request)
+        .execute(
+            "SELECT p.id, title, body, created, author_id, username"
+            " FROM post p JOIN user u ON p.author_id = u.id"
+            " WHERE p.id = ?",
+            (post_id,),
+        )
+        .fetchone()
+    )
+    if post is None:
+        abort(404, f"Post id {post_id} doesn't exist.")
+    if check_author and post["author_id"] != request.g.user["id"]:
+        abort(403, "Only its author may change a post.")
+    return post
+
+
+def read_post_form(request: Request) -> tuple[str, str, str | None]:
+    """The title and body a form sent, and what is wrong with them (``None`` when nothing is)."""
+    title = request.form.get("title", "").strip()
+    body = request.form.get("body", "")
+    error = None
+    if not title:
+        error = "Title is required."
+    elif len(title) > TITLE_LIMIT:
+        error = f"The title is longer than {TITLE_LIMIT} characters."
+    return title, body, error
+
+
+@bp.route("/create", methods=["GET", "POST"])
+@login_required
+def create(request: Request) -> Response | tuple[Response, int]:
+    """Write a new post."""
+    if request.method == "POST":
+        title, body, error = read_post_form(request)
+        if error is not None:
+            request.flash(error, "error")
+            return request.render("blog/create.html"), 400
+        db = get_db(request)
+        with db:
+            db.execute(
+                "INSERT INTO post (title, body, author_id) VALUES (?, ?, ?)", (title, body, request.g.user["id"])
+            )
+        request.flash("Your post is published.", "success")
+        return redirect(request.url_for(".index"), 303)
+    return request.render("blog/create.html")
+
+
+@bp.route("/<int:post_id>/update", methods=["GET", "POST"])
+@login_required
+def update(request: Request, post_id: int) -> Response | tuple[Response, int]:
+    """Change a post's title and body (its author only)."""
+    post = get_post(request, post_id)
+    if request.method == "POST":
+        title, body, error = read_post_form(request)
+        if error is not None:
+            request.flash(error, "error")
+            return request.render("blog/update.html", post=post), 400
+        db = get_db(request)
+        with db:
+            db.execute("UPDATE post SET title = ?, body = ? WHERE id = ?", (title, body, post_id))
+        request.flash("Your changes are saved.", "success")
+        return redirect(request.url_for(".index"), 303)
+    return request.render("blog/update.html", post=post)
+
+
+@bp.post("/<int:post_id>/delete")
+@login_required
+def delete(request: Request, post_id: int) -> Response:
+    """Delete a post (its author only)."""
+    get_post(request, post_id)
+    db = get_db(request)
+    with db:
+        db.execute("DELETE FROM post WHERE id = ?", (post_id,))
+    request.flash("The post is deleted.", "success")
+    return redirect(request.url_for(".index"), 303)

@@ -1,0 +1,65 @@
+"""The blog's database: one SQLite connection per request, opened on first use and closed when the request ends.
+
+``get_db(request)`` keeps the connection on ``request.g``, so every helper that needs the database during one
+request shares it, and a teardown hook closes it whatever happened (an error page included). ``init-db`` is a
+command of the framework's command line that recreates the tables.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+from framework import App, Request
+
+
+def get_db(request: Request) -> sqlite3.Connection:
+    """The request's connection to the database named by ``DATABASE`` in the config."""
+    if "db" not in request.g:
+        request.g.db = connect(request.app.config["DATABASE"])
+    db: sqlite3.Connection = request.g.db
+    return db
+
+
+def close_db(request: Request, error: BaseException | None) -> None:
+    """Close the request's connection, if it opened one."""
+    db = request.g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection whose rows can be read by column name (``post["title"]``)."""
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def init_db(path: str | Path) -> None:
+    """Drop the tables and create them again, empty."""
+    schema = resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+    with connect(path) as db:
+        db.executescript(schema)
+
+
+def create_tables_if_missing(path: str | Path) -> None:
+    """``init_db`` for a database that has no tables yet, so a new deployment works at once."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with connect(path) as db:
+        found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'user'").fetchone()
+    if found is None:
+        init_db(path)
+
+
+def init_db_command(app: App) -> str:
+    """Clear the existing data and create new tables."""
+    init_db(app.config["DATABASE"])
+    return "Initialized the database."
+
+
+def init_app(app: App) -> None:
+    """Wire the database into ``app``: the teardown hook, the ``init-db`` command, the tables."""
+    app.teardown(close_db)
+    app.command("init-db")(init_db_command)
+    create_tables_if_missing(app.config["DATABASE"])

@@ -1,0 +1,264 @@
+"""The blog of docs/framework.md (apps/blog/): the factory, the database, accounts, and posts with authors,
+tested with the framework's test client as the guide shows."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from apps.blog import create_app
+from apps.blog.db import get_db
+from framework import App
+from framework.security import generate_password_hash
+from framework.testing import TestClient
+
+ROOT = Path(__file__).resolve().parents[2]
+CHEAP = "pbkdf2:sha256:1000"  # Stored hashes for the fixtures: the tests are about the blog, not about scrypt.
+
+
+# --- fixtures: one app, one database, one client per test ------------------------------------------------------
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> App:
+    """A blog with two users (test/test and other/other) and one post by test, in a database of its own."""
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "blog.sqlite")}, instance_path=tmp_path)
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        db.executemany(
+            "INSERT INTO user (username, password) VALUES (?, ?)",
+            [("test", generate_password_hash("test", CHEAP)), ("other", generate_password_hash("other", CHEAP))],
+        )
+        db.execute(
+            "INSERT INTO post (title, body, author_id, created)"
+            " VALUES ('test title', 'test\nbody', 1, '2026-01-01T00:00:00Z')"
+        )
+    return app
+
+
+@pytest.fixture
+def client(app: App) -> TestClient:
+    return app.test_client()
+
+
+class Accounts:
+    """Log in and out the way a visitor does, through the forms."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def login(self, username: str = "test", password: str = "test"):
+        return self.client.post("/auth/login", data={"username": username, "password": password})
+
+    def logout(self):
+        return self.client.post("/auth/logout")
+
+
+@pytest.fixture
+def accounts(client: TestClient) -> Accounts:
+    return Accounts(client)
+
+
+def count(app: App, sql: str, *parameters: object) -> int:
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        return int(db.execute(sql, parameters).fetchone()[0])
+
+
+# --- the factory and the database ----------------------------------------------------------------------------
+
+
+def test_the_factory_takes_settings_and_reads_the_environment(tmp_path: Path, monkeypatch) -> None:
+    assert not create_app(instance_path=tmp_path).config["TESTING"]
+    assert create_app({"TESTING": True}, instance_path=tmp_path).config["TESTING"]
+    monkeypatch.setenv("BLOG_SECRET_KEY", "from the environment")
+    (tmp_path / "config.toml").write_text('SECRET_KEY = "from the file"\nTITLE_NOTE = "kept"\n')
+    config = create_app(instance_path=tmp_path).config
+    assert config["SECRET_KEY"] == "from the environment" and config["TITLE_NOTE"] == "kept"
+    assert config["DATABASE"] == str(tmp_path / "blog.sqlite") and (tmp_path / "blog.sqlite").exists()
+
+
+def test_one_connection_per_request_closed_when_it_ends(app: App) -> None:
+    with app.test_request_context() as request:
+        db = get_db(request)
+        assert get_db(request) is db
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        db.execute("SELECT 1")
+
+
+def test_a_connection_opened_by_a_view_is_closed_after_the_response(app: App, client: TestClient) -> None:
+    opened: list[sqlite3.Connection] = []
+
+    @app.after_request
+    def remember(request, response):
+        opened.append(request.g.db)
+        return response
+
+    client.get("/")
+    with pytest.raises(sqlite3.ProgrammingError):
+        opened[0].execute("SELECT 1")
+
+
+def test_init_db_command_empties_the_database(app: App) -> None:
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "BLOG_DATABASE": app.config["DATABASE"]}
+    result = subprocess.run(
+        [sys.executable, "-m", "framework", "--app", "apps.blog:create_app()", "init-db"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Initialized the database." in result.stdout
+    assert count(app, "SELECT COUNT(*) FROM user") == 0
+
+
+# --- accounts --------------------------------------------------------------------------------------------------
+
+
+def test_register_creates_an_account_with_a_hashed_password(app: App, client: TestClient) -> None:
+    assert client.get("/auth/register").status_code == 200
+    response = client.post("/auth/register", data={"username": "a", "password": "secret"})
+    assert response.status_code == 303 and response.location == "/auth/login"
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        (stored,) = db.execute("SELECT password FROM user WHERE username = 'a'").fetchone()
+    assert stored.startswith("scrypt:32768:8:1$") and "secret" not in stored
+    assert "Your account is ready" in client.get("/auth/login").text
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "message"),
+    [
+        ("", "", "Username is required."),
+        ("a", "", "Password is required."),
+        ("test", "test", "User test is already registered."),
+    ],
+)
+def test_register_refuses_bad_input(client: TestClient, username: str, password: str, message: str) -> None:
+    response = client.post("/auth/register", data={"username": username, "password": password})
+    assert response.status_code == 400 and message in response.text
+
+
+def test_login_remembers_the_user(client: TestClient, accounts: Accounts) -> None:
+    assert client.get("/auth/login").status_code == 200
+    response = accounts.login()
+    assert response.status_code == 303 and response.location == "/"
+    assert client.session["user_id"] == 1
+    page = client.get("/")
+    assert "<span>test</span>" in page.text
+
+
+@pytest.mark.parametrize(("username", "password"), [("a", "test"), ("test", "a")])
+def test_login_refuses_wrong_credentials_with_one_message(accounts: Accounts, username: str, password: str) -> None:
+    response = accounts.login(username, password)
+    assert response.status_code == 400 and "Incorrect username or password." in response.text
+
+
+def test_logout_forgets_the_user(client: TestClient, accounts: Accounts) -> None:
+    accounts.login()
+    assert accounts.logout().status_code == 303
+    assert "user_id" not in client.session
+
+
+def test_logout_needs_the_csrf_token(client: TestClient, accounts: Accounts) -> None:
+    accounts.login()
+    assert client.post("/auth/logout", csrf=False).status_code == 403
+    assert client.session["user_id"] == 1
+
+
+# --- posts -----------------------------------------------------------------------------------------------------
+
+
+def test_index_shows_posts_and_links_for_whoever_is_there(client: TestClient, accounts: Accounts) -> None:
+    page = client.get("/").text
+    assert "Log in" in page and "Register" in page
+    accounts.login()
+    page = client.get("/").text
+    assert "Log out" in page and "test title" in page and "by test on 1 January 2026" in page
+    assert 'href="/1/update"' in page
+
+
+@pytest.mark.parametrize("path", ["/create", "/1/update", "/1/delete"])
+def test_writing_needs_a_login_and_an_anonymous_post_is_sent_to_log_in(client: TestClient, path: str) -> None:
+    # Without a session, and so without a CSRF token: the login check runs before the CSRF check.
+    response = client.post(path, csrf=False)
+    assert response.status_code == 302 and response.location == "/auth/login"
+
+
+def test_only_the_author_may_change_a_post(app: App, client: TestClient, accounts: Accounts) -> None:
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        db.execute("UPDATE post SET author_id = 2 WHERE id = 1")
+    accounts.login()
+    assert client.post("/1/update", data={"title": "mine now", "body": ""}).status_code == 403
+    assert client.post("/1/delete").status_code == 403
+    assert 'href="/1/update"' not in client.get("/").text
+
+
+@pytest.mark.parametrize("path", ["/2/update", "/2/delete"])
+def test_a_missing_post_is_404(client: TestClient, accounts: Accounts, path: str) -> None:
+    accounts.login()
+    response = client.post(path, data={"title": "t"})
+    assert response.status_code == 404 and "Post id 2 doesn&#39;t exist." in response.text
+
+
+def test_create(app: App, client: TestClient, accounts: Accounts) -> None:
+    accounts.login()
+    assert client.get("/create").status_code == 200
+    response = client.post("/create", data={"title": "created", "body": ""}, follow_redirects=True)
+    assert response.request_path == "/" and "Your post is published." in response.text
+    assert count(app, "SELECT COUNT(*) FROM post") == 2
+
+
+def test_update(app: App, client: TestClient, accounts: Accounts) -> None:
+    accounts.login()
+    assert client.get("/1/update").status_code == 200
+    client.post("/1/update", data={"title": "updated", "body": ""})
+    assert count(app, "SELECT COUNT(*) FROM post WHERE title = 'updated'") == 1
+
+
+@pytest.mark.parametrize("path", ["/create", "/1/update"])
+def test_a_post_needs_a_title_and_keeps_what_was_typed(client: TestClient, accounts: Accounts, path: str) -> None:
+    accounts.login()
+    response = client.post(path, data={"title": "", "body": "my <long> text"})
+    assert response.status_code == 400 and "Title is required." in response.text
+    assert "my &lt;long&gt; text" in response.text
+
+
+def test_delete(app: App, client: TestClient, accounts: Accounts) -> None:
+    accounts.login()
+    response = client.post("/1/delete")
+    assert response.status_code == 303 and response.location == "/"
+    assert count(app, "SELECT COUNT(*) FROM post") == 0
+
+
+def test_a_title_is_escaped_wherever_it_appears(client: TestClient, accounts: Accounts) -> None:
+    accounts.login()
+    client.post("/create", data={"title": "<script>alert(1)</script>", "body": ""})
+    page = client.get("/").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+
+
+# --- the blog in the demo site ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def site_client(data_dir: Path) -> Iterator[TestClient]:
+    from apps.demo import create_app as create_site
+
+    yield create_site(data_dir).test_client()
+
+
+def test_the_demo_site_mounts_the_blog_with_its_own_session(site_client: TestClient, data_dir: Path) -> None:
+    assert 'href="/blog/"' in site_client.get("/").text
+    page = site_client.get("/blog/")
+    assert page.status_code == 200 and 'href="/blog/auth/login"' in page.text
+    assert 'href="/blog/static/blog.css"' in page.text and site_client.get("/blog/static/blog.css").status_code == 200
+    response = site_client.post("/blog/auth/register", data={"username": "ada", "password": "pw"})
+    assert response.status_code == 303 and response.location == "/blog/auth/login"
+    assert site_client.get_cookie("session_blog") is not None
+    assert (data_dir / "blog" / "blog.sqlite").exists()
