@@ -455,7 +455,7 @@ class App(Scaffold):
             raise NotFound()
         return FileResponse(path, request)  # Which raises NotFound itself for a missing file or a directory.
 
-    def command(self, name: str | None = None, **options: Any) -> Any:
+    def command(self, name: str | Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register the decorated function as a command of ``python -m framework --app MODULE:APP NAME``
         (``init-db``, say); see ``framework.cli`` for how its arguments are declared."""
         from .cli import command_decorator
@@ -466,7 +466,8 @@ class App(Scaffold):
     def test_request_context(self, path: str = "/", method: str = "GET", **options: Any) -> Iterator[Request]:
         """A request to this app that is not sent anywhere, current for the ``with`` block: for code that
         needs one outside a view (``app.url_for``, rendering a template in a test). ``options`` are those of
-        ``testing.environ_for`` (``script_name=`` for a mount point, ``headers=``...); no hook runs."""
+        ``testing.environ_for`` (``script_name=`` for a mount point, ``headers=``...). No ``before_request``
+        hook runs; the ``teardown`` hooks run when the block ends, as at the end of a real request."""
         from .testing import environ_for
 
         request = Request(environ_for(path, method, **options), self)
@@ -477,11 +478,15 @@ class App(Scaffold):
         else:
             request.__dict__.update(route_params=params, endpoint=rule.endpoint, rule=rule)
         token = _current.set(request)
+        error: BaseException | None = None
         try:
             yield request
+        except BaseException as raised:
+            error = raised
+            raise
         finally:
             _current.reset(token)
-            request.close()
+            self._finish(request, error)
 
     def test_client(self, **options: Any) -> TestClient:
         """A client that calls this app in process, keeping cookies and sending the CSRF token (see

@@ -154,6 +154,19 @@ class Blueprint(Scaffold):
             function,
         )
 
+    def command(self, name: str | Callable[..., Any] | None = None, **options: Any) -> Any:
+        """``App.command``, registered on the app this blueprint joins (see ``framework.cli``)."""
+        if callable(name):
+            function = name
+            self._record(lambda app, bp_name, prefix: app.command(**options)(function))
+            return function
+
+        def register(function: F) -> F:
+            self._record(lambda app, bp_name, prefix: app.command(name, **options)(function))
+            return function
+
+        return register
+
     # --- nesting and registration ---------------------------------------------------------------------------
 
     def register_blueprint(

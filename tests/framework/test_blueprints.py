@@ -298,3 +298,19 @@ def test_relative_url_for_outside_a_blueprint_means_the_apps_own():
         return request.url_for(".here")
 
     assert TestApp(app).get("/here").text == "/here"
+
+
+def test_a_blueprint_can_bring_commands():
+    app = App(__name__)
+    tools = Blueprint("tools", __name__)
+
+    @tools.command("say-hello")
+    def say_hello(name: str = "world") -> str:
+        return f"hello {name}"
+
+    @tools.command
+    def count_routes(app) -> str:
+        return str(len(app.router.rules))
+
+    app.register_blueprint(tools)
+    assert sorted(app.commands) == ["count-routes", "say-hello"]
