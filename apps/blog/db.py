@@ -8,6 +8,7 @@ command of the framework's command line that recreates the tables.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from importlib import resources
 from pathlib import Path
 
@@ -39,14 +40,14 @@ def connect(path: str | Path) -> sqlite3.Connection:
 def init_db(path: str | Path) -> None:
     """Drop the tables and create them again, empty."""
     schema = resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
-    with connect(path) as db:
+    with closing(connect(path)) as db:
         db.executescript(schema)
 
 
 def create_tables_if_missing(path: str | Path) -> None:
     """``init_db`` for a database that has no tables yet, so a new deployment works at once."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with connect(path) as db:
+    with closing(connect(path)) as db:
         found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'user'").fetchone()
     if found is None:
         init_db(path)
