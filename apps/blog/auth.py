@@ -9,7 +9,9 @@ so an anonymous POST is redirected to log in rather than refused with 403.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
+from functools import cache
 from typing import Any, TypeVar
 
 from framework import Blueprint, Request, Response, redirect
@@ -82,15 +84,22 @@ def login(request: Request) -> Response | tuple[Response, int]:
         username = request.form.get("username", "")
         password = request.form.get("password", "")
         user = get_db(request).execute("SELECT * FROM user WHERE username = ?", (username,)).fetchone()
-        # One message for both mistakes, so the form does not tell a stranger which usernames exist.
-        if user is None or not check_password_hash(user["password"], password):
+        # One message for both mistakes, and a hash checked either way (taking as long), so that neither the
+        # page nor its timing tells a stranger which usernames exist.
+        stored = user["password"] if user is not None else unknown_user_hash()
+        if not check_password_hash(stored, password) or user is None:
             request.flash("Incorrect username or password.", "error")
             return request.render("auth/login.html"), 400
-        else:
-            request.session.clear()  # A fresh session at login: nothing planted before it survives.
-            request.session["user_id"] = user["id"]
-            return redirect(request.url_for("blog.index"), 303)
+        request.session.clear()  # A fresh session at login: nothing planted before it survives.
+        request.session["user_id"] = user["id"]
+        return redirect(request.url_for("blog.index"), 303)
     return request.render("auth/login.html")
+
+
+@cache
+def unknown_user_hash() -> str:
+    """A hash no password matches (its password is random), checked when the username is unknown."""
+    return generate_password_hash(secrets.token_urlsafe(16))
 
 
 @bp.post("/logout")
