@@ -77,7 +77,7 @@ def _default_instance_path(root: Path, import_name: str) -> Path:
     """``instance/`` beside the app's module, or ``<prefix>/var/<name>-instance`` for an installed package
     (whose folder is not the place for a deployment's data)."""
     if {"site-packages", "dist-packages"} & set(root.parts):
-        return Path(sys.prefix) / "var" / f"{import_name.partition('.')[0]}-instance"
+        return Path(sys.prefix) / "var" / f"{import_name}-instance"
     return root / "instance"
 
 
@@ -257,7 +257,7 @@ class App(Scaffold):
     @property
     def instance_path(self) -> Path:
         """A folder for this deployment's own files (a SQLite database, uploads, a local config file), created
-        on first use: ``instance/`` beside the app's module, or ``<prefix>/var/<package>-instance`` when the
+        on first use: ``instance/`` beside the app's module, or ``<prefix>/var/<import_name>-instance`` when the
         app is installed as a package. Pass ``App(instance_path=...)`` to put it elsewhere."""
         self._instance_path.mkdir(parents=True, exist_ok=True)
         return self._instance_path

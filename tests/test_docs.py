@@ -326,6 +326,8 @@ def check_app_spec(spec: str) -> str | None:
         return None  # a placeholder for the reader's own project
     path = (ROOT / Path(*module.split("."))).with_suffix(".py")
     if not path.is_file():
+        path = ROOT / Path(*module.split(".")) / "__init__.py"  # a package
+    if not path.is_file():
         return f"{spec}: no module {module}"
     name = re.match(r"[A-Za-z_]\w*", expression or "application")
     if name is None or name[0] not in top_level_names(path):
