@@ -133,18 +133,3 @@ def error_page(request: Request, error: HTTPError) -> Response:
         payload = {"error": {"code": error.code, "name": error.name, "description": error.description}}
         return Response.json(payload, error.code)
     return request.app.render(request, "error.html", error=error)
-
-
-def flash(request: Request, message: str) -> None:
-    """Leave a one-line message for the next page this visitor sees (after a redirect), in their session."""
-    request.session["flash"] = message
-
-
-def take_flash(request: Request) -> str | None:
-    """The message left by ``flash``, removed from the session so that it is shown once.
-
-    The membership test comes first because any ``pop`` marks the session changed, which would rewrite the
-    cookie on every page view.
-    """
-    session = request.session
-    return session.pop("flash") if "flash" in session else None

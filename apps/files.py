@@ -26,7 +26,7 @@ from typing import TypedDict
 
 from framework import App, FileResponse, HTTPError, Request, Response, UploadedFile, abort, redirect, safe_join
 
-from .common import default_data_dir, flash, make_app, take_flash
+from .common import default_data_dir, make_app
 
 MAX_UPLOAD = 8 * 2**20
 # The multipart framing around the file (boundaries, part headers, the CSRF field) is small, but not zero.
@@ -111,7 +111,6 @@ def create_app(data_dir: Path | None = None, *, max_upload: int = MAX_UPLOAD) ->
             "files.html",
             files=listing(folder),
             error=error,
-            flash=take_flash(request),
             max_upload=human_size(max_upload),
         )
 
@@ -129,7 +128,7 @@ def create_app(data_dir: Path | None = None, *, max_upload: int = MAX_UPLOAD) ->
         if chosen.size > max_upload:
             abort(413)  # The handler below explains; the temporary file goes with the request.
         name = store(chosen, folder)
-        flash(request, f"Uploaded {name} ({human_size(chosen.size)}).")
+        request.flash(f"Uploaded {name} ({human_size(chosen.size)}).")
         return redirect(request.url_for("index"), 303)
 
     @app.get("/<name>")

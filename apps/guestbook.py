@@ -26,7 +26,7 @@ from pathlib import Path
 
 from framework import App, Request, Response, abort, redirect
 
-from .common import Database, default_data_dir, flash, make_app, take_flash
+from .common import Database, default_data_dir, make_app
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -95,9 +95,7 @@ def create_app(data_dir: Path | None = None, *, per_page: int = 10) -> App:
         page = load_page(number)
         if number > page.count:
             abort(404, f"The guestbook has {page.count} page{'s' if page.count > 1 else ''}.")
-        return app.render(
-            request, "guestbook.html", page=page, form=form, errors=errors, flash=take_flash(request), limits=LIMITS
-        )
+        return app.render(request, "guestbook.html", page=page, form=form, errors=errors, limits=LIMITS)
 
     @app.get("/")
     def index(request: Request) -> Response:
@@ -120,7 +118,7 @@ def create_app(data_dir: Path | None = None, *, per_page: int = 10) -> App:
                 "INSERT INTO entries (name, message, created) VALUES (?, ?, ?)",
                 (form["name"], form["message"], created),
             )
-        flash(request, f"Thank you, {form['name']}: your message is in the guestbook.")
+        request.flash(f"Thank you, {form['name']}: your message is in the guestbook.")
         return redirect(request.url_for("index"), 303)
 
     return app

@@ -39,7 +39,7 @@ from typing import Any
 
 from framework import App, HTTPError, Request, Response, abort, redirect
 
-from .common import Database, default_data_dir, error_page, flash, make_app, take_flash
+from .common import Database, default_data_dir, error_page, make_app
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS todos (
@@ -130,7 +130,6 @@ def create_app(data_dir: Path | None = None) -> App:
             todos=[{"id": row["id"], "title": row["title"], "done": bool(row["done"])} for row in rows],
             title=title,
             error=error,
-            flash=take_flash(request),
         )
 
     @app.get("/")
@@ -147,7 +146,7 @@ def create_app(data_dir: Path | None = None) -> App:
             return render(request, title, problem), 400
         with database.transaction() as db:
             db.execute("INSERT INTO todos (title) VALUES (?)", (title.strip(),))
-        flash(request, f"Added “{title.strip()}”.")
+        request.flash(f"Added “{title.strip()}”.")
         return redirect(request.url_for("page"), 303)
 
     @app.post("/<int:todo_id>/done")
@@ -159,7 +158,7 @@ def create_app(data_dir: Path | None = None) -> App:
         with database.transaction() as db:
             row = find(db, todo_id)
             db.execute("UPDATE todos SET done = ? WHERE id = ?", (done == "true", todo_id))
-        flash(request, f"Marked “{row['title']}” {'done' if done == 'true' else 'not done'}.")
+        request.flash(f"Marked “{row['title']}” {'done' if done == 'true' else 'not done'}.")
         return redirect(request.url_for("page"), 303)
 
     @app.post("/<int:todo_id>/delete")
@@ -168,7 +167,7 @@ def create_app(data_dir: Path | None = None) -> App:
         with database.transaction() as db:
             row = db.execute("SELECT title FROM todos WHERE id = ?", (todo_id,)).fetchone()
             db.execute("DELETE FROM todos WHERE id = ?", (todo_id,))
-        flash(request, f"Deleted “{row['title']}”." if row else "That todo was already deleted.")
+        request.flash(f"Deleted “{row['title']}”." if row else "That todo was already deleted.")
         return redirect(request.url_for("page"), 303)
 
     @app.csrf_exempt
