@@ -228,6 +228,12 @@ class App(Scaffold):
         built = self._sessions_built
         if built is None or built[0] != key:
             secret, fallbacks, max_age, name, path, domain, secure, samesite = key
+            for setting, value in [("SECRET_KEY", secret), *(("SECRET_KEY_FALLBACKS", old) for old in fallbacks)]:
+                if value is not None and not isinstance(value, str | bytes):
+                    raise TypeError(
+                        f"{setting} must be text or bytes, not {type(value).__name__} ({value!r}); from the "
+                        "environment, from_prefixed_env reads values as JSON: quote a key that looks like a number"
+                    )
             store: CookieSessions | NoSessions = (
                 CookieSessions(
                     secret,
@@ -343,17 +349,17 @@ class App(Scaffold):
         self.blueprints[name] = blueprint
         self._chains.clear()
 
-    def template_global(self, function: Callable[..., Any] | str | None = None) -> Any:
+    def template_global(self, function: Callable[..., Any] | str | None = None, *, name: str | None = None) -> Any:
         """Make the decorated function callable from every template (as its name, or the name given)."""
-        return template_helper_decorator(self._set_template_global, function)
+        return template_helper_decorator(self._set_template_global, function, name)
 
-    def template_filter(self, function: Callable[..., Any] | str | None = None) -> Any:
+    def template_filter(self, function: Callable[..., Any] | str | None = None, *, name: str | None = None) -> Any:
         """Make the decorated function a Jinja2 filter, ``{{ post.created | date }}``."""
-        return template_helper_decorator(self._set_template_filter, function)
+        return template_helper_decorator(self._set_template_filter, function, name)
 
-    def template_test(self, function: Callable[..., Any] | str | None = None) -> Any:
+    def template_test(self, function: Callable[..., Any] | str | None = None, *, name: str | None = None) -> Any:
         """Make the decorated function a Jinja2 test, ``{% if user is admin %}``."""
-        return template_helper_decorator(self._set_template_test, function)
+        return template_helper_decorator(self._set_template_test, function, name)
 
     def _set_template_global(self, function: Callable[..., Any], name: str) -> None:
         self.templates.environment.globals[name] = function
@@ -503,7 +509,9 @@ class App(Scaffold):
             return value
         headers = None
         if isinstance(value, tuple):
-            if len(value) == 2:
+            if len(value) == 2 and isinstance(value[1], dict | list):
+                value, headers = value  # (body, headers), as Flask allows
+            elif len(value) == 2:
                 value, status = value
             elif len(value) == 3:
                 value, status, headers = value

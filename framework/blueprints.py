@@ -133,25 +133,28 @@ class Blueprint(Scaffold):
         self._record(lambda app, bp_name, prefix: app.context_processor(processor))
         return processor
 
-    def app_template_global(self, function: Callable[..., Any] | str | None = None) -> Any:
+    def app_template_global(self, function: Callable[..., Any] | str | None = None, *, name: str | None = None) -> Any:
         """``App.template_global``, registered on the app this blueprint joins."""
         return template_helper_decorator(
-            lambda helper, name: self._record(lambda app, bp_name, prefix: app.template_global(name)(helper)),
+            lambda helper, given: self._record(lambda app, bp_name, prefix: app.template_global(helper, name=given)),
             function,
+            name,
         )
 
-    def app_template_filter(self, function: Callable[..., Any] | str | None = None) -> Any:
+    def app_template_filter(self, function: Callable[..., Any] | str | None = None, *, name: str | None = None) -> Any:
         """``App.template_filter``, registered on the app this blueprint joins."""
         return template_helper_decorator(
-            lambda helper, name: self._record(lambda app, bp_name, prefix: app.template_filter(name)(helper)),
+            lambda helper, given: self._record(lambda app, bp_name, prefix: app.template_filter(helper, name=given)),
             function,
+            name,
         )
 
-    def app_template_test(self, function: Callable[..., Any] | str | None = None) -> Any:
+    def app_template_test(self, function: Callable[..., Any] | str | None = None, *, name: str | None = None) -> Any:
         """``App.template_test``, registered on the app this blueprint joins."""
         return template_helper_decorator(
-            lambda helper, name: self._record(lambda app, bp_name, prefix: app.template_test(name)(helper)),
+            lambda helper, given: self._record(lambda app, bp_name, prefix: app.template_test(helper, name=given)),
             function,
+            name,
         )
 
     def command(self, name: str | Callable[..., Any] | None = None, **options: Any) -> Any:

@@ -148,16 +148,19 @@ class Scaffold:
 
 
 def template_helper_decorator(
-    register: Callable[[Callable[..., Any], str], None], function: Callable[..., Any] | str | None
+    register: Callable[[Callable[..., Any], str], None],
+    function: Callable[..., Any] | str | None,
+    name: str | None = None,
 ) -> Any:
-    """The body of ``template_global``/``template_filter``/``template_test``, which work both bare
-    (``@app.template_filter``) and called (``@app.template_filter()`` or ``@app.template_filter("name")``)."""
+    """The body of ``template_global``/``template_filter``/``template_test``, which work bare
+    (``@app.template_filter``), called (``@app.template_filter()``, ``@app.template_filter("name")``,
+    ``@app.template_filter(name="name")``) and directly (``app.template_filter(function, name="name")``)."""
     if callable(function):
-        register(function, function.__name__)
+        register(function, name or function.__name__)
         return function
 
     def decorate(helper: F) -> F:
-        register(helper, function or helper.__name__)
+        register(helper, name or function or helper.__name__)
         return helper
 
     return decorate

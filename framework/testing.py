@@ -648,6 +648,20 @@ class RequestOptions(EnvironOptions, total=False):
     csrf: bool
 
 
+# What Flask's test client calls some of them, for the error message.
+_FLASK_NAMES = {"query_string": "query", "follow_redirect": "follow_redirects", "environ_base": "extra"}
+
+
+def _check_environ_options(options: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments the client does not know: ignored, a typo (``follow_redirect=True``) or Flask's
+    name for an option (``query_string=``) would make a test pass while testing something else."""
+    unknown = sorted(set(options) - set(EnvironOptions.__annotations__))
+    if unknown:
+        hints = [f"{name} (use {_FLASK_NAMES[name]}=)" if name in _FLASK_NAMES else name for name in unknown]
+        known = ", ".join(sorted(RequestOptions.__annotations__))
+        raise TypeError(f"the test client has no option {', '.join(hints)}; its options are: {known}")
+
+
 class _Run(NamedTuple):
     status: str
     headers: list[tuple[str, str]]
@@ -765,6 +779,7 @@ class TestClient:
         ``application/json``). ``headers`` is a mapping or pairs. ``csrf=False`` sends no CSRF token;
         ``environ_options`` are ``host``, ``scheme``, ``remote_addr`` and ``extra`` (environ keys).
         """
+        _check_environ_options(environ_options)
         request_headers = _pairs(headers or ())
         given_type = content_type or next((v for k, v in request_headers if k.lower() == "content-type"), None)
         body = _encode_body(data, json, given_type)
@@ -1003,6 +1018,7 @@ class TestClient:
             with client.session_transaction() as session:
                 session["user_id"] = 42
         """
+        _check_environ_options(environ_options)
         url = self._url(path if path is not None else self.script_name + "/", None, environ_options)
         request = self._session_request(url, environ_options)
         session = request.session

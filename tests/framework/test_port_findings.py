@@ -262,3 +262,70 @@ def test_a_session_store_replaced_by_no_sessions_turns_sessions_and_csrf_off():
 
     assert not app.sessions_enabled and not app.csrf_enabled
     assert TestApp(app).post("/", {"a": "1"}).text == "accepted"
+
+
+# --- found by a newcomer building an app from docs/framework.md ---------------------------------------------------
+
+
+def test_a_secret_key_that_json_read_as_a_number_is_named_in_the_error(monkeypatch):
+    monkeypatch.setenv("NUMERIC_SECRET_KEY", "123")
+    app = App(__name__)
+    app.config.from_prefixed_env("NUMERIC")
+
+    @app.get("/")
+    def view(request):
+        return str(request.session.get("x"))
+
+    app.config["TESTING"] = True
+    with pytest.raises(TypeError, match=r"SECRET_KEY must be text or bytes, not int \(123\).*quote"):
+        app.test_client().get("/")
+
+
+def test_the_test_client_refuses_options_it_does_not_know():
+    app = App(__name__)
+
+    @app.get("/")
+    def view(request):
+        return "ok"
+
+    client = app.test_client()
+    with pytest.raises(TypeError, match=r"no option query_string \(use query=\)"):
+        client.get("/", query_string="a=1")
+    with pytest.raises(TypeError, match=r"no option follow_redirect \(use follow_redirects=\)"):
+        client.get("/", follow_redirect=True)
+    with pytest.raises(TypeError, match="no option whatever"):
+        client.get("/", whatever=1)
+    with pytest.raises(TypeError, match="no option"), client.session_transaction(nonsense=1):
+        pass
+
+
+def test_a_view_may_return_body_and_headers_without_a_status():
+    app = App(__name__)
+
+    @app.get("/dict")
+    def with_dict(request):
+        return "x", {"X-B": "2"}
+
+    @app.get("/pairs")
+    def with_pairs(request):
+        return {"ok": True}, [("X-C", "3")]
+
+    client = TestApp(app)
+    response = client.get("/dict")
+    assert response.status_int == 200 and response.text == "x" and response.headers["X-B"] == "2"
+    response = client.get("/pairs")
+    assert response.json == {"ok": True} and response.headers["X-C"] == "3"
+
+
+def test_template_helpers_take_their_name_as_a_keyword(tmp_path):
+    (tmp_path / "t.html").write_text("{{ 'a' | twice }} {{ three() }} {{ 4 is four }}")
+    app = App(__name__, templates=tmp_path)
+    app.template_filter(name="twice")(lambda text: text * 2)
+    app.template_global(lambda: 3, name="three")
+    app.template_test(name="four")(lambda value: value == 4)
+
+    @app.get("/")
+    def page(request):
+        return request.render("t.html")
+
+    assert TestApp(app).get("/").text == "aa 3 True"
