@@ -46,6 +46,6 @@ def test_each_quoted_block_is_in_its_file(path, code):
     assert code in source, f"docs/framework.md quotes {path}, but that file no longer has this code:\n{code}"
 
 
-@pytest.mark.parametrize("name", [*framework.__all__, "framework.security"])
+@pytest.mark.parametrize("name", [*framework.__all__, "framework.security", "framework.testing", "framework.cli"])
 def test_every_public_name_has_a_reference_entry(name):
     assert re.search(rf"^### `{re.escape(name)}`$", GUIDE.read_text(encoding="utf-8"), re.M), name
