@@ -55,7 +55,6 @@ BLUEPRINT_TEMPLATE = """<!doctype html>
 <ul>{% for item in items %}<li>{{ item.name }}: {{ item.price }}</li>{% endfor %}</ul>
 """
 USER = {"id": 1, "name": "Ada"}
-SECRET = "bench secret"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -72,7 +71,7 @@ NOT_APPLICABLE = {("blueprint page", "bottle")}
 
 
 def build_ours(templates: Path) -> WSGIApp:
-    app = App(__name__, templates=templates, secret_key=SECRET)
+    app = App(__name__, templates=templates)
 
     @app.route("/")
     def hello(request):
@@ -145,7 +144,6 @@ def build_bottle(templates: Path) -> WSGIApp:
 
 def build_flask(templates: Path) -> WSGIApp:
     app = flask.Flask(__name__, template_folder=str(templates))
-    app.secret_key = SECRET
 
     @app.route("/")
     def hello():

@@ -16,7 +16,7 @@ are ``errors`` and ``pages`` (HTTP errors and their pages), ``datastructures``, 
         return request.render("hello.html", name=name)
 """
 
-from .app import App
+from .app import App, current_request
 from .blueprints import Blueprint
 from .config import Config
 from .csrf import csrf_exempt
@@ -24,7 +24,7 @@ from .datastructures import Headers, MultiDict
 from .errors import HTTPError, MethodNotAllowed, MissingField, NotFound, abort
 from .files import FileResponse, safe_join
 from .forms import UploadedFile
-from .request import Globals, Request, current_request
+from .request import Globals, Request
 from .response import Response, redirect
 from .routing import BuildError, Converter
 from .sessions import Session, Signer

@@ -175,3 +175,18 @@ def test_current_request_is_the_request_being_handled():
     assert current_request() is None
     assert TestApp(app).get("/").json == {"same": True}
     assert current_request() is None
+
+
+def test_current_request_is_the_innermost_apps_and_set_by_test_request_context():
+    inner = App(__name__)
+    outer = App(__name__)
+
+    @inner.get("/")
+    def view(request):
+        return {"inner": current_request() is request, "script_name": current_request().script_name}
+
+    outer.mount("/in", inner)
+    assert TestApp(outer).get("/in/").json == {"inner": True, "script_name": "/in"}
+    with inner.test_request_context("/x") as request:
+        assert current_request() is request
+    assert current_request() is None
