@@ -20,6 +20,8 @@ import socket
 import stat
 from dataclasses import dataclass
 
+from server.oserrors import describe
+
 
 class BindError(Exception):
     """A ``--bind`` value that is malformed or cannot be bound; the message says which and why."""
@@ -113,10 +115,7 @@ def open_listener(address: BindAddress, backlog: int = 2048) -> Listener:
         sock.setblocking(False)
     except OSError as error:
         sock.close()
-        reason = error.strerror or str(error)
-        if error.errno == 98:  # EADDRINUSE
-            reason = "address already in use (is another server running on it?)"
-        raise BindError(f"cannot listen on {address}: {reason}") from None
+        raise BindError(f"cannot listen on {address}: {describe(error)}") from None
     return Listener(sock, address)
 
 

@@ -1,24 +1,34 @@
 """``python -m server.net``: the networking layer's command line (UDP tools, TFTP, authenticated messages).
 
 Every command is a thin shell over a function or class of the package, so what the CLI does, a program (or a
-test) can do too. Errors end with a one-line message on stderr and exit status 2; Ctrl-C stops a long-running
-command cleanly (status 0 for servers, whose normal end it is, 130 for an interrupted transfer).
+test) can do too. A failure ends with one line on stderr that says what failed, on which address or file, and
+what to try (never an errno in brackets or a temporary file's name), and an exit status that tells a script
+which kind of failure it was:
+
+- 2: the command cannot run as invoked (a bad option, a missing file or folder, an address in use);
+- 1: it ran and the other side did not do its part (refused, timed out, no reply, a transfer that failed);
+- 130: interrupted (Ctrl-C or SIGTERM) during a transfer; a server's normal end is Ctrl-C, status 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
+
+from server.oserrors import describe
 
 from . import udp
 from .addr import parse_address
 from .auth import AuthenticationFailed, load_key
+from .display import peer_text
 from .msg import MessageServer, send_messages
 from .tftp import options as opts
 from .tftp.client import TftpClient, TransferFailed, TransferResult
@@ -26,11 +36,43 @@ from .tftp.progress import ProgressBar, format_size
 from .tftp.server import TftpServer
 
 EXIT_ERROR = 2
+EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+EXIT_STATUSES = "exit status: 0 done, 1 the other side failed (refused, timed out, no reply), 2 bad invocation"
 
 
 class CommandError(Exception):
-    """A failure to report as ``error: message`` with exit status 2."""
+    """The command cannot run as invoked: ``error: message`` and exit status 2."""
+
+
+class OperationFailed(Exception):
+    """The command ran but did not succeed (refused, timed out, no reply): ``error: message``, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (not a usage block) and exit status 2, and every command's help
+    ends with what its exit statuses mean."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EXIT_STATUSES)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(EXIT_ERROR)
+
+
+@contextlib.contextmanager
+def _network(action: str, address: tuple[str, int]) -> Iterator[None]:
+    """Turn an ``OSError`` raised while ``action`` (``"listen on"``, ``"reach"``) ``address`` into one sentence:
+    a failure to start (bind) is a bad invocation, one of the other side an operational failure."""
+    try:
+        yield
+    except TimeoutError:
+        raise OperationFailed(f"{peer_text(address)} did not answer in time") from None
+    except OSError as exc:
+        message = f"cannot {action} {peer_text(address)}: {describe(exc)}"
+        raise (CommandError if action == "listen on" else OperationFailed)(message) from None
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -62,28 +104,39 @@ def _message(text: str) -> bytes:
 # -- udp
 
 
+def _bound(bind: tuple[str, int]) -> socket.socket:
+    with _network("listen on", bind):
+        return udp.open_socket(bind)
+
+
 def cmd_udp_echo(args: argparse.Namespace) -> int:
-    with udp.open_socket(args.bind) as sock:
+    with _bound(args.bind) as sock:
         return _until_interrupted(lambda: udp.echo(sock, sys.stdout, args.count))
 
 
 def cmd_udp_send(args: argparse.Namespace) -> int:
-    udp.send(args.target, args.message, sys.stdout, args.wait)
+    with _network("send to", args.target):
+        replies = udp.send(args.target, args.message, sys.stdout, args.wait)
+    if args.wait > 0 and not replies:
+        raise OperationFailed(f"no reply from {peer_text(args.target)} within {args.wait:g} s")
     return 0
 
 
 def cmd_udp_listen(args: argparse.Namespace) -> int:
-    with udp.open_socket(args.bind) as sock:
+    with _bound(args.bind) as sock:
         return _until_interrupted(lambda: udp.listen(sock, sys.stdout, args.count))
 
 
 def cmd_udp_chat(args: argparse.Namespace) -> int:
-    with udp.open_socket(args.bind) as sock:
+    with _bound(args.bind) as sock:
         return _until_interrupted(lambda: udp.chat(sock, args.peer, sys.stdin.fileno(), sys.stdout))
 
 
 def cmd_udp_broadcast(args: argparse.Namespace) -> int:
-    udp.broadcast(args.port, args.message, sys.stdout, args.wait, args.address)
+    with _network("broadcast to", (args.address, args.port)):
+        replies = udp.broadcast(args.port, args.message, sys.stdout, args.wait, args.address)
+    if args.wait > 0 and not replies:
+        raise OperationFailed(f"no reply to the broadcast on port {args.port} within {args.wait:g} s")
     return 0
 
 
@@ -100,10 +153,21 @@ def _until_interrupted(job: Callable[[], object]) -> int:
 
 
 def cmd_tftp_serve(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    if not root.exists():
+        raise CommandError(f"the TFTP root {args.root} does not exist (create it, or choose another --root)")
+    if not root.is_dir():
+        raise CommandError(f"the TFTP root {args.root} is not a folder (--root names the folder to serve)")
     limits = opts.ServerLimits(
         max_blksize=args.max_blksize, max_windowsize=args.max_windowsize, max_upload=args.max_upload
     )
-    server = TftpServer(
+    with _network("listen on", (args.host, args.port)):
+        server = _tftp_server(args, limits)
+    return _until_interrupted(server.serve_forever)
+
+
+def _tftp_server(args: argparse.Namespace, limits: opts.ServerLimits) -> TftpServer:
+    return TftpServer(
         args.root,
         args.host,
         args.port,
@@ -115,7 +179,6 @@ def cmd_tftp_serve(args: argparse.Namespace) -> int:
         max_transfers=args.max_transfers,
         busy_poll=args.busy_poll,
     )
-    return _until_interrupted(server.serve_forever)
 
 
 def _client(args: argparse.Namespace, total_hint: int | None = None) -> tuple[TftpClient, ProgressBar]:
@@ -139,6 +202,10 @@ def _client(args: argparse.Namespace, total_hint: int | None = None) -> tuple[Tf
 
 def cmd_tftp_get(args: argparse.Namespace) -> int:
     local = args.local or Path(args.remote).name
+    folder = Path(local).parent
+    if not folder.is_dir():
+        # Checked here: the download goes to a temporary file beside the target, whose name would be the error's.
+        raise CommandError(f"cannot save {local}: the folder {folder} does not exist")
     client, bar = _client(args)
     result = _transfer(lambda: client.download(args.remote, local, mode=args.mode), bar)
     _report("got", args.remote, local, result)
@@ -150,7 +217,7 @@ def cmd_tftp_put(args: argparse.Namespace) -> int:
     try:
         size = os.path.getsize(args.local)
     except OSError as exc:
-        raise CommandError(f"cannot read {args.local}: {exc.strerror}") from None
+        raise CommandError(f"cannot read {args.local}: {describe(exc)}") from None
     client, bar = _client(args, size)
     result = _transfer(lambda: client.upload(args.local, remote, mode=args.mode), bar)
     _report("put", args.local, remote, result)
@@ -162,7 +229,7 @@ def _transfer(run: Callable[[], TransferResult], bar: ProgressBar) -> TransferRe
         result = run()
     except TransferFailed as exc:
         bar.end_line()
-        raise CommandError(str(exc)) from None
+        raise OperationFailed(str(exc)) from None
     bar.finish(result.bytes)
     return result
 
@@ -179,15 +246,21 @@ def _report(verb: str, source: str, dest: str, result: TransferResult) -> None:
 
 
 def cmd_msg_serve(args: argparse.Namespace) -> int:
-    server = MessageServer(args.bind, _key(args.secret_file), sys.stdout, handshake_timeout=args.timeout)
+    key = _key(args.secret_file)
+    with _network("listen on", args.bind):
+        server = MessageServer(args.bind, key, sys.stdout, handshake_timeout=args.timeout)
     return _until_interrupted(server.serve_forever)
 
 
 def cmd_msg_send(args: argparse.Namespace) -> int:
+    key = _key(args.secret_file)
     try:
-        send_messages(args.target, _key(args.secret_file), args.messages, timeout=args.timeout)
+        with _network("reach", args.target):
+            send_messages(args.target, key, args.messages, timeout=args.timeout)
     except AuthenticationFailed as exc:
-        raise CommandError(f"refused: {exc}") from None
+        raise OperationFailed(
+            f"{peer_text(args.target)} refused the handshake: {exc} (do both use the same key?)"
+        ) from None
     print(f"sent {len(args.messages)} message(s) to {args.target[0]}:{args.target[1]}")
     return 0
 
@@ -196,14 +269,14 @@ def _key(path: str) -> bytes:
     try:
         return load_key(path)
     except OSError as exc:
-        raise CommandError(f"cannot read secret file {path}: {exc.strerror}") from None
+        raise CommandError(f"cannot read the secret file {path}: {describe(exc)}") from None
 
 
 # -- the parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m server.net",
         description="The networking layer: UDP tools, TFTP, authenticated messages.",
     )
@@ -285,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret-file", required=True, help="file holding the shared key")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds allowed for the handshake (5)")
     p.set_defaults(run=cmd_msg_serve)
-    p = tools.add_parser("send", help="authenticate, then send messages; exit status 2 if refused")
+    p = tools.add_parser("send", help="authenticate, then send messages; exit status 1 if refused")
     p.add_argument("target", type=_address, help="HOST:PORT of the server")
     p.add_argument("messages", type=_message, nargs="+", help="one or more messages")
     p.add_argument("--secret-file", required=True, help="file holding the shared key")
@@ -313,8 +386,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CommandError, OSError, ValueError) as exc:
+    except OperationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (CommandError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # One that no command above put in context: still one line, without the errno.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {describe(exc)}{where}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -126,11 +126,11 @@ def test_tftp_serve_get_put(process, tftp_root, tmp_path):
     assert get.returncode == 0 and (tmp_path / "up.bin").exists()
 
     missing = cli("tftp", "get", "127.0.0.1", "missing.bin", tmp_path / "missing.bin", "--port", port)
-    assert missing.returncode == 2
+    assert missing.returncode == 1
     assert "error: File not found (peer error 1)" in missing.stderr
     assert not (tmp_path / "missing.bin").exists()
     again = cli("tftp", "put", "127.0.0.1", tmp_path / "copy.bin", "up.bin", "--port", port)
-    assert again.returncode == 2 and "File already exists" in again.stderr
+    assert again.returncode == 1 and "File already exists" in again.stderr
 
     assert server.stop(signal.SIGTERM) == 0
     log = "\n".join(server.lines["stderr"])
@@ -141,7 +141,7 @@ def test_tftp_serve_get_put(process, tftp_root, tmp_path):
 def test_tftp_get_from_nobody(udp_socket, tmp_path):
     port = udp_socket.getsockname()[1]
     result = cli("tftp", "get", "127.0.0.1", "f", tmp_path / "f", "--port", port, "--timeout", "0.1", "--retries", "1")
-    assert result.returncode == 2 and "no answer from the server" in result.stderr
+    assert result.returncode == 1 and "no answer from the server" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -156,7 +156,7 @@ def test_tftp_full_disk_answers_error_3(process, tftp_root, tmp_path):
     source.write_bytes(os.urandom(300_000))
     server, port = start_tftp(process, tftp_root, "--allow-upload", preexec_fn=_limit_file_size)
     put = cli("tftp", "put", "127.0.0.1", source, "--port", port, "--blksize", "1468")
-    assert put.returncode == 2 and "Disk full or allocation exceeded (peer error 3)" in put.stderr
+    assert put.returncode == 1 and "Disk full or allocation exceeded (peer error 3)" in put.stderr
     server.wait_for("failed: Disk full", stream="stderr")
     assert list(tftp_root.iterdir()) == []
 
@@ -173,7 +173,7 @@ def test_msg_serve_and_send(process, tmp_path):
     server.wait_for("closed after 2 message(s)")
     assert any("#2 14 bytes: second message" in line for line in server.lines["stdout"])
     refused = cli("msg", "send", f"127.0.0.1:{port}", "--secret-file", wrong, "let me in")
-    assert refused.returncode == 2 and "refused" in refused.stderr
+    assert refused.returncode == 1 and "refused" in refused.stderr
     server.wait_for("refused: wrong key")
     assert server.stop(signal.SIGINT) == 0
     assert not any("let me in" in line for line in server.lines["stdout"])

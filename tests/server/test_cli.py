@@ -317,7 +317,7 @@ def test_port_in_use_exits_2():
         port = holder.getsockname()[1]
         result = run_cli("apps.hello:app", "--bind", f"127.0.0.1:{port}")
         assert result.returncode == 2
-        assert "address already in use" in result.stderr
+        assert "the address is already in use" in result.stderr
     finally:
         holder.close()
 
