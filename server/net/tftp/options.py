@@ -15,6 +15,12 @@ from .packets import ErrorCode
 DEFAULT_BLKSIZE = 512
 MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464  # RFC 2348
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 255  # RFC 2349, in whole seconds
+# The largest timeout the server grants by default. RFC 2349 allows up to 255 s, but a server's slot waits for
+# that long per retransmission: 256 never-answered requests asking for 255 s held every slot of a server for
+# (5 + 1) x 255 s, 25 minutes. No path on Earth needs 10 s to answer a datagram, and clients ask for a few
+# seconds if they ask at all, so anything longer is ignored (RFC 2349 lets the server acknowledge a timeout
+# only with the very value asked for, so ignoring is the only way to say no short of refusing the request).
+DEFAULT_MAX_TIMEOUT = 10
 MIN_WINDOWSIZE, MAX_WINDOWSIZE = 1, 65535  # RFC 7440
 _UNBOUNDED = 2**63  # for values with no upper limit of their own (tsize), or one we clamp to
 
@@ -45,13 +51,22 @@ class ServerLimits:
     max_blksize: int = MAX_BLKSIZE
     max_windowsize: int = 64
     max_upload: int | None = None  # largest accepted upload in bytes; None means no limit
+    max_timeout: int = DEFAULT_MAX_TIMEOUT  # a longer requested timeout is ignored (see DEFAULT_MAX_TIMEOUT)
 
 
 def _int_in(value: str, low: int, high: int) -> int | None:
-    """Parse a decimal option value; None when it is not a number in [low, high]."""
+    """Parse a decimal option value; None when it is not a number in [low, high].
+
+    The value comes off the wire, so its length is checked before ``int`` sees it: Python refuses to convert
+    more than 4,300 digits (a ValueError, which used to escape as an internal error), and a number with more
+    digits than ``high`` is out of range whatever it says. Leading zeros do not count ("0512" is 512).
+    """
     if not value.isascii() or not value.isdigit():
         return None
-    number = int(value)
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(high)):
+        return None
+    number = int(digits)
     return number if low <= number <= high else None
 
 
@@ -66,8 +81,10 @@ def negotiate(
     """Server side: decide which requested options to accept; return the OACK options and the settings.
 
     An empty OACK dict means "answer as plain RFC 1350". Invalid values are ignored rather than refused: a
-    client that sent them gets the defaults, as from a server without options support. ``file_size`` is the
-    size of the file to send (RRQ) or None when unknown (netascii).
+    client that sent them gets the defaults, as from a server without options support. That covers values
+    no client means, such as a blksize of 5,000 digits, and a timeout above ``limits.max_timeout``. The
+    only refusal is an upload whose announced tsize exceeds ``limits.max_upload`` (ERROR 3). ``file_size`` is
+    the size of the file to send (RRQ) or None when unknown (netascii).
     """
     accepted: dict[str, str] = {}
     settings = base
@@ -77,7 +94,10 @@ def negotiate(
         blksize = min(blksize, limits.max_blksize, MAX_BLKSIZE)
         accepted["blksize"] = str(blksize)
         settings = replace(settings, blksize=blksize)
-    if (timeout := _int_in(requested.get("timeout", ""), MIN_TIMEOUT, MAX_TIMEOUT)) is not None:
+    # A timeout may not be lowered in the OACK (RFC 2349): one above our cap is left out, and the transfer
+    # runs with the server's own timeout.
+    max_timeout = min(limits.max_timeout, MAX_TIMEOUT)
+    if (timeout := _int_in(requested.get("timeout", ""), MIN_TIMEOUT, max_timeout)) is not None:
         accepted["timeout"] = str(timeout)
         settings = replace(settings, timeout=float(timeout))
     if "tsize" in requested:

@@ -1,0 +1,227 @@
+"""The TFTP server against hostile input: absurd options, special files, floods of requests that never finish.
+
+Each test is the regression test of a finding measured on the server: it failed before the fix it names.
+Everything runs over real sockets on loopback, port 0. Linux routes the whole of 127.0.0.0/8 to the loopback
+interface, so binding 127.0.0.x stands in for many client hosts (or for spoofed source addresses) without a
+network. Every socket has a timeout and every wait polls against a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from server.net.tftp import options as opts
+from server.net.tftp.packets import (
+    Ack,
+    Data,
+    Error,
+    ErrorCode,
+    OptionAck,
+    ReadRequest,
+    WriteRequest,
+    decode,
+)
+from server.net.tftp.server import TftpServer
+
+HUGE = "9" * 5000  # more digits than Python's int() converts (4,300): it used to escape as an internal error
+KNOWN_OPTIONS = ("blksize", "tsize", "timeout", "windowsize")
+
+
+@contextlib.contextmanager
+def running_server(root: Path, **kwargs: object) -> Iterator[TftpServer]:
+    """A TftpServer on 127.0.0.1, port 0, in a thread; for tests that cannot take function-scoped fixtures."""
+    server = TftpServer(root, "127.0.0.1", 0, **kwargs)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "TFTP server thread did not stop"
+
+
+class Peer:
+    """A bare UDP socket bound to a chosen loopback address, speaking TFTP by hand."""
+
+    def __init__(self, host: str = "127.0.0.1", timeout: float = 2.0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(timeout)
+
+    def send(self, packet: object, addr: tuple) -> None:
+        self.sock.sendto(packet if isinstance(packet, bytes) else packet.encode(), addr)  # type: ignore[attr-defined]
+
+    def recv(self) -> tuple[object, tuple]:
+        data, addr = self.sock.recvfrom(65536)
+        return decode(data), addr
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def peers() -> Iterator[list[Peer]]:
+    made: list[Peer] = []
+    yield made
+    for peer in made:
+        peer.close()
+
+
+class ErrorRecords(logging.Handler):
+    """Collects the server's log records that carry a traceback: an internal error, whatever it answered."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.records.append(record)
+
+
+@pytest.fixture
+def tracebacks() -> Iterator[list[logging.LogRecord]]:
+    handler = ErrorRecords()
+    logger = logging.getLogger("server.net.tftp")
+    logger.addHandler(handler)
+    yield handler.records
+    logger.removeHandler(handler)
+
+
+# -- absurd option values: ignored (RFC 2347), never an internal error
+
+
+LIMITS = opts.ServerLimits(max_blksize=1468, max_windowsize=16, max_upload=1_000_000)
+
+
+@pytest.mark.parametrize("name", KNOWN_OPTIONS)
+@pytest.mark.parametrize("is_read", [True, False], ids=["RRQ", "WRQ"])
+def test_a_5000_digit_option_value_is_ignored(name, is_read):
+    accepted, settings = opts.negotiate(
+        {name: HUGE}, is_read=is_read, file_size=100, limits=LIMITS, base=opts.Settings()
+    )
+    # A read's tsize asks for the file's size, whatever value came with it; every other value is ignored.
+    assert accepted == ({"tsize": "100"} if name == "tsize" and is_read else {})
+    assert settings.blksize == 512 and settings.windowsize == 1 and settings.timeout == 1.0
+
+
+def test_leading_zeros_still_count_as_the_number():
+    accepted, settings = opts.negotiate(
+        {"blksize": "0" * 5000 + "1024"}, is_read=True, file_size=1, limits=LIMITS, base=opts.Settings()
+    )
+    assert accepted == {"blksize": "1024"} and settings.blksize == 1024
+
+
+def test_the_client_refuses_a_5000_digit_oack_value_with_error_8():
+    for name in KNOWN_OPTIONS:
+        with pytest.raises(opts.NegotiationError) as caught:
+            opts.accept_oack({name: "0" if name == "tsize" else "8"}, {name: HUGE}, opts.Settings())
+        assert caught.value.code == ErrorCode.OPTION_NEGOTIATION
+
+
+@pytest.mark.parametrize("name", KNOWN_OPTIONS)
+def test_the_server_answers_a_5000_digit_option_without_an_internal_error(tftp_root, peers, tracebacks, name):
+    (tftp_root / "f.bin").write_bytes(b"f" * 600)
+    with running_server(tftp_root, allow_upload=True) as server:
+        for request in (ReadRequest("f.bin", "octet", {name: HUGE}), WriteRequest("up.bin", "octet", {name: HUGE})):
+            peer = Peer()
+            peers.append(peer)
+            peer.send(request, server.address)
+            answer, tid = peer.recv()
+            if isinstance(request, ReadRequest) and name == "tsize":
+                assert answer == OptionAck({"tsize": "600"}), answer  # a read's tsize asks for the size
+            elif isinstance(request, ReadRequest):
+                assert answer == Data(1, b"f" * 512), answer  # as from a server without options
+            else:
+                assert answer == Ack(0), answer
+            peer.send(Error(ErrorCode.NOT_DEFINED, "done"), tid)
+    assert tracebacks == []
+
+
+# Option names: the known ones in any case, ones we do not know, and arbitrary text. Values: numbers of every
+# size (with leading zeros, signs, spaces), digit strings longer than int() converts, and arbitrary text.
+_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)
+_NAMES = st.one_of(
+    st.sampled_from([*KNOWN_OPTIONS, "BLKSIZE", "TimeOut", "utimeout", "rollover", "multicast", ""]), _TEXT
+)
+_VALUES = st.one_of(
+    st.integers(-(10**30), 10**30).map(str),
+    st.builds(lambda zeros, n: "0" * zeros + str(n), st.integers(0, 5000), st.integers(0, 70_000)),
+    st.builds(lambda digit, n: digit * n, st.sampled_from("0123456789"), st.integers(4000, 6000)),
+    st.sampled_from(["", " 512", "512 ", "+512", "-1", "1e3", "0x200", "٥١٢", "nan", "inf"]),
+    _TEXT,
+)
+_OPTIONS = st.dictionaries(_NAMES, _VALUES, max_size=5)
+
+
+@given(requested=_OPTIONS, is_read=st.booleans(), file_size=st.one_of(st.none(), st.integers(0, 2**40)))
+@example(requested={"blksize": HUGE}, is_read=True, file_size=1)
+def test_negotiation_of_arbitrary_options_accepts_only_sane_values(requested, is_read, file_size):
+    try:
+        accepted, settings = opts.negotiate(
+            requested, is_read=is_read, file_size=file_size, limits=LIMITS, base=opts.Settings()
+        )
+    except opts.NegotiationError as exc:  # the one refusal: an upload announced beyond max_upload
+        assert exc.code == ErrorCode.DISK_FULL and not is_read
+        return
+    assert set(accepted) <= set(KNOWN_OPTIONS)
+    assert opts.MIN_BLKSIZE <= settings.blksize <= LIMITS.max_blksize
+    assert 1 <= settings.windowsize <= LIMITS.max_windowsize
+    assert opts.MIN_TIMEOUT <= settings.timeout <= LIMITS.max_timeout
+    OptionAck(accepted).encode()  # whatever was accepted goes on the wire
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request_options=_OPTIONS, is_read=st.booleans(), mode=st.sampled_from(["octet", "netascii", "NetAscii"]))
+@example(request_options={"blksize": HUGE, "timeout": HUGE}, is_read=True, mode="octet")
+def test_arbitrary_options_over_the_wire_never_make_an_internal_error(tmp_path_factory, request_options, is_read, mode):
+    root = tmp_path_factory.mktemp("options")
+    (root / "f.bin").write_bytes(b"o" * 3000)
+    handler = ErrorRecords()
+    logger = logging.getLogger("server.net.tftp")
+    logger.addHandler(handler)
+    limits = opts.ServerLimits(max_upload=1_000_000)
+    try:
+        with running_server(root, allow_upload=True, limits=limits) as server:
+            peer = Peer()
+            try:
+                request = ReadRequest if is_read else WriteRequest
+                peer.send(request("f.bin" if is_read else "up.bin", mode, request_options), server.address)
+                answer, tid = peer.recv()
+                if isinstance(answer, Error):
+                    assert answer.code == ErrorCode.DISK_FULL and not is_read, answer
+                else:
+                    assert isinstance(answer, OptionAck | Data | Ack), answer
+                    assert answer != Error(ErrorCode.NOT_DEFINED, "internal server error")
+                    peer.send(Error(ErrorCode.NOT_DEFINED, "done"), tid)
+            finally:
+                peer.close()
+    finally:
+        logger.removeHandler(handler)
+    assert handler.records == []
+
+
+# -- the negotiated timeout is capped
+
+
+def test_a_timeout_above_the_cap_is_left_out_of_the_oack(tftp_root, peers):
+    (tftp_root / "f.bin").write_bytes(b"t" * 100)
+    with running_server(tftp_root) as server:
+        for asked, granted in (("255", None), (str(opts.DEFAULT_MAX_TIMEOUT + 1), None), ("5", "5")):
+            peer = Peer()
+            peers.append(peer)
+            peer.send(ReadRequest("f.bin", "octet", {"timeout": asked, "tsize": "0"}), server.address)
+            answer, tid = peer.recv()
+            expected = {"tsize": "100"} if granted is None else {"timeout": granted, "tsize": "100"}
+            assert answer == OptionAck(expected)
+            peer.send(Error(ErrorCode.NOT_DEFINED, "done"), tid)
