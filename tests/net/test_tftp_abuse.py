@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
+import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from server.net.tftp import options as opts
+from server.net.tftp.client import TftpClient
 from server.net.tftp.packets import (
     Ack,
     Data,
@@ -225,3 +229,82 @@ def test_a_timeout_above_the_cap_is_left_out_of_the_oack(tftp_root, peers):
             expected = {"tsize": "100"} if granted is None else {"timeout": granted, "tsize": "100"}
             assert answer == OptionAck(expected)
             peer.send(Error(ErrorCode.NOT_DEFINED, "done"), tid)
+
+
+# -- only regular files are served or replaced, and nothing blocks the loop
+
+
+@pytest.fixture
+def fifo(tftp_root: Path) -> Iterator[Path]:
+    """A FIFO in the root. Afterwards a writer opens it, so that a server stuck in open() (the bug) wakes up."""
+    path = tftp_root / "pipe"
+    os.mkfifo(path)
+    yield path
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO when nobody is reading: nothing stuck
+
+
+def special_files(root: Path) -> dict[str, str]:
+    """Make one of each kind of special file the system lets us make; name -> the kind the error should say."""
+    made = {"pipe": "a FIFO", "pipe-link": "a FIFO"}
+    (root / "pipe-link").symlink_to(root / "pipe")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(root / "sock"))
+        made["sock"] = "a socket"
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    with contextlib.suppress(OSError):  # needs CAP_MKNOD, which containers often drop
+        os.mknod(root / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is
+        made["null"] = "a character device"
+    (root / "dir").mkdir()
+    made["dir"] = "a directory"
+    return made
+
+
+def test_special_files_are_refused_at_once_and_the_loop_goes_on(tftp_root, tmp_path, fifo, peers, tracebacks):
+    (tftp_root / "ok.bin").write_bytes(b"k" * 5000)
+    kinds = special_files(tftp_root)
+    with running_server(tftp_root) as server:
+        for name, kind in kinds.items():
+            peer = Peer()
+            peers.append(peer)
+            peer.send(ReadRequest(name), server.address)
+            answer, _ = peer.recv()  # before the fix: the FIFO's open() blocked the loop and this timed out
+            assert answer == Error(ErrorCode.ACCESS_VIOLATION, f"not a regular file ({kind})"), name
+        started = time.monotonic()
+        TftpClient("127.0.0.1", server.address[1], timeout=0.5).download("ok.bin", tmp_path / "ok.bin")
+        assert time.monotonic() - started < 2.0
+    assert (tmp_path / "ok.bin").read_bytes() == b"k" * 5000
+    assert tracebacks == []
+
+
+def test_an_upload_never_replaces_a_special_file(tftp_root, tmp_path, fifo, peers):
+    kinds = special_files(tftp_root)
+    (tmp_path / "new.bin").write_bytes(b"n" * 100)
+    with running_server(tftp_root, allow_upload=True, overwrite=True) as server:
+        for name, kind in kinds.items():
+            peer = Peer()
+            peers.append(peer)
+            peer.send(WriteRequest(name), server.address)
+            answer, _ = peer.recv()
+            assert answer == Error(ErrorCode.ACCESS_VIOLATION, f"not a regular file ({kind})"), name
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and (tftp_root / "dir").is_dir()
+    assert [p.name for p in tftp_root.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_upload_does_not_replace_a_fifo_that_took_its_name_meanwhile(tftp_root, peers):
+    with running_server(tftp_root, allow_upload=True, overwrite=True) as server:
+        peer = Peer()
+        peers.append(peer)
+        peer.send(WriteRequest("late.bin"), server.address)
+        answer, tid = peer.recv()
+        assert answer == Ack(0)
+        os.mkfifo(tftp_root / "late.bin")
+        peer.send(Data(1, b"last block"), tid)
+        answer, _ = peer.recv()
+        assert answer == Error(ErrorCode.ACCESS_VIOLATION, "not a regular file (a FIFO)")
+    assert stat.S_ISFIFO(os.lstat(tftp_root / "late.bin").st_mode)
+    assert [p.name for p in tftp_root.iterdir()] == ["late.bin"]  # and no temporary file left behind

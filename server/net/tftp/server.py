@@ -8,9 +8,10 @@ peer is busy-polled for a moment after each answer instead of waiting in epoll, 
 time of a lock-step download on loopback; ``_on_transfer_socket`` explains when, and what it costs.
 
 Files are the server's responsibility, not the machines': paths are resolved inside ``root`` (no ``..``, no
-absolute paths, no symlinks leading out), uploads go to a temporary file that is renamed into place only when
-the last block has arrived, so an aborted upload leaves nothing behind, and each transfer is logged with its
-peer, file, size, duration and rate.
+absolute paths, no symlinks leading out), only regular files are read or replaced (``files``: a FIFO or a
+device in the root must not block the loop), uploads go to a temporary file that is renamed into place only
+when the last block has arrived, so an aborted upload leaves nothing behind, and each transfer is logged with
+its peer, file, size, duration and rate.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import BinaryIO
 from . import netascii
 from . import options as opts
 from .buffers import fit_window
+from .files import NotRegularFile, OutsideRoot, check_replaceable, open_regular
 from .packets import Error, ErrorCode, MalformedPacket, ReadRequest, Request, decode
 from .progress import format_size
 from .tempfiles import temporary_sibling
@@ -329,12 +331,9 @@ class TftpServer:
         if machine.state == State.COMPLETE and active.temp is not None:
             # The file is renamed into place before the final ACK goes out: when the client hears that the
             # upload succeeded, the file is there, and if the rename fails the client hears that instead.
-            try:
-                self._commit_upload(active)
-            except OSError as exc:
-                code, message = error_for_os_error(exc)
-                if exc.errno == errno.EEXIST:
-                    code, message = ErrorCode.FILE_EXISTS, ErrorCode.FILE_EXISTS.default_message
+            failure = self._commit_upload(active)
+            if failure is not None:
+                code, message = failure
                 self._release_file(active)
                 self._send(active, machine.fail(code, message))
                 self._log_end(active, f"failed: {message}")
@@ -414,15 +413,18 @@ class TftpServer:
         return self._start_write(sock, request, peer, path, now)
 
     def _start_read(self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float) -> _Active:
-        try:  # the file is closed by _close_transfer, whichever way the transfer ends
-            file = open(path, "rb", buffering=_FILE_BUFFER)
-        except IsADirectoryError:
-            raise Refused(ErrorCode.ACCESS_VIOLATION, "is a directory") from None
+        try:  # a regular file, checked before it is opened for reading: a FIFO would block the loop in open()
+            fd, info = open_regular(path, self.root)
+        except NotRegularFile as exc:
+            raise Refused(ErrorCode.ACCESS_VIOLATION, str(exc)) from None
+        except OutsideRoot:
+            raise Refused(ErrorCode.ACCESS_VIOLATION, "path leads outside the served directory") from None
         except OSError as exc:
             raise Refused(*error_for_os_error(exc)) from None
+        file = os.fdopen(fd, "rb", buffering=_FILE_BUFFER)  # closed by _close_transfer, however the transfer ends
         try:
             text = request.mode == "netascii"
-            size = None if text else os.fstat(file.fileno()).st_size  # netascii changes the size in transit
+            size = None if text else info.st_size  # netascii changes the size in transit
             accepted, settings = self._negotiate(sock, request, is_read=True, file_size=size)
             read = netascii.EncodingReader(file.read).read if text else file.read
             machine = Sender(read, peer, settings, now, oack=accepted)
@@ -434,8 +436,10 @@ class TftpServer:
     def _start_write(self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float) -> _Active:
         if not self.allow_upload:
             raise Refused(ErrorCode.ACCESS_VIOLATION, "uploads are not allowed")
-        if path.is_dir():
-            raise Refused(ErrorCode.ACCESS_VIOLATION, "is a directory")
+        try:  # a directory, a FIFO, a socket or a device node is never replaced, even with overwrite
+            check_replaceable(path)
+        except NotRegularFile as exc:
+            raise Refused(ErrorCode.ACCESS_VIOLATION, str(exc)) from None
         if path.exists() and not self.overwrite:
             raise Refused(ErrorCode.FILE_EXISTS)
         if not path.parent.is_dir():
@@ -466,19 +470,29 @@ class TftpServer:
             accepted["windowsize"] = str(settings.windowsize)
         return accepted, settings
 
-    def _commit_upload(self, active: _Active) -> None:
-        """Move a complete upload into place; raise OSError (EEXIST among others) if that is not possible."""
+    def _commit_upload(self, active: _Active) -> tuple[ErrorCode, str] | None:
+        """Move a complete upload into place; None when done, else the TFTP error that says why it could not."""
         assert active.temp is not None
-        if active.writer is not None:
-            active.writer.close()
-        active.file.close()
-        if self.overwrite:
-            os.replace(active.temp, active.path)
-        else:
-            # A hard link fails if the name appeared while the upload ran: no race can replace someone's file.
-            os.link(active.temp, active.path)
-            os.unlink(active.temp)
+        try:
+            if active.writer is not None:
+                active.writer.close()
+            active.file.close()
+            if self.overwrite:
+                # Checked again: a FIFO or a device node may have taken the name while the upload ran.
+                check_replaceable(active.path)
+                os.replace(active.temp, active.path)
+            else:
+                # A hard link fails if the name appeared while the upload ran: no race can replace anything.
+                os.link(active.temp, active.path)
+                os.unlink(active.temp)
+        except NotRegularFile as exc:
+            return ErrorCode.ACCESS_VIOLATION, str(exc)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                return ErrorCode.FILE_EXISTS, ErrorCode.FILE_EXISTS.default_message
+            return error_for_os_error(exc)
         active.temp = None
+        return None
 
     def _answer_error(self, addr: Address, code: ErrorCode, message: str) -> None:
         with contextlib.suppress(OSError):

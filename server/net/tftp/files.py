@@ -1,0 +1,104 @@
+"""Opening what a TFTP request names: regular files under the root only, and never in a way that can block.
+
+The server's loop serves every transfer from one thread, so one blocking system call stops them all. Opening a
+FIFO for reading blocks until some process opens it for writing, possibly forever; opening a device can block
+too, or do something to the device (a tape rewinds when opened). So a name is never opened for reading until
+we know it is a regular file, and the check cannot be fooled by the name changing in between. The idea is the
+one ``server/static/paths.py`` uses for HTTP (its code is tied to URL segments and mount options, so the idea
+is reused here, not the code):
+
+- On Linux the path is opened with ``O_PATH``, which resolves it (symlinks included) without opening the file
+  itself: no FIFO blocks and no device is touched. ``/proc/self/fd`` says where the resolution landed, which
+  must still be under the root, and ``fstat`` on that descriptor says what it is. Only a regular file is then
+  reopened for reading, through the same descriptor: the very inode that was checked, whatever happened to
+  the path since.
+- Elsewhere the resolved path is opened with ``O_NONBLOCK`` (a FIFO opens at once instead of waiting for a
+  writer) and ``O_NOFOLLOW``, and ``fstat`` decides before a single byte is read.
+
+For uploads, ``check_replaceable`` refuses to put a file in the place of anything but a regular file (a FIFO, a
+socket or a device node in the root is not ours to replace, even with ``--overwrite``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK changes nothing for a regular file's reads; it only matters if something else slipped through.
+_READ_FLAGS = os.O_RDONLY | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_PATH = getattr(os, "O_PATH", 0)
+_PROC_FD = "/proc/self/fd"
+KERNEL_CHECK = bool(_O_PATH) and os.path.isdir(_PROC_FD)  # Linux: resolve with O_PATH, check, then reopen
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+class NotRegularFile(Exception):
+    """The name leads to something other than a regular file; the message says what it is."""
+
+    def __init__(self, mode: int) -> None:
+        self.kind = next((kind for test, kind in _KINDS if test(mode)), "a special file")
+        super().__init__(f"not a regular file ({self.kind})")
+
+
+class OutsideRoot(Exception):
+    """The kernel resolved the name to a place outside the root (a symlink swapped in after the checks)."""
+
+
+def open_regular(path: Path, root: Path) -> tuple[int, os.stat_result]:
+    """Open ``path`` (already resolved inside ``root``) for reading if it is a regular file; never blocks.
+
+    Returns the descriptor (the caller closes it) and its ``fstat``. Raises ``NotRegularFile``, ``OutsideRoot``
+    or ``OSError`` (missing, unreadable).
+    """
+    if KERNEL_CHECK:
+        return _open_checked_by_kernel(path, root)
+    fd = os.open(path, _READ_FLAGS | _NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(info.st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
+def _open_checked_by_kernel(path: Path, root: Path) -> tuple[int, os.stat_result]:
+    handle = os.open(path, _O_PATH | _CLOEXEC)  # resolves every symlink; opens nothing, so nothing blocks
+    try:
+        real = os.readlink(f"{_PROC_FD}/{handle}")  # where the kernel's resolution really landed
+        if not is_within(real, str(root)):
+            raise OutsideRoot(real)
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(info.st_mode)
+        # Reopening through /proc reads the very inode that was checked, whatever happened to the path since.
+        return os.open(f"{_PROC_FD}/{handle}", _READ_FLAGS), info
+    finally:
+        os.close(handle)
+
+
+def check_replaceable(path: Path) -> None:
+    """Raise ``NotRegularFile`` if something other than a regular file (or nothing) is at ``path``."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegularFile(info.st_mode)
+
+
+def is_within(path: str, root: str) -> bool:
+    """True if the real path ``path`` is ``root`` itself or lies below it."""
+    return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
