@@ -12,7 +12,16 @@ the authentication is mutual: the client also learns it is talking to a holder o
 
 The role labels keep one side's proof from being replayed as the other's (a reflection attack). Proofs are
 compared with ``hmac.compare_digest``, in constant time, so timing reveals nothing about how much of a forged
-proof was right. The whole handshake runs under one deadline; on any failure the server logs it and closes.
+proof was right.
+
+Each side is a sans-IO state machine (``ServerHandshake``, ``ClientHandshake``): bytes in, bytes to send out,
+no socket, no clock. Every message of the handshake has a fixed size, so a machine rejects a wrong one as soon
+as its 4-byte length arrives, and it says how many bytes it still ``needs``: a reader that never asks the
+socket for more never reads past the handshake into the messages behind it. ``server/net/msg.py`` drives
+``ServerHandshake`` from its event loop; ``server_handshake`` and ``client_handshake`` drive them on a blocking
+socket under one deadline for the whole exchange. That deadline is a point in time, not a timeout handed to
+each ``recv``: a peer that drips one byte just inside every per-read timeout would otherwise hold the
+handshake open for as long as it liked.
 """
 
 from __future__ import annotations
@@ -24,16 +33,17 @@ import secrets
 import socket
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from .display import peer_text
-from .framing import FramingError, recv_message, send_message
+from .framing import HEADER, encode_frame
 
 log = logging.getLogger("server.net.auth")
 
 NONCE_SIZE = 32
 PROOF_SIZE = hashlib.sha256().digest_size
 DEFAULT_TIMEOUT = 5.0
-_MAX_HANDSHAKE_MESSAGE = NONCE_SIZE + PROOF_SIZE
+ANSWER_SIZE = NONCE_SIZE + PROOF_SIZE  # what the client sends: its nonce and its proof
 
 
 class AuthenticationFailed(Exception):
@@ -60,20 +70,142 @@ def load_key(path: str | Path) -> bytes:
     return key
 
 
-def server_handshake(sock: socket.socket, key: bytes, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Authenticate the client on ``sock``; on failure log it, close the connection, raise AuthenticationFailed."""
-    peer = _peer(sock)
-    try:
-        with _Deadline(sock, timeout) as deadline:
-            server_nonce = new_challenge()
-            send_message(sock, server_nonce)
-            answer = deadline.receive()
-            if len(answer) != NONCE_SIZE + PROOF_SIZE:
-                raise AuthenticationFailed(f"answer of {len(answer)} bytes, expected {NONCE_SIZE + PROOF_SIZE}")
+class _FixedFrame:
+    """Collects one frame whose body must be exactly ``size`` bytes; the length is checked as soon as it is in.
+
+    Takes whatever bytes it is given: those past the frame are kept as ``rest``.
+    """
+
+    def __init__(self, size: int, what: str) -> None:
+        self.size = size
+        self.what = what
+        self._buffer = bytearray()
+
+    @property
+    def needed(self) -> int:
+        return max(0, HEADER.size + self.size - len(self._buffer))
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes] | None:
+        """(body, bytes past the frame) once the frame is complete, else None; AuthenticationFailed if misfit."""
+        self._buffer += data
+        if len(self._buffer) >= HEADER.size:
+            (announced,) = HEADER.unpack_from(self._buffer)
+            if announced != self.size:
+                raise AuthenticationFailed(f"{self.what} of {announced} bytes, expected {self.size}")
+        end = HEADER.size + self.size
+        if len(self._buffer) < end:
+            return None
+        return bytes(self._buffer[HEADER.size : end]), bytes(self._buffer[end:])
+
+
+class ServerHandshake:
+    """The server's half, sans-IO: send ``greeting``, then ``receive`` what arrives until ``authenticated``.
+
+    ``receive`` returns the bytes to send back (the server's proof, once the client's answer checks out) and
+    raises AuthenticationFailed as soon as the answer cannot be right. Bytes after the answer (a client that
+    sends its first messages without waiting for our proof) are kept in ``leftover``.
+    """
+
+    def __init__(self, key: bytes, nonce: bytes | None = None) -> None:
+        self.key = key
+        self.nonce = nonce if nonce is not None else new_challenge()
+        self.greeting = encode_frame(self.nonce)
+        self.authenticated = False
+        self.failed = False
+        self.leftover = b""
+        self._answer = _FixedFrame(ANSWER_SIZE, "answer")
+
+    @property
+    def needed(self) -> int:
+        """Bytes still missing from the client's answer: reading no more than this never reads past it."""
+        return 0 if self.authenticated or self.failed else self._answer.needed
+
+    def receive(self, data: bytes) -> bytes:
+        if self.authenticated or self.failed:
+            raise ValueError("the handshake is over")
+        try:
+            complete = self._answer.feed(data)
+            if complete is None:
+                return b""
+            answer, self.leftover = complete
             client_nonce, proof = answer[:NONCE_SIZE], answer[NONCE_SIZE:]
-            if not hmac.compare_digest(proof, client_proof(key, server_nonce, client_nonce)):
+            if not hmac.compare_digest(proof, client_proof(self.key, self.nonce, client_nonce)):
                 raise AuthenticationFailed("wrong key")
-            send_message(sock, server_proof(key, server_nonce, client_nonce))
+        except AuthenticationFailed:
+            self.failed = True
+            raise
+        self.authenticated = True
+        return encode_frame(server_proof(self.key, self.nonce, client_nonce))
+
+    def closed(self) -> NoReturn:
+        """The client closed its side before finishing."""
+        self.failed = True
+        raise AuthenticationFailed("connection closed during the handshake")
+
+
+class ClientHandshake:
+    """The client's half, sans-IO: ``receive`` the challenge (returns our answer), then the server's proof."""
+
+    def __init__(self, key: bytes, nonce: bytes | None = None) -> None:
+        self.key = key
+        self.nonce = nonce if nonce is not None else new_challenge()
+        self.authenticated = False
+        self.failed = False
+        self.leftover = b""
+        self._server_nonce: bytes | None = None
+        self._frame = _FixedFrame(NONCE_SIZE, "challenge")
+
+    @property
+    def answered(self) -> bool:
+        """Our answer is out: from now on a closed connection means the server refused it."""
+        return self._server_nonce is not None
+
+    @property
+    def needed(self) -> int:
+        return 0 if self.authenticated or self.failed else self._frame.needed
+
+    def receive(self, data: bytes) -> bytes:
+        if self.authenticated or self.failed:
+            raise ValueError("the handshake is over")
+        try:
+            return self._receive(data)
+        except AuthenticationFailed:
+            self.failed = True
+            raise
+
+    def _receive(self, data: bytes) -> bytes:
+        reply = b""
+        while (complete := self._frame.feed(data)) is not None:
+            body, data = complete
+            if self._server_nonce is None:
+                self._server_nonce = body
+                self._frame = _FixedFrame(PROOF_SIZE, "the server's proof")
+                reply = encode_frame(self.nonce + client_proof(self.key, body, self.nonce))
+                continue
+            if not hmac.compare_digest(body, server_proof(self.key, self._server_nonce, self.nonce)):
+                raise AuthenticationFailed("the server does not hold the key")
+            self.authenticated = True
+            self.leftover = data
+            break
+        return reply
+
+    def closed(self, reason: str = "connection closed during the handshake") -> NoReturn:
+        """The server closed (or broke) the connection before finishing: after our answer, that is a refusal."""
+        self.failed = True
+        if self.answered:
+            raise AuthenticationFailed(f"the server refused our key ({reason})")
+        raise AuthenticationFailed(reason)
+
+
+def server_handshake(sock: socket.socket, key: bytes, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Authenticate the client on ``sock``; on failure log it, close the connection, raise AuthenticationFailed.
+
+    ``timeout`` bounds the whole handshake, however the client's bytes are spread over it.
+    """
+    peer = _peer(sock)
+    machine = ServerHandshake(key)
+    try:
+        _drive(sock, machine, machine.greeting, time.monotonic() + timeout)
     except (AuthenticationFailed, OSError) as exc:
         log.warning("%s: authentication failed: %s", peer, exc)
         sock.close()
@@ -84,51 +216,55 @@ def server_handshake(sock: socket.socket, key: bytes, timeout: float = DEFAULT_T
 
 
 def client_handshake(sock: socket.socket, key: bytes, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Prove our key to the server on ``sock`` and check its proof; raise AuthenticationFailed if refused."""
-    with _Deadline(sock, timeout) as deadline:
-        server_nonce = deadline.receive()
-        if len(server_nonce) != NONCE_SIZE:
-            raise AuthenticationFailed(f"challenge of {len(server_nonce)} bytes, expected {NONCE_SIZE}")
-        client_nonce = new_challenge()
-        send_message(sock, client_nonce + client_proof(key, server_nonce, client_nonce))
-        try:
-            proof = deadline.receive()
-        except AuthenticationFailed as exc:
-            raise AuthenticationFailed(f"the server refused our key ({exc})") from None
-        if not hmac.compare_digest(proof, server_proof(key, server_nonce, client_nonce)):
-            raise AuthenticationFailed("the server does not hold the key")
+    """Prove our key to the server on ``sock`` and check its proof; raise AuthenticationFailed if refused.
+
+    ``timeout`` bounds the whole handshake. OSError escapes only from sending (the server is gone).
+    """
+    _drive(sock, ClientHandshake(key), b"", time.monotonic() + timeout)
 
 
-class _Deadline:
-    """One time limit for a whole exchange: each receive gets only what is left of it."""
+def _drive(sock: socket.socket, machine: ServerHandshake | ClientHandshake, greeting: bytes, deadline: float) -> None:
+    """Run a handshake machine on a blocking socket until it is authenticated, all of it before ``deadline``.
 
-    def __init__(self, sock: socket.socket, timeout: float) -> None:
-        self.sock = sock
-        self.end = time.monotonic() + timeout
-        self._saved: float | None = None
+    Each socket call gets only what is left of the time, and reads ask for no more than the machine needs.
+    """
+    saved = sock.gettimeout()
+    try:
+        if greeting:
+            _send_before(sock, greeting, deadline)
+        while not machine.authenticated:
+            _set_remaining(sock, deadline)
+            try:
+                data = sock.recv(machine.needed)
+            except TimeoutError:
+                raise AuthenticationFailed("handshake timed out") from None
+            except OSError as exc:
+                if isinstance(machine, ClientHandshake):
+                    machine.closed(f"handshake broken: {exc}")
+                raise
+            if not data:
+                machine.closed()
+            reply = machine.receive(data)
+            if reply:
+                _send_before(sock, reply, deadline)
+    finally:
+        if sock.fileno() != -1:
+            sock.settimeout(saved)
 
-    def __enter__(self) -> _Deadline:
-        self._saved = self.sock.gettimeout()
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        if self.sock.fileno() != -1:
-            self.sock.settimeout(self._saved)
+def _set_remaining(sock: socket.socket, deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise AuthenticationFailed("handshake timed out")
+    sock.settimeout(remaining)
 
-    def receive(self) -> bytes:
-        remaining = self.end - time.monotonic()
-        if remaining <= 0:
-            raise AuthenticationFailed("handshake timed out")
-        self.sock.settimeout(remaining)
-        try:
-            message = recv_message(self.sock, max_size=_MAX_HANDSHAKE_MESSAGE)
-        except TimeoutError:
-            raise AuthenticationFailed("handshake timed out") from None
-        except (FramingError, OSError) as exc:
-            raise AuthenticationFailed(f"handshake broken: {exc}") from None
-        if message is None:
-            raise AuthenticationFailed("connection closed during the handshake")
-        return message
+
+def _send_before(sock: socket.socket, data: bytes, deadline: float) -> None:
+    _set_remaining(sock, deadline)
+    try:
+        sock.sendall(data)
+    except TimeoutError:
+        raise AuthenticationFailed("handshake timed out") from None
 
 
 def _peer(sock: socket.socket) -> str:
