@@ -33,11 +33,14 @@ from server.net.tftp.packets import (
     ReadRequest,
     WriteRequest,
     decode,
+    encode_ack,
 )
 from server.net.tftp.server import TftpServer
+from server.net.tftp.transfer import Receiver, Sender, State
 
 HUGE = "9" * 5000  # more digits than Python's int() converts (4,300): it used to escape as an internal error
 KNOWN_OPTIONS = ("blksize", "tsize", "timeout", "windowsize")
+PEER = ("127.0.0.1", 40000)
 
 
 @contextlib.contextmanager
@@ -308,3 +311,41 @@ def test_an_upload_does_not_replace_a_fifo_that_took_its_name_meanwhile(tftp_roo
         assert answer == Error(ErrorCode.ACCESS_VIOLATION, "not a regular file (a FIFO)")
     assert stat.S_ISFIFO(os.lstat(tftp_root / "late.bin").st_mode)
     assert [p.name for p in tftp_root.iterdir()] == ["late.bin"]  # and no temporary file left behind
+
+
+# -- a transfer that makes no progress is dropped within a bounded time, whatever its retries
+
+
+def run_silent(machine, until: float) -> tuple[float, list]:
+    """Tick a machine whose peer never answers; return when it gave up and what it sent last."""
+    sent = machine.start()
+    while not machine.finished:
+        now = machine.deadline
+        assert now is not None and now <= until, f"still waiting at {now}"
+        sent = machine.tick(now)
+    return now, sent
+
+
+@pytest.mark.parametrize("role", ["sender", "receiver"])
+def test_a_silent_peer_is_dropped_at_the_stall_limit_whatever_its_retries(role):
+    settings = opts.Settings(timeout=10.0, retries=1000, stall_limit=25.0)
+    if role == "sender":
+        machine = Sender(lambda n: b"s" * n, PEER, settings, 0.0)
+    else:
+        machine = Receiver(lambda data: None, PEER, settings, 0.0)
+    ended, (last,) = run_silent(machine, until=25.0)
+    assert ended == 25.0 and machine.state == State.FAILED  # retransmitted at 10 and 20, not at 30
+    assert decode(last.data) == Error(ErrorCode.NOT_DEFINED, "peer made no progress for 25 s")
+
+
+def test_progress_restarts_the_stall_clock_and_duplicates_do_not():
+    settings = opts.Settings(timeout=1.0, retries=1000, stall_limit=5.0)
+    sender = Sender(lambda n: b"s" * n, PEER, settings, 0.0)
+    sender.start()
+    for now in (1.0, 2.0, 3.0):
+        sender.tick(now)
+    assert sender.datagram_received(encode_ack(1), PEER, 3.5)  # progress at 3.5: DATA 2 goes out
+    assert sender.progressed_at == 3.5
+    assert sender.datagram_received(encode_ack(1), PEER, 4.0) == []  # a duplicate is not progress
+    ended, _ = run_silent(sender, until=8.5)
+    assert ended == 8.5

@@ -42,6 +42,9 @@ class Settings:
     timeout: float = 1.0  # seconds before a retransmission
     retries: int = 5  # retransmissions of the same packet before giving up
     tsize: int | None = None  # the announced transfer size, when known
+    # Seconds without progress after which the transfer gives up, however many retries it has left; None
+    # leaves it to the retries alone. It bounds what one silent peer can hold whatever timeout it negotiated.
+    stall_limit: float | None = None
 
 
 @dataclass(frozen=True)

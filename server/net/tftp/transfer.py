@@ -21,6 +21,10 @@ The rules of the protocol that live here:
 - Retransmission: only on timeout, a bounded number of times. A duplicate ACK never causes a retransmission in
   lock-step mode; that is the cure for the Sorcerer's Apprentice bug (RFC 1123 section 4.2.3.1), where every
   duplicate ACK doubled the traffic for the rest of the transfer.
+- Progress: ``progressed_at`` is when the peer last moved the transfer forward (a new block acknowledged or
+  received in order; the answer to a request). A transfer that has made none for ``settings.stall_limit``
+  seconds gives up whatever retries it has left, so no peer holds a transfer longer than that by being
+  silent, whatever timeout it negotiated. The server also reads it to choose which idle transfer gives way.
 - Windows (RFC 7440): the sender sends up to ``windowsize`` blocks, the receiver acknowledges the last block
   of a window, or the last block it got in order when something is missing, and the sender goes on from there.
 - Block numbers are 16 bits on the wire and wrap from 65535 to 0; internally blocks are counted without bound
@@ -119,7 +123,11 @@ class _Transfer:
         self.bytes_transferred = 0  # payload bytes delivered (receiver) or acknowledged (sender)
         self._request = request
         self._retries = 0
-        self._deadline: float | None = now + settings.timeout
+        self.started_at = now
+        # When the peer last moved the transfer forward; None until it first does. A server transfer that is
+        # still None has never heard from its peer at all: its request may have come from a forged address.
+        self.progressed_at: float | None = None
+        self._deadline: float | None = self._next_deadline(now)
         self._last: list[bytes] = []  # what a timeout retransmits
 
     @property
@@ -166,12 +174,17 @@ class _Transfer:
         return self._handle(packet, now)
 
     def tick(self, now: float) -> list[Datagram]:
-        """Retransmit after a timeout, or give up when the retries are spent."""
+        """Retransmit after a timeout, or give up when the retries are spent or the transfer has stalled."""
         deadline = self.deadline
         if deadline is None or now < deadline:
             return []
-        if self._retries >= self.settings.retries:
-            gone = f"timed out after {self._retries} retransmissions"
+        stall_limit = self.settings.stall_limit
+        stalled = stall_limit is not None and now - self._progress_mark() >= stall_limit
+        if stalled or self._retries >= self.settings.retries:
+            if stalled:
+                gone = f"made no progress for {stall_limit:g} s"
+            else:
+                gone = f"timed out after {self._retries} retransmissions"
             if self.state == State.REQUESTING:  # nobody answered, so there is nobody to tell
                 self.state = State.FAILED
                 message = f"no answer from the server: {gone}"
@@ -179,7 +192,7 @@ class _Transfer:
                 return []
             return self._fail(ErrorCode.NOT_DEFINED, f"peer {gone}")
         self._retries += 1
-        self._deadline = now + self.settings.timeout
+        self._deadline = self._next_deadline(now)
         return self._to_peer(self._retransmission())
 
     def abort(self, message: str = "transfer cancelled") -> list[Datagram]:
@@ -208,6 +221,20 @@ class _Transfer:
         return self._last
 
     # -- helpers for both halves
+
+    def _progress_mark(self) -> float:
+        """When the stall clock started: the last progress, or the start of the transfer."""
+        progressed_at = self.progressed_at
+        return self.started_at if progressed_at is None else progressed_at
+
+    def _next_deadline(self, now: float) -> float:
+        """The next retransmission, or the end of the stall limit if that comes first (off the per-block path:
+        after progress the retransmission always comes first, since the server keeps timeouts within it)."""
+        deadline = now + self.settings.timeout
+        stall_limit = self.settings.stall_limit
+        if stall_limit is not None:
+            deadline = min(deadline, self._progress_mark() + stall_limit)
+        return deadline
 
     def _stranger(self, data: bytes, addr: Address) -> list[Datagram]:
         # RFC 1350: "If a source TID does not match, the packet should be discarded as erroneously sent from
@@ -291,6 +318,7 @@ class Sender(_Transfer):
             else:
                 return self._illegal(packet)
             self.state = State.RUNNING  # the answer acknowledged the request as "block 0": send block 1 on
+            self.progressed_at = now
             return self._advance(now)
         if isinstance(packet, Ack):
             return self._on_ack(packet.block, now)
@@ -317,7 +345,7 @@ class Sender(_Transfer):
             if self.settings.windowsize == 1 or self._resent_for == self._base:
                 return []
             self._resent_for = self._base
-            self._deadline = now + self.settings.timeout
+            self._deadline = self._next_deadline(now)
             return self._to_peer(self._last)
         window = self._window
         if offset == 1:  # the common case, and the only one in lock-step mode
@@ -327,6 +355,7 @@ class Sender(_Transfer):
                 self.bytes_transferred += window.popleft()[1]
         self._base += offset
         self._retries = 0
+        self.progressed_at = now
         if not window and self._eof:
             self.state = _COMPLETE
             return []
@@ -400,6 +429,7 @@ class Receiver(_Transfer):
                 if failed is not None:
                     return failed
                 self.state = State.RUNNING
+                self.progressed_at = now
                 self._last = [encode_ack(0)]
                 self._deadline = now + self.settings.timeout
                 return self._to_peer(self._last)
@@ -436,6 +466,7 @@ class Receiver(_Transfer):
         self._expected += 1
         self._strays = 0
         self._retries = 0
+        self.progressed_at = now
         self._deadline = now + settings.timeout
         self._unacked += 1
         if size < settings.blksize:
