@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the readiness API the event loop uses")
     add("--cpu-affinity", choices=("off", "auto"), default=defaults.cpu_affinity,
         help="auto: pin each worker process to its own CPU (about 2x the work per CPU on a dedicated machine)")
+    add("--max-requests", type=_non_negative_int, default=defaults.max_requests, metavar="N",
+        help="replace a worker process after it has served N requests, a new one first (for apps that leak; "
+             "0: never)")
+    add("--max-requests-jitter", type=_non_negative_int, default=defaults.max_requests_jitter, metavar="N",
+        help="add a random 0..N to each worker's --max-requests, so workers do not all restart at once")
     add("--keepalive-timeout", type=_seconds, default=defaults.keepalive_timeout, metavar="SECONDS",
         help="close a keep-alive connection idle this long")
     add("--header-timeout", type=_seconds, default=defaults.header_timeout, metavar="SECONDS",
@@ -287,6 +292,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
         threads=args.threads,
         loop=args.loop,
         cpu_affinity=args.cpu_affinity,
+        max_requests=args.max_requests,
+        max_requests_jitter=args.max_requests_jitter,
         keepalive_timeout=args.keepalive_timeout,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
@@ -420,15 +427,18 @@ def serve(config: Config, app: Callable, listeners: list[Listener], name: str) -
                 *(name, listener.url, config.workers, config.threads, loop_name(config.loop)),
             )
 
+    # --max-requests replaces worker processes, so even one worker needs a supervisor to start its successor.
+    supervised = config.workers > 1 or config.max_requests > 0
+
     def build_engine(slot: int | None) -> Engine:
         if config.cpu_affinity == "auto":
             log.info("process %d pinned to CPU %d", os.getpid(), pin_to_cpu(slot))
-        engine = Engine(config, app, listeners, multiprocess=config.workers > 1)
+        engine = Engine(config, app, listeners, multiprocess=supervised)
         signal.signal(signal.SIGTERM, lambda *_: engine.reactor.call_soon_threadsafe(engine.shutdown, True))
         signal.signal(signal.SIGINT, lambda *_: engine.reactor.call_soon_threadsafe(engine.shutdown, False))
         return engine
 
-    if config.workers == 1:
+    if not supervised:
         # Build the engine (its thread pool, its loop) before saying "serving", so that a failure here is still
         # the one line of a failed start, not a traceback after a promise.
         try:
@@ -451,6 +461,13 @@ def reload_parent(args: Sequence[str], config: Config) -> int:
     """``--reload``: open the listening sockets, then run and restart the server as a child (server.reload)."""
     if config.workers > 1:
         return _fail(f"--reload runs one server process; it cannot be combined with --workers {config.workers}")
+    if config.max_requests:
+        # Recycling needs a supervisor of worker processes under the reload child; a development server that
+        # restarts on every change has no use for it, so say so rather than add a layer nobody needs.
+        return _fail(
+            f"--reload runs one server process, which it restarts on changes; it cannot be combined with "
+            f"--max-requests {config.max_requests} (use --max-requests 0 while developing)"
+        )
     try:
         configure_logging(config)
         check_settings(config)

@@ -22,6 +22,11 @@ class Config:
     threads: int = 8
     loop: str = "auto"
     cpu_affinity: str = "off"  # "auto": pin each worker process to one CPU
+    # Recycle a worker process after this many requests (0: never), plus a random 0..max_requests_jitter of its
+    # own so that workers started together do not all restart together. For apps that leak memory: a new
+    # worker is started first, then the old one finishes what it has in hand (see server.workers.Supervisor).
+    max_requests: int = 0
+    max_requests_jitter: int = 0
 
     # Timeouts, in seconds. The header timeout is a total deadline for the whole request head.
     keepalive_timeout: float = 5.0

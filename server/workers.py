@@ -14,6 +14,10 @@ each running its own engine on the inherited sockets. The parent only watches th
   never close and no connection is refused during the swap;
 - a worker whose app threads are all stuck (``server.watchdog``) asks, through ``request_replacement()``, to be
   replaced the same way: a new worker in its slot first, then SIGTERM for the old one;
+- a worker that has served its ``--max-requests`` (``request_recycling()``) is replaced the same way too. It goes
+  on accepting until the SIGTERM comes, so even a lone worker's listening socket is served throughout: the new
+  worker is forked before the old one stops accepting, and connections that arrive in between wait in the
+  kernel's backlog for whichever of the two takes them;
 - with a ``timeout``, a worker whose event loop stops sending heartbeats is replaced too, and the old one is
   killed outright (a frozen loop cannot stop gracefully).
 
@@ -107,11 +111,13 @@ _SUPERVISED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGC
 _MESSAGE = struct.Struct("=ii")  # (pid, kind): 8 bytes, far below PIPE_BUF, so each write is atomic
 _REPLACE = 1  # "all my app threads are stuck: start a new worker in my slot and stop me"
 _HEARTBEAT = 2  # "my event loop is turning"
+_RECYCLE = 3  # "I have served my --max-requests: start a new worker in my slot, then stop me gracefully"
 
 # Set in a worker process right after the fork; None everywhere else (a lone process, the supervisor, tests).
 _channel: int | None = None
 _supervisor_pid: int | None = None
 _asked = False
+_recycling_asked = False
 _last_beat = float("-inf")
 
 
@@ -137,6 +143,19 @@ def request_replacement() -> bool:
     return _asked
 
 
+def request_recycling() -> bool:
+    """Ask the supervisor to recycle this worker (``--max-requests``): a new worker first, then SIGTERM for this one.
+
+    Like ``request_replacement``: once per worker process; False when there is no supervisor, when it was already
+    asked, or when the message could not be written (then a later call tries again). Any thread.
+    """
+    global _recycling_asked
+    if _recycling_asked or _channel is None:
+        return False
+    _recycling_asked = _send(_RECYCLE)
+    return _recycling_asked
+
+
 def heartbeat(now: float, every: float) -> None:
     """Tell the supervisor this worker's loop is turning, at most once per ``every`` seconds. Loop thread."""
     global _last_beat
@@ -154,8 +173,9 @@ def supervisor_pid() -> int | None:
 
 
 def _become_worker(channel: int, supervisor: int) -> None:
-    global _channel, _supervisor_pid, _asked, _last_beat
-    _channel, _supervisor_pid, _asked, _last_beat = channel, supervisor, False, float("-inf")
+    global _channel, _supervisor_pid, _asked, _recycling_asked, _last_beat
+    _channel, _supervisor_pid, _last_beat = channel, supervisor, float("-inf")
+    _asked = _recycling_asked = False
 
 
 class Supervisor:
@@ -347,6 +367,9 @@ class Supervisor:
                 self.beats[pid] = now
             elif kind == _REPLACE:
                 log.warning("supervisor: worker %d has all its app threads stuck; replacing it", pid)
+                self._replace(pid, signal.SIGTERM)
+            elif kind == _RECYCLE:
+                log.info("supervisor: worker %d has served its --max-requests; replacing it", pid)
                 self._replace(pid, signal.SIGTERM)
 
     def _check_heartbeats(self) -> None:

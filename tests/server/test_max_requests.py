@@ -1,0 +1,181 @@
+"""``--max-requests N --max-requests-jitter J``: workers recycled under load without a single failed request.
+
+The load is several client threads for as long as it takes to see workers replaced a few times: keep-alive
+clients (``requests`` sessions and raw sockets that reuse their connection until told to close it) and clients
+that open a connection per request. Any exception a client sees (refused, reset, closed without a response, a
+timeout) is a failure. The app answers with its process id, so the clients see which worker served them.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from server.config import Config
+from server.engine import Engine
+from tests.server.test_cli import assert_one_line, child_pids, run_cli
+from tests.support import ROOT, TIMEOUT, ServerProcess, read_response, wait_for
+
+LIMIT, JITTER = 50, 10
+RECYCLED = 6  # how many workers must have been replaced before the load stops
+LOAD_SECONDS = 2.0  # and for how long the load lasts at least
+LOAD_DEADLINE = 60.0  # generous: on a busy machine a few hundred requests can take a while
+
+
+class Load:
+    """Client threads hammering ``url`` until ``stop()``; counts answers per pid and keeps every error."""
+
+    def __init__(self, url: str, port: int) -> None:
+        self.url = url
+        self.port = port
+        self.served: collections.Counter[str] = collections.Counter()
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        clients = [self._session, self._session, self._raw_keep_alive, self._fresh_connections, self._raw_close]
+        self._threads = [threading.Thread(target=self._run, args=(client,), daemon=True) for client in clients]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(TIMEOUT * 2)
+        assert not any(thread.is_alive() for thread in self._threads), "a client thread is stuck"
+
+    def _record(self, pid: str) -> None:
+        assert pid.isdigit(), pid
+        with self._lock:
+            self.served[pid] += 1
+
+    def _run(self, client) -> None:
+        while not self._stop.is_set():
+            try:
+                client()
+            except Exception as error:  # every kind of failure counts; the test prints them all
+                with self._lock:
+                    self.errors.append(f"{client.__name__}: {error!r}")
+
+    def _session(self) -> None:
+        with requests.Session() as session:
+            for _ in range(200):
+                if self._stop.is_set():
+                    return
+                response = session.get(self.url, timeout=TIMEOUT)
+                assert response.status_code == 200, response.status_code
+                self._record(response.text)
+
+    def _fresh_connections(self) -> None:
+        response = requests.get(self.url, headers={"Connection": "close"}, timeout=TIMEOUT)
+        assert response.status_code == 200, response.status_code
+        self._record(response.text)
+
+    def _raw_keep_alive(self) -> None:
+        """One connection reused until the server says Connection: close, as HTTP/1.1 lets a client expect."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT) as sock:
+            buffer = bytearray()
+            while not self._stop.is_set():
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+                status, headers, body = read_response(sock, buffer)
+                assert status == 200, status
+                self._record(body.decode())
+                if headers.get("connection", "").lower() == "close":
+                    return
+
+    def _raw_close(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            status, _, body = read_response(sock)
+            assert status == 200, status
+            self._record(body.decode())
+
+
+def recycled(server: ServerProcess) -> list[int]:
+    """The limits the workers reported as they asked to be replaced ("served its N requests")."""
+    return [int(n) for n in re.findall(r"served its (\d+) requests", server.output())]
+
+
+# A response that is whole on the wire (its Content-Length sent) while the app is still busy with it: its client
+# sends the next request at once, while the worker may be told to stop. Closing that connection after a response
+# that promised keep-alive would reset the request (the plain graceful stop does: this app fails it every time).
+TAIL_APP = """\
+import os, time
+
+def app(environ, start_response):
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+
+    def chunks():
+        yield body
+        time.sleep(0.005)  # cleanup after the last byte, as a database session's close() might take
+        yield b""
+
+    return chunks()
+"""
+
+
+@pytest.mark.parametrize(
+    ("workers", "app"), [(2, "tests.server.factory_app:pid_app"), (1, "tests.server.factory_app:pid_app"), (2, "tail")]
+)
+def test_workers_are_recycled_under_load_without_a_failed_request(tmp_path, workers, app):
+    args = ("--workers", str(workers), "--max-requests", str(LIMIT), "--max-requests-jitter", str(JITTER))
+    if app == "tail":
+        (tmp_path / "tail_app.py").write_text(TAIL_APP)
+        app = "tail_app:app"
+    with ServerProcess(app, *args, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)}) as server:
+        with Load(server.url, server.port) as load:
+            enough = time.monotonic() + LOAD_SECONDS
+            wait_for(
+                lambda: (len(recycled(server)) >= RECYCLED and time.monotonic() > enough) or load.errors,
+                timeout=LOAD_DEADLINE,
+                interval=0.05,
+            )
+        assert not load.errors, "\n".join(load.errors[:20])
+        current = wait_for(lambda: (pids := child_pids(server.proc.pid)) and len(pids) == workers and pids)
+        assert len(load.served) > workers  # the pids changed
+        # Each worker asked at its own limit, between N and N + J; a replaced worker served at least N (it goes on
+        # serving until its successor is forked, so there is no upper bound to check).
+        limits = recycled(server)
+        assert all(LIMIT <= limit <= LIMIT + JITTER for limit in limits), limits
+        for pid, count in load.served.items():
+            if pid not in current:
+                assert count >= LIMIT, (pid, count)
+    assert "Traceback" not in server.output(), server.output()
+
+
+def test_the_jitter_is_drawn_per_worker_within_its_range():
+    def limit(**settings) -> int:
+        engine = Engine(Config(threads=1, **settings), lambda environ, start_response: [], [])
+        try:
+            return engine.max_requests
+        finally:
+            engine.pool.shutdown()
+            engine.reactor.close()
+
+    assert limit() == 0  # never
+    assert limit(max_requests=7) == 7
+    drawn = {limit(max_requests=100, max_requests_jitter=5) for _ in range(60)}
+    assert drawn <= set(range(100, 106)) and len(drawn) > 1
+    assert limit(max_requests=0, max_requests_jitter=5) == 0  # jitter alone changes nothing
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-requests", "-1"], "--max-requests: '-1' must be 0 or more"),
+        (["--max-requests", "many"], "--max-requests: 'many' is not a whole number"),
+        (["--max-requests", "10", "--max-requests-jitter", "x"], "--max-requests-jitter"),
+        (["--max-requests", "10", "--reload"], "cannot be combined with --max-requests 10"),
+    ],
+)
+def test_bad_max_requests_settings_are_one_line(args, message):
+    assert_one_line(run_cli("tests.server.factory_app:pid_app", "--bind", "127.0.0.1:0", *args), message)
