@@ -11,8 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
+import shutil
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +41,8 @@ from server.net.tftp.packets import (
 )
 from server.net.tftp.server import TftpServer
 from server.net.tftp.transfer import Receiver, Sender, State
+
+from .conftest import ROOT
 
 HUGE = "9" * 5000  # more digits than Python's int() converts (4,300): it used to escape as an internal error
 KNOWN_OPTIONS = ("blksize", "tsize", "timeout", "windowsize")
@@ -349,3 +355,161 @@ def test_progress_restarts_the_stall_clock_and_duplicates_do_not():
     assert sender.datagram_received(encode_ack(1), PEER, 4.0) == []  # a duplicate is not progress
     ended, _ = run_silent(sender, until=8.5)
     assert ended == 8.5
+
+
+# -- slots: a flood of requests that are never acknowledged cannot lock real clients out
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def poll(condition, timeout: float, what: str) -> None:
+    """Wait until ``condition()`` holds, polling; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.005)
+
+
+def legitimate_gets(port: int, tmp_path: Path) -> dict[str, object]:
+    """One download per client we have: ours always, curl and tftp-hpa when installed (each a callable)."""
+    gets: dict[str, object] = {
+        "ours": lambda out: TftpClient("127.0.0.1", port, timeout=0.5).download("f.bin", out),
+    }
+    if shutil.which("curl"):
+        url = f"tftp://127.0.0.1:{port}/f.bin"
+        gets["curl"] = lambda out: _run(["curl", "-sS", "--max-time", "2", "-o", str(out), url])
+    if shutil.which("tftp"):
+        argv = ["tftp", "-m", "binary", "127.0.0.1", str(port), "-c", "get", "f.bin"]
+        gets["tftp-hpa"] = lambda out: _run([*argv, str(out)])
+    return gets
+
+
+def _run(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+    assert result.returncode == 0 and b"rror" not in result.stdout + result.stderr, result
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+def test_a_flood_of_silent_requests_neither_locks_out_clients_nor_keeps_descriptors(tftp_root, tmp_path, peers):
+    """The issue's flood in small: every slot taken by requests asking for timeout 255, from 16 addresses (forged
+    ones, for all the server knows), never acknowledged. Before: "server busy" for everyone, for (5 + 1) x 255 s."""
+    data = os.urandom(20_000)
+    (tftp_root / "f.bin").write_bytes(data)
+    slots, stall_limit = 32, 2.0
+    flood = [Peer(f"127.0.0.{2 + i % 16}") for i in range(slots + 2)]  # two more: after each legitimate get
+    peers.extend(flood)
+    config = {"max_transfers": slots, "timeout": 0.5, "retries": 100, "stall_limit": stall_limit}
+    with running_server(tftp_root, **config) as server:
+        baseline = open_descriptors()
+        started = time.monotonic()
+        for peer in flood[:slots]:
+            peer.send(ReadRequest("f.bin", "octet", {"timeout": "255"}), server.address)
+        poll(lambda: server.transfer_count == slots, 2.0, "every slot taken")
+        assert open_descriptors() == baseline + 2 * slots  # a socket and a file each
+        assert flood[0].recv()[0] == Data(1, data[:512])  # timeout 255 was not granted: no OACK at all
+        for index, (name, get) in enumerate(legitimate_gets(server.address[1], tmp_path).items()):
+            if index:  # the slot the last client used is free again: the flood takes it back
+                flood[slots + index - 1].send(ReadRequest("f.bin", "octet", {"timeout": "255"}), server.address)
+            full = lambda: server.transfer_count == slots and not server.transfers_from("127.0.0.1")  # noqa: E731
+            poll(full, 2.0, "every slot flooded")
+            began = time.monotonic()
+            get(tmp_path / name)  # type: ignore[operator]
+            assert time.monotonic() - began < 2.0, name
+            assert (tmp_path / name).read_bytes() == data, name
+        # Nothing the flood holds outlives the stall limit: slots and descriptors all come back.
+        poll(lambda: server.transfer_count == 0, started + stall_limit + 1.0 - time.monotonic(), "slots released")
+        poll(lambda: open_descriptors() == baseline, 1.0, "descriptors released")
+
+
+def test_one_source_holds_at_most_its_share(tftp_root, peers):
+    (tftp_root / "f.bin").write_bytes(b"s" * 2000)
+    share = 8  # the default max_transfers_per_source
+    with running_server(tftp_root, timeout=5.0) as server:
+        busy = [Peer("127.0.0.5") for _ in range(share + 1)]
+        peers.extend(busy)
+        for peer in busy[:share]:  # transfers making progress: none of them gives way
+            peer.send(ReadRequest("f.bin"), server.address)
+            _, tid = peer.recv()
+            peer.send(encode_ack(1), tid)
+            assert peer.recv()[0].block == 2
+        busy[share].send(ReadRequest("f.bin"), server.address)
+        refusal = Error(ErrorCode.NOT_DEFINED, "too many transfers from your address, try again later")
+        assert busy[share].recv() == (refusal, server.address)
+        assert server.transfers_from("127.0.0.5") == share == server.max_transfers_per_source
+        other = Peer("127.0.0.6")
+        peers.append(other)
+        other.send(ReadRequest("f.bin"), server.address)  # another address is not affected
+        assert isinstance(other.recv()[0], Data)
+        # A source whose transfers never answered: its newest request replaces its oldest silent one.
+        silent = [Peer("127.0.0.7") for _ in range(share + 2)]
+        peers.extend(silent)
+        for peer in silent:
+            peer.send(ReadRequest("f.bin"), server.address)
+            assert isinstance(peer.recv()[0], Data)
+            assert server.transfers_from("127.0.0.7") <= share
+        for peer in silent[:2]:
+            assert peer.recv()[0] == Error(ErrorCode.NOT_DEFINED, "transfer dropped to make room: no progress")
+
+
+def test_when_full_the_longest_idle_transfer_gives_way_and_a_progressing_one_never(tftp_root, peers):
+    (tftp_root / "f.bin").write_bytes(b"i" * 2000)
+    dropped = Error(ErrorCode.NOT_DEFINED, "transfer dropped to make room: no progress")
+    with running_server(tftp_root, max_transfers=3, timeout=5.0) as server:
+        a, b, c, d, e, f = (Peer(f"127.0.0.{i}") for i in range(10, 16))
+        peers.extend((a, b, c, d, e, f))
+        tids = {}
+        for peer in (a, b, c):
+            peer.send(ReadRequest("f.bin"), server.address)
+            packet, tids[peer] = peer.recv()
+            assert isinstance(packet, Data)
+        b.send(encode_ack(1), tids[b])
+        assert b.recv()[0].block == 2  # b makes progress: a and c never answered
+        for newcomer, victim in ((d, a), (e, c), (f, d)):  # the silent ones go, oldest first; b stays
+            newcomer.send(ReadRequest("f.bin"), server.address)
+            assert isinstance(newcomer.recv()[0], Data)
+            assert victim.recv()[0] == dropped
+        assert server.transfers_from("127.0.0.11") == 1 and server.transfer_count == 3
+
+
+# A server whose descriptor limit is far below what max_transfers needs, as with a low ulimit.
+_LOW_ULIMIT_SERVER = """
+import logging, os, resource, sys
+from server.net.tftp.server import TftpServer
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+server = TftpServer(sys.argv[1], "127.0.0.1", 0, max_transfers=100, timeout=5.0)
+in_use = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 8, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print(server.address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+def test_out_of_descriptors_idle_transfers_give_way_and_nothing_crashes(tftp_root, tmp_path, peers):
+    (tftp_root / "f.bin").write_bytes(b"d" * 3000)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LOW_ULIMIT_SERVER, str(tftp_root)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        assert ready, "the server did not start"
+        port = int(proc.stdout.readline())  # type: ignore[union-attr]
+        answers = []
+        for i in range(20):  # far more silent transfers than descriptors allow
+            peer = Peer(f"127.0.0.{20 + i}")
+            peers.append(peer)
+            peer.send(ReadRequest("f.bin"), ("127.0.0.1", port))
+            answers.append(peer.recv()[0])
+        assert all(isinstance(answer, Data) for answer in answers), answers  # the oldest silent one gave way
+        TftpClient("127.0.0.1", port, timeout=0.5).download("f.bin", tmp_path / "f.bin")
+        assert (tmp_path / "f.bin").read_bytes() == b"d" * 3000
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=10)
+    assert b"Traceback" not in stderr and b"internal server error" not in stderr, stderr.decode()

@@ -3,7 +3,16 @@
 The loop owns every socket and nothing else. The well-known socket (port 69 by default) only receives
 requests; each accepted request gets a new socket on a fresh ephemeral port (its TID, RFC 1350) and a state
 machine from ``transfer``. Datagrams and timer ticks go to the machines, whatever they return goes out, and a
-slow or vanished client only ever costs its own timer: it cannot stall the others. A lone transfer with a fast
+slow or vanished client only ever costs its own timer: it cannot stall the others.
+
+Slots. Each transfer holds a slot (two descriptors: its socket and its file) and there are ``max_transfers``
+of them. A request costs one datagram and may come from a forged address, so no request may hold a slot for
+long without earning it: the negotiated timeout is capped (``ServerLimits.max_timeout``), a transfer that
+makes no progress for ``stall_limit`` seconds is dropped whatever retries it has left, one source address
+holds at most ``max_transfers_per_source`` slots, and when the server is full the transfer that has waited
+longest without progress gives way to the newcomer (``_make_room``): one that never heard from its peer
+first, then one whose peer is overdue. A transfer that is making progress is never dropped for a newcomer;
+only when every slot is busy that way is a request refused with "server busy". A lone transfer with a fast
 peer is busy-polled for a moment after each answer instead of waiting in epoll, which more than halves the
 time of a lock-step download on loopback; ``_on_transfer_socket`` explains when, and what it costs.
 
@@ -23,7 +32,7 @@ import os
 import selectors
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -103,6 +112,31 @@ def resolve_inside(root: Path, name: str) -> Path:
     return path
 
 
+class _OutOfDescriptors(Exception):
+    """The process ran out of file descriptors (EMFILE, ENFILE) while starting a transfer."""
+
+
+_DESCRIPTOR_ERRNOS = (errno.EMFILE, errno.ENFILE)
+
+
+def source_key(addr: Address) -> str:
+    """The "source" that ``max_transfers_per_source`` counts: the IPv4 address, or the IPv6 /64 prefix.
+
+    Ports are not part of it (a client picks a new one per request for free), and an IPv6 host is usually
+    given a whole /64, so counting single IPv6 addresses would let one host take every slot.
+    """
+    host = addr[0]
+    if ":" not in host:
+        return host
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    except OSError:
+        return host
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":  # ::ffff:a.b.c.d, an IPv4 client of a dual-stack socket
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return socket.inet_ntop(socket.AF_INET6, packed[:8] + b"\0" * 8) + "/64"
+
+
 @dataclass
 class _Active:
     """One transfer in progress: its socket, its state machine, and the file behind it."""
@@ -121,6 +155,7 @@ class _Active:
     spin: bool = True  # busy-poll for this peer's replies (see TftpServer._on_transfer_socket)
     answered_at: float = 0.0  # when we last sent this peer something, to see whether its reply was quick
     answers: int = 0  # how many times we answered, for the periodic spin probe
+    source: str = ""  # source_key(peer): what the per-source limit counts
 
 
 class TftpServer:
@@ -138,16 +173,35 @@ class TftpServer:
         timeout: float = 1.0,
         retries: int = 5,
         max_transfers: int = 256,
+        max_transfers_per_source: int = 8,
+        stall_limit: float = 30.0,
         busy_poll: bool = True,
     ) -> None:
+        """Serve ``root`` on ``host``:``port``; the keyword arguments are the server's limits.
+
+        ``timeout`` and ``retries`` govern retransmission. ``max_transfers`` is the number of slots.
+        ``max_transfers_per_source`` bounds the slots one IPv4 address (or IPv6 /64) holds at once: a boot
+        loader fetches one file at a time, a parallel fetcher or a small NAT a few, and 8 covers them while
+        keeping one address to 1/32 of the default 256 slots (raise it for a big NAT). ``stall_limit`` is
+        the most seconds a transfer may go without progress, whatever retries it has left: the longest a
+        silent peer holds a slot and its two descriptors. It must be at least ``timeout``; a client may
+        negotiate a timeout up to ``limits.max_timeout`` and no longer than ``stall_limit``.
+        """
         self.root = Path(os.path.realpath(root))
         if not self.root.is_dir():
             raise NotADirectoryError(f"not a directory: {root}")
+        if max_transfers < 1 or max_transfers_per_source < 1:
+            raise ValueError("max_transfers and max_transfers_per_source must be at least 1")
+        if not stall_limit >= timeout > 0:
+            raise ValueError(f"stall_limit ({stall_limit:g} s) must be at least the timeout ({timeout:g} s)")
         self.allow_upload = allow_upload
         self.overwrite = overwrite
-        self.limits = limits or opts.ServerLimits()
-        self.settings = opts.Settings(timeout=timeout, retries=retries)
+        limits = limits or opts.ServerLimits()
+        # A timeout longer than the stall limit would be cut short before its first retransmission.
+        self.limits = replace(limits, max_timeout=min(limits.max_timeout, max(1, int(stall_limit))))
+        self.settings = opts.Settings(timeout=timeout, retries=retries, stall_limit=stall_limit)
         self.max_transfers = max_transfers
+        self.max_transfers_per_source = max_transfers_per_source
         # Spin briefly for a lone fast peer's reply instead of sleeping in epoll (see _on_transfer_socket):
         # lower latency for more CPU. False keeps the loop purely event-driven.
         # On a single CPU a spin only keeps the client from running: never spin there.
@@ -167,6 +221,7 @@ class TftpServer:
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
         self._transfers: dict[socket.socket, _Active] = {}
+        self._sources: dict[str, int] = {}  # source_key -> transfers it holds, for max_transfers_per_source
         # The earliest deadline of any transfer, or earlier: deadlines move later without telling us, which
         # costs at most one scan that finds nothing due. Never later, or a timeout would be missed.
         self._next_timer = _NEVER
@@ -176,6 +231,15 @@ class TftpServer:
     def address(self) -> Address:
         """Where the server listens, with the real port when it was created with port 0."""
         return self._sock.getsockname()
+
+    @property
+    def transfer_count(self) -> int:
+        """Transfers holding a slot right now (each holds two descriptors: its socket and its file)."""
+        return len(self._transfers)
+
+    def transfers_from(self, host: str) -> int:
+        """Transfers held by the source ``host`` belongs to (its IPv4 address, or its IPv6 /64)."""
+        return self._sources.get(source_key((host, 0)), 0)
 
     # -- the loop
 
@@ -381,27 +445,92 @@ class TftpServer:
             return
         if any(a.peer == addr and a.request_bytes == data for a in self._transfers.values()):
             return  # the client repeated its request before our answer reached it: that transfer answers it
-        if len(self._transfers) >= self.max_transfers:
+        now = time.monotonic()
+        source = source_key(addr)
+        if self._sources.get(source, 0) >= self.max_transfers_per_source and not self._make_room(now, source):
+            log.info("%s: %s %s refused: source at its limit", _peer_text(addr), _kind(request), request.filename)
+            self._answer_error(addr, ErrorCode.NOT_DEFINED, "too many transfers from your address, try again later")
+            return
+        if len(self._transfers) >= self.max_transfers and not self._make_room(now):
             self._answer_error(addr, ErrorCode.NOT_DEFINED, "server busy, try again later")
             return
-        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            active = self._open_transfer_making_room(request, addr, now)
+        except _OutOfDescriptors:
+            log.warning("%s: %s refused: out of file descriptors", _peer_text(addr), _kind(request))
+            self._answer_error(addr, ErrorCode.NOT_DEFINED, "server busy, try again later")
+            return
+        if active is None:
+            return  # refused, and told so
+        active.request_bytes = data
+        active.source = source
+        self._transfers[active.sock] = active
+        self._sources[source] = self._sources.get(source, 0) + 1
+        self._selector.register(active.sock, selectors.EVENT_READ, partial(self._on_transfer_socket, active))
+        self._step(active, active.machine.start(), active.started)
+
+    def _open_transfer_making_room(self, request: Request, addr: Address, now: float) -> _Active | None:
+        """``_open_transfer``, dropping idle transfers while the process is out of descriptors.
+
+        That happens when the ulimit is lower than ``max_transfers`` needs. Each transfer dropped frees two
+        descriptors, and starting one takes up to three for a moment (its socket, and the file opened through
+        ``O_PATH``): two drops always make enough room.
+        """
+        for _ in range(2):
+            try:
+                return self._open_transfer(request, addr, now)
+            except _OutOfDescriptors:
+                if not self._make_room(now):
+                    raise
+        return self._open_transfer(request, addr, now)
+
+    def _open_transfer(self, request: Request, addr: Address, now: float) -> _Active | None:
+        """A new socket and the transfer for ``request``; None if it was refused (the refusal has been sent
+        from that socket); raise ``_OutOfDescriptors`` if the process has no descriptor left."""
+        try:
+            sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            if exc.errno in _DESCRIPTOR_ERRNOS:
+                raise _OutOfDescriptors from None
+            raise
         try:
             sock.bind((self.address[0], 0))
             sock.setblocking(False)
-            active = self._start(sock, request, addr, time.monotonic())
+            return self._start(sock, request, addr, now)
         except Refused as exc:
             log.info("%s: %s %s refused: %s", _peer_text(addr), _kind(request), request.filename, exc)
             with contextlib.suppress(OSError):
                 sock.sendto(Error(exc.code, str(exc)).encode(), addr)
             sock.close()
-            return
+            return None
         except BaseException:
             sock.close()
             raise
-        active.request_bytes = data
-        self._transfers[sock] = active
-        self._selector.register(sock, selectors.EVENT_READ, partial(self._on_transfer_socket, active))
-        self._step(active, active.machine.start(), active.started)
+
+    def _make_room(self, now: float, source: str | None = None) -> bool:
+        """Drop the transfer (of ``source``, if given) that has waited longest without progress, if one may
+        give way; return whether one did.
+
+        Which transfers may: one that is complete and only lingers to repeat its final ACK; then one that has
+        never heard from its peer (its request may have come from a forged address, and a real client
+        answers within a round trip); then one whose peer is overdue (no progress for its own timeout). Within
+        each kind the one idle longest goes first. A transfer that is making progress never gives way: when
+        all are, the newcomer is refused instead.
+
+        The scan is linear, and runs only when the server or a source is full.
+        """
+        victim: _Active | None = None
+        victim_rank: tuple[int, float] | None = None
+        for active in self._transfers.values():
+            if source is not None and active.source != source:
+                continue
+            rank = _idleness(active, now)
+            if rank is not None and (victim_rank is None or rank < victim_rank):
+                victim, victim_rank = active, rank
+        if victim is None:
+            return False
+        self._drop(victim, "transfer dropped to make room: no progress", "dropped to make room")
+        return True
 
     def _start(self, sock: socket.socket, request: Request, peer: Address, now: float) -> _Active:
         """Check a request against the rules and open its file; return the transfer, or raise ``Refused``."""
@@ -420,6 +549,8 @@ class TftpServer:
         except OutsideRoot:
             raise Refused(ErrorCode.ACCESS_VIOLATION, "path leads outside the served directory") from None
         except OSError as exc:
+            if exc.errno in _DESCRIPTOR_ERRNOS:
+                raise _OutOfDescriptors from None
             raise Refused(*error_for_os_error(exc)) from None
         file = os.fdopen(fd, "rb", buffering=_FILE_BUFFER)  # closed by _close_transfer, however the transfer ends
         try:
@@ -448,6 +579,8 @@ class TftpServer:
         try:
             fd, temp = temporary_sibling(path)
         except OSError as exc:
+            if exc.errno in _DESCRIPTOR_ERRNOS:
+                raise _OutOfDescriptors from None
             raise Refused(*error_for_os_error(exc)) from None
         file = os.fdopen(fd, "wb", buffering=_FILE_BUFFER)
         writer = netascii.DecodingWriter(file.write) if request.mode == "netascii" else None
@@ -501,7 +634,12 @@ class TftpServer:
     # -- endings
 
     def _close_transfer(self, active: _Active) -> None:
-        self._transfers.pop(active.sock, None)
+        if self._transfers.pop(active.sock, None) is not None:
+            held = self._sources.get(active.source, 0) - 1
+            if held > 0:
+                self._sources[active.source] = held
+            else:
+                self._sources.pop(active.source, None)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(active.sock)
         active.sock.close()
@@ -518,11 +656,15 @@ class TftpServer:
 
     def _abort_all(self, reason: str) -> None:
         for active in list(self._transfers.values()):
-            self._release_file(active)
-            self._send(active, active.machine.abort(reason))
-            if active.linger_until is None:
-                self._log_end(active, f"aborted: {reason}")
-            self._close_transfer(active)
+            self._drop(active, reason, f"aborted: {reason}")
+
+    def _drop(self, active: _Active, reason: str, outcome: str) -> None:
+        """End a transfer from our side: its file released first, then the peer told why (ERROR 0)."""
+        self._release_file(active)
+        self._send(active, active.machine.abort(reason))
+        if active.linger_until is None:  # a lingering upload was logged when it completed
+            self._log_end(active, outcome)
+        self._close_transfer(active)
 
     def _close_sockets(self) -> None:
         if self._sock.fileno() == -1:
@@ -555,6 +697,19 @@ class TftpServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _idleness(active: _Active, now: float) -> tuple[int, float] | None:
+    """How readily a transfer gives way to a newcomer (lower first), or None if it must not (see _make_room)."""
+    if active.linger_until is not None:
+        return (0, active.started)  # complete: only waiting in case its final ACK was lost
+    machine = active.machine
+    progressed_at = machine.progressed_at
+    if progressed_at is None:
+        return (1, machine.started_at)  # never heard from its peer
+    if now - progressed_at >= machine.settings.timeout:
+        return (2, progressed_at)  # its peer is overdue
+    return None
 
 
 def _kind(request: Request) -> str:
