@@ -4,7 +4,9 @@ Every option can also come from the environment as ``SERVER_<NAME>`` (``SERVER_W
 ``SERVER_BIND=0.0.0.0:8080``; repeatable options take a comma-separated list); a flag on the command line wins.
 Whatever is wrong with an invocation (an app that cannot be imported, a port in use, a malformed option) ends
 with one line on stderr and exit status 2, before anything is served. Under ``--reload`` (``server.reload``), an
-app that cannot be imported is reported and loaded again after the next change to a file instead.
+app that cannot be imported is reported and loaded again after the next change to a file instead. Started by
+systemd with sockets (socket activation), it serves on those instead of ``--bind``
+(``server.listeners.systemd_listeners``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from contextlib import contextmanager
 
 from server import SERVER_SOFTWARE
 from server.config import Config
-from server.listeners import BindError, Listener, open_listeners, parse_bind
+from server.listeners import BindError, Listener, open_listeners, parse_bind, systemd_listeners
 from server.loader import LoadError, load_app
 from server.loop import loop_name
 from server.proxy import HEADER_FAMILIES, TrustedProxies
@@ -175,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     # fmt: off
     add("--bind", "-b", action="append", metavar="ADDR",
-        help="HOST:PORT, [IPV6]:PORT or unix:PATH to listen on; repeatable (default: 127.0.0.1:8000)")
+        help="HOST:PORT, [IPV6]:PORT or unix:PATH to listen on; repeatable; not used when systemd passes the "
+             "sockets (socket activation) (default: 127.0.0.1:8000)")
     add("--workers", "-w", type=_count_up_to(MAX_WORKERS), default=defaults.workers,
         help="processes sharing the listening sockets (use one per core)")
     add("--threads", "-t", type=_count_up_to(MAX_THREADS), default=defaults.threads,
@@ -398,6 +401,9 @@ def prepare(config: Config, inherited: ChildSettings | None = None) -> tuple[Con
 
     ``inherited``: this is a ``--reload`` child, serving on the sockets its parent opened."""
     check_settings(config)
+    # systemd's sockets are taken (and LISTEN_* cleared) before the app is imported, so that no process the app
+    # starts, even at import, sees variables meant for this one.
+    activated = systemd_listeners() if inherited is None else None
     if config.app:
         app = load_app(config.app)
     elif config.static:
@@ -412,8 +418,9 @@ def prepare(config: Config, inherited: ChildSettings | None = None) -> tuple[Con
         enable_app_debug(app)
     if inherited is not None:
         return config, app, inherit_reload_listeners(inherited)
-    listeners = open_listeners([parse_bind(b) for b in config.binds])
-    return config, app, listeners
+    if activated is not None:
+        return config, app, activated
+    return config, app, open_listeners([parse_bind(b) for b in config.binds])
 
 
 def serve(config: Config, app: Callable, listeners: list[Listener], name: str) -> int:
@@ -471,7 +478,9 @@ def reload_parent(args: Sequence[str], config: Config) -> int:
     try:
         configure_logging(config)
         check_settings(config)
-        listeners = open_listeners([parse_bind(b) for b in config.binds])
+        # The parent holds the sockets, systemd's too: it takes them (and clears LISTEN_*), its children inherit
+        # them from it as they do bound ones.
+        listeners = systemd_listeners() or open_listeners([parse_bind(b) for b in config.binds])
     except (BindError, ValueError, OSError) as error:
         return _fail(str(error))
     return Reloader(args, listeners, config.graceful_timeout).run()

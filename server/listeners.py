@@ -10,17 +10,30 @@ before anything else starts. Three forms are accepted:
 
 ``open_listeners`` opens all of them or none, and tells an address given twice (or two that overlap, such as
 ``0.0.0.0:8000`` and ``127.0.0.1:8000``) apart from a port some other program holds.
+
+Or the sockets are already open: under systemd socket activation (``systemd_listeners``), systemd binds the
+addresses of a ``.socket`` unit itself (so port 80 needs no root in the server, and the socket exists, queuing
+connections, before the server does and across its restarts) and starts the server with them as descriptors 3,
+4, ... described by ``LISTEN_PID``, ``LISTEN_FDS`` and ``LISTEN_FDNAMES`` (see sd_listen_fds(3)). They are used
+exactly like bound listeners, so pre-forked workers inherit them the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import stat
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from server.oserrors import describe
+
+log = logging.getLogger("server")
+
+SD_LISTEN_FDS_START = 3  # systemd passes its sockets from this descriptor on (sd-daemon.h)
+_ACTIVATION_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
 class BindError(Exception):
@@ -206,3 +219,74 @@ def _remove_stale_unix_socket(path: str) -> None:
         raise BindError(f"cannot listen on unix:{path}: address already in use (another server answers there)")
     finally:
         probe.close()
+
+
+# -- systemd socket activation -----------------------------------------------------------------------------------------
+
+
+def systemd_listeners(
+    environ: MutableMapping[str, str] | None = None, start: int = SD_LISTEN_FDS_START
+) -> list[Listener] | None:
+    """The listening sockets systemd passed to this process, or None when it passed none (then bind ``--bind``).
+
+    As sd_listen_fds(3) with ``unset_environment``: the variables are for this process only when ``LISTEN_PID``
+    is its pid (a parent that did not clear them leaves them to its children, whose pid differs); and they are
+    removed in every case, so that no process we start (a --reload child, a program the app runs) takes the
+    descriptors again. Each descriptor must be a listening stream socket (TCP or unix); anything else raises
+    BindError, since serving on something other than what the unit file says would be worse than not starting.
+    The descriptors are made close-on-exec, as sd_listen_fds does. ``start`` is for tests only.
+    """
+    env = os.environ if environ is None else environ
+    pid, count, names = (env.pop(name, None) for name in _ACTIVATION_VARIABLES)
+    if pid is None or count is None:
+        return None
+    if pid.strip() != str(os.getpid()):
+        log.info(
+            "LISTEN_PID=%s is not this process (%d): the LISTEN_FDS sockets are not ours; binding --bind",
+            pid,
+            os.getpid(),
+        )
+        return None
+    if not count.strip().isdigit():
+        raise BindError(f"LISTEN_FDS={count!r}: expected the number of sockets systemd passed")
+    # LISTEN_FDNAMES: FileDescriptorName= of the socket units (default: the unit's name), colon-separated.
+    labels = names.split(":") if names else []
+    listeners = []
+    for index, fd in enumerate(range(start, start + int(count))):
+        what = f"descriptor {fd}" + (f" ({labels[index]})" if index < len(labels) and labels[index] else "")
+        listeners.append(_activated_listener(fd, f"LISTEN_FDS={count}: {what}"))
+        log.info("socket activation: %s is %s", what, listeners[-1].url)
+    if listeners:
+        log.info("socket activation: listening on the %d socket(s) systemd passed, not on --bind", len(listeners))
+    return listeners or None
+
+
+def _activated_listener(fd: int, what: str) -> Listener:
+    """The inherited descriptor ``fd`` as a Listener, once it is known to be a listening stream socket."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        raise BindError(f"{what} is not open (did systemd start this process, with a .socket unit?)") from None
+    try:
+        sock = socket.socket(fileno=fd)  # family and type are read from the descriptor
+    except OSError:
+        raise BindError(f"{what} is not a socket") from None
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM:
+            raise BindError(f"{what} is not a stream socket (HTTP needs ListenStream=, not ListenDatagram=)")
+        if sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+            raise BindError(f"{what} is not a TCP or unix socket")
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            # With Accept=yes systemd passes one accepted connection per process, not a socket to accept on.
+            raise BindError(f"{what} is not listening (the .socket unit needs Accept=no, its default)")
+        local = sock.getsockname()
+    except BindError:
+        sock.detach()  # not ours to close: the caller reports the error and exits
+        raise
+    sock.setblocking(False)
+    sock.set_inheritable(False)
+    if sock.family == socket.AF_UNIX:
+        if isinstance(local, bytes):  # the abstract namespace: a leading NUL, shown as @ as systemd does
+            local = "@" + local[1:].decode("utf-8", "backslashreplace")
+        return Listener(sock, BindAddress(socket.AF_UNIX, local or "(unnamed)", 0))
+    return Listener(sock, BindAddress(sock.family, local[0], local[1]))
