@@ -97,6 +97,21 @@ def _in_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` above zero."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+        return value
+
+    return parse
+
+
 def _message(text: str) -> bytes:
     return os.fsencode(text)  # command-line text back to the exact bytes that were typed
 
@@ -110,8 +125,15 @@ def _bound(bind: tuple[str, int]) -> socket.socket:
 
 
 def cmd_udp_echo(args: argparse.Namespace) -> int:
+    limits = udp.EchoLimits(
+        rate=args.rate,
+        byte_rate=args.byte_rate,
+        max_peers=args.max_peers,
+        allow_well_known_ports=args.allow_well_known_ports,
+        log_interval=args.log_interval,
+    )
     with _bound(args.bind) as sock:
-        return _until_interrupted(lambda: udp.echo(sock, sys.stdout, args.count))
+        return _until_interrupted(lambda: udp.echo(sock, sys.stdout, args.count, limits=limits))
 
 
 def cmd_udp_send(args: argparse.Namespace) -> int:
@@ -287,6 +309,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = tools.add_parser("echo", help="echo server: send each datagram back, log it with a count")
     p.add_argument("--bind", type=_address, default=("127.0.0.1", 9999), help="HOST:PORT (127.0.0.1:9999)")
     p.add_argument("--count", type=int, help="stop after this many datagrams (default: run until Ctrl-C)")
+    echo_defaults = udp.EchoLimits()
+    p.add_argument(
+        "--rate",
+        type=_positive(float),
+        default=echo_defaults.rate,
+        help="datagrams per second answered to one peer address, also the burst (%(default)g)",
+    )
+    p.add_argument(
+        "--byte-rate",
+        type=_positive(float),
+        default=echo_defaults.byte_rate,
+        help="bytes per second answered to one peer address (%(default)g)",
+    )
+    p.add_argument(
+        "--max-peers",
+        type=_positive(int),
+        default=echo_defaults.max_peers,
+        help="peer addresses remembered at once; new ones wait while all are active (%(default)s)",
+    )
+    p.add_argument(
+        "--allow-well-known-ports",
+        action="store_true",
+        help="answer datagrams from source ports below 1024 (other services: an echo or chargen loop)",
+    )
+    p.add_argument(
+        "--log-interval",
+        type=_positive(float),
+        default=echo_defaults.log_interval,
+        help="seconds between two reports of the same kind of dropped datagram (%(default)g)",
+    )
     p.set_defaults(run=cmd_udp_echo)
     p = tools.add_parser("send", help="send one datagram, optionally print the replies")
     p.add_argument("target", type=_address, help="HOST:PORT to send to")

@@ -112,3 +112,14 @@ def test_help_documents_the_exit_statuses():
     for args in (["--help"], ["tftp", "get", "--help"], ["msg", "send", "--help"]):
         text = " ".join(cli(*args, timeout=10).stdout.split())
         assert "1 the other side failed" in text and "2 bad invocation" in text, args
+
+
+def test_udp_echo_flags_reach_the_echo_limits():
+    from server.net.__main__ import build_parser
+
+    args = build_parser().parse_args(
+        ["udp", "echo", "--rate", "5", "--byte-rate", "1000", "--max-peers", "3", "--allow-well-known-ports"]
+    )
+    assert (args.rate, args.byte_rate, args.max_peers, args.allow_well_known_ports) == (5.0, 1000.0, 3, True)
+    result = cli("udp", "echo", "--rate", "0", timeout=10)
+    assert result.returncode == 2 and "expected a number above 0" in one_line(result)
