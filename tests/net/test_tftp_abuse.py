@@ -39,7 +39,7 @@ from server.net.tftp.packets import (
     decode,
     encode_ack,
 )
-from server.net.tftp.server import TftpServer
+from server.net.tftp.server import TftpServer, source_key
 from server.net.tftp.transfer import Receiver, Sender, State
 
 from .conftest import ROOT
@@ -177,6 +177,7 @@ _VALUES = st.one_of(
 _OPTIONS = st.dictionaries(_NAMES, _VALUES, max_size=5)
 
 
+@settings(deadline=None)  # a loaded machine must not turn a slow example into a failure
 @given(requested=_OPTIONS, is_read=st.booleans(), file_size=st.one_of(st.none(), st.integers(0, 2**40)))
 @example(requested={"blksize": HUGE}, is_read=True, file_size=1)
 def test_negotiation_of_arbitrary_options_accepts_only_sane_values(requested, is_read, file_size):
@@ -477,7 +478,7 @@ def test_when_full_the_longest_idle_transfer_gives_way_and_a_progressing_one_nev
 # A server whose descriptor limit is far below what max_transfers needs, as with a low ulimit.
 _LOW_ULIMIT_SERVER = """
 import logging, os, resource, sys
-from server.net.tftp.server import TftpServer
+from server.net.tftp.server import TftpServer, source_key
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 server = TftpServer(sys.argv[1], "127.0.0.1", 0, max_transfers=100, timeout=5.0)
 in_use = len(os.listdir("/proc/self/fd"))
@@ -513,3 +514,17 @@ def test_out_of_descriptors_idle_transfers_give_way_and_nothing_crashes(tftp_roo
         proc.terminate()
         _, stderr = proc.communicate(timeout=10)
     assert b"Traceback" not in stderr and b"internal server error" not in stderr, stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("host", "source"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),  # an IPv4 client of a dual-stack socket is its IPv4 address
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),  # an IPv6 host usually owns a whole /64
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+        ("fe80::1%lo", "fe80::/64"),
+    ],
+)
+def test_what_counts_as_one_source(host, source):
+    assert source_key((host, 69)) == source
