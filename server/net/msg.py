@@ -278,7 +278,7 @@ class MessageServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._end(conn, f"handshake broken: {exc}" if handshake is not None else str(exc))
+            self._end(conn, _broken(conn, exc))
             return
         if handshake is not None:
             self._continue_handshake(conn, handshake, data)
@@ -329,7 +329,7 @@ class MessageServer:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self._end(conn, f"handshake broken: {exc}" if conn.handshake is not None else str(exc))
+            self._end(conn, _broken(conn, exc))
             return False
         del conn.outgoing[:sent]
         # Rarely any left (36 bytes seldom fill a send buffer); while there is, writability wakes us too.
@@ -388,6 +388,12 @@ class MessageServer:
     def _print(self, line: str) -> None:
         self.out.write(line + "\n")
         self.out.flush()
+
+
+def _broken(conn: _Connection, exc: OSError) -> str:
+    """An OSError as the end of a line about a connection: "connection reset by peer", no errno in brackets."""
+    what = (exc.strerror or str(exc)).lower()
+    return f"handshake broken: {what}" if conn.handshake is not None else what
 
 
 def _descriptor_limit() -> int:

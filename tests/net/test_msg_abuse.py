@@ -446,6 +446,11 @@ def test_each_connection_event_is_said_once(start_server, caplog):
     with connect(server.address) as sock:
         ports["silent"] = sock.getsockname()[1]
         assert closed_by_server(sock, 5)
+    with connect(server.address) as sock:
+        ports["reset"] = sock.getsockname()[1]
+        read_challenge(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends a reset
+    out.wait_for(f":{ports['reset']} refused")
     out.wait_for(f":{ports['silent']} refused")
     said = {name: out.lines_with(f":{port} ") for name, port in ports.items()}
     assert [line.split(" ", 2)[2] for line in said["wrong key"]] == ["refused: wrong key"]
@@ -458,6 +463,7 @@ def test_each_connection_event_is_said_once(start_server, caplog):
         "dropped after 0 message(s): the connection closed in the middle of a message"
     ]
     assert [line.split(" ", 2)[2] for line in said["silent"]] == ["refused: handshake timed out"]
+    assert [line.split(" ", 2)[2] for line in said["reset"]] == ["refused: handshake broken: connection reset by peer"]
     for port in ports.values():
         assert f":{port}" not in caplog.text
 
