@@ -95,10 +95,12 @@ class MessageServer:
         max_connections: int = MAX_CONNECTIONS,
         max_handshakes: int = MAX_HANDSHAKES,
     ) -> None:
-        if handshake_timeout <= 0 or idle_timeout <= 0:
-            raise ValueError("timeouts must be positive")
-        if max_connections < 1 or max_handshakes < 1:
-            raise ValueError("max_connections and max_handshakes must be at least 1")
+        for name, seconds in (("handshake timeout", handshake_timeout), ("idle timeout", idle_timeout)):
+            if not seconds > 0:  # NaN too
+                raise ValueError(f"the {name} must be more than 0 s (got {seconds:g})")
+        for name, count in (("max_connections", max_connections), ("max_handshakes", max_handshakes)):
+            if count < 1:
+                raise ValueError(f"{name} must be at least 1 (got {count})")
         self.key = key
         self.out = out
         self.handshake_timeout = handshake_timeout
@@ -163,18 +165,23 @@ class MessageServer:
                         self._on_acceptable()
                 self._expire(time.monotonic())
         finally:
-            for conn in list(self._connections.values()):
-                self._close(conn)
-            self._selector.close()
-            self._listener.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            self.close()
 
     def shutdown(self) -> None:
         """Stop ``serve_forever`` soon; callable from any thread. Open connections are closed."""
         self._stopping.set()
         with contextlib.suppress(OSError):  # a full pair already holds a wakeup; a closed one has stopped
             self._wake_w.send(b"\0")
+
+    def close(self) -> None:
+        """Close every socket: what ``serve_forever`` does on its way out, for a server that never ran."""
+        self._stopping.set()
+        for conn in list(self._connections.values()):
+            self._close(conn)
+        self._selector.close()
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     # -- accepting
 

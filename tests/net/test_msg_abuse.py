@@ -337,6 +337,16 @@ def start_server():
         assert not thread.is_alive(), "the message server did not stop"
 
 
+def test_settings_are_checked_and_kept_within_the_descriptor_limit():
+    for bad in ({"handshake_timeout": 0}, {"idle_timeout": float("nan")}, {"max_handshakes": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad)).replace("_", ".")):
+            MessageServer(("127.0.0.1", 0), KEY, Lines(), **bad)
+    server = MessageServer(("127.0.0.1", 0), KEY, Lines(), max_connections=10**9, max_handshakes=10**9)
+    server.close()
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert server.max_connections == min(10**9, soft - 32) and server.max_handshakes == server.max_connections
+
+
 def test_the_server_closes_a_dripping_connection_when_its_handshake_is_due(start_server):
     """Finding 2, live: the handshake deadline is fixed at accept time; bytes arriving do not extend it."""
     server, out = start_server(handshake_timeout=0.5)
@@ -621,7 +631,6 @@ def test_accept_survives_running_out_of_descriptors(run):
     assert server.proc.poll() is None
     assert server.count("not accepting") == 1
     assert "Traceback" not in server.text("stderr")
-    assert server.stop() == 0 or server.proc.returncode == -signal.SIGINT
 
 
 # The flood: ``count`` connections held open, each dripping a well-formed answer's length and then its bytes,
@@ -691,9 +700,11 @@ FLOOD_SECONDS = 4.0
 def test_an_honest_client_gets_in_during_a_drip_flood_and_after_it(run, tmp_path, descriptors, flood):
     """The issue's scenario: ``msg serve`` with its descriptors limited, flooded with slow strangers.
 
-    Before, the strangers' descriptors ran out and the server died (the second case; the first one only
-    slowed it down, a thread each); now strangers replace each other, an honest client authenticates within
-    2 s while the flood goes on, and the server is still there when it is over.
+    Before, the strangers' descriptors ran out and the server died: the second case is the regression test.
+    The first is the issue's numbers; on this machine the old server survived them (its thread a connection
+    accepted too slowly for the flood to reach its limit) and fails only for taking 1.5 s over a first client.
+    Now strangers replace each other, an honest client authenticates within 2 s while the flood goes on, and
+    the server is still there when it is over.
     """
 
     def limit_descriptors() -> None:
