@@ -528,3 +528,14 @@ def test_out_of_descriptors_idle_transfers_give_way_and_nothing_crashes(tftp_roo
 )
 def test_what_counts_as_one_source(host, source):
     assert source_key((host, 69)) == source
+
+
+def test_no_timeout_is_granted_beyond_the_stall_limit(tftp_root):
+    for stall_limit, granted in ((30.0, 10), (4.5, 4), (0.5, 0)):
+        server = TftpServer(tftp_root, "127.0.0.1", 0, timeout=0.5, stall_limit=stall_limit)
+        try:
+            assert server.limits.max_timeout == granted
+        finally:
+            server.close()
+    with pytest.raises(ValueError, match="stall_limit"):
+        TftpServer(tftp_root, "127.0.0.1", 0, timeout=5.0, stall_limit=2.0)

@@ -197,8 +197,9 @@ class TftpServer:
         self.allow_upload = allow_upload
         self.overwrite = overwrite
         limits = limits or opts.ServerLimits()
-        # A timeout longer than the stall limit would be cut short before its first retransmission.
-        self.limits = replace(limits, max_timeout=min(limits.max_timeout, max(1, int(stall_limit))))
+        # A timeout longer than the stall limit would be cut short before its first retransmission (below 1 s,
+        # the smallest timeout a client can ask for, none is granted).
+        self.limits = replace(limits, max_timeout=min(limits.max_timeout, int(stall_limit)))
         self.settings = opts.Settings(timeout=timeout, retries=retries, stall_limit=stall_limit)
         self.max_transfers = max_transfers
         self.max_transfers_per_source = max_transfers_per_source
