@@ -29,7 +29,7 @@ from . import udp
 from .addr import parse_address
 from .auth import AuthenticationFailed, load_key
 from .display import peer_text
-from .msg import MessageServer, send_messages
+from .msg import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HANDSHAKES, MessageServer, send_messages
 from .tftp import options as opts
 from .tftp.client import TftpClient, TransferFailed, TransferResult
 from .tftp.progress import ProgressBar, format_size
@@ -270,7 +270,20 @@ def _report(verb: str, source: str, dest: str, result: TransferResult) -> None:
 def cmd_msg_serve(args: argparse.Namespace) -> int:
     key = _key(args.secret_file)
     with _network("listen on", args.bind):
-        server = MessageServer(args.bind, key, sys.stdout, handshake_timeout=args.timeout)
+        server = MessageServer(
+            args.bind,
+            key,
+            sys.stdout,
+            handshake_timeout=args.timeout,
+            idle_timeout=args.idle_timeout,
+            max_connections=args.max_connections,
+            max_handshakes=args.max_handshakes,
+        )
+    if server.max_connections < args.max_connections:
+        print(
+            f"note: at most {server.max_connections} connections, what the descriptor limit leaves (ulimit -n)",
+            file=sys.stderr,
+        )
     return _until_interrupted(server.serve_forever)
 
 
@@ -280,9 +293,7 @@ def cmd_msg_send(args: argparse.Namespace) -> int:
         with _network("reach", args.target):
             send_messages(args.target, key, args.messages, timeout=args.timeout)
     except AuthenticationFailed as exc:
-        raise OperationFailed(
-            f"{peer_text(args.target)} refused the handshake: {exc} (do both use the same key?)"
-        ) from None
+        raise OperationFailed(f"{peer_text(args.target)} refused the handshake: {exc}; do both use the same key?") from None
     print(f"sent {len(args.messages)} message(s) to {args.target[0]}:{args.target[1]}")
     return 0
 
@@ -408,7 +419,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = tools.add_parser("serve", help="print each message of authenticated clients")
     p.add_argument("--bind", type=_address, default=("127.0.0.1", 9000), help="HOST:PORT (127.0.0.1:9000)")
     p.add_argument("--secret-file", required=True, help="file holding the shared key")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds allowed for the handshake (5)")
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds for the whole handshake, however the bytes arrive (5)"
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=_positive(float),
+        default=IDLE_TIMEOUT,
+        help="seconds an authenticated connection may stay silent (%(default)g)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=MAX_CONNECTIONS,
+        help="connections at once, authenticated or not; lowered to what ulimit -n leaves (%(default)s)",
+    )
+    p.add_argument(
+        "--max-handshakes",
+        type=_positive(int),
+        default=MAX_HANDSHAKES,
+        help="connections still in their handshake; a newcomer replaces the oldest (%(default)s)",
+    )
     p.set_defaults(run=cmd_msg_serve)
     p = tools.add_parser("send", help="authenticate, then send messages; exit status 1 if refused")
     p.add_argument("target", type=_address, help="HOST:PORT of the server")

@@ -123,3 +123,16 @@ def test_udp_echo_flags_reach_the_echo_limits():
     assert (args.rate, args.byte_rate, args.max_peers, args.allow_well_known_ports) == (5.0, 1000.0, 3, True)
     result = cli("udp", "echo", "--rate", "0", timeout=10)
     assert result.returncode == 2 and "expected a number above 0" in one_line(result)
+
+
+def test_msg_serve_flags_reach_the_server(tmp_path):
+    from server.net.__main__ import build_parser
+
+    key = tmp_path / "key"
+    args = build_parser().parse_args(
+        ["msg", "serve", "--secret-file", str(key), "--max-connections", "10", "--max-handshakes", "4"]
+    )
+    assert (args.max_connections, args.max_handshakes, args.idle_timeout) == (10, 4, 300.0)
+    key.write_text("k")
+    result = cli("msg", "serve", "--secret-file", key, "--bind", "127.0.0.1:0", "--max-handshakes", "0", timeout=10)
+    assert result.returncode == 2 and "expected a number above 0" in one_line(result)
