@@ -293,7 +293,8 @@ def cmd_msg_send(args: argparse.Namespace) -> int:
         with _network("reach", args.target):
             send_messages(args.target, key, args.messages, timeout=args.timeout)
     except AuthenticationFailed as exc:
-        raise OperationFailed(f"{peer_text(args.target)} refused the handshake: {exc}; do both use the same key?") from None
+        message = f"{peer_text(args.target)} refused the handshake: {exc}; do both use the same key?"
+        raise OperationFailed(message) from None
     print(f"sent {len(args.messages)} message(s) to {args.target[0]}:{args.target[1]}")
     return 0
 
