@@ -12,19 +12,24 @@ systemd with sockets (socket activation), it serves on those instead of ``--bind
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import logging
 import math
 import os
 import signal
 import sys
+import tomllib
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from server import SERVER_SOFTWARE
 from server.config import Config
 from server.listeners import BindError, Listener, open_listeners, parse_bind, systemd_listeners
 from server.loader import LoadError, load_app
 from server.loop import loop_name
+from server.oserrors import describe
 from server.proxy import HEADER_FAMILIES, TrustedProxies
 from server.reload import ChildSettings, Reloader, Reporter, child_settings, describe_load_error, failure_app
 from server.reload import inherit_listeners as inherit_reload_listeners
@@ -89,6 +94,14 @@ def _positive_int(text: str) -> int:
     return _whole_number(text, 1)
 
 
+# What a --config file may write for an option, by the option's converter: (TOML types accepted, what to say is
+# expected). TOML has types where the command line and the environment have only text, so they are held to them:
+# workers = "4" is a mistake to point out, not a number to guess. An option with a converter not listed here (a
+# future one) takes a string or a number and leaves the checking to its converter.
+_TOML_WHOLE = ((int,), "a whole number, as in {key} = 4")
+_FILE_TYPES: dict[object, tuple[tuple[type, ...], str]] = {}
+
+
 # Processes and threads are created up front, all of them: a number past these is a typo (an extra digit or
 # three), and taken literally it would fork or spawn until the machine gave out, long after "serving" was said.
 MAX_WORKERS = 1024
@@ -102,6 +115,7 @@ def _count_up_to(maximum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is more than {maximum}")
         return value
 
+    _FILE_TYPES[count] = _TOML_WHOLE
     return count
 
 
@@ -161,12 +175,27 @@ def _rate(text: str) -> int:
     return _parse_size(text, minimum=0)
 
 
+_FILE_TYPES.update(
+    {
+        _positive_int: _TOML_WHOLE,
+        _non_negative_int: _TOML_WHOLE,
+        _seconds: ((int, float), "a number of seconds, as in {key} = 5 or {key} = 2.5"),
+        _seconds_or_never: ((int, float), "a number of seconds (0: never), as in {key} = 30"),
+        _size: ((int, str), 'a size: a number of bytes, or a string such as "16M"'),
+        _rate: ((int, str), 'a number of bytes per second, or a string such as "1K"'),
+        None: ((str,), "a string"),
+    }
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = _Parser(
         prog="python -m server",
         description="Serve a WSGI application over HTTP/1.1 (with no app: the demo site).",
-        epilog="Every option can also be set as an environment variable SERVER_<NAME>, e.g. SERVER_WORKERS=4.",
+        epilog="Every option can also be set as an environment variable SERVER_<NAME>, e.g. SERVER_WORKERS=4, or "
+        "in a TOML file given to --config, e.g. workers = 4. A flag wins over the environment, which wins over "
+        "the file.",
         formatter_class=_HelpFormatter,
     )
     parser.add_argument(
@@ -176,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     # fmt: off
+    add("--config", "-c", metavar="FILE",
+        help="read settings from this TOML file: the options' names without the dashes in front (workers = 4, "
+             'bind = ["0.0.0.0:80"], app = "module:app"); flags and SERVER_* variables win over it')
     add("--bind", "-b", action="append", metavar="ADDR",
         help="HOST:PORT, [IPV6]:PORT or unix:PATH to listen on; repeatable; not used when systemd passes the "
              "sockets (socket activation) (default: 127.0.0.1:8000)")
@@ -245,29 +277,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_REPEATABLE = {"bind", "static"}
-_FLAGS = {"debug", "reload", "static_listing", "static_dotfiles", "follow_symlinks"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+_COMMA_LISTS = {"forwarded_allow_ips"}  # one flag with a comma-separated list; a list in a config file
 
 
-def _environment_defaults(parser: argparse.ArgumentParser, environ: dict[str, str]) -> None:
-    """Let SERVER_<NAME> variables stand in for flags that were not given."""
-    for action in parser._actions:
-        if not action.option_strings or action.dest in ("help", "version"):
-            continue
-        value = environ.get(f"SERVER_{action.dest.upper()}")
+def _settings(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The actions that are settings (not --help or --version): what SERVER_* and a config file can set."""
+    return [action for action in parser._actions if action.dest not in ("help", "version")]
+
+
+def _is_flag(action: argparse.Action) -> bool:
+    return action.option_strings != [] and action.nargs == 0  # store_true: --debug, --reload, ...
+
+
+def _is_repeatable(action: argparse.Action) -> bool:
+    return isinstance(action, argparse._AppendAction)  # --bind, --static
+
+
+def _environment_values(parser: argparse.ArgumentParser, environ: dict[str, str]) -> dict[str, object]:
+    """The settings SERVER_<NAME> variables give, checked and converted, by destination."""
+    values: dict[str, object] = {}
+    for action in _settings(parser):
+        name = f"SERVER_{action.dest.upper()}"
+        value = environ.get(name)
         if value is None:
             continue
-        name = f"SERVER_{action.dest.upper()}"
-        if action.dest in _FLAGS:
+        if not action.option_strings:  # SERVER_APP, for the positional app
+            values[action.dest] = value
+        elif _is_flag(action):
             # A typo such as SERVER_DEBUG=ture must not quietly mean "off".
             word = value.strip().lower()
             if word not in _TRUE + _FALSE:
                 parser.error(f"{name}: {value!r} is not one of {', '.join(_TRUE)} or {', '.join(_FALSE[:-1])}")
-            parser.set_defaults(**{action.dest: word in _TRUE})
-        elif action.dest in _REPEATABLE:
-            parser.set_defaults(**{action.dest: [v.strip() for v in value.split(",") if v.strip()]})
+            values[action.dest] = word in _TRUE
+        elif _is_repeatable(action):
+            values[action.dest] = [v.strip() for v in value.split(",") if v.strip()]
         else:
             try:
                 converted = action.type(value) if callable(action.type) else value
@@ -275,16 +320,139 @@ def _environment_defaults(parser: argparse.ArgumentParser, environ: dict[str, st
                 parser.error(f"{name}: {error}")
             if action.choices and converted not in action.choices:
                 parser.error(f"{name}: {value!r} is not one of {', '.join(action.choices)}")
-            parser.set_defaults(**{action.dest: converted})
-    if "SERVER_APP" in environ:
-        parser.set_defaults(app=environ["SERVER_APP"])
+            values[action.dest] = converted
+    return values
+
+
+def read_config_file(parser: argparse.ArgumentParser, path: str) -> dict[str, object]:
+    """The settings a ``--config`` TOML file gives, checked and converted, by destination; ValueError if wrong.
+
+    A key is an option's long name without its dashes (``max-body-bytes``; ``max_body_bytes`` too, since TOML
+    users expect underscores as often as dashes), or ``app``. The keys come from the parser itself, so an option
+    added later (TLS certificates, say) is a key of the file with no change here. Relative paths in values mean
+    what they mean on the command line: relative to the directory the server starts in, not to the file."""
+    where = f"--config {path}"
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as error:
+        raise ValueError(f"{where}: cannot read it: {describe(error)}") from None
+    except ValueError as error:  # TOMLDecodeError, or bytes that are not UTF-8
+        raise ValueError(f"{where}: not valid TOML: {error}") from None
+    keys: dict[str, argparse.Action] = {}
+    for setting in _settings(parser):
+        long = next((option[2:] for option in setting.option_strings if option.startswith("--")), setting.dest)
+        keys[long] = setting
+    values: dict[str, object] = {}
+    spelled: dict[str, str] = {}
+    for key, value in data.items():
+        name = key.replace("_", "-")
+        if name == "config":
+            raise ValueError(f"{where}: {key}: a config file cannot name another one")
+        action = keys.get(name)
+        if action is None:
+            near = difflib.get_close_matches(name, list(keys), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else " (the settings are the options of --help, no dashes)"
+            raise ValueError(f"{where}: unknown setting {key!r}{hint}")
+        if action.dest in spelled:
+            raise ValueError(f"{where}: {spelled[action.dest]} and {key} are the same setting; give it once")
+        spelled[action.dest] = key
+        values[action.dest] = _file_value(action, f"{where}: {key}", key, value)
+        check = _VALUE_CHECKS.get(action.dest)
+        if check is not None:
+            # Checked now, not when the server opens its sockets: then the error could not name the file.
+            try:
+                check(values[action.dest])
+            except (BindError, ValueError) as error:
+                # "--bind 'x': expected HOST:PORT": the flag's name would only confuse in a file's key.
+                reason = str(error).removeprefix(f"--{name}").lstrip(": ")
+                raise ValueError(f"{where}: {key}: {reason}") from None
+    return values
+
+
+def _file_value(action: argparse.Action, where: str, key: str, value: object) -> object:
+    """One value of a config file, held to its option's type and checked by the option's own converter."""
+
+    def expected(what: str) -> ValueError:
+        return ValueError(f"{where}: expected {what}, not {_describe_toml(value)}")
+
+    if _is_flag(action):
+        if not isinstance(value, bool):
+            raise expected("true or false")
+        return value
+    if _is_repeatable(action) or action.dest in _COMMA_LISTS:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise expected(f'a list of strings, as in {key} = ["..."]')
+        return items if _is_repeatable(action) else ",".join(items)
+    accepted, what = _FILE_TYPES.get(action.type, ((str, int, float), "a string or a number"))
+    what = what.format(key=key)
+    if action.choices:
+        what = "one of " + ", ".join(json.dumps(choice) for choice in action.choices)
+    if isinstance(value, bool) or not isinstance(value, accepted):  # bool is an int to Python, never to TOML
+        raise expected(what)
+    text = value if isinstance(value, str) else str(value)
+    try:
+        converted = action.type(text) if callable(action.type) else text
+    except (argparse.ArgumentTypeError, ValueError) as error:
+        raise ValueError(f"{where}: {error}") from None
+    if action.choices and converted not in action.choices:
+        raise expected(what)
+    return converted
+
+
+# Values that are checked after parsing when they come from flags (as the sockets are opened, or by
+# check_settings), checked in the file itself when they come from one; each check raises BindError or ValueError.
+_VALUE_CHECKS: dict[str, Callable[[Any], object]] = {
+    "bind": lambda binds: [parse_bind(bind) for bind in binds],
+    "static": lambda specs: _check_static(specs),
+    "forwarded_allow_ips": lambda text: TrustedProxies(a.strip() for a in text.split(",") if a.strip()),
+}
+
+
+def _describe_toml(value: object) -> str:
+    """``a string ("4")``: a value as TOML would call it and write it."""
+    kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"), (list, "an array"))
+    kind = next((name for cls, name in kinds if isinstance(value, cls)), "a table" if isinstance(value, dict) else "")
+    try:
+        shown = json.dumps(value)
+    except TypeError:  # dates and times
+        shown = str(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return f"{kind} ({shown})" if kind else shown
 
 
 def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Config:
-    """Turn the command line (and SERVER_* variables) into a Config."""
+    """Turn the command line, SERVER_* variables and a ``--config`` file into a Config.
+
+    Precedence, as most servers and twelve-factor deployments have it: a flag wins over the environment, which
+    wins over the file, which wins over the defaults. So a file holds a site's settings, a unit file or a
+    container may override some with variables, and a person at a terminal overrides anything for one run.
+    The command line is parsed first without the file (to find ``--config``, which can also be SERVER_CONFIG),
+    then again with the file's and the environment's values as defaults, so that flags win over both.
+    """
     parser = build_parser()
-    _environment_defaults(parser, dict(os.environ if environ is None else environ))
+    from_env = _environment_values(parser, dict(os.environ if environ is None else environ))
+    repeatable = {action.dest for action in _settings(parser) if _is_repeatable(action)}
+
+    def use_as_defaults(values: dict[str, object]) -> None:
+        # Not for repeatable options: argparse appends a flag's values to a list default instead of replacing it,
+        # so --bind on the command line would add to the file's binds. Those are resolved after parsing.
+        parser.set_defaults(**{dest: value for dest, value in values.items() if dest not in repeatable})
+
+    use_as_defaults(from_env)
     args = parser.parse_args(argv)
+    from_file: dict[str, object] = {}
+    if args.config:
+        try:
+            from_file = read_config_file(parser, args.config)
+        except ValueError as error:
+            parser.error(str(error))
+        use_as_defaults({**from_file, **from_env})
+        args = parser.parse_args(argv)
+    for dest in repeatable:
+        if getattr(args, dest) is None:
+            setattr(args, dest, from_env.get(dest, from_file.get(dest)))
     if args.data_dir:
         # Applications read their own settings; this flag only hands the demo site its data directory.
         os.environ["SERVER_DATA_DIR"] = args.data_dir

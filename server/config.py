@@ -2,7 +2,9 @@
 
 Every limit the server enforces lives here, so a reader can see in one place what a client can make the server
 hold and for how long. The command line (``server.__main__``) and tests build a ``Config``; nothing else reads
-flags or environment variables.
+flags, environment variables or the ``--config`` file. The three are layers over these defaults, and each field
+is named the same way in all three: ``--max-body-bytes 1M``, ``SERVER_MAX_BODY_BYTES=1M``,
+``max-body-bytes = "1M"``; a flag wins over the environment, which wins over the file.
 """
 
 from __future__ import annotations
