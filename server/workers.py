@@ -8,7 +8,8 @@ without stopping the others.
 each running its own engine on the inherited sockets. The parent only watches them:
 
 - a worker that dies is replaced (with a pause if workers keep dying at once, so a broken app cannot fork-bomb);
-- SIGTERM: the workers stop accepting, finish in-flight requests within ``--graceful-timeout``, and exit;
+- SIGTERM: the workers (retiring ones included) stop accepting, finish in-flight requests within
+  ``--graceful-timeout``, and exit; the supervisor exits after the last of them;
 - SIGINT: everyone exits promptly;
 - SIGHUP: fresh workers are started first, then the old ones are stopped gracefully, so the listening sockets
   never close and no connection is refused during the swap;
@@ -231,15 +232,20 @@ class Supervisor:
                     self._stopping = sig
                     log.info("supervisor: %s, stopping %d worker(s)", signal.Signals(sig).name, len(self.children))
                     self._signal_all(self.children, sig)
+                    # Retiring workers too: one draining after --max-requests waits for its idle keep-alive
+                    # connections, which a stop closes at once; and the supervisor waits for them as for the others
+                    # (under systemd's KillMode=mixed, whatever outlives it is killed, requests in flight and all).
+                    self._signal_all(self.retiring, sig)
                 elif sig == signal.SIGHUP and self._stopping is None:
                     self._replace_all()
             self._reap()
             messages = self._read_messages()
             if self._stopping is not None:
-                if not self.children:
+                if not self.children and not self.retiring:
                     return 0
                 if self._stopping == signal.SIGTERM:
                     self._kill_overdue(self.children, self._stopped_at)
+                    self._kill_overdue(self.retiring, None)  # counted from when each was told to stop
             else:
                 self._answer(messages)
                 self._check_heartbeats()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import re
+import signal
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ import requests
 
 from server.config import Config
 from server.engine import Engine
-from tests.server.test_cli import assert_one_line, child_pids, run_cli
+from tests.server.test_cli import _stat, assert_one_line, child_pids, exited, run_cli
 from tests.support import ROOT, TIMEOUT, ServerProcess, read_response, wait_for
 
 LIMIT, JITTER = 50, 10
@@ -179,3 +180,26 @@ def test_the_jitter_is_drawn_per_worker_within_its_range():
 )
 def test_bad_max_requests_settings_are_one_line(args, message):
     assert_one_line(run_cli("tests.server.factory_app:pid_app", "--bind", "127.0.0.1:0", *args), message)
+
+
+def test_a_stop_ends_a_draining_worker_too_and_waits_for_it():
+    # A worker draining after its --max-requests waits for its idle keep-alive connections (up to the keep-alive
+    # timeout, long here). SIGTERM to the server must stop it too, closing them, and exit only after it has.
+    args = ("--workers", "1", "--max-requests", "2", "--keepalive-timeout", "60")
+    server = ServerProcess("tests.server.factory_app:pid_app", *args)
+    with server, socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as idle:
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        _, _, body = read_response(idle)
+        first = body.decode()
+
+        def replaced() -> bool:
+            requests.get(server.url, headers={"Connection": "close"}, timeout=TIMEOUT)
+            return f"worker {first}: retiring" in server.output()
+
+        wait_for(replaced)
+        started = {first: _stat(first)[19]}
+        assert not exited(started)  # still draining: our idle connection keeps it
+        server.signal(signal.SIGTERM)
+        assert server.wait(TIMEOUT) == 0
+        assert exited(started)  # the supervisor waited for it
+        assert idle.recv(1) == b""  # closed by the stop, not left to its keep-alive timeout
