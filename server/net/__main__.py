@@ -181,7 +181,10 @@ def cmd_tftp_serve(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise CommandError(f"the TFTP root {args.root} is not a folder (--root names the folder to serve)")
     limits = opts.ServerLimits(
-        max_blksize=args.max_blksize, max_windowsize=args.max_windowsize, max_upload=args.max_upload
+        max_blksize=args.max_blksize,
+        max_windowsize=args.max_windowsize,
+        max_upload=args.max_upload,
+        max_timeout=args.max_timeout,
     )
     with _network("listen on", (args.host, args.port)):
         server = _tftp_server(args, limits)
@@ -199,6 +202,8 @@ def _tftp_server(args: argparse.Namespace, limits: opts.ServerLimits) -> TftpSer
         timeout=args.timeout,
         retries=args.retries,
         max_transfers=args.max_transfers,
+        max_transfers_per_source=args.max_transfers_per_source,
+        stall_limit=args.stall_limit,
         busy_poll=args.busy_poll,
     )
 
@@ -390,7 +395,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-upload", type=int, help="largest upload in bytes, checked on tsize and as data comes (no limit)"
     )
-    p.add_argument("--max-transfers", type=int, default=256, help="transfers at once; more are refused (256)")
+    p.add_argument(
+        "--max-transfers",
+        type=_positive(int),
+        default=256,
+        help="transfers at once; when full the longest idle gives way, then newcomers are refused (%(default)s)",
+    )
+    p.add_argument(
+        "--max-transfers-per-source",
+        type=_positive(int),
+        default=8,
+        help="transfers one IPv4 address (or IPv6 /64) may hold at once (%(default)s)",
+    )
+    p.add_argument(
+        "--stall-limit",
+        type=_positive(float),
+        default=30.0,
+        help="seconds without progress after which a transfer is dropped, whatever its retries (%(default)g)",
+    )
+    p.add_argument(
+        "--max-timeout",
+        type=_in_range(opts.MIN_TIMEOUT, opts.MAX_TIMEOUT),
+        default=opts.DEFAULT_MAX_TIMEOUT,
+        help="largest timeout option granted to a client; longer ones are ignored (%(default)s)",
+    )
     p.add_argument(
         "--no-busy-poll",
         dest="busy_poll",

@@ -136,3 +136,14 @@ def test_msg_serve_flags_reach_the_server(tmp_path):
     key.write_text("k")
     result = cli("msg", "serve", "--secret-file", key, "--bind", "127.0.0.1:0", "--max-handshakes", "0", timeout=10)
     assert result.returncode == 2 and "expected a number above 0" in one_line(result)
+
+
+def test_tftp_serve_flags_reach_the_server(tmp_path):
+    from server.net.__main__ import build_parser
+
+    limits = ["--max-transfers-per-source", "2", "--stall-limit", "5", "--max-timeout", "3"]
+    args = build_parser().parse_args(["tftp", "serve", "--root", str(tmp_path), *limits])
+    assert (args.max_transfers_per_source, args.stall_limit, args.max_timeout) == (2, 5.0, 3)
+    # A stall limit shorter than the retransmission timeout could never be honoured: one line, exit 2.
+    result = cli("tftp", "serve", "--root", tmp_path, "--port", "0", "--timeout", "2", "--stall-limit", "1", timeout=10)
+    assert result.returncode == 2 and "stall" in one_line(result)
