@@ -693,7 +693,10 @@ def _routine_logs_held() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     config = parse_config(args)
-    child = child_settings()  # set when this process is the server a --reload parent runs
+    try:
+        child = child_settings()  # set when this process is the server a --reload parent runs
+    except ValueError as error:
+        return _fail(str(error))
     if config.reload and child is None:
         return reload_parent(args, config)
     name = config.app or ("static files" if config.static else "the demo site")

@@ -103,8 +103,12 @@ def child_settings(environ: MutableMapping[str, str] | None = None) -> ChildSett
     raw = env.pop(RELOAD_ENV, None)
     if raw is None:
         return None
-    data = json.loads(raw)
-    return ChildSettings(str(data["report"]), tuple((int(fd), str(bind)) for fd, bind in data["listeners"]))
+    try:
+        data = json.loads(raw)
+        return ChildSettings(str(data["report"]), tuple((int(fd), str(bind)) for fd, bind in data["listeners"]))
+    except (ValueError, KeyError, TypeError):
+        # Set by hand, or left over from another version: say which variable, rather than a traceback.
+        raise ValueError(f"{RELOAD_ENV} is set but is not what a --reload parent writes; unset it") from None
 
 
 def inherit_listeners(settings: ChildSettings) -> list[Listener]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -105,8 +106,8 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:  # also refuses NaN
-            raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+        if not (value > 0 and math.isfinite(value)):  # NaN and infinity are no limits
+            raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
         return value
 
     return parse

@@ -42,6 +42,21 @@ def host_ip(host: str) -> IPAddress | None:
     return ip
 
 
+def source_key(host: str) -> str:
+    """Who a limit per source counts as one: the IPv4 address, or the IPv6 /64 prefix (``2001:db8::/64``).
+
+    Ports are not part of it (a client picks a new one for free), and an IPv6 host is usually given a whole /64,
+    so counting single IPv6 addresses would let one host take every slot by rotating addresses. IPv4-mapped
+    addresses count as their IPv4 address; a host that is not a numeric address counts as itself.
+    """
+    ip = host_ip(host.partition("%")[0])
+    if ip is None:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
+    return str(ip)
+
+
 # A bind to an address the host does not have fails with one of these: the address is not ours.
 _NOT_OURS = (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
 

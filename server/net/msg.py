@@ -17,7 +17,8 @@ the loop never waits on any one peer. The budget is stated and enforced:
   arrive do not extend it, so a peer dripping a byte at a time is closed when it is due;
 - at most ``max_handshakes`` connections may be in the middle of a handshake: a new one replaces the oldest
   (the one that has had the most time to prove itself; an honest client needs one round trip), so a flood of
-  slow strangers can delay an honest client but not lock it out;
+  slow strangers can delay an honest client but not lock it out, unless it opens more than ``max_handshakes``
+  connections within one of the honest client's round trips;
 - at most ``max_connections`` at all, and never more than the descriptor limit allows: only when that many
   have *authenticated* does the server stop accepting, until one of them leaves;
 - an ``accept`` that fails for lack of resources (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``) pauses

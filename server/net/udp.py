@@ -17,6 +17,7 @@ per interval (``DropLog``), so a flood of them cannot turn into a flood of log l
 from __future__ import annotations
 
 import enum
+import math
 import os
 import selectors
 import socket
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .addr import host_ip, is_local_address
+from .addr import host_ip, is_local_address, source_key
 from .display import peer_text, show, stamp
 
 Address = tuple[str, int]
@@ -80,8 +81,9 @@ class EchoLimits:
 
     def __post_init__(self) -> None:
         for name in ("rate", "byte_rate", "log_interval"):
-            if not getattr(self, name) > 0:  # also refuses NaN
-                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):  # NaN and infinity would stop peers ever being forgotten
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         if self.max_peers < 1:
             raise ValueError(f"max_peers must be at least 1, got {self.max_peers!r}")
 
@@ -181,7 +183,7 @@ class EchoGuard:
             return Verdict.NOT_UNICAST
         if port < WELL_KNOWN_PORTS and not self.limits.allow_well_known_ports:
             return Verdict.WELL_KNOWN_PORT
-        return self._spend(str(ip), size, now)
+        return self._spend(source_key(str(ip)), size, now)  # an IPv6 /64 is one peer, as in TFTP
 
     def _spend(self, peer: str, size: int, now: float) -> Verdict:
         limits = self.limits

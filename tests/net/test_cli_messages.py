@@ -121,8 +121,9 @@ def test_udp_echo_flags_reach_the_echo_limits():
         ["udp", "echo", "--rate", "5", "--byte-rate", "1000", "--max-peers", "3", "--allow-well-known-ports"]
     )
     assert (args.rate, args.byte_rate, args.max_peers, args.allow_well_known_ports) == (5.0, 1000.0, 3, True)
-    result = cli("udp", "echo", "--rate", "0", timeout=10)
-    assert result.returncode == 2 and "expected a number above 0" in one_line(result)
+    for bad in ("0", "inf", "nan"):  # found in review: infinity locked every new peer out for good
+        result = cli("udp", "echo", "--rate", bad, timeout=10)
+        assert result.returncode == 2 and "expected a finite number above 0" in one_line(result)
 
 
 def test_msg_serve_flags_reach_the_server(tmp_path):
@@ -135,7 +136,7 @@ def test_msg_serve_flags_reach_the_server(tmp_path):
     assert (args.max_connections, args.max_handshakes, args.idle_timeout) == (10, 4, 300.0)
     key.write_text("k")
     result = cli("msg", "serve", "--secret-file", key, "--bind", "127.0.0.1:0", "--max-handshakes", "0", timeout=10)
-    assert result.returncode == 2 and "expected a number above 0" in one_line(result)
+    assert result.returncode == 2 and "expected a finite number above 0" in one_line(result)
 
 
 def test_tftp_serve_flags_reach_the_server(tmp_path):
@@ -147,3 +148,7 @@ def test_tftp_serve_flags_reach_the_server(tmp_path):
     # A stall limit shorter than the retransmission timeout could never be honoured: one line, exit 2.
     result = cli("tftp", "serve", "--root", tmp_path, "--port", "0", "--timeout", "2", "--stall-limit", "1", timeout=10)
     assert result.returncode == 2 and "stall" in one_line(result)
+    result = cli(
+        "tftp", "serve", "--root", tmp_path, "--port", "0", "--stall-limit", "inf", timeout=10
+    )  # was a traceback
+    assert result.returncode == 2 and "finite" in one_line(result)

@@ -539,3 +539,32 @@ def test_no_timeout_is_granted_beyond_the_stall_limit(tftp_root):
             server.close()
     with pytest.raises(ValueError, match="stall_limit"):
         TftpServer(tftp_root, "127.0.0.1", 0, timeout=5.0, stall_limit=2.0)
+
+
+def test_a_transfer_dropped_to_make_room_is_not_read_after_its_socket_is_closed(tftp_root, peers):
+    """Found in review: a request that makes room closes another transfer's socket; if that socket is also in the
+    same turn's list of ready sockets, reading it failed with EBADF forever, and the whole server spun at 100%
+    CPU. One client could do it: fill its per-source quota, then send a new request and a stray datagram to its
+    oldest transfer, both before the loop's next turn."""
+    (tftp_root / "f.bin").write_bytes(b"r" * 2000)
+    server = TftpServer(tftp_root, "127.0.0.1", 0, max_transfers_per_source=1, busy_poll=False)
+    try:
+        first, second = Peer(), Peer()
+        peers.extend((first, second))
+        first.send(ReadRequest("f.bin"), server.address)
+        server._run_once()  # the first transfer: its DATA 1 goes out
+        packet, tid = first.recv()
+        assert isinstance(packet, Data)
+        (transfer_socket,) = server._transfers
+        second.send(ReadRequest("f.bin"), server.address)  # from the same source: the first gives way
+        first.send(encode_ack(0), tid)  # and a stray datagram for the first, in the same turn of the loop
+        deadline = time.monotonic() + 5
+        while len(select.select([server._sock, transfer_socket], [], [], 0.1)[0]) < 2:
+            assert time.monotonic() < deadline, "the two datagrams never arrived"
+        turn = threading.Thread(target=server._run_once, daemon=True)
+        turn.start()
+        turn.join(timeout=5)
+        assert not turn.is_alive(), "the loop spins on the closed socket of the transfer it dropped"
+        assert isinstance(second.recv()[0], Data)
+    finally:
+        server.close()

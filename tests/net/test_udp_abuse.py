@@ -548,3 +548,28 @@ def test_is_local_address() -> None:
     for host in (OUTWARD_V4, OUTWARD_V6):
         if host is not None:
             assert addr.is_local_address(host), host
+
+
+def test_an_ipv6_slash_64_is_one_peer_so_rotating_addresses_gains_nothing() -> None:
+    """Found in review: each IPv6 address had its own bucket, so one host could rotate through its /64 to get
+    past the per-peer rate (and fill the peer table); it counts as one peer now, as it does for TFTP's limits."""
+    guard = udp.EchoGuard(("::1", 9999), udp.EchoLimits(rate=5, byte_rate=10_000, max_peers=4))
+    verdicts = [guard.decide((f"2001:db8:0:1::{n:x}", 4000), 10, 0.0) for n in range(1, 50)]
+    assert verdicts.count(udp.Verdict.ECHO) == 5 and guard.peers == 1
+    assert guard.decide(("2001:db8:0:2::1", 4000), 10, 0.0) is udp.Verdict.ECHO  # another /64, another peer
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("2001:db8:0:1:aaaa:bbbb:cccc:dddd", "2001:db8:0:1::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_what_one_source_is(host: str, key: str) -> None:
+    from server.net.addr import source_key
+
+    assert source_key(host) == key

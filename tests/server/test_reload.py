@@ -202,3 +202,22 @@ def test_debug_sets_the_apps_config_debug(tmp_path):
         assert get(server).text == "True"
     with reloading(tmp_path, "debugged:app", "--debug") as server:
         assert get(server).text == "True"
+
+
+def test_a_malformed_reload_variable_is_one_line_not_a_traceback():
+    """Found in review: LADDER_RELOAD set by hand (or left over) ended every start with a JSONDecodeError."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "apps.hello:app", "--bind", "127.0.0.1:0"],
+        env={**os.environ, "LADDER_RELOAD": "x"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "python -m server: error: LADDER_RELOAD is set but is not what a --reload parent writes; unset it"
+    ]

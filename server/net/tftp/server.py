@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import selectors
 import socket
@@ -37,6 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+from ..addr import source_key as host_source_key
 from . import netascii
 from . import options as opts
 from .buffers import fit_window
@@ -120,21 +122,9 @@ _DESCRIPTOR_ERRNOS = (errno.EMFILE, errno.ENFILE)
 
 
 def source_key(addr: Address) -> str:
-    """The "source" that ``max_transfers_per_source`` counts: the IPv4 address, or the IPv6 /64 prefix.
-
-    Ports are not part of it (a client picks a new one per request for free), and an IPv6 host is usually
-    given a whole /64, so counting single IPv6 addresses would let one host take every slot.
-    """
-    host = addr[0]
-    if ":" not in host:
-        return host
-    try:
-        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
-    except OSError:
-        return host
-    if packed[:12] == b"\0" * 10 + b"\xff\xff":  # ::ffff:a.b.c.d, an IPv4 client of a dual-stack socket
-        return socket.inet_ntop(socket.AF_INET, packed[12:])
-    return socket.inet_ntop(socket.AF_INET6, packed[:8] + b"\0" * 8) + "/64"
+    """The "source" that ``max_transfers_per_source`` counts: the IPv4 address, or the IPv6 /64 prefix
+    (``server.net.addr.source_key``, which the UDP echo server's rate limit counts by too)."""
+    return host_source_key(addr[0])
 
 
 @dataclass
@@ -192,6 +182,8 @@ class TftpServer:
             raise NotADirectoryError(f"not a directory: {root}")
         if max_transfers < 1 or max_transfers_per_source < 1:
             raise ValueError("max_transfers and max_transfers_per_source must be at least 1")
+        if not math.isfinite(stall_limit):
+            raise ValueError(f"stall_limit must be a finite number of seconds, got {stall_limit!r}")
         if not stall_limit >= timeout > 0:
             raise ValueError(f"stall_limit ({stall_limit:g} s) must be at least the timeout ({timeout:g} s)")
         self.allow_upload = allow_upload
@@ -324,6 +316,10 @@ class TftpServer:
           ``shutdown`` are seen even when the fast path never misses.
         """
         sock, machine, transfers = active.sock, active.machine, self._transfers
+        if sock not in transfers:
+            # Closed earlier in this same turn of the loop (a request made room by dropping it): the selector's
+            # list still names its socket, and recvfrom on a closed socket fails forever.
+            return
         recvfrom, clock = sock.recvfrom, time.monotonic
         spin_until = 0.0  # while a spin is on, when it ends; 0.0 when we are not spinning
         handled = 0
@@ -339,6 +335,9 @@ class TftpServer:
                 return
             except OSError as exc:  # e.g. ICMP port unreachable reported on a later recvfrom
                 log.debug("transfer socket error for %s: %s", active.peer, exc)
+                handled += 1  # An error that repeats (it should not) still ends this turn: never a spin.
+                if handled >= _BATCH or sock.fileno() < 0:
+                    return
                 continue
             now = clock()
             if not active.spin and now - active.answered_at < _SPIN_SECONDS:
