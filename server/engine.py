@@ -14,7 +14,6 @@ the supervisor, having started its successor, sends the SIGTERM of a graceful st
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import logging
 import os
@@ -33,6 +32,7 @@ from server.connection import IDLE, HTTPConnection
 from server.http import Request, error_response, http_date, status_line
 from server.listeners import Listener
 from server.loop import READ, Reactor
+from server.oserrors import OUT_OF_RESOURCES
 from server.proxy import TrustedProxies
 from server.static import StaticOptions, parse_mount, serve_path
 from server.watchdog import Watchdog
@@ -65,7 +65,7 @@ class Acceptor:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
-                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                if error.errno in OUT_OF_RESOURCES:
                     self.engine.pause_accepting(f"out of resources: {error.strerror}")
                     return
                 continue  # ECONNABORTED and friends: that client is gone, the next one may not be

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import errno
 
+# An accept() that fails with one of these ran out of a resource, not into a bad client: a server pauses accepting
+# for a moment (the connections wait in the kernel's queue) instead of spinning on the failure or giving up.
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
 # errno -> (why, what to try). The common failures of binding, connecting and opening files.
 _REASONS: dict[int, tuple[str, str]] = {
     errno.EADDRINUSE: ("the address is already in use", "is another server running on it? choose another port"),

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import logging
 import resource
 import selectors
@@ -43,6 +42,8 @@ import socket
 import threading
 import time
 from typing import TextIO
+
+from server.oserrors import OUT_OF_RESOURCES
 
 from .auth import DEFAULT_TIMEOUT, AuthenticationFailed, ServerHandshake, client_handshake
 from .display import peer_text, show, stamp
@@ -58,7 +59,6 @@ RESERVED_FDS = 32  # descriptors left for everything else: the listener, the sel
 LISTEN_BACKLOG = 1024  # connections the kernel holds for us while we are busy or paused (Linux caps it at somaxconn)
 _ACCEPT_BATCH = 64  # accepts per wakeup, so that a flood of connections cannot starve the reads
 _RECV_SIZE = 65536
-_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class _Connection:
@@ -217,7 +217,7 @@ class MessageServer:
                 self._caught_up()
                 return
             except OSError as exc:
-                if exc.errno in _OUT_OF_RESOURCES:
+                if exc.errno in OUT_OF_RESOURCES:
                     self._pause_accepting(exc)
                     return
                 continue  # ECONNABORTED and the like: that client is gone, the next one may not be
