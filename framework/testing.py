@@ -62,6 +62,7 @@ from .errors import HTTPError
 from .middleware import shift_path, to_wsgi_string
 from .request import Request
 from .response import Response, to_json
+from .routing import PATH_SAFE
 from .sessions import Session
 
 __all__ = [
@@ -79,8 +80,6 @@ __all__ = [
 # is sent as UTF-8) is percent-encoded, as a browser encodes what is typed into its address bar; "%" is kept, so
 # a path that is already encoded stays as it is.
 _URL_SAFE = "".join(chr(code) for code in range(33, 127))
-# What a decoded path segment may carry unencoded when it is turned back into a URL ("%", "?" and "#" may not).
-_PATH_SAFE = "/!$&'()*+,;=:@~"
 _ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _BODY_HEADERS = frozenset({"content-type", "content-length"})  # Dropped with the body when a redirect makes a GET.
@@ -888,7 +887,7 @@ class TestClient:
                     f"{path} is not under {self.script_name}, where the client mounts the app: "
                     f"ask for {self.script_name}{path}"
                 )
-            path = quote(shifted.encode("latin-1"), safe=_PATH_SAFE)
+            path = quote(shifted.encode("latin-1"), safe=PATH_SAFE)  # the router's rule for a path in a URL
         return environ_for(
             path + (f"?{url.query}" if url.query else ""),
             method,

@@ -119,6 +119,11 @@ def _count_up_to(maximum: int) -> Callable[[str], int]:
     return count
 
 
+# Built once: each converter is also a key of _FILE_TYPES, which must not grow with every build_parser().
+_worker_count = _count_up_to(MAX_WORKERS)
+_thread_count = _count_up_to(MAX_THREADS)
+
+
 def _non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
 
@@ -211,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--bind", "-b", action="append", metavar="ADDR",
         help="HOST:PORT, [IPV6]:PORT or unix:PATH to listen on; repeatable; not used when systemd passes the "
              "sockets (socket activation) (default: 127.0.0.1:8000)")
-    add("--workers", "-w", type=_count_up_to(MAX_WORKERS), default=defaults.workers,
+    add("--workers", "-w", type=_worker_count, default=defaults.workers,
         help="processes sharing the listening sockets (use one per core)")
-    add("--threads", "-t", type=_count_up_to(MAX_THREADS), default=defaults.threads,
+    add("--threads", "-t", type=_thread_count, default=defaults.threads,
         help="application threads per process")
     add("--loop", choices=("auto", "epoll", "poll", "select"), default=defaults.loop,
         help="the readiness API the event loop uses")

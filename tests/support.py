@@ -141,7 +141,13 @@ class ServerProcess:
     _LISTENING = re.compile(r"serving .* on (http://\S+|unix:\S+)")
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, bind: bool = True, session: bool = False
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        bind: bool = True,
+        session: bool = False,
+        pass_fds: tuple[int, ...] = (),
     ):
         argv = [sys.executable, "-m", "server", *args]
         if bind and "--bind" not in args:
@@ -150,6 +156,7 @@ class ServerProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.cwd = cwd
         self.session = session  # its own process group, as a shell gives a foreground job (for Ctrl-C tests)
+        self.pass_fds = pass_fds  # descriptors the server inherits (a socket handed over as systemd does)
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.log: list[str] = []
@@ -165,6 +172,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=self.session,
+            pass_fds=self.pass_fds,
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()

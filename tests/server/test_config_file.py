@@ -193,3 +193,14 @@ def test_the_example_in_the_docs_is_valid(tmp_path, monkeypatch):
     options = set(re.findall(r"^  (?:-\w, )?--([a-z-]+)", run_cli("--help").stdout, re.MULTILINE))
     keys = set(re.findall(r"^([a-z-]+) =", documented_example(), re.MULTILINE))
     assert options - keys == {"help", "version", "config", "debug", "reload", "data-dir"}, options - keys
+
+
+def test_building_the_parser_again_does_not_grow_the_table_of_file_types():
+    """Found in review: each build_parser() registered two new converters in _FILE_TYPES, forever."""
+    from server import __main__ as cli
+
+    cli.build_parser()
+    size = len(cli._FILE_TYPES)
+    for _ in range(3):
+        cli.build_parser()
+    assert len(cli._FILE_TYPES) == size

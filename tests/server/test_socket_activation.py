@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -66,27 +65,9 @@ class ActivatedServer(ServerProcess):
     """A ServerProcess started as systemd starts a socket-activated service, with ``sock`` as descriptor 3."""
 
     def __init__(self, sock: socket.socket, *args: str, listen_pid: str = "self", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, pass_fds=(sock.fileno(),), **kwargs)
         self.sock = sock
         self.argv = wrapped(sock, listen_pid, self.argv)
-
-    def __enter__(self) -> ActivatedServer:
-        # ServerProcess.__enter__, plus pass_fds.
-        self.proc = subprocess.Popen(
-            self.argv,
-            cwd=self.cwd,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            pass_fds=(self.sock.fileno(),),
-        )
-        self._reader = threading.Thread(target=self._read_log, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(TIMEOUT):
-            self.stop()
-            raise AssertionError("server did not start:\n" + "".join(self.log))
-        return self
 
 
 @pytest.fixture
