@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import tomllib
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
@@ -26,13 +27,14 @@ from typing import Any
 
 from server import SERVER_SOFTWARE
 from server.config import Config
-from server.listeners import BindError, Listener, open_listeners, parse_bind, systemd_listeners
+from server.listeners import BindError, Listener, open_listeners, parse_bind, resolve_schemes, systemd_listeners
 from server.loader import LoadError, load_app
 from server.loop import loop_name
 from server.oserrors import describe
 from server.proxy import HEADER_FAMILIES, TrustedProxies
 from server.reload import ChildSettings, Reloader, Reporter, child_settings, describe_load_error, failure_app
 from server.reload import inherit_listeners as inherit_reload_listeners
+from server.tls import CertificateStore, TLSFiles, validity_warning
 from server.workers import Supervisor, pin_to_cpu
 
 log = logging.getLogger("server")
@@ -214,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="read settings from this TOML file: the options' names without the dashes in front (workers = 4, "
              'bind = ["0.0.0.0:80"], app = "module:app"); flags and SERVER_* variables win over it')
     add("--bind", "-b", action="append", metavar="ADDR",
-        help="HOST:PORT, [IPV6]:PORT or unix:PATH to listen on; repeatable; not used when systemd passes the "
+        help="HOST:PORT, [IPV6]:PORT or unix:PATH to listen on; repeatable; https://HOST:PORT or http://HOST:PORT "
+             "says which protocol (without: HTTPS when --certfile is given); not used when systemd passes the "
              "sockets (socket activation) (default: 127.0.0.1:8000)")
     add("--workers", "-w", type=_worker_count, default=defaults.workers,
         help="processes sharing the listening sockets (use one per core)")
@@ -268,6 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
     add("--proxy-headers", choices=HEADER_FAMILIES, default=defaults.proxy_headers,
         help="which headers those proxies write: X-Forwarded-For/-Proto, or RFC 7239 Forwarded (the other "
              "family is ignored)")
+    add("--certfile", metavar="FILE",
+        help="serve HTTPS with this PEM certificate chain (the server's certificate first, as Let's Encrypt's "
+             "fullchain.pem); every --bind without a scheme becomes HTTPS")
+    add("--keyfile", metavar="FILE", help="the certificate's PEM private key (default: in --certfile)")
+    add("--keyfile-password-file", metavar="FILE", help="a file whose first line is the password of --keyfile")
+    add("--ca-certs", metavar="FILE", help="PEM CA certificates that client certificates must chain to")
+    add("--client-cert", choices=("none", "optional", "required"), default=defaults.client_cert,
+        help="ask clients for a certificate checked against --ca-certs; the app sees its subject as "
+             "SSL_CLIENT_S_DN and SSL_CLIENT_VERIFY=SUCCESS")
+    add("--tls-handshake-timeout", type=_seconds, default=defaults.tls_handshake_timeout, metavar="SECONDS",
+        help="close a connection that has not finished its TLS handshake in this time")
+    add("--cert-check-interval", type=_seconds_or_never, default=defaults.cert_check_interval, metavar="SECONDS",
+        help="how often to look for renewed certificate files, loaded without dropping connections (0: only on "
+             "SIGHUP)")
+    add("--redirect-to-https", action="store_true",
+        help="answer every request on the plain http:// listeners with 308 to the same URL on the HTTPS one")
     add("--static", action="append", metavar="URL=DIR",
         help="serve DIR's files at URL, from the event loop with sendfile; repeatable")
     add("--static-max-age", type=_non_negative_int, default=defaults.static_max_age, metavar="SECONDS",
@@ -487,6 +506,14 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
         reload=args.reload,
         forwarded_allow_ips=tuple(a.strip() for a in args.forwarded_allow_ips.split(",") if a.strip()),
         proxy_headers=args.proxy_headers,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        keyfile_password_file=args.keyfile_password_file,
+        ca_certs=args.ca_certs,
+        client_cert=args.client_cert,
+        tls_handshake_timeout=args.tls_handshake_timeout,
+        cert_check_interval=args.cert_check_interval,
+        redirect_to_https=args.redirect_to_https,
         static=tuple(args.static or ()),
         static_max_age=args.static_max_age,
         static_listing=args.static_listing,
@@ -554,6 +581,52 @@ def check_settings(config: Config) -> None:
     loop_name(config.loop)
     TrustedProxies(config.forwarded_allow_ips, config.proxy_headers)
     _check_static(config.static)
+    if not config.certfile:
+        for name in ("keyfile", "keyfile_password_file", "ca_certs"):
+            if getattr(config, name):
+                raise ValueError(f"--{name.replace('_', '-')} is for HTTPS: give --certfile too")
+        if config.client_cert != "none":
+            raise ValueError(f"--client-cert {config.client_cert} is for HTTPS: give --certfile and --ca-certs too")
+
+
+def tls_files(config: Config) -> TLSFiles | None:
+    """The certificate settings of ``config``, or None when it serves plain HTTP only."""
+    if not config.certfile:
+        return None
+    return TLSFiles(
+        certfile=config.certfile,
+        keyfile=config.keyfile,
+        password_file=config.keyfile_password_file,
+        ca_certs=config.ca_certs,
+        client_cert=config.client_cert,
+    )
+
+
+def load_certificates(config: Config) -> CertificateStore | None:
+    """The certificates, loaded and checked now, so that a bad one is one line and exit 2 before serving.
+
+    An expired (or not yet valid) certificate is a warning, not an error: the site is better served with it, and
+    the renewal that fixes it is then picked up without a restart. Raises TLSConfigError (a ValueError)."""
+    files = tls_files(config)
+    if files is None:
+        return None
+    store = CertificateStore(files)
+    warning = validity_warning(files.certfile)
+    if warning:
+        log.warning("%s", warning)
+    return store
+
+
+def assign_schemes(config: Config, listeners: list[Listener]) -> None:
+    """Which listeners speak HTTPS (``resolve_schemes``), and whether --redirect-to-https has somewhere to go."""
+    resolve_schemes(listeners, bool(config.certfile))
+    if config.redirect_to_https:
+        tcp_tls = [li for li in listeners if li.tls and li.address.family != socket.AF_UNIX]
+        if not tcp_tls or all(li.tls for li in listeners):
+            raise ValueError(
+                "--redirect-to-https needs an HTTPS listener to send to and a plain one to answer on, as in "
+                "--bind https://0.0.0.0:443 --bind http://0.0.0.0:80"
+            )
 
 
 def enable_app_debug(app: object) -> None:
@@ -569,11 +642,14 @@ def enable_app_debug(app: object) -> None:
         settings["DEBUG"] = True
 
 
-def prepare(config: Config, inherited: ChildSettings | None = None) -> tuple[Config, Callable, list[Listener]]:
+def prepare(
+    config: Config, inherited: ChildSettings | None = None
+) -> tuple[Config, Callable, list[Listener], CertificateStore | None]:
     """Check everything that can be wrong before serving: raises LoadError, BindError or ValueError.
 
     ``inherited``: this is a ``--reload`` child, serving on the sockets its parent opened."""
     check_settings(config)
+    certificates = load_certificates(config)  # before the app: a bad certificate is found in a moment
     # systemd's sockets are taken (and LISTEN_* cleared) before the app is imported, so that no process the app
     # starts, even at import, sees variables meant for this one.
     activated = systemd_listeners() if inherited is None else None
@@ -590,13 +666,24 @@ def prepare(config: Config, inherited: ChildSettings | None = None) -> tuple[Con
     if config.debug:
         enable_app_debug(app)
     if inherited is not None:
-        return config, app, inherit_reload_listeners(inherited)
-    if activated is not None:
-        return config, app, activated
-    return config, app, open_listeners([parse_bind(b) for b in config.binds])
+        listeners = inherit_reload_listeners(inherited)
+    elif activated is not None:
+        listeners = activated
+    else:
+        listeners = open_listeners([parse_bind(b) for b in config.binds])
+    try:
+        assign_schemes(config, listeners)
+    except (BindError, ValueError):
+        if inherited is None:
+            for listener in listeners:
+                listener.sock.close()
+        raise
+    return config, app, listeners, certificates
 
 
-def serve(config: Config, app: Callable, listeners: list[Listener], name: str) -> int:
+def serve(
+    config: Config, app: Callable, listeners: list[Listener], name: str, certificates: CertificateStore | None = None
+) -> int:
     """Run one engine in this process, or a supervisor with ``config.workers`` forked engines."""
     from server.engine import Engine
 
@@ -613,9 +700,13 @@ def serve(config: Config, app: Callable, listeners: list[Listener], name: str) -
     def build_engine(slot: int | None) -> Engine:
         if config.cpu_affinity == "auto":
             log.info("process %d pinned to CPU %d", os.getpid(), pin_to_cpu(slot))
-        engine = Engine(config, app, listeners, multiprocess=supervised)
+        engine = Engine(config, app, listeners, multiprocess=supervised, certificates=certificates)
         signal.signal(signal.SIGTERM, lambda *_: engine.reactor.call_soon_threadsafe(engine.shutdown, True))
         signal.signal(signal.SIGINT, lambda *_: engine.reactor.call_soon_threadsafe(engine.shutdown, False))
+        if not supervised:
+            # A supervisor answers SIGHUP with fresh workers (which load renewed certificates as they start); a
+            # single process reloads its certificates in place instead of dying of the signal's default action.
+            signal.signal(signal.SIGHUP, lambda *_: engine.reactor.call_soon_threadsafe(engine.reload_certificates))
         return engine
 
     if not supervised:
@@ -665,7 +756,13 @@ def _reload_child_failed(config: Config, child: ChildSettings, name: str, error:
     sys.stderr.write(detail)
     _fail(line)
     Reporter(child.report, error=error).start()
-    return serve(config, failure_app((detail or line) if config.debug else None), inherit_reload_listeners(child), name)
+    listeners = inherit_reload_listeners(child)
+    try:
+        certificates = load_certificates(config)
+        assign_schemes(config, listeners)
+    except (BindError, ValueError) as problem:
+        return _fail(str(problem))
+    return serve(config, failure_app((detail or line) if config.debug else None), listeners, name, certificates)
 
 
 @contextmanager
@@ -708,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configure_logging(config)
         with _routine_logs_held():
-            config, app, listeners = prepare(config, child)
+            config, app, listeners, certificates = prepare(config, child)
     except (LoadError, BindError, ValueError, OSError) as error:
         if child is not None:
             return _reload_child_failed(config, child, f"an error page for {name}", error, str(error))
@@ -725,7 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(line)
     if child is not None:
         Reporter(child.report, app).start()
-    return serve(config, app, listeners, name)
+    return serve(config, app, listeners, name, certificates)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,20 @@ class Config:
     # (RFC 7239). Only that family is read; the other is ignored, so a client cannot slip one past the proxy.
     proxy_headers: str = "x-forwarded"
 
+    # HTTPS (server.tls). With a certificate, every --bind address is HTTPS unless written http://HOST:PORT.
+    certfile: str | None = None
+    keyfile: str | None = None  # None: the key is in the certificate file
+    keyfile_password_file: str | None = None
+    ca_certs: str | None = None  # CAs whose client certificates are accepted (with client_cert)
+    client_cert: str = "none"  # none, optional or required
+    # A client has this long from connecting to finishing the TLS handshake; until then it holds a descriptor
+    # (never a thread), so this bounds what a client that connects and sends nothing can hold.
+    tls_handshake_timeout: float = 10.0
+    # How often each worker looks at the certificate files for a renewal (0: only on SIGHUP).
+    cert_check_interval: float = 5.0
+    # Plain-HTTP listeners answer every request with 308 to the same URL on the first HTTPS listener.
+    redirect_to_https: bool = False
+
     # Static mounts as given to --static ("URL=DIR"), with their shared options.
     static: tuple[str, ...] = ()
     static_max_age: int | None = None

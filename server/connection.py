@@ -3,6 +3,7 @@
 A connection is always owned by exactly one thread, and ownership moves with the one-shot registrations of
 ``server.loop``:
 
+    HANDSHAKE     (loop)    HTTPS only: the TLS handshake, under its own deadline (``server.tls``)
     IDLE/READING  (loop)    recv → parser → a complete request (head and whole body, buffered)
         │  static file?  → served right here on the loop: headers, then os.sendfile
         └─ WSGI app      → BUSY (a worker thread): build the environ, call the app, send its response
@@ -21,8 +22,16 @@ Only an application that uses PEP 3333's ``write()`` callable makes its thread w
 Every state has a deadline, checked by the engine's periodic sweep: the whole request head (``header_timeout``,
 a total, so a slowloris trickle does not extend it), the body (``min_body_rate`` bytes per second owed in every
 window of ``body_timeout`` seconds), idle keep-alive, send progress, and a running
-application (``timeout``, reported by the watchdog). Pipelined requests are answered by iteration, never by
-recursion, and at most ``PIPELINE_TURN`` of them per turn of the loop, so one client cannot starve the others.
+application (``timeout``, reported by the watchdog), and on HTTPS connections the handshake. Pipelined requests
+are answered by iteration, never by recursion, and at most ``PIPELINE_TURN`` of them per turn of the loop, so one
+client cannot starve the others.
+
+On an HTTPS connection, ``tls`` (a ``server.tls.TLSSession``) sits between the socket and everything above:
+what ``recv`` returns is decrypted before the parser sees it, and everything sent is encrypted, under the same
+lock that orders the output, so records leave in the order their plaintext was written. The send queue, the
+parking and every deadline work on the ciphertext exactly as on plain bytes. Files cannot go out with
+``sendfile`` (the kernel would send them unencrypted), so they are read and encrypted in ``TLS_FILE_CHUNK``
+pieces as the socket drains, by the loop, which holds at most one piece per connection.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from server.http import (
     error_response,
 )
 from server.loop import READ, WRITE
+from server.tls import HANDSHAKE_RECORD, TLSFailure, TLSSession
 from server.wsgi import ClientDisconnected
 
 if TYPE_CHECKING:
@@ -56,7 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("server.connection")
 
-IDLE, READING, BUSY, LINGERING, CLOSED = "idle", "reading", "busy", "lingering", "closed"
+HANDSHAKE, IDLE, READING, BUSY, LINGERING, CLOSED = "handshake", "idle", "reading", "busy", "lingering", "closed"
 RECV_SIZE = 256 * 1024
 HIGH_WATER = 512 * 1024  # queued output above which a response is parked until the loop drains it
 LOW_WATER = 64 * 1024
@@ -69,6 +79,8 @@ NEVER = float("inf")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() discards unsent data with RST
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)  # Linux: more data follows, so do not send a short segment yet
+TLS_FILE_CHUNK = 256 * 1024  # a file sent over TLS is read and encrypted this much at a time
+_PLAIN_HTTP_ON_TLS = "this port speaks HTTPS: use an https:// URL"
 
 
 class _FileJob:
@@ -131,6 +143,16 @@ class HTTPConnection:
         self.on_drain: Callable[[], None] | None = None  # a parked response's continuation
         self.broken = False
         self.response_started = False
+        self.tls: TLSSession | None = None
+        self.tls_environ: dict[str, str] = {}  # what the handshake established, for every request's environ
+        self.redirect: Any = None  # a plain connection whose every request is redirected to HTTPS
+
+    def start_tls(self, session: TLSSession, timeout: float) -> None:
+        """Make this an HTTPS connection: it begins with the handshake, which must finish within ``timeout``."""
+        self.tls = session
+        self.scheme = "https"
+        self.state = HANDSHAKE
+        self.deadline = time.monotonic() + timeout
 
     def start(self) -> None:
         """Begin watching the socket (loop thread)."""
@@ -144,6 +166,8 @@ class HTTPConnection:
                 self._flush_on_loop()
             elif self.state in (IDLE, READING):
                 self._on_readable()
+            elif self.state == HANDSHAKE:
+                self._on_handshake_data()
             elif self.state == LINGERING:
                 self._linger_read()
         except Exception as error:
@@ -165,8 +189,95 @@ class HTTPConnection:
         except OSError:
             return b""
 
-    def _on_readable(self) -> None:
+    def _receive_plaintext(self) -> bytes | None:
+        """``_receive`` for the parser: on HTTPS, decrypted; None also when no whole record has arrived yet."""
         data = self._receive()
+        if not data or self.tls is None:
+            return data
+        with self.lock:
+            try:
+                plaintext = self.tls.decrypt(data)
+            except TLSFailure as error:
+                log.info("%s: closing: TLS error: %s", self.describe(), error)
+                return b""
+            answer = self.tls.outgoing()  # a KeyUpdate's reply, say: tiny, and rare
+        if answer and not self._send_small(answer):
+            return None  # closed
+        if plaintext is None:
+            return b""  # close_notify: the client is done
+        if not plaintext:
+            self.reactor.arm(self.fd, READ)
+            return None
+        return plaintext
+
+    def _on_handshake_data(self) -> None:
+        """The TLS handshake, one flight at a time, on the loop; the connection is IDLE once it is done."""
+        tls = self.tls
+        assert tls is not None
+        data = self._receive()
+        if data is None:
+            return
+        if not data:
+            self.close()
+            return
+        if not tls.established and data[0] != HANDSHAKE_RECORD and 0x41 <= data[0] <= 0x5A:
+            # An uppercase letter where a TLS record should start: plain HTTP ("GET /..."), as from a URL typed
+            # with http://. Answer it the way it came, in plain text, as nginx does, and close.
+            self.tls = None
+            self.scheme = "http"
+            self.state = READING
+            self.refuse(400, _PLAIN_HTTP_ON_TLS)
+            return
+        failure = None
+        with self.lock:
+            try:
+                done = tls.handshake(data)
+            except TLSFailure as error:
+                failure = error
+                done = False
+            answer = tls.outgoing()  # on failure: the alert that tells the client why
+        if failure is not None:
+            log.info("%s: TLS handshake failed: %s", self.describe(), failure)
+            self._send_small(answer)
+            self.close()
+            return
+        if answer and not self._send_small(answer):
+            return
+        if not done:
+            self.reactor.arm(self.fd, READ)
+            return
+        self.tls_environ = tls.environ()
+        self.state = IDLE
+        self.deadline = time.monotonic() + self.engine.config.header_timeout
+        with self.lock:
+            try:
+                early = tls.decrypt(b"")  # a request sent right behind the client's Finished
+            except TLSFailure:
+                early = None
+        if early is None:
+            self.close()
+        elif early:
+            self.state = READING
+            self.parser.feed(early)
+            self.advance()
+        else:
+            self.reactor.arm(self.fd, READ)
+
+    def _send_small(self, data: bytes) -> bool:
+        """Send a few bytes that must go out at once (a handshake flight, 100 Continue), else close. True: sent.
+
+        Nothing else is queued when these are sent, so they fit in the socket's buffer; when they do not, the
+        client is not reading at all and the connection is not worth keeping."""
+        try:
+            complete = self.sock.send(data) == len(data)
+        except OSError:
+            complete = False
+        if not complete:
+            self.close_soon()
+        return complete
+
+    def _on_readable(self) -> None:
+        data = self._receive_plaintext()
         if data is None:
             return
         if not data:
@@ -223,7 +334,8 @@ class HTTPConnection:
         """A request head has arrived: reserve room for its body, answer 100-continue. False: refused."""
         self.request = request
         self.state = READING
-        self.static_mount = mount = self.engine.static_mount_for(request)
+        # A request answered on the loop: a file, or the redirect of a plain request to HTTPS.
+        self.static_mount = mount = self.redirect or self.engine.static_mount_for(request)
         self.body_received = self.rate_mark_bytes = 0
         self.body_started = self.rate_mark = time.monotonic()
         length = request.content_length
@@ -258,15 +370,11 @@ class HTTPConnection:
         return self.rate_mark + config.body_timeout
 
     def _send_continue_now(self) -> bool:
-        # Nothing else is queued on a connection that is reading a request, so 25 bytes fit in the socket
-        # buffer; if they do not, the client is not reading at all and the connection is not worth keeping.
-        try:
-            complete = self.sock.send(_CONTINUE) == len(_CONTINUE)
-        except OSError:
-            complete = False
-        if not complete:
-            self.close_soon()
-        return complete
+        if self.tls is None:
+            return self._send_small(_CONTINUE)
+        with self.lock:
+            record = self.tls.encrypt(_CONTINUE)
+        return self._send_small(record)  # outside the lock: a failed send closes, which takes it
 
     def _reserve(self, size: int) -> bool:
         """Take ``size`` bytes of the process's budget for buffered bodies, or refuse the request with 503."""
@@ -344,6 +452,8 @@ class HTTPConnection:
         with self.lock:
             if self.broken:
                 raise ClientDisconnected("connection is broken")
+            if self.tls is not None:
+                data = self.tls.encrypt(data)
             if self.flushing:
                 self.out += data
             else:
@@ -412,14 +522,14 @@ class HTTPConnection:
                 self._file_done(job)
                 raise ClientDisconnected("connection is broken")
             self.file_job = job
+            self.out += head if self.tls is None else self.tls.encrypt(head)
             if self.flushing:
-                self.out += head
                 return
-            # MSG_MORE: hold the head back so that it leaves in one segment with the file's first bytes.
-            self.out += head
             try:
-                sent = self.sock.send(self.out, _MSG_MORE)
-                del self.out[:sent]
+                if self.tls is None:
+                    # MSG_MORE: hold the head back so that it leaves in one segment with the file's first bytes.
+                    sent = self.sock.send(self.out, _MSG_MORE)
+                    del self.out[:sent]
                 done = self._write_some()
             except (BlockingIOError, InterruptedError):
                 done = False
@@ -451,6 +561,8 @@ class HTTPConnection:
             self.deadline = time.monotonic() + self.engine.config.send_timeout
         job = self.file_job
         if job is not None:
+            if self.tls is not None:
+                return self._write_file_encrypted(job)
             fileno = job.file.fileno()
             while job.remaining:
                 try:
@@ -464,6 +576,30 @@ class HTTPConnection:
                 self.deadline = time.monotonic() + self.engine.config.send_timeout
             self.file_job = None
             self._file_done(job)
+        return True
+
+    def _write_file_encrypted(self, job: _FileJob) -> bool:
+        """``_write_some`` for a file on an HTTPS connection: a chunk is read and encrypted only once the last
+        one is out, so a slow reader costs one chunk of memory, not the file. Lock held. Raises OSError."""
+        assert self.tls is not None
+        out = self.out
+        fileno = job.file.fileno()
+        while job.remaining:
+            chunk = os.pread(fileno, min(job.remaining, TLS_FILE_CHUNK), job.offset)
+            if not chunk:
+                raise FileChanged(f"file shrank with {job.remaining} bytes still to send")
+            job.offset += len(chunk)
+            job.remaining -= len(chunk)
+            out += self.tls.encrypt(chunk)
+            while out:
+                try:
+                    sent = self.sock.send(out)
+                except (BlockingIOError, InterruptedError):
+                    return False
+                del out[:sent]
+                self.deadline = time.monotonic() + self.engine.config.send_timeout
+        self.file_job = None
+        self._file_done(job)
         return True
 
     def _file_done(self, job: _FileJob) -> None:
@@ -519,6 +655,8 @@ class HTTPConnection:
                 # the same: drain it before closing, or its arrival would reset the connection under our answer.
                 self._start_lingering()
             else:
+                if not self.broken:
+                    self._say_close_notify()  # the response is complete: end the TLS session cleanly
                 self.close_soon()
             return
         self.parser.start_next()
@@ -566,6 +704,7 @@ class HTTPConnection:
             return
         if self.state == CLOSED:
             return
+        self._say_close_notify()
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -583,6 +722,19 @@ class HTTPConnection:
             self.reactor.arm(self.fd, READ)
         else:
             self.close()
+
+    def _say_close_notify(self) -> None:
+        """On HTTPS, end the session with close_notify, so the client can tell our close from a connection cut
+        short (RFC 8446 6.1). Only after complete responses: said after half a response, it would vouch for it.
+        Best effort: nothing else is queued at these points, and a client that does not read loses nothing."""
+        if self.tls is None or not self.tls.established:
+            return
+        with self.lock:
+            if self.flushing or self.broken:
+                return
+            notify = self.tls.close_notify()
+            with contextlib.suppress(OSError):
+                self.sock.send(notify)
 
     def check_deadline(self, now: float) -> None:
         """Called by the engine's sweep on the loop thread."""
@@ -607,6 +759,9 @@ class HTTPConnection:
             elif self.state != BUSY:
                 self.close()
         elif self.state == IDLE or self.state == LINGERING:
+            self.close()
+        elif self.state == HANDSHAKE:
+            log.info("%s: TLS handshake timed out", self.describe())
             self.close()
         elif self.state == READING:
             if self.request is None:
@@ -636,6 +791,8 @@ class HTTPConnection:
         """Close the socket and forget the connection (loop thread)."""
         if self.state == CLOSED:
             return
+        if self.state == IDLE:
+            self._say_close_notify()  # between requests: nothing is cut short
         self.state = CLOSED
         self.reactor.remove(self.fd)
         self.engine.forget(self)

@@ -9,6 +9,10 @@ finish within the graceful timeout, and closes everything else.
 With ``--max-requests``, the engine counts the requests it dispatches (static files and app requests alike) and,
 at its limit, asks its supervisor to be recycled (``server.workers.request_recycling``); it goes on serving until
 the supervisor, having started its successor, sends the SIGTERM of a graceful stop.
+
+On HTTPS listeners each accepted connection starts with a TLS handshake (``HTTPConnection.start_tls``) using the
+current context of the ``CertificateStore``, which a timer checks for renewed certificate files; SIGHUP reloads
+them at once (``reload_certificates``).
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ from typing import Any
 from server import SERVER_SOFTWARE
 from server.accesslog import log_response
 from server.config import Config
-from server.connection import IDLE, HTTPConnection
+from server.connection import HANDSHAKE, IDLE, HTTPConnection
 from server.http import Request, error_response, http_date, status_line
 from server.listeners import Listener
 from server.loop import READ, Reactor
 from server.oserrors import OUT_OF_RESOURCES
 from server.proxy import TrustedProxies
+from server.redirect import HTTPSRedirect
 from server.static import StaticOptions, parse_mount, serve_path
+from server.tls import CertificateStore, TLSSession
 from server.watchdog import Watchdog
 from server.workers import ThreadPool, request_recycling, request_replacement, supervisor_pid
 from server.wsgi import ApplicationRun, base_environ, build_environ, log_access
@@ -55,6 +61,7 @@ class Acceptor:
         self.listener = listener
         self.sock = listener.sock
         self.local = listener.local_facts
+        self.tls = listener.tls
 
     def handle_event(self, events: int) -> None:
         accept = self.sock.accept
@@ -69,13 +76,21 @@ class Acceptor:
                     self.engine.pause_accepting(f"out of resources: {error.strerror}")
                     return
                 continue  # ECONNABORTED and friends: that client is gone, the next one may not be
-            adopt(sock, peer, self.local)
+            adopt(sock, peer, self.local, self.tls)
 
 
 class Engine:
     """Everything one worker process runs; ``run()`` blocks until shutdown."""
 
-    def __init__(self, config: Config, app: Callable, listeners: list[Listener], *, multiprocess: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        app: Callable,
+        listeners: list[Listener],
+        *,
+        multiprocess: bool = False,
+        certificates: CertificateStore | None = None,
+    ):
         self.config = config
         self.app = app
         # A pre-forked worker whose supervisor is gone (killed outright) must not serve on alone, unsupervised.
@@ -114,6 +129,8 @@ class Engine:
             self.max_requests = config.max_requests + secrets.randbelow(config.max_requests_jitter + 1)
         self._served = itertools.count(1)  # next() on it is one C call: safe from the loop and the app threads
         self.recycling = False  # the limit was reached: a replacement is asked for (or will be, at the next sweep)
+        self.certificates = certificates
+        self.https_redirect = _https_redirect(config, listeners)
 
     # -- life cycle -------------------------------------------------------------------------------------------------
 
@@ -121,6 +138,11 @@ class Engine:
         """Serve until ``shutdown`` completes."""
         self._start_accepting()
         self.reactor.call_later(self._sweep_interval, self._sweep)
+        if self.certificates is not None:
+            # A worker forked after a renewal (SIGHUP's fresh workers) starts with what the files hold now.
+            self.certificates.check(settled=True)
+            if self.config.cert_check_interval:
+                self.reactor.call_later(self.config.cert_check_interval, self._check_certificates)
         try:
             self.reactor.run()
         finally:
@@ -148,6 +170,18 @@ class Engine:
         log.warning("not accepting for %.1fs: %s", seconds, reason)
         self._stop_accepting()
         self.reactor.call_later(seconds, self._start_accepting)
+
+    def _check_certificates(self) -> None:
+        assert self.certificates is not None
+        try:
+            self.certificates.check()
+        finally:
+            self.reactor.call_later(self.config.cert_check_interval, self._check_certificates)
+
+    def reload_certificates(self) -> None:
+        """SIGHUP in a single process: load the certificate files now (loop thread); a bad one is logged, not used."""
+        if self.certificates is not None:
+            self.certificates.reload()
 
     def shutdown(self, graceful: bool = True) -> None:
         """Stop accepting; finish in-flight requests (within ``graceful_timeout``) when graceful. Loop thread.
@@ -190,7 +224,7 @@ class Engine:
         if not already:
             self._shutdown_deadline = now + self.config.graceful_timeout
         for conn in list(self.connections.values()):
-            if conn.state == IDLE and conn.requests_seen == 0:
+            if (conn.state == IDLE or conn.state == HANDSHAKE) and conn.requests_seen == 0:
                 # Accepted but silent: its first request may be on the wire right now. Give it a moment to
                 # arrive (it is then answered with Connection: close) rather than resetting the client.
                 conn.deadline = min(conn.deadline, now + _FIRST_REQUEST_GRACE)
@@ -220,17 +254,22 @@ class Engine:
 
     # -- connections --------------------------------------------------------------------------------------------------
 
-    def adopt(self, sock: socket.socket, peer: Any, local: tuple[str, str, str]) -> None:
+    def adopt(self, sock: socket.socket, peer: Any, local: tuple[str, str, str], tls: bool = False) -> None:
         """Take a freshly accepted socket: refuse it with 503 at a limit, else start its connection."""
         fd = sock.fileno()
         max_fd = self.reactor.poller.max_fd
         if len(self.connections) >= self.max_connections or (max_fd is not None and fd >= max_fd - 8):
-            self._refuse_overload(sock)
+            self._refuse_overload(sock, tls)
             return
         sock.setblocking(False)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = HTTPConnection(self, sock, peer, local)
+        if tls:
+            assert self.certificates is not None
+            conn.start_tls(TLSSession(self.certificates.context), self.config.tls_handshake_timeout)
+        elif self.https_redirect is not None:
+            conn.redirect = self.https_redirect
         self.connections[fd] = conn
         conn.start()
 
@@ -247,11 +286,13 @@ class Engine:
         with self._budget_lock:
             self.buffered_bytes -= size
 
-    def _refuse_overload(self, sock: socket.socket) -> None:
+    def _refuse_overload(self, sock: socket.socket, tls: bool = False) -> None:
         self._refused += 1
         with contextlib.suppress(OSError):
             sock.setblocking(False)
-            sock.send(error_response(503, "the server is at its connection limit", self.server_header))
+            # A TLS client could not read a plain 503, and a handshake is the very cost being refused: just close.
+            if not tls:
+                sock.send(error_response(503, "the server is at its connection limit", self.server_header))
             sock.shutdown(socket.SHUT_WR)
         sock.close()
 
@@ -307,6 +348,9 @@ class Engine:
         started = time.monotonic()
         if self.max_requests:
             self._count_request()
+        if type(mount) is HTTPSRedirect:
+            self._redirect(conn, request, mount, started)
+            return
         headers: dict[str, str] = {}
         for name, value in request.headers:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
@@ -358,6 +402,28 @@ class Engine:
             return
         conn.finish(keep_alive)
 
+    def _redirect(self, conn: HTTPConnection, request: Request, redirect: HTTPSRedirect, started: float) -> None:
+        """--redirect-to-https: answer a plain request with 308 to its https:// URL, on the loop."""
+        location = redirect.location(request, conn.server_name)
+        keep_alive = request.keep_alive and not request.expect_continue and not self.stopping and not self.draining
+        response = error_response(
+            308,
+            f"this site is served over HTTPS: {location}",
+            self.server_header,
+            close=not keep_alive,
+            headers=(("Location", location),),
+        )
+        try:
+            conn.send(response)
+        except Exception:
+            conn.close_soon()
+            return
+        log_response(
+            conn.remote_addr, request, 308, len(response), request.header("referer"), request.header("user-agent"),
+            started,
+        )  # fmt: skip
+        conn.finish(keep_alive)
+
     def handle_request(self, conn: HTTPConnection, request: Request) -> None:
         """Run the WSGI application for one request (worker thread); its response may finish on another."""
         started = time.monotonic()
@@ -403,6 +469,16 @@ class Engine:
             log.error("%s: error while releasing a request body: %s", conn.describe(), error)
         finally:
             conn.finish(writer.keep_alive and not writer.client_gone and not self.stopping)
+
+
+def _https_redirect(config: Config, listeners: list[Listener]) -> HTTPSRedirect | None:
+    """Where --redirect-to-https sends plain requests: the port of the first HTTPS listener."""
+    if not config.redirect_to_https:
+        return None
+    for listener in listeners:
+        if listener.tls and listener.address.family != socket.AF_UNIX:
+            return HTTPSRedirect(int(listener.local_facts[2]))
+    return None
 
 
 def _static_mounts(config: Config) -> list[Any]:

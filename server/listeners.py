@@ -8,6 +8,10 @@ before anything else starts. Three forms are accepted:
     [IPV6]:PORT        [::1]:8000, [::]:8000
     unix:PATH          unix:/run/site.sock (for a reverse proxy on the same machine)
 
+A TCP address may carry a scheme: ``https://0.0.0.0:443`` or ``http://0.0.0.0:80``. Without one, an address is
+HTTPS when a certificate is given (``--certfile``) and plain HTTP otherwise (``resolve_schemes``); a unix socket is
+always plain, since what connects to it is a proxy on the same machine.
+
 ``open_listeners`` opens all of them or none, and tells an address given twice (or two that overlap, such as
 ``0.0.0.0:8000`` and ``127.0.0.1:8000``) apart from a port some other program holds.
 
@@ -15,7 +19,8 @@ Or the sockets are already open: under systemd socket activation (``systemd_list
 addresses of a ``.socket`` unit itself (so port 80 needs no root in the server, and the socket exists, queuing
 connections, before the server does and across its restarts) and starts the server with them as descriptors 3,
 4, ... described by ``LISTEN_PID``, ``LISTEN_FDS`` and ``LISTEN_FDNAMES`` (see sd_listen_fds(3)). They are used
-exactly like bound listeners, so pre-forked workers inherit them the same way.
+exactly like bound listeners, so pre-forked workers inherit them the same way. A socket named
+``FileDescriptorName=http`` or ``=https`` in its unit is plain or TLS whatever ``--certfile`` says.
 """
 
 from __future__ import annotations
@@ -47,17 +52,27 @@ class BindAddress:
     family: int
     host: str  # for unix sockets: the path
     port: int
+    scheme: str | None = None  # "http" or "https" when the address says so; None: as --certfile decides
 
     def __str__(self) -> str:
         if self.family == socket.AF_UNIX:
             return f"unix:{self.host}"
+        prefix = f"{self.scheme}://" if self.scheme else ""
         if self.family == socket.AF_INET6:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+            return f"{prefix}[{self.host}]:{self.port}"
+        return f"{prefix}{self.host}:{self.port}"
 
 
 def parse_bind(value: str) -> BindAddress:
     """Parse one ``--bind`` value; raises BindError with a message fit for the command line."""
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        if scheme not in ("http", "https"):
+            raise BindError(f"--bind {value!r}: the scheme must be http:// or https://")
+        if rest.startswith("unix:"):
+            raise BindError(f"--bind {value!r}: unix sockets are always plain HTTP; write unix:PATH")
+        address = parse_bind(rest)
+        return BindAddress(address.family, address.host, address.port, scheme)
     if value.startswith("unix:"):
         path = value[5:]
         if not path:
@@ -86,7 +101,11 @@ class Listener:
 
     sock: socket.socket
     address: BindAddress
-    scheme: str = "http"
+    scheme: str = "http"  # "https" once resolve_schemes has decided that this listener speaks TLS
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
 
     @property
     def local_facts(self) -> tuple[str, str, str]:
@@ -172,6 +191,18 @@ def open_listeners(addresses: list[BindAddress]) -> list[Listener]:
     return listeners
 
 
+def resolve_schemes(listeners: list[Listener], have_certificate: bool) -> None:
+    """Decide which listeners speak TLS: those written ``https://``, and with a certificate every TCP address
+    without a scheme. Raises BindError for ``https://`` without a certificate."""
+    for listener in listeners:
+        scheme = listener.address.scheme
+        if scheme == "https" and not have_certificate:
+            raise BindError(f"--bind {listener.address} needs a certificate: give --certfile (and --keyfile)")
+        if scheme is None:
+            scheme = "https" if have_certificate and listener.address.family != socket.AF_UNIX else "http"
+        listener.scheme = scheme
+
+
 def _identity(address: BindAddress) -> tuple[int, str, int]:
     """What makes two --bind values the same socket: unix paths compare as absolute paths."""
     if address.family == socket.AF_UNIX:
@@ -253,15 +284,18 @@ def systemd_listeners(
     labels = names.split(":") if names else []
     listeners = []
     for index, fd in enumerate(range(start, start + int(count))):
-        what = f"descriptor {fd}" + (f" ({labels[index]})" if index < len(labels) and labels[index] else "")
-        listeners.append(_activated_listener(fd, f"LISTEN_FDS={count}: {what}"))
+        label = labels[index] if index < len(labels) else ""
+        what = f"descriptor {fd}" + (f" ({label})" if label else "")
+        # FileDescriptorName=http or =https says what a TCP socket speaks, as a scheme in --bind would.
+        scheme = label if label in ("http", "https") else None
+        listeners.append(_activated_listener(fd, f"LISTEN_FDS={count}: {what}", scheme))
         log.info("socket activation: %s is %s", what, listeners[-1].url)
     if listeners:
         log.info("socket activation: listening on the %d socket(s) systemd passed, not on --bind", len(listeners))
     return listeners or None
 
 
-def _activated_listener(fd: int, what: str) -> Listener:
+def _activated_listener(fd: int, what: str, scheme: str | None = None) -> Listener:
     """The inherited descriptor ``fd`` as a Listener, once it is known to be a listening stream socket."""
     try:
         os.fstat(fd)
@@ -289,4 +323,4 @@ def _activated_listener(fd: int, what: str) -> Listener:
         if isinstance(local, bytes):  # the abstract namespace: a leading NUL, shown as @ as systemd does
             local = "@" + local[1:].decode("utf-8", "backslashreplace")
         return Listener(sock, BindAddress(socket.AF_UNIX, local or "(unnamed)", 0))
-    return Listener(sock, BindAddress(sock.family, local[0], local[1]))
+    return Listener(sock, BindAddress(sock.family, local[0], local[1], scheme))

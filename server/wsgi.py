@@ -85,7 +85,8 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
     path = request.path
     if "%" in path:
         path = unquote_to_bytes(path).decode("latin-1")
-    scheme = request.scheme or conn.scheme
+    # On HTTPS the connection decides: an absolute-form target saying http:// cannot make a TLS request plain.
+    scheme = conn.scheme if conn.tls_environ else request.scheme or conn.scheme
     host = request.host
     if host:
         server_name, _, server_port = host.rpartition(":") if host.rfind(":") > host.rfind("]") else (host, "", "")
@@ -105,6 +106,8 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
     environ["REQUEST_URI"] = request.target
     environ["wsgi.url_scheme"] = scheme
     environ["wsgi.input"] = body
+    if conn.tls_environ:
+        environ.update(conn.tls_environ)  # HTTPS=on, SSL_PROTOCOL, SSL_CLIENT_S_DN...: see server.tls
     for name, value in request.headers:
         key = _ENVIRON_KEYS.get(name) or _environ_key(name)
         if key is None:

@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from server.config import Config
 from server.engine import Engine
-from server.listeners import open_listener, parse_bind
+from server.listeners import open_listener, parse_bind, resolve_schemes
 from server.static import FileReply
+from server.tls import CertificateStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
@@ -31,13 +33,22 @@ TIMEOUT = 10.0
 class ServerThread:
     """An Engine serving ``app`` on 127.0.0.1:<free port>, running in a background thread."""
 
-    def __init__(self, app: Callable, config: Config | None = None, **settings) -> None:
+    def __init__(
+        self,
+        app: Callable,
+        config: Config | None = None,
+        *,
+        certificates: CertificateStore | None = None,
+        **settings: Any,
+    ) -> None:
+        """With ``certificates``, the server speaks HTTPS (``url`` says https://)."""
         self.config = replace(config or Config(), **settings) if settings else (config or Config())
         self.app = app
         self.listener = open_listener(parse_bind("127.0.0.1:0"))
+        resolve_schemes([self.listener], have_certificate=certificates is not None)
         self.port = self.listener.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.engine = Engine(self.config, app, [self.listener])
+        self.url = f"{self.listener.scheme}://127.0.0.1:{self.port}"
+        self.engine = Engine(self.config, app, [self.listener], certificates=certificates)
         self._thread = threading.Thread(target=self.engine.run, name="test-server", daemon=True)
 
     def __enter__(self) -> ServerThread:
@@ -138,7 +149,7 @@ def read_response(sock: socket.socket, buffer: bytearray | None = None) -> tuple
 class ServerProcess:
     """``python -m server ARGS`` as a subprocess on a free port, ready once it logs where it listens."""
 
-    _LISTENING = re.compile(r"serving .* on (http://\S+|unix:\S+)")
+    _LISTENING = re.compile(r"serving .* on (https?://\S+|unix:\S+)")
 
     def __init__(
         self,
