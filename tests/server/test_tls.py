@@ -1,0 +1,574 @@
+"""HTTPS on the event loop: the handshake and its deadline, what the application sees, the hardening guarantees
+over TLS (slow clients, pipelining, backpressure), client certificates, and certificate reloads.
+
+In-process servers (``ServerThread``) with certificates from a test CA (``tests.tls_certs``); the real-peer
+tests (curl, openssl s_client, Flask) are in ``tests/interop/test_tls_peers.py`` and the command line's errors
+in ``test_tls_cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server.config import Config
+from server.engine import Engine
+from server.http import Request
+from server.listeners import open_listener, parse_bind, resolve_schemes
+from server.redirect import HTTPSRedirect
+from server.tls import CertificateStore, TLSFiles, TLSSession, distinguished_name
+from tests.support import TIMEOUT, ServerProcess, ServerThread, read_response, wait_for
+from tests.tls_certs import Certificates, make_certificates
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+def store(certs: Certificates, **options: str) -> CertificateStore:
+    return CertificateStore(TLSFiles(str(certs.cert), str(certs.key), **options))
+
+
+def environ_app(environ, start_response):
+    """Answers with the environ's str values as JSON, and echoes the length of any body."""
+    body = environ["wsgi.input"].read()
+    facts = {key: value for key, value in environ.items() if isinstance(value, str)}
+    facts["body_length"] = str(len(body))
+    data = json.dumps(facts).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def tls_connect(server: ServerThread, certs: Certificates, **options) -> ssl.SSLSocket:
+    context = certs.client_context()
+    for name, value in options.items():
+        setattr(context, name, value)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    return context.wrap_socket(sock, server_hostname="localhost")
+
+
+def get(path: str = "/", extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n".encode()
+
+
+# -- what the application sees --------------------------------------------------------------------------------------
+
+
+def test_an_https_request_reaches_the_app_with_https_facts(certs):
+    with ServerThread(environ_app, certificates=store(certs)) as server:
+        response = requests.get(f"https://localhost:{server.port}/x?y=1", verify=str(certs.ca_pem), timeout=TIMEOUT)
+    assert response.status_code == 200
+    seen = response.json()
+    assert seen["wsgi.url_scheme"] == "https"
+    assert seen["HTTPS"] == "on"
+    assert seen["SSL_PROTOCOL"] == "TLSv1.3"
+    assert seen["SSL_CIPHER"]
+    assert seen["SSL_TLS_SNI"] == "localhost"
+    assert seen["SSL_CLIENT_VERIFY"] == "NONE"
+    assert "SSL_CLIENT_S_DN" not in seen
+    assert seen["SERVER_PORT"] == str(server.port)
+
+
+def test_an_absolute_form_target_cannot_make_a_tls_request_plain(certs):
+    with ServerThread(environ_app, certificates=store(certs)) as server, tls_connect(server, certs) as sock:
+        sock.sendall(b"GET http://localhost/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        status, _, body = read_response(sock)
+    assert status == 200
+    assert json.loads(body)["wsgi.url_scheme"] == "https"
+
+
+def test_alpn_selects_http_1_1(certs):
+    with ServerThread(environ_app, certificates=store(certs)) as server:
+        context = certs.client_context()
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        with context.wrap_socket(server.connect(), server_hostname="localhost") as sock:
+            assert sock.selected_alpn_protocol() == "http/1.1"
+            sock.sendall(get())
+            assert read_response(sock)[0] == 200
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_tls_1_2_is_accepted_and_1_1_refused_by_the_server(certs, caplog):
+    with ServerThread(environ_app, certificates=store(certs)) as server:
+        with tls_connect(server, certs, maximum_version=ssl.TLSVersion.TLSv1_2) as sock:
+            assert sock.version() == "TLSv1.2"
+            sock.sendall(get())
+            assert read_response(sock)[0] == 200
+        # The client is made willing (its security level lowered) so that the refusal is the server's.
+        old = certs.client_context()
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")
+        with caplog.at_level(logging.INFO, logger="server.connection"):
+            with pytest.raises(ssl.SSLError, match=r"(?i)protocol version|unsupported protocol"):
+                old.wrap_socket(server.connect(), server_hostname="localhost")
+            wait_for(lambda: "TLS handshake failed" in caplog.text)
+        with tls_connect(server, certs) as sock:  # and it goes on serving
+            sock.sendall(get())
+            assert read_response(sock)[0] == 200
+
+
+# -- the handshake's deadline and garbage ----------------------------------------------------------------------------
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """True if the server closes ``sock`` within ``seconds`` (reading and dropping whatever it sends)."""
+    sock.settimeout(seconds)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def client_hello(certs: Certificates) -> bytes:
+    """The bytes a real client opens its handshake with."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()
+
+
+def test_a_client_that_never_completes_the_handshake_is_closed_at_the_deadline(certs):
+    calls = []
+
+    def app(environ, start_response):
+        calls.append(1)
+        return environ_app(environ, start_response)
+
+    with ServerThread(app, certificates=store(certs), tls_handshake_timeout=0.3, threads=1) as server:
+        silent = server.connect()
+        half = server.connect()
+        half.sendall(client_hello(certs)[:20])  # a ClientHello cut short
+        started = time.monotonic()
+        assert closed_within(silent, 5.0)
+        assert closed_within(half, 5.0)
+        assert time.monotonic() - started < 3.0
+        wait_for(lambda: not server.engine.connections)
+    assert calls == []  # no application thread was ever involved
+
+
+def test_silent_connections_hold_no_thread(certs):
+    """Fifty clients that connect and say nothing, with one application thread: a real request still gets in."""
+    with ServerThread(environ_app, certificates=store(certs), threads=1) as server:
+        idle = [server.connect() for _ in range(50)]
+        try:
+            response = requests.get(f"https://localhost:{server.port}/", verify=str(certs.ca_pem), timeout=5)
+            assert response.status_code == 200
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_plain_http_on_the_tls_port_gets_a_plain_400(certs, caplog):
+    with ServerThread(environ_app, certificates=store(certs)) as server, server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        status, headers, body = read_response(sock)
+        assert closed_within(sock, 5.0)
+    assert status == 400
+    assert headers.get("connection") == "close"
+    assert b"HTTPS" in body
+
+
+def test_bytes_that_are_neither_tls_nor_http_are_closed_quietly(certs, caplog):
+    with ServerThread(environ_app, certificates=store(certs)) as server:
+        with caplog.at_level(logging.INFO), server.connect() as sock:
+            sock.sendall(b"\x00\x01\x02garbage" * 10)
+            assert closed_within(sock, 5.0)
+        assert "Traceback" not in caplog.text
+        with tls_connect(server, certs) as sock:
+            sock.sendall(get())
+            assert read_response(sock)[0] == 200
+
+
+# -- the hardening guarantees, over TLS ------------------------------------------------------------------------------
+
+
+def test_pipelined_requests_over_tls_are_answered_in_order(certs):
+    with ServerThread(environ_app, certificates=store(certs)) as server, tls_connect(server, certs) as sock:
+        sock.sendall(b"".join(get(f"/{i}") for i in range(20)))
+        buffer = bytearray()
+        paths = [json.loads(read_response(sock, buffer)[2])["PATH_INFO"] for _ in range(20)]
+    assert paths == [f"/{i}" for i in range(20)]
+
+
+def test_a_slow_request_head_over_tls_gets_408(certs):
+    server = ServerThread(environ_app, certificates=store(certs), header_timeout=0.3)
+    with server, tls_connect(server, certs) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: loc")
+        status, _, _ = read_response(sock)
+    assert status == 408
+
+
+def test_a_large_body_over_tls_reaches_the_app_whole(certs):
+    body = os.urandom(3 * 1024 * 1024)
+    with ServerThread(environ_app, certificates=store(certs), body_spool_bytes=64 * 1024) as server:
+        response = requests.post(
+            f"https://localhost:{server.port}/upload", data=body, verify=str(certs.ca_pem), timeout=TIMEOUT
+        )
+    assert response.json()["body_length"] == str(len(body))
+
+
+def test_a_static_file_over_tls_to_a_slow_reader_arrives_whole(certs, tmp_path):
+    data = os.urandom(5 * 1024 * 1024 + 123)
+    (tmp_path / "big.bin").write_bytes(data)
+    with ServerThread(environ_app, certificates=store(certs), static=(f"/files={tmp_path}",)) as server:
+        with tls_connect(server, certs) as sock:
+            sock.sendall(get("/files/big.bin"))
+            received = bytearray()
+            while len(received) < 256 * 1024:  # read a little, slowly enough for the server's queue to fill
+                received += sock.recv(16 * 1024)
+            engine_conn = next(iter(server.engine.connections.values()))
+            # The loop holds at most one encrypted chunk for this reader, not the file.
+            assert len(engine_conn.out) <= 2 * 256 * 1024
+            while True:
+                chunk = sock.recv(1 << 20)
+                received += chunk
+                head, _, rest = bytes(received).partition(b"\r\n\r\n")
+                if len(rest) >= len(data):
+                    break
+        assert rest == data
+        assert b"200 OK" in head
+
+
+def test_ranges_and_validators_work_over_tls(certs, tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"0123456789" * 100)
+    with ServerThread(environ_app, certificates=store(certs), static=(f"/files={tmp_path}",)) as server:
+        url = f"https://localhost:{server.port}/files/a.txt"
+        first = requests.get(url, verify=str(certs.ca_pem), timeout=TIMEOUT)
+        part = requests.get(url, headers={"Range": "bytes=10-19"}, verify=str(certs.ca_pem), timeout=TIMEOUT)
+        again = requests.get(
+            url, headers={"If-None-Match": first.headers["ETag"]}, verify=str(certs.ca_pem), timeout=TIMEOUT
+        )
+    assert (first.status_code, part.status_code, again.status_code) == (200, 206, 304)
+    assert part.content == b"0123456789"
+
+
+def test_connection_close_ends_with_close_notify(certs):
+    """The client can tell a complete response from a cut connection: a clean TLS close, not a bare FIN."""
+    with ServerThread(environ_app, certificates=store(certs)) as server:
+        context = certs.client_context()
+        raw = server.connect()
+        with context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as sock:
+            sock.sendall(get(extra="Connection: close\r\n"))
+            received = bytearray()
+            while chunk := sock.recv(65536):  # SSLEOFError here would mean no close_notify
+                received += chunk
+    assert received.startswith(b"HTTP/1.1 200 OK")
+
+
+# -- client certificates ---------------------------------------------------------------------------------------------
+
+
+def test_an_optional_client_certificate_is_verified_and_named(certs):
+    certificates = store(certs, ca_certs=str(certs.ca_pem), client_cert="optional")
+    with ServerThread(environ_app, certificates=certificates) as server:
+        url = f"https://localhost:{server.port}/"
+        anonymous = requests.get(url, verify=str(certs.ca_pem), timeout=TIMEOUT).json()
+        alice = requests.get(url, verify=str(certs.ca_pem), cert=str(certs.client_cert), timeout=TIMEOUT).json()
+    assert anonymous["SSL_CLIENT_VERIFY"] == "NONE"
+    assert "SSL_CLIENT_S_DN" not in anonymous
+    assert alice["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert alice["SSL_CLIENT_S_DN"] == certs.client_subject
+    assert alice["SSL_CLIENT_I_DN"].startswith("OU=Testing CA")
+
+
+def test_a_required_client_certificate_refuses_clients_without_one_or_with_a_stranger(certs, tmp_path):
+    stranger = make_certificates(tmp_path / "other")  # signed by a CA the server does not trust
+    certificates = store(certs, ca_certs=str(certs.ca_pem), client_cert="required")
+    with ServerThread(environ_app, certificates=certificates) as server:
+        url = f"https://localhost:{server.port}/"
+        for cert in (None, str(stranger.client_cert)):
+            with pytest.raises(requests.exceptions.SSLError):
+                requests.get(url, verify=str(certs.ca_pem), cert=cert, timeout=TIMEOUT)
+        alice = requests.get(url, verify=str(certs.ca_pem), cert=str(certs.client_cert), timeout=TIMEOUT)
+    assert alice.json()["SSL_CLIENT_S_DN"] == certs.client_subject
+
+
+# -- redirect to HTTPS -----------------------------------------------------------------------------------------------
+
+
+def test_plain_listeners_redirect_to_the_https_one(certs):
+    plain = open_listener(parse_bind("http://127.0.0.1:0"))
+    secure = open_listener(parse_bind("127.0.0.1:0"))
+    listeners = [plain, secure]
+    resolve_schemes(listeners, have_certificate=True)
+    config = Config(redirect_to_https=True)
+    engine = Engine(config, environ_app, listeners, certificates=store(certs))
+    thread = threading.Thread(target=engine.run, daemon=True)
+    thread.start()
+    try:
+        plain_port, secure_port = plain.sock.getsockname()[1], secure.sock.getsockname()[1]
+        response = requests.post(
+            f"http://localhost:{plain_port}/form?a=1", data=b"x" * 10, allow_redirects=False, timeout=TIMEOUT
+        )
+        assert response.status_code == 308
+        assert response.headers["Location"] == f"https://localhost:{secure_port}/form?a=1"
+        # requests repeats a POST with its body across a 308.
+        followed = requests.post(
+            f"http://localhost:{plain_port}/form?a=1", data=b"x" * 10, verify=str(certs.ca_pem), timeout=TIMEOUT
+        )
+        assert followed.json()["REQUEST_METHOD"] == "POST"
+        assert followed.json()["body_length"] == "10"
+        assert followed.json()["wsgi.url_scheme"] == "https"
+    finally:
+        engine.reactor.call_soon_threadsafe(engine.shutdown, False)
+        thread.join(TIMEOUT)
+        for listener in listeners:
+            listener.sock.close()
+
+
+def request_for(host: str, path: str = "/", query: str = "") -> Request:
+    return Request("GET", path, path, query, "HTTP/1.1", [], host, None, True, 0, False, False)
+
+
+def test_the_redirect_location():
+    assert HTTPSRedirect(443).location(request_for("example.org:80", "/a", "b=1"), "0.0.0.0") == (
+        "https://example.org/a?b=1"
+    )
+    assert HTTPSRedirect(8443).location(request_for("[::1]:8080"), "::") == "https://[::1]:8443/"
+    assert HTTPSRedirect(8443).location(request_for(""), "::1") == "https://[::1]:8443/"
+    assert HTTPSRedirect(443).location(request_for("example.org", "*"), "x") == "https://example.org/"
+
+
+# -- certificate reloads ---------------------------------------------------------------------------------------------
+
+
+def served_certificate(port: int, trust: list[Certificates]) -> bytes:
+    """The certificate (DER) the server presents to a new connection now."""
+    context = ssl.create_default_context()
+    for certs in trust:
+        context.load_verify_locations(cafile=str(certs.ca_pem))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    with raw, context.wrap_socket(raw, server_hostname="localhost") as sock:
+        certificate = sock.getpeercert(binary_form=True)
+    assert certificate is not None
+    return certificate
+
+
+def der(certs: Certificates) -> bytes:
+    """The server certificate of ``certs``, as served."""
+    text = certs.cert.read_text()
+    first = text[: text.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+    return ssl.PEM_cert_to_DER_cert(first)
+
+
+def install(source: Certificates, live: Path) -> None:
+    """Put ``source``'s certificate and key where the server reads them, each replaced atomically (as certbot)."""
+    for name, path in (("cert.pem", source.cert), ("key.pem", source.key)):
+        staged = live / f".{name}.new"
+        shutil.copyfile(path, staged)
+        os.replace(staged, live / name)
+
+
+@pytest.fixture
+def renewals(tmp_path: Path) -> tuple[Certificates, Certificates, Path]:
+    old, new = make_certificates(tmp_path / "old"), make_certificates(tmp_path / "new")
+    live = tmp_path / "live"
+    live.mkdir()
+    install(old, live)
+    return old, new, live
+
+
+def test_a_renewed_certificate_is_picked_up_without_dropping_connections(renewals, caplog):
+    old, new, live = renewals
+    certificates = CertificateStore(TLSFiles(str(live / "cert.pem"), str(live / "key.pem")))
+    with ServerThread(environ_app, certificates=certificates, cert_check_interval=0.05) as server:
+        assert served_certificate(server.port, [old, new]) == der(old)
+        kept = tls_connect(server, old)  # opened before the renewal, kept alive across it
+        kept.sendall(get())
+        assert read_response(kept)[0] == 200
+        with caplog.at_level(logging.INFO, logger="server.tls"):
+            install(new, live)
+            wait_for(lambda: served_certificate(server.port, [old, new]) == der(new))
+        assert "loaded the certificate" in caplog.text
+        kept.sendall(get("/again"))
+        assert read_response(kept)[0] == 200
+        kept.close()
+
+
+def test_a_renewal_that_cannot_be_loaded_keeps_the_old_certificate(renewals, caplog, tmp_path):
+    old, new, live = renewals
+    certificates = CertificateStore(TLSFiles(str(live / "cert.pem"), str(live / "key.pem")))
+    with ServerThread(environ_app, certificates=certificates, cert_check_interval=0.05) as server:
+        with caplog.at_level(logging.INFO, logger="server.tls"):
+            shutil.copyfile(new.cert, live / ".cert.new")
+            os.replace(live / ".cert.new", live / "cert.pem")  # the new certificate, but still the old key
+            wait_for(lambda: "cannot be loaded" in caplog.text)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1  # one line, not one per check
+        assert "does not match" in warnings[0].getMessage()
+        assert served_certificate(server.port, [old, new]) == der(old)
+        install(new, live)  # the key follows: now it loads
+        wait_for(lambda: served_certificate(server.port, [old, new]) == der(new))
+
+
+def test_sighup_reloads_a_single_process_under_load_without_a_failed_request(renewals):
+    old, new, live = renewals
+    trust = certs_bundle(live.parent, [old, new])
+    args = ["tests.server.test_tls:environ_app", "--bind", "127.0.0.1:0", "--cert-check-interval", "0"]
+    args += ["--certfile", str(live / "cert.pem"), "--keyfile", str(live / "key.pem")]
+    with ServerProcess(*args, bind=False) as server:
+        assert server.url.startswith("https://")
+        failures: list[BaseException] = []
+        done = threading.Event()
+        count = [0]
+
+        def load() -> None:
+            with requests.Session() as session:
+                while not done.is_set():
+                    try:
+                        # A new connection now and then, so that handshakes happen during the reload too.
+                        if count[0] % 5 == 0:
+                            session.close()
+                        response = session.get(f"https://localhost:{server.port}/", verify=trust, timeout=TIMEOUT)
+                        assert response.status_code == 200
+                    except BaseException as error:  # every failure is reported below
+                        failures.append(error)
+                    count[0] += 1
+
+        clients = [threading.Thread(target=load) for _ in range(4)]
+        for client in clients:
+            client.start()
+        try:
+            wait_for(lambda: count[0] > 50)
+            install(new, live)
+            server.signal(signal.SIGHUP)
+            wait_for(lambda: served_certificate(server.port, [old, new]) == der(new))
+            before = count[0]
+            wait_for(lambda: count[0] > before + 50)
+        finally:
+            done.set()
+            for client in clients:
+                client.join(TIMEOUT)
+        assert failures == []
+        assert server.proc is not None and server.proc.poll() is None  # SIGHUP did not kill it
+    assert "loaded the certificate" in server.output()
+
+
+def test_sighup_under_workers_starts_fresh_workers_with_the_new_certificate(renewals):
+    old, new, live = renewals
+    args = ["tests.server.test_tls:environ_app", "--bind", "127.0.0.1:0", "--workers", "2"]
+    args += ["--certfile", str(live / "cert.pem"), "--keyfile", str(live / "key.pem")]
+    with ServerProcess(*args, bind=False) as server:
+        assert served_certificate(server.port, [old, new]) == der(old)
+        install(new, live)
+        server.signal(signal.SIGHUP)
+        # Each new connection may land on either worker: wait until several in a row show the new certificate.
+        wait_for(lambda: all(served_certificate(server.port, [old, new]) == der(new) for _ in range(6)))
+
+
+def certs_bundle(directory: Path, certs: list[Certificates]) -> str:
+    bundle = directory / "trust.pem"
+    bundle.write_bytes(b"".join(c.ca_pem.read_bytes() for c in certs))
+    return str(bundle)
+
+
+# -- the sans-IO session and its helpers ------------------------------------------------------------------------------
+
+
+def handshake_pair(certs: Certificates) -> tuple[TLSSession, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    session = TLSSession(store(certs).context)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    for _ in range(5):
+        try:
+            client.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        session.handshake(outgoing.read())
+        incoming.write(session.outgoing())
+    client.do_handshake()
+    assert session.established
+    return session, client, incoming, outgoing
+
+
+def test_the_session_decrypts_records_split_anywhere(certs):
+    session, client, _, outgoing = handshake_pair(certs)
+    client.write(b"GET / HTTP/1.1\r\n\r\n")
+    records = outgoing.read()
+    plaintext = b""
+    for i in range(len(records)):
+        plaintext += session.decrypt(records[i : i + 1]) or b""
+    assert plaintext == b"GET / HTTP/1.1\r\n\r\n"
+
+
+def test_the_session_reports_close_notify(certs):
+    session, client, _, outgoing = handshake_pair(certs)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.unwrap()
+    assert session.decrypt(outgoing.read()) is None
+
+
+@given(cuts=st.lists(st.integers(min_value=1, max_value=600), max_size=12))
+def test_a_client_handshake_cut_into_any_pieces_completes(certs, cuts):
+    """However the network splits the client's flights, the handshake completes and the request is read."""
+    session = TLSSession(store(certs).context)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    for _ in range(6):
+        try:
+            client.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        data = outgoing.read()
+        pieces, start = [], 0
+        for cut in cuts:
+            pieces.append(data[start : start + cut])
+            start += cut
+        pieces.append(data[start:])
+        for piece in pieces:
+            if piece and not session.established:
+                session.handshake(piece)
+            elif piece:
+                assert session.decrypt(piece) == b""
+        incoming.write(session.outgoing())
+    assert session.established
+    client.write(b"ping")
+    assert session.decrypt(outgoing.read()) == b"ping"
+
+
+@given(garbage=st.binary(min_size=1, max_size=2048))
+def test_any_bytes_on_the_tls_port_leave_the_server_serving(tls_server, garbage):
+    server, certs = tls_server
+    with server.connect(timeout=5.0) as sock:
+        try:
+            sock.sendall(garbage)
+            sock.shutdown(socket.SHUT_WR)
+            closed_within(sock, 5.0)
+        except OSError:
+            pass  # reset by the server: as good as closed
+    with tls_connect(server, certs) as sock:
+        sock.sendall(get())
+        assert read_response(sock)[0] == 200
+
+
+@pytest.fixture(scope="module")
+def tls_server(certs):
+    with ServerThread(environ_app, certificates=store(certs), tls_handshake_timeout=2.0) as server:
+        yield server, certs
+
+
+def test_distinguished_names_are_escaped_as_rfc_4514_says():
+    subject = ((("countryName", "NL"),), (("organizationName", "Smith, Jones & Co"),), (("commonName", " #x"),))
+    assert distinguished_name(subject) == "CN=\\ #x,O=Smith\\, Jones & Co,C=NL"
