@@ -335,12 +335,14 @@ class TLSSession:
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
-                return None
+                chunk = b""
             except ssl.SSLError as error:
                 raise TLSFailure(error.reason or str(error)) from None
-            if not chunk:
-                return None  # close_notify
+            if not chunk:  # close_notify: what came before it is still a request (the closing FIN follows)
+                return b"".join(chunks) if chunks else None
             chunks.append(chunk)
+            if not self._incoming.pending and not self._tls.pending():
+                break  # all consumed: asking again would only raise SSLWantReadError, a cost on every request
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def encrypt(self, data: bytes | bytearray | memoryview) -> bytes:

@@ -520,6 +520,14 @@ def test_the_session_reports_close_notify(certs):
     assert session.decrypt(outgoing.read()) is None
 
 
+def test_data_followed_by_close_notify_in_one_read_is_kept(certs):
+    session, client, _, outgoing = handshake_pair(certs)
+    client.write(b"GET / HTTP/1.1\r\n\r\n")
+    with pytest.raises(ssl.SSLWantReadError):
+        client.unwrap()
+    assert session.decrypt(outgoing.read()) == b"GET / HTTP/1.1\r\n\r\n"
+
+
 @given(cuts=st.lists(st.integers(min_value=1, max_value=600), max_size=12))
 def test_a_client_handshake_cut_into_any_pieces_completes(certs, cuts):
     """However the network splits the client's flights, the handshake completes and the request is read."""
