@@ -41,6 +41,7 @@ import io
 import logging
 import os
 import socket
+import ssl
 import struct
 import tempfile
 import threading
@@ -144,12 +145,16 @@ class HTTPConnection:
         self.broken = False
         self.response_started = False
         self.tls: TLSSession | None = None
+        self.tls_context: ssl.SSLContext | None = None  # until the session exists: what it will be made from
         self.tls_environ: dict[str, str] = {}  # what the handshake established, for every request's environ
         self.redirect: Any = None  # a plain connection whose every request is redirected to HTTPS
 
-    def start_tls(self, session: TLSSession, timeout: float) -> None:
-        """Make this an HTTPS connection: it begins with the handshake, which must finish within ``timeout``."""
-        self.tls = session
+    def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
+        """Make this an HTTPS connection: it begins with the handshake, which must finish within ``timeout``.
+
+        The session itself (about 13 KiB of OpenSSL state) is made when the client's first bytes arrive, so a
+        client that connects and says nothing costs what a plain connection does."""
+        self.tls_context = context
         self.scheme = "https"
         self.state = HANDSHAKE
         self.deadline = time.monotonic() + timeout
@@ -212,22 +217,24 @@ class HTTPConnection:
 
     def _on_handshake_data(self) -> None:
         """The TLS handshake, one flight at a time, on the loop; the connection is IDLE once it is done."""
-        tls = self.tls
-        assert tls is not None
         data = self._receive()
         if data is None:
             return
         if not data:
             self.close()
             return
-        if not tls.established and data[0] != HANDSHAKE_RECORD and 0x41 <= data[0] <= 0x5A:
-            # An uppercase letter where a TLS record should start: plain HTTP ("GET /..."), as from a URL typed
-            # with http://. Answer it the way it came, in plain text, as nginx does, and close.
-            self.tls = None
-            self.scheme = "http"
-            self.state = READING
-            self.refuse(400, _PLAIN_HTTP_ON_TLS)
-            return
+        tls = self.tls
+        if tls is None:  # the client's first bytes
+            if data[0] != HANDSHAKE_RECORD and 0x41 <= data[0] <= 0x5A:
+                # An uppercase letter where a TLS record should start: plain HTTP ("GET /..."), as from a URL
+                # typed with http://. Answer it the way it came, in plain text, as nginx does, and close.
+                self.scheme = "http"
+                self.state = READING
+                self.refuse(400, _PLAIN_HTTP_ON_TLS)
+                return
+            assert self.tls_context is not None
+            tls = self.tls = TLSSession(self.tls_context)
+            self.tls_context = None
         failure = None
         with self.lock:
             try:

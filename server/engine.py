@@ -40,7 +40,7 @@ from server.oserrors import OUT_OF_RESOURCES
 from server.proxy import TrustedProxies
 from server.redirect import HTTPSRedirect
 from server.static import StaticOptions, parse_mount, serve_path
-from server.tls import CertificateStore, TLSSession
+from server.tls import CertificateStore
 from server.watchdog import Watchdog
 from server.workers import ThreadPool, request_recycling, request_replacement, supervisor_pid
 from server.wsgi import ApplicationRun, base_environ, build_environ, log_access
@@ -267,7 +267,7 @@ class Engine:
         conn = HTTPConnection(self, sock, peer, local)
         if tls:
             assert self.certificates is not None
-            conn.start_tls(TLSSession(self.certificates.context), self.config.tls_handshake_timeout)
+            conn.start_tls(self.certificates.context, self.config.tls_handshake_timeout)
         elif self.https_redirect is not None:
             conn.redirect = self.https_redirect
         self.connections[fd] = conn

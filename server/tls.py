@@ -328,7 +328,7 @@ class TLSSession:
         if data:
             self._incoming.write(data)
         read = self._tls.read
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             try:
                 chunk = read(_READ_SIZE)

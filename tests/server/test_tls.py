@@ -173,6 +173,9 @@ def test_silent_connections_hold_no_thread(certs):
     with ServerThread(environ_app, certificates=store(certs), threads=1) as server:
         idle = [server.connect() for _ in range(50)]
         try:
+            wait_for(lambda: len(server.engine.connections) == 50)
+            # Nor a TLS session: that is made when a client's first bytes arrive.
+            assert all(conn.tls is None for conn in list(server.engine.connections.values()))
             response = requests.get(f"https://localhost:{server.port}/", verify=str(certs.ca_pem), timeout=5)
             assert response.status_code == 200
         finally:
