@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from server.__main__ import check_settings, parse_config
+from server.__main__ import assign_schemes, check_settings, parse_config
 from server.config import Config
+from server.listeners import Listener, parse_bind
 from tests.server.test_cli import assert_one_line, run_cli
 from tests.support import ROOT, TIMEOUT, ServerProcess
 
@@ -188,7 +189,12 @@ def test_the_example_in_the_docs_is_valid(tmp_path, monkeypatch):
     check_settings(config)  # what the server checks before serving, short of importing the app and binding
     assert config.app == "mysite.wsgi:application"
     assert (config.workers, config.max_requests, config.max_requests_jitter) == (4, 5000, 500)
-    assert config.binds == ("0.0.0.0:80", "[::]:80")
+    assert config.binds == ("0.0.0.0:443", "[::]:443", "http://0.0.0.0:80", "http://[::]:80")
+    # Its HTTPS settings fit together (check_settings reads no certificate, so the paths need not exist): the
+    # addresses without a scheme are HTTPS, and --redirect-to-https has a listener of each kind.
+    listeners = [Listener(None, parse_bind(bind)) for bind in config.binds]  # type: ignore[arg-type]
+    assign_schemes(config, listeners)  # decides from the addresses alone, opens nothing
+    assert [listener.scheme for listener in listeners] == ["https", "https", "http", "http"]
     # It writes out every option a site is likely to set: everything of --help but the development ones.
     options = set(re.findall(r"^  (?:-\w, )?--([a-z-]+)", run_cli("--help").stdout, re.MULTILINE))
     keys = set(re.findall(r"^([a-z-]+) =", documented_example(), re.MULTILINE))
