@@ -723,7 +723,11 @@ def serve(
     announce()
     # With a timeout, the supervisor also watches each worker's loop heartbeat: a frozen loop is killed and replaced.
     supervisor = Supervisor(
-        config.workers, lambda slot: build_engine(slot).run(), config.graceful_timeout, timeout=config.timeout
+        config.workers,
+        lambda slot: build_engine(slot).run(),
+        config.graceful_timeout,
+        timeout=config.timeout,
+        on_reload=certificates.reload if certificates is not None else None,
     )
     return supervisor.run()
 

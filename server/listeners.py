@@ -71,7 +71,10 @@ def parse_bind(value: str) -> BindAddress:
             raise BindError(f"--bind {value!r}: the scheme must be http:// or https://")
         if rest.startswith("unix:"):
             raise BindError(f"--bind {value!r}: unix sockets are always plain HTTP; write unix:PATH")
-        address = parse_bind(rest)
+        try:
+            address = parse_bind(rest)
+        except BindError as error:  # quote the value as it was written, scheme and all
+            raise BindError(str(error).replace(f"--bind {rest!r}", f"--bind {value!r}", 1)) from None
         return BindAddress(address.family, address.host, address.port, scheme)
     if value.startswith("unix:"):
         path = value[5:]
@@ -289,7 +292,8 @@ def systemd_listeners(
         # FileDescriptorName=http or =https says what a TCP socket speaks, as a scheme in --bind would.
         scheme = label if label in ("http", "https") else None
         listeners.append(_activated_listener(fd, f"LISTEN_FDS={count}: {what}", scheme))
-        log.info("socket activation: %s is %s", what, listeners[-1].url)
+        # The address, not the URL: whether it speaks HTTPS is decided later, with --certfile (resolve_schemes).
+        log.info("socket activation: %s is %s", what, listeners[-1].address)
     if listeners:
         log.info("socket activation: listening on the %d socket(s) systemd passed, not on --bind", len(listeners))
     return listeners or None

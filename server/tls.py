@@ -71,9 +71,7 @@ def build_context(files: TLSFiles) -> ssl.SSLContext:
         )
     if files.ca_certs and files.client_cert == "none":
         raise TLSConfigError("--ca-certs is only used to check client certificates: add --client-cert optional")
-    for flag, path in (("--certfile", files.certfile), ("--keyfile", files.keyfile), ("--ca-certs", files.ca_certs)):
-        if path:
-            _check_readable(flag, path)
+    _check_pem_files(files)
     password = _read_password(files.password_file) if files.password_file else None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -81,13 +79,19 @@ def build_context(files: TLSFiles) -> ssl.SSLContext:
     context.set_alpn_protocols(["http/1.1"])
     context.sni_callback = _remember_server_name
     key_source = files.keyfile or files.certfile
+    asked: list[bool] = []  # whether OpenSSL asked for the password: the key is encrypted
     try:
-        context.load_cert_chain(files.certfile, files.keyfile, password=_password_callback(password, key_source))
+        context.load_cert_chain(files.certfile, files.keyfile, password=_password_callback(password, asked))
     except _EncryptedKey:
         raise TLSConfigError(
             f"--keyfile {key_source}: the key is encrypted; give its password with --keyfile-password-file FILE"
         ) from None
     except ssl.SSLError as error:
+        if asked and "KEY_VALUES_MISMATCH" not in (error.reason or ""):
+            # OpenSSL's own report here is often just "PEM lib": it was asked for a password, and failed.
+            raise TLSConfigError(
+                f"--keyfile {key_source}: wrong password (from --keyfile-password-file {files.password_file})"
+            ) from None
         raise TLSConfigError(_explain_load_error(error, files, key_source)) from None
     if files.ca_certs:
         try:
@@ -103,21 +107,47 @@ class _EncryptedKey(Exception):
     """OpenSSL asked for a password that was not given (instead of prompting on a terminal nobody watches)."""
 
 
-def _password_callback(password: bytes | None, key_source: str) -> Any:
+def _password_callback(password: bytes | None, asked: list[bool]) -> Any:
     def give() -> bytes:
+        asked.append(True)
         if password is None:
-            raise _EncryptedKey(key_source)
+            raise _EncryptedKey()
         return password
 
     return give
 
 
-def _check_readable(flag: str, path: str) -> None:
+_PEM_LIMIT = 1024 * 1024  # certificate chains and keys are a few KiB; a larger file is not one
+
+
+def _read_pem(flag: str, path: str) -> bytes:
     try:
         with open(path, "rb") as file:
-            file.read(1)
+            return file.read(_PEM_LIMIT)
     except OSError as error:
         raise TLSConfigError(f"{flag} {path}: cannot read it: {describe(error)}") from None
+
+
+def _check_pem_files(files: TLSFiles) -> None:
+    """Each file readable and holding what it should, in PEM. Checked before OpenSSL loads them, because for
+    these mistakes its error says only "PEM lib" (the cause is further down its error queue, which Python drops)."""
+    certificate = _read_pem("--certfile", files.certfile)
+    if b"-----BEGIN CERTIFICATE-----" not in certificate:
+        raise TLSConfigError(
+            f"--certfile {files.certfile}: no PEM certificate in it (expected a -----BEGIN CERTIFICATE----- block)"
+        )
+    if files.keyfile is None:
+        if b"PRIVATE KEY-----" not in certificate:
+            raise TLSConfigError(
+                f"--certfile {files.certfile}: no private key in it; give the key with --keyfile FILE "
+                "(with Let's Encrypt: --certfile fullchain.pem --keyfile privkey.pem)"
+            )
+    elif b"PRIVATE KEY-----" not in _read_pem("--keyfile", files.keyfile):
+        raise TLSConfigError(
+            f"--keyfile {files.keyfile}: no PEM private key in it (expected a -----BEGIN PRIVATE KEY----- block)"
+        )
+    if files.ca_certs and b"-----BEGIN CERTIFICATE-----" not in _read_pem("--ca-certs", files.ca_certs):
+        raise TLSConfigError(f"--ca-certs {files.ca_certs}: no PEM CA certificate in it")
 
 
 def _read_password(path: str) -> bytes:
@@ -137,13 +167,6 @@ def _explain_load_error(error: ssl.SSLError, files: TLSFiles, key_source: str) -
     reason = (error.reason or "").upper()
     if "KEY_VALUES_MISMATCH" in reason:
         return f"--keyfile {key_source} does not match the certificate in --certfile {files.certfile}"
-    if "BAD_DECRYPT" in reason or "BAD_PASSWORD" in reason or "DECRYPT" in str(error).upper():
-        return f"--keyfile {key_source}: wrong password (from --keyfile-password-file {files.password_file})"
-    if files.keyfile is None and ("NO_START_LINE" in reason or "KEY" in reason):
-        return (
-            f"--certfile {files.certfile}: no private key in it; give the key with --keyfile FILE "
-            f"(or put it in the same PEM file)"
-        )
     if "NO_START_LINE" in reason or "CERTIFICATE" in reason or error.library == "PEM":
         what = error.reason or error
         return f"cannot load the certificate or key ({what}): --certfile and --keyfile must be PEM files"

@@ -187,9 +187,18 @@ class Supervisor:
     """
 
     def __init__(
-        self, workers: int, run_worker: Callable[[int], None], graceful_timeout: float, *, timeout: float = 0.0
+        self,
+        workers: int,
+        run_worker: Callable[[int], None],
+        graceful_timeout: float,
+        *,
+        timeout: float = 0.0,
+        on_reload: Callable[[], object] | None = None,
     ) -> None:
         self.size = workers
+        # Run in the supervisor on SIGHUP, before the fresh workers are forked: they inherit what it loaded (the
+        # renewed certificates), and a renewal that fails is reported once, here, instead of by every worker.
+        self.on_reload = on_reload
         self.run_worker = run_worker  # called in the child with the worker's slot number, 0 .. workers-1
         self.graceful_timeout = graceful_timeout
         self.timeout = timeout
@@ -338,6 +347,11 @@ class Supervisor:
     def _replace_all(self) -> None:
         old = dict(self.children)
         log.info("supervisor: SIGHUP, replacing %d worker(s)", len(old))
+        if self.on_reload is not None:
+            try:
+                self.on_reload()
+            except Exception:
+                log.exception("supervisor: reloading before replacing the workers failed")
         self.children = {}
         self._refill()
         now = time.monotonic()

@@ -100,7 +100,7 @@ def test_the_socket_systemd_passes_is_served_instead_of_bind(app_dir, listening,
         assert all(answer["listen"] == {} for answer in seen)  # cleared: no child takes them again
         assert not any(answer["inheritable"] for answer in seen)  # close-on-exec, as sd_listen_fds makes it
         output = server.output()
-    assert f"socket activation: descriptor 3 (web.socket) is http://127.0.0.1:{port}" in output
+    assert f"socket activation: descriptor 3 (web.socket) is 127.0.0.1:{port}" in output
     assert "not on --bind" in output
     assert len({line for line in output.splitlines() if "serving activated_app:app on" in line}) == 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -48,6 +49,7 @@ def environ_app(environ, start_response):
     body = environ["wsgi.input"].read()
     facts = {key: value for key, value in environ.items() if isinstance(value, str)}
     facts["body_length"] = str(len(body))
+    facts["pid"] = str(os.getpid())
     data = json.dumps(facts).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
     return [data]
@@ -479,6 +481,27 @@ def test_sighup_under_workers_starts_fresh_workers_with_the_new_certificate(rene
         server.signal(signal.SIGHUP)
         # Each new connection may land on either worker: wait until several in a row show the new certificate.
         wait_for(lambda: all(served_certificate(server.port, [old, new]) == der(new) for _ in range(6)))
+
+
+def test_sighup_under_workers_with_a_bad_renewal_keeps_the_old_certificate_and_says_so_once(renewals):
+    old, new, live = renewals
+    args = ["tests.server.test_tls:environ_app", "--bind", "127.0.0.1:0", "--workers", "2"]
+    args += ["--certfile", str(live / "cert.pem"), "--keyfile", str(live / "key.pem")]
+    with ServerProcess(*args, bind=False) as server:
+        shutil.copyfile(new.cert, live / ".cert.new")
+        os.replace(live / ".cert.new", live / "cert.pem")  # a certificate without its key
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: server.output().count("supervisor: started worker") >= 4)  # the fresh workers are up
+        assert all(served_certificate(server.port, [old, new]) == der(old) for _ in range(6))
+    # The supervisor tried the renewal before forking; the fresh workers inherited its verdict instead of each
+    # trying again. (A first worker still starting when the files changed may report them itself.)
+    output = server.output()
+    supervisor = re.search(r"\[(\d+)\] \[INFO\] serving", output).group(1)
+    after_sighup = output[output.index("SIGHUP, replacing") :]
+    fresh = re.findall(r"started worker (\d+)", after_sighup)
+    complaints = re.findall(r"\[(\d+)\] \[WARNING\] keeping the certificate in use", after_sighup)
+    assert complaints.count(supervisor) == 1, output
+    assert len(fresh) == 2 and not set(fresh) & set(complaints), output
 
 
 def certs_bundle(directory: Path, certs: list[Certificates]) -> str:
