@@ -35,7 +35,7 @@ log = logging.getLogger("server.tls")
 
 HANDSHAKE_RECORD = 0x16  # the first byte of every TLS ClientHello (RFC 8446 5.1: ContentType handshake)
 CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
-_READ_SIZE = 256 * 1024
+_READ_SIZE = 16 * 1024  # a TLS record holds at most this much (RFC 8446 5.1); read() allocates what it asks for
 
 
 class TLSConfigError(ValueError):
