@@ -395,6 +395,19 @@ def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results 
                 "PASS" if ok else "FAIL",
             ]
         )
+        if idle.rss_before_kib is not None and idle.rss_after_kib is not None and idle.held:
+            # Issue 12's budget: what holding one idle keep-alive connection costs the server process (its RSS;
+            # the kernel's socket buffers are not in it).
+            per_connection = (idle.rss_after_kib - idle.rss_before_kib) / idle.held
+            rows.append(
+                [
+                    "server memory per idle keep-alive connection",
+                    "<= 2 KiB",
+                    f"{per_connection:.2f} KiB",
+                    "",
+                    "PASS" if per_connection <= 2 else "FAIL",
+                ]
+            )
     if scaling is not None:
         # Per CPU-second means nothing here: two workers are meant to use more CPU, not less per request.
         ratio = scaling.ratio("ours --workers 2", "ours --workers 1", "keep-alive")

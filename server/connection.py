@@ -85,6 +85,7 @@ _MSG_MORE = getattr(socket, "MSG_MORE", 0)  # Linux: more data follows, so do no
 # 128 KiB up each buffer is an mmap of its own, and OpenSSL's memory buffer grows by reallocating.
 TLS_FILE_CHUNK = 48 * 1024
 _PLAIN_HTTP_ON_TLS = "this port speaks HTTPS: use an https:// URL"
+_NO_TLS: dict[str, str] = {}  # shared by every plain connection (never written to: a handshake assigns its own)
 
 
 class _FileJob:
@@ -111,6 +112,15 @@ class FileChanged(OSError):
 
 class HTTPConnection:
     """The state machine for one accepted socket; see the module docstring for the life cycle."""
+
+    # Slots, not a __dict__: ten thousand idle keep-alive connections are ten thousand of these (see _NO_TLS).
+    __slots__ = (
+        "_advancing", "_drained", "after_flush", "body", "body_received", "body_size", "body_started", "broken",
+        "deadline", "engine", "fd", "file_job", "flushing", "lock", "on_drain", "out", "parser", "rate_mark",
+        "rate_mark_bytes", "reactor", "redirect", "remote_addr", "remote_port", "request", "requests_seen",
+        "reserved", "response_started", "scheme", "server_name", "server_port", "sock", "state", "static_mount",
+        "tls", "tls_context", "tls_environ",
+    )  # fmt: skip
 
     def __init__(self, engine: Engine, sock: socket.socket, peer: Any, local: tuple[str, str, str]) -> None:
         self.engine = engine
@@ -139,7 +149,7 @@ class HTTPConnection:
         self._advancing = False  # advance() is on the stack: a response finished under it must not recurse
         # Output, shared between the owner and the loop's flushing; guarded by `lock`.
         self.lock = threading.Lock()
-        self.drained = threading.Condition(self.lock)
+        self._drained: threading.Condition | None = None  # made by the first writer that waits (see _wait_for_drain)
         self.out = bytearray()
         self.file_job: _FileJob | None = None
         self.flushing = False
@@ -149,7 +159,7 @@ class HTTPConnection:
         self.response_started = False
         self.tls: TLSSession | None = None
         self.tls_context: ssl.SSLContext | None = None  # until the session exists: what it will be made from
-        self.tls_environ: dict[str, str] = {}  # what the handshake established, for every request's environ
+        self.tls_environ: dict[str, str] = _NO_TLS  # what the handshake established, for every request's environ
         self.redirect: Any = None  # a plain connection whose every request is redirected to HTTPS
 
     def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
@@ -500,6 +510,11 @@ class HTTPConnection:
             return resume
         return None
 
+    def _notify_drained(self) -> None:
+        # Lock held. Wake a PEP 3333 write() waiting for the queue to drain, if one ever waited here.
+        if self._drained is not None:
+            self._drained.notify_all()
+
     def _wait_for_drain(self) -> None:
         limit = time.monotonic() + self.engine.config.send_timeout
         while len(self.out) > LOW_WATER and not self.broken:
@@ -507,7 +522,9 @@ class HTTPConnection:
             if remaining <= 0:
                 self.broken = True
                 raise ClientDisconnected("send timed out")
-            self.drained.wait(remaining)
+            if self._drained is None:
+                self._drained = threading.Condition(self.lock)
+            self._drained.wait(remaining)
         if self.broken:
             raise ClientDisconnected("connection is broken")
 
@@ -634,11 +651,11 @@ class HTTPConnection:
             resume = self._take_on_drain()
             if not done:
                 if len(self.out) <= LOW_WATER:
-                    self.drained.notify_all()
+                    self._notify_drained()
                 self.reactor.arm(self.fd, WRITE)
             else:
                 self.flushing = False
-                self.drained.notify_all()
+                self._notify_drained()
                 action, self.after_flush = self.after_flush, None
         if resume is not None:
             resume()
@@ -760,7 +777,7 @@ class HTTPConnection:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
             with self.lock:
                 self.broken = True
-                self.drained.notify_all()
+                self._notify_drained()
                 action, self.after_flush = self.after_flush, None
                 resume = self._take_on_drain()
                 self.flushing = False
@@ -810,7 +827,7 @@ class HTTPConnection:
         self.engine.forget(self)
         with self.lock:
             self.broken = True
-            self.drained.notify_all()
+            self._notify_drained()
             job, self.file_job = self.file_job, None
             resume = self._take_on_drain()
         if job is not None:

@@ -140,6 +140,9 @@ _HEAD, _BODY_LENGTH, _CHUNK_HEAD, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = ra
 class RequestParser:
     """Incremental parser for a stream of HTTP/1.x requests on one connection."""
 
+    __slots__ = ("_body_seen", "_buffer", "_remaining", "_scanned", "_state", "_trailer_bytes", "_trailers", "limits",
+                 "request")  # fmt: skip
+
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self._buffer = bytearray()

@@ -17,6 +17,7 @@ import socket
 import pytest
 
 from server.config import Config
+from server.connection import HTTPConnection
 from tests.support import ServerThread, read_response, recv_until_closed, wait_for
 
 TIMEOUT = 10
@@ -282,19 +283,20 @@ def test_headers_changed_after_start_response_are_not_sent():
     assert "x-evil" not in headers and "set-cookie" not in headers
 
 
-def test_one_connection_failing_its_deadline_check_stops_no_other_deadline(caplog):
+def test_one_connection_failing_its_deadline_check_stops_no_other_deadline(caplog, monkeypatch):
     with ServerThread(length_app, keepalive_timeout=0.3, header_timeout=0.5) as server:
         victim, other = server.connect(), server.connect()
         victim.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         read_response(victim)
         wait_for(lambda: len(server.engine.connections) == 2)
-        for conn in list(server.engine.connections.values()):
+        check = HTTPConnection.check_deadline
+
+        def broken_for_the_victim(conn: HTTPConnection, now: float) -> None:
             if conn.requests_seen:
+                raise RuntimeError("deadline check exploded")
+            check(conn, now)
 
-                def broken(now, conn=conn):
-                    raise RuntimeError("deadline check exploded")
-
-                conn.check_deadline = broken  # type: ignore[method-assign]
+        monkeypatch.setattr(HTTPConnection, "check_deadline", broken_for_the_victim)
         wait_for(lambda: len(server.engine.connections) == 0)  # the victim is closed, the silent one timed out
         assert other.recv(100) == b""  # a connection that never sent anything is closed without a word
         victim.close()
