@@ -19,11 +19,13 @@ A missing template raises ``TemplateNotFoundError`` naming the template and the 
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+from jinja2.runtime import new_context
 
 if TYPE_CHECKING:
     from .request import Request
@@ -130,10 +132,39 @@ class Templates:
         """Render template ``name`` with ``context`` as its variables (``request`` among them)."""
         template = self.get(name)
         try:
-            return template.render(context)
+            return _render(self.environment, template, context)
         except jinja2.TemplateNotFound as error:
             # Also covers {% extends %} / {% include %} of a missing template, named by Jinja in error.name.
             raise TemplateNotFoundError(_missing_name(error, name), self._searched()) from error
 
     def _searched(self) -> Path | str:
         return self.folders[0] if len(self.folders) == 1 else " or ".join(map(str, self.folders))
+
+
+def _render(environment: jinja2.Environment, template: jinja2.Template, context: dict[str, Any]) -> str:
+    """``template.render(context)``, less the part that costs the most and changes the least.
+
+    Jinja2 builds every render's context by merging the template's globals, a ChainMap of its own (usually empty)
+    over the environment's, into a new dict, and takes the set of their names for the context as well: iterating
+    a ChainMap is slow, and that was 7 of the 33 microseconds of a ten-item page (bench_framework's template row).
+    Copying the environment's plain dict instead, and handing Jinja the finished dict as the shared context,
+    gives the same variables (globals first, the render's own winning) and the same traceback rewriting on an
+    error. Any other shape of globals, or an async environment, takes Jinja's own path.
+    """
+    own_globals = template.globals
+    if (
+        environment.is_async
+        or not isinstance(own_globals, ChainMap)
+        or len(own_globals.maps) != 2
+        or own_globals.maps[1] is not environment.globals
+    ):
+        return template.render(context)
+    variables = environment.globals.copy()
+    if own_globals.maps[0]:
+        variables.update(own_globals.maps[0])
+    variables.update(context)
+    shared = new_context(environment, template.name, template.blocks, variables, True, environment.globals)
+    try:
+        return environment.concat(template.root_render_func(shared))
+    except Exception:
+        environment.handle_exception()  # re-raises, with the template's lines in the traceback

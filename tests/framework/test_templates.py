@@ -4,6 +4,8 @@ import logging
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from webtest import TestApp
 
 from framework import App, TemplateNotFoundError
@@ -83,3 +85,64 @@ def test_missing_included_template_is_named(caplog):
     with caplog.at_level(logging.ERROR, logger="framework"):
         text = TestApp(app).get("/include", status=500).text
     assert "partials/nowhere.html" in text and "TemplateNotFoundError" in text
+
+
+# -- the render path that skips Jinja2's per-render merge of the globals (framework.templates._render) ----------
+
+
+def _template_env(tmp_path, text: str):
+    from framework.templates import Templates
+
+    (tmp_path / "t.html").write_text(text)
+    templates = Templates(tmp_path)
+    return templates, templates.get("t.html")
+
+
+def test_a_global_added_after_the_first_render_is_seen_by_the_next(tmp_path):
+    templates, _ = _template_env(tmp_path, "{{ site_name | default('none') }}")
+    assert templates.render("t.html", {}) == "none"
+    templates.environment.globals["site_name"] = "Ladder"
+    assert templates.render("t.html", {}) == "Ladder"
+    assert templates.render("t.html", {"site_name": "mine"}) == "mine"  # the render's own variables win
+
+
+def test_an_error_in_a_template_points_at_the_template_line(tmp_path):
+    import traceback
+
+    templates, _ = _template_env(tmp_path, "line one\n{{ 1 // zero }}\n")
+    with pytest.raises(ZeroDivisionError) as caught:
+        templates.render("t.html", {"zero": 0})
+    frames = traceback.extract_tb(caught.value.__traceback__)
+    assert any(frame.filename.endswith("t.html") and frame.lineno == 2 for frame in frames)
+
+
+@pytest.fixture(scope="module")
+def fast_render_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("fast")
+
+
+@given(
+    variables=st.dictionaries(
+        st.sampled_from(["a", "b", "range", "url_for", "items", "title"]),
+        st.one_of(st.text(max_size=20), st.integers(), st.lists(st.text(max_size=5), max_size=4)),
+        max_size=6,
+    )
+)
+def test_the_fast_render_gives_exactly_what_jinja2s_render_gives(fast_render_folder, variables):
+    from framework.templates import _render
+
+    templates, template = _template_env(
+        fast_render_folder,
+        "{{ a }}|{{ b | default('-') }}|{{ title is defined }}|{{ items | default([]) | length }}|"
+        "{{ range is callable }}|{% for x in (items if items is iterable and items is not string else []) %}"
+        "<{{ x }}>{% endfor %}",
+    )
+
+    def outcome(render):
+        try:
+            return "rendered", render(dict(variables))
+        except Exception as error:  # the same error, too: a list's length is fine, an int's is a TypeError
+            return "raised", type(error).__name__, str(error)
+
+    fast = outcome(lambda context: _render(templates.environment, template, context))
+    assert fast == outcome(template.render)
