@@ -1,14 +1,17 @@
-"""Issue 2's benchmark: our WSGI server against its peers on a hello-world app, in one interleaved run.
+"""Issues 2 and 12's benchmark: our WSGI server against its peers on a hello-world app, in one interleaved run.
 
-Three questions, each with a target from the issue:
+Three questions, each with targets from the issues:
 
 1. Throughput of one process on one core. Every server runs ``bench.hello:app`` pinned to CPU 0 while ``wrk``
    drives it from CPU 1, with 100 keep-alive connections and again with ``Connection: close``. The peers frame
-   the result: waitress (the fastest pure-Python peer), cheroot, gunicorn (sync, and gthread with 4 threads),
-   bjoern (written in C: the ceiling) and wsgiref (the floor).
+   the result: granian (Rust, 1 worker, 1 runtime thread), waitress (the fastest pure-Python peer), cheroot,
+   gunicorn (sync, and gthread with 4 threads), uWSGI (C, 1 process, 4 threads), bjoern (written in C: the
+   ceiling) and wsgiref (the floor). Ours, granian and bjoern -- the servers issue 12 sets targets against --
+   are also measured with 10 keep-alive connections, in a second interleaved pass of their own.
 2. Idle connections. 10,000 keep-alive connections sit idle on our server (``--loop epoll``) while a fresh
    request is timed: an event loop should not care how many sockets are merely open.
-3. Processes. ``--workers 2`` against ``--workers 1`` on both cores, to show the pre-fork model scales.
+3. Processes. ``--workers 2`` against ``--workers 1`` on both cores, to show the pre-fork model scales, and
+   against granian ``--workers 2`` and gunicorn ``-w 2 -k gthread --threads 4``.
 
 Run ``python -m bench.bench_server --help``; bench/README.md lists what each part needs. A missing peer or
 tool is reported with the command that installs it and skipped, so a partial setup still gives a partial
@@ -37,11 +40,13 @@ from bench.harness import Results, Scenario, Server
 
 APP = "bench.hello:app"
 SERVER_CPU, WRK_CPU = 0, 1
-BASELINES = ("waitress", "bjoern")
-SCENARIOS = (
-    Scenario("keep-alive", connections=100),
-    Scenario("close", connections=100, headers={"Connection": "close"}),
-)
+BASELINES = ("waitress", "granian", "bjoern")
+KEEP_ALIVE = Scenario("keep-alive", connections=100)
+KEEP_ALIVE_10 = Scenario("keep-alive c10", connections=10)
+CLOSE = Scenario("close", connections=100, headers={"Connection": "close"})
+SCENARIOS = (KEEP_ALIVE, CLOSE)  # every server
+# Only the servers with a target at 10 connections (issue 12) run it, so the default run stays short.
+C10_SERVERS = ("ours", "ours-before", "granian", "bjoern")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -54,14 +59,93 @@ class Contender:
     """A server in the comparison: what it needs installed, how to get it, and how to start it on a port."""
 
     name: str
-    module: str  # the Python module that must be importable
+    module: str  # the Python module that must be importable (with ``program``: the distribution, for its version)
     install: str  # the command that provides it
     argv: Callable[[int], list[str]]
     role: str = ""
+    program: str | None = None  # an executable that must exist instead of a module (uwsgi)
 
 
 def _python(*args: str) -> list[str]:
     return harness.python_argv(*args)
+
+
+def beside_python(program: str) -> str | None:
+    """``program`` from the running interpreter's bin directory (where pip puts it), else from PATH.
+
+    The interpreter's own copy comes first: on PATH there may be a pyenv shim or a Debian build that embeds
+    another Python.
+    """
+    local = Path(sys.executable).parent / program
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return harness.which(program)
+
+
+def granian_argv(port: int, workers: int = 1) -> list[str]:
+    """granian as in bench_tls: WSGI, HTTP/1 only, one runtime thread per worker, no access log."""
+    return _python(
+        "-m",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--http",
+        "1",
+        "--workers",
+        str(workers),
+        "--runtime-threads",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        APP,
+    )
+
+
+def uwsgi_argv(port: int) -> list[str]:
+    """uWSGI as issue 12 measured it: one process (no master), 4 threads, its own HTTP parser.
+
+    ``--http-socket`` has no keep-alive: it closes the connection after every response (without saying so in
+    a header, so wrk counts each close as a read error). ``--http11-socket`` keeps connections, but one per
+    thread until it falls idle: with 4 threads, 96 of 100 busy keep-alive connections wait unanswered in the
+    accept queue and wrk's figures describe the other 4. ``--listen 1024`` (granian's default backlog)
+    replaces uWSGI's 100, which is exactly wrk's connection count; ``--need-app`` makes a failed import stop
+    it instead of answering 500s.
+    """
+    return [
+        beside_python("uwsgi") or "uwsgi",
+        "--http-socket",
+        f"127.0.0.1:{port}",
+        "--module",
+        APP,
+        "--processes",
+        "1",
+        "--threads",
+        "4",
+        "--listen",
+        "1024",
+        "--need-app",
+        "--disable-logging",
+        "--die-on-term",
+    ]
+
+
+def gunicorn_gthread_argv(port: int, workers: int = 1) -> list[str]:
+    return _python(
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        APP,
+    )
 
 
 CONTENDERS = (
@@ -72,6 +156,7 @@ CONTENDERS = (
         lambda port: _python("-m", "server", APP, "--bind", f"127.0.0.1:{port}"),
         "default settings",
     ),
+    Contender("granian", "granian", "pip install granian", granian_argv, "1 worker, 1 runtime thread, Rust"),
     Contender(
         "waitress",
         "waitress",
@@ -93,21 +178,15 @@ CONTENDERS = (
         "1 worker",
     ),
     Contender(
-        "gunicorn-gthread",
-        "gunicorn",
-        "pip install -e '.[bench]'",
-        lambda port: _python(
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "4",
-            APP,
-        ),
-        "1 worker, 4 threads",
+        "gunicorn-gthread", "gunicorn", "pip install -e '.[bench]'", gunicorn_gthread_argv, "1 worker, 4 threads"
+    ),
+    Contender(
+        "uwsgi",
+        "uwsgi",
+        "pip install uwsgi  (compiles with gcc and needs Python's headers)",
+        uwsgi_argv,
+        "1 process, 4 threads, C; --http-socket: no keep-alive",
+        program="uwsgi",
     ),
     Contender(
         "bjoern",
@@ -155,6 +234,8 @@ def our_server_works() -> bool:
 def available(contender: Contender) -> bool:
     if contender.name == "ours":
         return our_server_works()
+    if contender.program is not None:
+        return beside_python(contender.program) is not None
     return harness.python_module_available(contender.module)
 
 
@@ -175,8 +256,19 @@ def version_of(contender: Contender) -> str:
 
 
 def throughput(contenders: Sequence[Contender], rounds: int, duration: float, cpus: Cpus) -> Results:
-    servers = [Server(c.name, c.argv(port := harness.free_port()), port, cpu=cpus.server) for c in contenders]
-    return harness.interleaved(servers, SCENARIOS, rounds=rounds, duration=duration, wrk_cpu=cpus.wrk)
+    """Every server in SCENARIOS, interleaved; then those of C10_SERVERS with 10 connections, interleaved."""
+
+    def servers(chosen: Sequence[Contender]) -> list[Server]:
+        return [Server(c.name, c.argv(port := harness.free_port()), port, cpu=cpus.server) for c in chosen]
+
+    results = harness.interleaved(servers(contenders), SCENARIOS, rounds=rounds, duration=duration, wrk_cpu=cpus.wrk)
+    few = [c for c in contenders if c.name in C10_SERVERS]
+    if few:
+        print(f"\n== keep-alive with 10 connections: {', '.join(c.name for c in few)}")
+        harness.interleaved(
+            servers(few), [KEEP_ALIVE_10], rounds=rounds, duration=duration, wrk_cpu=cpus.wrk, results=results
+        )
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -342,14 +434,23 @@ def idle_connections(count: int, cpus: Cpus, batch: int = 500, samples: int = 21
 # ---------------------------------------------------------------------------------------------------------
 
 
-def workers(rounds: int, duration: float) -> Results:
-    """``--workers 1`` against ``--workers 2``, unpinned: the processes, and wrk, share both cores."""
-    servers = []
-    for count in (1, 2):
-        port = harness.free_port()
-        argv = [*CONTENDERS[0].argv(port), "--workers", str(count)]
-        servers.append(Server(f"ours --workers {count}", argv, port, cpu=None))
-    return harness.interleaved(servers, SCENARIOS[:1], rounds=rounds, duration=duration, wrk_cpu=None)
+OURS_1, OURS_2 = "ours --workers 1", "ours --workers 2"
+GRANIAN_2, GUNICORN_2 = "granian --workers 2", "gunicorn gthread -w 2"
+
+
+def workers(rounds: int, duration: float, peers: Sequence[str]) -> Results:
+    """``--workers 1`` against ``--workers 2``, and the peers named in ``peers`` (``granian``,
+    ``gunicorn-gthread``) with 2 workers, unpinned: the processes, and wrk, share both cores."""
+    candidates: list[tuple[str, Callable[[int], list[str]]]] = [
+        (OURS_1, lambda port: [*CONTENDERS[0].argv(port), "--workers", "1"]),
+        (OURS_2, lambda port: [*CONTENDERS[0].argv(port), "--workers", "2"]),
+    ]
+    if "granian" in peers:
+        candidates.append((GRANIAN_2, lambda port: granian_argv(port, workers=2)))
+    if "gunicorn-gthread" in peers:
+        candidates.append((GUNICORN_2, lambda port: gunicorn_gthread_argv(port, workers=2)))
+    servers = [Server(name, argv(port := harness.free_port()), port, cpu=None) for name, argv in candidates]
+    return harness.interleaved(servers, [KEEP_ALIVE], rounds=rounds, duration=duration, wrk_cpu=None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -365,29 +466,47 @@ def _shown(value: float | None, target: float) -> str:
     return f"{value:.2f}x"
 
 
-def _ratio_row(label: str, value: float | None, target: float, per_cpu: float | None = None) -> list[str]:
-    """One target row. The verdict is on requests/s, as the issue states its targets; the ratio per
+def _ratio_row(issue: int, label: str, value: float | None, target: float, per_cpu: float | None = None) -> list[str]:
+    """One target row. The verdict is on requests/s, as the issues state their targets; the ratio per
     CPU-second is shown beside it because on shared cores it is the steadier of the two."""
     verdict = "not measured" if value is None else "PASS" if value >= target else "FAIL"
-    return [label, f">= {target:g}x", _shown(value, target), _shown(per_cpu, target), verdict]
+    return [str(issue), label, f">= {target:g}x", _shown(value, target), _shown(per_cpu, target), verdict]
+
+
+# (issue, scenario, baseline, target): ours over the baseline, median requests/s.
+THROUGHPUT_TARGETS = (
+    (2, "keep-alive", "waitress", 2),
+    (2, "keep-alive", "bjoern", 0.25),
+    (2, "close", "waitress", 1.5),
+    (12, "keep-alive", "granian", 0.8),
+    (12, "keep-alive c10", "granian", 0.8),
+    (12, "close", "granian", 0.8),
+    (12, "keep-alive", "bjoern", 0.35),
+    (12, "keep-alive c10", "bjoern", 0.35),
+)
 
 
 def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results | None) -> list[list[str]]:
-    """The issue's targets, each with what was measured and whether it was met."""
+    """The issues' targets, each with what was measured and whether it was met."""
     rows = []
     if results is not None:
-        for label, baseline, scenario, target in (
-            ("keep-alive vs waitress", "waitress", "keep-alive", 2),
-            ("keep-alive vs bjoern", "bjoern", "keep-alive", 0.25),
-            ("close vs waitress", "waitress", "close", 1.5),
-        ):
+        for issue, scenario, baseline, target in THROUGHPUT_TARGETS:
+            label = f"{scenario}{' c100' if scenario == 'keep-alive' else ''} vs {baseline}"
             ratio = results.ratio("ours", baseline, scenario)
             per_cpu = results.ratio("ours", baseline, scenario, per_cpu=True)
-            rows.append(_ratio_row(label, ratio, target, per_cpu))
+            rows.append(_ratio_row(issue, label, ratio, target, per_cpu))
+        ours_p99 = results.median_latency("ours", "keep-alive", 99)
+        granian_p99 = results.median_latency("granian", "keep-alive", 99)
+        measured, verdict = "n/a", "not measured"
+        if ours_p99 is not None and granian_p99 is not None:
+            measured = f"{ours_p99:.2f} ms vs {granian_p99:.2f} ms"
+            verdict = "PASS" if ours_p99 <= granian_p99 else "FAIL"
+        rows.append(["12", "p99 latency, keep-alive c100, vs granian", "no higher", measured, "", verdict])
     if idle is not None:
         ok = idle.held == idle.wanted and idle.fresh_median_ms < 50
         rows.append(
             [
+                "2",
                 f"fresh request with {idle.wanted:,} idle connections",
                 "< 50 ms, all held",
                 f"{idle.fresh_median_ms:.1f} ms (max {max(idle.fresh_ms):.1f}), {idle.held:,} held",
@@ -401,6 +520,7 @@ def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results 
             per_connection = (idle.rss_after_kib - idle.rss_before_kib) / idle.held
             rows.append(
                 [
+                    "12",
                     "server memory per idle keep-alive connection",
                     "<= 2 KiB",
                     f"{per_connection:.2f} KiB",
@@ -410,9 +530,18 @@ def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results 
             )
     if scaling is not None:
         # Per CPU-second means nothing here: two workers are meant to use more CPU, not less per request.
-        ratio = scaling.ratio("ours --workers 2", "ours --workers 1", "keep-alive")
-        rows.append(_ratio_row("--workers 2 vs --workers 1 (2 cores, shared with wrk)", ratio, 1.3))
-        rows[-1][3] = ""
+        ratio = scaling.ratio(OURS_2, OURS_1, "keep-alive")
+        rows.append(_ratio_row(2, "--workers 2 vs --workers 1 (2 cores, shared with wrk)", ratio, 1.3))
+        rows[-1][4] = ""
+        # Between servers of the same shape it means something again, so it stays.
+        ratio = scaling.ratio(OURS_2, GRANIAN_2, "keep-alive")
+        per_cpu = scaling.ratio(OURS_2, GRANIAN_2, "keep-alive", per_cpu=True)
+        rows.append(_ratio_row(12, f"--workers 2 vs {GRANIAN_2}", ratio, 0.8, per_cpu))
+        ratio = scaling.ratio(OURS_2, GUNICORN_2, "keep-alive")
+        per_cpu = scaling.ratio(OURS_2, GUNICORN_2, "keep-alive", per_cpu=True)
+        row = _ratio_row(12, f"--workers 2 vs {GUNICORN_2} --threads 4", ratio, 0, per_cpu)
+        row[2], row[5] = "(reported)", "not measured" if ratio is None else "-"
+        rows.append(row)
     return rows
 
 
@@ -442,15 +571,28 @@ def report(
     ]
     parts += [f"Note: {note}  " for note in notes]
     if results is not None:
+        c10 = [c.name for c in contenders if c.name in C10_SERVERS]
         parts += [
             "",
-            "## One process on one core (server on CPU 0, wrk on CPU 1, 100 connections)",
+            "## One process on one core (server on CPU 0, wrk on CPU 1, 100 connections unless named)",
             "",
-            harness.markdown_table(results, BASELINES),
+            harness.markdown_table(results, BASELINES, [s.name for s in (KEEP_ALIVE, KEEP_ALIVE_10, CLOSE)]),
             "",
             "Servers: "
-            + "; ".join(f"{c.name} {version_of(c)}" + (f" ({c.role})" if c.role else "") for c in contenders),
+            + "; ".join(f"{c.name} {version_of(c)}" + (f" ({c.role})" if c.role else "") for c in contenders)
+            + ".  ",
+            f"`keep-alive c10` (10 connections) is measured for {', '.join(c10) or 'none of them'} only, in a "
+            "second interleaved pass.",
         ]
+        if any(c.name == "uwsgi" for c in contenders):
+            parts += [
+                "",
+                "uWSGI runs with `--http-socket`, which has no keep-alive: it closes every connection after its "
+                "response, without a `Connection: close` header, so its keep-alive rows are a connection per "
+                "request and wrk counts each close as a read error (its errors column). `--http11-socket` keeps "
+                "connections, but one per thread until it falls idle: with 4 threads, 96 of 100 keep-alive "
+                "connections would wait unanswered in the accept queue.",
+            ]
     if idle is not None:
         rss = ""
         if idle.rss_before_kib is not None and idle.rss_after_kib is not None:
@@ -470,15 +612,19 @@ def report(
             "",
             "## Worker processes (unpinned: both cores, shared with wrk; keep-alive, 100 connections)",
             "",
-            harness.markdown_table(scaling, ["ours --workers 1"]),
+            harness.markdown_table(scaling, [OURS_1, GRANIAN_2, GUNICORN_2]),
+            "",
+            f"{GRANIAN_2}: 1 runtime thread per worker, as above; {GUNICORN_2}: `--threads 4` per worker. "
+            "Requests per CPU-second say nothing between 1 and 2 workers (two are meant to use more CPU), but "
+            "between servers of 2 workers they do.",
         ]
     rows = verdicts(results, idle, scaling)
     if rows:
         parts += [
             "",
-            "## Targets (issue 2)",
+            "## Targets (issues 2 and 12)",
             "",
-            _table(["target", "wanted", "measured", "per CPU-s", "verdict"], rows),
+            _table(["issue", "target", "wanted", "measured", "per CPU-s", "verdict"], rows),
         ]
     if skipped:
         parts += ["", "## Skipped", ""] + [f"- {line}" for line in skipped]
@@ -581,8 +727,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             skipped.append(f"idle: {exc}")
             log(f"idle test failed: {exc}")
     if ours and have_wrk and "workers" not in args.skip:
-        log("\n== workers: --workers 1 against --workers 2")
-        scaling = workers(args.rounds, args.duration)
+        peers = [c.name for c in contenders if c.name in ("granian", "gunicorn-gthread")]
+        log(f"\n== workers: ours --workers 1 and 2, {', '.join(peers) or 'no peers'} with 2 workers")
+        scaling = workers(args.rounds, args.duration, peers)
 
     load_after = os.getloadavg()[0]
     notes.append(f"load average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end")
