@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import tomllib
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -728,8 +729,26 @@ def serve(
         config.graceful_timeout,
         timeout=config.timeout,
         on_reload=certificates.reload if certificates is not None else None,
+        on_tick=_certificate_watch(certificates, config.cert_check_interval),
     )
     return supervisor.run()
+
+
+def _certificate_watch(certificates: CertificateStore | None, interval: float) -> Callable[[], None] | None:
+    """For the supervisor: look at the certificate files as each worker does, so that a renewal is reported once,
+    by the supervisor (the workers' own checks are quiet), and fresh workers inherit what it loaded."""
+    if certificates is None or not interval:
+        return None
+    next_check = time.monotonic() + interval
+
+    def tick() -> None:
+        nonlocal next_check
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + interval
+            certificates.check()
+
+    return tick
 
 
 def reload_parent(args: Sequence[str], config: Config) -> int:

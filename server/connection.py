@@ -212,13 +212,18 @@ class HTTPConnection:
         data = self._receive()
         if not data or self.tls is None:
             return data
+        failure = None
         with self.lock:
             try:
-                plaintext = self.tls.decrypt(data)
+                plaintext: bytes | None = self.tls.decrypt(data)
             except TLSFailure as error:
-                log.info("%s: closing: TLS error: %s", self.describe(), error)
-                return b""
-            answer = self.tls.outgoing()  # a KeyUpdate's reply, say: tiny, and rare
+                failure, plaintext = error, None
+            answer = self.tls.outgoing()  # a KeyUpdate's reply, say (tiny, and rare); or the alert of a failure
+        if failure is not None:
+            log.info("%s: closing: TLS error: %s", self.describe(), failure)
+            if answer:
+                self._send_small(answer)
+            return b""
         if answer and not self._send_small(answer):
             return None  # closed
         if plaintext is None:
@@ -666,15 +671,17 @@ class HTTPConnection:
         elif self.broken and self.state != BUSY:
             self.close()
 
-    def finish(self, keep_alive: bool) -> None:
-        """The response is complete (owner thread): keep the connection or close it once output drains."""
+    def finish(self, keep_alive: bool, *, clean: bool = True) -> None:
+        """The response is over (owner thread): keep the connection or close it once output drains.
+
+        ``clean``: the response went out whole; False when it was cut short, so HTTPS ends without close_notify."""
         with self.lock:
             if self.flushing and not self.broken:
-                self.after_flush = lambda: self._after_response(keep_alive)
+                self.after_flush = lambda: self._after_response(keep_alive, clean)
                 return
-        self._after_response(keep_alive)
+        self._after_response(keep_alive, clean)
 
-    def _after_response(self, keep_alive: bool) -> None:
+    def _after_response(self, keep_alive: bool, clean: bool = True) -> None:
         if self.reserved or self.body is not None:
             self.release_body()
         if self.broken or not keep_alive or self.engine.stopping:
@@ -684,7 +691,7 @@ class HTTPConnection:
                 # the same: drain it before closing, or its arrival would reset the connection under our answer.
                 self._start_lingering()
             else:
-                if not self.broken:
+                if not self.broken and clean:
                     self._say_close_notify()  # the response is complete: end the TLS session cleanly
                 self.close_soon()
             return

@@ -130,6 +130,8 @@ class Engine:
         self._served = itertools.count(1)  # next() on it is one C call: safe from the loop and the app threads
         self.recycling = False  # the limit was reached: a replacement is asked for (or will be, at the next sweep)
         self.certificates = certificates
+        if certificates is not None and multiprocess:
+            certificates.quiet = True  # this process's copy: the supervisor reports renewals, once
         self.https_redirect = _https_redirect(config, listeners)
 
     # -- life cycle -------------------------------------------------------------------------------------------------
@@ -468,7 +470,7 @@ class Engine:
         except Exception as error:
             log.error("%s: error while releasing a request body: %s", conn.describe(), error)
         finally:
-            conn.finish(writer.keep_alive and not writer.client_gone and not self.stopping)
+            conn.finish(writer.keep_alive and not writer.client_gone and not self.stopping, clean=not writer.cut_short)
 
 
 def _https_redirect(config: Config, listeners: list[Listener]) -> HTTPSRedirect | None:

@@ -194,11 +194,13 @@ class Supervisor:
         *,
         timeout: float = 0.0,
         on_reload: Callable[[], object] | None = None,
+        on_tick: Callable[[], object] | None = None,
     ) -> None:
         self.size = workers
         # Run in the supervisor on SIGHUP, before the fresh workers are forked: they inherit what it loaded (the
         # renewed certificates), and a renewal that fails is reported once, here, instead of by every worker.
         self.on_reload = on_reload
+        self.on_tick = on_tick  # run every turn of the supervisor's loop (0.05 s) while it is not stopping
         self.run_worker = run_worker  # called in the child with the worker's slot number, 0 .. workers-1
         self.graceful_timeout = graceful_timeout
         self.timeout = timeout
@@ -260,6 +262,11 @@ class Supervisor:
                 self._check_heartbeats()
                 self._kill_overdue(self.retiring, None)
                 self._refill()
+                if self.on_tick is not None:
+                    try:
+                        self.on_tick()
+                    except Exception:
+                        log.exception("supervisor: a periodic task failed")
             time.sleep(0.05)  # the supervisor only babysits: a coarse tick costs nothing measurable
 
     # -- signals ------------------------------------------------------------------------------------------------------

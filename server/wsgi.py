@@ -181,9 +181,9 @@ class ResponseWriter:
 
     # Slots: one of these is made for every request, so it should be small and quick to fill.
     __slots__ = (
-        "body_allowed", "bytes_sent", "chunked", "client_gone", "close_deferred", "conn", "declared_length",
-        "has_date", "has_server", "headers", "headers_sent", "is_head", "keep_alive", "request", "status",
-        "status_code",
+        "body_allowed", "bytes_sent", "chunked", "client_gone", "close_deferred", "conn", "cut_short",
+        "declared_length", "has_date", "has_server", "headers", "headers_sent", "is_head", "keep_alive", "request",
+        "status", "status_code",
     )  # fmt: skip
 
     def __init__(self, conn: HTTPConnection, request: Request) -> None:
@@ -202,6 +202,9 @@ class ResponseWriter:
         self.status_code = 0
         self.close_deferred = False  # the body's close() runs once sendfile has sent the last byte
         self.client_gone = False
+        # The response on the wire is shorter than it should be (the app failed after its head, or sent less than
+        # its Content-Length): the connection must end without HTTPS's close_notify, which would vouch for it.
+        self.cut_short = False
 
     # PEP 3333's two callables.
 
@@ -308,6 +311,7 @@ class ResponseWriter:
                 self.declared_length,
             )
             self.keep_alive = False
+            self.cut_short = True
 
 
 def _known_length(result: Any) -> int | None:
@@ -499,7 +503,9 @@ class ApplicationRun:
                 log.error("application error in %s %s: %s", request.method, request.target, error)
             else:
                 log.exception("error in application for %s %s", request.method, request.target)
-            if not writer.headers_sent:
+            if writer.headers_sent:
+                writer.cut_short = True
+            else:
                 _send_error_page(writer, self.debug)
         self._complete()
 
@@ -560,6 +566,7 @@ def _send_with_sendfile(run: ApplicationRun, wrapper: FileWrapper) -> bool:
                 length,
             )
             writer.keep_alive = False
+            writer.cut_short = True
         length = min(length, writer.declared_length)
     head = writer._head(length if writer.declared_length is None else None)
     if writer.chunked or not writer.body_allowed or length == 0:
