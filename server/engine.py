@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import logging
 import os
-import resource
 import secrets
 import socket
 import threading
@@ -36,7 +35,7 @@ from server.connection import HANDSHAKE, IDLE, HTTPConnection
 from server.http import Request, error_response, http_date, status_line
 from server.listeners import Listener
 from server.loop import READ, Reactor
-from server.oserrors import OUT_OF_RESOURCES
+from server.oserrors import OUT_OF_RESOURCES, descriptor_limit
 from server.proxy import TrustedProxies
 from server.redirect import HTTPSRedirect
 from server.static import StaticOptions, parse_mount, serve_path
@@ -108,7 +107,7 @@ class Engine:
         self.proxies = TrustedProxies(config.forwarded_allow_ips, config.proxy_headers)
         self.base_environ = base_environ(multithread=config.threads > 1, multiprocess=multiprocess)
         self.static_mounts = _static_mounts(config)
-        self.max_connections = min(config.max_connections, _raise_fd_limit() - _RESERVED_FDS)
+        self.max_connections = min(config.max_connections, descriptor_limit(raise_to_hard=True) - _RESERVED_FDS)
         self._acceptors = [Acceptor(self, listener) for listener in listeners]
         self._accepting = False
         self._refused = 0
@@ -495,15 +494,3 @@ def _static_mounts(config: Config) -> list[Any]:
     mounts = [parse_mount(spec, options) for spec in config.static]
     # The longest prefix wins, so /static/img can be mounted apart from /static.
     return sorted(mounts, key=lambda m: len(m.prefix), reverse=True)
-
-
-def _raise_fd_limit() -> int:
-    """Raise the soft descriptor limit to the hard one: each connection costs one. Returns the new limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    return soft

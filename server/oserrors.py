@@ -5,11 +5,22 @@ address ('127.0.0.1', 9000))``: the errno number in brackets, a tuple's repr, an
 command of this project that reports an operating-system error puts it in one sentence instead: what failed,
 on which address or file, why, and what to try. The "why" and "what to try" come from here, by errno, so that
 the HTTP server and the networking tools say the same thing for the same failure.
+
+Also here, ``descriptor_limit``: how many descriptors this process may hold, which every server of the project
+divides among its connections (and the static-file cache among its open files).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not POSIX
+    resource = None  # type: ignore[assignment]
+
+UNLIMITED_DESCRIPTORS = 1 << 20  # what an unlimited RLIMIT_NOFILE counts as (Linux's default fs.nr_open)
 
 # An accept() that fails with one of these ran out of a resource, not into a bad client: a server pauses accepting
 # for a moment (the connections wait in the kernel's queue) instead of spinning on the failure or giving up.
@@ -44,3 +55,22 @@ def describe(error: OSError) -> str:
         return (error.strerror or str(error)).lower() if error.strerror else str(error)
     why, hint = found
     return f"{why} ({hint})"
+
+
+def descriptor_limit(*, raise_to_hard: bool = False) -> int:
+    """The soft limit on open descriptors (RLIMIT_NOFILE); an unlimited one counts as ``UNLIMITED_DESCRIPTORS``.
+
+    With ``raise_to_hard``, the soft limit is first raised as far as the hard limit allows: each connection costs
+    a descriptor, and a server should not stop at a shell's default of 1,024 when the system allows more."""
+    if resource is None:  # pragma: no cover - not POSIX
+        return UNLIMITED_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return UNLIMITED_DESCRIPTORS
+    if raise_to_hard:
+        target = UNLIMITED_DESCRIPTORS if hard == resource.RLIM_INFINITY else hard
+        if soft < target:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
+                soft = target
+    return soft

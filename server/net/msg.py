@@ -36,14 +36,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import resource
 import selectors
 import socket
 import threading
 import time
 from typing import TextIO
 
-from server.oserrors import OUT_OF_RESOURCES
+from server.oserrors import OUT_OF_RESOURCES, descriptor_limit
 
 from .auth import DEFAULT_TIMEOUT, AuthenticationFailed, ServerHandshake, client_handshake
 from .display import peer_text, show, stamp
@@ -107,7 +106,7 @@ class MessageServer:
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self.max_size = max_size
-        self.max_connections = min(max_connections, max(1, _descriptor_limit() - RESERVED_FDS))
+        self.max_connections = min(max_connections, max(1, descriptor_limit() - RESERVED_FDS))
         self.max_handshakes = min(max_handshakes, self.max_connections)
         family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
         self._listener = socket.create_server(bind, family=family, backlog=LISTEN_BACKLOG)
@@ -402,11 +401,6 @@ def _broken(conn: _Connection, exc: OSError) -> str:
     """An OSError as the end of a line about a connection: "connection reset by peer", no errno in brackets."""
     what = (exc.strerror or str(exc)).lower()
     return f"handshake broken: {what}" if conn.handshake is not None else what
-
-
-def _descriptor_limit() -> int:
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
 
 
 def send_messages(

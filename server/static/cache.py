@@ -56,6 +56,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, BinaryIO
 
+from server.oserrors import descriptor_limit
+
 if TYPE_CHECKING:
     from .reply import Prepared
 
@@ -259,14 +261,7 @@ def descriptor_budget() -> int:
 
     Asked when the cache first stores something, that is after the server raised its limit at start-up.
     """
-    try:
-        import resource  # POSIX only; elsewhere the cache is never used (see server.static.paths.KERNEL_CHECK)
-    except ImportError:
-        return MAX_DESCRIPTORS
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return MAX_DESCRIPTORS
-    return max(4, min(MAX_DESCRIPTORS, soft // 16))
+    return max(4, min(MAX_DESCRIPTORS, descriptor_limit() // 16))
 
 
 class OpenFileCache:

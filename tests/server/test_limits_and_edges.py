@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from server.config import Config
 from server.connection import HTTPConnection
-from tests.support import ServerThread, read_response, recv_until_closed, wait_for
+from tests.support import ROOT, ServerThread, read_response, recv_until_closed, wait_for
 
 TIMEOUT = 10
 
@@ -312,3 +314,18 @@ def test_a_file_answering_100_continue_drains_the_unasked_body_before_closing(tm
         sock.sendall(b"b" * 200_000)  # a client that did not wait for the 100 sends its body anyway
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(100) == b""  # an orderly close, not a reset
+
+
+def test_the_descriptor_limit_is_raised_to_the_hard_one_once_asked():
+    """A shell's soft limit (often 1,024) would cap connections the system allows: the engine raises it."""
+    script = (
+        "import resource; from server.oserrors import descriptor_limit, UNLIMITED_DESCRIPTORS\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "assert descriptor_limit() == 256\n"
+        "expected = UNLIMITED_DESCRIPTORS if hard == resource.RLIM_INFINITY else hard\n"
+        "assert descriptor_limit(raise_to_hard=True) == expected, (descriptor_limit(), expected)\n"
+        "assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == expected\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
