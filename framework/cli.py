@@ -364,13 +364,11 @@ def _conversion(annotation: Any, default: Any, where: str) -> tuple[Callable[[st
 
 
 def routes_table(app: App, sort: str = "rule", all_methods: bool = False) -> str:
-    """The route table: endpoint, methods, rule; HEAD is hidden where GET is there (a GET view answers it)."""
-    rows: list[tuple[str, list[str], str]] = []
-    for rule in app.router.rules:
-        methods = set(rule.methods)
-        if not all_methods and "GET" in methods:
-            methods.discard("HEAD")
-        rows.append((rule.endpoint, sorted(methods), rule.pattern))
+    """The route table: endpoint, methods, rule; HEAD is hidden where GET is there (a GET view answers it).
+
+    Apps mounted with ``app.mount`` are in it too: a framework App's routes under its prefix (its endpoints
+    marked with the prefix, since ``url_for`` names them within that app), any other WSGI app as one row."""
+    rows = _route_rows(app, "", all_methods)
     column = {"endpoint": 0, "methods": 1, "rule": 2}[sort]
     rows.sort(key=lambda row: (row[column], row[2], row[0]))
     cells = [["Endpoint", "Methods", "Rule"]] + [
@@ -381,6 +379,22 @@ def routes_table(app: App, sort: str = "rule", all_methods: bool = False) -> str
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells
     )
+
+
+def _route_rows(app: App, prefix: str, all_methods: bool) -> list[tuple[str, list[str], str]]:
+    rows: list[tuple[str, list[str], str]] = []
+    for rule in app.router.rules:
+        methods = set(rule.methods)
+        if not all_methods and "GET" in methods:
+            methods.discard("HEAD")
+        endpoint = f"{rule.endpoint} (app at {prefix})" if prefix else rule.endpoint
+        rows.append((endpoint, sorted(methods), prefix + rule.pattern))
+    for mount_prefix, mounted in app._mounts:
+        if isinstance(mounted, App):
+            rows += _route_rows(mounted, prefix + mount_prefix, all_methods)
+        else:
+            rows.append((f"(mounted {_type_name(mounted)})", ["*"], f"{prefix}{mount_prefix}/..."))
+    return rows
 
 
 def server_argv(spec: str, host: str, port: int, *, reload: bool, debug: bool, extra: Sequence[str] = ()) -> list[str]:
@@ -530,9 +544,13 @@ def _load(spec: str) -> object:
         raise UsageError(f"{PROG}: error: {error}") from None
 
 
-def _describe(value: object) -> str:
+def _type_name(value: object) -> str:
     kind = type(value)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _describe(value: object) -> str:
+    name = _type_name(value)
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
@@ -588,7 +606,8 @@ def _main(argv: Sequence[str]) -> int:
             raise UsageError(
                 f"{PROG}: error: routes lists a framework App's routes; {spec} is {_describe(app)}, not a framework App"
             )
-        print(routes_table(app, routes.sort, routes.all_methods) if app.router.rules else "No routes were registered.")
+        listed = app.router.rules or app._mounts
+        print(routes_table(app, routes.sort, routes.all_methods) if listed else "No routes were registered.")
         return 0
     app = _load(spec) if spec else None
     command = _commands_of(app).get(name) if name is not None else None

@@ -585,6 +585,31 @@ def test_routes_table_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == "No routes were registered.\n"
 
 
+def test_routes_table_lists_mounted_apps() -> None:
+    site = App(__name__)
+
+    @site.route("/")
+    def home(request: Any) -> str:
+        return "home"
+
+    blog = App(__name__)
+
+    @blog.route("/posts/<int:post_id>")
+    def post(request: Any, post_id: int) -> str:
+        return str(post_id)
+
+    def legacy(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"old"]
+
+    site.mount("/blog", blog)
+    site.mount("/legacy", legacy)
+    lines = routes_table(site).splitlines()
+    assert any(line.split() == ["post", "(app", "at", "/blog)", "GET", "/blog/posts/<int:post_id>"] for line in lines)
+    assert any(line.split() == ["(mounted", "function)", "*", "/legacy/..."] for line in lines), lines
+    assert any(line.split() == ["home", "GET", "/"] for line in lines)
+
+
 def test_server_argv() -> None:
     argv = server_argv("blog:create_app()", "127.0.0.1", 5000, reload=True, debug=True, extra=["-w", "1"])
     assert argv[:3] == [sys.executable, "-m", "server"]
