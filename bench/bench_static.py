@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import timeit
@@ -50,25 +49,6 @@ def make_site(directory: Path) -> Path:
     return directory
 
 
-def our_static_server_works() -> str | None:
-    """None if ``python -m server`` accepts ``--static``; else the reason to skip it."""
-    try:
-        done = subprocess.run(
-            harness.python_argv("-m", "server", "--help"),
-            cwd=harness.REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except subprocess.TimeoutExpired:
-        return "python -m server --help did not answer within 30 s"
-    if done.returncode != 0:
-        return f"python -m server --help failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
-    if "--static" not in done.stdout:
-        return "python -m server does not accept --static yet"
-    return None
-
-
 def contenders(site: Path, cpu: int | None, only: Sequence[str], before: Path | None = None) -> list[Server]:
     servers = []
 
@@ -76,7 +56,7 @@ def contenders(site: Path, cpu: int | None, only: Sequence[str], before: Path | 
         return not only or name in only
 
     if wanted("ours"):
-        reason = our_static_server_works()
+        reason = harness.our_server_lacks("--static", "python -m server does not accept --static yet")
         if reason is None:
             port = harness.free_port()
             argv = harness.python_argv("-m", "server", "--static", f"/={site}", "--bind", f"127.0.0.1:{port}")
@@ -99,26 +79,6 @@ def contenders(site: Path, cpu: int | None, only: Sequence[str], before: Path | 
         argv = harness.python_argv("-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site))
         servers.append(Server("http.server", argv, port, cpu=cpu))
     return servers
-
-
-def choose_cpus() -> tuple[int | None, int | None]:
-    cpus = harness.usable_cpus()
-    if len(cpus) < 2 or harness.which("taskset") is None:
-        print("fewer than two usable CPUs (or no taskset): running unpinned, the numbers will be lower")
-        return None, None
-    return cpus[0], cpus[1]
-
-
-def verdicts(results: Results) -> list[str]:
-    lines = []
-    for scenario, baseline, target in TARGETS:
-        ratio = results.ratio("ours", baseline, scenario)
-        if ratio is None:
-            lines.append(f"- {scenario} vs {baseline}: not measured (target {target}x)")
-        else:
-            verdict = "met" if ratio >= target else "NOT met"
-            lines.append(f"- {scenario} vs {baseline}: {ratio:.2f}x (target {target}x): {verdict}")
-    return lines
 
 
 def throughput_lines(results: Results) -> list[str]:
@@ -187,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 2
     harness.install_signal_handlers()
-    server_cpu, wrk_cpu = choose_cpus()
+    server_cpu, wrk_cpu = harness.server_and_wrk_cpus()
     with tempfile.TemporaryDirectory(prefix="bench-static-") as tmp:
         site = make_site(Path(tmp))
         servers = contenders(site, server_cpu, args.only, args.before)
@@ -208,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             *costs,
             "",
             "Targets:",
-            *verdicts(results),
+            *harness.verdict_lines(results, TARGETS),
             "",
         ]
     )

@@ -238,25 +238,6 @@ class Checked(Server):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def our_tls_reason() -> str | None:
-    """None if ``python -m server`` has ``--certfile`` (and ``--static``); else why ours is skipped."""
-    try:
-        done = subprocess.run(
-            harness.python_argv("-m", "server", "--help"),
-            cwd=harness.REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except subprocess.TimeoutExpired:
-        return "python -m server --help did not answer within 30 s"
-    if done.returncode != 0:
-        return f"python -m server --help failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
-    if "--certfile" not in done.stdout:
-        return "python -m server --help has no --certfile yet (server/tls.py has not landed)"
-    return None
-
-
 def nginx_tls(name: str, cpu: int | None, cert: Certificate | None, *, root: Path, hello: bool) -> Checked:
     """harness.nginx_server's config with ``ssl`` on its listen line (when ``cert``) and, for ``hello``, a
     ``return 200`` with bench/hello.py's body instead of the files under ``root``."""
@@ -336,7 +317,9 @@ def available_peers(only: Sequence[str]) -> list[str]:
     wanted = []
     for name in dict.fromkeys(only or PEERS):
         if name == "ours":
-            reason = our_tls_reason()
+            reason = harness.our_server_lacks(
+                "--certfile", "python -m server --help has no --certfile yet (server/tls.py has not landed)"
+            )
         elif name == "nginx":
             reason = None if harness.which("nginx") else f"not installed: {INSTALL[name]}"
         else:
@@ -468,14 +451,6 @@ def resumption_self_test(cert: Certificate, no_resume: Path, cpu: int | None) ->
 # ---------------------------------------------------------------------------------------------------------
 
 
-def choose_cpus() -> tuple[int | None, int | None]:
-    cpus = harness.usable_cpus()
-    if len(cpus) < 2 or harness.which("taskset") is None:
-        print("fewer than two usable CPUs (or no taskset): running unpinned, the numbers will be lower")
-        return None, None
-    return cpus[0], cpus[1]
-
-
 def measure(
     servers: Sequence[Checked],
     scenarios: Sequence[Scenario],
@@ -506,18 +481,6 @@ def busy_lines(results: Results | None) -> list[str]:
                 cells.append(f"{server} {rps / per_cpu:.0%}")
         if cells:
             lines.append(f"- {scenario}: share of its core each server used: {', '.join(cells)}")
-    return lines
-
-
-def verdicts(results: Results) -> list[str]:
-    lines = []
-    for scenario, baseline, target in TARGETS:
-        ratio = results.ratio("ours", baseline, scenario)
-        if ratio is None:
-            lines.append(f"- {scenario} vs {baseline}: not measured (target {target}x)")
-        else:
-            verdict = "met" if ratio >= target else "NOT met"
-            lines.append(f"- {scenario} vs {baseline}: {ratio:.2f}x (target {target}x): {verdict}")
     return lines
 
 
@@ -553,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 2
     harness.install_signal_handlers()
-    cpus = choose_cpus()
+    cpus = harness.server_and_wrk_cpus()
     wanted = available_peers(args.only)
     if not wanted:
         print("nothing to measure", file=sys.stderr)
@@ -619,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report += ["What each server negotiated with a Python client (OpenSSL, as wrk):"]
     report += [f"- {name}: {description}" for name, description in seen.items()]
     report += ["", *busy_lines(hello), *busy_lines(static), *cost_lines(hello, static), *notes]
-    report += ["", "Targets:", *verdicts(hello or Results()), ""]
+    report += ["", "Targets:", *harness.verdict_lines(hello or Results(), TARGETS), ""]
     text = "\n".join(report)
     print()
     print(text)

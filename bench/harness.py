@@ -723,3 +723,40 @@ def python_module_from(checkout: Path, module: str, *args: str) -> list[str]:
         f"sys.path.insert(0, {str(checkout.resolve())!r}); runpy.run_module({module!r}, run_name='__main__')"
     )
     return [sys.executable, "-c", bootstrap, module, *args]
+
+
+def our_server_lacks(option: str, missing: str) -> str | None:
+    """None if ``python -m server --help`` lists ``option``; else why ours is skipped (``missing`` when it does not)."""
+    try:
+        done = subprocess.run(
+            python_argv("-m", "server", "--help"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        return "python -m server --help did not answer within 30 s"
+    if done.returncode != 0:
+        return f"python -m server --help failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
+    if option not in done.stdout:
+        return missing
+    return None
+
+
+def server_and_wrk_cpus() -> tuple[int | None, int | None]:
+    """The CPU for the server and the one for wrk, or (None, None) to run unpinned (and say so)."""
+    cpus = usable_cpus()
+    if len(cpus) < 2 or which("taskset") is None:
+        print("fewer than two usable CPUs (or no taskset): running unpinned, the numbers will be lower")
+        return None, None
+    return cpus[0], cpus[1]
+
+
+def verdict_lines(results: Results, targets: Sequence[tuple[str, str, float]]) -> list[str]:
+    """One line per (scenario, baseline, target ratio): ours against the baseline, met or not."""
+    lines = []
+    for scenario, baseline, target in targets:
+        ratio = results.ratio("ours", baseline, scenario)
+        if ratio is None:
+            lines.append(f"- {scenario} vs {baseline}: not measured (target {target}x)")
+        else:
+            verdict = "met" if ratio >= target else "NOT met"
+            lines.append(f"- {scenario} vs {baseline}: {ratio:.2f}x (target {target}x): {verdict}")
+    return lines
