@@ -144,10 +144,15 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
     return False
 
 
+def memory_client(certs: Certificates) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """A TLS client trusting ``certs``, over memory buffers: (client, what it reads, what it wrote)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    return certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost"), incoming, outgoing
+
+
 def client_hello(certs: Certificates) -> bytes:
     """The bytes a real client opens its handshake with."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    client, _, outgoing = memory_client(certs)
     with pytest.raises(ssl.SSLWantReadError):
         client.do_handshake()
     return outgoing.read()
@@ -517,8 +522,7 @@ def certs_bundle(directory: Path, certs: list[Certificates]) -> str:
 
 def handshake_pair(certs: Certificates) -> tuple[TLSSession, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
     session = TLSSession(store(certs).context)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    client, incoming, outgoing = memory_client(certs)
     for _ in range(5):
         try:
             client.do_handshake()
@@ -560,8 +564,7 @@ def test_data_followed_by_close_notify_in_one_read_is_kept(certs):
 def test_a_client_handshake_cut_into_any_pieces_completes(certs, cuts):
     """However the network splits the client's flights, the handshake completes and the request is read."""
     session = TLSSession(store(certs).context)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    client, incoming, outgoing = memory_client(certs)
     for _ in range(6):
         try:
             client.do_handshake()
