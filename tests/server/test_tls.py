@@ -33,7 +33,7 @@ from server.http import Request
 from server.listeners import open_listener, parse_bind, resolve_schemes
 from server.redirect import HTTPSRedirect
 from server.tls import CertificateStore, TLSFiles, TLSSession, distinguished_name
-from tests.support import TIMEOUT, ServerProcess, ServerThread, read_response, wait_for
+from tests.support import TIMEOUT, ServerProcess, ServerThread, read_response, recv_until_closed, wait_for
 from tests.tls_certs import Certificates, make_certificates
 
 
@@ -716,3 +716,35 @@ def test_large_writes_and_reads_go_through_the_session_in_slices(certs):
     assert received == body
     client.write(body)
     assert session.decrypt(outgoing.read()) == body
+
+
+def test_a_certificate_gone_between_the_check_and_the_load_is_one_line(certs, monkeypatch, tmp_path):
+    """A renewal swapping files at the wrong moment: the load fails with an OSError, reported like any bad file."""
+    import server.tls
+
+    missing = tmp_path / "gone.pem"
+    monkeypatch.setattr(server.tls, "_check_pem_files", lambda files: None)  # the file was there when checked
+    with pytest.raises(server.tls.TLSConfigError, match=r"cannot load the certificate .*gone\.pem"):
+        server.tls.build_context(TLSFiles(str(missing), str(certs.key)))
+
+
+def test_a_record_that_does_not_decrypt_is_answered_with_an_alert(certs):
+    """The client learns why the connection ends (bad_record_mac), rather than seeing it cut."""
+    with ServerThread(environ_app, certificates=store(certs)) as server, server.connect() as sock:
+        client, incoming, outgoing = memory_client(certs)
+        while True:  # the handshake, by hand over the socket
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        sock.sendall(outgoing.read())
+        client.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        record = bytearray(outgoing.read())
+        record[-1] ^= 0xFF  # one flipped bit in the authentication tag
+        sock.sendall(record)
+        incoming.write(recv_until_closed(sock))
+        with pytest.raises(ssl.SSLError, match=r"(?i)alert"):
+            while client.read(65536):
+                pass
