@@ -59,6 +59,7 @@ from server.http import (
     error_response,
 )
 from server.loop import READ, WRITE
+from server.redirect import HTTPSRedirect
 from server.tls import HANDSHAKE_RECORD, TLSFailure, TLSSession
 from server.wsgi import ClientDisconnected
 
@@ -160,7 +161,7 @@ class HTTPConnection:
         self.tls: TLSSession | None = None
         self.tls_context: ssl.SSLContext | None = None  # until the session exists: what it will be made from
         self.tls_environ: dict[str, str] = _NO_TLS  # what the handshake established, for every request's environ
-        self.redirect: Any = None  # a plain connection whose every request is redirected to HTTPS
+        self.redirect: HTTPSRedirect | None = None  # a plain connection whose every request goes to HTTPS
 
     def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
         """Make this an HTTPS connection: it begins with the handshake, which must finish within ``timeout``.
