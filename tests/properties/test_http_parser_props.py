@@ -163,3 +163,83 @@ def test_well_formed_pipelined_requests_parse_back_exactly(batch, cuts):
         assert body == want_body
         assert trailers == want_trailers
         assert request.content_length == (None if request.chunked else len(want_body))
+
+
+# -- 4: the quick path agrees with the careful one ------------------------------------------------------------------
+
+# Request lines and field lines at the edges of what the quick path accepts (RequestParser._quick_request).
+REQUEST_LINES = [
+    b"GET / HTTP/1.1", b"GET / HTTP/1.0", b"POST /a?b=c HTTP/1.1", b"get / HTTP/1.1", b"X-CUSTOM / HTTP/1.1",
+    b"GET / HTTP/1.2", b"GET / HTTP/2.0", b"GET /a#b HTTP/1.1", b"GET http://h/ HTTP/1.1", b"GET * HTTP/1.1",
+    b"OPTIONS * HTTP/1.1", b"GET /\t HTTP/1.1", b"GET  HTTP/1.1", b"GET / HTTP/1.1 ", b"GET /\xff\x80 HTTP/1.1",
+    b"GET /a\rb HTTP/1.1", b"GET /" + b"a" * 600 + b" HTTP/1.1",
+]  # fmt: skip
+FIELD_LINES = [
+    b"Host: h", b"Host: a:80", b"Host: a:99999", b"Host: [::1]:8080", b"Host:", b"Host: h\xa0", b"host:  h\t",
+    b"Host: a b", b"Host", b"Content-Length: 3", b"Content-Length: 3, 3", b"Content-Length: \xb2",
+    b"Content-Length: -1", b"Content-Length: " + b"9" * 20, b"Content-Length: 99999", b"Transfer-Encoding: chunked",
+    b"Expect: 100-continue", b"Connection: close", b"Connection: keep-alive", b"Connection: Keep-Alive, close",
+    b"Connection: upgrade", b"Content-Type: a/b", b"X: y", b"X : y", b" folded", b"X:\x01", b"X: \x7f", b"X: a\rb",
+    b"X: a\nb", b"X: a\r", b"NoColon", b"\xe9: v", b"X: caf\xe9", b"Cookie: a=1; b=2",
+]  # fmt: skip
+
+
+def agree(head: bytes) -> bool:
+    """Check the quick path against the careful one for ``head``; True when the quick path took it."""
+    parser = RequestParser(LIMITS)
+    quick = parser._quick_request(head)
+    if quick is None:
+        return False  # declined: the careful path decides alone, as the tests above check
+    assert quick == parser._build_request(head.split(b"\r\n")), head  # raises ProtocolError if it would refuse
+    return True
+
+
+def test_the_quick_path_agrees_on_every_edge_line():
+    """Every request line with a Host, and every field line before and after a good Host and twice, on 1.1 and
+    1.0: each edge of the quick path met alone, deterministically (the property below combines them)."""
+    heads = [line + b"\r\nHost: h" for line in REQUEST_LINES]
+    for field in FIELD_LINES:
+        for request_line in (b"GET / HTTP/1.1", b"GET / HTTP/1.0", b"POST /p?q HTTP/1.1"):
+            heads += [request_line + b"\r\n" + field, request_line + b"\r\nHost: h\r\n" + field]
+            heads.append(request_line + b"\r\n" + field + b"\r\nHost: h")
+            heads.append(request_line + b"\r\nHost: h\r\n" + field + b"\r\n" + field)  # said twice
+    framing = [b"Host: h", b"Host: a:80", b"Content-Length: 3", b"Content-Length: 4", b"Connection: close",
+               b"Connection: keep-alive", b"Content-Type: a/b", b"Content-Type: c/d"]  # fmt: skip
+    for start in (b"GET / HTTP/1.1\r\nHost: h", b"GET / HTTP/1.0"):
+        heads += [b"\r\n".join((start, one, other)) for one in framing for other in framing]  # every ordered pair
+        heads += [start + b"\r\nX: y" * (LIMITS.max_header_count - 1 + extra) for extra in (0, 1, 2)]  # the limit
+    taken = [head for head in heads if agree(head)]
+    assert len(taken) > len(heads) // 8  # and many of them do take the quick path
+
+
+heads = st.one_of(
+    st.tuples(
+        st.sampled_from(REQUEST_LINES[:3] * 4 + REQUEST_LINES),  # mostly lines the quick path takes
+        st.lists(st.sampled_from(FIELD_LINES), max_size=6),
+    ).map(lambda parts: b"\r\n".join([parts[0], *parts[1]])),
+    st.binary(max_size=300),
+    requests().map(lambda made: made[0].partition(b"\r\n\r\n")[0]),
+)
+
+
+@given(head=heads)
+@example(head=b"GET / HTTP/1.0\r\nConnection: Keep-Alive, close")
+def test_what_the_quick_path_accepts_the_careful_path_parses_the_same(head):
+    agree(head)
+
+
+def test_everyday_heads_take_the_quick_path():
+    """The quick path is only worth having if ordinary requests take it: these are wrk's, curl's, a browser's
+    and a form post's."""
+    everyday = [
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000",
+        b"GET /index.html HTTP/1.1\r\nHost: localhost:8000\r\nUser-Agent: curl/8.5.0\r\nAccept: */*",
+        b"GET /static/app.css?v=3 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"
+        b"Accept: text/css,*/*;q=0.1\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\n"
+        b"Cookie: session=abc; theme=dark",
+        b"POST /login HTTP/1.1\r\nHost: example.com\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 27",
+        b"GET / HTTP/1.0",
+    ]
+    for head in everyday:
+        assert agree(head), head
