@@ -111,9 +111,9 @@ MAX_WORKERS = 1024
 MAX_THREADS = 4096
 
 
-def _count_up_to(maximum: int) -> Callable[[str], int]:
+def _count_up_to(maximum: int, minimum: int = 1) -> Callable[[str], int]:
     def count(text: str) -> int:
-        value = _positive_int(text)
+        value = _whole_number(text, minimum)
         if value > maximum:
             raise argparse.ArgumentTypeError(f"{text!r} is more than {maximum}")
         return value
@@ -124,7 +124,7 @@ def _count_up_to(maximum: int) -> Callable[[str], int]:
 
 # Built once: each converter is also a key of _FILE_TYPES, which must not grow with every build_parser().
 _worker_count = _count_up_to(MAX_WORKERS)
-_thread_count = _count_up_to(MAX_THREADS)
+_thread_count = _count_up_to(MAX_THREADS, minimum=0)  # 0: the application runs on the event loop (see ThreadPool)
 
 
 def _non_negative_int(text: str) -> int:
@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--workers", "-w", type=_worker_count, default=defaults.workers,
         help="processes sharing the listening sockets (use one per core)")
     add("--threads", "-t", type=_thread_count, default=defaults.threads,
-        help="application threads per process")
+        help="application threads per process; 0 runs the application on the event loop itself, the fastest "
+             "choice for an application that never waits (no database, no network, no sleep: see docs/concurrency.md)")
     add("--loop", choices=("auto", "epoll", "poll", "select"), default=defaults.loop,
         help="the readiness API the event loop uses")
     add("--cpu-affinity", choices=("off", "auto"), default=defaults.cpu_affinity,

@@ -40,6 +40,7 @@ import contextlib
 import io
 import logging
 import os
+import select
 import socket
 import ssl
 import struct
@@ -441,7 +442,8 @@ class HTTPConnection:
         return True
 
     def _dispatch(self) -> bool:
-        """Answer the complete request. True when it was answered here and now (a static file)."""
+        """Answer the complete request. True when it was answered here and now (a static file, or the application
+        with ``--threads 0``) and the next pipelined request is buffered already."""
         self.requests_seen += 1
         self.state = BUSY
         self.response_started = False
@@ -455,6 +457,12 @@ class HTTPConnection:
         # reports an application that runs past the timeout.
         timeout = self.engine.config.timeout
         self.deadline = self.body_started + timeout if timeout else NEVER  # body_started: when the head came
+        if self.engine.inline:
+            # --threads 0: the application runs right here. When it returns, its response is out (or queued, or
+            # parked) and the connection is IDLE again, or READING when the next pipelined request is buffered,
+            # which the advance() below goes on with.
+            self.engine.handle_request(self, request)
+            return self.state == READING
         self.engine.pool.submit(self.engine.handle_request, self, request)
         return False
 
@@ -494,8 +502,11 @@ class HTTPConnection:
                     return
                 self.out += memoryview(data)[sent:]
                 self._start_flushing()
-            if wait and len(self.out) > HIGH_WATER and threading.current_thread() is not self.reactor.thread:
-                self._wait_for_drain()
+            if wait and len(self.out) > HIGH_WATER:
+                if threading.current_thread() is self.reactor.thread:
+                    self._drain_here()  # --threads 0: the loop is running this write() and cannot flush for it
+                else:
+                    self._wait_for_drain()
 
     def park_until_drained(self, resume: Callable[[], None]) -> bool:
         """If too much output is queued, arrange for ``resume()`` to run on the loop thread once the loop has
@@ -531,6 +542,29 @@ class HTTPConnection:
             if self._drained is None:
                 self._drained = threading.Condition(self.lock)
             self._drained.wait(remaining)
+        if self.broken:
+            raise ClientDisconnected("connection is broken")
+
+    def _drain_here(self) -> None:
+        """PEP 3333's ``write()`` with ``--threads 0``: flush from this (the loop) thread, waiting for the socket,
+        until the queue is low again or ``send_timeout`` passes. Lock held.
+
+        This is the one place where a slow reader holds the loop, and only for an application that pushes a large
+        body through ``write()``: an iterable response parks instead, as on the threaded path."""
+        limit = time.monotonic() + self.engine.config.send_timeout
+        writable = select.poll()
+        writable.register(self.fd, select.POLLOUT)
+        while len(self.out) > LOW_WATER and not self.broken:
+            remaining = limit - time.monotonic()
+            if remaining <= 0:
+                self.broken = True
+                raise ClientDisconnected("send timed out")
+            if writable.poll(remaining * 1000):
+                try:
+                    self._write_some()
+                except OSError as error:
+                    self.broken = True
+                    raise ClientDisconnected(str(error)) from error
         if self.broken:
             raise ClientDisconnected("connection is broken")
 

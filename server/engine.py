@@ -41,7 +41,7 @@ from server.redirect import HTTPSRedirect
 from server.static import StaticOptions, parse_mount, serve_path
 from server.tls import CertificateStore
 from server.watchdog import Watchdog
-from server.workers import ThreadPool, request_recycling, request_replacement, supervisor_pid
+from server.workers import OnTheLoop, ThreadPool, request_recycling, request_replacement, supervisor_pid
 from server.wsgi import ApplicationRun, base_environ, build_environ, log_access
 
 log = logging.getLogger("server")
@@ -97,7 +97,9 @@ class Engine:
         self.listeners = listeners
         self.multiprocess = multiprocess
         self.reactor = Reactor(config.loop)
-        self.pool = ThreadPool(config.threads, name="app")
+        # --threads 0: the application runs on the loop (see server.workers.OnTheLoop).
+        self.inline = config.threads == 0
+        self.pool = OnTheLoop(self.reactor.call_soon) if self.inline else ThreadPool(config.threads, name="app")
         self.watchdog = Watchdog(config.timeout, config.threads)
         self.limits = config.limits
         self.server_header = SERVER_SOFTWARE

@@ -272,6 +272,10 @@ class Reactor:
             self._wakeup_pending = True
             self._wakeup.signal()
 
+    def call_soon(self, callback: Callable, *args: object) -> None:
+        """Run ``callback(*args)`` on the loop thread after the current handler (loop thread only: no wakeup)."""
+        self._callbacks.append((callback, args))
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         """Run ``callback()`` on the loop thread after ``delay`` seconds (loop thread only)."""
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), callback))

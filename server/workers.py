@@ -4,6 +4,13 @@
 by a queue, never on the event loop. With the GIL, threads do not add CPU; they let one slow request wait
 without stopping the others.
 
+``OnTheLoop``: ``--threads 0``. An application that never waits gains nothing from threads and pays for them: every
+request crosses from the loop to a thread and back, and the two take turns at the GIL. With ``--threads 0`` the
+connection calls the application right on the loop thread, and the rest of the work that would go to the pool
+(a parked response's next piece) runs as a loop callback. The price is that of gunicorn's sync worker: while the
+application runs, nothing else in the process does, so an application that waits stalls every client of the
+process.
+
 ``Supervisor``: to use every core, the parent binds the listening sockets and forks ``--workers`` processes,
 each running its own engine on the inherited sockets. The parent only watches them:
 
@@ -78,6 +85,20 @@ class ThreadPool:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class OnTheLoop:
+    """``--threads 0``: what would go to a pool thread runs on the event loop instead, as a callback."""
+
+    def __init__(self, call_soon: Callable[..., None]) -> None:
+        self._call_soon = call_soon
+
+    def submit(self, function: Callable, *args: object) -> None:
+        """Run ``function(*args)`` on the loop thread, after the current handler (loop thread only)."""
+        self._call_soon(function, *args)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Nothing to stop: there are no threads."""
 
 
 def pin_to_cpu(slot: int | None) -> int:

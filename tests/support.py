@@ -91,10 +91,13 @@ def read_reply(reply: FileReply) -> bytes:
         return reply.file.read(reply.length)
 
 
-def read_response(sock: socket.socket, buffer: bytearray | None = None) -> tuple[int, dict[str, str], bytes]:
+def read_response(
+    sock: socket.socket, buffer: bytearray | None = None, *, to_head: bool = False
+) -> tuple[int, dict[str, str], bytes]:
     """Read exactly one response (Content-Length, chunked, or close-delimited) from a raw socket.
 
-    ``buffer`` carries bytes already received past the previous response (pipelining)."""
+    ``buffer`` carries bytes already received past the previous response (pipelining); ``to_head``: the response
+    answers a HEAD request, so it has no body whatever its headers say."""
     buf = buffer if buffer is not None else bytearray()
 
     def fill() -> bool:
@@ -113,7 +116,7 @@ def read_response(sock: socket.socket, buffer: bytearray | None = None) -> tuple
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    if status < 200 or status in (204, 304):
+    if to_head or status < 200 or status in (204, 304):
         return status, headers, b""
     if "content-length" in headers:
         length = int(headers["content-length"])

@@ -1,0 +1,204 @@
+"""``--threads 0``: the application runs on the event loop thread (``server.workers.OnTheLoop``).
+
+What must not change when the thread hand-off goes away: responses in order on a pipelined connection (and the
+loop still turns to other clients every ``PIPELINE_TURN`` requests), a slow reader of an iterable response parks
+it instead of holding the loop, PEP 3333's ``write()`` still pushes back on a slow reader and gives up on one that
+reads nothing, an application error is one 500 for one request, and static files, bodies and chunked uploads work
+as before. The property at the end sends random pipelined batches, well-formed and not, and checks that the loop
+answers them exactly as the threaded server does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.connection import HIGH_WATER, PIPELINE_TURN
+from server.engine import Engine
+from tests.server.test_slow_clients import ended, small_window_client
+from tests.support import ROOT, ServerThread, read_response, wait_for
+
+TIMEOUT = 10
+
+
+def echo_app(environ, start_response):
+    """The method, the path and the body back (and at /thread, which thread ran it)."""
+    if environ["PATH_INFO"] == "/fail":
+        raise RuntimeError("this request fails")
+    if environ["PATH_INFO"] == "/thread":
+        body = threading.current_thread().name.encode()
+    else:
+        body = environ["wsgi.input"].read()
+    data = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']} {len(body)}".encode() + b"\n" + body
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+@pytest.fixture(scope="module")
+def loop_server():
+    with ServerThread(echo_app, threads=0) as server:
+        yield server
+
+
+def test_the_application_runs_on_the_loop_thread(loop_server):
+    reply = requests.post(loop_server.url + "/x", data=b"hello", timeout=TIMEOUT)
+    assert (reply.status_code, reply.content) == (200, b"POST /x 5\nhello")
+    # test-server: the thread that runs the engine's loop.
+    assert requests.get(loop_server.url + "/thread", timeout=TIMEOUT).content == b"GET /thread 11\ntest-server"
+    assert not [t for t in threading.enumerate() if t.name.startswith("app-")]  # and no pool was started
+
+
+def test_a_chunked_upload_and_an_error_on_the_loop(loop_server):
+    pieces = iter([b"abc", b"defg"])
+    assert requests.put(loop_server.url + "/c", data=pieces, timeout=TIMEOUT).content.endswith(b"\nabcdefg")
+    assert requests.get(loop_server.url + "/fail", timeout=TIMEOUT).status_code == 500
+    assert requests.get(loop_server.url + "/after", timeout=TIMEOUT).content.startswith(b"GET /after 0")
+
+
+def test_pipelined_requests_are_answered_in_order_with_turns_for_others(loop_server):
+    count = PIPELINE_TURN * 3 + 5
+    batch = b"".join(f"GET /{i} HTTP/1.1\r\nHost: h\r\n\r\n".encode() for i in range(count))
+    with loop_server.connect() as sock, loop_server.connect() as other:
+        sock.sendall(batch)
+        other.sendall(b"GET /other HTTP/1.1\r\nHost: h\r\n\r\n")
+        buffer = bytearray()
+        bodies = [read_response(sock, buffer)[2] for _ in range(count)]
+        assert read_response(other)[2].startswith(b"GET /other 0")
+    assert [body.split(b" ")[1] for body in bodies] == [f"/{i}".encode() for i in range(count)]
+
+
+def test_a_slow_reader_parks_its_response_and_the_loop_serves_others():
+    chunks = [bytes([i]) * 65536 for i in range(64)]
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/big":
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return iter(chunks)
+        return echo_app(environ, start_response)
+
+    with ServerThread(app, threads=0) as server, small_window_client(server.port) as sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+        wait_for(lambda: any(c.on_drain for c in list(server.engine.connections.values())))
+        started = time.monotonic()
+        assert requests.get(server.url + "/meanwhile", timeout=TIMEOUT).status_code == 200
+        assert time.monotonic() - started < 1.0
+        status, _, body = read_response(sock)
+    assert (status, body) == (200, b"".join(chunks))
+
+
+class WriteApp:
+    """Sends ``size`` bytes through PEP 3333's write() and notes the most output ever queued for its client."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.engine: Engine | None = None
+        self.most_queued = 0
+
+    def __call__(self, environ, start_response):
+        if environ["PATH_INFO"] == "/small":
+            return echo_app(environ, start_response)
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        assert self.engine is not None
+        for i in range(self.size // 65536):
+            write(bytes([i % 256]) * 65536)
+            queued = max(len(conn.out) for conn in list(self.engine.connections.values()))
+            self.most_queued = max(self.most_queued, queued)
+        return []
+
+
+def test_write_pushes_back_on_a_slow_reader_without_losing_a_byte():
+    app = WriteApp(4 * 1024 * 1024)
+    with ServerThread(app, threads=0) as server, small_window_client(server.port) as sock:
+        app.engine = server.engine
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        status, _, body = read_response(sock)
+    assert status == 200
+    assert body == b"".join(bytes([i % 256]) * 65536 for i in range(app.size // 65536))
+    assert app.most_queued <= HIGH_WATER + 65536  # write() waited instead of queueing the rest
+
+
+def test_write_gives_up_on_a_reader_that_reads_nothing_and_the_loop_goes_on():
+    app = WriteApp(64 * 1024 * 1024)
+    with ServerThread(app, threads=0, send_timeout=0.5) as server, small_window_client(server.port) as stuck:
+        app.engine = server.engine
+        stuck.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        wait_for(lambda: any(c.flushing for c in list(server.engine.connections.values())))
+        # The loop is held for at most the send timeout, then it serves again; the stuck client is closed.
+        assert requests.get(server.url + "/small", timeout=TIMEOUT).status_code == 200
+        wait_for(lambda: ended(stuck))
+    assert app.most_queued <= HIGH_WATER + 65536  # not 64 MiB in memory for a client that reads nothing
+
+
+def test_static_files_and_the_application_side_by_side(tmp_path: Path):
+    (tmp_path / "a.txt").write_bytes(b"A" * 100_000)
+    with ServerThread(echo_app, threads=0, static=(f"/s={tmp_path}",)) as server, server.connect() as sock:
+        sock.sendall(b"GET /s/a.txt HTTP/1.1\r\nHost: h\r\n\r\nGET /app HTTP/1.1\r\nHost: h\r\n\r\n")
+        buffer = bytearray()
+        assert read_response(sock, buffer)[2] == b"A" * 100_000
+        assert read_response(sock, buffer)[2].startswith(b"GET /app 0")
+
+
+def test_the_command_line_takes_threads_0_and_refuses_less():
+    refused = subprocess.run(
+        [sys.executable, "-m", "server", "apps.hello:app", "--threads", "-1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "--threads" in refused.stderr and "0 or more" in refused.stderr
+
+
+# -- the property: the loop answers exactly as the threaded server does -----------------------------------------
+
+REQUESTS = [
+    b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /fail HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /close HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET /old HTTP/1.0\r\n\r\n",
+    b"GET /bad HTTP/1.1\r\n\r\n",  # no Host: 400, and the connection ends
+    b"GET / HTTP/1.1\r\nHost: h\r\nX: a\nb\r\n\r\n",  # a bare LF: 400
+]
+
+
+def answers(server: ServerThread, batch: list[bytes]) -> list[tuple[int, bytes]]:
+    """Every response to the pipelined ``batch``, until the server closes the connection."""
+    found = []
+    with server.connect() as sock:
+        sock.sendall(b"".join(batch))
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        buffer = bytearray()
+        for request in batch:
+            try:
+                status, _, body = read_response(sock, buffer, to_head=request.startswith(b"HEAD "))
+            except ConnectionError:
+                break
+            found.append((status, body))
+        assert not buffer and not sock.recv(1)  # nothing more: no response to a request that was not sent
+    return found
+
+
+@pytest.fixture(scope="module")
+def threaded_server():
+    with ServerThread(echo_app, threads=2) as server:
+        yield server
+
+
+@settings(max_examples=40)
+@given(batch=st.lists(st.sampled_from(REQUESTS), min_size=1, max_size=PIPELINE_TURN + 4))
+def test_the_loop_answers_any_pipelined_batch_as_the_threads_do(loop_server, threaded_server, batch):
+    on_the_loop = answers(loop_server, batch)
+    assert on_the_loop == answers(threaded_server, batch)
+    assert on_the_loop  # every batch gets at least one answer (its first request's)
