@@ -6,12 +6,14 @@ Three questions, each with targets from the issues:
    drives it from CPU 1, with 100 keep-alive connections and again with ``Connection: close``. The peers frame
    the result: granian (Rust, 1 worker, 1 runtime thread), waitress (the fastest pure-Python peer), cheroot,
    gunicorn (sync, and gthread with 4 threads), uWSGI (C, 1 process, 4 threads), bjoern (written in C: the
-   ceiling) and wsgiref (the floor). Ours, granian and bjoern -- the servers issue 12 sets targets against --
-   are also measured with 10 keep-alive connections, in a second interleaved pass of their own.
+   ceiling) and wsgiref (the floor). Ours runs twice: as it comes (``ours``: the app on a pool of 8 threads) and
+   with ``--threads 0`` (``ours-loop``: the app on the event loop, for apps that never wait, as hello world does).
+   Ours, granian and bjoern -- the servers issue 12 sets targets against -- are also measured with 10 keep-alive
+   connections, in a second interleaved pass of their own.
 2. Idle connections. 10,000 keep-alive connections sit idle on our server (``--loop epoll``) while a fresh
    request is timed: an event loop should not care how many sockets are merely open.
 3. Processes. ``--workers 2`` against ``--workers 1`` on both cores, to show the pre-fork model scales, and
-   against granian ``--workers 2`` and gunicorn ``-w 2 -k gthread --threads 4``.
+   (also with ``--threads 0``) against granian ``--workers 2`` and gunicorn ``-w 2 -k gthread --threads 4``.
 
 Run ``python -m bench.bench_server --help``; bench/README.md lists what each part needs. A missing peer or
 tool is reported with the command that installs it and skipped, so a partial setup still gives a partial
@@ -46,7 +48,8 @@ KEEP_ALIVE_10 = Scenario("keep-alive c10", connections=10)
 CLOSE = Scenario("close", connections=100, headers={"Connection": "close"})
 SCENARIOS = (KEEP_ALIVE, CLOSE)  # every server
 # Only the servers with a target at 10 connections (issue 12) run it, so the default run stays short.
-C10_SERVERS = ("ours", "ours-before", "granian", "bjoern")
+C10_SERVERS = ("ours", "ours-loop", "ours-before", "granian", "bjoern")
+OUR_NAMES = ("ours", "ours-loop")  # our server as it comes, and with --threads 0 (the app on the event loop)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -156,6 +159,13 @@ CONTENDERS = (
         lambda port: _python("-m", "server", APP, "--bind", f"127.0.0.1:{port}"),
         "default settings",
     ),
+    Contender(
+        "ours-loop",
+        "server",
+        "pip install -e .",
+        lambda port: _python("-m", "server", APP, "--bind", f"127.0.0.1:{port}", "--threads", "0"),
+        "--threads 0: the app runs on the event loop, for apps that never wait",
+    ),
     Contender("granian", "granian", "pip install granian", granian_argv, "1 worker, 1 runtime thread, Rust"),
     Contender(
         "waitress",
@@ -232,7 +242,7 @@ def our_server_works() -> bool:
 
 
 def available(contender: Contender) -> bool:
-    if contender.name == "ours":
+    if contender.name in OUR_NAMES:
         return our_server_works()
     if contender.program is not None:
         return beside_python(contender.program) is not None
@@ -240,7 +250,7 @@ def available(contender: Contender) -> bool:
 
 
 def version_of(contender: Contender) -> str:
-    if contender.name == "ours":
+    if contender.name in OUR_NAMES:
         return "this repository"
     if contender.name == "wsgiref":
         return f"Python {platform.python_version()}"
@@ -434,7 +444,7 @@ def idle_connections(count: int, cpus: Cpus, batch: int = 500, samples: int = 21
 # ---------------------------------------------------------------------------------------------------------
 
 
-OURS_1, OURS_2 = "ours --workers 1", "ours --workers 2"
+OURS_1, OURS_2, OURS_2_LOOP = "ours --workers 1", "ours --workers 2", "ours --workers 2 --threads 0"
 GRANIAN_2, GUNICORN_2 = "granian --workers 2", "gunicorn gthread -w 2"
 
 
@@ -444,6 +454,7 @@ def workers(rounds: int, duration: float, peers: Sequence[str]) -> Results:
     candidates: list[tuple[str, Callable[[int], list[str]]]] = [
         (OURS_1, lambda port: [*CONTENDERS[0].argv(port), "--workers", "1"]),
         (OURS_2, lambda port: [*CONTENDERS[0].argv(port), "--workers", "2"]),
+        (OURS_2_LOOP, lambda port: [*CONTENDERS[0].argv(port), "--workers", "2", "--threads", "0"]),
     ]
     if "granian" in peers:
         candidates.append((GRANIAN_2, lambda port: granian_argv(port, workers=2)))
@@ -473,7 +484,8 @@ def _ratio_row(issue: int, label: str, value: float | None, target: float, per_c
     return [str(issue), label, f">= {target:g}x", _shown(value, target), _shown(per_cpu, target), verdict]
 
 
-# (issue, scenario, baseline, target): ours over the baseline, median requests/s.
+# (issue, scenario, baseline, target): ours over the baseline, median requests/s. Issue 12's are checked for
+# both of our settings (OUR_NAMES), each on its own row.
 THROUGHPUT_TARGETS = (
     (2, "keep-alive", "waitress", 2),
     (2, "keep-alive", "bjoern", 0.25),
@@ -491,17 +503,21 @@ def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results 
     rows = []
     if results is not None:
         for issue, scenario, baseline, target in THROUGHPUT_TARGETS:
-            label = f"{scenario}{' c100' if scenario == 'keep-alive' else ''} vs {baseline}"
-            ratio = results.ratio("ours", baseline, scenario)
-            per_cpu = results.ratio("ours", baseline, scenario, per_cpu=True)
-            rows.append(_ratio_row(issue, label, ratio, target, per_cpu))
-        ours_p99 = results.median_latency("ours", "keep-alive", 99)
+            for ours in OUR_NAMES if issue == 12 else OUR_NAMES[:1]:
+                if ours not in results.servers:
+                    continue
+                label = f"{ours} {scenario}{' c100' if scenario == 'keep-alive' else ''} vs {baseline}"
+                ratio = results.ratio(ours, baseline, scenario)
+                per_cpu = results.ratio(ours, baseline, scenario, per_cpu=True)
+                rows.append(_ratio_row(issue, label, ratio, target, per_cpu))
         granian_p99 = results.median_latency("granian", "keep-alive", 99)
-        measured, verdict = "n/a", "not measured"
-        if ours_p99 is not None and granian_p99 is not None:
-            measured = f"{ours_p99:.2f} ms vs {granian_p99:.2f} ms"
-            verdict = "PASS" if ours_p99 <= granian_p99 else "FAIL"
-        rows.append(["12", "p99 latency, keep-alive c100, vs granian", "no higher", measured, "", verdict])
+        for ours in OUR_NAMES:
+            ours_p99 = results.median_latency(ours, "keep-alive", 99)
+            measured, verdict = "n/a", "not measured"
+            if ours_p99 is not None and granian_p99 is not None:
+                measured = f"{ours_p99:.2f} ms vs {granian_p99:.2f} ms"
+                verdict = "PASS" if ours_p99 <= granian_p99 else "FAIL"
+            rows.append(["12", f"{ours} p99 latency, keep-alive c100, vs granian", "no higher", measured, "", verdict])
     if idle is not None:
         ok = idle.held == idle.wanted and idle.fresh_median_ms < 50
         rows.append(
@@ -534,9 +550,10 @@ def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results 
         rows.append(_ratio_row(2, "--workers 2 vs --workers 1 (2 cores, shared with wrk)", ratio, 1.3))
         rows[-1][4] = ""
         # Between servers of the same shape it means something again, so it stays.
-        ratio = scaling.ratio(OURS_2, GRANIAN_2, "keep-alive")
-        per_cpu = scaling.ratio(OURS_2, GRANIAN_2, "keep-alive", per_cpu=True)
-        rows.append(_ratio_row(12, f"--workers 2 vs {GRANIAN_2}", ratio, 0.8, per_cpu))
+        for ours in (OURS_2, OURS_2_LOOP):
+            ratio = scaling.ratio(ours, GRANIAN_2, "keep-alive")
+            per_cpu = scaling.ratio(ours, GRANIAN_2, "keep-alive", per_cpu=True)
+            rows.append(_ratio_row(12, f"{ours.removeprefix('ours ')} vs {GRANIAN_2}", ratio, 0.8, per_cpu))
         ratio = scaling.ratio(OURS_2, GUNICORN_2, "keep-alive")
         per_cpu = scaling.ratio(OURS_2, GUNICORN_2, "keep-alive", per_cpu=True)
         row = _ratio_row(12, f"--workers 2 vs {GUNICORN_2} --threads 4", ratio, 0, per_cpu)
