@@ -175,8 +175,9 @@ class HTTPConnection:
         self.deadline = time.monotonic() + timeout
 
     def start(self) -> None:
-        """Begin watching the socket (loop thread)."""
-        self.reactor.add(self.fd, self, READ)
+        """Begin watching the socket (loop thread). With ``--threads 0`` nothing of a connection ever leaves the
+        loop thread, so it is registered steady: no re-arming system call after every request."""
+        self.reactor.add(self.fd, self, READ, oneshot=not self.engine.inline)
 
     # -- events from the loop ------------------------------------------------------------------------------------
 

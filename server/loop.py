@@ -10,11 +10,14 @@ that question, and the server can use any of them (``--loop``), because each tea
 - ``epoll`` (Linux): the kernel keeps the interest set; each call costs O(ready), not O(watched), so ten thousand
   idle keep-alive connections cost nothing per wakeup. The default on Linux.
 
-Every registration here is *one-shot*: after a descriptor reports an event it is disarmed until its owner arms
-it again. That rule is what lets a connection be handed to a worker thread and back safely: while a worker owns
-a connection the loop cannot see it, and the worker gives it back with ``arm`` as its very last act. epoll does
-this in the kernel (``EPOLLONESHOT``) and lets any thread re-arm; for poll and select the loop emulates it, and
-re-arming from another thread goes through ``call_soon_threadsafe``.
+Registrations are *one-shot* by default: after a descriptor reports an event it is disarmed until its owner
+arms it again. That rule is what lets a connection be handed to a worker thread and back safely: while a worker
+owns a connection the loop cannot see it, and the worker gives it back with ``arm`` as its very last act. epoll
+does this in the kernel (``EPOLLONESHOT``) and lets any thread re-arm; for poll and select the loop emulates it,
+and re-arming from another thread goes through ``call_soon_threadsafe``. Re-arming is a system call
+(``epoll_ctl``) per request, though, and where nothing leaves the loop thread (``--threads 0``) the safety it
+buys is not needed: such connections are registered *steady* (level-triggered), and ``arm`` costs nothing unless
+the events wanted change, from reading to writing and back.
 
 Other threads wake the loop with an eventfd (a socketpair where there is none) and a queue of callbacks. Timers
 are a small heap; the server uses one periodic timer to sweep connection deadlines.
@@ -70,6 +73,9 @@ class EpollPoller:
     def arm(self, fd: int, events: int) -> None:
         self._epoll.modify(fd, events | select.EPOLLONESHOT)
 
+    def change(self, fd: int, events: int) -> None:
+        self._epoll.modify(fd, events)  # a steady registration stays steady
+
     def remove(self, fd: int) -> None:
         with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(fd)
@@ -99,6 +105,8 @@ class PollPoller:
 
     def arm(self, fd: int, events: int) -> None:
         self._poll.modify(fd, events)
+
+    change = arm  # oneshot or not is this class's own bookkeeping
 
     def remove(self, fd: int) -> None:
         self._oneshot.discard(fd)
@@ -136,6 +144,8 @@ class SelectPoller:
 
     def arm(self, fd: int, events: int) -> None:
         self._interest[fd] = events
+
+    change = arm
 
     def remove(self, fd: int) -> None:
         self._interest.pop(fd, None)
@@ -225,6 +235,7 @@ class Reactor:
     def __init__(self, kind: str = "auto") -> None:
         self.poller = make_poller(kind)
         self.handlers: dict[int, Handler] = {}
+        self._steady: dict[int, int] = {}  # fd -> the events a steady (not one-shot) registration watches now
         self._callbacks: deque[tuple[Callable, tuple]] = deque()
         self._wakeup = _Wakeup()
         self._wakeup_pending = False
@@ -241,17 +252,32 @@ class Reactor:
     # Registration happens on the loop thread; ``arm`` may be called from any thread.
 
     def add(self, fd: int, handler: Handler, events: int, *, oneshot: bool = True, exclusive: bool = False) -> None:
-        """Watch ``fd`` for ``events`` and call ``handler.handle_event`` when they fire."""
+        """Watch ``fd`` for ``events`` and call ``handler.handle_event`` when they fire.
+
+        ``oneshot=False``: a steady registration, which keeps reporting while the descriptor is ready; its
+        handler must then only ``arm`` it from the loop thread, and must arm it for what it waits for next."""
         self.poller.add(fd, events, oneshot=oneshot, exclusive=exclusive)
         self.handlers[fd] = handler
+        if not oneshot:
+            self._steady[fd] = events
 
     def remove(self, fd: int) -> None:
         """Stop watching ``fd`` (call before closing it)."""
         self.handlers.pop(fd, None)
+        self._steady.pop(fd, None)
         self.poller.remove(fd)
 
     def arm(self, fd: int, events: int) -> None:
-        """Re-arm a one-shot descriptor. Safe from any thread; ownership passes to the loop."""
+        """Re-arm a one-shot descriptor. Safe from any thread; ownership passes to the loop.
+
+        For a steady registration (loop thread only): watch ``events`` from now on, which is free when it
+        already does, as a connection going back to reading after a response does."""
+        steady = self._steady.get(fd)
+        if steady is not None:
+            if steady != events:
+                self.poller.change(fd, events)
+                self._steady[fd] = events
+            return
         if self.poller.threadsafe_arm or threading.current_thread() is self.thread:
             try:
                 self.poller.arm(fd, events)
