@@ -36,9 +36,11 @@ def echo_app(environ, start_response):
     return [data]
 
 
-@pytest.fixture(params=["epoll", "poll", "select"])
+@pytest.fixture(params=["epoll", "poll", "select", "epoll-t0", "poll-t0", "select-t0"])
 def server(request):
-    with ServerThread(echo_app, loop=request.param) as running:
+    """Each event loop, with the app on threads and (-t0: --threads 0) on the loop itself."""
+    loop, _, on_the_loop = request.param.partition("-")
+    with ServerThread(echo_app, loop=loop, threads=0 if on_the_loop else 8) as running:
         yield running
 
 
@@ -61,7 +63,7 @@ def test_get_environ(server):
     assert env["REMOTE_ADDR"] == "127.0.0.1" and env["REMOTE_PORT"].isdigit()
     assert env["HTTP_X_THING"] == "a"
     assert env["wsgi.url_scheme"] == "http"
-    assert env["multithread"] is True
+    assert env["multithread"] is (server.config.threads > 1)  # --threads 0: one thread runs every request
     assert response.headers["Server"].startswith("ladder/")
     assert "Date" in response.headers
 

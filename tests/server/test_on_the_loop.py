@@ -202,3 +202,40 @@ def test_the_loop_answers_any_pipelined_batch_as_the_threads_do(loop_server, thr
     on_the_loop = answers(loop_server, batch)
     assert on_the_loop == answers(threaded_server, batch)
     assert on_the_loop  # every batch gets at least one answer (its first request's)
+
+
+@pytest.mark.parametrize("loop", ["epoll", "poll", "select"])
+def test_the_loop_rests_when_nothing_happens_whatever_its_connections_went_through(loop):
+    """Connections on the loop are registered steady (level-triggered), which keeps reporting a ready socket
+    until its handler changes what it waits for: a handler that forgot would spin the loop at 100% CPU. After a
+    parked response whose client vanished, a refused request left lingering, a half-closed client and an idle
+    keep-alive one, the loop must go back to sleeping between sweeps."""
+    chunks = [b"x" * 65536] * 64
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/big":
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return iter(chunks)
+        return echo_app(environ, start_response)
+
+    server = ServerThread(app, threads=0, loop=loop, send_timeout=1.0)
+    waits = []
+    real_wait = server.engine.reactor.poller.wait
+    server.engine.reactor.poller.wait = lambda timeout: waits.append(timeout) or real_wait(timeout)  # type: ignore[method-assign]
+    with server:
+        vanished = small_window_client(server.port)
+        vanished.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+        wait_for(lambda: any(c.on_drain for c in list(server.engine.connections.values())))
+        vanished.close()
+        with server.connect() as refused, server.connect() as half, server.connect() as idle:
+            refused.sendall(b"GET / HTTP/1.1\r\n\r\n")  # no Host: 400, then lingering
+            half.sendall(b"GET /h HTTP/1.1\r\nHost: h\r\n\r\n")
+            half.shutdown(socket.SHUT_WR)
+            idle.sendall(b"GET /i HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert read_response(refused)[0] == 400
+            assert read_response(half)[0] == 200 and read_response(idle)[0] == 200
+            wait_for(lambda: len(server.engine.connections) == 2)  # the refused one lingers, the idle one stays
+            before = len(waits)
+            time.sleep(0.5)  # measuring what the loop does in half a second of quiet
+            woke = len(waits) - before
+    assert woke < 25, f"the loop woke {woke} times in 0.5 s of quiet"
