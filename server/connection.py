@@ -211,7 +211,7 @@ class HTTPConnection:
             return b""
 
     def _receive_plaintext(self) -> bytes | None:
-        """``_receive`` for the parser: on HTTPS, decrypted; None also when no whole record has arrived yet."""
+        """``_receive`` on HTTPS, decrypted; None also when no whole record has arrived yet."""
         data = self._receive()
         if not data or self.tls is None:
             return data
@@ -305,7 +305,7 @@ class HTTPConnection:
         return complete
 
     def _on_readable(self) -> None:
-        data = self._receive_plaintext()
+        data = self._receive() if self.tls is None else self._receive_plaintext()
         if data is None:
             return
         if not data:

@@ -456,7 +456,10 @@ class Engine:
             on_finished=log_access,
             on_complete=self._application_done,
         )
-        self.watchdog.watch(run, run.start)  # the watchdog times every piece of application work
+        if self.inline:
+            run.start()  # on the loop: while it runs nothing could look (a frozen loop stops the heartbeats)
+        else:
+            self.watchdog.watch(run, run.start)  # the watchdog times every piece of application work
 
     def _resume_application(self, run: ApplicationRun) -> None:
         """A parked response's output has drained (loop thread): its next piece goes to a worker."""

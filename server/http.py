@@ -98,6 +98,10 @@ class EndOfMessage:
     trailers: list[tuple[str, str]] = field(default_factory=list)
 
 
+# Every request without a chunked body ends with this one event (nothing may add trailers to it).
+_END_WITHOUT_TRAILERS = EndOfMessage(trailers=[])
+
+
 class _NeedData:
     def __repr__(self) -> str:
         return "NEED_DATA"
@@ -506,7 +510,7 @@ class RequestParser:
     def _length_body(self) -> Data | EndOfMessage | _NeedData:
         if self._remaining == 0:
             self._state = _DONE
-            return EndOfMessage()
+            return _END_WITHOUT_TRAILERS
         if not self._buffer:
             return NEED_DATA
         return Data(self._take())

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from server import SERVER_SOFTWARE
-from server.accesslog import log_response
+from server.accesslog import access_log, log_response
 from server.http import LAST_CHUNK, Request, chunk, http_date
 
 if TYPE_CHECKING:
@@ -314,16 +314,6 @@ class ResponseWriter:
             self.cut_short = True
 
 
-def _known_length(result: Any) -> int | None:
-    """The body's total length when it is cheap to know: a list or tuple of bytes."""
-    if type(result) in (list, tuple):
-        try:
-            return sum(map(len, result))
-        except TypeError:
-            return None
-    return None
-
-
 # Statuses and header names already found valid: applications send the same few over and over, so each is
 # checked once. Bounded, since an application could make up new ones without end.
 _GOOD_STATUSES: dict[str, int] = {}
@@ -537,13 +527,15 @@ def _send_at_once(run: ApplicationRun) -> bool:
         return False
     if isinstance(result, FileWrapper) and _send_with_sendfile(run, result):
         return True
-    known = _known_length(result)
-    if known is None:
+    if type(result) is not list and type(result) is not tuple:
         return False
     # The common case of a small body given as a list: one buffer, one send, with a Content-Length. It is in
     # memory already, so queueing all of it costs no more than the application's own list.
-    body = b"".join(result)
-    head = writer._head(known if writer.declared_length is None else None)
+    try:
+        body = b"".join(result)
+    except TypeError:
+        return False  # an item that is not bytes: iterating it says which (ApplicationError)
+    head = writer._head(len(body) if writer.declared_length is None else None)
     writer._send(head + writer._frame(body))
     writer.finish_body()
     return True
@@ -612,6 +604,8 @@ def _send_error_page(writer: ResponseWriter, debug: bool) -> None:
 
 def log_access(run: ApplicationRun) -> None:
     """Log a WSGI response (after proxy headers were applied, so the client's address is the real one)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return  # the usual case: nothing to gather for a log that is off
     environ = run.environ
     writer = run.writer
     log_response(
