@@ -375,10 +375,11 @@ def _check_headers(headers: list[Any]) -> tuple[int | None, bool, bool]:
         if type(name) is not str or type(value) is not str:
             raise ApplicationError(f"response header {item!r} must have str name and value")
         lower = _GOOD_NAMES.get(name) or _check_header_name(name)
-        if _CONTROL.search(value):
-            raise ApplicationError(f"response header {name!r} has a control character in its value {value!r}")
-        if not value.isascii() and not _is_latin1(value):
-            raise ApplicationError(f"response header {name!r} has characters outside latin-1")
+        if not (value.isascii() and value.isprintable()):  # two quick tests most values pass; else the full ones
+            if _CONTROL.search(value):
+                raise ApplicationError(f"response header {name!r} has a control character in its value {value!r}")
+            if not value.isascii() and not _is_latin1(value):
+                raise ApplicationError(f"response header {name!r} has characters outside latin-1")
         if lower in _NOTED_RESPONSE_FIELDS:
             if lower == "date":
                 has_date = True
