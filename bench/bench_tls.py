@@ -7,9 +7,10 @@ other, each interleaved over rounds and summarised by medians (``bench/harness.p
 1. ``hello``: ``bench.hello:app`` with 100 keep-alive connections, then with ``Connection: close`` (a new TCP
    connection and TLS handshake per request). wrk keeps each connection's last TLS session and offers it on the
    next connect, so ``close`` measures *resumed* handshakes wherever the server issues session tickets (the
-   report says which do). Servers: ours (``--certfile/--keyfile``), ours over plain HTTP (``ours-http``, so the
-   cost of TLS shows as a ratio), gunicorn gthread (1 worker, 4 threads), granian (WSGI, 1 worker, 1 runtime
-   thread) and nginx answering ``return 200`` itself (1 worker: the ceiling).
+   report says which do). Servers: ours (``--certfile/--keyfile``), the same with ``--threads 0`` (``ours-loop``:
+   the app on the event loop), ours over plain HTTP (``ours-http``, so the cost of TLS shows as a ratio),
+   gunicorn gthread (1 worker, 4 threads), granian (WSGI, 1 worker, 1 runtime thread) and nginx answering
+   ``return 200`` itself (1 worker: the ceiling).
 2. ``full-handshake``: the same ``Connection: close`` load with resumption turned off in wrk, so every request
    pays a full handshake (certificate signature included). wrk has no switch for that: a ten-line
    ``LD_PRELOAD`` shim, compiled at run time with ``cc``, makes wrk forget the session when it closes a
@@ -276,6 +277,9 @@ def hello_servers(cert: Certificate, cpu: int | None, wanted: Sequence[str], pla
         port, address = bind()
         argv = harness.python_argv("-m", "server", APP, "--bind", address, *tls_args)
         servers.append(Checked("ours", argv, port, cpu=cpu))
+        port, address = bind()
+        argv = harness.python_argv("-m", "server", APP, "--bind", address, "--threads", "0", *tls_args)
+        servers.append(Checked("ours-loop", argv, port, cpu=cpu))  # the app on the event loop
         if plain:
             port, address = bind()
             argv = harness.python_argv("-m", "server", APP, "--bind", address)
@@ -582,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report += ["What each server negotiated with a Python client (OpenSSL, as wrk):"]
     report += [f"- {name}: {description}" for name, description in seen.items()]
     report += ["", *busy_lines(hello), *busy_lines(static), *cost_lines(hello, static), *notes]
-    report += ["", "Targets:", *harness.verdict_lines(hello or Results(), TARGETS), ""]
+    report += ["", "Targets:", *harness.verdict_lines(hello or Results(), TARGETS, ("ours", "ours-loop")), ""]
     text = "\n".join(report)
     print()
     print(text)
