@@ -318,12 +318,18 @@ class Reactor:
         handlers = self.handlers
         wait = self.poller.wait
         wakeup_fd = self._wakeup.fd
+        callbacks = self._callbacks
+        timers = self._timers
+        monotonic = time.monotonic
+        # With few connections busy, a turn of this loop is paid per request: its bookkeeping stays inline, and the
+        # callbacks and timers are called only when there is something to run.
         while self._running:
-            timeout = None
-            if self._timers:
-                timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            if self._callbacks:
-                timeout = 0.0
+            if callbacks:
+                timeout: float | None = 0.0
+            elif timers:
+                timeout = max(0.0, timers[0][0] - monotonic())
+            else:
+                timeout = None
             try:
                 events = wait(timeout)
             except InterruptedError:
@@ -338,8 +344,10 @@ class Reactor:
                         handler.handle_event(mask)
                     except Exception:
                         log.exception("unhandled error in the handler for descriptor %d", fd)
-            self._run_callbacks()
-            self._run_timers()
+            if callbacks or self._wakeup_pending:
+                self._run_callbacks()
+            if timers and timers[0][0] <= monotonic():
+                self._run_timers()
 
     def _run_callbacks(self) -> None:
         self._wakeup_pending = False
