@@ -295,3 +295,24 @@ def test_a_hung_request_is_reported_and_its_worker_replaced():
             for _ in range(10)
         }
         assert answered and stuck not in answered
+
+
+def test_with_threads_0_a_hung_request_freezes_its_loop_and_the_worker_is_killed_and_replaced():
+    """--threads 0 runs the app on the loop, so a request that hangs stops the loop and its heartbeats: the
+    supervisor's frozen-loop rule is the safety net, and the other worker answers meanwhile."""
+    args = ("tests.server.hang_app:app", "--workers", "2", "--threads", "0", "--timeout", "1")
+    with ServerProcess(*args, "--graceful-timeout", "2") as server:
+        supervisor = server.proc.pid
+        first = wait_for(lambda: len(pids := child_pids(supervisor)) == 2 and pids)
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            requests.get(server.url + "/hang", timeout=0.5)
+        # Sent at once, before its loop had swept even once: the first heartbeat goes out before any request.
+        frozen = wait_for(lambda: re.search(r"worker (\d+)'s loop has not turned", server.output()))
+        stuck = int(frozen[1])
+        assert stuck in first
+        wait_for(lambda: stuck not in (pids := child_pids(supervisor)) and len(pids) == 2, timeout=TIMEOUT * 2)
+        answered = {
+            int(requests.get(server.url + "/", headers={"Connection": "close"}, timeout=TIMEOUT).text)
+            for _ in range(10)
+        }
+        assert answered and stuck not in answered
