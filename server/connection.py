@@ -78,6 +78,7 @@ BODY_RESERVE_STEP = 64 * 1024  # a body's share of the budget is reserved in ste
 _BUDGET_SPENT = "too many request bodies are buffered right now; try again shortly"
 _RETRY_AFTER = (("Retry-After", "5"),)
 LINGER_SECONDS = 2.0
+_DRAIN_SLICE = 0.25  # --threads 0, write(): how long the loop waits for a slow reader between heartbeats
 NEVER = float("inf")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() discards unsent data with RST
@@ -348,7 +349,10 @@ class HTTPConnection:
                         return  # a worker has it, or its output is flushing, or it is idle, closed or lingering
                     answered += 1
                     if answered == PIPELINE_TURN:
-                        # Fairness: let the loop serve other connections before this one's next request.
+                        # Fairness: let the loop serve other connections before this one's next request. A steady
+                        # registration must stop reporting reads meanwhile: the client's end of stream would be
+                        # read (and the connection closed) under the requests still buffered.
+                        self.reactor.hold(self.fd)
                         self.reactor.call_soon_threadsafe(self.advance)
                         return
         except ProtocolError as error:
@@ -478,11 +482,12 @@ class HTTPConnection:
 
     # -- output (owner thread; the loop flushes what is left) -----------------------------------------------------
 
-    def send(self, data: bytes, *, wait: bool = True) -> None:
+    def send(self, data: bytes, *, wait: bool = False) -> None:
         """Send bytes now, or queue them for the loop. Raises ClientDisconnected.
 
-        With ``wait``, a worker thread waits while too much is queued (for PEP 3333's ``write()``, which must
-        block); without, the caller checks ``park_until_drained`` and lets its thread go instead."""
+        With ``wait``, the caller waits while too much is queued (for PEP 3333's ``write()``, which must block,
+        and only for it: on the loop thread, waiting holds every other client); without, the caller checks
+        ``park_until_drained`` and lets its thread go instead, or has nothing more to send."""
         self.response_started = True
         with self.lock:
             if self.broken:
@@ -556,11 +561,15 @@ class HTTPConnection:
         writable = select.poll()
         writable.register(self.fd, select.POLLOUT)
         while len(self.out) > LOW_WATER and not self.broken:
-            remaining = limit - time.monotonic()
+            now = time.monotonic()
+            remaining = limit - now
             if remaining <= 0:
                 self.broken = True
                 raise ClientDisconnected("send timed out")
-            if writable.poll(remaining * 1000):
+            # In slices, telling the supervisor the process is alive (it kills a worker whose loop stops beating,
+            # and this wait may last the whole send timeout): a slow reader costs its own wait, not the worker.
+            self.engine.watchdog.beat(now)
+            if writable.poll(min(remaining, _DRAIN_SLICE) * 1000):
                 try:
                     self._write_some()
                 except OSError as error:
@@ -758,7 +767,7 @@ class HTTPConnection:
         self.state = BUSY
         self.deadline = time.monotonic() + self.engine.config.send_timeout
         try:
-            self.send(error_response(status, detail, self.engine.server_header, headers=headers), wait=False)
+            self.send(error_response(status, detail, self.engine.server_header, headers=headers))
         except ClientDisconnected:
             self.close_soon()
             return
@@ -830,6 +839,10 @@ class HTTPConnection:
                 action()
             elif self.state != BUSY:
                 self.close()
+        elif self.state == IDLE and self._input_waiting():
+            # Its next request arrived while the loop was busy (an application running on it with --threads 0):
+            # closing now would reset the client under a request it sent in time. The loop reads it next turn.
+            self.deadline = now + self.engine.config.header_timeout
         elif self.state == IDLE or self.state == LINGERING:
             self.close()
         elif self.state == HANDSHAKE:
@@ -851,6 +864,13 @@ class HTTPConnection:
             # An application is running (the watchdog reports it when overdue) or a refusal is on its way out.
             timeout = self.engine.config.timeout or self.engine.config.send_timeout
             self.deadline = now + timeout
+
+    def _input_waiting(self) -> bool:
+        """True when the client has sent something this connection has not read yet (loop thread)."""
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except OSError:  # nothing there (BlockingIOError), or the connection is gone
+            return False
 
     def close_soon(self) -> None:
         """Close from any thread: the loop does the closing, so its tables stay consistent."""

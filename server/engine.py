@@ -99,7 +99,7 @@ class Engine:
         self.reactor = Reactor(config.loop)
         # --threads 0: the application runs on the loop (see server.workers.OnTheLoop).
         self.inline = config.threads == 0
-        self.pool = OnTheLoop(self.reactor.call_soon) if self.inline else ThreadPool(config.threads, name="app")
+        self.pool = OnTheLoop(self.reactor) if self.inline else ThreadPool(config.threads, name="app")
         self.watchdog = Watchdog(config.timeout, config.threads)
         self.limits = config.limits
         self.server_header = SERVER_SOFTWARE

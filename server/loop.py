@@ -287,6 +287,13 @@ class Reactor:
         else:
             self.call_soon_threadsafe(self._arm_if_present, fd, events)
 
+    def hold(self, fd: int) -> None:
+        """Report nothing for ``fd`` until it is armed again (loop thread). A one-shot registration is silent
+        already, having reported the event its owner is handling; a steady one is told to watch nothing."""
+        if self._steady.get(fd):
+            self.poller.change(fd, 0)
+            self._steady[fd] = 0
+
     def _arm_if_present(self, fd: int, events: int) -> None:
         if fd in self.handlers:
             self.poller.arm(fd, events)
@@ -348,6 +355,13 @@ class Reactor:
                 self._run_callbacks()
             if timers and timers[0][0] <= monotonic():
                 self._run_timers()
+
+    def run_pending(self, timeout: float) -> None:
+        """After ``run`` has returned: run the callbacks still queued, and those they queue, for at most
+        ``timeout`` seconds (the engine's shutdown, so that nothing handed to the loop is silently dropped)."""
+        deadline = time.monotonic() + timeout
+        while self._callbacks and time.monotonic() < deadline:
+            self._run_callbacks()
 
     def _run_callbacks(self) -> None:
         self._wakeup_pending = False

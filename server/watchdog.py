@@ -77,6 +77,12 @@ class Watchdog:
         finally:
             running.pop(ident, None)
 
+    def beat(self, now: float) -> None:
+        """Send the supervisor a heartbeat (at most one per beat interval) from a loop busy elsewhere than in its
+        sweep; ``check`` sends them otherwise. Nothing without a timeout."""
+        if self.timeout > 0:
+            heartbeat(now, self._beat_every)
+
     def check(self, now: float) -> bool:
         """Report each newly overdue piece once; True when all ``threads`` app threads are overdue. Loop thread."""
         if self.timeout <= 0:

@@ -46,6 +46,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.loop import Reactor
 
 log = logging.getLogger("server")
 
@@ -90,15 +94,17 @@ class ThreadPool:
 class OnTheLoop:
     """``--threads 0``: what would go to a pool thread runs on the event loop instead, as a callback."""
 
-    def __init__(self, call_soon: Callable[..., None]) -> None:
-        self._call_soon = call_soon
+    def __init__(self, reactor: Reactor) -> None:
+        self._reactor = reactor
 
     def submit(self, function: Callable, *args: object) -> None:
         """Run ``function(*args)`` on the loop thread, after the current handler (loop thread only)."""
-        self._call_soon(function, *args)
+        self._reactor.call_soon(function, *args)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Nothing to stop: there are no threads."""
+        """Run what is still queued, as a pool finishes its queue: a parked response whose connection was just
+        closed must still close its iterable (the loop has stopped, so nobody else would)."""
+        self._reactor.run_pending(timeout)
 
 
 def pin_to_cpu(slot: int | None) -> int:

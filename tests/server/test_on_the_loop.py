@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -26,7 +27,8 @@ from hypothesis import strategies as st
 from server.connection import HIGH_WATER, PIPELINE_TURN
 from server.engine import Engine
 from tests.server.test_slow_clients import ended, small_window_client
-from tests.support import ROOT, ServerThread, read_response, wait_for
+from tests.server.test_watchdog import child_pids
+from tests.support import ROOT, ServerProcess, ServerThread, read_response, wait_for
 
 TIMEOUT = 10
 
@@ -108,11 +110,11 @@ class WriteApp:
         if environ["PATH_INFO"] == "/small":
             return echo_app(environ, start_response)
         write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        assert self.engine is not None
         for i in range(self.size // 65536):
             write(bytes([i % 256]) * 65536)
-            queued = max(len(conn.out) for conn in list(self.engine.connections.values()))
-            self.most_queued = max(self.most_queued, queued)
+            if self.engine is not None:  # in this process: note the most output ever queued
+                queued = max(len(conn.out) for conn in list(self.engine.connections.values()))
+                self.most_queued = max(self.most_queued, queued)
         return []
 
 
@@ -197,7 +199,7 @@ def threaded_server():
 
 
 @settings(max_examples=40)
-@given(batch=st.lists(st.sampled_from(REQUESTS), min_size=1, max_size=PIPELINE_TURN + 4))
+@given(batch=st.lists(st.sampled_from(REQUESTS), min_size=1, max_size=PIPELINE_TURN * 2 + 4))
 def test_the_loop_answers_any_pipelined_batch_as_the_threads_do(loop_server, threaded_server, batch):
     on_the_loop = answers(loop_server, batch)
     assert on_the_loop == answers(threaded_server, batch)
@@ -239,3 +241,94 @@ def test_the_loop_rests_when_nothing_happens_whatever_its_connections_went_throu
             time.sleep(0.5)  # measuring what the loop does in half a second of quiet
             woke = len(waits) - before
     assert woke < 25, f"the loop woke {woke} times in 0.5 s of quiet"
+
+
+# -- found in review: each of these failed before its fix ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", ["epoll", "poll", "select"])
+def test_a_long_pipeline_then_end_of_stream_gets_every_answer(loop):
+    """Past PIPELINE_TURN the connection yields to others; its steady registration must not report the client's
+    end of stream meanwhile, or the connection closes under requests already buffered (32 of 40 were answered)."""
+    count = PIPELINE_TURN * 2 + 8
+    with ServerThread(echo_app, threads=0, loop=loop) as server, server.connect() as sock:
+        sock.sendall(b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n" * count)
+        sock.shutdown(socket.SHUT_WR)
+        buffer = bytearray()
+        assert [read_response(sock, buffer)[0] for _ in range(count)] == [200] * count
+
+
+@pytest.mark.parametrize("threads", [0, 4])
+def test_a_big_listing_its_client_does_not_read_holds_nobody_else(tmp_path: Path, threads):
+    """A static answer larger than the output high-water mark is queued, not waited for: the loop must not wait
+    for that client's socket to drain (it did, for the whole send timeout, with any --threads)."""
+    for i in range(20_000):
+        (tmp_path / (f"{i:05}-" + "x" * 120)).touch()  # a listing of about 6 MB: more than socket buffers take
+    settings = dict(threads=threads, static=(f"/s={tmp_path}",), static_listing=True, send_timeout=4.0)
+    with ServerThread(echo_app, **settings) as server, small_window_client(server.port) as stuck:
+        stuck.sendall(b"GET /s/ HTTP/1.1\r\nHost: h\r\n\r\n")
+        wait_for(lambda: any(c.flushing for c in list(server.engine.connections.values())))
+        started = time.monotonic()
+        assert requests.get(server.url + "/other", timeout=TIMEOUT).status_code == 200
+        assert time.monotonic() - started < 1.0
+
+
+def test_a_request_sent_while_the_loop_was_busy_is_answered_not_reset():
+    """With --threads 0 a slow request holds the loop; a keep-alive connection whose idle deadline passes meanwhile
+    but whose client sent its next request in time must be answered, not closed (a reset) by the sweep."""
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            time.sleep(1.5)  # the application holding the loop: what the test is about
+        return echo_app(environ, start_response)
+
+    server = ServerThread(app, threads=0, keepalive_timeout=1.0)
+    with server, server.connect() as early, server.connect() as slow:
+        early.sendall(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_response(early)[0] == 200  # now idle, for at most 1 s
+        slow.sendall(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        wait_for(lambda: any(c.state == "busy" for c in list(server.engine.connections.values())))
+        early.sendall(b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n")  # in time: well within its idle second
+        assert read_response(early)[2].startswith(b"GET /2 0")
+        assert read_response(slow)[0] == 200
+
+
+def test_a_parked_response_is_closed_when_the_server_stops():
+    """The iterable's close() must run even if the server stops while the response is parked: with --threads 0
+    it is handed to the loop, which has stopped by then (it was never called)."""
+    closed = threading.Event()
+
+    class Body:
+        def __iter__(self):
+            return iter([b"z" * 65536] * 200)
+
+        def close(self):
+            closed.set()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return Body()
+
+    server = ServerThread(app, threads=0).__enter__()
+    with small_window_client(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        wait_for(lambda: any(c.on_drain for c in list(server.engine.connections.values())))
+        server.stop(graceful=False)  # with the client still there, reading nothing
+        assert closed.is_set()
+
+
+def test_a_slow_write_reader_does_not_get_its_worker_killed():
+    """write() waits for its reader on the loop; the supervisor, which kills a worker whose loop stops sending
+    heartbeats after --timeout + 1 s, must keep hearing them meanwhile (it killed the worker, and every other
+    client of it, after 2 s)."""
+    args = ("tests.server.test_on_the_loop:big_write_app", "--threads", "0", "--workers", "2", "--timeout", "1")
+    with ServerProcess(*args, "--send-timeout", "4") as server, small_window_client(urlsplit(server.url).port) as slow:
+        supervisor = server.proc.pid
+        workers = wait_for(lambda: len(pids := child_pids(supervisor)) == 2 and pids)
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        time.sleep(3.0)  # longer than --timeout + 1: what the supervisor would have taken for a frozen loop
+        assert "has not turned" not in server.output()
+        assert child_pids(supervisor) == workers
+
+
+big_write_app = WriteApp(64 * 1024 * 1024)  # for the subprocess above (its engine is not this process's)
