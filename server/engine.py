@@ -41,7 +41,7 @@ from server.redirect import HTTPSRedirect
 from server.static import StaticOptions, parse_mount, serve_path
 from server.tls import CertificateStore
 from server.watchdog import Watchdog
-from server.workers import OnTheLoop, ThreadPool, heartbeat, request_recycling, request_replacement, supervisor_pid
+from server.workers import OnTheLoop, ThreadPool, request_recycling, request_replacement, supervisor_pid
 from server.wsgi import ApplicationRun, base_environ, build_environ, log_access
 
 log = logging.getLogger("server")
@@ -139,11 +139,10 @@ class Engine:
 
     def run(self) -> None:
         """Serve until ``shutdown`` completes."""
-        if self.config.timeout > 0:
-            # The supervisor watches a worker's heartbeats only once it has had one: the first goes out before the
-            # first request can, or a request that freezes the loop at once (an app hanging with --threads 0)
-            # would leave a worker that never beat, and is never missed.
-            heartbeat(time.monotonic(), 0.0)
+        # The supervisor watches a worker's heartbeats only once it has had one: the first goes out before the
+        # first request can, or a request that freezes the loop at once (an app hanging with --threads 0) would
+        # leave a worker that never beat, and is never missed.
+        self.watchdog.beat(time.monotonic())
         self._start_accepting()
         self.reactor.call_later(self._sweep_interval, self._sweep)
         if self.certificates is not None:

@@ -127,7 +127,7 @@ _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 # sends it to the careful path, which says where it is. Field names and hosts found valid are remembered, bounded
 # since clients choose them; what is not remembered is checked, so a full cache only costs time.
 _HEAD_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_TOKEN_TEXT = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_TEXT = re.compile(_TOKEN.pattern.decode("ascii"))  # the same token rule, for the decoded head
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
 _PLAIN_VERSIONS = frozenset(("HTTP/1.1", "HTTP/1.0"))
 _QUICK_NAMES: dict[str, str] = {}
