@@ -168,7 +168,9 @@ def test_with_systemds_own_socket_activate_tool(tmp_path):
         wait_for(path.exists)
         with socket.socket(socket.AF_UNIX) as client:
             client.settimeout(TIMEOUT)
-            client.connect(str(path))  # this connection starts the server, which then answers it
+            # The path exists from the tool's bind(), a moment before its listen(): until then a connect is
+            # refused, so retry within the deadline. This connection starts the server, which then answers it.
+            wait_for(lambda: client.connect_ex(str(path)) == 0)
             client.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             reply = recv_until_closed(client)
         assert reply.startswith(b"HTTP/1.1 200 OK")
