@@ -73,6 +73,7 @@ HANDSHAKE, IDLE, READING, BUSY, LINGERING, CLOSED = "handshake", "idle", "readin
 RECV_SIZE = 256 * 1024
 HIGH_WATER = 512 * 1024  # queued output above which a response is parked until the loop drains it
 LOW_WATER = 64 * 1024
+CORK_LIMIT = 64 * 1024  # output sent from the loop thread waits for the end of its turn up to this size (uncork)
 PIPELINE_TURN = 16  # pipelined requests answered in one go before the loop serves other connections
 BODY_RESERVE_STEP = 64 * 1024  # a body's share of the budget is reserved in steps of this size, as it arrives
 _BUDGET_SPENT = "too many request bodies are buffered right now; try again shortly"
@@ -119,7 +120,7 @@ class HTTPConnection:
     # Slots, not a __dict__: ten thousand idle keep-alive connections are ten thousand of these (see _NO_TLS).
     __slots__ = (
         "_advancing", "_drained", "after_flush", "body", "body_received", "body_size", "body_started", "broken",
-        "deadline", "engine", "fd", "file_job", "flushing", "lock", "on_drain", "out", "parser", "rate_mark",
+        "corked", "deadline", "engine", "fd", "file_job", "flushing", "lock", "on_drain", "out", "parser", "rate_mark",
         "rate_mark_bytes", "reactor", "redirect", "remote_addr", "remote_port", "request", "requests_seen",
         "reserved", "response_started", "scheme", "server_name", "server_port", "sock", "state", "static_mount",
         "tls", "tls_context", "tls_environ",
@@ -155,6 +156,7 @@ class HTTPConnection:
         self._drained: threading.Condition | None = None  # made by the first writer that waits (see _wait_for_drain)
         self.out = bytearray()
         self.file_job: _FileJob | None = None
+        self.corked = False  # `out` holds output the loop sends at the end of its turn (see uncork)
         self.flushing = False
         self.after_flush: Callable[[], None] | None = None
         self.on_drain: Callable[[], None] | None = None  # a parked response's continuation
@@ -297,6 +299,9 @@ class HTTPConnection:
 
         Nothing else is queued when these are sent, so they fit in the socket's buffer; when they do not, the
         client is not reading at all and the connection is not worth keeping."""
+        if self.corked:
+            self.out += data  # behind the output held for the end of the turn, which it must follow
+            return True
         try:
             complete = self.sock.send(data) == len(data)
         except OSError:
@@ -327,6 +332,8 @@ class HTTPConnection:
         application's request ends this call (its worker resumes the connection when the response is done)."""
         if self.state is not READING and self.state is not IDLE:
             return  # closed or refused meanwhile: nothing more is read from this connection
+        if self.flushing:
+            return  # the output held past its response is draining; uncork made this the after_flush
         parser = self.parser
         answered = 0
         self._advancing = True
@@ -496,6 +503,24 @@ class HTTPConnection:
                 data = self.tls.encrypt(data)
             if self.flushing:
                 self.out += data
+            elif len(self.out) + len(data) <= CORK_LIMIT and (
+                self.engine.inline or threading.current_thread() is self.reactor.thread
+            ):
+                # On the loop thread a response waits for the end of the loop's turn (uncork): the kernel then
+                # takes a turn's responses in a row, which wakes a client busy reading the last one once, not
+                # per response; pipelined responses leave in one send.
+                self.out += data
+                if not self.corked:
+                    self.corked = True
+                    self.reactor.at_turn_end(self.uncork)
+                return
+            elif self.corked:
+                self.out += data
+                try:
+                    self._uncork()
+                except OSError as error:
+                    self.broken = True
+                    raise ClientDisconnected(str(error)) from error
             else:
                 try:
                     sent = self.sock.send(data)
@@ -513,6 +538,43 @@ class HTTPConnection:
                     self._drain_here()  # --threads 0: the loop is running this write() and cannot flush for it
                 else:
                     self._wait_for_drain()
+
+    def uncork(self) -> None:
+        """The loop's turn is over: send the output held for it (loop thread).
+
+        What is left when the socket is full is flushed by the loop; reading resumes once it is out."""
+        with self.lock:
+            if not self.corked:
+                return  # sent already: the connection closed, or more output followed
+            try:
+                self._uncork()
+            except OSError:
+                self.broken = True
+            else:
+                if self.flushing and self.after_flush is None:
+                    self.after_flush = self.advance  # the response is over: read on (or go on with a pipeline)
+                return
+        self.close()  # the client is gone
+
+    def _uncork(self) -> None:
+        """Send the held output now; the loop flushes what the socket does not take. Lock held. Raises OSError."""
+        self.corked = False
+        out = self.out
+        try:
+            sent = self.sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        del out[:sent]
+        if out:
+            self._start_flushing()
+
+    def _push_held_output(self) -> None:
+        # Lock held. What follows (closing, lingering) must come after the held output: send it now.
+        if self.corked:
+            try:
+                self._uncork()
+            except OSError:
+                self.broken = True
 
     def park_until_drained(self, resume: Callable[[], None]) -> bool:
         """If too much output is queued, arrange for ``resume()`` to run on the loop thread once the loop has
@@ -600,6 +662,7 @@ class HTTPConnection:
                 raise ClientDisconnected("connection is broken")
             self.file_job = job
             self.out += head if self.tls is None else self.tls.encrypt(head)
+            self.corked = False  # output held for the end of the turn leaves first, with the head
             if self.flushing:
                 return
             try:
@@ -721,6 +784,8 @@ class HTTPConnection:
 
         ``clean``: the response went out whole; False when it was cut short, so HTTPS ends without close_notify."""
         with self.lock:
+            if self.corked and (not keep_alive or self.engine.stopping):
+                self._push_held_output()  # the last response: the connection closes after it
             if self.flushing and not self.broken:
                 self.after_flush = lambda: self._after_response(keep_alive, clean)
                 return
@@ -772,6 +837,7 @@ class HTTPConnection:
             self.close_soon()
             return
         with self.lock:
+            self._push_held_output()  # lingering shuts our side: the answer must be out first
             if self.flushing:
                 self.after_flush = self._start_lingering
                 return
@@ -883,6 +949,10 @@ class HTTPConnection:
         """Close the socket and forget the connection (loop thread)."""
         if self.state == CLOSED:
             return
+        if self.corked:  # the server is stopping, say: a response held for the end of the turn still goes out
+            self.corked = False
+            with contextlib.suppress(OSError):
+                self.sock.send(self.out)
         if self.state == IDLE:
             self._say_close_notify()  # between requests: nothing is cut short
         self.state = CLOSED

@@ -230,13 +230,17 @@ class _Wakeup:
 
 
 class Reactor:
-    """Runs handlers when their descriptors are ready, callbacks from other threads, and timers."""
+    """Runs handlers when their descriptors are ready, callbacks from other threads, and timers.
+
+    A turn of the loop: wait for events, call their handlers, run the queued callbacks, run what was put off to
+    the end of the turn (``at_turn_end``), then the timers that are due."""
 
     def __init__(self, kind: str = "auto") -> None:
         self.poller = make_poller(kind)
         self.handlers: dict[int, Handler] = {}
         self._steady: dict[int, int] = {}  # fd -> the events a steady (not one-shot) registration watches now
         self._callbacks: deque[tuple[Callable, tuple]] = deque()
+        self._turn_end: deque[tuple[Callable, tuple]] = deque()
         self._wakeup = _Wakeup()
         self._wakeup_pending = False
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -309,6 +313,11 @@ class Reactor:
         """Run ``callback(*args)`` on the loop thread after the current handler (loop thread only: no wakeup)."""
         self._callbacks.append((callback, args))
 
+    def at_turn_end(self, callback: Callable, *args: object) -> None:
+        """Run ``callback(*args)`` once this turn's events and callbacks have been handled, before the loop waits
+        again (loop thread only). What one turn puts off is done together: see HTTPConnection.uncork."""
+        self._turn_end.append((callback, args))
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         """Run ``callback()`` on the loop thread after ``delay`` seconds (loop thread only)."""
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), callback))
@@ -326,12 +335,13 @@ class Reactor:
         wait = self.poller.wait
         wakeup_fd = self._wakeup.fd
         callbacks = self._callbacks
+        turn_end = self._turn_end
         timers = self._timers
         monotonic = time.monotonic
         # With few connections busy, a turn of this loop is paid per request: its bookkeeping stays inline, and the
         # callbacks and timers are called only when there is something to run.
         while self._running:
-            if callbacks:
+            if callbacks or turn_end:
                 timeout: float | None = 0.0
             elif timers:
                 timeout = max(0.0, timers[0][0] - monotonic())
@@ -353,21 +363,30 @@ class Reactor:
                         log.exception("unhandled error in the handler for descriptor %d", fd)
             if callbacks or self._wakeup_pending:
                 self._run_callbacks()
+            if turn_end:
+                self._run_queued(turn_end)
             if timers and timers[0][0] <= monotonic():
                 self._run_timers()
+        self._run_queued(turn_end)  # stopping: what this turn put off is still done
 
     def run_pending(self, timeout: float) -> None:
         """After ``run`` has returned: run the callbacks still queued, and those they queue, for at most
         ``timeout`` seconds (the engine's shutdown, so that nothing handed to the loop is silently dropped)."""
         deadline = time.monotonic() + timeout
-        while self._callbacks and time.monotonic() < deadline:
+        while (self._callbacks or self._turn_end) and time.monotonic() < deadline:
             self._run_callbacks()
+            self._run_queued(self._turn_end)
 
     def _run_callbacks(self) -> None:
         self._wakeup_pending = False
-        callbacks = self._callbacks
-        for _ in range(len(callbacks)):
-            callback, args = callbacks.popleft()
+        self._run_queued(self._callbacks)
+
+    @staticmethod
+    def _run_queued(queue: deque[tuple[Callable, tuple]]) -> None:
+        # Only what is queued now: what these queue in turn waits for the next turn, so a callback that always
+        # queues another cannot keep the loop from its events.
+        for _ in range(len(queue)):
+            callback, args = queue.popleft()
             try:
                 callback(*args)
             except Exception:

@@ -243,6 +243,113 @@ def test_the_loop_rests_when_nothing_happens_whatever_its_connections_went_throu
     assert woke < 25, f"the loop woke {woke} times in 0.5 s of quiet"
 
 
+# -- output held for the end of the loop's turn (HTTPConnection.uncork) ------------------------------------------
+
+
+class DrippingSocket:
+    """A connection's socket that counts the sends reaching the kernel and, given ``most``, is a slow client's: every
+    other send is refused (EAGAIN) and the others take at most ``most`` bytes, so output is held back for many
+    turns of the loop, deterministically."""
+
+    def __init__(self, sock: socket.socket, most: int | None = None) -> None:
+        self.sock = sock
+        self.most = most
+        self.sends = 0
+
+    def send(self, data, *flags):
+        if self.most is not None:
+            if self.sends % 2:
+                self.sends += 1
+                raise BlockingIOError
+            data = memoryview(data)[: self.most]
+        self.sends += 1
+        return self.sock.send(data, *flags)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def dripping(server: ServerThread, sock: socket.socket, most: int | None = None) -> DrippingSocket:
+    """Put a DrippingSocket under the server's end of ``sock``, after one request has made that connection idle."""
+    sock.sendall(b"GET /warm-up HTTP/1.1\r\nHost: h\r\n\r\n")
+    read_response(sock)
+    conn = wait_for(lambda: len(conns := list(server.engine.connections.values())) == 1 and conns[0])
+    wait_for(lambda: conn.state == "idle")  # a worker may still be finishing the response its client has read
+    conn.sock = DrippingSocket(conn.sock, most)
+    return conn.sock
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_the_responses_of_one_turn_leave_in_one_send(tmp_path: Path, threads):
+    """Pipelined requests answered on the loop (any application with --threads 0; small files always) in one turn
+    are sent together at the turn's end: one system call, and one wakeup of the client, not one per response."""
+    (tmp_path / "f.txt").write_bytes(b"file")
+    with ServerThread(echo_app, threads=threads, static=(f"/s={tmp_path}",)) as server, server.connect() as sock:
+        counting = dripping(server, sock)
+        path = "/s/f.txt" if threads else "/app"
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode() * PIPELINE_TURN)  # one segment, one recv
+        buffer = bytearray()
+        bodies = {read_response(sock, buffer)[2] for _ in range(PIPELINE_TURN)}
+    assert bodies == ({b"file"} if threads else {b"GET /app 0\n"})
+    assert counting.sends == 1
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_held_output_the_socket_takes_slowly_comes_whole_and_reading_resumes(tmp_path: Path, threads):
+    """Held output the socket does not take at the turn's end is flushed by the loop over later turns, while it
+    serves others; once it is out the connection reads again (a one-shot registration must be re-armed for it)."""
+    (tmp_path / "f.txt").write_bytes(b"F" * 5000)
+    with ServerThread(echo_app, threads=threads, static=(f"/s={tmp_path}",)) as server, server.connect() as sock:
+        dripping(server, sock, most=500)
+        sock.sendall(b"GET /s/f.txt HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert requests.get(server.url + "/meanwhile", timeout=TIMEOUT).status_code == 200
+        assert read_response(sock)[2] == b"F" * 5000
+        sock.sendall(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_response(sock)[2].startswith(b"GET /next 0")
+
+
+def test_a_pipeline_past_its_turn_waits_for_held_output_to_drain():
+    """Two turns' worth of pipelined requests and the start of another: the output is still draining when the loop
+    comes back to the connection for the rest, which must go on flushing, not switch to reading the next request
+    (whose client, waiting for the answers, would wait forever)."""
+    with ServerThread(echo_app, threads=0) as server, server.connect() as sock:
+        dripping(server, sock, most=100)
+        count = PIPELINE_TURN * 2
+        sock.sendall(b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n" * count + b"GET /last HTTP/1.1\r\n")
+        buffer = bytearray()
+        assert [read_response(sock, buffer)[2] for _ in range(count)] == [b"GET /p 0\n"] * count
+        sock.sendall(b"Host: h\r\n\r\n")
+        assert read_response(sock, buffer)[2] == b"GET /last 0\n"
+
+
+@pytest.mark.parametrize(
+    ("last", "status"),
+    [
+        (b"GET /bye HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 200),  # the last response: closing follows
+        (b"GET /bad HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n", 400),  # a refusal: lingering follows
+    ],
+)
+def test_held_output_goes_out_whole_before_the_connection_ends(last, status):
+    with ServerThread(echo_app, threads=0) as server, server.connect() as sock:
+        dripping(server, sock, most=100)
+        sock.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n" * 3 + last)
+        buffer = bytearray()
+        assert [read_response(sock, buffer)[0] for _ in range(4)] == [200, 200, 200, status]
+        wait_for(lambda: ended(sock))
+
+
+def test_100_continue_follows_the_responses_held_before_it():
+    with ServerThread(echo_app, threads=0) as server, server.connect() as sock:
+        dripping(server, sock)
+        sock.sendall(
+            b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+            b"POST /b HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        buffer = bytearray()
+        answers = [read_response(sock, buffer)[::2] for _ in range(3)]
+    assert answers == [(200, b"GET /a 0\n"), (100, b""), (200, b"POST /b 5\nhello")]
+
+
 # -- found in review: each of these failed before its fix ---------------------------------------------------------
 
 
