@@ -65,7 +65,11 @@ class Acceptor:
     def handle_event(self, events: int) -> None:
         accept = self.sock.accept
         adopt = self.engine.adopt
-        for _ in range(_ACCEPT_BATCH):
+        # With --workers N every process waits on the shared socket and each takes one connection per turn, so a
+        # burst is dealt out between them. (EPOLLEXCLUSIVE, which wakes one process per connection, with 64 per
+        # turn, often let one process take a whole burst: all of wrk's 100 connections in one of two workers, in
+        # about one run of three. The price is a wasted wakeup per connection in each other process.)
+        for _ in range(1 if self.engine.multiprocess else _ACCEPT_BATCH):
             try:
                 sock, peer = accept()
             except (BlockingIOError, InterruptedError):
@@ -162,7 +166,7 @@ class Engine:
         if self._accepting or self.stopping or self.draining:
             return
         for acceptor in self._acceptors:
-            self.reactor.add(acceptor.sock.fileno(), acceptor, READ, oneshot=False, exclusive=self.multiprocess)
+            self.reactor.add(acceptor.sock.fileno(), acceptor, READ, oneshot=False)
         self._accepting = True
 
     def _stop_accepting(self) -> None:

@@ -63,12 +63,8 @@ class EpollPoller:
     def __init__(self) -> None:
         self._epoll = select.epoll()
 
-    def add(self, fd: int, events: int, *, oneshot: bool, exclusive: bool = False) -> None:
-        flags = events | (select.EPOLLONESHOT if oneshot else 0)
-        if exclusive:
-            # Several worker processes wait on one listening socket: wake only one of them per connection.
-            flags |= select.EPOLLEXCLUSIVE
-        self._epoll.register(fd, flags)
+    def add(self, fd: int, events: int, *, oneshot: bool) -> None:
+        self._epoll.register(fd, events | (select.EPOLLONESHOT if oneshot else 0))
 
     def arm(self, fd: int, events: int) -> None:
         self._epoll.modify(fd, events | select.EPOLLONESHOT)
@@ -98,7 +94,7 @@ class PollPoller:
         self._poll = select.poll()
         self._oneshot: set[int] = set()
 
-    def add(self, fd: int, events: int, *, oneshot: bool, exclusive: bool = False) -> None:
+    def add(self, fd: int, events: int, *, oneshot: bool) -> None:
         self._poll.register(fd, events)
         if oneshot:
             self._oneshot.add(fd)
@@ -135,7 +131,7 @@ class SelectPoller:
         self._interest: dict[int, int] = {}
         self._oneshot: set[int] = set()
 
-    def add(self, fd: int, events: int, *, oneshot: bool, exclusive: bool = False) -> None:
+    def add(self, fd: int, events: int, *, oneshot: bool) -> None:
         if fd >= 1024:
             raise OSError(f"descriptor {fd} is beyond select()'s limit")
         self._interest[fd] = events
@@ -255,12 +251,12 @@ class Reactor:
 
     # Registration happens on the loop thread; ``arm`` may be called from any thread.
 
-    def add(self, fd: int, handler: Handler, events: int, *, oneshot: bool = True, exclusive: bool = False) -> None:
+    def add(self, fd: int, handler: Handler, events: int, *, oneshot: bool = True) -> None:
         """Watch ``fd`` for ``events`` and call ``handler.handle_event`` when they fire.
 
         ``oneshot=False``: a steady registration, which keeps reporting while the descriptor is ready; its
         handler must then only ``arm`` it from the loop thread, and must arm it for what it waits for next."""
-        self.poller.add(fd, events, oneshot=oneshot, exclusive=exclusive)
+        self.poller.add(fd, events, oneshot=oneshot)
         self.handlers[fd] = handler
         if not oneshot:
             self._steady[fd] = events

@@ -16,6 +16,9 @@ import pytest
 import requests
 
 from server.__main__ import parse_config
+from server.config import Config
+from server.engine import Engine
+from server.listeners import open_listener, parse_bind, resolve_schemes
 from tests.support import ROOT, ServerProcess, wait_for
 
 TIMEOUT = 10
@@ -455,6 +458,29 @@ def test_workers_supervisor_restart_reload_and_graceful_stop():
         # SIGTERM: graceful stop, exit status 0.
         server.signal(signal.SIGTERM)
         assert server.wait(TIMEOUT) == 0
+
+
+@pytest.mark.parametrize("multiprocess", [False, True])
+def test_each_worker_accepts_one_connection_per_turn(multiprocess):
+    """With --workers N each process takes one waiting connection per turn of its loop, so a burst (wrk opens its
+    100 connections at once) is dealt out between the processes: 64 per turn, woken one process at a time
+    (EPOLLEXCLUSIVE), one of two workers took all 100 in about one run of three, and the other idled. A single
+    process takes up to 64 a turn."""
+    listener = open_listener(parse_bind("127.0.0.1:0"))
+    resolve_schemes([listener], have_certificate=False)
+    engine = Engine(Config(), lambda environ, start_response: [], [listener], multiprocess=multiprocess)
+    clients = [socket.create_connection(listener.sock.getsockname(), timeout=TIMEOUT) for _ in range(3)]
+    try:
+        acceptor = engine._acceptors[0]
+        acceptor.handle_event(0)
+        assert len(engine.connections) == (1 if multiprocess else 3)
+    finally:
+        for conn in list(engine.connections.values()):
+            conn.close()
+        for client in clients:
+            client.close()
+        engine.reactor.close()
+        listener.sock.close()
 
 
 def test_workers_exit_when_their_supervisor_is_killed():
