@@ -182,7 +182,7 @@ class ResponseWriter:
     # Slots: one of these is made for every request, so it should be small and quick to fill.
     __slots__ = (
         "body_allowed", "bytes_sent", "chunked", "client_gone", "close_deferred", "conn", "cut_short",
-        "declared_length", "has_date", "has_server", "headers", "headers_sent", "is_head", "keep_alive", "request",
+        "declared_length", "has_date", "has_server", "header_lines", "headers_sent", "is_head", "keep_alive", "request",
         "status", "status_code",
     )  # fmt: skip
 
@@ -190,7 +190,7 @@ class ResponseWriter:
         self.conn = conn
         self.request = request
         self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
+        self.header_lines = ""  # the application's headers, checked and serialised by start_response
         self.headers_sent = False
         self.keep_alive = request.keep_alive
         self.is_head = request.method == "HEAD"
@@ -221,11 +221,10 @@ class ResponseWriter:
         self.status_code = code if code is not None else _check_status(status)
         if type(headers) is not list:
             raise ApplicationError("response headers must be a list of (name, value) tuples")
-        # A copy, checked: what goes on the wire is what was checked, even if the app changes its list later.
-        headers = headers.copy()
-        self.declared_length, self.has_date, self.has_server = _check_headers(headers)
+        # Checked and serialised at once: what goes on the wire is what was checked, even if the app changes its
+        # list later, and the list is walked once.
+        self.header_lines, self.declared_length, self.has_date, self.has_server = _check_headers(headers)
         self.status = status
-        self.headers = headers
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -250,12 +249,8 @@ class ResponseWriter:
     def _head(self, known_length: int | None) -> bytes:
         """Serialise the status line and headers, choosing how the body will be framed."""
         code = self.status_code
-        headers = self.headers
         self.body_allowed = not (self.is_head or code < 200 or code in _NO_BODY_STATUS)
-        lines = [f"HTTP/1.1 {self.status}\r\n"]
-        append = lines.append
-        for name, value in headers:  # a plain loop: cheaper than a generator for the usual handful
-            append(f"{name}: {value}\r\n")
+        lines = [f"HTTP/1.1 {self.status}\r\n", self.header_lines]
         if not self.has_date:
             lines.append(f"Date: {http_date()}\r\n")
         if not self.has_server:
@@ -364,10 +359,12 @@ def _is_latin1(text: str) -> bool:
     return True
 
 
-def _check_headers(headers: list[Any]) -> tuple[int | None, bool, bool]:
-    """Check the application's response headers: (its Content-Length or None, has Date, has Server)."""
+def _check_headers(headers: list[Any]) -> tuple[str, int | None, bool, bool]:
+    """Check the application's response headers: (their lines for the head, its Content-Length or None, has Date,
+    has Server)."""
     declared = None
     has_date = has_server = False
+    lines = []
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
             raise ApplicationError(f"response header {item!r} is not a (name, value) tuple")
@@ -391,7 +388,8 @@ def _check_headers(headers: list[Any]) -> tuple[int | None, bool, bool]:
                 raise ApplicationError(f"invalid Content-Length {value!r}: digits only")
             else:
                 declared = int(value)
-    return declared, has_date, has_server
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines), declared, has_date, has_server
 
 
 class ApplicationRun:

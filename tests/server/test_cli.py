@@ -468,7 +468,8 @@ def test_each_worker_accepts_one_connection_per_turn(multiprocess):
     process takes up to 64 a turn."""
     listener = open_listener(parse_bind("127.0.0.1:0"))
     resolve_schemes([listener], have_certificate=False)
-    engine = Engine(Config(), lambda environ, start_response: [], [listener], multiprocess=multiprocess)
+    # threads=0: no pool of app threads to start (and leave behind) for a test that never runs the application
+    engine = Engine(Config(threads=0), lambda environ, start_response: [], [listener], multiprocess=multiprocess)
     clients = [socket.create_connection(listener.sock.getsockname(), timeout=TIMEOUT) for _ in range(3)]
     try:
         acceptor = engine._acceptors[0]
