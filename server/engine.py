@@ -249,8 +249,8 @@ class Engine:
         # expect of any idle connection); everything else is waited for, up to the graceful deadline.
         if self.stopping:
             for conn in list(self.connections.values()):
-                if conn.state == IDLE and conn.requests_seen and not conn.flushing:
-                    conn.close()
+                if conn.state == IDLE and conn.requests_seen and not conn.flushing and not conn.corked:
+                    conn.close()  # (a response held for the end of the turn, or still flushing, is not done)
         if not self.connections or time.monotonic() >= self._shutdown_deadline:
             if self.connections:
                 log.warning("graceful timeout: closing %d connection(s) still open", len(self.connections))

@@ -350,6 +350,24 @@ def test_100_continue_follows_the_responses_held_before_it():
     assert answers == [(200, b"GET /a 0\n"), (100, b""), (200, b"POST /b 5\nhello")]
 
 
+def test_a_graceful_stop_lets_held_output_out_whole():
+    """The stop closes idle keep-alive connections at once; one whose last response is still held for the end of
+    the turn is not idle yet (its close sent what the socket took at once and dropped the rest)."""
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/stop":
+            server.engine.reactor.call_soon_threadsafe(server.engine.shutdown, True)  # runs before the turn ends
+        return echo_app(environ, start_response)
+
+    server = ServerThread(app, threads=0).__enter__()  # it stops itself: no stop() on the way out
+    with contextlib.closing(server.listener.sock), server.connect() as sock:
+        dripping(server, sock, most=100)
+        sock.sendall(b"GET /stop HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_response(sock)[2] == b"GET /stop 0\n"
+        wait_for(lambda: ended(sock))
+        wait_for(lambda: not server._thread.is_alive())
+
+
 # -- found in review: each of these failed before its fix ---------------------------------------------------------
 
 
