@@ -333,7 +333,7 @@ class HTTPConnection:
         if self.state is not READING and self.state is not IDLE:
             return  # closed or refused meanwhile: nothing more is read from this connection
         if self.flushing:
-            return  # the output held past its response is draining; uncork made this the after_flush
+            return  # output held past its response is draining; _after_held_output comes back here
         parser = self.parser
         answered = 0
         self._advancing = True
@@ -489,12 +489,14 @@ class HTTPConnection:
 
     # -- output (owner thread; the loop flushes what is left) -----------------------------------------------------
 
-    def send(self, data: bytes, *, wait: bool = False) -> None:
+    def send(self, data: bytes, *, wait: bool = False, whole: bool = False) -> None:
         """Send bytes now, or queue them for the loop. Raises ClientDisconnected.
 
         With ``wait``, the caller waits while too much is queued (for PEP 3333's ``write()``, which must block,
         and only for it: on the loop thread, waiting holds every other client); without, the caller checks
-        ``park_until_drained`` and lets its thread go instead, or has nothing more to send."""
+        ``park_until_drained`` and lets its thread go instead, or has nothing more to send. ``whole``: ``data``
+        is a complete response, which on the loop thread may wait for the end of the turn (see ``uncork``); a
+        piece of a streamed body never waits (PEP 3333: no block may be delayed while the next is made)."""
         self.response_started = True
         with self.lock:
             if self.broken:
@@ -503,8 +505,10 @@ class HTTPConnection:
                 data = self.tls.encrypt(data)
             if self.flushing:
                 self.out += data
-            elif len(self.out) + len(data) <= CORK_LIMIT and (
-                self.engine.inline or threading.current_thread() is self.reactor.thread
+            elif (
+                whole
+                and len(self.out) + len(data) <= CORK_LIMIT
+                and (self.engine.inline or threading.current_thread() is self.reactor.thread)
             ):
                 # On the loop thread a response waits for the end of the loop's turn (uncork): the kernel then
                 # takes a turn's responses in a row, which wakes a client busy reading the last one once, not
@@ -533,11 +537,16 @@ class HTTPConnection:
                     return
                 self.out += memoryview(data)[sent:]
                 self._start_flushing()
-            if wait and len(self.out) > HIGH_WATER:
-                if threading.current_thread() is self.reactor.thread:
-                    self._drain_here()  # --threads 0: the loop is running this write() and cannot flush for it
-                else:
-                    self._wait_for_drain()
+            if not wait or len(self.out) <= HIGH_WATER:
+                return
+            if threading.current_thread() is not self.reactor.thread:
+                self._wait_for_drain()
+                return
+        # --threads 0: the loop is running this write() and cannot flush for it, so it waits for the reader here,
+        # for up to the send timeout. What the turn holds for other connections goes out before that wait.
+        self.reactor.end_turn_early()
+        with self.lock:
+            self._drain_here()
 
     def uncork(self) -> None:
         """The loop's turn is over: send the output held for it (loop thread).
@@ -552,9 +561,24 @@ class HTTPConnection:
                 self.broken = True
             else:
                 if self.flushing and self.after_flush is None:
-                    self.after_flush = self.advance  # the response is over: read on (or go on with a pipeline)
+                    self.after_flush = self._after_held_output
                 return
-        self.close()  # the client is gone
+        if self.state != BUSY:
+            self.close()  # the client is gone (a worker that has the connection finds it broken and closes it)
+
+    def _after_held_output(self) -> None:
+        """Output held past its response is out, or never will be (a send timeout): close, or take up the
+        connection's own deadline again (the flushing replaced it with the send's) and read on."""
+        if self.broken:
+            if self.state != BUSY:
+                self.close()
+            return
+        config = self.engine.config
+        if self.state == IDLE:
+            self.deadline = time.monotonic() + config.keepalive_timeout
+        elif self.state == READING:
+            self.deadline = time.monotonic() + config.header_timeout
+        self.advance()
 
     def _uncork(self) -> None:
         """Send the held output now; the loop flushes what the socket does not take. Lock held. Raises OSError."""
@@ -949,10 +973,15 @@ class HTTPConnection:
         """Close the socket and forget the connection (loop thread)."""
         if self.state == CLOSED:
             return
-        if self.corked:  # the server is stopping, say: a response held for the end of the turn still goes out
-            self.corked = False
-            with contextlib.suppress(OSError):
-                self.sock.send(self.out)
+        with self.lock:
+            if self.corked:  # a response held for the end of the turn still goes out, as far as the socket takes it
+                self.corked = False
+                try:
+                    cut_short = self.sock.send(self.out) < len(self.out)
+                except OSError:
+                    cut_short = True
+                if cut_short:
+                    self.broken = True  # so no TLS close_notify vouches for what was cut
         if self.state == IDLE:
             self._say_close_notify()  # between requests: nothing is cut short
         self.state = CLOSED

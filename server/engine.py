@@ -69,7 +69,7 @@ class Acceptor:
         # burst is dealt out between them. (EPOLLEXCLUSIVE, which wakes one process per connection, with 64 per
         # turn, often let one process take a whole burst: all of wrk's 100 connections in one of two workers, in
         # about one run of three. The price is a wasted wakeup per connection in each other process.)
-        for _ in range(1 if self.engine.multiprocess else _ACCEPT_BATCH):
+        for _ in range(1 if self.engine.config.workers > 1 else _ACCEPT_BATCH):
             try:
                 sock, peer = accept()
             except (BlockingIOError, InterruptedError):
@@ -403,11 +403,11 @@ class Engine:
                     reply.close()
                     conn.close_soon()
                     return
-                conn.send(head + data)
+                conn.send(head + data, whole=True)
                 finished(len(data))
             else:
                 body = b"" if request.method == "HEAD" else reply.body
-                conn.send(head + body)
+                conn.send(head + body, whole=True)
                 finished(len(body))
         except Exception:
             reply.close()
@@ -427,7 +427,7 @@ class Engine:
             headers=(("Location", location),),
         )
         try:
-            conn.send(response)
+            conn.send(response, whole=True)
         except Exception:
             conn.close_soon()
             return

@@ -314,6 +314,11 @@ class Reactor:
         again (loop thread only). What one turn puts off is done together: see HTTPConnection.uncork."""
         self._turn_end.append((callback, args))
 
+    def end_turn_early(self) -> None:
+        """Run now what was put off to the end of this turn (loop thread): for code about to keep the loop waiting,
+        so that what the turn held for others does not wait with it."""
+        self._run_queued(self._turn_end)
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         """Run ``callback()`` on the loop thread after ``delay`` seconds (loop thread only)."""
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), callback))

@@ -289,9 +289,9 @@ class ResponseWriter:
         self.bytes_sent += len(data)
         return chunk(data) if self.chunked else data
 
-    def _send(self, data: bytes, *, wait: bool = False) -> None:
+    def _send(self, data: bytes, *, wait: bool = False, whole: bool = False) -> None:
         if data:
-            self.conn.send(data, wait=wait)
+            self.conn.send(data, wait=wait, whole=whole)
 
     def finish_body(self) -> None:
         """End the body: headers if none went out yet, the last chunk, and a check of the declared length."""
@@ -535,7 +535,7 @@ def _send_at_once(run: ApplicationRun) -> bool:
     except TypeError:
         return False  # an item that is not bytes: iterating it says which (ApplicationError)
     head = writer._head(len(body) if writer.declared_length is None else None)
-    writer._send(head + writer._frame(body))
+    writer._send(head + writer._frame(body), whole=True)
     writer.finish_body()
     return True
 

@@ -460,8 +460,8 @@ def test_workers_supervisor_restart_reload_and_graceful_stop():
         assert server.wait(TIMEOUT) == 0
 
 
-@pytest.mark.parametrize("multiprocess", [False, True])
-def test_each_worker_accepts_one_connection_per_turn(multiprocess):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_worker_accepts_one_connection_per_turn(workers):
     """With --workers N each process takes one waiting connection per turn of its loop, so a burst (wrk opens its
     100 connections at once) is dealt out between the processes: 64 per turn, woken one process at a time
     (EPOLLEXCLUSIVE), one of two workers took all 100 in about one run of three, and the other idled. A single
@@ -469,12 +469,13 @@ def test_each_worker_accepts_one_connection_per_turn(multiprocess):
     listener = open_listener(parse_bind("127.0.0.1:0"))
     resolve_schemes([listener], have_certificate=False)
     # threads=0: no pool of app threads to start (and leave behind) for a test that never runs the application
-    engine = Engine(Config(threads=0), lambda environ, start_response: [], [listener], multiprocess=multiprocess)
+    config = Config(threads=0, workers=workers)
+    engine = Engine(config, lambda environ, start_response: [], [listener], multiprocess=True)
     clients = [socket.create_connection(listener.sock.getsockname(), timeout=TIMEOUT) for _ in range(3)]
     try:
         acceptor = engine._acceptors[0]
         acceptor.handle_event(0)
-        assert len(engine.connections) == (1 if multiprocess else 3)
+        assert len(engine.connections) == (3 if workers == 1 else 1)  # one process alone (--max-requests): 64
     finally:
         for conn in list(engine.connections.values()):
             conn.close()

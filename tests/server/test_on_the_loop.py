@@ -258,7 +258,7 @@ class DrippingSocket:
 
     def send(self, data, *flags):
         if self.most is not None:
-            if self.sends % 2:
+            if self.sends % 2 or not self.most:  # most=0: a client that reads nothing
                 self.sends += 1
                 raise BlockingIOError
             data = memoryview(data)[: self.most]
@@ -366,6 +366,94 @@ def test_a_graceful_stop_lets_held_output_out_whole():
         assert read_response(sock)[2] == b"GET /stop 0\n"
         wait_for(lambda: ended(sock))
         wait_for(lambda: not server._thread.is_alive())
+
+
+def test_a_streamed_block_is_not_held_while_the_application_makes_the_next():
+    """PEP 3333: a block yielded (or passed to write()) may not wait for the next one. Only whole responses wait
+    for the end of the turn; a streamed body with --threads 0 sent nothing until the application returned."""
+    shown = threading.Event()
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"] == "/write":
+            write(b"first\n")
+            shown.wait(TIMEOUT)
+            return [b"second\n"]
+
+        def body():
+            yield b"first\n"
+            shown.wait(TIMEOUT)  # the next block takes until the client has shown the first: a deadlock if held
+            yield b"second\n"
+
+        return body()
+
+    with ServerThread(app, threads=0) as server:
+        for path in ("/iterable", "/write"):
+            shown.clear()
+            with server.connect(timeout=2.0) as sock:  # less than the application's wait: a held block times out
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+                got = b""
+                while b"first" not in got:
+                    got += sock.recv(65536)
+                shown.set()
+                assert read_response(sock, bytearray(got))[2] == b"first\nsecond\n"
+
+
+def test_a_write_waiting_for_its_reader_lets_the_turns_other_answers_out_first():
+    """write() waits for a slow reader on the loop; the answers the turn held for other connections went out only
+    after it, so a client reading them first kept the writer's reader waiting into its send timeout."""
+    big = 4 * 1024 * 1024
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/hold":
+            time.sleep(0.5)  # holds the loop, so that the next two requests are read in one turn
+        if environ["PATH_INFO"] == "/write":
+            write = start_response("200 OK", [("Content-Length", str(big))])
+            for _ in range(big // 65536):
+                write(b"w" * 65536)
+            return []
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = ServerThread(app, threads=0, send_timeout=3.0)
+    with server, server.connect() as hold, server.connect() as a, small_window_client(server.port) as writer:
+        hold.sendall(b"GET /hold HTTP/1.1\r\nHost: h\r\n\r\n")
+        wait_for(lambda: any(c.state == "busy" for c in list(server.engine.connections.values())))
+        a.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        writer.sendall(b"GET /write HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_response(a)[2] == b"ok"  # first, as a client of both would
+        assert len(read_response(writer)[2]) == big
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_after_held_output_drains_the_keepalive_timeout_applies_again(tmp_path: Path, threads):
+    """Flushing held output sets the send's deadline (60 s by default); once it is out, the connection is idle
+    and its keep-alive timeout (5 s) must apply again, not the send's."""
+    (tmp_path / "f.txt").write_bytes(b"F" * 3000)
+    with ServerThread(echo_app, threads=threads, static=(f"/s={tmp_path}",)) as server, server.connect() as sock:
+        dripping(server, sock, most=100)
+        sock.sendall(b"GET /s/f.txt HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_response(sock)[2] == b"F" * 3000
+        conn = next(iter(server.engine.connections.values()))
+        wait_for(lambda: conn.state == "idle" and not conn.flushing)
+        assert conn.deadline - time.monotonic() <= server.config.keepalive_timeout
+
+
+def test_after_a_send_timeout_no_buffered_request_runs():
+    """A connection whose held output timed out is done: the requests still buffered behind it are not run (the
+    drain's follow-up read them as if all was well)."""
+    ran = []
+
+    def app(environ, start_response):
+        ran.append(environ["PATH_INFO"])
+        return echo_app(environ, start_response)
+
+    with ServerThread(app, threads=0, send_timeout=0.5) as server, server.connect() as sock:
+        stuck = dripping(server, sock, most=0)  # takes nothing, ever
+        ran.clear()
+        sock.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(PIPELINE_TURN * 2 + 1)))
+        wait_for(lambda: ended(sock))
+        assert stuck.sends and ran == [f"/{i}" for i in range(PIPELINE_TURN * 2)]  # one turn's two goes
 
 
 # -- found in review: each of these failed before its fix ---------------------------------------------------------
