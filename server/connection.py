@@ -520,11 +520,9 @@ class HTTPConnection:
                 return
             elif self.corked:
                 self.out += data
-                try:
-                    self._uncork()
-                except OSError as error:
-                    self.broken = True
-                    raise ClientDisconnected(str(error)) from error
+                self._push_held_output()
+                if self.broken:
+                    raise ClientDisconnected("connection is broken")
             else:
                 try:
                     sent = self.sock.send(data)
@@ -555,11 +553,8 @@ class HTTPConnection:
         with self.lock:
             if not self.corked:
                 return  # sent already: the connection closed, or more output followed
-            try:
-                self._uncork()
-            except OSError:
-                self.broken = True
-            else:
+            self._push_held_output()
+            if not self.broken:
                 if self.flushing and self.after_flush is None:
                     self.after_flush = self._after_held_output
                 return
@@ -593,7 +588,8 @@ class HTTPConnection:
             self._start_flushing()
 
     def _push_held_output(self) -> None:
-        # Lock held. What follows (closing, lingering) must come after the held output: send it now.
+        # Lock held. Send the held output now (what follows must come after it); a failed send marks the
+        # connection broken.
         if self.corked:
             try:
                 self._uncork()
