@@ -318,6 +318,14 @@ class HTTPConnection:
             self.close()  # the client closed; an unfinished request cannot be answered anyway
             return
         if self.state == IDLE:
+            request = self.parser.whole_request(data)
+            if request is not None:
+                # The usual keep-alive request, alone and whole: answered without the buffer and the event loop
+                # of advance(), which have nothing to add (no body, nothing pipelined behind it).
+                self.state = READING
+                if self._begin_request(request):
+                    self._dispatch()
+                return
             self.state = READING
             self.deadline = time.monotonic() + self.engine.config.header_timeout
         self.parser.feed(data)

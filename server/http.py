@@ -208,6 +208,27 @@ class RequestParser:
             return NEED_DATA
         return self._chunked_body()
 
+    def whole_request(self, data: bytes) -> Request | None:
+        """``data`` as one complete request without a body, when it is exactly that and of the everyday shape
+        (see ``_quick_request``) and nothing is buffered before it; else None, and nothing is consumed: then
+        ``feed(data)`` and ``next_event()`` decide, and name any fault.
+
+        A keep-alive client's next request nearly always arrives so, alone in one segment. Taking it whole skips
+        the buffer (a copy in, a search, a copy out, a delete) and the two events after the head: it costs a
+        third of ``feed`` and three ``next_event`` calls. The parser is then where that request's
+        ``EndOfMessage`` leaves it, so ``start_next()`` begins the next one."""
+        end = len(data) - 4
+        if self._state != _HEAD or self._buffer or end <= 0 or end + 4 > self.limits.max_header_bytes:
+            return None
+        if data.find(b"\r\n\r\n") != end:
+            return None  # no end of head, or something after it: a body, or a pipelined request
+        request = self._quick_request(data[:end])
+        if request is None or request.content_length:
+            return None
+        self.request = request
+        self._state = _DONE
+        return request
+
     # -- the head ------------------------------------------------------------------------------------------------
 
     def _parse_head(self) -> Request | _NeedData:

@@ -243,3 +243,62 @@ def test_everyday_heads_take_the_quick_path():
     ]
     for head in everyday:
         assert agree(head), head
+
+
+# -- 5: a request taken whole is the request the event stream gives -------------------------------------------------
+
+segments = st.one_of(
+    streams,
+    heads.map(lambda head: head + b"\r\n\r\n"),  # mostly complete heads, the quick path's edges among them
+    requests().map(lambda made: made[0]),
+    st.lists(requests(), min_size=2, max_size=3).map(lambda batch: b"".join(raw for raw, _ in batch)),
+)
+
+
+@given(data=segments, following=requests())
+@example(data=b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", following=(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n", None))
+@example(data=b"\r\n\r\n", following=(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", None))
+@example(data=b"\r\n\r", following=(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", None))
+@example(data=b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", following=(b"\r\nGET / HTTP/1.0\r\n\r\n", 0))
+def test_a_whole_request_is_what_the_event_stream_makes_of_the_same_bytes(data, following):
+    """``whole_request`` (the connection's shortcut for a request alone in one segment) either declines and
+    consumes nothing, or returns exactly the one bodiless request that feeding the bytes gives, and leaves the
+    parser where that request's EndOfMessage does: the next request on the connection parses the same."""
+    parser = RequestParser(LIMITS)
+    request = parser.whole_request(data)
+    if request is None:
+        assert parser.buffered == 0 and parser.idle  # declined: the event stream decides from the same bytes
+        return
+    assert parse([data]) == Outcome([(request, b"", [])], None, False)
+    assert parser.next_event() is NEED_DATA  # nothing of it is left to read
+    parser.start_next()
+    assert parser.idle
+    parser.feed(following[0])
+    assert parser.next_event() == parse([following[0]]).messages[0][0]
+
+
+def test_a_whole_request_is_taken_only_alone_complete_and_without_a_body():
+    """What the connection's shortcut must leave to the event stream: a body, even empty of bytes so far; a
+    pipelined second request; an unfinished head; bytes already buffered; and anything the quick path declines."""
+    plain = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert RequestParser(LIMITS).whole_request(plain) is not None
+    declined = [
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",  # a body
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n",  # a body still to come
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+        plain + plain,  # pipelined
+        plain[:-2],  # unfinished
+        b"\r\n" + plain,  # an empty line first, which the event stream skips
+        b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # no Host: the event stream refuses it, with its reason
+        b"GET / HTTP/1.1\r\nHost: h\r\n" + b"X: " + b"y" * LIMITS.max_header_bytes + b"\r\n\r\n",  # too long
+    ]
+    for data in declined:
+        assert RequestParser(LIMITS).whole_request(data) is None, data
+    buffered = RequestParser(LIMITS)
+    buffered.feed(b"G")
+    assert buffered.whole_request(plain) is None  # behind other bytes it is not alone
+    mid = RequestParser(LIMITS)
+    mid.feed(plain)
+    assert isinstance(mid.next_event(), Request)
+    assert mid.whole_request(plain) is None  # nor before the previous request has ended
