@@ -366,17 +366,11 @@ def _check_headers(headers: list[Any]) -> tuple[str, int | None, bool, bool]:
     has_date = has_server = False
     lines = []
     for item in headers:
-        if type(item) is not tuple or len(item) != 2:
-            raise ApplicationError(f"response header {item!r} is not a (name, value) tuple")
-        name, value = item
-        if type(name) is not str or type(value) is not str:
-            raise ApplicationError(f"response header {item!r} must have str name and value")
-        lower = _GOOD_NAMES.get(name) or _check_header_name(name)
-        if not (value.isascii() and value.isprintable()):  # two quick tests most values pass; else the full ones
-            if _CONTROL.search(value):
-                raise ApplicationError(f"response header {name!r} has a control character in its value {value!r}")
-            if not value.isascii() and not _is_latin1(value):
-                raise ApplicationError(f"response header {name!r} has characters outside latin-1")
+        try:
+            known = _GOOD_FIELDS.get(item)
+        except TypeError:  # an unhashable item, or one holding something unhashable: _check_field says what
+            known = None
+        line, lower = known or _check_field(item)
         if lower in _NOTED_RESPONSE_FIELDS:
             if lower == "date":
                 has_date = True
@@ -384,12 +378,40 @@ def _check_headers(headers: list[Any]) -> tuple[str, int | None, bool, bool]:
                 has_server = True
             elif declared is not None:
                 raise ApplicationError("more than one Content-Length header")
-            elif not (value.isascii() and value.isdigit() and len(value) <= 19):
-                raise ApplicationError(f"invalid Content-Length {value!r}: digits only")
             else:
+                value = item[1]
+                if not (value.isascii() and value.isdigit() and len(value) <= 19):
+                    raise ApplicationError(f"invalid Content-Length {value!r}: digits only")
                 declared = int(value)
-        lines.append(f"{name}: {value}\r\n")
+        lines.append(line)
     return "".join(lines), declared, has_date, has_server
+
+
+# Header fields already found valid, as (name, value) -> (their line in the head, the name in lower case). Most of
+# an application's fields repeat from response to response (its Content-Type, its cache policy), and a tuple of
+# two strings hashes in a few nanoseconds: a repeated field costs one lookup instead of its checks and its
+# formatting. Fields that vary (lengths, cookies) would fill it, so it starts over when full.
+_GOOD_FIELDS: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def _check_field(item: Any) -> tuple[str, str]:
+    """The head line and lower-case name of a valid (name, value) response header, else ApplicationError."""
+    if type(item) is not tuple or len(item) != 2:
+        raise ApplicationError(f"response header {item!r} is not a (name, value) tuple")
+    name, value = item
+    if type(name) is not str or type(value) is not str:
+        raise ApplicationError(f"response header {item!r} must have str name and value")
+    lower = _GOOD_NAMES.get(name) or _check_header_name(name)
+    if not (value.isascii() and value.isprintable()):  # two quick tests most values pass; else the full ones
+        if _CONTROL.search(value):
+            raise ApplicationError(f"response header {name!r} has a control character in its value {value!r}")
+        if not value.isascii() and not _is_latin1(value):
+            raise ApplicationError(f"response header {name!r} has characters outside latin-1")
+    known = (f"{name}: {value}\r\n", lower)
+    if len(_GOOD_FIELDS) >= _CACHE_LIMIT:
+        _GOOD_FIELDS.clear()
+    _GOOD_FIELDS[item] = known
+    return known
 
 
 class ApplicationRun:
