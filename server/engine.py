@@ -42,7 +42,7 @@ from server.static import StaticOptions, parse_mount, serve_path
 from server.tls import CertificateStore
 from server.watchdog import Watchdog
 from server.workers import OnTheLoop, ThreadPool, request_recycling, request_replacement, supervisor_pid
-from server.wsgi import ApplicationRun, base_environ, build_environ, log_access
+from server.wsgi import ApplicationRun, RunHooks, base_environ, build_environ, log_access
 
 log = logging.getLogger("server")
 
@@ -103,6 +103,7 @@ class Engine:
         self.reactor = Reactor(config.loop)
         # --threads 0: the application runs on the loop (see server.workers.OnTheLoop).
         self.inline = config.threads == 0
+        self.run_hooks = RunHooks(app, config.debug, self._resume_application, log_access, self._application_done)
         self.pool = OnTheLoop(self.reactor) if self.inline else ThreadPool(config.threads, name="app")
         self.watchdog = Watchdog(config.timeout, config.threads)
         self.limits = config.limits
@@ -452,18 +453,7 @@ class Engine:
         except Exception as error:
             conn.fail(error)
             return
-        run = ApplicationRun(
-            self.app,
-            environ,
-            conn,
-            request,
-            body=body,
-            started=started,
-            debug=self.config.debug,
-            resubmit=self._resume_application,
-            on_finished=log_access,
-            on_complete=self._application_done,
-        )
+        run = ApplicationRun(self.run_hooks, environ, conn, request, body, started)
         if self.inline:
             run.start()  # on the loop: while it runs nothing could look (a frozen loop stops the heartbeats)
         else:

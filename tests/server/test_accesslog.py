@@ -239,3 +239,22 @@ def test_live_what_an_app_puts_in_its_environ_is_escaped_too(access_lines: list[
     fields = parse(line)
     assert fields["remote"] == "10.0.0.1 forged"
     assert fields["agent"] == "\x1b[31m" + "\u20ac".encode().decode("latin-1") + "\n"
+
+
+def test_live_a_file_sent_with_sendfile_is_logged_once_after_its_last_byte(
+    access_lines: list[str], tmp_path: Any
+) -> None:
+    # A wsgi.file_wrapper body goes out with sendfile from the loop, and its line is logged from there: the code
+    # path that logs a response after the application has returned.
+    data = b"f" * 100_000
+    (tmp_path / "big.bin").write_bytes(data)
+
+    def file_app(environ: dict[str, Any], start_response: Callable) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(data)))])
+        return environ["wsgi.file_wrapper"](open(tmp_path / "big.bin", "rb"))
+
+    with ServerThread(file_app) as server:
+        assert send(server, b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n") == (200, data)
+        line = wait_for(lambda: access_lines and access_lines[0])
+    assert len(access_lines) == 1
+    assert (parse(line)["target"], parse(line)["status"], parse(line)["size"]) == ("/big", "200", str(len(data)))
