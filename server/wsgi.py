@@ -531,7 +531,9 @@ class ApplicationRun:
         self.completed = True
         writer = self.writer
         try:
-            close = getattr(self.result, "close", None)
+            result = self.result
+            # A list or tuple, as most responses are, has no close(): no failed attribute search for it.
+            close = None if type(result) is list or type(result) is tuple else getattr(result, "close", None)
             if close is not None and not writer.close_deferred:
                 close()
         except BaseException:
@@ -549,10 +551,8 @@ def _send_at_once(run: ApplicationRun) -> bool:
     result = run.result
     if writer.status is None or writer.headers_sent:
         return False
-    if isinstance(result, FileWrapper) and _send_with_sendfile(run, result):
-        return True
     if type(result) is not list and type(result) is not tuple:
-        return False
+        return isinstance(result, FileWrapper) and _send_with_sendfile(run, result)
     # The common case of a small body given as a list: one buffer, one send, with a Content-Length. It is in
     # memory already, so queueing all of it costs no more than the application's own list.
     try:
