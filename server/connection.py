@@ -562,11 +562,14 @@ class HTTPConnection:
             if not self.corked:
                 return  # sent already: the connection closed, or more output followed
             self._push_held_output()
-            if not self.broken:
-                if self.flushing and self.after_flush is None:
+            if self.flushing and not self.broken:
+                if self.after_flush is None:
                     self.after_flush = self._after_held_output
-                return
-        if self.state != BUSY:
+                return  # a closing response's own continuation (see finish) waits for the flush too
+            action, self.after_flush = self.after_flush, None
+        if action is not None:
+            action()  # the held response was the connection's last: it ends now that the response is out
+        elif self.broken and self.state != BUSY:
             self.close()  # the client is gone (a worker that has the connection finds it broken and closes it)
 
     def _after_held_output(self) -> None:
@@ -813,7 +816,10 @@ class HTTPConnection:
         ``clean``: the response went out whole; False when it was cut short, so HTTPS ends without close_notify."""
         with self.lock:
             if self.corked and (not keep_alive or self.engine.stopping):
-                self._push_held_output()  # the last response: the connection closes after it
+                # The last response, held for the end of the turn: it leaves there with the turn's others (a
+                # busy client is woken once for all of them, not per connection), and uncork closes after it.
+                self.after_flush = lambda: self._after_response(keep_alive, clean)
+                return
             if self.flushing and not self.broken:
                 self.after_flush = lambda: self._after_response(keep_alive, clean)
                 return

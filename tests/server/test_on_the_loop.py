@@ -338,6 +338,51 @@ def test_held_output_goes_out_whole_before_the_connection_ends(last, status):
         wait_for(lambda: ended(sock))
 
 
+def test_a_connections_last_response_waits_for_the_end_of_the_turn_like_any_other():
+    """A response after which the connection closes is held for the end of the turn too, so that a turn's closing
+    responses leave together (each sent at once woke the client per connection); the close follows it there.
+    The application looks from a loop callback, which runs after the turn's events and before its end."""
+    seen: list[int] = []
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/bye":
+            server.engine.reactor.call_soon_threadsafe(lambda: seen.append(counting.sends))
+        return echo_app(environ, start_response)
+
+    with ServerThread(app, threads=0) as server, server.connect() as sock:
+        counting = dripping(server, sock)
+        sock.sendall(b"GET /bye HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        assert read_response(sock)[2] == b"GET /bye 0\n"
+        wait_for(lambda: ended(sock))
+        assert seen == [0] and counting.sends == 1
+        wait_for(lambda: not server.engine.connections)
+
+
+class ResettingSocket:
+    """A connection's socket whose client is gone: every send fails as a reset would."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send(self, data, *flags):
+        raise ConnectionResetError("reset by the test")
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_a_last_response_whose_client_is_gone_still_ends_the_connection():
+    """The held last response fails at the end of the turn: the connection must close and be forgotten all the
+    same (it is still busy with that response then, which on its own would keep it open for good)."""
+    with ServerThread(echo_app, threads=0) as server, server.connect() as sock:
+        dripping(server, sock)
+        conn = next(iter(server.engine.connections.values()))
+        conn.sock = ResettingSocket(conn.sock.sock)
+        sock.sendall(b"GET /bye HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        wait_for(lambda: conn.state == "closed")
+        wait_for(lambda: not server.engine.connections)
+
+
 def test_100_continue_follows_the_responses_held_before_it():
     with ServerThread(echo_app, threads=0) as server, server.connect() as sock:
         dripping(server, sock)
