@@ -276,7 +276,7 @@ class Engine:
             self._refuse_overload(sock, tls)
             return
         sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
+        if isinstance(peer, tuple):  # TCP (a Unix socket's peer has no address); not sock.family: an enum per call
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = HTTPConnection(self, sock, peer, local)
         if tls:
