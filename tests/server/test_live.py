@@ -556,3 +556,13 @@ def test_wsgi_input_supports_readline_readlines_and_iteration():
     with ServerThread(lines_app) as server:
         got = requests.post(server.url, data=b"one\ntwo\nthree\nfour", timeout=TIMEOUT).json()
     assert got == ["one\n", "two", ["\n", "three\n", "four"]]
+
+
+def test_tcp_connections_send_small_responses_without_delay(epoll_server):
+    """Nagle's algorithm would hold a small response back until the client's delayed ACK of the previous one
+    (40 ms on Linux): every accepted TCP connection has TCP_NODELAY set."""
+    with epoll_server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_response(sock)[0] == 200
+        (conn,) = epoll_server.engine.connections.values()
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
