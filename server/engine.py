@@ -18,6 +18,7 @@ them at once (``reload_certificates``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -376,25 +377,14 @@ class Engine:
             return
         # An unread Expect: 100-continue body leaves the start of the next request unknown: close after.
         keep_alive = request.keep_alive and not request.expect_continue and not self.stopping and not self.draining
-        lines = [f"{name}: {value}\r\n" for name, value in reply.headers]
-        lines.append(f"Date: {http_date()}\r\nServer: {self.server_header}\r\n")
-        lines.append("\r\n" if keep_alive else "Connection: close\r\n\r\n")
-        head = (status_line(reply.status) + "".join(lines)).encode("latin-1")
-
-        def finished(sent: int) -> None:
-            reply.close()
-            log_response(
-                conn.remote_addr,
-                request,
-                reply.status,
-                sent,
-                headers.get("referer"),
-                headers.get("user-agent"),
-                started,
-            )
-
+        # A cached file's usual answer comes with its fields serialised once (reply.head_lines).
+        fields = reply.head_lines or "".join([f"{name}: {value}\r\n" for name, value in reply.headers])
+        end = "\r\n" if keep_alive else "Connection: close\r\n\r\n"
+        text = f"{status_line(reply.status)}{fields}Date: {http_date()}\r\nServer: {self.server_header}\r\n{end}"
+        head = text.encode("latin-1")
         try:
             if reply.file is not None and reply.length > _SMALL_FILE:
+                finished = functools.partial(self._static_sent, conn, request, reply, headers, started)
                 conn.send_file(head, reply.file, reply.offset, reply.length, on_done=finished)
             elif reply.file is not None and reply.length:
                 # A small file costs less read into the head's buffer than sent after it: one send, one segment.
@@ -405,16 +395,26 @@ class Engine:
                     conn.close_soon()
                     return
                 conn.send(head + data, whole=True)
-                finished(len(data))
+                self._static_sent(conn, request, reply, headers, started, len(data))
             else:
                 body = b"" if request.method == "HEAD" else reply.body
                 conn.send(head + body, whole=True)
-                finished(len(body))
+                self._static_sent(conn, request, reply, headers, started, len(body))
         except Exception:
             reply.close()
             conn.close_soon()
             return
         conn.finish(keep_alive)
+
+    @staticmethod
+    def _static_sent(
+        conn: HTTPConnection, request: Request, reply: Any, headers: dict[str, str], started: float, sent: int
+    ) -> None:
+        """A static response is out (or as much of it as will be): close its file and log it."""
+        reply.close()
+        log_response(
+            conn.remote_addr, request, reply.status, sent, headers.get("referer"), headers.get("user-agent"), started
+        )
 
     def _redirect(self, conn: HTTPConnection, request: Request, redirect: HTTPSRedirect, started: float) -> None:
         """--redirect-to-https: answer a plain request with 308 to its https:// URL, on the loop."""

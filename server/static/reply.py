@@ -79,6 +79,9 @@ class FileReply:
     offset: int = 0
     length: int = 0
     _closed: bool = field(default=False, repr=False)
+    # ``headers`` as the lines of a head ("Name: value\r\n" each), when they are a cached file's usual ones: the
+    # server then sends these, serialised once per file instead of once per request. Empty: serialise headers.
+    head_lines: str = ""
 
     def close(self) -> None:
         """Close the file, if any. Safe to call twice."""
@@ -381,6 +384,7 @@ class Prepared:
         "cache",
         "etag",
         "extra",
+        "full_head_lines",
         "full_headers",
         "media_type",
         "mtime",
@@ -400,6 +404,7 @@ class Prepared:
         self.extra = extra_headers
         self.vary = [(name, value) for name, value in extra_headers if name == "Vary"]
         self.full_headers = self._headers(self.size, [])
+        self.full_head_lines = "".join(f"{name}: {value}\r\n" for name, value in self.full_headers)
         # RFC 9110 15.4.5: a 304 repeats the fields a cache needs to update its stored response, nothing more.
         self.not_modified_headers = [("ETag", self.etag), *self.cache, *self.vary]
 
@@ -437,8 +442,8 @@ class Prepared:
                         206, self._headers(chosen.length, content_range), b"", None, chosen.start, chosen.length
                     )
         if method == "HEAD" or size == 0:
-            return FileReply(200, list(self.full_headers))
-        return FileReply(200, list(self.full_headers), b"", None, 0, size)
+            return FileReply(200, list(self.full_headers), head_lines=self.full_head_lines)
+        return FileReply(200, list(self.full_headers), b"", None, 0, size, head_lines=self.full_head_lines)
 
 
 def file_reply(

@@ -123,6 +123,22 @@ def test_a_hit_answers_head_conditions_and_ranges_per_request(mount, full_checks
     assert len(full_checks) == 1
 
 
+def test_head_lines_are_the_replys_own_headers_whenever_given(mount, tree):
+    """The server sends ``head_lines`` instead of serialising ``headers`` when a reply has them: they must say
+    exactly the same, for every kind of answer (a miss and a hit, GET and HEAD, 304, 206, 404, an empty file)."""
+    (tree / "empty.txt").write_bytes(b"")
+    etag = get(mount, "/a.txt").header("ETag")
+    replies = [get(mount, "/a.txt"), get(mount, "/a.txt"), get(mount, "/a.txt", "HEAD"), get(mount, "/empty.txt"),
+               get(mount, "/a.txt", if_none_match=etag), get(mount, "/a.txt", range="bytes=0-1"),
+               get(mount, "/missing.txt"), get(mount, "/app.css", accept_encoding="gzip")]  # fmt: skip
+    with_lines = [reply for reply in replies if reply.head_lines]
+    assert len(with_lines) >= 3  # the usual answers have them
+    for reply in with_lines:
+        assert reply.head_lines == "".join(f"{name}: {value}\r\n" for name, value in reply.headers)
+    for reply in replies:
+        reply.close()
+
+
 @needs_proc
 def test_replies_from_the_cache_have_their_own_read_positions(mount):
     get(mount, "/a.txt").close()
