@@ -367,11 +367,13 @@ def _check_headers(headers: list[Any]) -> tuple[str, int | None, bool, bool]:
     has_date = has_server = False
     lines = []
     for item in headers:
-        try:
-            known = _GOOD_FIELDS.get(item)
-        except TypeError:  # an unhashable item, or one holding something unhashable: _check_field says what
-            known = None
-        line, lower = known or _check_field(item)
+        # What is remembered counts only for a tuple of two strs, exactly: a namedtuple or a str subclass equals
+        # the plain field it copies, but is checked (and refused) as what it is.
+        if type(item) is tuple and len(item) == 2 and type(item[0]) is str and type(item[1]) is str:
+            known = _GOOD_FIELDS.get(item) or _check_field(item)
+        else:
+            known = _check_field(item)
+        line, lower, length = known
         if lower in _NOTED_RESPONSE_FIELDS:
             if lower == "date":
                 has_date = True
@@ -380,23 +382,24 @@ def _check_headers(headers: list[Any]) -> tuple[str, int | None, bool, bool]:
             elif declared is not None:
                 raise ApplicationError("more than one Content-Length header")
             else:
-                value = item[1]
-                if not (value.isascii() and value.isdigit() and len(value) <= 19):
-                    raise ApplicationError(f"invalid Content-Length {value!r}: digits only")
-                declared = int(value)
+                declared = length
         lines.append(line)
     return "".join(lines), declared, has_date, has_server
 
 
-# Header fields already found valid, as (name, value) -> (their line in the head, the name in lower case). Most of
-# an application's fields repeat from response to response (its Content-Type, its cache policy), and a tuple of
-# two strings hashes in a few nanoseconds: a repeated field costs one lookup instead of its checks and its
-# formatting. Fields that vary (lengths, cookies) would fill it, so it starts over when full.
-_GOOD_FIELDS: dict[tuple[str, str], tuple[str, str]] = {}
+# Header fields already found valid: (name, value) -> (their line in the head, the name in lower case, and for a
+# Content-Length its number). Most of an application's fields repeat from response to response (its
+# Content-Type, its cache policy), and a tuple of two strings hashes in a few nanoseconds: a repeated field costs
+# one lookup instead of its checks and its formatting. Bounded twice: fields that vary (lengths, cookies) would
+# fill it, so it starts over when full; and only short values are kept, since an application may copy request
+# data into a field (an echoed Origin, a Location built from the path), and clients choose how long that is.
+_GOOD_FIELDS: dict[tuple[str, str], tuple[str, str, int | None]] = {}
+_REMEMBERED_VALUE_LIMIT = 256
 
 
-def _check_field(item: Any) -> tuple[str, str]:
-    """The head line and lower-case name of a valid (name, value) response header, else ApplicationError."""
+def _check_field(item: Any) -> tuple[str, str, int | None]:
+    """A valid (name, value) response header's head line, lower-case name and (for Content-Length) number, else
+    ApplicationError."""
     if type(item) is not tuple or len(item) != 2:
         raise ApplicationError(f"response header {item!r} is not a (name, value) tuple")
     name, value = item
@@ -408,10 +411,16 @@ def _check_field(item: Any) -> tuple[str, str]:
             raise ApplicationError(f"response header {name!r} has a control character in its value {value!r}")
         if not value.isascii() and not _is_latin1(value):
             raise ApplicationError(f"response header {name!r} has characters outside latin-1")
-    known = (f"{name}: {value}\r\n", lower)
-    if len(_GOOD_FIELDS) >= _CACHE_LIMIT:
-        _GOOD_FIELDS.clear()
-    _GOOD_FIELDS[item] = known
+    length = None
+    if lower == "content-length":
+        if not (value.isascii() and value.isdigit() and len(value) <= 19):
+            raise ApplicationError(f"invalid Content-Length {value!r}: digits only")
+        length = int(value)
+    known = (f"{name}: {value}\r\n", lower, length)
+    if len(value) <= _REMEMBERED_VALUE_LIMIT:
+        if len(_GOOD_FIELDS) >= _CACHE_LIMIT:
+            _GOOD_FIELDS.clear()
+        _GOOD_FIELDS[item] = known
     return known
 
 

@@ -8,7 +8,7 @@ response could vouch for another's CRLF, a second Content-Length, or a value tha
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -24,8 +24,24 @@ values = st.sampled_from(
     ["text/plain", "10", "1_0", "+1", "1\xb2", "", "a\tb \xe9", "a\r\nSet-Cookie: evil=1", "a\x00b", "\x1b[31m",
      "caf\u20ac", "x" * 30, "Tue, 01 Dec 2026 10:00:00 GMT"]
 )  # fmt: skip
+
+
+class Field(NamedTuple):
+    name: str
+    value: str
+
+
+class Text(str):
+    """A str subclass that says another number than it reads: equal to the plain string it copies."""
+
+    def __int__(self) -> int:
+        return 1000
+
+
 odd_items = st.sampled_from(
-    [("X-A",), ("X-A", "1", "2"), ["X-A", "1"], ("X-A", ["1"]), ("X-A", b"1"), (b"X-A", "1"), ("X-A", 1), None, "X-A"]
+    [("X-A",), ("X-A", "1", "2"), ["X-A", "1"], ("X-A", ["1"]), ("X-A", b"1"), (b"X-A", "1"), ("X-A", 1), None, "X-A",
+     Field("X-A", "1"), Field("Content-Length", "10"), ("X-A", Text("1")), (Text("X-A"), "1"),
+     ("Content-Length", Text("10"))]
 )  # fmt: skip
 items = st.one_of(st.tuples(names, values), st.tuples(names, values), odd_items)
 header_lists = st.lists(items, max_size=6)
@@ -54,6 +70,8 @@ def cold_verdict(headers: list[Any]) -> tuple[Any, ...]:
 @example(before=[[("Content-Length", "10")]], headers=[("Content-Length", "1_0")])
 @example(before=[[("X-A", "1")]], headers=[("X-A", ["1"])])
 @example(before=[[("X-A", "1")]], headers=[["X-A", "1"]])
+@example(before=[[("X-A", "1")]], headers=[Field("X-A", "1")])  # equal to a remembered field, but not a tuple
+@example(before=[[("Content-Length", "10")]], headers=[("Content-Length", Text("10"))])
 def test_what_the_check_remembers_never_changes_its_verdict(before, headers):
     for earlier in before:
         verdict(earlier)  # whatever the application sent before fills the memory
@@ -67,3 +85,14 @@ def test_the_memory_is_bounded_by_starting_over():
         assert verdict([("Set-Cookie", f"id={number}"), ("Content-Length", str(number))])[0] == "ok"
         assert len(wsgi._GOOD_FIELDS) <= wsgi._CACHE_LIMIT
     assert verdict([("Content-Type", "text/plain")]) == ("ok", "Content-Type: text/plain\r\n", None, False, False)
+
+
+def test_only_short_values_are_remembered():
+    """An application may copy request data into a field (an echoed Origin): clients then choose how long its values
+    are, and a memory of them would hold up to its limit times the longest head."""
+    wsgi._GOOD_FIELDS.clear()
+    long_value = "https://" + "a" * 60_000
+    for number in range(50):
+        assert verdict([("Access-Control-Allow-Origin", f"{long_value}{number}")])[0] == "ok"
+    assert verdict([("Content-Type", "text/plain")])[0] == "ok"
+    assert list(wsgi._GOOD_FIELDS) == [("Content-Type", "text/plain")]
