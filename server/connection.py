@@ -318,15 +318,14 @@ class HTTPConnection:
             self.close()  # the client closed; an unfinished request cannot be answered anyway
             return
         if self.state == IDLE:
+            self.state = READING
             request = self.parser.whole_request(data)
             if request is not None:
                 # The usual keep-alive request, alone and whole: answered without the buffer and the event loop
                 # of advance(), which have nothing to add (no body, nothing pipelined behind it).
-                self.state = READING
                 if self._begin_request(request):
                     self._dispatch()
                 return
-            self.state = READING
             self.deadline = time.monotonic() + self.engine.config.header_timeout
         self.parser.feed(data)
         self.advance()
@@ -433,6 +432,8 @@ class HTTPConnection:
 
     def release_body(self) -> None:
         """Forget the current body and give its budget back (any thread: the loop closing, a worker finishing)."""
+        if not self.reserved and self.body is None:
+            return  # nothing to give back (only the loop adds to either, while reading): no lock taken
         with self.lock:  # the loop (closing) and a worker (finishing) may both get here
             body, self.body = self.body, None
             reserved, self.reserved = self.reserved, 0
@@ -815,19 +816,16 @@ class HTTPConnection:
 
         ``clean``: the response went out whole; False when it was cut short, so HTTPS ends without close_notify."""
         with self.lock:
-            if self.corked and (not keep_alive or self.engine.stopping):
-                # The last response, held for the end of the turn: it leaves there with the turn's others (a
-                # busy client is woken once for all of them, not per connection), and uncork closes after it.
-                self.after_flush = lambda: self._after_response(keep_alive, clean)
-                return
-            if self.flushing and not self.broken:
+            # The connection goes on once its output is out: after the flush, or for a last response held for the
+            # end of the turn, after uncork (it leaves there with the turn's others: a busy client is woken once
+            # for all of them, not once per connection).
+            if (self.flushing and not self.broken) or (self.corked and (not keep_alive or self.engine.stopping)):
                 self.after_flush = lambda: self._after_response(keep_alive, clean)
                 return
         self._after_response(keep_alive, clean)
 
     def _after_response(self, keep_alive: bool, clean: bool = True) -> None:
-        if self.reserved or self.body is not None:
-            self.release_body()
+        self.release_body()
         if self.broken or not keep_alive or self.engine.stopping:
             request = self.request
             if not self.broken and request is not None and request.expect_continue and self.static_mount is not None:
@@ -1006,8 +1004,7 @@ class HTTPConnection:
             self._file_done(job)
         if resume is not None:
             resume()  # a parked response learns that its client is gone, and closes its iterable
-        if self.reserved or self.body is not None:  # (only the loop, this thread, ever adds to either)
-            self.release_body()
+        self.release_body()
         try:  # (not contextlib.suppress, which costs two Python calls for every connection)
             self.sock.close()
         except OSError:

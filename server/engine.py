@@ -469,8 +469,7 @@ class Engine:
         conn = run.conn
         try:
             run.body.close()
-            if conn.reserved:
-                conn.release_body()  # the body's share of the budget is free now, not once the response is out
+            conn.release_body()  # the body's share of the budget is free now, not once the response is out
         except Exception as error:
             log.error("%s: error while releasing a request body: %s", conn.describe(), error)
         finally:
