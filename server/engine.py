@@ -62,9 +62,20 @@ class Acceptor:
         self.sock = listener.sock
         self.local = listener.local_facts
         self.tls = listener.tls
+        # What every accepted socket is, as plain ints, asked once (see accept).
+        self._kind = (int(self.sock.family), int(self.sock.type), self.sock.proto)
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        """``socket.accept()`` without its per-call cost: the stdlib's wrapper reads the listener's family and type
+        through two enum conversions for every connection; here they are ints known in advance (1.3 us of about
+        17 per connection, measured with timeit). ``_accept`` is the C call that the wrapper itself makes, and it
+        raises what ``accept`` raises."""
+        fd, peer = self.sock._accept()  # type: ignore[attr-defined]
+        family, kind, proto = self._kind
+        return socket.socket(family, kind, proto, fd), peer
 
     def handle_event(self, events: int) -> None:
-        accept = self.sock.accept
+        accept = self.accept
         adopt = self.engine.adopt
         # With --workers N every process waits on the shared socket and each takes one connection per turn, so a
         # burst is dealt out between them. (EPOLLEXCLUSIVE, which wakes one process per connection, with 64 per
