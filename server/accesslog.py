@@ -63,7 +63,9 @@ def log_response(
     user_agent: str | None,
     started: float,
 ) -> None:
-    """Log one response; ``started`` is the ``time.monotonic()`` at which the request was dispatched."""
+    """Log one response; ``started`` is the ``time.monotonic()`` at which the request's head had arrived, so the
+    duration logged counts what the client waited for: its body's upload, a free thread, the answer (as nginx's
+    ``$request_time`` does, from the first bytes read)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
     access_log.info(

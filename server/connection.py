@@ -119,11 +119,11 @@ class HTTPConnection:
 
     # Slots, not a __dict__: ten thousand idle keep-alive connections are ten thousand of these (see _NO_TLS).
     __slots__ = (
-        "_advancing", "_drained", "after_flush", "body", "body_received", "body_size", "body_started", "broken",
-        "corked", "deadline", "engine", "fd", "file_job", "flushing", "lock", "on_drain", "out", "parser", "rate_mark",
-        "rate_mark_bytes", "reactor", "redirect", "remote_addr", "remote_port", "request", "requests_seen",
-        "reserved", "response_started", "scheme", "server_name", "server_port", "sock", "state", "static_mount",
-        "tls", "tls_context", "tls_environ",
+        "_advancing", "_drained", "after_flush", "body", "body_received", "body_size", "broken", "corked", "deadline",
+        "engine", "fd", "file_job", "flushing", "head_arrived", "lock", "on_drain", "out", "parser", "rate_mark",
+        "rate_mark_bytes", "reactor", "redirect", "remote_addr", "remote_port", "request", "requests_seen", "reserved",
+        "response_started", "scheme", "server_name", "server_port", "sock", "state", "static_mount", "tls",
+        "tls_context", "tls_environ",
     )  # fmt: skip
 
     def __init__(self, engine: Engine, sock: socket.socket, peer: Any, local: tuple[str, str, str]) -> None:
@@ -145,7 +145,7 @@ class HTTPConnection:
         self.body: Any = None
         self.body_size = 0  # bytes stored for the application
         self.body_received = 0  # bytes of body received (also those a static file ignores), for the rate rule
-        self.body_started = 0.0
+        self.head_arrived = 0.0  # time.monotonic() when the current request's head was complete
         # The body-rate rule's window: when it began and how much body had arrived by then.
         self.rate_mark = 0.0
         self.rate_mark_bytes = 0
@@ -383,7 +383,7 @@ class HTTPConnection:
         # A request answered on the loop: a file, or the redirect of a plain request to HTTPS.
         self.static_mount = mount = self.redirect or self.engine.static_mount_for(request)
         self.body_received = self.rate_mark_bytes = 0
-        self.body_started = self.rate_mark = time.monotonic()
+        self.head_arrived = self.rate_mark = time.monotonic()
         length = request.content_length
         if mount is None and length and length > self.engine.config.max_buffered_bytes - self.engine.buffered_bytes:
             # It cannot fit now: say so before the client sends it. (Nothing is reserved for a body that has not
@@ -477,7 +477,7 @@ class HTTPConnection:
         # A worker owns the connection now. The deadline only keeps the sweep looking at it: the watchdog
         # reports an application that runs past the timeout.
         timeout = self.engine.config.timeout
-        self.deadline = self.body_started + timeout if timeout else NEVER  # body_started: when the head came
+        self.deadline = self.head_arrived + timeout if timeout else NEVER
         if self.engine.inline:
             # --threads 0: the application runs right here. When it returns, its response is out (or queued, or
             # parked) and the connection is IDLE again, or READING when the next pipelined request is buffered,

@@ -371,7 +371,7 @@ class Engine:
 
     def serve_static(self, conn: HTTPConnection, request: Request, mount: Any) -> None:
         """Answer from the file system on the current (loop) thread: one stat, one open, then sendfile."""
-        started = time.monotonic()
+        started = conn.head_arrived
         if self.max_requests:
             self._count_request()
         if type(mount) is HTTPSRedirect:
@@ -451,7 +451,7 @@ class Engine:
 
     def handle_request(self, conn: HTTPConnection, request: Request) -> None:
         """Run the WSGI application for one request (worker thread); its response may finish on another."""
-        started = time.monotonic()
+        started = conn.head_arrived  # the log's duration counts the body's upload and the wait for a thread too
         if self.max_requests:
             self._count_request()
         if self.draining:

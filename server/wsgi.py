@@ -465,7 +465,7 @@ class ApplicationRun:
         self.conn = conn
         self.request = request
         self.body = body  # the server's wsgi.input (middleware may replace the environ's): the engine closes it
-        self.started = started  # time.monotonic() when the request was dispatched
+        self.started = started  # time.monotonic() when the request's head had arrived
         self.writer = ResponseWriter(conn, request)  # (no reference back to the run: no cycle for the GC)
         self.result: Any = None
         self.iterator: Any = None
@@ -569,7 +569,7 @@ def _send_at_once(run: ApplicationRun) -> bool:
     except TypeError:
         return False  # an item that is not bytes: iterating it says which (ApplicationError)
     head = writer._head(len(body) if writer.declared_length is None else None)
-    writer._send(head + writer._frame(body), whole=True)
+    run.conn.send(head + writer._frame(body), whole=True)  # (not writer._send: a head is never empty)
     writer.finish_body()
     return True
 

@@ -258,3 +258,24 @@ def test_live_a_file_sent_with_sendfile_is_logged_once_after_its_last_byte(
         line = wait_for(lambda: access_lines and access_lines[0])
     assert len(access_lines) == 1
     assert (parse(line)["target"], parse(line)["status"], parse(line)["size"]) == ("/big", "200", str(len(data)))
+
+
+def test_live_the_logged_duration_counts_from_the_head_so_a_slow_upload_shows(access_lines: list[str]) -> None:
+    # What the client waited for, as nginx's $request_time: from the head's arrival, through the body's upload,
+    # to the response. The 100 Continue proves that the server had the head before the pause began.
+    pause = 0.2
+
+    def read_body(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    head = b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    with ServerThread(read_body) as server, server.connect() as sock:
+        sock.sendall(head)
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        time.sleep(pause)  # the slow upload under test, not a wait for readiness
+        sock.sendall(b"hello")
+        assert read_response(sock)[::2] == (200, b"hello")
+        line = wait_for(lambda: access_lines and access_lines[0])
+    assert int(parse(line)["micros"]) >= pause * 1_000_000
