@@ -6,8 +6,8 @@ drives it from the other core: a 1 KiB file (the cost per request: parsing, the 
 ``python -m http.server`` the floor. Rounds are interleaved and summarised by their median (see
 ``bench/harness.py``), because the machine's cores are shared and noisy.
 
-Targets from the issue: the 1 MiB file at least 0.7x nginx; the 1 KiB file at least 0.4x nginx and 8x
-http.server.
+Targets: the 1 MiB file at least 0.9x nginx and the 1 KiB file at least 0.5x nginx (issue 12; issue 3 asked
+for 0.7x and 0.4x), and the 1 KiB file at least 8x http.server.
 
     python -m bench.bench_static            # 3 rounds x 10 s per server and file, about 4 minutes
     python -m bench.bench_static --quick    # 1 round x 3 s: a smoke run
@@ -38,8 +38,9 @@ SCENARIOS = (
     # Fewer connections for the big file: 32 x 1 MiB in flight already fills every socket buffer on loopback.
     Scenario("1 MiB", connections=32, path="/1m.bin"),
 )
-# (scenario, baseline, at least this ratio of ours to the baseline)
-TARGETS = (("1 MiB", "nginx", 0.7), ("1 KiB", "nginx", 0.4), ("1 KiB", "http.server", 8.0))
+# (scenario, baseline, at least this ratio of ours to the baseline): issue 12 raised issue 3's 0.7x and 0.4x
+# against nginx to these.
+TARGETS = (("1 MiB", "nginx", 0.9), ("1 KiB", "nginx", 0.5), ("1 KiB", "http.server", 8.0))
 
 
 def make_site(directory: Path) -> Path:

@@ -235,6 +235,13 @@ class ServerProcess:
         return "".join(self.log)
 
 
+def child_pids(pid: int) -> set[int]:
+    """A process's live children (a supervisor's workers), read from /proc: which worker the kernel hands a new
+    connection to is its own business, so asking over HTTP cannot tell reliably that all of them are there."""
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return {int(child) for child in children.read().split()}
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = TIMEOUT, interval: float = 0.01) -> object:
     """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

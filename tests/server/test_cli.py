@@ -19,7 +19,7 @@ from server.__main__ import parse_config
 from server.config import Config
 from server.engine import Engine
 from server.listeners import open_listener, parse_bind, resolve_schemes
-from tests.support import ROOT, ServerProcess, wait_for
+from tests.support import ROOT, ServerProcess, child_pids, wait_for
 
 TIMEOUT = 10
 
@@ -383,22 +383,15 @@ def test_unix_socket_and_ipv6(tmp_path):
             assert requests.get(f"http://[::1]:{port}/", timeout=TIMEOUT).text == "Hello, world!\n"
 
 
-def worker_pids(url: str, attempts: int = 60) -> set[str]:
+def worker_pids(url: str, attempts: int = 60) -> set[int]:
     """Process ids answering on ``url``, asked over fresh connections so the kernel spreads them."""
     pids = set()
     for _ in range(attempts):
-        pids.add(requests.get(url, headers={"Connection": "close"}, timeout=TIMEOUT).text)
+        pids.add(int(requests.get(url, headers={"Connection": "close"}, timeout=TIMEOUT).text))
     return pids
 
 
-def child_pids(pid: int) -> set[str]:
-    """The supervisor's live worker processes, read from /proc (which worker the kernel hands a new connection
-    to is its own business, so asking over HTTP cannot tell reliably that both are there)."""
-    with open(f"/proc/{pid}/task/{pid}/children") as children:
-        return set(children.read().split())
-
-
-def _stat(pid: str) -> list[str] | None:
+def _stat(pid: int) -> list[str] | None:
     """/proc/PID/stat's fields from the third (state) on, or None once the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -407,7 +400,7 @@ def _stat(pid: str) -> list[str] | None:
         return None
 
 
-def engine_built(pid: str) -> bool:
+def engine_built(pid: int) -> bool:
     """Whether a forked worker has built its engine. A child starts with one thread, and a worker's first other
     threads are its engine's app threads, started in Engine() after it has noted who its supervisor is."""
     try:
@@ -416,7 +409,7 @@ def engine_built(pid: str) -> bool:
         return False
 
 
-def exited(started: dict[str, str]) -> bool:
+def exited(started: dict[int, str]) -> bool:
     """Whether every process in ``started`` (pid -> its start time) has exited. A zombie has exited: an orphan's
     zombie waits for init to reap it, which takes init its own time (here up to two seconds), and ``kill(pid,
     0)`` still succeeds on it. A different start time is a new process that reuses the pid."""
@@ -427,10 +420,10 @@ def exited(started: dict[str, str]) -> bool:
     return True
 
 
-def running_workers(supervisor: int, count: int) -> dict[str, str]:
+def running_workers(supervisor: int, count: int) -> dict[int, str]:
     """Wait until ``supervisor`` has ``count`` workers, each with its engine built; returns pid -> start time."""
 
-    def ready() -> dict[str, str] | None:
+    def ready() -> dict[int, str] | None:
         pids = child_pids(supervisor)
         if len(pids) != count or not all(map(engine_built, pids)):
             return None
@@ -447,7 +440,7 @@ def test_workers_supervisor_restart_reload_and_graceful_stop():
         assert worker_pids(server.url, 10) <= first
         # A worker that dies is replaced.
         victim = next(iter(first))
-        os.kill(int(victim), signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)
         wait_for(lambda: victim not in (pids := child_pids(supervisor)) and len(pids) == 2)
         assert victim not in worker_pids(server.url, 10)
         # SIGHUP replaces every worker while the listening socket stays open.
@@ -521,7 +514,7 @@ def test_workers_exit_when_their_supervisor_is_killed_right_after_forking_them(t
     # Deterministically, what a supervisor killed a moment after a fork does (at start, or when it replaces a
     # worker): each child is held right after its fork until the supervisor is gone.
     (tmp_path / "held_fork.py").write_text(HELD_FORK_APP)
-    workers: dict[str, str] = {}
+    workers: dict[int, str] = {}
     with ServerProcess("held_fork:app", "--workers", "2", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)}) as server:
         try:
             pids = wait_for(lambda: len(found := child_pids(server.proc.pid)) == 2 and found)
@@ -533,7 +526,7 @@ def test_workers_exit_when_their_supervisor_is_killed_right_after_forking_them(t
             for pid in workers:  # the orphans the bug leaves behind would otherwise serve on forever
                 if not exited({pid: workers[pid]}):
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
+                        os.kill(pid, signal.SIGKILL)
 
 
 def test_sigterm_lets_an_in_flight_request_finish():
@@ -577,7 +570,7 @@ def test_cpu_affinity_auto_pins_each_worker_to_one_cpu():
 
         def each_pinned() -> list[set[int]] | None:
             # A worker pins itself a moment after its fork: until then it has the supervisor's CPUs.
-            allowed = [os.sched_getaffinity(int(pid)) for pid in pids]
+            allowed = [os.sched_getaffinity(pid) for pid in pids]
             return allowed if all(len(one) == 1 for one in allowed) else None
 
         pinned = wait_for(each_pinned)

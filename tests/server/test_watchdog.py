@@ -22,7 +22,7 @@ import requests
 
 from server.watchdog import Watchdog
 from server.workers import heartbeat, request_replacement
-from tests.support import ROOT, TIMEOUT, ServerProcess, wait_for
+from tests.support import ROOT, TIMEOUT, ServerProcess, child_pids, wait_for
 
 # -- the watchdog on its own --------------------------------------------------------------------------------------
 
@@ -262,11 +262,6 @@ def test_a_worker_whose_loop_froze_is_replaced_and_killed(supervisor):
 
 
 # -- end to end -----------------------------------------------------------------------------------------------------
-
-
-def child_pids(pid: int) -> set[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as children:
-        return {int(child) for child in children.read().split()}
 
 
 def test_a_hung_request_is_reported_and_its_worker_replaced():
