@@ -63,9 +63,9 @@ def log_response(
     user_agent: str | None,
     started: float,
 ) -> None:
-    """Log one response; ``started`` is the ``time.monotonic()`` at which the request's head had arrived, so the
-    duration logged counts what the client waited for: its body's upload, a free thread, the answer (as nginx's
-    ``$request_time`` does, from the first bytes read)."""
+    """Log one response; ``started`` is the ``time.monotonic()`` at which the request's head was complete, so the
+    duration logged counts what followed it: the body's upload, the wait for a free thread, the answer. (nginx's
+    ``$request_time`` starts earlier, at the head's first byte; a slowly sent head shows there, not here.)"""
     if not access_log.isEnabledFor(logging.INFO):
         return
     access_log.info(

@@ -20,8 +20,8 @@ import requests
 
 from server.config import Config
 from server.engine import Engine
-from tests.server.test_cli import _stat, assert_one_line, child_pids, exited, run_cli
-from tests.support import ROOT, TIMEOUT, ServerProcess, read_response, wait_for
+from tests.server.test_cli import _stat, assert_one_line, exited, run_cli
+from tests.support import ROOT, TIMEOUT, ServerProcess, child_pids, read_response, wait_for
 
 LIMIT, JITTER = 50, 10
 RECYCLED = 6  # how many workers must have been replaced before the load stops
@@ -35,7 +35,7 @@ class Load:
     def __init__(self, url: str, port: int) -> None:
         self.url = url
         self.port = port
-        self.served: collections.Counter[str] = collections.Counter()
+        self.served: collections.Counter[int] = collections.Counter()  # pid -> requests it answered
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -56,7 +56,7 @@ class Load:
     def _record(self, pid: str) -> None:
         assert pid.isdigit(), pid
         with self._lock:
-            self.served[pid] += 1
+            self.served[int(pid)] += 1  # an int, as child_pids gives them
 
     def _run(self, client) -> None:
         while not self._stop.is_set():
@@ -190,7 +190,7 @@ def test_a_stop_ends_a_draining_worker_too_and_waits_for_it():
     with server, socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as idle:
         idle.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
         _, _, body = read_response(idle)
-        first = body.decode()
+        first = int(body.decode())
 
         def replaced() -> bool:
             requests.get(server.url, headers={"Connection": "close"}, timeout=TIMEOUT)

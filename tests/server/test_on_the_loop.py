@@ -27,8 +27,7 @@ from hypothesis import strategies as st
 from server.connection import HIGH_WATER, PIPELINE_TURN
 from server.engine import Engine
 from tests.server.test_slow_clients import ended, small_window_client
-from tests.server.test_watchdog import child_pids
-from tests.support import ROOT, ServerProcess, ServerThread, read_response, wait_for
+from tests.support import ROOT, ServerProcess, ServerThread, child_pids, read_response, wait_for
 
 TIMEOUT = 10
 
