@@ -69,6 +69,43 @@ class ServerThread:
         return sock
 
 
+class AnswerOnCue:
+    """A WSGI app that waits for the test's cue before it answers, and with its cue ``hold_the_loop`` keeps the
+    server's event loop busy while it answers: what a worker thread does on its own then shows on the wire."""
+
+    def __init__(self, server: Callable[[], ServerThread]) -> None:
+        self._server = server  # (the app is made before its server)
+        self.running = threading.Event()
+        self._cue = threading.Event()
+        self._loop_held = threading.Event()
+        self._release_loop = threading.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        self.running.set()
+        assert self._cue.wait(TIMEOUT)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    @contextlib.contextmanager
+    def hold_the_loop(self) -> Iterator[None]:
+        """Once the app runs: park the loop in a callback, cue the app, and keep the loop parked until the block
+        ends (at most twice TIMEOUT, so a socket timeout of TIMEOUT in the block fires first)."""
+        assert self.running.wait(TIMEOUT)
+
+        def park() -> None:
+            self._loop_held.set()
+            self._release_loop.wait(TIMEOUT * 2)
+
+        self._server().engine.reactor.call_soon_threadsafe(park)
+        try:
+            assert self._loop_held.wait(TIMEOUT)
+            self._cue.set()
+            yield
+        finally:
+            self._cue.set()
+            self._release_loop.set()
+
+
 def recv_until_closed(sock: socket.socket, limit: int = 64 * 1024 * 1024) -> bytes:
     """Everything the peer sends until it closes (each recv bounded by the socket's timeout)."""
     chunks = []

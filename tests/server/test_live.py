@@ -15,7 +15,7 @@ from wsgiref.validate import WSGIWarning, validator
 import pytest
 import requests
 
-from tests.support import ServerThread, read_response, recv_until_closed, wait_for
+from tests.support import AnswerOnCue, ServerThread, read_response, recv_until_closed, wait_for
 
 TIMEOUT = 10
 
@@ -566,3 +566,15 @@ def test_tcp_connections_send_small_responses_without_delay(epoll_server):
         assert read_response(sock)[0] == 200
         (conn,) = epoll_server.engine.connections.values()
         assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_a_worker_ends_a_closing_response_with_fin_without_waiting_for_the_loop():
+    """Only the loop closes sockets, but a client with its whole response does not wait: it closes first, and the
+    TIME_WAIT it keeps then slows its next connect() (half the throughput with Connection: close). So the worker
+    says FIN right behind the response: it arrives while the loop is busy elsewhere."""
+    app = AnswerOnCue(lambda: server)
+    with ServerThread(app, threads=2) as server, server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        with app.hold_the_loop():
+            assert read_response(sock)[::2] == (200, b"ok")
+            assert sock.recv(1) == b""  # the FIN, while the loop is still held (else: a timeout here)

@@ -33,7 +33,15 @@ from server.http import Request
 from server.listeners import open_listener, parse_bind, resolve_schemes
 from server.redirect import HTTPSRedirect
 from server.tls import CertificateStore, TLSFiles, TLSSession, distinguished_name
-from tests.support import TIMEOUT, ServerProcess, ServerThread, read_response, recv_until_closed, wait_for
+from tests.support import (
+    TIMEOUT,
+    AnswerOnCue,
+    ServerProcess,
+    ServerThread,
+    read_response,
+    recv_until_closed,
+    wait_for,
+)
 from tests.tls_certs import Certificates, make_certificates
 
 
@@ -287,6 +295,23 @@ def test_connection_close_ends_with_close_notify(certs):
             while chunk := sock.recv(65536):  # SSLEOFError here would mean no close_notify
                 received += chunk
     assert received.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_worker_ends_a_closing_response_with_close_notify_then_fin_without_waiting_for_the_loop(certs):
+    """As over plain HTTP (see test_live): the end of the stream follows the response at once, and in order: the
+    close_notify that vouches for the response, then the FIN."""
+    app = AnswerOnCue(lambda: server)
+    with ServerThread(app, certificates=store(certs), threads=2) as server:
+        context = certs.client_context()
+        with context.wrap_socket(server.connect(), server_hostname="localhost", suppress_ragged_eofs=False) as sock:
+            sock.sendall(get(extra="Connection: close\r\n"))
+            with app.hold_the_loop():
+                received = bytearray()
+                while chunk := sock.recv(65536):  # SSLEOFError: no close_notify; a timeout: none yet
+                    received += chunk
+                plain = sock.unwrap()  # (says our close_notify, which the held server cannot read yet)
+                assert plain.recv(1) == b""  # the FIN, behind the close_notify (else: a timeout here)
+    assert received.startswith(b"HTTP/1.1 200 OK") and received.endswith(b"\r\n\r\nok")
 
 
 # -- client certificates ---------------------------------------------------------------------------------------------
