@@ -9,7 +9,8 @@ Three questions, each with targets from the issues:
    ceiling) and wsgiref (the floor). Ours runs twice: as it comes (``ours``: the app on a pool of 8 threads) and
    with ``--threads 0`` (``ours-loop``: the app on the event loop, for apps that never wait, as hello world does).
    Ours, granian and bjoern -- the servers issue 12 sets targets against -- are also measured with 10 keep-alive
-   connections, in a second interleaved pass of their own.
+   connections, in a second interleaved pass of their own. ``--unpinned`` runs this part without ``taskset``,
+   as users start servers: a process's threads, and wrk, go wherever the scheduler puts them.
 2. Idle connections. 10,000 keep-alive connections sit idle on our server (``--loop epoll``) while a fresh
    request is timed: an event loop should not care how many sockets are merely open.
 3. Processes. ``--workers 2`` against ``--workers 1`` on both cores, to show the pre-fork model scales, and
@@ -591,7 +592,9 @@ def report(
         c10 = [c.name for c in contenders if c.name in C10_SERVERS]
         parts += [
             "",
-            "## One process on one core (server on CPU 0, wrk on CPU 1, 100 connections unless named)",
+            "## One process, unpinned (server and wrk wherever the scheduler puts them, 100 connections unless named)"
+            if args.unpinned
+            else "## One process on one core (server on CPU 0, wrk on CPU 1, 100 connections unless named)",
             "",
             harness.markdown_table(results, BASELINES, [s.name for s in (KEEP_ALIVE, KEEP_ALIVE_10, CLOSE)]),
             "",
@@ -677,6 +680,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, help="idle connections to hold (10000; --quick: 1000)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument(
+        "--unpinned",
+        action="store_true",
+        help="run the one-process part without taskset, as users start servers: the server's threads and wrk "
+        "wherever the scheduler puts them",
+    )
+    parser.add_argument(
         "--before",
         type=Path,
         metavar="DIR",
@@ -703,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = print
 
     load_before = os.getloadavg()[0]
-    cpus, cpu_note = choose_cpus()
+    cpus, cpu_note = (Cpus(None, None), "--unpinned: no taskset") if args.unpinned else choose_cpus()
     notes = [cpu_note] if cpu_note else []
     skipped: list[str] = []
     have_wrk = harness.which("wrk") is not None
