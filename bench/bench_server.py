@@ -51,6 +51,8 @@ SCENARIOS = (KEEP_ALIVE, CLOSE)  # every server
 # Only the servers with a target at 10 connections (issue 12) run it, so the default run stays short.
 C10_SERVERS = ("ours", "ours-loop", "ours-before", "granian", "bjoern")
 OUR_NAMES = ("ours", "ours-loop")  # our server as it comes, and with --threads 0 (the app on the event loop)
+# Whose availability is that of our server; ours-pinned (--cpu-affinity auto) only says something with --unpinned.
+OUR_SERVERS = (*OUR_NAMES, "ours-pinned")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,6 +169,13 @@ CONTENDERS = (
         lambda port: _python("-m", "server", APP, "--bind", f"127.0.0.1:{port}", "--threads", "0"),
         "--threads 0: the app runs on the event loop, for apps that never wait",
     ),
+    Contender(
+        "ours-pinned",
+        "server",
+        "pip install -e .",
+        lambda port: _python("-m", "server", APP, "--bind", f"127.0.0.1:{port}", "--cpu-affinity", "auto"),
+        "--cpu-affinity auto: its threads on one core (the same as taskset, unless --unpinned)",
+    ),
     Contender("granian", "granian", "pip install granian", granian_argv, "1 worker, 1 runtime thread, Rust"),
     Contender(
         "waitress",
@@ -243,7 +252,7 @@ def our_server_works() -> bool:
 
 
 def available(contender: Contender) -> bool:
-    if contender.name in OUR_NAMES:
+    if contender.name in OUR_SERVERS:
         return our_server_works()
     if contender.program is not None:
         return beside_python(contender.program) is not None
@@ -251,7 +260,7 @@ def available(contender: Contender) -> bool:
 
 
 def version_of(contender: Contender) -> str:
-    if contender.name in OUR_NAMES:
+    if contender.name in OUR_SERVERS:
         return "this repository"
     if contender.name == "wsgiref":
         return f"Python {platform.python_version()}"
@@ -446,6 +455,7 @@ def idle_connections(count: int, cpus: Cpus, batch: int = 500, samples: int = 21
 
 
 OURS_1, OURS_2, OURS_2_LOOP = "ours --workers 1", "ours --workers 2", "ours --workers 2 --threads 0"
+OURS_2_PINNED = "ours --workers 2 --cpu-affinity auto"
 GRANIAN_2, GUNICORN_2 = "granian --workers 2", "gunicorn gthread -w 2"
 
 
@@ -456,6 +466,7 @@ def workers(rounds: int, duration: float, peers: Sequence[str]) -> Results:
         (OURS_1, lambda port: [*CONTENDERS[0].argv(port), "--workers", "1"]),
         (OURS_2, lambda port: [*CONTENDERS[0].argv(port), "--workers", "2"]),
         (OURS_2_LOOP, lambda port: [*CONTENDERS[0].argv(port), "--workers", "2", "--threads", "0"]),
+        (OURS_2_PINNED, lambda port: [*CONTENDERS[0].argv(port), "--workers", "2", "--cpu-affinity", "auto"]),
     ]
     if "granian" in peers:
         candidates.append((GRANIAN_2, lambda port: granian_argv(port, workers=2)))
@@ -551,7 +562,7 @@ def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results 
         rows.append(_ratio_row(2, "--workers 2 vs --workers 1 (2 cores, shared with wrk)", ratio, 1.3))
         rows[-1][4] = ""
         # Between servers of the same shape it means something again, so it stays.
-        for ours in (OURS_2, OURS_2_LOOP):
+        for ours in (OURS_2, OURS_2_LOOP, OURS_2_PINNED):
             ratio = scaling.ratio(ours, GRANIAN_2, "keep-alive")
             per_cpu = scaling.ratio(ours, GRANIAN_2, "keep-alive", per_cpu=True)
             rows.append(_ratio_row(12, f"{ours.removeprefix('ours ')} vs {GRANIAN_2}", ratio, 0.8, per_cpu))
@@ -718,7 +729,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     have_wrk = harness.which("wrk") is not None
     if not have_wrk:
         skipped.append("throughput and workers: wrk is missing (apt-get install wrk)")
-    chosen = [c for c in CONTENDERS if not args.only or c.name in args.only]
+    # Pinned by taskset, ours-pinned would only repeat ours: it runs with --unpinned.
+    chosen = [
+        c for c in CONTENDERS if (not args.only or c.name in args.only) and (args.unpinned or c.name != "ours-pinned")
+    ]
     if args.before is not None:
         before = args.before
         chosen.insert(

@@ -23,7 +23,7 @@ class Config:
     workers: int = 1
     threads: int = 8
     loop: str = "auto"
-    cpu_affinity: str = "auto"  # each process's threads on one CPU (see workers.pin_to_cpu); "off": the scheduler's
+    cpu_affinity: str = "off"  # "auto": each process's threads on one CPU (see workers.pin_to_cpu for the trade)
     # Recycle a worker process after this many requests (0: never), plus a random 0..max_requests_jitter of its
     # own so that workers started together do not all restart together. For apps that leak memory: a new
     # worker is started first, then the old one finishes what it has in hand (see server.workers.Supervisor).

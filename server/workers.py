@@ -108,18 +108,23 @@ class OnTheLoop:
 
 
 def pin_to_cpu(slot: int | None) -> int | None:
-    """Pin this process (and every thread it starts afterwards) to one allowed CPU; return which, or None where
-    the system does not let a process choose (no ``sched_setaffinity``, as on macOS, or a refusal): then the
-    scheduler places the threads, and the server runs all the same.
+    """Pin the calling thread, and so every thread it starts afterwards (the engine's loop and app threads), to
+    one allowed CPU; return which, or None where the system does not let a process choose (no
+    ``sched_setaffinity``, as on macOS, or a refusal): the scheduler then places the threads as before.
 
     One process runs its event loop and its application threads under one GIL, and hands it between them
     thousands of times a second. Left to the scheduler, those threads land on different cores, and every
     hand-off becomes a wake-up across cores: hello world with 8 app threads, wrk with 100 connections on a
-    2-core machine, 21k req/s unpinned against 59k pinned; with a busy process on the pinned core, still 50k
-    pinned against 15k unpinned. So this is the default (``--cpu-affinity auto``). Worker ``slot`` N of a
-    supervisor takes the Nth allowed CPU, so the processes still use every core; a lone process (``slot``
-    None) stays on the CPU the scheduler started it on, so that several separate instances spread out the way
-    the scheduler placed them.
+    2-core machine, 21k req/s unpinned against 59k pinned, and still 50k with a busy process on the pinned core.
+
+    It is not the default (``--cpu-affinity auto`` asks for it) because the pin holds more than our threads:
+    application threads that do their work outside the GIL (hashing, compression, numpy) share the one core
+    (a reviewer measured half the requests of a 16 MiB sha256 app on 2 cores), every subprocess the
+    application starts inherits it (``nproc`` says 1), and in containers limited by quota rather than by
+    cpuset, every instance's worker 0 lands on the same host CPU. Worker ``slot`` N of a supervisor takes the
+    Nth allowed CPU, so the processes still use every core; a lone process (``slot`` None) stays on the CPU
+    the scheduler started it on, so that several separate instances spread out the way the scheduler placed
+    them. Threads the application started at import, before this, keep their CPUs.
     """
     if not hasattr(os, "sched_setaffinity"):
         return None

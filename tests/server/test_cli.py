@@ -565,9 +565,9 @@ def test_sigint_exits_promptly():
         assert server.wait(TIMEOUT) == 0
 
 
-def test_by_default_each_worker_keeps_its_threads_on_its_own_cpu():
+def test_cpu_affinity_auto_pins_each_worker_to_its_own_cpu():
     cpus = sorted(os.sched_getaffinity(0))
-    with ServerProcess("tests.server.factory_app:pid_app", "--workers", "2") as server:
+    with ServerProcess("tests.server.factory_app:pid_app", "--workers", "2", "--cpu-affinity", "auto") as server:
         pids = wait_for(lambda: (found := child_pids(server.proc.pid)) and len(found) == 2 and found)
 
         def each_pinned() -> list[set[int]] | None:
@@ -581,8 +581,8 @@ def test_by_default_each_worker_keeps_its_threads_on_its_own_cpu():
         assert pinned[0] != pinned[1]  # one worker per core
 
 
-def test_by_default_a_lone_process_keeps_its_threads_on_one_cpu():
-    with ServerProcess("tests.server.factory_app:pid_app") as server:
+def test_cpu_affinity_auto_keeps_a_lone_process_s_threads_on_one_cpu():
+    with ServerProcess("tests.server.factory_app:pid_app", "--cpu-affinity", "auto") as server:
         pid = int(requests.get(server.url, timeout=TIMEOUT).text)
         threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
         assert len(threads) > 1  # the loop and the app threads
@@ -590,21 +590,25 @@ def test_by_default_a_lone_process_keeps_its_threads_on_one_cpu():
         assert len(os.sched_getaffinity(pid)) == 1
 
 
-def test_cpu_affinity_off_leaves_the_threads_to_the_scheduler():
-    with ServerProcess("tests.server.factory_app:pid_app", "--cpu-affinity", "off") as server:
+def test_by_default_the_threads_are_left_to_the_scheduler():
+    with ServerProcess("tests.server.factory_app:pid_app") as server:
         pid = int(requests.get(server.url, timeout=TIMEOUT).text)
         assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)
 
 
 def test_a_system_that_cannot_pin_runs_unpinned(monkeypatch, caplog):
-    # macOS has no sched_setaffinity; a container may refuse it. Pinning is the default, so it must never stop
-    # the server from starting: the scheduler places the threads instead.
+    # macOS has no sched_setaffinity; a container may refuse it. Asking for a pin must never stop the server
+    # from starting: the scheduler places the threads instead.
     def refuse(pid: int, cpus: object) -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(os, "sched_setaffinity", refuse)
-    with caplog.at_level(logging.WARNING, logger="server"):
-        assert pin_to_cpu(None) is None
-    assert "could not pin process" in caplog.text
-    monkeypatch.delattr(os, "sched_setaffinity")
-    assert pin_to_cpu(0) is None
+    restore, cpus = os.sched_setaffinity, os.sched_getaffinity(0)
+    try:
+        monkeypatch.setattr(os, "sched_setaffinity", refuse)
+        with caplog.at_level(logging.WARNING, logger="server"):
+            assert pin_to_cpu(None) is None
+        assert "could not pin process" in caplog.text
+        monkeypatch.delattr(os, "sched_setaffinity")
+        assert pin_to_cpu(0) is None
+    finally:
+        restore(0, cpus)  # had anything pinned this process, every later test would run on one CPU
