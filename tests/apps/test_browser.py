@@ -25,7 +25,11 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+    from selenium.common.exceptions import (
+        NoAlertPresentException,
+        StaleElementReferenceException,
+        WebDriverException,
+    )
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
@@ -98,9 +102,20 @@ def wait_for(browser: webdriver.Chrome, css: str):
 
 
 def wait_until(browser: webdriver.Chrome, condition) -> object:
-    """``condition(browser)`` once it is true. The todo page redraws its list after every change, so an element
-    found a moment ago may be gone (stale): that just means "not yet", and Selenium polls again."""
-    return WebDriverWait(browser, WAIT, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
+    """``condition(browser)`` once it is true. The todo page redraws its list after every change, and a form's
+    redirect replaces the whole page, so an element found a moment ago may be gone: that just means "not yet",
+    and Selenium polls again. Chrome says so either as a stale element or, when the page is replaced between
+    finding the element and reading it, as "Node with given id does not belong to the document"."""
+
+    def checked(browser: webdriver.Chrome) -> object:
+        try:
+            return condition(browser)
+        except WebDriverException as error:
+            if "does not belong to the document" in (error.msg or ""):
+                return False
+            raise
+
+    return WebDriverWait(browser, WAIT, ignored_exceptions=(StaleElementReferenceException,)).until(checked)
 
 
 def todo_items(browser: webdriver.Chrome) -> list[tuple[str, bool]]:
