@@ -70,7 +70,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("server.connection")
 
 HANDSHAKE, IDLE, READING, BUSY, LINGERING, CLOSED = "handshake", "idle", "reading", "busy", "lingering", "closed"
-RECV_SIZE = 256 * 1024
+# How much one recv asks for. recv allocates that much and then shrinks it to what came, so the size decides how
+# the allocator serves it: above malloc's mmap threshold (128 KiB in glibc until something raises it, and in
+# musl), each recv is an mmap and a munmap. For a request head that was 45% of hello world's throughput (38k
+# against 70k req/s, measured with MALLOC_MMAP_THRESHOLD_=131072); for a body's big reads, a few percent.
+HEAD_RECV_SIZE = 64 * 1024  # waiting for a head: the most a head may be, and clear of the threshold
+BODY_RECV_SIZE = 256 * 1024  # inside a body: fewer, bigger reads (a 16 MB upload: 10% faster than 64 KiB reads)
 HIGH_WATER = 512 * 1024  # queued output above which a response is parked until the loop drains it
 LOW_WATER = 64 * 1024
 CORK_LIMIT = 64 * 1024  # output sent from the loop thread waits for the end of its turn up to this size (uncork)
@@ -206,7 +211,7 @@ class HTTPConnection:
     def _receive(self) -> bytes | None:
         """One recv: the bytes, b"" at the end of the stream or on an error, None when nothing came (re-armed)."""
         try:
-            return self.sock.recv(RECV_SIZE)
+            return self.sock.recv(HEAD_RECV_SIZE if self.request is None else BODY_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             self.reactor.arm(self.fd, READ)
             return None
