@@ -9,8 +9,8 @@ Three questions, each with targets from the issues:
    ceiling) and wsgiref (the floor). Ours runs twice: as it comes (``ours``: the app on a pool of 8 threads) and
    with ``--threads 0`` (``ours-loop``: the app on the event loop, for apps that never wait, as hello world does).
    Ours, granian and bjoern -- the servers issue 12 sets targets against -- are also measured with 10 keep-alive
-   connections, in a second interleaved pass of their own. ``--unpinned`` runs this part without ``taskset``,
-   as users start servers: a process's threads, and wrk, go wherever the scheduler puts them.
+   connections, in a second interleaved pass of their own. ``--unpinned`` runs this part (and the next) without
+   ``taskset``, as users start servers: a process's threads, and wrk, go wherever the scheduler puts them.
 2. Idle connections. 10,000 keep-alive connections sit idle on our server (``--loop epoll``) while a fresh
    request is timed: an event loop should not care how many sockets are merely open.
 3. Processes. ``--workers 2`` against ``--workers 1`` on both cores, to show the pre-fork model scales, and
@@ -49,7 +49,7 @@ KEEP_ALIVE_10 = Scenario("keep-alive c10", connections=10)
 CLOSE = Scenario("close", connections=100, headers={"Connection": "close"})
 SCENARIOS = (KEEP_ALIVE, CLOSE)  # every server
 # Only the servers with a target at 10 connections (issue 12) run it, so the default run stays short.
-C10_SERVERS = ("ours", "ours-loop", "ours-before", "granian", "bjoern")
+C10_SERVERS = ("ours", "ours-loop", "ours-pinned", "ours-before", "granian", "bjoern")
 OUR_NAMES = ("ours", "ours-loop")  # our server as it comes, and with --threads 0 (the app on the event loop)
 # Whose availability is that of our server; ours-pinned (--cpu-affinity auto) only says something with --unpinned.
 OUR_SERVERS = (*OUR_NAMES, "ours-pinned")
@@ -515,7 +515,7 @@ def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results 
     rows = []
     if results is not None:
         for issue, scenario, baseline, target in THROUGHPUT_TARGETS:
-            for ours in OUR_NAMES if issue == 12 else OUR_NAMES[:1]:
+            for ours in OUR_SERVERS if issue == 12 else OUR_NAMES[:1]:
                 if ours not in results.servers:
                     continue
                 label = f"{ours} {scenario}{' c100' if scenario == 'keep-alive' else ''} vs {baseline}"
@@ -523,7 +523,7 @@ def verdicts(results: Results | None, idle: IdleResult | None, scaling: Results 
                 per_cpu = results.ratio(ours, baseline, scenario, per_cpu=True)
                 rows.append(_ratio_row(issue, label, ratio, target, per_cpu))
         granian_p99 = results.median_latency("granian", "keep-alive", 99)
-        for ours in OUR_NAMES:
+        for ours in [name for name in OUR_SERVERS if name in results.servers]:
             ours_p99 = results.median_latency(ours, "keep-alive", 99)
             measured, verdict = "n/a", "not measured"
             if ours_p99 is not None and granian_p99 is not None:
@@ -641,7 +641,7 @@ def report(
     if scaling is not None:
         parts += [
             "",
-            "## Worker processes (unpinned: both cores, shared with wrk; keep-alive, 100 connections)",
+            "## Worker processes (no taskset: both cores, shared with wrk; keep-alive, 100 connections)",
             "",
             harness.markdown_table(scaling, [OURS_1, GRANIAN_2, GUNICORN_2]),
             "",
@@ -693,8 +693,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--unpinned",
         action="store_true",
-        help="run the one-process part without taskset, as users start servers: the server's threads and wrk "
-        "wherever the scheduler puts them",
+        help="run the one-process parts (throughput, idle) without taskset, as users start servers: the server's "
+        "threads and wrk wherever the scheduler puts them",
     )
     parser.add_argument(
         "--before",
@@ -733,6 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = [
         c for c in CONTENDERS if (not args.only or c.name in args.only) and (args.unpinned or c.name != "ours-pinned")
     ]
+    if args.only and "ours-pinned" in args.only and not args.unpinned:
+        skipped.append("ours-pinned: it only runs with --unpinned (taskset pins every server already)")
     if args.before is not None:
         before = args.before
         chosen.insert(

@@ -596,24 +596,26 @@ class RecordingSocket:
         return getattr(self.sock, name)
 
 
-def test_a_head_is_read_in_pieces_small_enough_for_the_heap_and_a_body_in_big_ones():
+@pytest.mark.parametrize(("length", "body_reads"), [(300_000, 256 * 1024), (10, 64 * 1024)])
+def test_a_head_and_a_small_body_are_read_in_pieces_small_enough_for_the_heap(length, body_reads):
     """recv allocates what it asks for, and above malloc's mmap threshold (128 KiB) that is an mmap and a munmap
     per call: 45% of hello world's throughput wherever the threshold has not been raised (musl, or glibc early
-    on). So a head is asked for in pieces below it; a body, where big reads pay, in pieces above."""
-    body = b"x" * 300_000
+    on). So a head, and a body that fits, is asked for in pieces below it; a big body in pieces above."""
+    body = b"x" * length
     with ServerThread(echo_app) as server, server.connect() as sock:
         sock.sendall(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
         assert read_response(sock)[0] == 200
         (conn,) = server.engine.connections.values()
         recorder = conn.sock = RecordingSocket(conn.sock)
-        sock.sendall(b"POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 300000\r\n\r\n")
+        head = f"POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: {length}\r\n\r\n"
+        sock.sendall(head.encode())
         assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")  # the head is in: now the body
         heads = len(recorder.asked)
         sock.sendall(body)
         status, _, report = read_response(sock)
     assert status == 200 and json.loads(report)["body_length"] == len(body)
     asked = recorder.asked
-    assert heads >= 1 and all(size <= 64 * 1024 for size in asked[:heads])
-    inside_body = list(itertools.takewhile(lambda size: size >= 256 * 1024, asked[heads:]))
-    assert inside_body  # then, once the response is out, the next head's reads: small again
-    assert all(size <= 64 * 1024 for size in asked[heads + len(inside_body) :])
+    assert heads >= 1 and all(size == 64 * 1024 for size in asked[:heads])
+    inside_body = list(itertools.takewhile(lambda size: size == body_reads, asked[heads:]))
+    assert inside_body  # then, once the response is out, the next head's reads
+    assert all(size == 64 * 1024 for size in asked[heads + len(inside_body) :])
