@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -20,6 +21,9 @@ import pytest
 
 from server.config import Config
 from server.connection import HTTPConnection
+from server.engine import Engine
+from server.listeners import open_listener, parse_bind, resolve_schemes
+from server.loop import READ
 from tests.support import ROOT, ServerThread, read_response, recv_until_closed, wait_for
 
 TIMEOUT = 10
@@ -329,3 +333,50 @@ def test_the_descriptor_limit_is_raised_to_the_hard_one_once_asked():
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
+
+
+class ScriptedListener:
+    """A listening socket whose accepts follow a script: an exception to raise, or "real" for the next real one."""
+
+    def __init__(self, sock: socket.socket, script: list) -> None:
+        self.sock = sock
+        self.script = script
+
+    def _accept(self) -> tuple[int, object]:
+        step = self.script.pop(0) if self.script else BlockingIOError(errno.EAGAIN, "nothing left")
+        if isinstance(step, BaseException):
+            raise step
+        return self.sock._accept()
+
+
+def test_a_failing_accept_skips_a_vanished_client_and_pauses_when_out_of_descriptors():
+    """A client that gave up before its connection was accepted (ECONNABORTED) is skipped and the next one
+    taken; running out of descriptors (EMFILE) pauses accepting instead of spinning on a listener that stays
+    readable or crashing the loop."""
+    listener = open_listener(parse_bind("127.0.0.1:0"))
+    resolve_schemes([listener], have_certificate=False)
+    engine = Engine(Config(threads=1), lambda environ, start_response: [], [listener])
+    adopted: list[tuple[socket.socket, object]] = []
+    paused: list[str] = []
+    engine.adopt = lambda sock, peer, local, tls=False: adopted.append((sock, peer))  # type: ignore[method-assign]
+    engine.pause_accepting = lambda reason, seconds=0.5: paused.append(reason)  # type: ignore[method-assign]
+    (acceptor,) = engine._acceptors
+    try:
+        with socket.create_connection(listener.sock.getsockname(), timeout=TIMEOUT) as client:
+            acceptor.sock = ScriptedListener(
+                listener.sock, [ConnectionAbortedError(errno.ECONNABORTED, "gone"), "real"]
+            )
+            acceptor.handle_event(READ)
+            assert len(adopted) == 1 and not paused
+            sock, peer = adopted[0]
+            assert peer == client.getsockname() and sock.fileno() >= 0
+            sock.close()
+
+            acceptor.sock = ScriptedListener(listener.sock, [OSError(errno.EMFILE, "Too many open files"), "real"])
+            acceptor.handle_event(READ)
+            assert len(adopted) == 1  # nothing more taken this turn
+            assert paused and "Too many open files" in paused[0]
+    finally:
+        engine.pool.shutdown()
+        engine.reactor.close()
+        listener.sock.close()
