@@ -612,3 +612,17 @@ def test_a_system_that_cannot_pin_runs_unpinned(monkeypatch, caplog):
         assert pin_to_cpu(0) is None
     finally:
         restore(0, cpus)  # had anything pinned this process, every later test would run on one CPU
+
+
+def test_a_process_that_may_not_choose_its_cpu_serves_unpinned(tmp_path):
+    # A container may refuse sched_setaffinity (here a sitecustomize makes it refuse): --cpu-affinity auto then
+    # costs a warning, never the start.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os\n\n\ndef _refuse(pid, cpus):\n    raise PermissionError(1, 'Operation not permitted')\n\n\n"
+        "os.sched_setaffinity = _refuse\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    with ServerProcess("tests.server.factory_app:pid_app", "--cpu-affinity", "auto", env=env) as server:
+        pid = int(requests.get(server.url, timeout=TIMEOUT).text)
+        assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)
+    assert "could not pin process" in server.output()
