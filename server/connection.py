@@ -388,11 +388,14 @@ class HTTPConnection:
         self.request = request
         self.state = READING
         # A request answered on the loop: a file, or the redirect of a plain request to HTTPS.
-        self.static_mount = mount = self.redirect or self.engine.static_mount_for(request)
+        # (The look at static_mounts first saves a call per request where there are none, the usual case.)
+        engine = self.engine
+        mount = self.redirect or (engine.static_mount_for(request) if engine.static_mounts else None)
+        self.static_mount = mount
         self.body_received = self.rate_mark_bytes = 0
         self.head_arrived = self.rate_mark = time.monotonic()
         length = request.content_length
-        if mount is None and length and length > self.engine.config.max_buffered_bytes - self.engine.buffered_bytes:
+        if mount is None and length and length > engine.config.max_buffered_bytes - engine.buffered_bytes:
             # It cannot fit now: say so before the client sends it. (Nothing is reserved for a body that has not
             # arrived, so a head alone holds none of the budget; _store_body reserves as bytes come in.)
             self.refuse(503, _BUDGET_SPENT, headers=_RETRY_AFTER)
@@ -594,26 +597,23 @@ class HTTPConnection:
             self.deadline = time.monotonic() + config.header_timeout
         self.advance()
 
-    def _uncork(self) -> None:
-        """Send the held output now; the loop flushes what the socket does not take. Lock held. Raises OSError."""
+    def _push_held_output(self) -> None:
+        # Lock held. Send the output held for the end of the turn now (what follows must come after it): the loop
+        # flushes what the socket does not take, and a failed send marks the connection broken.
+        if not self.corked:
+            return
         self.corked = False
         out = self.out
         try:
-            sent = self.sock.send(out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        del out[:sent]
-        if out:
-            self._start_flushing()
-
-    def _push_held_output(self) -> None:
-        # Lock held. Send the held output now (what follows must come after it); a failed send marks the
-        # connection broken.
-        if self.corked:
             try:
-                self._uncork()
-            except OSError:
-                self.broken = True
+                sent = self.sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            del out[:sent]
+            if out:
+                self._start_flushing()
+        except OSError:
+            self.broken = True
 
     def park_until_drained(self, resume: Callable[[], None]) -> bool:
         """If too much output is queued, arrange for ``resume()`` to run on the loop thread once the loop has
@@ -846,10 +846,10 @@ class HTTPConnection:
                     self._send_fin_now()  # the loop closes the socket, later
                 self.close_soon()
             return
-        self.parser.start_next()
+        pipelined = self.parser.start_next()
         self.request = None
         self.static_mount = None
-        if self.parser.buffered:
+        if pipelined:
             # The deadline before the state: the loop's sweep may look at any moment, and must never see the
             # new state with the old deadline.
             self.deadline = time.monotonic() + self.engine.config.header_timeout

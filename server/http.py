@@ -183,8 +183,9 @@ class RequestParser:
         """True between requests with nothing buffered: the connection may be closed without losing anything."""
         return self._state == _HEAD and not self._buffer
 
-    def start_next(self) -> None:
-        """Begin the next request on this connection (after ``EndOfMessage``)."""
+    def start_next(self) -> int:
+        """Begin the next request on this connection (after ``EndOfMessage``). Returns ``buffered``: not 0 when
+        the next request has begun to arrive (pipelined), which the caller would otherwise ask at once."""
         if self._state != _DONE:
             raise RuntimeError("start_next() before the current request finished")
         self._state = _HEAD
@@ -192,6 +193,7 @@ class RequestParser:
         self._body_seen = 0
         self._trailers = []
         self._trailer_bytes = 0
+        return len(self._buffer)
 
     # -- events --------------------------------------------------------------------------------------------------
 

@@ -255,7 +255,7 @@ class ResponseWriter:
         if not self.has_date:
             lines.append(f"Date: {http_date()}\r\n")
         if not self.has_server:
-            lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
+            lines.append(_SERVER_LINE)
         if self.declared_length is None and code >= 200 and code not in _NO_BODY_STATUS:
             if known_length is not None:
                 lines.append(f"Content-Length: {known_length}\r\n")
@@ -309,6 +309,8 @@ class ResponseWriter:
             self.keep_alive = False
             self.cut_short = True
 
+
+_SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"  # the same in every response that has no Server of its own
 
 # Statuses and header names already found valid: applications send the same few over and over, so each is
 # checked once. Bounded, since an application could make up new ones without end.
