@@ -381,7 +381,7 @@ class Engine:
         for name, value in request.headers:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         try:
-            reply = serve_path(mount, request.method, request.path, headers)
+            reply = serve_path(mount, request.method, request.path, headers, read_up_to=_SMALL_FILE)
         except Exception:
             log.exception("error serving static file %s", request.path)
             conn.refuse(500, "error reading the file")
@@ -399,6 +399,7 @@ class Engine:
                 conn.send_file(head, reply.file, reply.offset, reply.length, on_done=finished)
             elif reply.file is not None and reply.length:
                 # A small file costs less read into the head's buffer than sent after it: one send, one segment.
+                # (A cached file's small body comes read already, in reply.body: see serve_path's read_up_to.)
                 data = os.pread(reply.file.fileno(), reply.length, reply.offset)
                 if len(data) != reply.length:
                     log.warning("%s: %s shrank while being served; closing", conn.describe(), request.path)

@@ -2,7 +2,8 @@
 
 This is the sans-IO core of static serving. :func:`serve_path` and :func:`serve_file` take a method, a path
 and the request headers, resolve and open the file once (plus a stat per possible precompressed sibling) and
-never read its contents; they return a :class:`FileReply` that says what to send. The caller does the sending:
+never read its contents (except a small cached body when the server's loop asks: ``read_up_to``); they return a
+:class:`FileReply` that says what to send. The caller does the sending:
 the event loop with ``os.sendfile`` on a non-blocking socket (:mod:`server.engine`), or a WSGI server through
 ``wsgi.file_wrapper`` (:mod:`server.static.wsgi`). Keeping the decision apart from the I/O is what lets one
 set of rules serve both, and lets the tests check every rule without a socket.
@@ -107,10 +108,14 @@ class FileReply:
 OPEN_FILES = OpenFileCache()
 
 
-def serve_path(mount: StaticMount, method: str, raw_path: str, headers: Mapping[str, str]) -> FileReply:
+def serve_path(
+    mount: StaticMount, method: str, raw_path: str, headers: Mapping[str, str], *, read_up_to: int = 0
+) -> FileReply:
     """Answer a request for ``raw_path`` (percent-encoded, no query string) from ``mount``.
 
     ``headers`` maps lower-case request header names to values (repeated headers joined with ", ").
+    ``read_up_to``: a body of at most this many bytes from a cached file comes read, in ``body``, rather than as a
+    ``file`` (the server reads small files into the head's buffer anyway; see :func:`_reply_from_cache`).
 
     This is the server's entry point, and the only one that uses the open-file cache (:data:`OPEN_FILES`):
     a GET or HEAD for a path that led to a regular file a moment ago is answered from the cached decision
@@ -125,7 +130,7 @@ def serve_path(mount: StaticMount, method: str, raw_path: str, headers: Mapping[
         key = (mount.cache_id, rest)
         entry = OPEN_FILES.get(key)
         if entry is not None:
-            reply = _reply_from_cache(entry, method, headers)
+            reply = _reply_from_cache(entry, method, headers, read_up_to)
             if reply is not None:
                 return reply
         return serve_under_root(mount, method, rest, raw_path, headers, display_prefix=mount.prefix + "/", key=key)
@@ -332,17 +337,28 @@ def _remember(
     return reply
 
 
-def _reply_from_cache(entry: CachedPath, method: str, headers: Mapping[str, str]) -> FileReply | None:
-    """The reply from a cache entry, or None when its file no longer passes (then the full path decides)."""
+def _reply_from_cache(
+    entry: CachedPath, method: str, headers: Mapping[str, str], read_up_to: int = 0
+) -> FileReply | None:
+    """The reply from a cache entry, or None when its file no longer passes (then the full path decides).
+
+    A body of up to ``read_up_to`` bytes is read here, from the descriptor just re-proven, into ``body``: for a
+    small file one ``pread`` costs less than the :class:`FileView` a caller would read it through (and close)."""
     file = _choose(entry, headers)
     if not file.acquire_if_unchanged():
         return None
     try:
-        reply = file.prepared.answer(method, headers)
+        reply: FileReply | None = file.prepared.answer(method, headers)
+        if reply is not None and 0 < reply.length <= read_up_to:
+            body = os.pread(file.shared.fd, reply.length, reply.offset)
+            if len(body) == reply.length:
+                reply.body, reply.length = body, 0
+            else:
+                reply = None  # the file shrank since its stat proved it: the full path decides afresh
     except BaseException:
         file.shared.release()
         raise
-    if reply.length:
+    if reply is not None and reply.length:
         reply.file = FileView(file.shared)  # takes over the reference
     else:
         file.shared.release()

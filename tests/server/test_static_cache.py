@@ -155,6 +155,47 @@ def test_replies_from_the_cache_have_their_own_read_positions(mount):
 
 
 @needs_proc
+def test_a_small_hit_comes_read_and_keeps_no_reference(mount, cache, full_checks):
+    """With ``read_up_to`` (the server's loop), a hit's body of at most that size comes in ``body``, read from the
+    re-proven descriptor, and the reply holds no reference to it: clearing the cache closes the descriptor."""
+    first = get(mount, "/a.txt")
+    fd = first.file.fileno()
+    first.close()
+    small = serve_path(mount, "GET", "/a.txt", {}, read_up_to=8)
+    assert (small.status, small.file, small.body, small.header("Content-Length")) == (200, None, b"public a", "8")
+    ranged = serve_path(mount, "GET", "/a.txt", {"range": "bytes=1-3"}, read_up_to=8)
+    assert (ranged.status, ranged.file, ranged.body) == (206, None, b"ubl")
+    head = serve_path(mount, "HEAD", "/a.txt", {}, read_up_to=8)
+    assert (head.status, head.file, head.body) == (200, None, b"")
+    bigger = serve_path(mount, "GET", "/a.txt", {}, read_up_to=7)  # over the limit: a file, as without it
+    assert isinstance(bigger.file, FileView) and read_reply(bigger) == b"public a"
+    assert full_checks == [("a.txt",)]  # every one a hit
+    cache.clear()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed: no reply read into memory kept a reference
+
+
+@needs_proc
+def test_a_small_hit_that_shrank_after_its_stat_takes_the_full_check(mount, tree, full_checks, monkeypatch):
+    """The file is truncated between the stat that proves it and the read: the short read is not sent under the
+    old Content-Length; the full check answers with what the file is now."""
+    get(mount, "/a.txt").close()
+    real_pread = os.pread
+    truncated = []
+
+    def pread_after_truncation(fd, length, offset):
+        if not truncated:
+            truncated.append(fd)
+            os.truncate(tree / "a.txt", 3)
+        return real_pread(fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", pread_after_truncation)
+    reply = serve_path(mount, "GET", "/a.txt", {}, read_up_to=1024)
+    assert truncated and len(full_checks) == 2
+    assert reply.header("Content-Length") == "3" and read_reply(reply) == b"pub"
+
+
+@needs_proc
 def test_other_methods_are_never_answered_from_the_cache(mount, full_checks):
     get(mount, "/a.txt").close()
     reply = get(mount, "/a.txt", "POST")
