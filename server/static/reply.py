@@ -62,7 +62,7 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOC
 _LOCATION_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
-@dataclass
+@dataclass(slots=True)
 class FileReply:
     """What to answer; the caller does the I/O.
 
@@ -344,7 +344,7 @@ def _reply_from_cache(
 
     A body of up to ``read_up_to`` bytes is read here, from the descriptor just re-proven, into ``body``: for a
     small file one ``pread`` costs less than the :class:`FileView` a caller would read it through (and close)."""
-    file = _choose(entry, headers)
+    file = _choose(entry, headers) if entry.codings else entry.plain
     if not file.acquire_if_unchanged():
         return None
     try:
