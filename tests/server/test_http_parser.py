@@ -370,8 +370,11 @@ def test_idle_and_buffered():
     assert not parser.idle
     parser.next_event()
     parser.next_event()
-    parser.start_next()
-    assert parser.buffered == len(b"GET /next")
+    assert parser.start_next() == parser.buffered == len(b"GET /next")  # what start_next says is what is buffered
+    parser.feed(b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    parser.next_event()
+    parser.next_event()
+    assert parser.start_next() == 0  # nothing pipelined behind it
 
 
 def test_chunk_framing_and_error_response():
