@@ -121,7 +121,9 @@ def serve_path(
     a GET or HEAD for a path that led to a regular file a moment ago is answered from the cached decision
     once two syscalls have proven it still holds; anything else takes the full path and may fill the cache.
     The file of a reply from here is then a :class:`~server.static.cache.FileView` of a shared descriptor:
-    send it with ``sendfile`` at ``offset`` (or ``seek`` and ``read`` it), and ``close`` the reply.
+    send it with ``sendfile`` at ``offset`` (or ``seek`` and ``read`` it), and ``close`` the reply. Callers
+    that pass ``read_up_to`` handle both forms: a hit's small body in ``body`` (``file`` None), and a miss's,
+    or a bigger body, as a file.
     """
     rest = mount.match(raw_path)
     if rest is None:
@@ -350,9 +352,12 @@ def _reply_from_cache(
     try:
         reply: FileReply | None = file.prepared.answer(method, headers)
         if reply is not None and 0 < reply.length <= read_up_to:
-            body = os.pread(file.shared.fd, reply.length, reply.offset)
+            try:
+                body = os.pread(file.shared.fd, reply.length, reply.offset)
+            except OSError:
+                body = b""  # (EIO, say) the full path decides, and its own read reports what is wrong
             if len(body) == reply.length:
-                reply.body, reply.length = body, 0
+                reply.body, reply.offset, reply.length = body, 0, 0
             else:
                 reply = None  # the file shrank since its stat proved it: the full path decides afresh
     except BaseException:

@@ -196,6 +196,26 @@ def test_a_small_hit_that_shrank_after_its_stat_takes_the_full_check(mount, tree
 
 
 @needs_proc
+def test_a_small_hit_whose_read_fails_takes_the_full_check(mount, full_checks, monkeypatch):
+    """A read error (EIO, say) on the cached descriptor is not an answer: the reference goes back and the full
+    check, with its own descriptor, decides."""
+    first = get(mount, "/a.txt")
+    fd = first.file.fileno()
+    first.close()
+    real_pread = os.pread
+
+    def failing_on_the_cached_descriptor(file_fd, length, offset):
+        if file_fd == fd:
+            raise OSError(5, "Input/output error")
+        return real_pread(file_fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", failing_on_the_cached_descriptor)
+    reply = serve_path(mount, "GET", "/a.txt", {}, read_up_to=1024)
+    assert len(full_checks) == 2
+    assert reply.status == 200 and read_reply(reply) == b"public a"
+
+
+@needs_proc
 def test_other_methods_are_never_answered_from_the_cache(mount, full_checks):
     get(mount, "/a.txt").close()
     reply = get(mount, "/a.txt", "POST")

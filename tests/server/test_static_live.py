@@ -76,6 +76,33 @@ def test_big_file_and_ranges(server):
     assert refused.headers["Content-Range"] == f"bytes */{len(BIG)}"
 
 
+def test_a_small_file_answered_from_memory_twice_over(server):
+    """The second request of each pair is an open-file-cache hit, whose small body is read behind the head (a
+    range too); the pair must not differ, pipelined on one connection or not."""
+    for _ in range(2):
+        whole = requests.get(f"{server.url}/static/a.txt", timeout=TIMEOUT)
+        assert (whole.status_code, whole.content, whole.headers["Content-Length"]) == (200, b"0123456789", "10")
+        part = requests.get(f"{server.url}/static/a.txt", headers={"Range": "bytes=2-4"}, timeout=TIMEOUT)
+        assert (part.status_code, part.content) == (206, b"234")
+        assert (part.headers["Content-Range"], part.headers["Content-Length"]) == ("bytes 2-4/10", "3")
+        encoded = requests.get(
+            f"{server.url}/static/app.css", headers={"Accept-Encoding": "gzip"}, stream=True, timeout=TIMEOUT
+        )
+        assert encoded.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(encoded.raw.read(decode_content=False)) == b"body{ /* gz */ }"
+    with server.connect(TIMEOUT) as sock:
+        sock.sendall(
+            b"HEAD /static/a.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /static/a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=-3\r\n\r\n"
+            b"GET /static/a.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        buffer = bytearray()
+        status, headers, body = read_response(sock, buffer, to_head=True)
+        assert (status, headers["content-length"], body) == (200, "10", b"")
+        assert read_response(sock, buffer)[0::2] == (206, b"789")
+        assert read_response(sock, buffer)[0::2] == (200, b"0123456789")
+
+
 def test_not_modified_and_head(server):
     etag = requests.head(f"{server.url}/static/big.bin", timeout=TIMEOUT).headers["ETag"]
     cached = requests.get(f"{server.url}/static/big.bin", headers={"If-None-Match": etag}, timeout=TIMEOUT)
