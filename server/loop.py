@@ -95,6 +95,7 @@ class PollPoller:
     def __init__(self) -> None:
         self._poll = select.poll()
         self._oneshot: set[int] = set()
+        self._disarmed: set[int] = set()  # one-shot descriptors that have reported: unregistered until armed
 
     def add(self, fd: int, events: int, *, oneshot: bool) -> None:
         self._poll.register(fd, events)
@@ -102,12 +103,17 @@ class PollPoller:
             self._oneshot.add(fd)
 
     def arm(self, fd: int, events: int) -> None:
-        self._poll.modify(fd, events)
+        if fd in self._disarmed:
+            self._disarmed.discard(fd)
+            self._poll.register(fd, events)
+        else:
+            self._poll.modify(fd, events)  # KeyError for a descriptor that is not registered, as epoll's
 
     change = arm  # oneshot or not is this class's own bookkeeping
 
     def remove(self, fd: int) -> None:
         self._oneshot.discard(fd)
+        self._disarmed.discard(fd)
         with contextlib.suppress(KeyError):
             self._poll.unregister(fd)
 
@@ -115,7 +121,11 @@ class PollPoller:
         events = self._poll.poll(None if timeout is None else timeout * 1000)
         for fd, _ in events:
             if fd in self._oneshot:
-                self._poll.modify(fd, 0)  # emulate EPOLLONESHOT
+                # Emulate EPOLLONESHOT by unregistering, not by watching nothing: poll() reports a hang-up or an
+                # error whatever the mask asks, so a client that reset while a worker had its connection would
+                # be reported on every call, and the loop would spin until the worker was done.
+                self._poll.unregister(fd)
+                self._disarmed.add(fd)
         return events
 
     def close(self) -> None:

@@ -1,0 +1,52 @@
+"""The three pollers behind ``--loop`` keep the same promise: a one-shot registration that has reported is silent
+until its owner arms it again, whatever happens to the socket meanwhile (that is what lets a worker thread own a
+connection without the loop seeing it)."""
+
+import select
+import socket
+import struct
+
+import pytest
+
+from server.loop import READ, make_poller
+
+TIMEOUT = 5
+
+
+@pytest.fixture
+def connected():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        server_side, _ = listener.accept()
+    yield client, server_side
+    client.close()
+    server_side.close()
+
+
+def wait_for_report(poller, fd):
+    """Poll until ``fd`` reports (the kernel delivers a loopback reset at once, but not within the same call)."""
+    for _ in range(100):
+        events = dict(poller.wait(0.05))
+        if fd in events:
+            return events[fd]
+    raise AssertionError(f"descriptor {fd} never reported")
+
+
+@pytest.mark.parametrize("kind", ["epoll", "poll", "select"])
+def test_a_one_shot_registration_stays_silent_after_the_peer_resets(connected, kind):
+    if not hasattr(select, kind):
+        pytest.skip(f"no {kind} here")
+    client, server_side = connected
+    poller = make_poller(kind)
+    fd = server_side.fileno()
+    poller.add(fd, READ, oneshot=True)
+    client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    wait_for_report(poller, fd)  # the request: the loop hands the connection to a worker now
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # a reset while the worker has the connection
+    assert dict(poller.wait(0.05)).get(fd) is None
+    assert dict(poller.wait(0)).get(fd) is None  # (poll() reported the hang-up on every call here)
+    poller.arm(fd, READ)  # the worker gives the connection back: now the loop hears of the reset
+    assert wait_for_report(poller, fd)
+    poller.remove(fd)
+    poller.close()
