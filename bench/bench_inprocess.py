@@ -3,16 +3,17 @@
 ``bench_server`` and ``bench_static`` measure what a client sees, and that includes the kernel's share (epoll,
 recv, send, wake-ups) and wrk's, on a shared machine where a run moves by several percent. This one isolates the
 part a change to our Python can move: one ``HTTPConnection`` of a real ``Engine``, with ``--threads 0`` (the
-application on the calling thread), driven exactly as the loop drives it when a turn brings one request: the
-event, then the end of the turn. Its socket is a stand-in that hands over wrk's request on every ``recv`` and
-takes every ``send`` whole, so no system call is made for the connection (a static file still costs its
-``stat`` and ``pread``, which are part of its answer).
+application on the calling thread), driven as the loop drives it when a turn brings one request: the event,
+then the end of the turn (the loop's own dispatch of the event, a few dictionary lookups, is left out). Its
+socket is a stand-in that hands over wrk's request on every ``recv`` and takes every ``send`` whole, so no
+system call is made for the connection (a static file still costs its ``stat`` and ``pread``, which are part of
+its answer).
 
 Two scenarios: ``hello`` (``bench/hello.py``) and ``static`` (a 1 KiB file under ``--static /=DIR``, answered from
 the open-file cache as every request after the first is). It prints microseconds per request (best and median
 of the batches), and with ``--callgrind`` the instructions per request that valgrind counts: the difference
-between two runs of different lengths, so that start-up cancels out. The count moves by a few hundred
-instructions between runs where the timings move by 5%, which makes it the figure to judge a small change by::
+between two runs of different lengths, so that start-up cancels out. With a fixed hash seed the count repeats
+to a few dozen instructions where the timings move by 5%, which makes it the figure to judge a small change by::
 
     python -m bench.bench_inprocess                  # a few seconds
     python -m bench.bench_inprocess --callgrind      # about a minute (apt-get install valgrind)
@@ -34,12 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
+from bench.bench_static import make_site
 from bench.hello import app as hello_app
 from server.config import Config
 from server.connection import HTTPConnection
 from server.engine import Engine
 from server.listeners import open_listener, parse_bind, resolve_schemes
 from server.loop import READ
+from server.static import reply as static_reply
+from server.static.cache import OpenFileCache
 
 # What wrk sends for each request: the request line and a Host.
 REQUESTS = {
@@ -60,7 +64,7 @@ class StandInSocket:
         self.keep_last = False
         self.last = b""
 
-    def recv(self, size: int) -> bytes:
+    def recv(self, size: int, flags: int = 0) -> bytes:
         return self.request
 
     def send(self, data: Any, flags: int = 0) -> int:
@@ -78,6 +82,8 @@ class Driver:
 
     def __init__(self, scenario: str, site: Path) -> None:
         static = (f"/={site}",) if scenario == "static" else ()
+        # A cache of our own, emptied by close(): the process-wide one would keep the file open past the site.
+        self.saved_cache, static_reply.OPEN_FILES = static_reply.OPEN_FILES, OpenFileCache()
         self.listener = open_listener(parse_bind("127.0.0.1:0"))
         resolve_schemes([self.listener], have_certificate=False)
         self.engine = Engine(Config(threads=0, static=static), hello_app, [self.listener])
@@ -102,22 +108,30 @@ class Driver:
             raise SystemExit(f"only {self.sock.sends - before} responses for {requests} requests: see the log")
         return elapsed
 
+    def check(self) -> None:
+        """Answer one request and make sure it was a 200: a benchmark of a path that fails measures the failure."""
+        self.sock.keep_last = True
+        self.run(1)
+        self.sock.keep_last = False
+        if not self.sock.last.startswith(b"HTTP/1.1 200 "):
+            raise SystemExit(f"the benchmark's request is not answered with 200: {self.sock.last[:200]!r}")
+
     def close(self) -> None:
+        """Release what the engine and the connection hold: descriptors, the loop's, the file cache's."""
         self.engine.reactor.remove(self.conn.fd)
+        self.engine.reactor.close()
         for end in self.ends:
             end.close()
         self.listener.sock.close()
-
-
-def make_site(directory: Path) -> Path:
-    (directory / "1k.bin").write_bytes(os.urandom(1024))
-    return directory
+        static_reply.OPEN_FILES.clear()
+        static_reply.OPEN_FILES = self.saved_cache
 
 
 def timings(scenario: str, site: Path, batches: int, batch: int) -> tuple[float, float]:
     """Microseconds per request: the best and the median batch, after a warm-up batch."""
     driver = Driver(scenario, site)
     try:
+        driver.check()
         driver.run(batch)
         per_request = sorted(driver.run(batch) / batch * 1e6 for _ in range(batches))
     finally:
@@ -126,12 +140,16 @@ def timings(scenario: str, site: Path, batches: int, batch: int) -> tuple[float,
 
 
 def instructions(scenario: str, short: int = 5_000, long: int = 25_000) -> float:
-    """Instructions per request under callgrind: (a run of ``long`` requests - a run of ``short``) / the difference."""
+    """Instructions per request under callgrind: (a run of ``long`` requests - a run of ``short``) / the difference.
+
+    With a fixed hash seed: string hashes decide where dictionary entries land, and so how many probes a lookup
+    takes; a random seed per run moves the count by several hundred instructions per request."""
 
     def collected(requests: int) -> int:
         argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
                 "bench.bench_inprocess", "--only", scenario, "--raw", str(requests)]  # fmt: skip
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=harness.REPO_ROOT, timeout=900)
+        environment = {**os.environ, "PYTHONHASHSEED": "0"}
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=harness.REPO_ROOT, env=environment, timeout=900)
         for line in done.stderr.splitlines():
             if "Collected" in line:
                 return int(line.split(":")[1])
@@ -147,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=20_000, help="requests per batch (default 20000)")
     parser.add_argument("--callgrind", action="store_true", help="also count instructions per request (valgrind)")
     parser.add_argument("--raw", type=int, metavar="N", help=argparse.SUPPRESS)  # one untimed run, for --callgrind
+    parser.add_argument("--no-write", action="store_true", help=argparse.SUPPRESS)  # (the test: keep bench/results)
     args = parser.parse_args(argv)
     scenarios = args.only or sorted(REQUESTS)
     if args.callgrind and harness.which("valgrind") is None:
@@ -157,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.raw is not None:
             for scenario in scenarios:
                 driver = Driver(scenario, site)
+                driver.check()
                 driver.run(args.raw)
                 driver.close()
             return 0
@@ -167,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(f"| {scenario} | {best:.2f} | {median:.2f} | {counted} |")
     text = "\n".join(rows) + "\n"
     print(text)
-    print(f"(written to {harness.write_results('inprocess.md', text)})")
+    if not args.no_write:
+        print(f"(written to {harness.write_results('inprocess.md', text)})")
     return 0
 
 
