@@ -107,7 +107,7 @@ class PollPoller:
             self._disarmed.discard(fd)
             self._poll.register(fd, events)
         else:
-            self._poll.modify(fd, events)  # KeyError for a descriptor that is not registered, as epoll's
+            self._poll.modify(fd, events)  # OSError (ENOENT) for a descriptor that is not registered, as epoll's
 
     change = arm  # oneshot or not is this class's own bookkeeping
 
@@ -151,6 +151,8 @@ class SelectPoller:
             self._oneshot.add(fd)
 
     def arm(self, fd: int, events: int) -> None:
+        if fd not in self._interest:
+            raise KeyError(fd)  # removed (closed, maybe reused): as epoll and poll, never watch it again by mistake
         self._interest[fd] = events
 
     change = arm

@@ -39,14 +39,18 @@ def test_a_one_shot_registration_stays_silent_after_the_peer_resets(connected, k
     client, server_side = connected
     poller = make_poller(kind)
     fd = server_side.fileno()
-    poller.add(fd, READ, oneshot=True)
-    client.sendall(b"GET / HTTP/1.1\r\n\r\n")
-    wait_for_report(poller, fd)  # the request: the loop hands the connection to a worker now
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    client.close()  # a reset while the worker has the connection
-    assert dict(poller.wait(0.05)).get(fd) is None
-    assert dict(poller.wait(0)).get(fd) is None  # (poll() reported the hang-up on every call here)
-    poller.arm(fd, READ)  # the worker gives the connection back: now the loop hears of the reset
-    assert wait_for_report(poller, fd)
-    poller.remove(fd)
-    poller.close()
+    try:
+        poller.add(fd, READ, oneshot=True)
+        client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        wait_for_report(poller, fd)  # the request: the loop hands the connection to a worker now
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset while the worker has the connection
+        assert dict(poller.wait(0.05)).get(fd) is None
+        assert dict(poller.wait(0)).get(fd) is None  # (poll() reported the hang-up on every call here)
+        poller.arm(fd, READ)  # the worker gives the connection back: now the loop hears of the reset
+        assert wait_for_report(poller, fd)
+        poller.remove(fd)
+        with pytest.raises((OSError, KeyError)):
+            poller.arm(fd, READ)  # removed: arming it again is an error, never a new registration
+    finally:
+        poller.close()
