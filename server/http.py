@@ -22,6 +22,8 @@ from email.utils import formatdate
 from http import HTTPStatus
 from time import time
 
+from server.memo import remember
+
 __all__ = [
     "LAST_CHUNK",
     "NEED_DATA",
@@ -123,14 +125,13 @@ _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 # Every pattern above is a single character class (or a fixed sequence of them) that cannot match the same
 # characters two ways, so each runs in time linear in its input: request bytes never meet backtracking.
 
-# The quick path (RequestParser._quick_request): field names and hosts found valid are remembered, bounded since
-# clients choose them; what is not remembered is checked, so a full cache only costs time.
+# The quick path (RequestParser._quick_request): field names and hosts found valid are remembered (server/memo.py
+# says how they are bounded, since clients choose them); what is not remembered is checked.
 _TOKEN_TEXT = re.compile(_TOKEN.pattern.decode("ascii"))  # the same token rule, for the decoded head
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
 _PLAIN_VERSIONS = frozenset(("HTTP/1.1", "HTTP/1.0"))
 _QUICK_NAMES: dict[str, str] = {}
-_QUICK_HOSTS: set[str] = set()
-_QUICK_CACHE_LIMIT = 1000
+_QUICK_HOSTS: dict[str, bool] = {}
 
 # Fields the parser itself reads; those that decide framing or routing must not be repeated with a doubt.
 _NOTED_FIELDS = frozenset(("content-length", "transfer-encoding", "host", "connection", "expect", "content-type"))
@@ -138,11 +139,17 @@ _FIELD_NAMES: dict[bytes, str] = {}
 _NO_TOKENS: frozenset[str] = frozenset()
 
 
+# The only whitespace HTTP allows around a field's value and between the elements of a list (OWS, RFC 9110
+# 5.6.3). str.strip() without arguments takes more: the head is decoded as latin-1, where NBSP (0xA0) and NEL
+# (0x85) are whitespace to Python and field content to HTTP, so "chunked\xa0" would pass for chunked here while
+# a proxy in front of us reads an unknown coding: two readings of one message's framing.
+_OWS = " \t"
+
+
 def _field_name(raw: bytes) -> str:
     """The lower-case ``str`` for a field name, remembered (clients repeat the same few names endlessly)."""
     name = raw.decode("ascii").lower()
-    if len(_FIELD_NAMES) < 1000:  # bounded: names are chosen by clients
-        _FIELD_NAMES[raw] = name
+    remember(_FIELD_NAMES, raw, name)
     return name
 
 
@@ -338,8 +345,7 @@ class RequestParser:
                 if not colon or not _TOKEN_TEXT.fullmatch(name):
                     return None
                 lower = name.lower()
-                if len(_QUICK_NAMES) < _QUICK_CACHE_LIMIT:
-                    _QUICK_NAMES[name] = lower
+                remember(_QUICK_NAMES, name, lower)
             value = value.strip(" ")  # (no tab: the line is printable)
             headers.append((lower, value))
             if lower in _NOTED_FIELDS:
@@ -360,8 +366,7 @@ class RequestParser:
         elif host not in _QUICK_HOSTS:
             if not _HOST.fullmatch(host) or _port_too_big(host):
                 return None
-            if len(_QUICK_HOSTS) < _QUICK_CACHE_LIMIT:
-                _QUICK_HOSTS.add(host)
+            remember(_QUICK_HOSTS, host, True)
         content_length = 0
         if length is not None:
             if not (length.isdigit() and length.isascii() and len(length) <= 19):
@@ -372,7 +377,7 @@ class RequestParser:
         if connection is None:
             keep_alive = version == "HTTP/1.1"
         else:
-            tokens = {token.strip().lower() for token in connection.split(",")}
+            tokens = {token.strip(_OWS).lower() for token in connection.split(",")}
             keep_alive = "close" not in tokens and (version == "HTTP/1.1" or "keep-alive" in tokens)
         path, _, query = target.partition("?")
         return Request(method, target, path, query, version, headers, host, None, keep_alive, content_length,
@@ -398,10 +403,10 @@ class RequestParser:
         hosts = framing.get("host", [])
         connections = framing.get("connection")
         connection_tokens = (
-            {t.strip().lower() for value in connections for t in value.split(",")} if connections else _NO_TOKENS
+            {t.strip(_OWS).lower() for value in connections for t in value.split(",")} if connections else _NO_TOKENS
         )
         expects = framing.get("expect")
-        expect = expects[-1].strip().lower() if expects else None
+        expect = expects[-1].strip(_OWS).lower() if expects else None
         content_types = framing.get("content-type")
         if content_types is not None and len(content_types) > 1:
             raise ProtocolError(400, "more than one Content-Type header")
@@ -461,7 +466,7 @@ class RequestParser:
             raise ProtocolError(400, "more than one Host header")
         if not hosts and version == "HTTP/1.1":
             raise ProtocolError(400, "missing Host header")
-        host = hosts[0].strip() if hosts else ""
+        host = hosts[0].strip(_OWS) if hosts else ""
         if host and (not _HOST.fullmatch(host) or (host[-6:-5] == ":" and _port_too_big(host))):
             raise ProtocolError(400, "malformed Host header")
         scheme = None
@@ -499,7 +504,7 @@ class RequestParser:
             raise ProtocolError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
         if lengths:
             raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
-        codings = [c.strip().lower() for value in encodings for c in value.split(",")]
+        codings = [c.strip(_OWS).lower() for value in encodings for c in value.split(",")]
         if codings[-1] != "chunked":
             # RFC 9112 6.3: without a final chunked the body's length cannot be known, which is a bad request.
             raise ProtocolError(400, "the final transfer coding must be chunked")
@@ -512,7 +517,7 @@ class RequestParser:
     def _parse_content_length(self, lengths: list[str]) -> int:
         if not lengths:
             return 0
-        values = {v.strip() for value in lengths for v in value.split(",")}
+        values = {v.strip(_OWS) for value in lengths for v in value.split(",")}
         if len(values) != 1:
             raise ProtocolError(400, "conflicting Content-Length values")
         (value,) = values

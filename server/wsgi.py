@@ -37,6 +37,7 @@ from urllib.parse import unquote_to_bytes
 from server import SERVER_SOFTWARE
 from server.accesslog import access_log, log_response
 from server.http import LAST_CHUNK, Request, chunk, http_date
+from server.memo import KEY_LIMIT, remember
 
 if TYPE_CHECKING:
     from server.connection import HTTPConnection
@@ -65,18 +66,20 @@ class ApplicationError(AssertionError):
 
 # -- the environ ----------------------------------------------------------------------------------------------------
 
-_ENVIRON_KEYS: dict[str, str | None] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+_ENVIRON_KEYS: dict[str, str | None] = {}  # a memo (server/memo.py): header names are chosen by clients
+_UNPREFIXED_KEYS = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}  # PEP 3333's two
 
 
 def _environ_key(name: str) -> str | None:
     """The environ key for header ``name``, or None for a header that must not reach the app."""
     key = _ENVIRON_KEYS.get(name, "")
     if key == "":
-        # A name with an underscore would collide with its dashed twin (X_Forwarded_For vs X-Forwarded-For),
-        # which is a classic way to smuggle a trusted-looking header past a proxy: drop it.
-        key = None if "_" in name else "HTTP_" + name.upper().replace("-", "_")
-        if len(_ENVIRON_KEYS) < 1000:  # bound the cache: header names are chosen by clients
-            _ENVIRON_KEYS[name] = key
+        key = _UNPREFIXED_KEYS.get(name)
+        if key is None and "_" not in name:
+            # (A name with an underscore would collide with its dashed twin, X_Forwarded_For with
+            # X-Forwarded-For, a classic way to smuggle a trusted-looking header past a proxy: it gets None.)
+            key = "HTTP_" + name.upper().replace("-", "_")
+        remember(_ENVIRON_KEYS, name, key)
     return key
 
 
@@ -313,10 +316,9 @@ class ResponseWriter:
 _SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"  # the same in every response that has no Server of its own
 
 # Statuses and header names already found valid: applications send the same few over and over, so each is
-# checked once. Bounded, since an application could make up new ones without end.
+# checked once. Memos (server/memo.py), since an application could make up new ones without end.
 _GOOD_STATUSES: dict[str, int] = {}
 _GOOD_NAMES: dict[str, str] = {}  # name -> its lower-case form
-_CACHE_LIMIT = 1000
 _NOTED_RESPONSE_FIELDS = frozenset(("content-length", "date", "server"))
 
 
@@ -337,8 +339,7 @@ def _check_status(status: Any) -> int:
     if not 200 <= number <= 599:
         # A final 1xx would make the client read the next response as this one's; 6xx and up mean nothing.
         raise ApplicationError(f"invalid status {status!r}: a final response's code is from 200 to 599")
-    if len(_GOOD_STATUSES) < _CACHE_LIMIT:
-        _GOOD_STATUSES[status] = number
+    remember(_GOOD_STATUSES, status, number)
     return number
 
 
@@ -349,8 +350,7 @@ def _check_header_name(name: str) -> str:
     lower = name.lower()
     if lower in HOP_BY_HOP:
         raise ApplicationError(f"hop-by-hop header {name!r} is not allowed from a WSGI application")
-    if len(_GOOD_NAMES) < _CACHE_LIMIT:
-        _GOOD_NAMES[name] = lower
+    remember(_GOOD_NAMES, name, lower)
     return lower
 
 
@@ -392,11 +392,10 @@ def _check_headers(headers: list[Any]) -> tuple[str, int | None, bool, bool]:
 # Header fields already found valid: (name, value) -> (their line in the head, the name in lower case, and for a
 # Content-Length its number). Most of an application's fields repeat from response to response (its
 # Content-Type, its cache policy), and a tuple of two strings hashes in a few nanoseconds: a repeated field costs
-# one lookup instead of its checks and its formatting. Bounded twice: fields that vary (lengths, cookies) would
+# one lookup instead of its checks and its formatting. A memo (server/memo.py): fields that vary (lengths, cookies)
 # fill it, so it starts over when full; and only short values are kept, since an application may copy request
 # data into a field (an echoed Origin, a Location built from the path), and clients choose how long that is.
 _GOOD_FIELDS: dict[tuple[str, str], tuple[str, str, int | None]] = {}
-_REMEMBERED_VALUE_LIMIT = 256
 
 
 def _check_field(item: Any) -> tuple[str, str, int | None]:
@@ -419,10 +418,8 @@ def _check_field(item: Any) -> tuple[str, str, int | None]:
             raise ApplicationError(f"invalid Content-Length {value!r}: digits only")
         length = int(value)
     known = (f"{name}: {value}\r\n", lower, length)
-    if len(value) <= _REMEMBERED_VALUE_LIMIT:
-        if len(_GOOD_FIELDS) >= _CACHE_LIMIT:
-            _GOOD_FIELDS.clear()
-        _GOOD_FIELDS[item] = known
+    if len(value) <= KEY_LIMIT:  # (the key is a pair, whose own length says nothing: its value's does)
+        remember(_GOOD_FIELDS, item, known)
     return known
 
 

@@ -42,6 +42,8 @@ def _http_date_of_second(second: int) -> str:
     return formatdate(second, usegmt=True)
 
 
+_OWS_CHARS = " \t"  # the only whitespace HTTP allows between elements (RFC 9110 5.6.3); str.strip() takes more
+
 _MONTHS = {name: index for index, name in enumerate(calendar.month_abbr) if name}
 _TIME = r"(\d\d):(\d\d):(\d\d)"
 # The three formats a recipient must accept (RFC 9110 section 5.6.7): IMF-fixdate, the obsolete RFC 850 form,
@@ -54,7 +56,7 @@ _ASCTIME = re.compile(rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{{2}}) ([ \d
 
 def parse_http_date(value: str) -> int | None:
     """The POSIX timestamp of an HTTP-date, or None if ``value`` is not exactly one valid HTTP-date."""
-    value = value.strip()
+    value = value.strip(_OWS_CHARS)
     if match := _IMF_FIXDATE.fullmatch(value):
         day, month, year, hour, minute, second = match.groups()
     elif match := _RFC850.fullmatch(value):
@@ -82,7 +84,6 @@ def parse_http_date(value: str) -> int | None:
 # Each pattern below is one character class at one position, and each character is looked at a bounded number
 # of times, so the whole list costs time linear in its length.
 _OWS = re.compile(r"[ \t]*")
-_OWS_CHARS = " \t"  # the only whitespace HTTP allows between elements (RFC 9110 5.6.3); str.strip() takes more
 _OPAQUE_TAG = re.compile(r"[\x21\x23-\x7e\x80-\xff]*")  # etagc: visible characters except DQUOTE, and obs-text
 
 
@@ -136,7 +137,7 @@ def etag_matches(field_value: str, etag: str, *, weak: bool) -> bool:
     ``*`` matches any current representation. Weak comparison (If-None-Match) ignores the ``W/`` prefix;
     strong comparison (If-Match, If-Range) never matches a weak tag.
     """
-    if field_value.strip() == "*":
+    if field_value.strip(_OWS_CHARS) == "*":
         return True
     if etag not in field_value:
         return False  # our tag is not even in the text (one C-speed scan): no need to parse the list

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from server import wsgi
+from server import memo, wsgi
 from server.wsgi import ApplicationError, _check_headers
 
 names = st.sampled_from(
@@ -81,9 +81,9 @@ def test_what_the_check_remembers_never_changes_its_verdict(before, headers):
 
 def test_the_memory_is_bounded_by_starting_over():
     wsgi._GOOD_FIELDS.clear()
-    for number in range(wsgi._CACHE_LIMIT * 3):  # distinct lengths and cookies, as a busy application sends
+    for number in range(memo.SIZE * 3):  # distinct lengths and cookies, as a busy application sends
         assert verdict([("Set-Cookie", f"id={number}"), ("Content-Length", str(number))])[0] == "ok"
-        assert len(wsgi._GOOD_FIELDS) <= wsgi._CACHE_LIMIT
+        assert len(wsgi._GOOD_FIELDS) <= memo.SIZE
     assert verdict([("Content-Type", "text/plain")]) == ("ok", "Content-Type: text/plain\r\n", None, False, False)
 
 

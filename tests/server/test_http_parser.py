@@ -385,3 +385,41 @@ def test_chunk_framing_and_error_response():
     assert b"Connection: close" in head
     assert b"Content-Length: %d" % len(body) in head
     assert b"bad things" in body
+
+
+# Every character of latin-1 (the head's decoding) that str.strip() takes for whitespace but HTTP does not (OWS is
+# a space or a tab, RFC 9110 5.6.3): line ends and separators, which are control characters, and NEL and NBSP,
+# which are field content. The whole class, next to each framing field's value, before or after it.
+NOT_OWS = [chr(code) for code in range(256) if not chr(code).strip() and chr(code) not in " \t"]
+FRAMING_FIELDS = {
+    "Transfer-Encoding": "chunked",
+    "Content-Length": "5",
+    "Host": "example.com",
+    "Expect": "100-continue",
+}
+
+
+@pytest.mark.parametrize("char", NOT_OWS, ids=[f"{ord(c):#04x}" for c in NOT_OWS])
+@pytest.mark.parametrize("field", list(FRAMING_FIELDS))
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_framing_values_are_trimmed_of_spaces_and_tabs_only(field, char, where):
+    """ "chunked\\xa0" is no chunked: read as one, a proxy in front that sees an unknown coding and we would frame
+    the same bytes two ways (request smuggling). Each such value is refused, never trimmed into a valid one."""
+    value = FRAMING_FIELDS[field]
+    value = char + value if where == "before" else value + char
+    fields = {"Host": "h", "Content-Length": "5"} if field in ("Expect", "Host") else {"Host": "h"}
+    fields[field] = value
+    head = "POST / HTTP/1.1\r\n" + "".join(f"{name}: {text}\r\n" for name, text in fields.items()) + "\r\n"
+    with pytest.raises(ProtocolError) as caught:
+        events_for(head.encode("latin-1") + b"hello")
+    assert caught.value.status in (400, 417)
+
+
+@pytest.mark.parametrize("char", ["\x85", "\xa0"])
+def test_a_connection_option_is_trimmed_of_spaces_and_tabs_only(char):
+    # "close\xa0" is not the token close (it is no token at all): the connection stays open, as for any option
+    # the server does not know, whichever path parses the head.
+    head = f"GET / HTTP/1.1\r\nHost: h\r\nConnection: close{char}\r\n\r\n".encode("latin-1")
+    (request, _end) = events_for(head)
+    assert request.keep_alive
+    assert not RequestParser().whole_request(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, x\r\n\r\n").keep_alive

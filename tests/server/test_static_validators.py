@@ -45,6 +45,8 @@ def test_rfc850_two_digit_years_use_a_sliding_century():
         "Sun, 06 Nov 1994 25:49:37 GMT",
         "Sun, 06 Nov 1994 08:49:37 GMT, Sun, 06 Nov 1994 08:49:37 GMT",
         "784111777",
+        "Sun, 06 Nov 1994 08:49:37 GMT\xa0",  # NBSP is field content to HTTP, not the whitespace around a value
+        "\x85Sun, 06 Nov 1994 08:49:37 GMT",
     ],
 )
 def test_invalid_http_dates(value):
@@ -66,6 +68,8 @@ def test_http_date_round_trips():
         ('"a", "v1"', False, True),
         ('"a,v1", "b"', True, False),  # a comma inside a tag is part of the tag
         ("*", False, True),
+        (" *\t", False, True),
+        ("*\xa0", False, False),  # only spaces and tabs surround a value (RFC 9110 5.6.3): this is no "*"
         ("v1", True, False),  # unquoted: malformed, matches nothing
         ('"v1" "a"', True, False),  # no comma between tags: malformed
         ("", True, False),
