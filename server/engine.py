@@ -40,6 +40,7 @@ from server.oserrors import OUT_OF_RESOURCES, descriptor_limit
 from server.proxy import TrustedProxies
 from server.redirect import HTTPSRedirect
 from server.static import StaticOptions, parse_mount, serve_path
+from server.static import reply as static_reply
 from server.tls import CertificateStore
 from server.watchdog import Watchdog
 from server.workers import OnTheLoop, ThreadPool, request_recycling, request_replacement, supervisor_pid
@@ -341,7 +342,9 @@ class Engine:
             self.reactor.call_later(self._sweep_interval, self._sweep)
 
     def _sweep_others(self, now: float) -> None:
-        """The sweep's process-wide duties: the overload summary, the watchdog, a vanished supervisor."""
+        """The sweep's process-wide duties: the overload summary, the watchdog, a vanished supervisor, and the
+        open-file cache's expired entries (closed now rather than when the next new file is cached)."""
+        static_reply.OPEN_FILES.evict_expired()
         if self._refused:
             log.warning("refused %d connection(s) with 503: at the connection limit", self._refused)
             self._refused = 0

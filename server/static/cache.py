@@ -44,7 +44,8 @@ on systems without ``/proc`` (the portable check of :mod:`.paths` has no cheap w
 The cache holds at most :func:`descriptor_budget` descriptors, oldest first out, so it can never starve
 the server of connections; a descriptor is closed when its entry is evicted or replaced and no reply still
 sends from it (replies share it through :class:`FileView`, which reads with ``pread`` at its own position).
-An idle server keeps its last entries open until the next request evicts them (or :meth:`OpenFileCache.clear`).
+Expired entries are evicted when a new one is stored and by the engine's periodic sweep
+(:meth:`OpenFileCache.evict_expired`), so a quiet server does not keep a deleted file's blocks for long either.
 """
 
 from __future__ import annotations
@@ -256,6 +257,13 @@ class CachedPath:
         return [self.plain, *self.encoded.values()]
 
 
+def _release(entries: list[CachedPath]) -> None:
+    """Give back the cache's references to these entries' files (a descriptor closes with its last one)."""
+    for entry in entries:
+        for file in entry.files():
+            file.shared.release()
+
+
 def descriptor_budget() -> int:
     """How many descriptors the cache may hold: :data:`MAX_DESCRIPTORS`, or 1/16 of the soft limit if lower.
 
@@ -269,7 +277,7 @@ class OpenFileCache:
 
     Entries are kept in the order they were made; an entry is remade when it expires, so the oldest is also
     the least recently proven, and it is the one evicted when the budget is full (LRU-ish, without the cost
-    of reordering on every hit). Expired entries are evicted as new ones arrive.
+    of reordering on every hit). Expired entries are evicted as new ones arrive, and by ``evict_expired``.
     """
 
     def __init__(
@@ -299,38 +307,52 @@ class OpenFileCache:
         now = self.clock()
         entry.expires = now + self.ttl
         added = len(entry.encoded) + 1
-        evicted: list[CachedPath] = []
         with _lock:
             if added > self.max_descriptors:
-                evicted.append(entry)  # a budget too small for even this entry: serve it, keep nothing
+                evicted = [entry]  # a budget too small for even this entry: serve it, keep nothing
             else:
                 old = self._entries.pop(key, None)
                 if old is not None:
-                    evicted.append(old)
                     self._descriptors -= len(old.encoded) + 1
-                entries = self._entries
-                while entries:
-                    oldest_key = next(iter(entries))
-                    oldest = entries[oldest_key]
-                    if oldest.expires > now and self._descriptors + added <= self.max_descriptors:
-                        break
-                    del entries[oldest_key]
-                    self._descriptors -= len(oldest.encoded) + 1
-                    evicted.append(oldest)
-                entries[key] = entry
+                evicted = self._take_oldest(now, room=added, budget=self.max_descriptors)
+                if old is not None:
+                    evicted.append(old)
+                self._entries[key] = entry
                 self._descriptors += added
-        for gone in evicted:  # closing happens outside the lock (release takes it)
-            for file in gone.files():
-                file.shared.release()
+        _release(evicted)
+
+    def evict_expired(self) -> None:
+        """Close the descriptors of expired entries now (the engine's periodic sweep).
+
+        ``put`` evicts them too, but only when a new file comes: a quiet server would keep a deleted file's
+        blocks allocated on disk for as long as nothing else is asked for."""
+        if not self._entries:
+            return
+        with _lock:
+            evicted = self._take_oldest(self.clock(), room=0, budget=self._descriptors)
+        _release(evicted)
+
+    def _take_oldest(self, now: float, *, room: int, budget: int) -> list[CachedPath]:
+        # Lock held. Remove the oldest entries while they have expired or ``room`` more descriptors would not fit
+        # in ``budget``; the caller releases them outside the lock (release takes it).
+        entries = self._entries
+        evicted = []
+        while entries:
+            oldest_key = next(iter(entries))
+            oldest = entries[oldest_key]
+            if oldest.expires > now and self._descriptors + room <= budget:
+                break
+            del entries[oldest_key]
+            self._descriptors -= len(oldest.encoded) + 1
+            evicted.append(oldest)
+        return evicted
 
     def clear(self) -> None:
         """Forget every entry (descriptors close as soon as no reply is sending them)."""
         with _lock:
             entries, self._entries = self._entries, {}
             self._descriptors = 0
-        for entry in entries.values():
-            for file in entry.files():
-                file.shared.release()
+        _release(list(entries.values()))
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -347,6 +347,12 @@ def _reply_from_cache(
     A body of up to ``read_up_to`` bytes is read here, from the descriptor just re-proven, into ``body``: for a
     small file one ``pread`` costs less than the :class:`FileView` a caller would read it through (and close)."""
     file = _choose(entry, headers) if entry.codings else entry.plain
+    if file is not entry.plain:
+        # A sibling stands for its file and is served only while the file is: the full check starts from the
+        # file's own path, and answers 404 (or 301) once it is deleted, moved out of bounds or made a directory.
+        if not entry.plain.acquire_if_unchanged():
+            return None
+        entry.plain.shared.release()
     if not file.acquire_if_unchanged():
         return None
     try:

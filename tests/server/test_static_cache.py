@@ -575,3 +575,51 @@ def test_views_on_one_descriptor_from_many_threads_read_their_own_bytes(tmp_path
         thread.join(timeout=10)
     assert results == [data] * 8
     shared.release()
+
+
+@needs_proc
+@pytest.mark.parametrize("change", ["deleted", "made a directory", "a symlink out of the root", "renamed to a dotfile"])
+def test_a_sibling_is_served_only_while_its_file_is(mount, tree, full_checks, change):
+    """The full check starts from the file's own path: once that is refused, so is its cached sibling, at once
+    rather than when the entry expires."""
+    assert read_reply(get(mount, "/app.css", accept_encoding="gzip")) == b"GZIP-BYTES"
+    original = tree / "app.css"
+    if change == "renamed to a dotfile":
+        original.rename(tree / ".app.css")
+    else:
+        original.unlink()
+        if change == "made a directory":
+            original.mkdir()
+        elif change == "a symlink out of the root":
+            original.symlink_to(tree.parent / "secret.txt")
+    reply = get(mount, "/app.css", accept_encoding="gzip")
+    body = read_reply(reply)
+    assert reply.status == (301 if change == "made a directory" else 404), (reply.status, body)
+    assert b"GZIP-BYTES" not in body and SECRET not in body
+
+
+@needs_proc
+def test_expired_entries_are_closed_without_waiting_for_a_new_file(mount, tree, cache, clock):
+    """A quiet server must not keep a deleted file's blocks: the engine's sweep calls evict_expired."""
+    read_reply(get(mount, "/a.txt"))
+    read_reply(get(mount, "/app.css", accept_encoding="gzip"))
+    assert len(open_files_under(tree)) == 3  # a.txt, app.css and its .gz, held by the cache alone
+    clock.now += cache.ttl / 2
+    cache.evict_expired()
+    assert len(open_files_under(tree)) == 3  # not expired yet: kept
+    clock.now += cache.ttl
+    cache.evict_expired()
+    assert open_files_under(tree) == [] and cache.descriptors == 0 and len(cache) == 0
+
+
+def open_files_under(directory: Path) -> list[str]:
+    """What this process has open below ``directory``, by the kernel's account."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor, say)
+        if target.startswith(f"{directory}/"):
+            found.append(target)
+    return found

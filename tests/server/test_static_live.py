@@ -6,11 +6,14 @@ connection usable afterwards.
 """
 
 import gzip
+import os
 import socket
+import time
 
 import pytest
 import requests
 
+from server.static.paths import KERNEL_CHECK
 from tests.support import ServerThread, read_response
 
 TIMEOUT = 10
@@ -176,3 +179,34 @@ def test_other_methods_get_405_with_allow(server):
     assert response.status_code == 405
     assert "GET" in response.headers["Allow"] and "HEAD" in response.headers["Allow"]
     assert requests.get(f"{server.url}/static/a.txt", timeout=TIMEOUT).content == b"0123456789"
+
+
+@pytest.mark.skipif(not KERNEL_CHECK, reason="the open-file cache needs O_PATH and /proc/self/fd (Linux)")
+def test_a_quiet_server_lets_go_of_a_deleted_file(tmp_path):
+    """The open-file cache holds a file for its TTL; the engine's sweep closes it after that even if no other file
+    is asked for, so a deleted file's blocks are not kept allocated by an idle server."""
+    root = tmp_path / "quiet"
+    root.mkdir()
+    path = root / "gone.bin"
+    path.write_bytes(b"x" * 4096)
+    deleted = f"{path} (deleted)"
+
+    def held() -> bool:
+        return any(_readlink(f"/proc/self/fd/{name}") == deleted for name in os.listdir("/proc/self/fd"))
+
+    with ServerThread(app, static=(f"/files={root}",)) as running:
+        response = requests.get(f"{running.url}/files/gone.bin", timeout=TIMEOUT)
+        assert response.status_code == 200 and len(response.content) == 4096
+        path.unlink()
+        assert held(), "the cache should be holding the file it just served"
+        deadline = time.monotonic() + TIMEOUT
+        while held() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not held()
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
