@@ -342,9 +342,9 @@ class Engine:
             self.reactor.call_later(self._sweep_interval, self._sweep)
 
     def _sweep_others(self, now: float) -> None:
-        """The sweep's process-wide duties: the overload summary, the watchdog, a vanished supervisor, and the
-        open-file cache's expired entries (closed now rather than when the next new file is cached)."""
-        static_reply.OPEN_FILES.evict_expired()
+        """The sweep's process-wide duties: the overload summary, the watchdog, a vanished supervisor, and (last,
+        after what keeps the process alive) the open-file cache's expired entries, closed now rather than when
+        the next new file is cached."""
         if self._refused:
             log.warning("refused %d connection(s) with 503: at the connection limit", self._refused)
             self._refused = 0
@@ -355,6 +355,7 @@ class Engine:
         if self._supervisor is not None and os.getppid() != self._supervisor and not self.stopping:
             log.warning("worker %d: the supervisor is gone; finishing in-flight requests and exiting", os.getpid())
             self.shutdown(graceful=True)
+        static_reply.OPEN_FILES.evict_expired()
 
     # -- serving ------------------------------------------------------------------------------------------------------
 

@@ -140,10 +140,10 @@ _NO_TOKENS: frozenset[str] = frozenset()
 
 
 # The only whitespace HTTP allows around a field's value and between the elements of a list (OWS, RFC 9110
-# 5.6.3). str.strip() without arguments takes more: the head is decoded as latin-1, where NBSP (0xA0) and NEL
-# (0x85) are whitespace to Python and field content to HTTP, so "chunked\xa0" would pass for chunked here while
-# a proxy in front of us reads an unknown coding: two readings of one message's framing.
-_OWS = " \t"
+# 5.6.3): strip field data with ``.strip(OWS)``, never a bare ``.strip()``, which takes more. The head is decoded as
+# latin-1, where NBSP (0xA0) and NEL (0x85) are whitespace to Python and field content to HTTP, so "chunked\xa0"
+# would pass for chunked here while a proxy in front of us reads an unknown coding: two readings of one message.
+OWS = " \t"
 
 
 def _field_name(raw: bytes) -> str:
@@ -377,7 +377,7 @@ class RequestParser:
         if connection is None:
             keep_alive = version == "HTTP/1.1"
         else:
-            tokens = {token.strip(_OWS).lower() for token in connection.split(",")}
+            tokens = {token.strip(OWS).lower() for token in connection.split(",")}
             keep_alive = "close" not in tokens and (version == "HTTP/1.1" or "keep-alive" in tokens)
         path, _, query = target.partition("?")
         return Request(method, target, path, query, version, headers, host, None, keep_alive, content_length,
@@ -403,10 +403,10 @@ class RequestParser:
         hosts = framing.get("host", [])
         connections = framing.get("connection")
         connection_tokens = (
-            {t.strip(_OWS).lower() for value in connections for t in value.split(",")} if connections else _NO_TOKENS
+            {t.strip(OWS).lower() for value in connections for t in value.split(",")} if connections else _NO_TOKENS
         )
         expects = framing.get("expect")
-        expect = expects[-1].strip(_OWS).lower() if expects else None
+        expect = expects[-1].strip(OWS).lower() if expects else None
         content_types = framing.get("content-type")
         if content_types is not None and len(content_types) > 1:
             raise ProtocolError(400, "more than one Content-Type header")
@@ -466,7 +466,7 @@ class RequestParser:
             raise ProtocolError(400, "more than one Host header")
         if not hosts and version == "HTTP/1.1":
             raise ProtocolError(400, "missing Host header")
-        host = hosts[0].strip(_OWS) if hosts else ""
+        host = hosts[0].strip(OWS) if hosts else ""
         if host and (not _HOST.fullmatch(host) or (host[-6:-5] == ":" and _port_too_big(host))):
             raise ProtocolError(400, "malformed Host header")
         scheme = None
@@ -504,7 +504,7 @@ class RequestParser:
             raise ProtocolError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
         if lengths:
             raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
-        codings = [c.strip(_OWS).lower() for value in encodings for c in value.split(",")]
+        codings = [c.strip(OWS).lower() for value in encodings for c in value.split(",")]
         if codings[-1] != "chunked":
             # RFC 9112 6.3: without a final chunked the body's length cannot be known, which is a bad request.
             raise ProtocolError(400, "the final transfer coding must be chunked")
@@ -517,7 +517,7 @@ class RequestParser:
     def _parse_content_length(self, lengths: list[str]) -> int:
         if not lengths:
             return 0
-        values = {v.strip(_OWS) for value in lengths for v in value.split(",")}
+        values = {v.strip(OWS) for value in lengths for v in value.split(",")}
         if len(values) != 1:
             raise ProtocolError(400, "conflicting Content-Length values")
         (value,) = values

@@ -32,6 +32,8 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
+from server.http import OWS
+
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: The values of ``--proxy-headers`` and what each one reads.
@@ -157,12 +159,12 @@ def parse_forwarded_element(element: str) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep:
             continue
-        value = value.strip()
+        value = value.strip(OWS)
         if value.startswith('"'):
             value = value[1:-1] if len(value) >= 2 and value.endswith('"') else '"'
             if '"' in value or "\\" in value:
                 continue
-        pairs[key.strip().lower()] = value
+        pairs[key.strip(OWS).lower()] = value
     return pairs
 
 
@@ -172,7 +174,7 @@ def _node_address(node: str) -> str:
     Returns "" for anything that is not an IP address (``unknown``, ``_hidden``, junk), so junk is never trusted
     and never becomes REMOTE_ADDR.
     """
-    node = node.strip()
+    node = node.strip(OWS)
     if node.startswith("["):
         node, closed, port = node[1:].partition("]")
         if not closed or (port and not port.startswith(":")):
@@ -199,6 +201,6 @@ def _set_client(environ: dict[str, Any], address: str) -> None:
 
 
 def _set_scheme(environ: dict[str, Any], proto: str) -> None:
-    proto = proto.strip().lower()
+    proto = proto.strip(OWS).lower()
     if proto in ("http", "https"):
         environ["wsgi.url_scheme"] = proto

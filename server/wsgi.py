@@ -393,8 +393,9 @@ def _check_headers(headers: list[Any]) -> tuple[str, int | None, bool, bool]:
 # Content-Length its number). Most of an application's fields repeat from response to response (its
 # Content-Type, its cache policy), and a tuple of two strings hashes in a few nanoseconds: a repeated field costs
 # one lookup instead of its checks and its formatting. A memo (server/memo.py): fields that vary (lengths, cookies)
-# fill it, so it starts over when full; and only short values are kept, since an application may copy request
-# data into a field (an echoed Origin, a Location built from the path), and clients choose how long that is.
+# fill it, so it starts over when full; and only short fields are kept, since an application may copy request
+# data into a field (an echoed Origin, a Location built from the path, a name forwarded from upstream), and
+# clients choose how long that is.
 _GOOD_FIELDS: dict[tuple[str, str], tuple[str, str, int | None]] = {}
 
 
@@ -418,7 +419,7 @@ def _check_field(item: Any) -> tuple[str, str, int | None]:
             raise ApplicationError(f"invalid Content-Length {value!r}: digits only")
         length = int(value)
     known = (f"{name}: {value}\r\n", lower, length)
-    if len(value) <= KEY_LIMIT:  # (the key is a pair, whose own length says nothing: its value's does)
+    if len(name) + len(value) <= KEY_LIMIT:  # (the key is a pair, whose own length says nothing: its strings' do)
         remember(_GOOD_FIELDS, item, known)
     return known
 

@@ -1,4 +1,4 @@
-"""The open-file cache: a checked file stays open for a moment, and each request re-proves it with two syscalls.
+"""The open-file cache: a checked file stays open for a moment, and each request re-proves it with a syscall or two.
 
 Checking a path from scratch is the expensive part of a small static response: on Linux, :mod:`.paths` opens
 it with ``O_PATH``, asks ``/proc`` where the kernel's resolution landed, stats it and reopens it for reading
@@ -15,7 +15,9 @@ re-established for *this* request, show that the full check would reach the same
    when the file was checked: ``st_dev``, ``st_ino`` (the same file), ``st_size`` and ``st_mtime_ns`` (the
    same contents) and ``st_ctime_ns``, which the kernel moves on every rename, link, unlink, chmod and
    chown of that file. Replace the file, rewrite it, retarget a symlink on the way or swap a directory
-   for a symlink to other files, and the identity differs: the request takes the full path again.
+   for a symlink to other files, and the identity differs: the request takes the full path again. A
+   precompressed sibling stands for its file, and the full check starts from the file's own path: a hit on a
+   sibling re-proves the file as well as the sibling, so that a deleted file takes its ``.gz`` with it.
 2. **That file still lives where it was allowed.** The full check judged the file by its real path (under
    the root, no dotfile on the way). A file can move without any change to its own identity when a
    directory above it is renamed, so before a hit the cached descriptor's real path is read back from
@@ -29,7 +31,7 @@ re-established for *this* request, show that the full check would reach the same
    about as much as the ``stat``.
 
 The bytes sent are always read from the cached descriptor itself, which is the file the full check opened:
-whatever happens to the path between the two syscalls and the ``sendfile``, nothing but that checked file
+whatever happens to the path between those syscalls and the ``sendfile``, nothing but that checked file
 can be sent. And since the decision is proven per request instead of trusted for a while, the cache never
 serves a stale version: a changed file is noticed by the very next request, exactly like without the cache.
 
@@ -38,19 +40,21 @@ precompressed siblings exist (the full check stats ``.br`` and ``.gz`` beside co
 created a moment ago is offered when the entry next expires, at most a second later; a sibling that was
 deleted or changed fails its own two checks, and the request takes the full path.
 
-Costs and limits. A hit costs ``stat`` plus ``readlink`` (against five syscalls, plus an ``fstat`` by
-``FileIO``, on a miss); directories, redirects, listings and errors are never cached, and neither are files
+Costs and limits. A hit costs ``stat`` plus ``readlink``, twice for a sibling (against five syscalls, plus an
+``fstat`` by ``FileIO``, on a miss); directories, redirects, listings and errors are never cached, and neither are files
 on systems without ``/proc`` (the portable check of :mod:`.paths` has no cheap way to re-prove a location).
 The cache holds at most :func:`descriptor_budget` descriptors, oldest first out, so it can never starve
 the server of connections; a descriptor is closed when its entry is evicted or replaced and no reply still
 sends from it (replies share it through :class:`FileView`, which reads with ``pread`` at its own position).
 Expired entries are evicted when a new one is stored and by the engine's periodic sweep
-(:meth:`OpenFileCache.evict_expired`), so a quiet server does not keep a deleted file's blocks for long either.
+(:meth:`OpenFileCache.evict_expired`), so even a quiet server lets go of a deleted file's blocks within about
+two seconds (the TTL, then the sweep's interval).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 import time
@@ -65,6 +69,7 @@ if TYPE_CHECKING:
 TTL = 1.0  # seconds an entry is reused before the full check runs again (sibling discovery, fd turnover)
 MAX_DESCRIPTORS = 256  # at most this many cached descriptors, and at most 1/16 of the process's limit
 _PROC_FD = "/proc/self/fd"
+log = logging.getLogger("server.static")
 
 # One lock for the whole module: reference counts and the table. It is held for a few dictionary operations
 # only, so one lock is enough, and it keeps a reply that closes on a worker thread safe against an eviction
@@ -123,7 +128,10 @@ class SharedFile:
             self._references -= 1
             last = self._references == 0
         if last:
-            os.close(self.fd)
+            try:
+                os.close(self.fd)
+            except OSError as error:  # (EIO on a network file system: Linux has let go of the descriptor anyway)
+                log.warning("closing a cached file's descriptor: %s", error)
 
 
 class FileView(io.RawIOBase, BinaryIO):

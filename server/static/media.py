@@ -16,6 +16,9 @@ import mimetypes
 import os
 from functools import lru_cache
 
+from server.http import OWS
+from server.memo import KEY_LIMIT
+
 # Web formats whose type some mime.types files get wrong or lack (JavaScript is text/javascript per RFC 9239).
 _PINNED_TYPES = {
     ".html": "text/html",
@@ -99,15 +102,15 @@ def parse_accept_encoding(value: str) -> dict[str, float]:
     """
     codings: dict[str, float] = {}
     for member in value.split(","):
-        name, *params = (part.strip() for part in member.split(";"))
+        name, *params = (part.strip(OWS) for part in member.split(";"))
         if not name:
             continue
         quality = 1.0
         for param in params:
             key, _, raw = param.partition("=")
-            if key.strip().lower() == "q":
+            if key.strip(OWS).lower() == "q":
                 try:
-                    quality = float(raw.strip())
+                    quality = float(raw.strip(OWS))
                 except ValueError:
                     quality = -1.0
         if not 0.0 <= quality <= 1.0:
@@ -117,10 +120,17 @@ def parse_accept_encoding(value: str) -> dict[str, float]:
     return codings
 
 
-@lru_cache(maxsize=256)
 def preferred_codings(accept_encoding: str, available: tuple[str, ...]) -> tuple[str, ...]:
     """:func:`choose_coding`, remembered: clients send few distinct Accept-Encoding values, and parsing one
-    costs microseconds on every request for a compressible file."""
+    costs microseconds on every request for a compressible file. As for every memo of what clients send
+    (server/memo.py), a value too long to be one of those few is worked out each time and never kept."""
+    if len(accept_encoding) > KEY_LIMIT:
+        return tuple(choose_coding(accept_encoding, list(available)))
+    return _remembered_codings(accept_encoding, available)
+
+
+@lru_cache(maxsize=256)
+def _remembered_codings(accept_encoding: str, available: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(choose_coding(accept_encoding, list(available)))
 
 

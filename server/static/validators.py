@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from email.utils import formatdate
 from functools import lru_cache
 
+from server.http import OWS
+
 # -- validators ----------------------------------------------------------------------------------------------
 
 
@@ -42,8 +44,6 @@ def _http_date_of_second(second: int) -> str:
     return formatdate(second, usegmt=True)
 
 
-_OWS_CHARS = " \t"  # the only whitespace HTTP allows between elements (RFC 9110 5.6.3); str.strip() takes more
-
 _MONTHS = {name: index for index, name in enumerate(calendar.month_abbr) if name}
 _TIME = r"(\d\d):(\d\d):(\d\d)"
 # The three formats a recipient must accept (RFC 9110 section 5.6.7): IMF-fixdate, the obsolete RFC 850 form,
@@ -56,7 +56,7 @@ _ASCTIME = re.compile(rf"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{{2}}) ([ \d
 
 def parse_http_date(value: str) -> int | None:
     """The POSIX timestamp of an HTTP-date, or None if ``value`` is not exactly one valid HTTP-date."""
-    value = value.strip(_OWS_CHARS)
+    value = value.strip(OWS)
     if match := _IMF_FIXDATE.fullmatch(value):
         day, month, year, hour, minute, second = match.groups()
     elif match := _RFC850.fullmatch(value):
@@ -137,7 +137,7 @@ def etag_matches(field_value: str, etag: str, *, weak: bool) -> bool:
     ``*`` matches any current representation. Weak comparison (If-None-Match) ignores the ``W/`` prefix;
     strong comparison (If-Match, If-Range) never matches a weak tag.
     """
-    if field_value.strip(_OWS_CHARS) == "*":
+    if field_value.strip(OWS) == "*":
         return True
     if etag not in field_value:
         return False  # our tag is not even in the text (one C-speed scan): no need to parse the list
@@ -175,7 +175,7 @@ def check_preconditions(headers: Mapping[str, str], etag: str, mtime: float) -> 
 
 def if_range_allows(value: str, etag: str, mtime: float) -> bool:
     """If-Range: may the Range be honoured? Only if its validator matches exactly (strong comparison)."""
-    value = value.strip(_OWS_CHARS)
+    value = value.strip(OWS)
     if value.startswith(('"', "W/")):
         # One validator, not a list (RFC 9110 13.1.5), compared strongly: a weak tag never matches.
         return value == etag and not etag.startswith("W/")
@@ -214,9 +214,9 @@ def parse_range(value: str, size: int) -> ByteRange | Unsatisfiable | None:
     module docstring).
     """
     unit, sep, ranges = value.partition("=")
-    if not sep or unit.strip(_OWS_CHARS).lower() != "bytes":
+    if not sep or unit.strip(OWS).lower() != "bytes":
         return None
-    specs = [spec.strip(_OWS_CHARS) for spec in ranges.split(",") if spec.strip(_OWS_CHARS)]
+    specs = [spec.strip(OWS) for spec in ranges.split(",") if spec.strip(OWS)]
     if len(specs) != 1:
         return None
     match = _RANGE_SPEC.fullmatch(specs[0])

@@ -96,3 +96,12 @@ def test_only_short_values_are_remembered():
         assert verdict([("Access-Control-Allow-Origin", f"{long_value}{number}")])[0] == "ok"
     assert verdict([("Content-Type", "text/plain")])[0] == "ok"
     assert list(wsgi._GOOD_FIELDS) == [("Content-Type", "text/plain")]
+
+
+def test_only_short_names_are_remembered():
+    """Nor a name an application forwards from upstream or echoes: the pair's own length says nothing, its
+    strings' does."""
+    wsgi._GOOD_FIELDS.clear()
+    for number in range(50):
+        assert verdict([(f"X-{'n' * 60_000}{number}", "1")])[0] == "ok"
+    assert wsgi._GOOD_FIELDS == {}

@@ -156,6 +156,21 @@ def test_a_hop_that_is_not_an_address_names_no_client(chain: str) -> None:
     assert seen(TrustedProxies([NGINX]), environ(HTTP_X_FORWARDED_FOR=chain))[0] == NGINX
 
 
+@pytest.mark.parametrize("char", ["\xa0", "\x85"])
+def test_values_are_trimmed_of_spaces_and_tabs_only(char: str) -> None:
+    # NBSP and NEL are field content to HTTP (only spaces and tabs surround a value): a value carrying one is
+    # junk, never trimmed into an address or a scheme.
+    proxies = TrustedProxies([NGINX])
+    assert (
+        seen(proxies, environ(HTTP_X_FORWARDED_FOR=f"{CLIENT}{char}", HTTP_X_FORWARDED_PROTO=f"https{char}"))
+        == UNCHANGED
+    )
+    forwarded = TrustedProxies([NGINX], "forwarded")
+    assert seen(forwarded, environ(HTTP_FORWARDED=f"for={CLIENT}{char};proto=https{char}")) == UNCHANGED
+    assert seen(proxies, environ(HTTP_X_FORWARDED_FOR=f" {CLIENT}\t", HTTP_X_FORWARDED_PROTO="\thttps ")) == (
+        CLIENT, "https", "site.example")  # fmt: skip
+
+
 def test_an_empty_hop_is_not_mistaken_for_a_unix_socket_proxy() -> None:
     # "" means "a Unix-socket peer" only for the connection itself, never for an entry in a header.
     env = environ(peer="", HTTP_X_FORWARDED_FOR=f"{SPOOF}, , {CLIENT}, ")

@@ -612,6 +612,16 @@ def test_expired_entries_are_closed_without_waiting_for_a_new_file(mount, tree, 
     assert open_files_under(tree) == [] and cache.descriptors == 0 and len(cache) == 0
 
 
+@needs_proc
+def test_a_sibling_hit_leaves_no_reference_behind(mount, tree, cache, clock):
+    # The file is re-proved (a reference taken and given back) before its sibling is served from the cache.
+    for _ in range(3):
+        assert read_reply(get(mount, "/app.css", accept_encoding="gzip")) == b"GZIP-BYTES"
+    clock.now += cache.ttl * 2
+    cache.evict_expired()
+    assert open_files_under(tree) == []
+
+
 def open_files_under(directory: Path) -> list[str]:
     """What this process has open below ``directory``, by the kernel's account."""
     found = []

@@ -157,3 +157,18 @@ def test_a_huge_entity_tag_list_is_cheap_even_with_our_tag_in_it():
         etag_matches(huge, etag, weak=True)
         best = min(best, time.perf_counter() - started)
     assert best < 0.002
+
+
+def test_accept_encoding_is_split_on_spaces_and_tabs_only():
+    # NBSP is no whitespace to HTTP: "gzip\xa0" names some other coding, not gzip.
+    assert parse_accept_encoding("gzip\xa0, br ;\tq=0.5") == {"gzip\xa0": 1.0, "br": 0.5}
+
+
+def test_a_long_accept_encoding_is_answered_but_never_remembered():
+    from server.static import media
+
+    media._remembered_codings.cache_clear()
+    junk = "x-junk, " * 10_000 + "gzip"
+    assert media.preferred_codings(junk, ("gzip",)) == ("gzip",)
+    assert media.preferred_codings("gzip, br", ("gzip",)) == ("gzip",)
+    assert media._remembered_codings.cache_info().currsize == 1  # the short one only
