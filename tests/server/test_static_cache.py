@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from server.static import FileReply, StaticMount, StaticOptions, serve_path
+from server.static import cache as cache_module
 from server.static import reply as static_reply
 from server.static.cache import CachedPath, FileView, OpenFileCache, SharedFile
 from server.static.paths import KERNEL_CHECK
@@ -633,3 +634,23 @@ def open_files_under(directory: Path) -> list[str]:
         if target.startswith(f"{directory}/"):
             found.append(target)
     return found
+
+
+def test_a_close_that_fails_is_logged_and_does_not_stop_the_release(tmp_path, monkeypatch, caplog):
+    # An eviction releases several entries in a row: one failing close (EIO on a network file system) must not
+    # leave the others' references held, nor raise into the loop's sweep.
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    descriptor = os.open(path, os.O_RDONLY)
+    real_close = os.close
+
+    def failing_close(fd: int) -> None:
+        real_close(fd)  # Linux lets go of the descriptor even when close reports an error
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(cache_module.os, "close", failing_close)
+    shared = SharedFile(descriptor)
+    shared.release()
+    assert "Input/output error" in caplog.text
+    with pytest.raises(OSError):
+        os.fstat(descriptor)  # closed all the same
