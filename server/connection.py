@@ -125,7 +125,8 @@ class HTTPConnection:
     # Slots, not a __dict__: ten thousand idle keep-alive connections are ten thousand of these (see _NO_TLS).
     __slots__ = (
         "_advancing", "_drained", "after_flush", "body", "body_received", "body_size", "broken", "corked", "deadline",
-        "engine", "fd", "file_job", "flushing", "head_arrived", "lock", "on_drain", "out", "parser", "rate_mark",
+        "engine", "fd", "file_job", "flushing", "head_arrived", "lock", "loop_wait", "on_drain", "out", "parser",
+        "rate_mark",
         "rate_mark_bytes", "reactor", "redirect", "remote_addr", "remote_port", "request", "requests_seen", "reserved",
         "response_started", "scheme", "server_name", "server_port", "sock", "state", "static_mount", "tls",
         "tls_context", "tls_environ",
@@ -165,6 +166,8 @@ class HTTPConnection:
         self.flushing = False
         self.after_flush: Callable[[], None] | None = None
         self.on_drain: Callable[[], None] | None = None  # a parked response's continuation
+        # --threads 0, write(): (the request it is for, the moment) its response's waits on the loop must end by
+        self.loop_wait: tuple[int, float] | None = None
         self.broken = False
         self.response_started = False
         self.tls: TLSSession | None = None
@@ -654,11 +657,15 @@ class HTTPConnection:
 
     def _drain_here(self) -> None:
         """PEP 3333's ``write()`` with ``--threads 0``: flush from this (the loop) thread, waiting for the socket,
-        until the queue is low again or ``send_timeout`` passes. Lock held.
+        until the queue is low again. Lock held.
 
         This is the one place where a slow reader holds the loop, and only for an application that pushes a large
-        body through ``write()``: an iterable response parks instead, as on the threaded path."""
-        limit = time.monotonic() + self.engine.config.send_timeout
+        body through ``write()``: an iterable response parks instead, as on the threaded path. All the waits of
+        one response share one ``send_timeout``: a reader just fast enough for each ``write()`` to end in time
+        would otherwise hold the loop, and every other client, for as long as the response lasts."""
+        if self.loop_wait is None or self.loop_wait[0] != self.requests_seen:
+            self.loop_wait = (self.requests_seen, time.monotonic() + self.engine.config.send_timeout)
+        limit = self.loop_wait[1]
         writable = select.poll()
         writable.register(self.fd, select.POLLOUT)
         while len(self.out) > LOW_WATER and not self.broken:
@@ -835,9 +842,21 @@ class HTTPConnection:
         self.release_body()
         if self.broken or not keep_alive or self.engine.stopping:
             request = self.request
-            if not self.broken and request is not None and request.expect_continue and self.static_mount is not None:
-                # A file answered an Expect: 100-continue without asking for the body, which may be on its way all
-                # the same: drain it before closing, or its arrival would reset the connection under our answer.
+            if (
+                not self.broken
+                and request is not None
+                and (
+                    # A file answered an Expect: 100-continue without asking for the body, which may be on its way all
+                    # the same;
+                    (request.expect_continue and self.static_mount is not None)
+                    # or the server ends a connection its client meant to keep (stopping, draining, an error), so the
+                    # client may have sent its next request already. Closing over unread input makes the kernel
+                    # answer with a reset, which destroys what of our response the client has not read yet: drain
+                    # first, close after. (A client that said close itself may send nothing more, RFC 9112 9.6: its
+                    # connection closes at once, as the close benchmark's do.)
+                    or (clean and (request.keep_alive or self.engine.draining or self.engine.stopping))
+                )
+            ):
                 self._start_lingering()
             else:
                 if not self.broken and clean:
@@ -996,6 +1015,14 @@ class HTTPConnection:
             return bool(self.sock.recv(1, socket.MSG_PEEK))
         except OSError:  # nothing there (BlockingIOError), or the connection is gone
             return False
+
+    def close_idle(self) -> None:
+        """Close an idle keep-alive connection (the engine stopping, loop thread) without resetting a request its
+        client sent meanwhile: that reset would destroy what of the last response the client has not read yet."""
+        if self._input_waiting():
+            self._start_lingering()
+        else:
+            self.close()
 
     def close_soon(self) -> None:
         """Close from any thread: the loop does the closing, so its tables stay consistent."""

@@ -264,7 +264,7 @@ class Engine:
         if self.stopping:
             for conn in list(self.connections.values()):
                 if conn.state == IDLE and conn.requests_seen and not conn.flushing and not conn.corked:
-                    conn.close()  # (a response held for the end of the turn, or still flushing, is not done)
+                    conn.close_idle()  # (a response held for the end of the turn, or still flushing, is not done)
         if not self.connections or time.monotonic() >= self._shutdown_deadline:
             if self.connections:
                 log.warning("graceful timeout: closing %d connection(s) still open", len(self.connections))

@@ -394,6 +394,48 @@ def test_100_continue_follows_the_responses_held_before_it():
     assert answers == [(200, b"GET /a 0\n"), (100, b""), (200, b"POST /b 5\nhello")]
 
 
+def test_a_reader_that_keeps_each_write_waiting_holds_the_loop_for_one_send_timeout_in_all():
+    """write() on the loop waits for a slow reader, and all its waits for one response share one --send-timeout.
+    A reader just fast enough for each 256 KiB write() to end in time (32 KiB every 50 ms) held every other client
+    for as long as the whole 12 MiB response took, 25 s with a timeout of 2.5 s."""
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/small":
+            return echo_app(environ, start_response)
+        write = start_response("200 OK", [("Content-Length", str(48 * 262144))])
+        for _ in range(48):
+            write(b"w" * 262144)
+        return []
+
+    received = 0
+    done = threading.Event()
+
+    def read_slowly(sock: socket.socket) -> None:
+        nonlocal received
+        with contextlib.suppress(OSError):
+            while not done.is_set() and (chunk := sock.recv(32768)):
+                received += len(chunk)
+                time.sleep(0.05)  # the pace of the slow reader, not a wait for anything
+
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    slow.settimeout(TIMEOUT)
+    with ServerThread(app, threads=0, send_timeout=2.5) as server, slow:
+        slow.connect(("127.0.0.1", server.port))
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = threading.Thread(target=read_slowly, args=(slow,), daemon=True)
+        reader.start()
+        wait_for(lambda: received > 0)
+        asked = time.monotonic()
+        try:
+            assert requests.get(server.url + "/small", timeout=TIMEOUT).status_code == 200
+        finally:
+            waited = time.monotonic() - asked
+            done.set()
+            reader.join(TIMEOUT)
+    assert waited < 2.5 + 2.0, f"another client waited {waited:.1f} s"
+
+
 def test_a_graceful_stop_lets_held_output_out_whole():
     """The stop closes idle keep-alive connections at once; one whose last response is still held for the end of
     the turn is not idle yet (its close sent what the socket took at once and dropped the rest)."""

@@ -204,3 +204,42 @@ def test_an_error_while_answering_closes_only_that_connection_and_logs_one_line(
         assert len(records) == 1
         assert records[0].exc_info is None  # brief: no traceback
         assert "RuntimeError" in records[0].getMessage()
+
+
+@pytest.mark.parametrize("threads", [2, 0])
+def test_a_graceful_stop_never_resets_a_response_under_a_pipelined_request(threads):
+    """The server stops while a keep-alive client waits for a big response and has sent its next request behind
+    it. Closing with that request unread makes the kernel answer with a reset, which throws away what of the
+    response the client had not read yet (it got 128 KB of 2 MB, then ECONNRESET). The connection is drained
+    before it closes: the response arrives whole, then the end of the stream."""
+    started = threading.Event()
+    big = b"b" * (2 * 1024 * 1024)
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            started.set()
+            time.sleep(0.5)  # the stop and the next request arrive meanwhile
+            body = big
+        else:
+            body = b"next"
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    server = ServerThread(app, threads=threads).__enter__()  # it stops itself: no stop() on the way out
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # most of the response waits on the server's side
+    sock.settimeout(TIMEOUT)
+    with sock:
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert started.wait(TIMEOUT)
+        server.engine.reactor.call_soon_threadsafe(server.engine.shutdown, True)
+        sock.sendall(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        received = bytearray()
+        while chunk := sock.recv(1 << 20):  # a reset raises ConnectionResetError here
+            received += chunk
+    head, _, rest = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert rest[: len(big)] == big  # whole; the next request may have been answered too, or dropped unanswered
+    wait_for(lambda: not server._thread.is_alive())
+    server.listener.sock.close()
