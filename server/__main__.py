@@ -724,7 +724,6 @@ def serve(
         announce()
         engine.run()
         return 0
-    announce()
     # With a timeout, the supervisor also watches each worker's loop heartbeat: a frozen loop is killed and replaced.
     supervisor = Supervisor(
         config.workers,
@@ -733,6 +732,7 @@ def serve(
         timeout=config.timeout,
         on_reload=certificates.reload if certificates is not None else None,
         on_tick=_certificate_watch(certificates, config.cert_check_interval),
+        on_start=announce,  # once its signal handlers are in place
     )
     return supervisor.run()
 

@@ -237,8 +237,13 @@ class Supervisor:
         timeout: float = 0.0,
         on_reload: Callable[[], object] | None = None,
         on_tick: Callable[[], object] | None = None,
+        on_start: Callable[[], object] | None = None,
     ) -> None:
         self.size = workers
+        # Run once the supervisor answers its signals, before the first fork: the command line says "serving"
+        # here, since a deploy script that sends SIGHUP as soon as it reads that must not kill the supervisor
+        # with the signal's default action.
+        self.on_start = on_start
         # Run in the supervisor on SIGHUP, before the fresh workers are forked: they inherit what it loaded (the
         # renewed certificates), and a renewal that fails is reported once, here, instead of by every worker.
         self.on_reload = on_reload
@@ -262,6 +267,8 @@ class Supervisor:
         """Start the workers and supervise until told to stop. Returns the exit status."""
         for sig in _SUPERVISED_SIGNALS:
             signal.signal(sig, self._on_signal)
+        if self.on_start is not None:
+            self.on_start()
         # The channel exists before the first fork, so every worker inherits its write end. Both ends are
         # non-blocking: a worker must never stall on a full pipe, nor the supervisor on an empty one. (The
         # descriptors are non-inheritable, i.e. closed on exec, so programs an app runs do not get them.)

@@ -626,3 +626,36 @@ def test_a_process_that_may_not_choose_its_cpu_serves_unpinned(tmp_path):
         pid = int(requests.get(server.url, timeout=TIMEOUT).text)
         assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)
     assert "could not pin process" in server.output()
+
+
+def test_a_supervisor_says_serving_only_once_it_answers_its_signals():
+    """A deploy script may send SIGHUP as soon as it reads "serving": said before the supervisor's handlers were
+    in place, the signal's default action killed it (on a busy machine, one start in two)."""
+    from server.workers import _SUPERVISED_SIGNALS, Supervisor
+
+    class Started(Exception):
+        pass
+
+    handlers: dict[int, object] = {}
+
+    def on_start() -> None:
+        handlers.update({sig: signal.getsignal(sig) for sig in _SUPERVISED_SIGNALS})
+        raise Started  # enough: nothing is forked
+
+    saved = {sig: signal.getsignal(sig) for sig in _SUPERVISED_SIGNALS}
+    supervisor = Supervisor(2, lambda slot: None, graceful_timeout=1.0, on_start=on_start)
+    try:
+        with pytest.raises(Started):
+            supervisor.run()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert handlers == {sig: supervisor._on_signal for sig in _SUPERVISED_SIGNALS}
+
+
+def test_sighup_right_after_serving_replaces_the_workers():
+    with ServerProcess("bench.hello:app", "--workers", "2") as server:
+        server.signal(signal.SIGHUP)  # at once: ServerProcess returns as soon as the line says "serving"
+        wait_for(lambda: server.output().count("supervisor: started worker") >= 4)
+        assert server.proc.poll() is None
+        assert requests.get(server.url, timeout=10).status_code == 200

@@ -520,6 +520,9 @@ def test_sighup_under_workers_with_a_bad_renewal_keeps_the_old_certificate_and_s
     args = ["tests.server.test_tls:environ_app", "--bind", "127.0.0.1:0", "--workers", "2"]
     args += ["--certfile", str(live / "cert.pem"), "--keyfile", str(live / "key.pem")]
     with ServerProcess(*args, bind=False) as server:
+        # Both first workers forked before the SIGHUP, or one forked late (on a busy machine) would be counted
+        # among the fresh ones below.
+        wait_for(lambda: server.output().count("supervisor: started worker") >= 2)
         shutil.copyfile(new.cert, live / ".cert.new")
         os.replace(live / ".cert.new", live / "cert.pem")  # a certificate without its key
         server.signal(signal.SIGHUP)
