@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--body-timeout", type=_seconds, default=defaults.body_timeout, metavar="SECONDS",
         help="time allowed between pieces of a request body (408 after)")
     add("--send-timeout", type=_seconds, default=defaults.send_timeout, metavar="SECONDS",
-        help="close a connection whose client stops reading for this long")
+        help="close a connection whose client stops reading for this long (with --threads 0, also the most a "
+        "write() response may wait on the loop for its reader, in all)")
     add("--graceful-timeout", type=_seconds, default=defaults.graceful_timeout, metavar="SECONDS",
         help="on SIGTERM, how long in-flight requests may take to finish")
     add("--timeout", type=_seconds_or_never, default=defaults.timeout, metavar="SECONDS",

@@ -9,7 +9,9 @@ A connection is always owned by exactly one thread, and ownership moves with the
         └─ WSGI app      → BUSY (a worker thread): build the environ, call the app, send its response
     SENDING       (loop)    whatever the socket would not take at once, flushed when it becomes writable
     back to IDLE            re-armed for reading (or the next pipelined request is parsed at once)
-    LINGERING     (loop)    after an error response: shut down our side, drain the client's, then close
+    LINGERING     (loop)    a connection the server ends (an error, a stop) whose client may still be sending:
+                            shut down our side, drain the client's, then close (a close over unread input
+                            would make the kernel reset it, destroying the response's unread end)
 
 No client holds a worker thread by being slow. The loop reads a request's whole body before the application
 runs (in memory, spooled to a temporary file beyond ``body_spool_bytes``, and within the process's
@@ -37,6 +39,7 @@ pieces as the socket drains, by the loop, which holds at most one piece per conn
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import logging
 import os
@@ -45,6 +48,7 @@ import socket
 import ssl
 import struct
 import tempfile
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -166,7 +170,7 @@ class HTTPConnection:
         self.flushing = False
         self.after_flush: Callable[[], None] | None = None
         self.on_drain: Callable[[], None] | None = None  # a parked response's continuation
-        # --threads 0, write(): (the request it is for, the moment) its response's waits on the loop must end by
+        # --threads 0, write(): (the request it is for, the seconds) its response has waited on the loop so far
         self.loop_wait: tuple[int, float] | None = None
         self.broken = False
         self.response_started = False
@@ -663,26 +667,29 @@ class HTTPConnection:
         body through ``write()``: an iterable response parks instead, as on the threaded path. All the waits of
         one response share one ``send_timeout``: a reader just fast enough for each ``write()`` to end in time
         would otherwise hold the loop, and every other client, for as long as the response lasts."""
-        if self.loop_wait is None or self.loop_wait[0] != self.requests_seen:
-            self.loop_wait = (self.requests_seen, time.monotonic() + self.engine.config.send_timeout)
-        limit = self.loop_wait[1]
+        waited = self.loop_wait[1] if self.loop_wait is not None and self.loop_wait[0] == self.requests_seen else 0.0
+        started = time.monotonic()
+        limit = started + self.engine.config.send_timeout - waited  # (the application's own time is not counted)
         writable = select.poll()
         writable.register(self.fd, select.POLLOUT)
-        while len(self.out) > LOW_WATER and not self.broken:
-            now = time.monotonic()
-            remaining = limit - now
-            if remaining <= 0:
-                self.broken = True
-                raise ClientDisconnected("send timed out")
-            # In slices, telling the supervisor the process is alive (it kills a worker whose loop stops beating,
-            # and this wait may last the whole send timeout): a slow reader costs its own wait, not the worker.
-            self.engine.watchdog.beat(now)
-            if writable.poll(min(remaining, _DRAIN_SLICE) * 1000):
-                try:
-                    self._write_some()
-                except OSError as error:
+        try:
+            while len(self.out) > LOW_WATER and not self.broken:
+                now = time.monotonic()
+                remaining = max(0.0, limit - now)
+                # In slices, telling the supervisor the process is alive (it kills a worker whose loop stops
+                # beating, and this wait may last the whole send timeout): a slow reader costs its own wait.
+                self.engine.watchdog.beat(now)
+                if writable.poll(min(remaining, _DRAIN_SLICE) * 1000):
+                    try:
+                        self._write_some()
+                    except OSError as error:
+                        self.broken = True
+                        raise ClientDisconnected(str(error)) from error
+                elif remaining <= 0:
                     self.broken = True
-                    raise ClientDisconnected(str(error)) from error
+                    raise ClientDisconnected("send timed out")
+        finally:
+            self.loop_wait = (self.requests_seen, waited + time.monotonic() - started)
         if self.broken:
             raise ClientDisconnected("connection is broken")
 
@@ -1017,12 +1024,26 @@ class HTTPConnection:
             return False
 
     def close_idle(self) -> None:
-        """Close an idle keep-alive connection (the engine stopping, loop thread) without resetting a request its
-        client sent meanwhile: that reset would destroy what of the last response the client has not read yet."""
-        if self._input_waiting():
+        """Close an idle keep-alive connection (the engine stopping, loop thread) without a reset destroying what
+        of the last response the client has not read yet: the kernel resets a connection closed over unread
+        input, so while the client may still send (it has, or our output is still on its way to it) the
+        connection lingers instead."""
+        if self._input_waiting() or self.unacknowledged():
             self._start_lingering()
         else:
             self.close()
+
+    def unacknowledged(self) -> int:
+        """Bytes sent that the client has not acknowledged yet (Linux's SIOCOUTQ; 0 where it cannot be asked)."""
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except (OSError, AttributeError):
+            return 0
+
+    def linger_done(self) -> bool:
+        """A lingering connection may close now without harm: all our output acknowledged, no input unread (a
+        graceful stop need not wait out the linger of a client that keeps its socket without reading)."""
+        return self.state == LINGERING and not self.unacknowledged() and not self._input_waiting()
 
     def close_soon(self) -> None:
         """Close from any thread: the loop does the closing, so its tables stay consistent."""

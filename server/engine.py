@@ -265,6 +265,8 @@ class Engine:
             for conn in list(self.connections.values()):
                 if conn.state == IDLE and conn.requests_seen and not conn.flushing and not conn.corked:
                     conn.close_idle()  # (a response held for the end of the turn, or still flushing, is not done)
+                elif conn.linger_done():
+                    conn.close()
         if not self.connections or time.monotonic() >= self._shutdown_deadline:
             if self.connections:
                 log.warning("graceful timeout: closing %d connection(s) still open", len(self.connections))

@@ -436,6 +436,39 @@ def test_a_reader_that_keeps_each_write_waiting_holds_the_loop_for_one_send_time
     assert waited < 2.5 + 2.0, f"another client waited {waited:.1f} s"
 
 
+def test_the_applications_own_time_between_writes_is_not_counted_as_waiting():
+    """The send timeout bounds how long write() waits for the reader on the loop, not how long the application
+    takes between its write() calls: a second write() that must wait a moment is not cut for the time the
+    application spent before it."""
+    half = b"h" * (8 * 1024 * 1024)  # more than the kernel takes at once: each write() waits for the reader
+    second = threading.Event()
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Length", str(2 * len(half)))])
+        write(half)
+        time.sleep(1.2)  # the application working, longer than the send timeout
+        second.set()
+        write(half)
+        return []
+
+    with ServerThread(app, threads=0, send_timeout=1.0) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.settimeout(TIMEOUT)
+        with sock:
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            received = bytearray()
+            while len(received.partition(b"\r\n\r\n")[2]) < len(half):
+                received += sock.recv(1 << 20)
+            assert second.wait(TIMEOUT)  # not reading meanwhile: the second write() finds the socket full
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+                if len(received.partition(b"\r\n\r\n")[2]) == 2 * len(half):
+                    break
+    assert received.partition(b"\r\n\r\n")[2] == half + half
+
+
 def test_a_graceful_stop_lets_held_output_out_whole():
     """The stop closes idle keep-alive connections at once; one whose last response is still held for the end of
     the turn is not idle yet (its close sent what the socket took at once and dropped the rest)."""

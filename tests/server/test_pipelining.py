@@ -243,3 +243,60 @@ def test_a_graceful_stop_never_resets_a_response_under_a_pipelined_request(threa
     assert rest[: len(big)] == big  # whole; the next request may have been answered too, or dropped unanswered
     wait_for(lambda: not server._thread.is_alive())
     server.listener.sock.close()
+
+
+@pytest.mark.parametrize("threads", [2, 0])
+def test_a_stop_lets_a_slow_readers_last_response_arrive_whole(threads):
+    """An idle connection whose last response is still on its way (in the kernel's send queue: a slow reader) is
+    not closed by the stop while its client may still send: a request it pipelines after the close would draw
+    a reset, which throws away the rest of that response (24 KB of 1 MiB arrived)."""
+    big = b"b" * (1024 * 1024)
+
+    def app(environ, start_response):
+        body = big if environ["PATH_INFO"] == "/big" else b"next"
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    server = ServerThread(app, threads=threads).__enter__()  # it stops itself: no stop() on the way out
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(TIMEOUT)
+    with sock:
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+        conn = wait_for(lambda: len(conns := list(server.engine.connections.values())) == 1 and conns[0])
+        wait_for(lambda: conn.state == "idle" and not conn.flushing and not conn.corked)  # all with the kernel
+        server.engine.reactor.call_soon_threadsafe(server.engine.shutdown, True)
+        wait_for(lambda: conn.state != "idle")  # the stop has dealt with it
+        sock.sendall(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+        received = bytearray()
+        while chunk := sock.recv(1 << 20):  # a reset raises ConnectionResetError here
+            received += chunk
+    assert bytes(received).partition(b"\r\n\r\n")[2][: len(big)] == big
+    wait_for(lambda: not server._thread.is_alive())
+    server.listener.sock.close()
+
+
+def test_a_stop_does_not_wait_out_the_linger_of_a_client_that_has_everything():
+    """A client that keeps its socket without reading (a connection pool) never answers our FIN: once it has
+    acknowledged the whole response, nothing is left for a reset to destroy, and the stop goes on."""
+    started = threading.Event()
+
+    def app(environ, start_response):
+        started.set()
+        time.sleep(0.3)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = ServerThread(app, threads=2).__enter__()  # it stops itself: no stop() on the way out
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert started.wait(TIMEOUT)
+        stopping = time.monotonic()
+        server.engine.reactor.call_soon_threadsafe(server.engine.shutdown, True)
+        status, headers, body = read_response(sock)
+        assert (status, headers.get("connection"), body) == (200, "close", b"ok")
+        wait_for(lambda: not server._thread.is_alive())  # the socket still open on our side
+        took = time.monotonic() - stopping
+    server.listener.sock.close()
+    assert took < 1.5, f"the stop took {took:.1f} s"  # not the 2 s linger (and up to 1 s of sweep) on top
