@@ -680,14 +680,18 @@ class HTTPConnection:
                 # beating, and this wait may last the whole send timeout): a slow reader costs its own wait.
                 self.engine.watchdog.beat(now)
                 if writable.poll(min(remaining, _DRAIN_SLICE) * 1000):
+                    queued = len(self.out)
                     try:
                         self._write_some()
                     except OSError as error:
                         self.broken = True
                         raise ClientDisconnected(str(error)) from error
-                elif remaining <= 0:
-                    self.broken = True
-                    raise ClientDisconnected("send timed out")
+                    if remaining > 0 or len(self.out) < queued:
+                        continue  # (with the budget spent, only while bytes still leave: never a spin)
+                elif remaining > 0:
+                    continue
+                self.broken = True
+                raise ClientDisconnected("send timed out")
         finally:
             self.loop_wait = (self.requests_seen, waited + time.monotonic() - started)
         if self.broken:
@@ -1028,22 +1032,26 @@ class HTTPConnection:
         of the last response the client has not read yet: the kernel resets a connection closed over unread
         input, so while the client may still send (it has, or our output is still on its way to it) the
         connection lingers instead."""
-        if self._input_waiting() or self.unacknowledged():
+        if self._input_waiting() or self.unacknowledged() != 0:  # (None, unknown: linger to be safe)
             self._start_lingering()
         else:
             self.close()
 
-    def unacknowledged(self) -> int:
-        """Bytes sent that the client has not acknowledged yet (Linux's SIOCOUTQ; 0 where it cannot be asked)."""
+    def unacknowledged(self) -> int | None:
+        """Bytes written that the client has not acknowledged yet, sent or not, our FIN included (Linux's SIOCOUTQ;
+        on a Unix socket, what the client has not read, in the kernel's own accounting); None where the kernel
+        cannot be asked."""
         try:
-            return struct.unpack("i", fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            return int(struct.unpack("i", fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0])
         except (OSError, AttributeError):
-            return 0
+            return None
 
     def linger_done(self) -> bool:
-        """A lingering connection may close now without harm: all our output acknowledged, no input unread (a
-        graceful stop need not wait out the linger of a client that keeps its socket without reading)."""
-        return self.state == LINGERING and not self.unacknowledged() and not self._input_waiting()
+        """A lingering connection may close now (a graceful stop need not wait out the linger of a client that
+        keeps its socket without reading): the client has acknowledged everything, our FIN included, and sent
+        nothing unread. What it holds unread survives a reset on Linux, which delivers it first; a stack that
+        discards it (RFC 9112 9.6) could lose the end of a response it has not read, during a stop only."""
+        return self.state == LINGERING and self.unacknowledged() == 0 and not self._input_waiting()
 
     def close_soon(self) -> None:
         """Close from any thread: the loop does the closing, so its tables stay consistent."""

@@ -458,15 +458,49 @@ def test_the_applications_own_time_between_writes_is_not_counted_as_waiting():
         with sock:
             sock.connect(("127.0.0.1", server.port))
             sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            # The client reads fast (only lengths are compared on the way), except while the application works.
             received = bytearray()
-            while len(received.partition(b"\r\n\r\n")[2]) < len(half):
-                received += sock.recv(1 << 20)
+            while (end := received.find(b"\r\n\r\n")) < 0:
+                received += receive(sock)
+            body_starts = end + 4
+            while len(received) < body_starts + len(half):
+                received += receive(sock)
             assert second.wait(TIMEOUT)  # not reading meanwhile: the second write() finds the socket full
-            while chunk := sock.recv(1 << 20):
-                received += chunk
-                if len(received.partition(b"\r\n\r\n")[2]) == 2 * len(half):
-                    break
-    assert received.partition(b"\r\n\r\n")[2] == half + half
+            while len(received) < body_starts + 2 * len(half):
+                received += receive(sock)
+    assert received[body_starts:] == half + half
+
+
+def receive(sock: socket.socket) -> bytes:
+    """The next bytes from ``sock``; the end of the stream is a failure, not something to loop on."""
+    chunk = sock.recv(1 << 20)
+    assert chunk, "the server closed the connection"
+    return chunk
+
+
+def test_a_socket_that_reports_room_but_takes_nothing_cannot_hold_the_loop(monkeypatch):
+    """Writable by poll() yet taking nothing (TCP under memory pressure) is no progress: once the budget is spent,
+    write() gives up instead of asking again for ever, with the loop and every other client held."""
+    from server.connection import HTTPConnection
+
+    monkeypatch.setattr(HTTPConnection, "_write_some", lambda self: False)  # the socket takes nothing
+    app = WriteApp(8 * 1024 * 1024)
+    with ServerThread(app, threads=0, send_timeout=0.5) as server, server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        wait_for(lambda: any(c.flushing for c in list(server.engine.connections.values())))  # write() waits
+        # Now the client reads what is on its way, so the socket has room again, and write() finds it does.
+        reader = threading.Thread(target=read_to_the_end, args=(sock,), daemon=True)
+        reader.start()
+        asked = time.monotonic()
+        assert requests.get(server.url + "/small", timeout=TIMEOUT).status_code == 200
+        assert time.monotonic() - asked < 0.5 + 2.0
+        reader.join(TIMEOUT)
+
+
+def read_to_the_end(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while sock.recv(1 << 20):
+            pass
 
 
 def test_a_graceful_stop_lets_held_output_out_whole():
