@@ -417,11 +417,7 @@ def test_a_reader_that_keeps_each_write_waiting_holds_the_loop_for_one_send_time
                 received += len(chunk)
                 time.sleep(0.05)  # the pace of the slow reader, not a wait for anything
 
-    slow = socket.socket()
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    slow.settimeout(TIMEOUT)
-    with ServerThread(app, threads=0, send_timeout=2.5) as server, slow:
-        slow.connect(("127.0.0.1", server.port))
+    with ServerThread(app, threads=0, send_timeout=2.5) as server, small_window_client(server.port, 16384) as slow:
         slow.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         reader = threading.Thread(target=read_slowly, args=(slow,), daemon=True)
         reader.start()
@@ -451,23 +447,18 @@ def test_the_applications_own_time_between_writes_is_not_counted_as_waiting():
         write(half)
         return []
 
-    with ServerThread(app, threads=0, send_timeout=1.0) as server:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        sock.settimeout(TIMEOUT)
-        with sock:
-            sock.connect(("127.0.0.1", server.port))
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-            # The client reads fast (only lengths are compared on the way), except while the application works.
-            received = bytearray()
-            while (end := received.find(b"\r\n\r\n")) < 0:
-                received += receive(sock)
-            body_starts = end + 4
-            while len(received) < body_starts + len(half):
-                received += receive(sock)
-            assert second.wait(TIMEOUT)  # not reading meanwhile: the second write() finds the socket full
-            while len(received) < body_starts + 2 * len(half):
-                received += receive(sock)
+    with ServerThread(app, threads=0, send_timeout=1.0) as server, small_window_client(server.port, 16384) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        # The client reads fast (only lengths are compared on the way), except while the application works.
+        received = bytearray()
+        while (end := received.find(b"\r\n\r\n")) < 0:
+            received += receive(sock)
+        body_starts = end + 4
+        while len(received) < body_starts + len(half):
+            received += receive(sock)
+        assert second.wait(TIMEOUT)  # not reading meanwhile: the second write() finds the socket full
+        while len(received) < body_starts + 2 * len(half):
+            received += receive(sock)
     assert received[body_starts:] == half + half
 
 

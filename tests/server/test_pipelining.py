@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from server.connection import NEVER, PIPELINE_TURN
+from tests.server.test_slow_clients import small_window_client
 from tests.support import ServerThread, read_response, wait_for
 
 TIMEOUT = 10
@@ -227,11 +228,7 @@ def test_a_graceful_stop_never_resets_a_response_under_a_pipelined_request(threa
         return [body]
 
     server = ServerThread(app, threads=threads).__enter__()  # it stops itself: no stop() on the way out
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # most of the response waits on the server's side
-    sock.settimeout(TIMEOUT)
-    with sock:
-        sock.connect(("127.0.0.1", server.port))
+    with small_window_client(server.port, 16384) as sock:  # most of the response waits on the server's side
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
         assert started.wait(TIMEOUT)
         server.engine.reactor.call_soon_threadsafe(server.engine.shutdown, True)
@@ -268,11 +265,7 @@ def test_a_stop_lets_a_slow_readers_last_response_arrive_whole(threads, kernel, 
         return [body]
 
     server = ServerThread(app, threads=threads).__enter__()  # it stops itself: no stop() on the way out
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    sock.settimeout(TIMEOUT)
-    with sock:
-        sock.connect(("127.0.0.1", server.port))
+    with small_window_client(server.port, 16384) as sock:
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
         conn = wait_for(lambda: len(conns := list(server.engine.connections.values())) == 1 and conns[0])
         wait_for(lambda: conn.state == "idle" and not conn.flushing and not conn.corked)  # all with the kernel

@@ -72,10 +72,10 @@ def trickle(socks: list[socket.socket], stop: threading.Event, interval: float =
                 live.remove(sock)
 
 
-def small_window_client(port: int) -> socket.socket:
-    """A client socket with a tiny receive buffer, so that a response fills it (and the server's) quickly."""
+def small_window_client(port: int, window: int = 4096) -> socket.socket:
+    """A client socket with a small receive buffer, so that a response fills it (and the server's) quickly."""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
     sock.settimeout(TIMEOUT)
     sock.connect(("127.0.0.1", port))
     return sock
