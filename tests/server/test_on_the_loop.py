@@ -469,6 +469,26 @@ def receive(sock: socket.socket) -> bytes:
     return chunk
 
 
+def test_each_response_has_its_own_write_budget():
+    """Two write() responses on one keep-alive connection, each waiting 0.6 s for its reader with a send timeout
+    of 1 s: the second starts with a whole budget, not with what the first left."""
+    size = 16 * 1024 * 1024  # more than the kernel's buffers on both sides hold: write() waits for the reader
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Length", str(size))])
+        for _ in range(size // (1024 * 1024)):
+            write(b"r" * (1024 * 1024))
+        return []
+
+    with ServerThread(app, threads=0, send_timeout=1.0) as server, server.connect() as sock:
+        buffered = bytearray()
+        for _ in range(2):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            time.sleep(0.6)  # the reader away: what the response waits for, not a wait for something to happen
+            status, _, body = read_response(sock, buffered)
+            assert (status, len(body)) == (200, size)
+
+
 def test_a_socket_that_reports_room_but_takes_nothing_cannot_hold_the_loop(monkeypatch):
     """Writable by poll() yet taking nothing (TCP under memory pressure) is no progress: once the budget is spent,
     write() gives up instead of asking again for ever, with the loop and every other client held."""
