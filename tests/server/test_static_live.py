@@ -13,6 +13,7 @@ import time
 import pytest
 import requests
 
+from server.static import reply as static_reply
 from server.static.paths import KERNEL_CHECK
 from tests.support import ServerThread, read_response
 
@@ -182,9 +183,11 @@ def test_other_methods_get_405_with_allow(server):
 
 
 @pytest.mark.skipif(not KERNEL_CHECK, reason="the open-file cache needs O_PATH and /proc/self/fd (Linux)")
-def test_a_quiet_server_lets_go_of_a_deleted_file(tmp_path):
+def test_a_quiet_server_lets_go_of_a_deleted_file(tmp_path, monkeypatch):
     """The open-file cache holds a file for its TTL; the engine's sweep closes it after that even if no other file
     is asked for, so a deleted file's blocks are not kept allocated by an idle server."""
+    clock = [time.monotonic()]  # the cache's clock stands still until the test moves it: no race with its TTL
+    monkeypatch.setattr(static_reply.OPEN_FILES, "clock", lambda: clock[0])
     root = tmp_path / "quiet"
     root.mkdir()
     path = root / "gone.bin"
@@ -199,6 +202,7 @@ def test_a_quiet_server_lets_go_of_a_deleted_file(tmp_path):
         assert response.status_code == 200 and len(response.content) == 4096
         path.unlink()
         assert held(), "the cache should be holding the file it just served"
+        clock[0] += static_reply.OPEN_FILES.ttl * 2  # its time is up: the next sweep must close it
         deadline = time.monotonic() + TIMEOUT
         while held() and time.monotonic() < deadline:
             time.sleep(0.05)
