@@ -177,7 +177,10 @@ def _decode_field(data: bytearray, charset: str | None) -> str:
     try:
         if charset is not None and codecs.lookup(charset).name in _NOT_CHARSETS:
             raise LookupError(f"{charset!r} reads Python escapes, it is not a charset")
-        return data.decode(charset or "utf-8")
+        text = data.decode(charset or "utf-8")
+        # UTF-7 can decode to a lone surrogate, which no later encode (a CSRF check, a database) could take.
+        text.encode("utf-8")
+        return text
     except (LookupError, ValueError) as error:
         raise HTTPError(400, f"Malformed multipart body: a field cannot be read as {charset!r}: {error}") from error
 

@@ -61,7 +61,7 @@ class StringConverter(Converter):
 class IntConverter(Converter):
     """Non-negative decimal integers, as ``int``."""
 
-    regex = r"\d+"
+    regex = r"[0-9]+"  # (not \d, which takes every script's digits: /posts/١٢ would be a second URL of /posts/12)
 
     def to_python(self, value: str) -> int:
         return int(value)
@@ -73,7 +73,7 @@ class IntConverter(Converter):
 class FloatConverter(Converter):
     """Non-negative decimal numbers with an optional fraction, as ``float``."""
 
-    regex = r"\d+(?:\.\d+)?"
+    regex = r"[0-9]+(?:\.[0-9]+)?"
 
     def to_python(self, value: str) -> float:
         return float(value)
@@ -154,6 +154,9 @@ def parse_pattern(pattern: str, converters: dict[str, Converter]) -> list[Part]:
     return parts
 
 
+MAX_PARAMETERS = 2  # in one segment, or in the rest of a path after a converter that spans segments
+
+
 class Matcher:
     """Matches a piece of path made of literal text and parameters, and converts the parameters.
 
@@ -165,6 +168,15 @@ class Matcher:
     __slots__ = ("converters", "key", "literal_length", "literals", "lone", "regex")
 
     def __init__(self, parts: list[Part]) -> None:
+        names = [part[0] for part in parts if not isinstance(part, str)]
+        if len(names) > MAX_PARAMETERS:
+            # Two parameters are matched in linear time (see _may_match); with three, a path that almost matches
+            # makes the regex try every split of it: time grows as the square of its length, as the cube with
+            # four (an 8 KiB target held a worker for minutes).
+            raise ValueError(
+                f"parameters {', '.join(names)} share one segment: at most {MAX_PARAMETERS} can (matching more "
+                "takes time that grows as a power of the path's length); put them in separate segments"
+            )
         self.key = tuple(parts)  # Segments written alike, with the same converters, share one tree node.
         self.converters = {part[0]: part[1] for part in parts if not isinstance(part, str)}
         self.literal_length = sum(len(part) for part in parts if isinstance(part, str))

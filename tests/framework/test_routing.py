@@ -1,6 +1,8 @@
 """Routing: converters, precedence, 404/405/redirects, HEAD and url_for, through the app and on the router."""
 
+import time
 import uuid
+from urllib.parse import quote
 
 import pytest
 from webtest import TestApp
@@ -327,3 +329,38 @@ def test_url_for_quotes_the_mount_point_and_static_paths():
         "page": "/my%20site/p/a%20b",
         "static": "/my%20site/static/my%20file.css",
     }
+
+
+@pytest.mark.parametrize("number", ["\u0661\u0662", "\uff11\uff12"])
+@pytest.mark.parametrize("prefix", ["/users/", "/price/"])
+def test_numbers_are_ascii_digits_only(client, prefix, number):
+    """One resource, one URL: /users/12 is not also /users/ with Arabic-Indic or fullwidth digits, which int()
+    would take. Non-ASCII digits are no number, so these fall through to the string routes or 404."""
+    response = client.get(prefix + quote(number), expect_errors=True)
+    assert response.status_int == 404 or response.text == f"name={number}"
+
+
+@pytest.mark.parametrize(
+    "pattern", ["/f/<a>-<b>-<int:c>.json", "/g/<a>.<b>.<c>.<d>", "/t/<path:a>/x/<path:b>/x/<int:c>"]
+)
+def test_more_than_two_parameters_in_one_piece_are_refused_when_registered(pattern):
+    """Matching three parameters in one segment (or in the rest of a path after a path parameter) takes time
+    quadratic in the path, four cubic: 8 KB of "a-a-a-..." held a worker for seconds, an 8 KiB target for
+    minutes. Such a route is an error the app's author sees at once."""
+    app = App(__name__)
+    with pytest.raises(ValueError, match="separate segments"):
+        app.add_route(pattern, lambda request, **parameters: "x")
+
+
+def test_two_parameters_in_one_segment_stay_linear():
+    app = App(__name__)
+
+    @app.get("/f/<a>-<b>.json")
+    def two(request, a, b):
+        return f"{a}|{b}"
+
+    client = TestApp(app)
+    assert client.get("/f/x-y-z.json").text == "x-y|z"
+    started = time.perf_counter()
+    client.get("/f/" + "a-" * 30_000 + "a.jsonx", status=404)
+    assert time.perf_counter() - started < 1.0  # linear: milliseconds (quadratic was seconds)

@@ -166,6 +166,8 @@ def test_non_utf8_filename_and_fields_use_the_part_charset():
         (b"--testboundary\r\nContent-Type: text/plain\r\n\r\nno disposition\r\n--testboundary--\r\n", None),
         (b'--testboundary\r\nContent-Disposition: form-data; name="a"\r\n\r\n\xff\xfe\r\n--testboundary--\r\n', None),
         (multipart([("a", None, "text/plain; charset=no-such-charset", b"x")]), None),
+        # UTF-7 decodes this to a lone surrogate, which a CSRF check or a database cannot encode: a 500 before.
+        (multipart([("a", None, "text/plain; charset=utf-7", b"+2AA-")]), None),
         (b"--testboundary\r\nBroken header line\r\n\r\nx\r\n--testboundary--\r\n", None),
     ],
 )
