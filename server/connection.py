@@ -293,7 +293,9 @@ class HTTPConnection:
             return
         self.tls_environ = tls.environ()
         self.state = IDLE
-        self.deadline = time.monotonic() + self.engine.config.header_timeout
+        deadline = time.monotonic() + self.engine.config.header_timeout
+        # Stopping: the grace the stop gave this silent connection stands (it would not wait a whole head timeout).
+        self.deadline = min(self.deadline, deadline) if self.engine.stopping or self.engine.draining else deadline
         with self.lock:
             try:
                 early = tls.decrypt(b"")  # a request sent right behind the client's Finished

@@ -256,16 +256,18 @@ def validity_warning(path: str, now: datetime.datetime | None = None) -> str | N
 # -- renewals -----------------------------------------------------------------------------------------------------
 
 
-def _signature(paths: list[str]) -> tuple[tuple[int, int, int], ...]:
-    """What changes when a file is replaced or rewritten: inode (certbot swaps symlinks), mtime, size."""
+def _signature(paths: list[str]) -> tuple[tuple[int, int, int, int], ...]:
+    """What changes when a file is replaced or rewritten (inode: certbot swaps symlinks; mtime; size) or when its
+    permissions or owner change (ctime): a renewal that failed for want of read permission is tried again as soon
+    as the operator's chmod or chown, which the warning asked for, makes it readable."""
     marks = []
     for path in paths:
         try:
             st = os.stat(path)
         except OSError:
-            marks.append((0, 0, -1))
+            marks.append((0, 0, -1, 0))
         else:
-            marks.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            marks.append((st.st_ino, st.st_mtime_ns, st.st_size, st.st_ctime_ns))
     return tuple(marks)
 
 
@@ -286,7 +288,7 @@ class CertificateStore:
         self._loaded = _signature(self._paths)
         self.context = build_context(files)
         self._seen = self._loaded
-        self._failed: tuple[tuple[int, int, int], ...] | None = None
+        self._failed: tuple[tuple[int, int, int, int], ...] | None = None
 
     def check(self, *, settled: bool = False) -> bool:
         """Reload if the files changed and have settled since the last check (or, with ``settled``, have changed

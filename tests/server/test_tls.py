@@ -32,7 +32,7 @@ from server.engine import Engine
 from server.http import Request
 from server.listeners import open_listener, parse_bind, resolve_schemes
 from server.redirect import HTTPSRedirect
-from server.tls import CertificateStore, TLSFiles, TLSSession, distinguished_name
+from server.tls import CertificateStore, TLSConfigError, TLSFiles, TLSSession, distinguished_name
 from tests.support import (
     TIMEOUT,
     AnswerOnCue,
@@ -458,6 +458,47 @@ def test_a_renewal_that_cannot_be_loaded_keeps_the_old_certificate(renewals, cap
         assert served_certificate(server.port, [old, new]) == der(old)
         install(new, live)  # the key follows: now it loads
         wait_for(lambda: served_certificate(server.port, [old, new]) == der(new))
+
+
+def test_a_handshake_finished_during_a_stop_keeps_the_stops_grace(certs):
+    """A connection accepted but silent when the stop begins gets a moment (1 s) to send its request; finishing
+    its TLS handshake meanwhile must not give it a whole head timeout again (the stop took 8.8 s with 8)."""
+    server = ServerThread(environ_app, certificates=store(certs), header_timeout=8.0).__enter__()
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    wait_for(lambda: len(server.engine.connections) == 1)
+    stopping = time.monotonic()
+    server.engine.reactor.call_soon_threadsafe(server.engine.shutdown, True)
+    wait_for(lambda: server.engine.stopping)
+    with raw, certs.client_context().wrap_socket(raw, server_hostname="localhost"):
+        wait_for(lambda: not server._thread.is_alive())  # the request never comes
+        took = time.monotonic() - stopping
+    server.listener.sock.close()
+    assert took < 4.0, f"the stop took {took:.1f} s"
+
+
+def test_a_renewal_refused_for_its_permissions_is_tried_again_after_a_chmod(renewals, monkeypatch):
+    """The warning tells the operator to make the files readable; a chmod changes neither their contents nor
+    their modification time, only their ctime, and that must be enough for the next check to try again."""
+    from server import tls
+
+    _old, new, live = renewals
+    store = CertificateStore(TLSFiles(str(live / "cert.pem"), str(live / "key.pem")))
+    before = store.context
+    real_build = tls.build_context
+
+    def build_unless_unreadable(files):  # as root every file is readable: the refusal is simulated
+        if not os.stat(files.keyfile).st_mode & 0o444:
+            raise TLSConfigError(f"cannot read it: permission denied: {files.keyfile}")
+        return real_build(files)
+
+    monkeypatch.setattr(tls, "build_context", build_unless_unreadable)
+    install(new, live)
+    os.chmod(live / "key.pem", 0o000)
+    assert not store.check() and not store.check()  # settled, tried once, refused
+    os.chmod(live / "key.pem", 0o600)
+    assert not store.check()  # a change seen: it waits one check for the files to settle
+    assert store.check()
+    assert store.context is not before and not store.check()
 
 
 def test_sighup_reloads_a_single_process_under_load_without_a_failed_request(renewals):
