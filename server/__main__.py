@@ -734,8 +734,14 @@ def serve(
         on_reload=certificates.reload if certificates is not None else None,
         on_tick=_certificate_watch(certificates, config.cert_check_interval),
         on_start=announce,  # once its signal handlers are in place
+        on_stop=lambda: _close_listeners(listeners),
     )
     return supervisor.run()
+
+
+def _close_listeners(listeners: list[Listener]) -> None:
+    for listener in listeners:
+        listener.sock.close()
 
 
 def _certificate_watch(certificates: CertificateStore | None, interval: float) -> Callable[[], None] | None:

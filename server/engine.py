@@ -225,6 +225,11 @@ class Engine:
             return
         self.stopping = True
         self._stop_accepting()
+        # Closed, not only unwatched: once no process holds a listening socket, a new client is refused at once
+        # and tries elsewhere, instead of being accepted into a backlog nobody reads and reset when the process
+        # exits, its request sent. (A supervisor, a --reload parent or systemd may keep a copy for what comes next.)
+        for acceptor in self._acceptors:
+            acceptor.sock.close()
         self._begin_closing()
 
     def _drain(self) -> None:

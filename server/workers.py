@@ -238,12 +238,16 @@ class Supervisor:
         on_reload: Callable[[], object] | None = None,
         on_tick: Callable[[], object] | None = None,
         on_start: Callable[[], object] | None = None,
+        on_stop: Callable[[], object] | None = None,
     ) -> None:
         self.size = workers
         # Run once the supervisor answers its signals, before the first fork: the command line says "serving"
         # here, since a deploy script that sends SIGHUP as soon as it reads that must not kill the supervisor
         # with the signal's default action.
         self.on_start = on_start
+        # Run once, when told to stop (SIGTERM, SIGINT): the command line closes the listening sockets, so that
+        # new clients are refused at once while the workers finish (SIGHUP keeps them, for the fresh workers).
+        self.on_stop = on_stop
         # Run in the supervisor on SIGHUP, before the fresh workers are forked: they inherit what it loaded (the
         # renewed certificates), and a renewal that fails is reported once, here, instead of by every worker.
         self.on_reload = on_reload
@@ -291,6 +295,8 @@ class Supervisor:
                 if sig in (signal.SIGTERM, signal.SIGINT) and self._stopping is None:
                     self._stopping = sig
                     log.info("supervisor: %s, stopping %d worker(s)", signal.Signals(sig).name, len(self.children))
+                    if self.on_stop is not None:
+                        self.on_stop()
                     self._signal_all(self.children, sig)
                     # Retiring workers too: one draining after --max-requests waits for its idle keep-alive
                     # connections, which a stop closes at once; and the supervisor waits for them as for the others

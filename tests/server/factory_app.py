@@ -29,3 +29,11 @@ def slow_app(environ, start_response):
     time.sleep(0.5)  # the in-flight request that a graceful stop must let finish
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
     return [b"done"]
+
+
+def long_app(environ, start_response):
+    """Outlasts any graceful timeout a test sets, and says in the log when it starts."""
+    logging.getLogger("server").warning("long request started")
+    time.sleep(30)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return [b"done"]

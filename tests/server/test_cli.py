@@ -550,6 +550,30 @@ def test_sigterm_lets_an_in_flight_request_finish():
         assert server.wait(TIMEOUT) == 0
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_after_sigterm_new_clients_are_refused_while_requests_in_flight_finish(workers):
+    """Stopping, the server closes its listening sockets (the supervisor too): a new client is refused at once and
+    tries elsewhere, where before it was accepted into a backlog nobody read, then reset at exit with its request
+    sent (a POST then fails without a way to know whether it was done)."""
+    args = ("tests.server.factory_app:long_app", "--workers", workers, "--graceful-timeout", "3")
+    with ServerProcess(*args) as server:
+        in_flight = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        with in_flight:
+            in_flight.sendall(b"GET /long HTTP/1.1\r\nHost: h\r\n\r\n")
+            wait_for(lambda: any("long request started" in line for line in server.log))
+            server.signal(signal.SIGTERM)  # the process now lives until the graceful timeout, 3 s
+
+            def refused() -> bool:
+                try:
+                    socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT).close()
+                except ConnectionRefusedError:
+                    return True
+                return False
+
+            wait_for(refused, timeout=2.0)
+            assert server.proc.poll() is None  # refused by a server still finishing its request, not by none
+
+
 def test_ctrl_c_on_the_process_group_stops_workers_without_restarting_them():
     with ServerProcess("apps.hello:app", "--workers", "2", session=True) as server:
         assert requests.get(server.url, timeout=TIMEOUT).status_code == 200
