@@ -400,7 +400,13 @@ class Supervisor:
     def _refill(self) -> None:
         if len(self.children) < self.size:
             if self._failures:
-                time.sleep(min(5.0, 0.1 * 2 ** min(self._failures, 6)))
+                # Backing off from a crash loop, in slices: a stop asked for meanwhile is answered first, with no
+                # fresh worker forked for nothing.
+                until = time.monotonic() + min(5.0, 0.1 * 2 ** min(self._failures, 6))
+                while time.monotonic() < until:
+                    if signal.SIGTERM in self._signals or signal.SIGINT in self._signals:
+                        return
+                    time.sleep(0.05)
             taken = {self.slots[pid] for pid in self.children}
             for slot in range(self.size):
                 if slot not in taken:

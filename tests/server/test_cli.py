@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -683,3 +684,18 @@ def test_sighup_right_after_serving_replaces_the_workers():
         wait_for(lambda: server.output().count("supervisor: started worker") >= 4)
         assert server.proc.poll() is None
         assert requests.get(server.url, timeout=10).status_code == 200
+
+
+def test_a_stop_during_a_crash_loops_back_off_forks_nothing():
+    """A crash-looping supervisor waits up to 5 s before forking again; a SIGTERM in that wait used to be answered
+    only after fresh workers were forked, to be stopped at once."""
+    from server.workers import Supervisor
+
+    supervisor = Supervisor(2, lambda slot: None, graceful_timeout=1.0)
+    spawned: list[int] = []
+    supervisor._spawn = spawned.append  # type: ignore[method-assign]  # nothing is forked in this test
+    supervisor._failures = 6  # the longest back-off
+    supervisor._signals.append(signal.SIGTERM)
+    started = time.monotonic()
+    supervisor._refill()
+    assert spawned == [] and time.monotonic() - started < 1.0
