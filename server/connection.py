@@ -248,6 +248,12 @@ class HTTPConnection:
             return None  # closed
         if plaintext is None:
             return b""  # close_notify: the client is done
+        if self.tls.peer_closed:
+            # close_notify behind a request, in the same read: the client is done after it, but keeps its TCP
+            # side open, so no event would ever tell the loop. Shutting our reading side makes the socket read as
+            # ended: once this request is answered, the connection closes as after a request and a FIN.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RD)
         if not plaintext:
             self.reactor.arm(self.fd, READ)
             return None

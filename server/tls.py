@@ -335,7 +335,7 @@ class TLSSession:
     Not thread-safe: the connection calls it with its lock held, since both the loop (reading) and an
     application thread (writing a response) use it."""
 
-    __slots__ = ("_incoming", "_leftover", "_outgoing", "_tls", "established")
+    __slots__ = ("_incoming", "_leftover", "_outgoing", "_tls", "established", "peer_closed")
 
     def __init__(self, context: ssl.SSLContext) -> None:
         self._incoming = ssl.MemoryBIO()
@@ -343,6 +343,7 @@ class TLSSession:
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._leftover = b""  # bytes that arrived with the handshake's last flight, for decrypt()
         self.established = False
+        self.peer_closed = False  # the client said close_notify: nothing it sends after that counts
 
     # A memory BIO keeps the largest size it ever held until the connection ends (OpenSSL does not shrink it),
     # so bytes go in and out of both in slices of this size: an idle connection that once received a 256 KiB
@@ -398,6 +399,7 @@ class TLSSession:
             except ssl.SSLError as error:
                 raise TLSFailure(error.reason or str(error)) from None
             if not chunk:  # close_notify: what came before it is still a request (the closing FIN follows)
+                self.peer_closed = True
                 return b"".join(chunks) if chunks else None
             chunks.append(chunk)
             if not self._incoming.pending and not self._tls.pending():

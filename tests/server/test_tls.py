@@ -627,6 +627,42 @@ def test_data_followed_by_close_notify_in_one_read_is_kept(certs):
     with pytest.raises(ssl.SSLWantReadError):
         client.unwrap()
     assert session.decrypt(outgoing.read()) == b"GET / HTTP/1.1\r\n\r\n"
+    assert session.peer_closed
+
+
+@pytest.mark.parametrize("threads", [4, 0])
+@pytest.mark.parametrize("request_bytes", [b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", b"GET / HTTP/1.1\r\nHo"])
+def test_close_notify_behind_a_request_in_one_read_ends_the_connection_at_once(certs, threads, request_bytes):
+    """A client that sends its request and close_notify together and keeps its TCP side open is done: a whole
+    request is answered, then the connection ends with our close_notify, at once, not after the keep-alive
+    timeout (5 s); an unfinished one is not waited for until the head timeout (10 s)."""
+    with ServerThread(environ_app, certificates=store(certs), threads=threads) as server:
+        client, incoming, outgoing = memory_client(certs)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+            while True:  # the handshake, over the socket
+                try:
+                    client.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    incoming.write(sock.recv(65536))
+            sock.sendall(outgoing.read())
+            client.write(request_bytes)
+            with pytest.raises(ssl.SSLWantReadError):
+                client.unwrap()  # our close_notify, in the same send as the request
+            sock.sendall(outgoing.read())
+            started = time.monotonic()
+            received = b""
+            while chunk := sock.recv(65536):  # until the server closes its side
+                received += chunk
+            took = time.monotonic() - started
+        incoming.write(received)
+        plaintext = b""
+        with contextlib.suppress(ssl.SSLZeroReturnError, ssl.SSLWantReadError):
+            while piece := client.read(65536):
+                plaintext += piece
+    assert took < 2.0, f"the server closed after {took:.1f} s"
+    assert plaintext.startswith(b"HTTP/1.1 200 ") == request_bytes.endswith(b"\r\n\r\n")
 
 
 @given(cuts=st.lists(st.integers(min_value=1, max_value=600), max_size=12))
