@@ -167,15 +167,18 @@ class Matcher:
 
     __slots__ = ("converters", "key", "literal_length", "literals", "lone", "regex")
 
-    def __init__(self, parts: list[Part]) -> None:
+    def __init__(self, parts: list[Part], *, tail: bool = False) -> None:
+        """``tail``: ``parts`` are the rest of a path from a converter that spans segments (``<path:p>/edit``)."""
         names = [part[0] for part in parts if not isinstance(part, str)]
         if len(names) > MAX_PARAMETERS:
             # Two parameters are matched in linear time (see _may_match); with three, a path that almost matches
             # makes the regex try every split of it: time grows as the square of its length, as the cube with
             # four (an 8 KiB target held a worker for minutes).
+            where = f"from <path:{names[0]}> on" if tail else "in one segment"
             raise ValueError(
-                f"parameters {', '.join(names)} share one segment: at most {MAX_PARAMETERS} can (matching more "
-                "takes time that grows as a power of the path's length); put them in separate segments"
+                f"parameters {', '.join(names)} {where}: at most {MAX_PARAMETERS} fit there (matching more takes "
+                "time that grows as a power of the path's length); "
+                + ("end the route with fewer parameters" if tail else "put them in separate segments")
             )
         self.key = tuple(parts)  # Segments written alike, with the same converters, share one tree node.
         self.converters = {part[0]: part[1] for part in parts if not isinstance(part, str)}
@@ -337,14 +340,14 @@ class Router:
         for other in self._by_endpoint.get(endpoint, ()):
             if other.view is not view:
                 raise ValueError(f"endpoint {endpoint!r} is already used by another view ({other.pattern!r})")
-        self.rules.append(rule)
-        self._by_endpoint.setdefault(endpoint, []).append(rule)
         if not rule.converters:
             by_method = self._static.setdefault(pattern, {})
             for method in rule.methods:
                 by_method.setdefault(method, rule)
         else:
-            self._insert(rule)
+            self._insert(rule)  # first: a pattern refused here must leave no trace (no endpoint, no listing)
+        self.rules.append(rule)
+        self._by_endpoint.setdefault(endpoint, []).append(rule)
         return rule
 
     @staticmethod
@@ -359,7 +362,7 @@ class Router:
             parts = parse_pattern(segment, self._converters)
             if any(not isinstance(part, str) and part[1].spans_segments for part in parts):
                 rest = "/".join(segments[index:])
-                node.tails.append((Matcher(parse_pattern(rest, self._converters)), rule))
+                node.tails.append((Matcher(parse_pattern(rest, self._converters), tail=True), rule))
                 # More literal text means more specific: /<path:p>/edit is tried before /<path:p>.
                 node.tails.sort(key=lambda tail: -tail[0].literal_length)
                 return

@@ -225,12 +225,16 @@ class Engine:
             return
         self.stopping = True
         self._stop_accepting()
+        self._close_listeners()
+        self._begin_closing()
+
+    def _close_listeners(self) -> None:
         # Closed, not only unwatched: once no process holds a listening socket, a new client is refused at once
         # and tries elsewhere, instead of being accepted into a backlog nobody reads and reset when the process
-        # exits, its request sent. (A supervisor, a --reload parent or systemd may keep a copy for what comes next.)
+        # exits, its request sent. (A supervisor, a --reload parent or systemd may keep a copy for what comes
+        # next: closing this process's copy never closes theirs.)
         for acceptor in self._acceptors:
             acceptor.sock.close()
-        self._begin_closing()
 
     def _drain(self) -> None:
         """Retire without failing a single request: the graceful stop, minus closing idle keep-alive connections.
@@ -247,6 +251,7 @@ class Engine:
         """
         self.draining = True
         self._stop_accepting()
+        self._close_listeners()  # (the supervisor keeps its copy for the successor, forked already)
         log.info("worker %d: retiring; answering what its connections still send, with Connection: close", os.getpid())
         self._begin_closing()
 

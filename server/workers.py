@@ -296,7 +296,10 @@ class Supervisor:
                     self._stopping = sig
                     log.info("supervisor: %s, stopping %d worker(s)", signal.Signals(sig).name, len(self.children))
                     if self.on_stop is not None:
-                        self.on_stop()
+                        try:
+                            self.on_stop()
+                        except Exception:  # the workers must hear of the stop whatever this did
+                            log.exception("supervisor: closing the listening sockets failed")
                     self._signal_all(self.children, sig)
                     # Retiring workers too: one draining after --max-requests waits for its idle keep-alive
                     # connections, which a stop closes at once; and the supervisor waits for them as for the others

@@ -203,3 +203,26 @@ def test_a_stop_ends_a_draining_worker_too_and_waits_for_it():
         assert server.wait(TIMEOUT) == 0
         assert exited(started)  # the supervisor waited for it
         assert idle.recv(1) == b""  # closed by the stop, not left to its keep-alive timeout
+
+
+def test_a_draining_worker_closes_its_copy_of_the_listening_sockets():
+    """A worker retiring for --max-requests closes its own listening sockets as a stopping one does (the supervisor
+    keeps its copy for the successor). Were it to keep them, a stop whose SIGTERM the worker takes for its
+    retirement (both in one tick of the supervisor) would leave new clients queued in a backlog nobody reads."""
+    from tests.support import ServerThread
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    # In this process the only copy is the engine's. It ends by itself once drained: no stop() on the way out.
+    server = ServerThread(app, max_requests=1).__enter__()
+    with requests.Session() as session:  # a keep-alive connection: the drain waits for it
+        assert session.get(server.url, timeout=TIMEOUT).status_code == 200
+        wait_for(lambda: server.engine.recycling)
+        server.engine.reactor.call_soon_threadsafe(server.engine.shutdown, True)  # the successor is up: retire
+        wait_for(lambda: server.engine.draining)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    wait_for(lambda: not server._thread.is_alive())
+    server.listener.sock.close()
