@@ -158,6 +158,21 @@ def memory_client(certs: Certificates) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ss
     return certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost"), incoming, outgoing
 
 
+def handshake_over(
+    sock: socket.socket, client: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO
+) -> None:
+    """Complete a memory client's handshake over a real socket, by hand (so that what it sends next is ours to
+    shape: a record altered, or two messages in one send)."""
+    while True:
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+    sock.sendall(outgoing.read())
+
+
 def client_hello(certs: Certificates) -> bytes:
     """The bytes a real client opens its handshake with."""
     client, _, outgoing = memory_client(certs)
@@ -639,14 +654,7 @@ def test_close_notify_behind_a_request_in_one_read_ends_the_connection_at_once(c
     with ServerThread(environ_app, certificates=store(certs), threads=threads) as server:
         client, incoming, outgoing = memory_client(certs)
         with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
-            while True:  # the handshake, over the socket
-                try:
-                    client.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    sock.sendall(outgoing.read())
-                    incoming.write(sock.recv(65536))
-            sock.sendall(outgoing.read())
+            handshake_over(sock, client, incoming, outgoing)
             client.write(request_bytes)
             with pytest.raises(ssl.SSLWantReadError):
                 client.unwrap()  # our close_notify, in the same send as the request
@@ -837,14 +845,7 @@ def test_a_record_that_does_not_decrypt_is_answered_with_an_alert(certs):
     """The client learns why the connection ends (bad_record_mac), rather than seeing it cut."""
     with ServerThread(environ_app, certificates=store(certs)) as server, server.connect() as sock:
         client, incoming, outgoing = memory_client(certs)
-        while True:  # the handshake, by hand over the socket
-            try:
-                client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                sock.sendall(outgoing.read())
-                incoming.write(sock.recv(65536))
-        sock.sendall(outgoing.read())
+        handshake_over(sock, client, incoming, outgoing)
         client.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         record = bytearray(outgoing.read())
         record[-1] ^= 0xFF  # one flipped bit in the authentication tag
