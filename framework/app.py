@@ -661,7 +661,8 @@ class App(Scaffold):
                         return by_class[cls]
         if status is not None:
             return None
-        log.error("unhandled exception in %s %s", request.method, request.path, exc_info=error)
+        # The path quoted as in a URL: decoded, a client's "%0A" would be a line break, forging lines in the log.
+        log.error("unhandled exception in %s %s", request.method, quote_path(request.path), exc_info=error)
         return next((found for scope in scopes if (found := self._status_handlers.get(scope, {}).get(500))), None)
 
     def _handle_error(self, request: Request, error: Exception) -> Response:

@@ -481,3 +481,18 @@ def test_teardown_sees_handled_exceptions_but_not_http_errors():
     client.get("/handled", status=409)
     client.get("/gone", status=410)
     assert seen == ["Boom", None]
+
+
+def test_a_client_cannot_forge_lines_in_the_log_through_a_failing_path(caplog):
+    """The path of a request that failed is logged as in a URL: decoded, "%0A" was a line break, and a client
+    could add a line of its own choosing (a fake entry, as from another request) to the server's log."""
+    app = App(__name__)
+
+    @app.route("/fail/<path:rest>")
+    def fail(request, rest):
+        raise Boom("view failed")
+
+    with caplog.at_level(logging.ERROR):
+        TestApp(app).get("/fail/x%0A[ERROR] forged", status=500)
+    messages = [record.getMessage() for record in caplog.records if "unhandled exception" in record.getMessage()]
+    assert messages == ["unhandled exception in GET /fail/x%0A%5BERROR%5D%20forged"]
