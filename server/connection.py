@@ -130,9 +130,8 @@ class HTTPConnection:
     __slots__ = (
         "_advancing", "_drained", "after_flush", "body", "body_received", "body_size", "broken", "corked", "deadline",
         "engine", "fd", "file_job", "flushing", "head_arrived", "lock", "loop_wait", "on_drain", "out", "parser",
-        "rate_mark",
-        "rate_mark_bytes", "reactor", "redirect", "remote_addr", "remote_port", "request", "requests_seen", "reserved",
-        "response_started", "scheme", "server_name", "server_port", "sock", "state", "static_mount", "tls",
+        "rate_mark", "rate_mark_bytes", "reactor", "redirect", "remote_addr", "remote_port", "request", "requests_seen",
+        "reserved", "response_started", "scheme", "server_name", "server_port", "sock", "state", "static_mount", "tls",
         "tls_context", "tls_environ",
     )  # fmt: skip
 

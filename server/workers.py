@@ -299,7 +299,7 @@ class Supervisor:
                         try:
                             self.on_stop()
                         except Exception:  # the workers must hear of the stop whatever this did
-                            log.exception("supervisor: closing the listening sockets failed")
+                            log.exception("supervisor: a task at the stop failed")
                     self._signal_all(self.children, sig)
                     # Retiring workers too: one draining after --max-requests waits for its idle keep-alive
                     # connections, which a stop closes at once; and the supervisor waits for them as for the others

@@ -125,7 +125,7 @@ def preferred_codings(accept_encoding: str, available: tuple[str, ...]) -> tuple
     costs microseconds on every request for a compressible file. As for every memo of what clients send
     (server/memo.py), a value too long to be one of those few is worked out each time and never kept."""
     if len(accept_encoding) > KEY_LIMIT:
-        return tuple(choose_coding(accept_encoding, list(available)))
+        return _remembered_codings.__wrapped__(accept_encoding, available)  # the same work, not kept
     return _remembered_codings(accept_encoding, available)
 
 
