@@ -129,10 +129,10 @@ class HTTPConnection:
     # Slots, not a __dict__: ten thousand idle keep-alive connections are ten thousand of these (see _NO_TLS).
     __slots__ = (
         "_advancing", "_drained", "after_flush", "body", "body_received", "body_size", "broken", "corked", "deadline",
-        "engine", "fd", "file_job", "flushing", "head_arrived", "lock", "loop_wait", "on_drain", "out", "parser",
-        "rate_mark", "rate_mark_bytes", "reactor", "redirect", "remote_addr", "remote_port", "request", "requests_seen",
-        "reserved", "response_started", "scheme", "server_name", "server_port", "sock", "state", "static_mount", "tls",
-        "tls_context", "tls_environ",
+        "engine", "fd", "file_job", "flushing", "head_arrived", "linger", "lock", "loop_wait", "on_drain", "out",
+        "parser", "rate_mark", "rate_mark_bytes", "reactor", "redirect", "remote_addr", "remote_port", "request",
+        "requests_seen", "reserved", "response_started", "scheme", "server_name", "server_port", "sock", "state",
+        "static_mount", "tls", "tls_context", "tls_environ",
     )  # fmt: skip
 
     def __init__(self, engine: Engine, sock: socket.socket, peer: Any, local: tuple[str, str, str]) -> None:
@@ -172,6 +172,8 @@ class HTTPConnection:
         # --threads 0, write(): (the request it is for, the seconds) its response has waited on the loop so far
         self.loop_wait: tuple[int, float] | None = None
         self.broken = False
+        # LINGERING: (when it must end at the latest, the bytes the client had not acknowledged at the last look)
+        self.linger: tuple[float, int | None] = (0.0, None)
         self.response_started = False
         self.tls: TLSSession | None = None
         self.tls_context: ssl.SSLContext | None = None  # until the session exists: what it will be made from
@@ -936,8 +938,23 @@ class HTTPConnection:
             self.close()
             return
         self.state = LINGERING
-        self.deadline = time.monotonic() + LINGER_SECONDS
+        now = time.monotonic()
+        self.deadline = now + LINGER_SECONDS
+        self.linger = (now + max(LINGER_SECONDS, self.engine.config.send_timeout), self.unacknowledged())
         self.reactor.arm(self.fd, READ)
+
+    def _linger_longer(self, now: float) -> bool:
+        """A lingering connection whose client is still taking in its last response lingers on, up to
+        --send-timeout in all: closed while its output is on its way, a request the client sends after the close
+        draws a reset, which destroys the rest of that response. Taking in means its unacknowledged bytes
+        shrank since the last look; a client that takes nothing for LINGER_SECONDS gets no more time."""
+        limit, before = self.linger
+        left = self.unacknowledged()
+        if not left or before is None or left >= before or now >= limit:
+            return False
+        self.linger = (limit, left)
+        self.deadline = min(now + LINGER_SECONDS, limit)
+        return True
 
     def _linger_read(self) -> None:
         data = self._receive()
@@ -1005,7 +1022,10 @@ class HTTPConnection:
             # Its next request arrived while the loop was busy (an application running on it with --threads 0):
             # closing now would reset the client under a request it sent in time. The loop reads it next turn.
             self.deadline = now + self.engine.config.header_timeout
-        elif self.state == IDLE or self.state == LINGERING:
+        elif self.state == LINGERING:
+            if not self._linger_longer(now):
+                self.close()
+        elif self.state == IDLE:
             self.close()
         elif self.state == HANDSHAKE:
             log.info("%s: TLS handshake timed out", self.describe())

@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -303,3 +304,84 @@ def test_a_stop_does_not_wait_out_the_linger_of_a_client_that_has_everything():
         took = time.monotonic() - stopping
     server.listener.sock.close()
     assert took < 1.5, f"the stop took {took:.1f} s"  # not the 2 s linger (and up to 1 s of sweep) on top
+
+
+def on_the_loop(server: ServerThread, call: Callable[[], object]) -> object:
+    """``call()`` run on the server's loop thread (where deadlines are checked); what it returned."""
+    result: list[object] = []
+    done = threading.Event()
+
+    def run() -> None:
+        result.append(call())
+        done.set()
+
+    server.engine.reactor.call_soon_threadsafe(run)
+    assert done.wait(TIMEOUT)
+    return result[0]
+
+
+@LINUX_ONLY
+@pytest.mark.parametrize("threads", [2, 0])
+def test_a_linger_lasts_while_the_client_takes_in_its_response(threads, monkeypatch):
+    """A connection the server ends (here a worker retiring, as for --max-requests) lingers after the response,
+    reading what the client still sends, so that closing over it does not draw a reset. A slow reader can still
+    be taking in the response when the linger's 2 s are up, and a request it pipelines after the close would draw
+    the reset that destroys the rest. So the linger goes on while the client's unacknowledged bytes shrink, up
+    to --send-timeout in all. The deadlines are driven by hand: the sweep's own checks would make the test a
+    matter of timing."""
+    monkeypatch.setattr("server.connection.LINGER_SECONDS", 100.0)  # no deadline comes by itself
+    big = b"b" * (1024 * 1024)
+
+    def app(environ, start_response):
+        body = big if environ["PATH_INFO"] == "/big" else b"next"
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    with ServerThread(app, threads=threads, send_timeout=300.0) as server:
+        on_the_loop(server, lambda: setattr(server.engine, "draining", True))  # every response says close
+        with small_window_client(server.port, 16384) as sock:
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+            conn = wait_for(lambda: len(conns := list(server.engine.connections.values())) == 1 and conns[0])
+            wait_for(lambda: conn.state == "lingering")
+            before = on_the_loop(server, conn.unacknowledged)
+            received = bytearray(sock.recv(1 << 16))
+            wait_for(lambda: on_the_loop(server, conn.unacknowledged) < before)  # taken in: the client acked more
+            on_the_loop(server, lambda: conn.check_deadline(conn.deadline))
+            assert conn.state == "lingering"  # still taking its response in: not closed under it
+
+            sock.sendall(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")  # after the first deadline
+            while chunk := sock.recv(1 << 20):  # a reset raises ConnectionResetError here
+                received += chunk
+    assert bytes(received).partition(b"\r\n\r\n")[2] == big
+
+
+@pytest.mark.parametrize("client", ["stops taking", "takes to the end of --send-timeout"])
+def test_a_linger_ends_when_the_client_stops_taking_or_at_the_send_timeout(client, monkeypatch):
+    """The other side of the rule above: a client that took nothing in since the last look gets no more time, and
+    one that keeps taking gets --send-timeout in all. What the kernel reports unacknowledged is played here, so
+    that a delayed acknowledgement cannot pass for the client taking more."""
+    from server.connection import HTTPConnection
+
+    monkeypatch.setattr("server.connection.LINGER_SECONDS", 100.0)
+    reported = [5000]
+    monkeypatch.setattr(HTTPConnection, "unacknowledged", lambda self: reported[0])
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with ServerThread(app, threads=2, send_timeout=300.0) as server, server.connect() as sock:
+        on_the_loop(server, lambda: setattr(server.engine, "draining", True))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        conn = wait_for(lambda: len(conns := list(server.engine.connections.values())) == 1 and conns[0])
+        wait_for(lambda: conn.state == "lingering")
+        limit = conn.linger[0]
+        reported[0] = 4000
+        if client == "stops taking":
+            on_the_loop(server, lambda: conn.check_deadline(conn.deadline))
+            assert conn.state == "lingering"  # it took 1000 bytes in
+            assert conn.deadline <= limit
+            on_the_loop(server, lambda: conn.check_deadline(conn.deadline))  # and nothing since
+        else:
+            on_the_loop(server, lambda: conn.check_deadline(limit))  # taking, but out of time
+        assert conn.state == "closed"
