@@ -36,7 +36,7 @@ from server.proxy import HEADER_FAMILIES, TrustedProxies
 from server.reload import ChildSettings, Reloader, Reporter, child_settings, describe_load_error, failure_app
 from server.reload import inherit_listeners as inherit_reload_listeners
 from server.tls import CertificateStore, TLSFiles, validity_warning
-from server.workers import Supervisor, pin_to_cpu
+from server.workers import RETIRE_SIGNAL, Supervisor, pin_to_cpu
 
 log = logging.getLogger("server")
 DEMO_APP = "apps.demo:app"
@@ -708,7 +708,9 @@ def serve(
         engine = Engine(config, app, listeners, multiprocess=supervised, certificates=certificates)
         signal.signal(signal.SIGTERM, lambda *_: engine.reactor.call_soon_threadsafe(engine.shutdown, True))
         signal.signal(signal.SIGINT, lambda *_: engine.reactor.call_soon_threadsafe(engine.shutdown, False))
-        if not supervised:
+        if supervised:
+            signal.signal(RETIRE_SIGNAL, lambda *_: engine.reactor.call_soon_threadsafe(engine.retire))
+        else:
             # A supervisor answers SIGHUP with fresh workers (which load renewed certificates as they start); a
             # single process reloads its certificates in place instead of dying of the signal's default action.
             signal.signal(signal.SIGHUP, lambda *_: engine.reactor.call_soon_threadsafe(engine.reload_certificates))

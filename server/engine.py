@@ -8,7 +8,7 @@ finish within the graceful timeout, and closes everything else.
 
 With ``--max-requests``, the engine counts the requests it dispatches (static files and app requests alike) and,
 at its limit, asks its supervisor to be recycled (``server.workers.request_recycling``); it goes on serving until
-the supervisor, having started its successor, sends the SIGTERM of a graceful stop.
+the supervisor, having started its successor, tells it to retire (``retire``, on ``RETIRE_SIGNAL``).
 
 On HTTPS listeners each accepted connection starts with a TLS handshake (``HTTPConnection.start_tls``) using the
 current context of the ``CertificateStore``, which a timer checks for renewed certificate files; SIGHUP reloads
@@ -212,14 +212,9 @@ class Engine:
 
     def shutdown(self, graceful: bool = True) -> None:
         """Stop accepting; finish in-flight requests (within ``graceful_timeout``) when graceful. Loop thread.
-
-        A worker that asked to be recycled (``--max-requests``) takes its first graceful shutdown as the signal
-        that its successor is forked, and drains instead (``_drain``); a second one stops it as usual."""
+        A draining worker stops too: its idle keep-alive connections are closed now, within the drain's deadline."""
         if not graceful:
             self.reactor.stop()
-            return
-        if self.recycling and not self.draining and not self.stopping:
-            self._drain()
             return
         if self.stopping:
             return
@@ -235,6 +230,12 @@ class Engine:
         # next: closing this process's copy never closes theirs.)
         for acceptor in self._acceptors:
             acceptor.sock.close()
+
+    def retire(self) -> None:
+        """The supervisor has started this worker's successor (it asked for one at ``--max-requests``): drain and
+        exit (loop thread). Nothing to do when it is stopping or draining already."""
+        if not self.stopping and not self.draining:
+            self._drain()
 
     def _drain(self) -> None:
         """Retire without failing a single request: the graceful stop, minus closing idle keep-alive connections.

@@ -22,10 +22,14 @@ each running its own engine on the inherited sockets. The parent only watches th
   never close and no connection is refused during the swap;
 - a worker whose app threads are all stuck (``server.watchdog``) asks, through ``request_replacement()``, to be
   replaced the same way: a new worker in its slot first, then SIGTERM for the old one;
-- a worker that has served its ``--max-requests`` (``request_recycling()``) is replaced the same way too. It goes
-  on accepting until the SIGTERM comes, so even a lone worker's listening socket is served throughout: the new
-  worker is forked before the old one stops accepting, and connections that arrive in between wait in the
-  kernel's backlog for whichever of the two takes them;
+- a worker that has served its ``--max-requests`` (``request_recycling()``) is replaced the same way, but told
+  to retire with a signal of its own, ``RETIRE_SIGNAL`` (SIGUSR2), on which it drains rather than stops
+  (``Engine.retire``). It goes on accepting until that comes, so even a lone worker's listening socket is served
+  throughout: the new worker is forked before the old one stops accepting, and connections that arrive in
+  between wait in the kernel's backlog for whichever of the two takes them. A signal of its own, because two
+  SIGTERMs sent before the worker handles the first arrive as one: the supervisor's stop, sent right behind a
+  retirement, would be taken for the retirement, and the worker would wait for its idle connections instead of
+  closing them;
 - with a ``timeout``, a worker whose event loop stops sending heartbeats is replaced too, and the old one is
   killed outright (a frozen loop cannot stop gracefully).
 
@@ -148,13 +152,14 @@ def _current_cpu(allowed: list[int]) -> int:
 
 
 _SUPERVISED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+RETIRE_SIGNAL = signal.SIGUSR2  # supervisor -> worker: "your successor is up: drain and exit" (see the docstring)
 
 # -- the channel from a worker to its supervisor -------------------------------------------------------------------
 
 _MESSAGE = struct.Struct("=ii")  # (pid, kind): 8 bytes, far below PIPE_BUF, so each write is atomic
 _REPLACE = 1  # "all my app threads are stuck: start a new worker in my slot and stop me"
 _HEARTBEAT = 2  # "my event loop is turning"
-_RECYCLE = 3  # "I have served my --max-requests: start a new worker in my slot, then stop me gracefully"
+_RECYCLE = 3  # "I have served my --max-requests: start a new worker in my slot, then retire me (RETIRE_SIGNAL)"
 
 # Set in a worker process right after the fork; None everywhere else (a lone process, the supervisor, tests).
 _channel: int | None = None
@@ -187,7 +192,8 @@ def request_replacement() -> bool:
 
 
 def request_recycling() -> bool:
-    """Ask the supervisor to recycle this worker (``--max-requests``): a new worker first, then SIGTERM for this one.
+    """Ask the supervisor to recycle this worker (``--max-requests``): a new worker first, then RETIRE_SIGNAL for
+    this one.
 
     Like ``request_replacement``: once per worker process; False when there is no supervisor, when it was already
     asked, or when the message could not be written (then a later call tries again). Any thread.
@@ -461,7 +467,7 @@ class Supervisor:
                 self._replace(pid, signal.SIGTERM)
             elif kind == _RECYCLE:
                 log.info("supervisor: worker %d has served its --max-requests; replacing it", pid)
-                self._replace(pid, signal.SIGTERM)
+                self._replace(pid, RETIRE_SIGNAL)
 
     def _check_heartbeats(self) -> None:
         if self.timeout <= 0:

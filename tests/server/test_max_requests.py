@@ -207,8 +207,8 @@ def test_a_stop_ends_a_draining_worker_too_and_waits_for_it():
 
 def test_a_draining_worker_closes_its_copy_of_the_listening_sockets():
     """A worker retiring for --max-requests closes its own listening sockets as a stopping one does (the supervisor
-    keeps its copy for the successor). Were it to keep them, a stop whose SIGTERM the worker takes for its
-    retirement (both in one tick of the supervisor) would leave new clients queued in a backlog nobody reads."""
+    keeps its copy for the successor): a new client is refused at once and tries again, to be accepted by the
+    successor, instead of waiting in a backlog nobody reads."""
     from tests.support import ServerThread
 
     def app(environ, start_response):
@@ -220,9 +220,35 @@ def test_a_draining_worker_closes_its_copy_of_the_listening_sockets():
     with requests.Session() as session:  # a keep-alive connection: the drain waits for it
         assert session.get(server.url, timeout=TIMEOUT).status_code == 200
         wait_for(lambda: server.engine.recycling)
-        server.engine.reactor.call_soon_threadsafe(server.engine.shutdown, True)  # the successor is up: retire
+        server.engine.reactor.call_soon_threadsafe(server.engine.retire)  # the successor is up: RETIRE_SIGNAL
         wait_for(lambda: server.engine.draining)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
     wait_for(lambda: not server._thread.is_alive())
+    server.listener.sock.close()
+
+
+def test_a_worker_that_asked_to_be_recycled_still_stops_on_sigterm():
+    """A worker at its --max-requests waits for the supervisor's RETIRE_SIGNAL to drain. A SIGTERM that comes
+    first (the supervisor's stop, in the same tick as the recycling; or two SIGTERMs arriving as one) is a stop:
+    idle keep-alive connections are closed at once, not left to their --keepalive-timeout. It used to be taken
+    for the retirement, and the stop waited for the idle clients."""
+    from tests.support import ServerThread
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = ServerThread(app, max_requests=1, keepalive_timeout=60.0).__enter__()  # it stops itself
+    with server.connect() as idle:
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_response(idle)[0] == 200
+        wait_for(lambda: server.engine.recycling)
+        server.engine.reactor.call_soon_threadsafe(server.engine.shutdown, True)  # what SIGTERM does
+        wait_for(lambda: server.engine.stopping)
+        assert not server.engine.draining
+        assert idle.recv(1) == b""  # closed by the stop (the socket's timeout would raise first)
+        server.engine.reactor.call_soon_threadsafe(server.engine.retire)  # a late retirement changes nothing
+        wait_for(lambda: not server._thread.is_alive())
+    assert not server.engine.draining
     server.listener.sock.close()
