@@ -12,7 +12,8 @@ One request goes through these steps, in this order (the same order as Django's 
    something short-circuits with it. They run before the CSRF check, so a login check here can redirect an
    anonymous visitor's POST to the login page rather than have it refused with 403;
 5. the routing miss, if any, is raised now (404, 405 with ``Allow``, or a redirect for a trailing slash);
-   ``OPTIONS`` on a path that has routes is answered here with 204 and ``Allow``;
+   ``OPTIONS`` on a path that has routes is answered here with 204 and ``Allow`` (which lists ``OPTIONS`` too,
+   in a 405's as well, since it is always answered);
 6. the CSRF check, for unsafe methods on views not marked ``@csrf_exempt`` (403 without the session's token);
 7. the view, called as ``view(request, **params)``; its return value becomes a ``Response``;
 8. any exception from steps 2-7 goes to an ``errorhandler`` for its status code or exception class (the
@@ -52,11 +53,11 @@ from .errors import HTTPError, MethodNotAllowed, NotFound, RequestRedirect
 from .files import FileResponse, safe_join
 from .middleware import shift_path, to_wsgi_string
 from .pages import debug_page, error_page
-from .request import Request, content_length
+from .request import Request, content_length, quote_query
 from .response import Response, StreamedBody, redirect, to_json
 from .routing import Converter, Router, quote_path
 from .scaffold import HOOK_KINDS, Scaffold, View, check_signature, takes_request, template_helper_decorator
-from .sessions import CookieSessions, NoSessions, default_cookie_name
+from .sessions import CookieSessions, NoSessions, default_cookie_name, retired_keys
 from .templates import Templates
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ class App(Scaffold):
         self.config = Config(self.root, DEFAULTS)
         self.config.update(
             SECRET_KEY=secret_key,
-            SECRET_KEY_FALLBACKS=tuple(old_secret_keys),
+            SECRET_KEY_FALLBACKS=retired_keys(old_secret_keys),
             DEBUG=debug,
             CSRF_ENABLED=csrf,
             MAX_BODY_SIZE=max_body_size,
@@ -219,7 +220,7 @@ class App(Scaffold):
         config = self.config
         key = (
             config["SECRET_KEY"],
-            tuple(config["SECRET_KEY_FALLBACKS"] or ()),
+            retired_keys(config["SECRET_KEY_FALLBACKS"]),
             config["SESSION_MAX_AGE"],
             config["SESSION_COOKIE_NAME"],
             config["SESSION_COOKIE_PATH"],
@@ -230,12 +231,11 @@ class App(Scaffold):
         built = self._sessions_built
         if built is None or built[0] != key:
             secret, fallbacks, max_age, name, path, domain, secure, samesite = key
-            for setting, value in [("SECRET_KEY", secret), *(("SECRET_KEY_FALLBACKS", old) for old in fallbacks)]:
-                if value is not None and not isinstance(value, str | bytes):
-                    raise TypeError(
-                        f"{setting} must be text or bytes, not {type(value).__name__} ({value!r}); from the "
-                        "environment, from_prefixed_env reads values as JSON: quote a key that looks like a number"
-                    )
+            if secret is not None and not isinstance(secret, str | bytes):
+                raise TypeError(
+                    f"SECRET_KEY must be text or bytes, not {type(secret).__name__} ({secret!r}); from the "
+                    "environment, from_prefixed_env reads values as JSON: quote a key that looks like a number"
+                )
             store: CookieSessions | NoSessions = (
                 CookieSessions(
                     secret,
@@ -636,8 +636,11 @@ class App(Scaffold):
         if rule is None:
             if miss is None:  # Router.match returns a rule or raises
                 raise RuntimeError("the router matched no rule and raised no HTTPError")
-            if request.method == "OPTIONS" and isinstance(miss, MethodNotAllowed):
-                return Response(b"", 204, miss.headers)  # "What may I do here?": the Allow header says.
+            if isinstance(miss, MethodNotAllowed):
+                if "OPTIONS" not in miss.allowed:  # answered below on every path that has routes: allowed too
+                    miss = MethodNotAllowed([*miss.allowed, "OPTIONS"])
+                if request.method == "OPTIONS":
+                    return Response(b"", 204, miss.headers)  # "What may I do here?": the Allow header says.
             raise miss
         if request.method not in SAFE_METHODS and self.csrf_enabled:
             self.csrf.check(request, rule.view)
@@ -671,7 +674,7 @@ class App(Scaffold):
             # The location is the client's own path with its slash toggled: quoted, since browsers read
             # "/\evil.example" as "//evil.example", and with one leading slash, since "//host" is another site.
             location = "/" + quote_path(request.script_name + error.location).lstrip("/")
-            query = request.query_string
+            query = quote_query(request.query_string)
             return redirect(location + (f"?{query}" if query else ""), error.code)
         if isinstance(error, HTTPError) and isinstance(error.response, Response):
             return error.response  # abort(redirect(...)): an answer, not a page to render.

@@ -114,6 +114,11 @@ class Config(dict[str, Any]):
         Values are read as JSON where they parse (``APP_DEBUG=true`` is ``True``, ``APP_PORT=8080`` an int,
         ``APP_HOSTS='["a", "b"]'`` a list) and kept as text where they do not (``APP_SECRET_KEY=abc``). A double
         underscore reaches into a nested dict: ``APP_DATABASE__HOST=db`` sets ``config["DATABASE"]["HOST"]``.
+
+        A setting that is ``True`` or ``False`` already (``DEBUG``, ``CSRF_ENABLED``...) also takes the words
+        people write for them, in any case: ``true/false``, ``yes/no``, ``on/off``, ``1/0``; anything else is a
+        ValueError naming the variable. As text, ``APP_DEBUG=False`` would be a non-empty string, which is true:
+        the traceback page, local variables and all, switched on in production by the line meant to turn it off.
         """
         start = f"{prefix}_"
         for name in sorted(os.environ):
@@ -130,6 +135,8 @@ class Config(dict[str, Any]):
                 target = target.setdefault(key, {})
                 if not isinstance(target, dict):
                     raise ValueError(f"{name}: {key} is already set to a {type(target).__name__}, not a dict")
+            if isinstance(target.get(leaf), bool) and not isinstance(value, bool):
+                value = _switch(name, raw)
             target[leaf] = value
         return True
 
@@ -145,6 +152,18 @@ class Config(dict[str, Any]):
 
     def __repr__(self) -> str:
         return f"<Config {dict.__repr__(self)}>"
+
+
+_SWITCH_WORDS = {"true": True, "yes": True, "on": True, "1": True}
+_SWITCH_WORDS.update({"false": False, "no": False, "off": False, "0": False})
+
+
+def _switch(name: str, raw: str) -> bool:
+    """An environment variable's text for an on/off setting, as a bool (see ``Config.from_prefixed_env``)."""
+    word = raw.strip().lower()
+    if word not in _SWITCH_WORDS:
+        raise ValueError(f"{name}: {raw!r} is not on or off (use true or false)")
+    return _SWITCH_WORDS[word]
 
 
 _LOADERS_BY_SUFFIX: dict[str, Callable[[IO[Any]], Mapping[str, Any]]] = {".toml": tomllib.load, ".json": json.load}

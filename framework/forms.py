@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import re
 import shutil
 import tempfile
 import unicodedata
@@ -30,6 +29,13 @@ from .errors import HTTPError
 
 READ_BLOCK = 64 * 1024
 # Text codecs that are not character sets: they decode Python string escapes ("\\x41", "\\N{...}").
+# A file name's longest form from safe_filename: well under the 255 bytes most file systems allow in one name,
+# leaving room for the ".NAME.XXXXXXXX.part" of save()'s temporary file.
+SAFE_NAME_BYTES = 200
+# Unicode categories safe_filename removes: controls, format characters (bidi overrides, zero widths), line and
+# paragraph separators, and lone surrogates (which no file system encoding can write).
+_UNSAFE_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
 _NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape"})
 
 
@@ -53,11 +59,15 @@ class UploadedFile:
 
     @property
     def safe_filename(self) -> str:
-        """The client's file name reduced to a plain base name: no directories, no control characters, no
-        leading dots; ``"upload"`` when nothing usable is left."""
+        """The client's file name reduced to a plain base name: no directories, no control or format characters,
+        no leading dots, at most ``SAFE_NAME_BYTES`` bytes of UTF-8; ``"upload"`` when nothing usable is left.
+
+        Format characters go too: a right-to-left override makes ``invoice\u202egpj.exe`` read as
+        ``invoiceexe.jpg`` in a listing. The length is cut (keeping the extension) because a name the file
+        system refuses would fail the save with a 500, for any client who sends one."""
         name = unicodedata.normalize("NFKC", self.filename).replace("\\", "/").rsplit("/", 1)[-1]
-        name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().lstrip(".")
-        return name or "upload"
+        name = "".join(c for c in name if unicodedata.category(c) not in _UNSAFE_IN_NAMES).strip().lstrip(".")
+        return _shortened(name, SAFE_NAME_BYTES) or "upload"
 
     def read(self, size: int = -1) -> bytes:
         """Read from the uploaded bytes (the stream starts at the beginning)."""
@@ -89,6 +99,19 @@ class UploadedFile:
 
     def __repr__(self) -> str:
         return f"<UploadedFile {self.field}={self.filename!r} {self.content_type} {self.size} bytes>"
+
+
+def _shortened(name: str, limit: int) -> str:
+    """``name`` cut to ``limit`` bytes of UTF-8, its extension kept (when it has a short one) and no character
+    cut in half."""
+    if len(name.encode()) <= limit:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    suffix = f".{extension}" if dot and stem and len(extension.encode()) <= 16 else ""
+    if not suffix:
+        stem = name
+    room = limit - len(suffix.encode())
+    return stem.encode()[:room].decode("utf-8", "ignore").rstrip() + suffix
 
 
 def parse_urlencoded(body: bytes, max_fields: int) -> MultiDict:

@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar, overload
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from .cookies import parse_cookie_header
 from .datastructures import EnvironHeaders, MultiDict
@@ -79,6 +79,22 @@ def wsgi_to_text(value: str) -> str:
     return value.encode("latin-1").decode("utf-8", "replace")
 
 
+_VISIBLE_ASCII = "".join(map(chr, range(0x21, 0x7F)))
+
+
+def quote_query(query: str) -> str:
+    """A WSGI query string as it goes into a URL: raw non-ASCII bytes (``curl 'host/?q=café'``), which WSGI packs
+    as latin-1 characters, percent-encoded as those bytes. Quoted as text, they would be encoded twice
+    (``caf%C3%83%C2%A9``) and reach the next request as other characters."""
+    if query.isascii():
+        return query
+    try:
+        raw = query.encode("latin-1")
+    except UnicodeEncodeError:  # not from a WSGI server (characters above U+00FF): text, taken as UTF-8
+        raw = query.encode("utf-8")
+    return quote(raw, safe=_VISIBLE_ASCII)
+
+
 def content_length(environ: dict[str, Any]) -> int | None:
     """The declared body length, ``None`` when absent; 400 when it is not a plain decimal number.
 
@@ -110,7 +126,7 @@ class BodyStream:
 
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes (all that is left when negative); ``b""`` at the end of the body."""
-        if self._raw is None:
+        if self._raw is None or size == 0:
             return b""
         if self._remaining is not None:
             if self._remaining <= 0:
@@ -259,7 +275,7 @@ class Request:
     def url(self) -> str:
         """The full URL the client asked for, query string included."""
         path = quote_path(self.script_name + self.path)
-        query = self.query_string
+        query = quote_query(self.query_string)
         return f"{self.scheme}://{self.host}{path}" + (f"?{query}" if query else "")
 
     @lazy

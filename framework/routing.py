@@ -89,7 +89,12 @@ class PathConverter(Converter):
     spans_segments = True
 
     def to_url(self, value: Any) -> str:
-        return quote(str(value), safe="/")
+        text = str(value)
+        if text.startswith("/"):
+            # "/files/" + "/evil.example" would be "//evil.example", a URL of another site (and one this rule,
+            # whose path starts with a character other than "/", never matches anyway).
+            raise ValueError(f"a path parameter cannot start with '/': {text!r}")
+        return quote(text, safe="/")
 
 
 class UUIDConverter(Converter):
@@ -101,7 +106,8 @@ class UUIDConverter(Converter):
         return uuid.UUID(value)
 
     def to_url(self, value: Any) -> str:
-        return str(value)
+        # Canonical, and only a UUID: str() of anything else ("x?admin=1#frag", "../..") would go into the URL raw.
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
 
 
 DEFAULT_CONVERTERS: dict[str, type[Converter]] = {
@@ -283,7 +289,10 @@ class Rule:
                 out.append(quote_path(part))
             else:
                 name, converter = part
-                out.append(converter.to_url(values[name]))
+                text = converter.to_url(values[name])
+                if not text:  # "/users/" + "": a URL of another rule, or of none
+                    raise ValueError(f"{name} is empty")
+                out.append(text)
         return "".join(out)
 
     def __repr__(self) -> str:

@@ -59,6 +59,24 @@ def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def retired_keys(value: Any) -> tuple[str | bytes, ...]:
+    """The retired keys of a ``SECRET_KEY_FALLBACKS`` setting, checked: one key alone is one key, and every key
+    is non-empty text or bytes. Raises TypeError or ValueError.
+
+    A key given alone, not in a list (``APP_SECRET_KEY_FALLBACKS=oldkey`` from the environment), would otherwise
+    be iterated character by character: each character a signing key, so that anyone could forge a session by
+    trying a hundred one-letter keys. An empty key is one everybody knows."""
+    keys = (value,) if isinstance(value, str | bytes) else tuple(value or ())
+    for key in keys:
+        if not isinstance(key, str | bytes):
+            raise TypeError(
+                f"SECRET_KEY_FALLBACKS holds a {type(key).__name__} ({key!r}), not a key: each must be text or bytes"
+            )
+        if not key:
+            raise ValueError("SECRET_KEY_FALLBACKS holds an empty key, which anyone could sign with")
+    return keys
+
+
 def _as_bytes(key: str | bytes) -> bytes:
     return key.encode() if isinstance(key, str) else key
 
@@ -81,8 +99,9 @@ class Signer:
     ) -> None:
         if not secret_key:
             raise ValueError("a Signer needs a non-empty secret key")
+        retired = retired_keys(old_keys)
         self._keys = [
-            hmac.new(_as_bytes(key), salt.encode(), hashlib.sha256).digest() for key in [secret_key, *old_keys]
+            hmac.new(_as_bytes(key), salt.encode(), hashlib.sha256).digest() for key in [secret_key, *retired]
         ]
         self._clock = clock
 

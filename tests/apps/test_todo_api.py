@@ -107,7 +107,7 @@ def test_an_unknown_todo_is_404_as_json(api):
 
 def test_a_wrong_method_is_405_with_allow_as_json(api):
     response = api.put_json("/api/todos", {"title": "x"}, status=405)
-    assert response.headers["Allow"] == "GET, HEAD, POST"
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS, POST"
     assert response.json["error"]["code"] == 405
     assert "PATCH" in api.post_json("/api/todos/1", {}, status=405).headers["Allow"]
 

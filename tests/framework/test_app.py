@@ -196,7 +196,7 @@ def test_error_pages_are_html_or_json_by_accept():
     }
     response = client.post("/only-get", headers={"Accept": "application/json"}, status=405)
     assert response.json["error"]["code"] == 405
-    assert response.headers["Allow"] == "GET, HEAD"
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_500_is_json_for_json_clients_without_a_traceback(caplog):
@@ -418,7 +418,7 @@ def test_error_handlers_keep_the_error_status_and_headers():
     client = TestApp(app)
     assert "<title>Lost</title>" in client.get("/nowhere", status=404).text
     response = client.post("/only-get", status=405)
-    assert response.text == "try another method" and response.headers["Allow"] == "GET, HEAD"
+    assert response.text == "try another method" and response.headers["Allow"] == "GET, HEAD, OPTIONS"
     assert client.get("/boom", status=200).text == "handled, all is well"
 
 

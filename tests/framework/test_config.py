@@ -191,3 +191,28 @@ def test_instance_path_is_created_on_first_use(tmp_path):
     assert not (tmp_path / "instance").exists()
     assert app.instance_path == tmp_path / "instance" and app.instance_path.is_dir()
     assert App(__name__)._instance_path == app.root / "instance"
+
+
+@pytest.mark.parametrize(("text", "expected"), [("False", False), ("off", False), (" NO ", False), ("0", False),
+                                                ("True", True), ("yes", True), ("On", True), ("1", True)])  # fmt: skip
+def test_an_on_off_setting_from_the_environment_takes_the_usual_words(text, expected, monkeypatch):
+    """``APP_DEBUG=False`` is not JSON, so it was kept as the text "False", which is true: the traceback page,
+    with every frame's local variables and the request's cookies, switched on by the line meant to turn it off."""
+    app = App(__name__)
+
+    @app.get("/")
+    def fail(request):
+        raise LookupError("the detail only debug shows")
+
+    monkeypatch.setenv("APP_DEBUG", text)
+    monkeypatch.setenv("APP_CSRF_ENABLED", text)
+    app.config.from_prefixed_env("APP")
+    assert app.config["DEBUG"] is expected and app.config["CSRF_ENABLED"] is expected
+    assert ("the detail only debug shows" in TestApp(app).get("/", status=500).text) is expected
+
+
+@pytest.mark.parametrize("text", ["nah", "2", "", "False!", '"false"'])
+def test_an_on_off_setting_refuses_other_text(text, monkeypatch):
+    monkeypatch.setenv("APP_DEBUG", text)
+    with pytest.raises(ValueError, match="APP_DEBUG"):
+        App(__name__).config.from_prefixed_env("APP")

@@ -431,3 +431,13 @@ def test_response_json_helper():
 )
 def test_prefers_json(accept, wants_json):
     assert prefers_json(accept) is wants_json
+
+
+def test_reading_nothing_from_the_body_is_not_a_short_body():
+    """``read(0)`` (libraries probe a stream with it) raised "shorter than its Content-Length", a 400."""
+    from framework.request import BodyStream
+
+    stream = BodyStream(io.BytesIO(b"abc"), 3, 100)
+    assert stream.read(0) == b""
+    assert stream.read() == b"abc" and stream.read(0) == b""
+    assert BodyStream(io.BytesIO(b"abc"), None, 100).read(0) == b""

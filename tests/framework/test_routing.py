@@ -122,9 +122,9 @@ def test_missing_route_is_404(client):
 
 def test_wrong_method_is_405_with_allow(client):
     response = client.patch("/users/3", status=405)
-    assert response.headers["Allow"] == "GET, HEAD, POST"
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS, POST"
     response = client.post("/things/3", status=405)
-    assert response.headers["Allow"] == "DELETE, PUT"
+    assert response.headers["Allow"] == "DELETE, OPTIONS, PUT"
 
 
 def test_other_methods_route(client):
@@ -295,7 +295,7 @@ def test_request_knows_its_route():
 
 def test_options_lists_the_allowed_methods(client):
     response = client.options("/users/3", status=204)
-    assert response.headers["Allow"] == "GET, HEAD, POST"
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS, POST"  # OPTIONS itself too: always answered
     client.options("/nowhere", status=404)
 
 
@@ -371,3 +371,54 @@ def test_two_parameters_in_one_segment_stay_linear():
     started = time.perf_counter()
     client.get("/f/" + "a-" * 30_000 + "a.jsonx", status=404)
     assert time.perf_counter() - started < 1.0  # linear: milliseconds (quadratic was seconds)
+
+
+def test_url_for_never_builds_a_url_of_another_site_or_of_another_rule():
+    """``/<path:page>`` with a page of "/evil.example/" built "//evil.example/", another site's URL, for a
+    ``redirect(url_for(...))``; a UUID parameter took any text raw ("x?admin=1#frag", "../.."), and an empty
+    value built the URL of another rule. None of these URLs would ever reach the rule they were built from."""
+    app = App(__name__)
+
+    @app.get("/<path:page>")
+    def page(request, page):
+        return page
+
+    @app.get("/orders/<uuid:order>")
+    def order(request, order):
+        return str(order)
+
+    @app.get("/users/<name>")
+    def user(request, name):
+        return name
+
+    with app.test_request_context():
+        for endpoint, value in [("page", "/evil.example/"), ("page", ""), ("order", "x?admin=1#frag"),
+                                ("order", "../../admin"), ("order", "a\r\nb"), ("user", "")]:  # fmt: skip
+            key = "page" if endpoint == "page" else "order" if endpoint == "order" else "name"
+            with pytest.raises(BuildError):
+                app.url_for(endpoint, **{key: value})
+        known = uuid.UUID(int=10)
+        assert app.url_for("order", order=known) == f"/orders/{known}"
+        assert app.url_for("order", order=str(known).upper()) == f"/orders/{known}"  # canonical: lower case
+        assert app.url_for("page", page="a/b c") == "/a/b%20c"
+
+
+def test_a_trailing_slash_redirect_keeps_a_raw_non_ascii_query_as_its_bytes():
+    """``curl 'host/docs?q=café'`` sends the UTF-8 bytes raw; WSGI hands them over as latin-1 characters, and
+    quoting those as text encoded them twice (``caf%C3%83%C2%A9``): after the redirect the view saw "cafÃ©"."""
+    from wsgiref.util import setup_testing_defaults
+
+    app = make_app()
+
+    @app.get("/search/")
+    def search(request):
+        return {"q": request.query.get("q"), "url": request.url}
+
+    environ = {"PATH_INFO": "/search", "QUERY_STRING": "q=café".encode().decode("latin-1")}
+    setup_testing_defaults(environ)
+    answered: list = []
+    b"".join(app(environ, lambda status, headers, exc_info=None: answered.append((status, dict(headers)))))
+    status, headers = answered[0]
+    assert status.startswith("308") and headers["Location"] == "/search/?q=caf%C3%A9"
+    found = TestApp(app).get(headers["Location"]).json
+    assert found["q"] == "café" and found["url"].endswith("/search/?q=caf%C3%A9")

@@ -243,3 +243,34 @@ def test_pop_and_setdefault_mark_the_session_changed_only_when_they_change_it():
     assert session.setdefault("added", 3) == 3 and session.modified
     session.modified = False
     assert session.pop("kept") == 1 and session.modified
+
+
+@pytest.mark.parametrize("how", ["argument", "config", "environment"])
+def test_an_old_key_given_alone_is_one_key_not_its_characters(how, monkeypatch):
+    """``BLOG_SECRET_KEY_FALLBACKS=oldkey`` (not JSON, so kept as text), ``old_secret_keys="old"`` or a TOML
+    ``SECRET_KEY_FALLBACKS = "old"`` used to be iterated: every character a signing key, so anyone could forge a
+    session by trying a hundred one-letter keys."""
+    app = make_app(secret_key="current", old_secret_keys="previous" if how == "argument" else ())
+    if how == "config":
+        app.config["SECRET_KEY_FALLBACKS"] = "previous"
+    elif how == "environment":
+        monkeypatch.setenv("APP_SECRET_KEY_FALLBACKS", "previous")
+        app.config.from_prefixed_env("APP")
+    client = TestApp(app)
+    for key in ["p", "r", "e"]:
+        client.set_cookie("session", Signer(key).sign(b'{"user": "admin"}'))
+        assert client.get("/get").json == {}
+    client.set_cookie("session", Signer("previous").sign(b'{"user": "admin"}'))
+    assert client.get("/get").json == {"user": "admin"}  # the old key itself still works
+
+
+@pytest.mark.parametrize("fallbacks", [[""], ["ok", b""], [None], ["ok", 5]])
+def test_an_empty_or_missing_old_key_is_refused(fallbacks):
+    """An empty key is one everybody knows (``[os.environ.get("OLD_KEY", "")]`` made it a signing key); None
+    used to pass the check and fail every request that touched the session with a 500."""
+    app = make_app(secret_key="current")
+    app.config["SECRET_KEY_FALLBACKS"] = fallbacks
+    with pytest.raises((TypeError, ValueError), match="SECRET_KEY_FALLBACKS"):
+        app.sessions  # noqa: B018 (the property builds the store)
+    with pytest.raises((TypeError, ValueError), match="SECRET_KEY_FALLBACKS"):
+        Signer("current", fallbacks)

@@ -2,8 +2,11 @@
 
 import io
 import tracemalloc
+import unicodedata
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from webtest import TestApp
 
 from framework import App
@@ -207,3 +210,34 @@ def test_form_can_be_parsed_after_the_body_was_read():
         "/both", method="POST", body=body, content_type="multipart/form-data; boundary=testboundary"
     )
     assert response.json == {"raw": len(body), "title": "T", "file": "content"}
+
+
+def test_safe_filename_drops_format_characters_and_fits_a_file_system(tmp_path):
+    """A right-to-left override made "invoice\\u202egpj.exe" read as "invoiceexe.jpg" in a listing, and a 300-byte
+    name passed through whole, so saving it failed with ENAMETOOLONG: a 500 for any client who sent one."""
+    long_name = "x" * 300 + ".txt"
+    body = multipart(
+        [
+            ("a", "invoice\u202egpj.exe", None, b"1"),
+            ("b", "\x85\x9fnext\u2028line\u200b.txt", None, b"2"),
+            ("c", "é" * 150 + ".png", None, b"3"),
+            ("d", long_name, None, b"4"),
+        ]
+    )
+    files = post(TestApp(make_app()), body).json["files"]
+    safe = [item["safe"] for item in files]
+    assert safe[:2] == ["invoicegpj.exe", "nextline.txt"]
+    assert safe[2].endswith(".png") and safe[3].endswith(".txt")
+    for name in safe:
+        assert len(name.encode()) <= 200
+        (tmp_path / name).write_bytes(b"")  # the file system takes it
+
+
+@given(st.text(max_size=400))
+def test_any_client_file_name_becomes_a_name_that_can_be_saved(name):
+    from framework.forms import UploadedFile
+
+    safe = UploadedFile("f", name, "text/plain", [], 1024).safe_filename
+    assert safe and len(safe.encode()) <= 200
+    assert "/" not in safe and "\\" not in safe and not safe.startswith(".")
+    assert all(unicodedata.category(c) not in {"Cc", "Cf", "Cs", "Zl", "Zp"} for c in safe)
