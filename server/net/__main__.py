@@ -21,7 +21,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
 from server.oserrors import describe
@@ -29,10 +29,11 @@ from server.oserrors import describe
 from . import udp
 from .addr import parse_address
 from .auth import AuthenticationFailed, load_key
-from .display import peer_text
+from .display import peer_text, show
 from .msg import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HANDSHAKES, MessageServer, send_messages
 from .tftp import options as opts
 from .tftp.client import TftpClient, TransferFailed, TransferResult
+from .tftp.files import NotRegularFile
 from .tftp.progress import ProgressBar, format_size
 from .tftp.server import TftpServer
 
@@ -98,19 +99,44 @@ def _in_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` above zero."""
+# The longest wait any option may ask for. Infinity or 1e300 seconds is a typo, not a plan, and the system calls
+# that wait refuse them (poll() takes at most 2**31 - 1 milliseconds, about 24 days): a day is plenty.
+MAX_SECONDS = 86400.0
+
+
+def _number(kind: Callable[[str], float], *, zero: bool = False, most: float = math.inf) -> Callable[[str], Any]:
+    """An argparse type: a finite number of ``kind`` above zero (or from zero, if ``zero``), at most ``most``.
+
+    Every count, size and duration of the CLI goes through here, so that a bad value is one line and exit
+    status 2 at parse time, never a traceback or a failure half-way through the command.
+    """
+    bound = "0 or above" if zero else "above 0"
+    if most < math.inf:
+        bound += f", at most {most:g}"
 
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (value > 0 and math.isfinite(value)):  # NaN and infinity are no limits
-            raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
+        # NaN fails every comparison, so it is refused along with infinity. An int is always finite (and
+        # math.isfinite cannot convert one beyond a float's range: 10**400 retries is a choice, if an odd one).
+        finite = isinstance(value, int) or math.isfinite(value)
+        if not ((value >= 0 if zero else value > 0) and value <= most and finite):
+            raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
         return value
 
     return parse
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` above zero (a rate, a count of things that must exist)."""
+    return _number(kind)
+
+
+_count = _number(int, zero=True)  # retries, sizes: 0 is a real answer ("no retransmission", "empty files only")
+_seconds = _number(float, most=MAX_SECONDS)  # a timeout or an interval
+_wait = _number(float, zero=True, most=MAX_SECONDS)  # a wait that may be none at all
 
 
 def _message(text: str) -> bytes:
@@ -229,7 +255,7 @@ def _client(args: argparse.Namespace, total_hint: int | None = None) -> tuple[Tf
 
 
 def cmd_tftp_get(args: argparse.Namespace) -> int:
-    local = args.local or Path(args.remote).name
+    local = _download_target(args.remote, args.local)
     folder = Path(local).parent
     if not folder.is_dir():
         # Checked here: the download goes to a temporary file beside the target, whose name would be the error's.
@@ -240,6 +266,19 @@ def cmd_tftp_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download_target(remote: str, local: str | None) -> str:
+    """Where ``tftp get`` saves ``remote``: LOCAL, or the remote base name inside LOCAL if that is a folder (as
+    ``cp`` does), or the remote base name in the current folder. Decided before the request is sent: a folder
+    is found out only when the finished download cannot be renamed onto it, after the whole transfer."""
+    if local is not None and not Path(local).is_dir():
+        return local
+    name = PurePosixPath(remote.replace("\\", "/")).name  # TFTP servers take either separator
+    if name in ("", ".", ".."):
+        where = f"into the folder {local}" if local else "without a local name"
+        raise CommandError(f"cannot save {remote!r} {where}: it has no file name of its own (give LOCAL)")
+    return os.path.join(local, name) if local else name
+
+
 def cmd_tftp_put(args: argparse.Namespace) -> int:
     remote = args.remote or Path(args.local).name
     try:
@@ -247,7 +286,10 @@ def cmd_tftp_put(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"cannot read {args.local}: {describe(exc)}") from None
     client, bar = _client(args, size)
-    result = _transfer(lambda: client.upload(args.local, remote, mode=args.mode), bar)
+    try:
+        result = _transfer(lambda: client.upload(args.local, remote, mode=args.mode), bar)
+    except NotRegularFile as exc:  # a FIFO would have blocked the open until a writer came, maybe forever
+        raise CommandError(f"cannot send {args.local}: {exc}") from None
     _report("put", args.local, remote, result)
     return 0
 
@@ -257,7 +299,7 @@ def _transfer(run: Callable[[], TransferResult], bar: ProgressBar) -> TransferRe
         result = run()
     except TransferFailed as exc:
         bar.end_line()
-        raise OperationFailed(str(exc)) from None
+        raise OperationFailed(show(str(exc))) from None  # the server's words: no escape reaches the terminal
     bar.finish(result.bytes)
     return result
 
@@ -326,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     tools = udp_parser.add_subparsers(dest="command", required=True)
     p = tools.add_parser("echo", help="echo server: send each datagram back, log it with a count")
     p.add_argument("--bind", type=_address, default=("127.0.0.1", 9999), help="HOST:PORT (127.0.0.1:9999)")
-    p.add_argument("--count", type=int, help="stop after this many datagrams (default: run until Ctrl-C)")
+    p.add_argument("--count", type=_positive(int), help="stop after this many datagrams (default: run until Ctrl-C)")
     echo_defaults = udp.EchoLimits()
     p.add_argument(
         "--rate",
@@ -353,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--log-interval",
-        type=_positive(float),
+        type=_seconds,
         default=echo_defaults.log_interval,
         help="seconds between two reports of the same kind of dropped datagram (%(default)g)",
     )
@@ -361,11 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = tools.add_parser("send", help="send one datagram, optionally print the replies")
     p.add_argument("target", type=_address, help="HOST:PORT to send to")
     p.add_argument("message", type=_message, help="the datagram's content")
-    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for replies (default: none)")
+    p.add_argument("--wait", type=_wait, default=0.0, help="seconds to wait for replies (default: none)")
     p.set_defaults(run=cmd_udp_send)
     p = tools.add_parser("listen", help="print each datagram that arrives, with sender and time")
     p.add_argument("--bind", type=_address, default=("127.0.0.1", 7788), help="HOST:PORT (127.0.0.1:7788)")
-    p.add_argument("--count", type=int, help="stop after this many datagrams (default: run until Ctrl-C)")
+    p.add_argument("--count", type=_positive(int), help="stop after this many datagrams (default: run until Ctrl-C)")
     p.set_defaults(run=cmd_udp_listen)
     p = tools.add_parser("chat", help="full-duplex chat: stdin lines out, datagrams in, at the same time")
     p.add_argument("--bind", type=_address, default=("127.0.0.1", 8081), help="HOST:PORT (127.0.0.1:8081)")
@@ -374,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = tools.add_parser("broadcast", help="send one datagram with SO_BROADCAST")
     p.add_argument("port", type=_port, help="destination port")
     p.add_argument("message", type=_message, help="the datagram's content")
-    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for replies (default: none)")
+    p.add_argument("--wait", type=_wait, default=0.0, help="seconds to wait for replies (default: none)")
     p.add_argument("--address", default="<broadcast>", help="broadcast address (default: 255.255.255.255)")
     p.set_defaults(run=cmd_udp_broadcast)
 
@@ -394,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-windowsize", type=_in_range(1, opts.MAX_WINDOWSIZE), default=64, help="largest windowsize granted (64)"
     )
     p.add_argument(
-        "--max-upload", type=int, help="largest upload in bytes, checked on tsize and as data comes (no limit)"
+        "--max-upload", type=_count, help="largest upload in bytes, checked on tsize and as data comes (no limit)"
     )
     p.add_argument(
         "--max-transfers",
@@ -410,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--stall-limit",
-        type=_positive(float),
+        type=_seconds,
         default=30.0,
         help="seconds without progress after which a transfer is dropped, whatever its retries (%(default)g)",
     )
@@ -433,7 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("host", help="server host name or address")
         if name == "get":
             p.add_argument("remote", help="file name on the server")
-            p.add_argument("local", nargs="?", help="where to save it (default: the remote base name)")
+            p.add_argument(
+                "local",
+                nargs="?",
+                help="where to save it; a folder gets the remote base name inside it (default: that name, here)",
+            )
         else:
             p.add_argument("local", help="the file to send")
             p.add_argument("remote", nargs="?", help="name on the server (default: the local base name)")
@@ -450,11 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", type=_address, default=("127.0.0.1", 9000), help="HOST:PORT (127.0.0.1:9000)")
     p.add_argument("--secret-file", required=True, help="file holding the shared key")
     p.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds for the whole handshake, however the bytes arrive (5)"
+        "--timeout", type=_seconds, default=5.0, help="seconds for the whole handshake, however the bytes arrive (5)"
     )
     p.add_argument(
         "--idle-timeout",
-        type=_positive(float),
+        type=_seconds,
         default=IDLE_TIMEOUT,
         help="seconds an authenticated connection may stay silent (%(default)g)",
     )
@@ -475,14 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", type=_address, help="HOST:PORT of the server")
     p.add_argument("messages", type=_message, nargs="+", help="one or more messages")
     p.add_argument("--secret-file", required=True, help="file holding the shared key")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds allowed to connect and authenticate (5)")
+    p.add_argument("--timeout", type=_seconds, default=5.0, help="seconds allowed to connect and authenticate (5)")
     p.set_defaults(run=cmd_msg_send)
     return parser
 
 
 def _timing_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=float, default=1.0, help="seconds before a retransmission (1)")
-    parser.add_argument("--retries", type=int, default=5, help="retransmissions before giving up (5)")
+    parser.add_argument("--timeout", type=_seconds, default=1.0, help="seconds before a retransmission (1)")
+    parser.add_argument("--retries", type=_count, default=5, help="retransmissions before giving up (5)")
 
 
 def _raise_interrupt(signum: int, frame: object) -> NoReturn:

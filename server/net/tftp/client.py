@@ -25,6 +25,7 @@ from typing import BinaryIO
 from . import netascii
 from . import options as opts
 from .buffers import fit_window
+from .files import open_local
 from .packets import ErrorCode, ReadRequest, WriteRequest
 from .tempfiles import temporary_sibling
 from .transfer import Address, Receiver, Sender, State, TransferFailed
@@ -111,9 +112,10 @@ class TftpClient:
     ) -> TransferResult:
         """Send the file ``local`` to the server as ``remote`` (by default, its base name)."""
         path = Path(local)
-        with open(path, "rb", buffering=_FILE_BUFFER) as file:
+        fd, info = open_local(path)  # a regular file, or NotRegularFile: a FIFO would block open() forever
+        with os.fdopen(fd, "rb", buffering=_FILE_BUFFER) as file:
             # In netascii the size on the wire is not the size on disk, so tsize is not announced.
-            size = None if mode == "netascii" else os.fstat(file.fileno()).st_size
+            size = None if mode == "netascii" else info.st_size
             return self.upload_from(file, remote or path.name, mode=mode, size=size)
 
     def upload_from(

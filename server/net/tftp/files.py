@@ -63,7 +63,21 @@ def open_regular(path: Path, root: Path) -> tuple[int, os.stat_result]:
     """
     if KERNEL_CHECK:
         return _open_checked_by_kernel(path, root)
-    fd = os.open(path, _READ_FLAGS | _NOFOLLOW)
+    return _checked_regular(os.open(path, _READ_FLAGS | _NOFOLLOW))
+
+
+def open_local(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """Open a file the user named (the client's upload) for reading if it is a regular file; never blocks.
+
+    Unlike ``open_regular`` there is no root to stay in and symlinks are followed: the user may name any file.
+    But ``put`` on a FIFO must not hang in ``open`` waiting for a writer, so the same rule holds: a
+    non-blocking open, and ``fstat`` decides before a byte is read. Raises ``NotRegularFile`` or ``OSError``.
+    """
+    return _checked_regular(os.open(path, _READ_FLAGS))
+
+
+def _checked_regular(fd: int) -> tuple[int, os.stat_result]:
+    """``fd`` and its ``fstat`` if it is a regular file; otherwise close it and raise ``NotRegularFile``."""
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
