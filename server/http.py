@@ -153,6 +153,9 @@ def _field_name(raw: bytes) -> str:
     return name
 
 
+# Chunks whose data one Data event carries at most (see RequestParser._chunked_body).
+CHUNKS_PER_EVENT = 256
+
 # Parser states.
 _HEAD, _BODY_LENGTH, _CHUNK_HEAD, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = range(7)
 
@@ -548,46 +551,69 @@ class RequestParser:
         return data
 
     def _chunked_body(self) -> Data | EndOfMessage | _NeedData:
+        """The data of every chunk already buffered, up to ``CHUNKS_PER_EVENT`` chunks, as one ``Data`` event;
+        at the end, ``EndOfMessage`` with the trailers.
+
+        One event per chunk made a client sending one-byte chunks (``1\\r\\nx\\r\\n``: 43,690 of them in one
+        256 KiB read) cost an event and a call per byte of body, 0.15 s of the loop per read. Here the chunks
+        are read with an offset into the buffer, which is cut once on the way out, and a capped number of them
+        makes one event: the connection can then let other clients in between events (see
+        ``HTTPConnection.advance``), as it does between pipelined requests."""
         buf = self._buffer
-        while True:
-            state = self._state
-            if state == _CHUNK_DATA:
-                if not buf:
-                    return NEED_DATA
-                data = self._take()
-                if self._remaining == 0:
+        pos = 0  # what this call has consumed of the buffer
+        pieces: list[bytearray] = []
+        chunks = 0
+        try:
+            while True:
+                state = self._state
+                if state == _CHUNK_DATA:
+                    take = min(self._remaining, len(buf) - pos)
+                    if not take:
+                        break
+                    pieces.append(buf[pos : pos + take])
+                    pos += take
+                    self._remaining -= take
+                    if self._remaining:
+                        break  # the rest of this chunk has not arrived
                     self._state = _CHUNK_END
-                return Data(data)
-            if state == _CHUNK_END:
-                # Chunk data is followed by CRLF and nothing else; anything else is wrong as soon as it is seen.
-                if buf[:2] != b"\r\n"[: len(buf)]:
-                    raise ProtocolError(400, "chunk data not followed by CRLF")
-                if len(buf) < 2:
-                    return NEED_DATA
-                del buf[:2]
-                self._state = _CHUNK_HEAD
-                continue
-            # As with the head, look only at what arrived since the last look: a trickled line stays linear.
-            line_end = buf.find(b"\r\n", max(0, self._scanned - 1))
-            if line_end < 0:
-                if len(buf) > self.limits.max_chunk_line or buf.find(b"\n", self._scanned) >= 0:
-                    raise ProtocolError(400, "malformed chunk framing")
-                self._scanned = len(buf)
-                return NEED_DATA
-            self._scanned = 0
-            line = bytes(buf[:line_end])
-            del buf[: line_end + 2]
-            if state == _CHUNK_HEAD:
-                size = _chunk_size(line)
-                self._body_seen += size
-                if self._body_seen > self.limits.max_body_bytes:
-                    raise ProtocolError(413, "request body too large")
-                if size == 0:
+                    continue
+                if state == _CHUNK_END:
+                    # Chunk data is followed by CRLF and nothing else; anything else is wrong as soon as it is seen.
+                    end = buf[pos : pos + 2]
+                    if end != b"\r\n"[: len(end)]:
+                        raise ProtocolError(400, "chunk data not followed by CRLF")
+                    if len(end) < 2:
+                        break
+                    pos += 2
+                    self._state = _CHUNK_HEAD
+                    if chunks >= CHUNKS_PER_EVENT:
+                        break
+                    continue
+                # As with the head, look only at what arrived since the last look: a trickled line stays linear.
+                line_end = buf.find(b"\r\n", pos + max(0, self._scanned - 1))
+                if line_end < 0:
+                    if len(buf) - pos > self.limits.max_chunk_line or buf.find(b"\n", pos + self._scanned) >= 0:
+                        raise ProtocolError(400, "malformed chunk framing")
+                    self._scanned = len(buf) - pos
+                    break
+                self._scanned = 0
+                line = bytes(buf[pos:line_end])
+                pos = line_end + 2
+                if state == _CHUNK_HEAD:
+                    size = _chunk_size(line)
+                    chunks += 1
+                    self._body_seen += size
+                    if self._body_seen > self.limits.max_body_bytes:
+                        raise ProtocolError(413, "request body too large")
+                    if size:
+                        self._remaining = size
+                        self._state = _CHUNK_DATA
+                        continue
                     self._state = _TRAILERS
-                else:
-                    self._remaining = size
-                    self._state = _CHUNK_DATA
-            else:  # _TRAILERS: field lines until an empty line
+                    if pieces:
+                        break  # the data first; the trailers at the next call
+                    continue
+                # _TRAILERS: field lines until an empty line
                 if not line:
                     self._state = _DONE
                     return EndOfMessage(self._trailers)
@@ -601,6 +627,9 @@ class RequestParser:
                 if not colon or not _TOKEN.fullmatch(raw_name) or _CONTROL.search(raw_value):
                     raise ProtocolError(400, _describe_bad_field(line))
                 self._trailers.append((_field_name(raw_name), raw_value.strip(b" \t").decode("latin-1")))
+            return Data(b"".join(pieces)) if pieces else NEED_DATA
+        finally:
+            del buf[:pos]
 
 
 def _port_too_big(authority: str) -> bool:

@@ -302,3 +302,26 @@ def test_a_whole_request_is_taken_only_alone_complete_and_without_a_body():
     mid.feed(plain)
     assert isinstance(mid.next_event(), Request)
     assert mid.whole_request(plain) is None  # nor before the previous request has ended
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=4), min_size=250, max_size=700),
+    cuts=st.lists(st.integers(0, 5000), max_size=12),
+    pipelined=st.booleans(),
+)
+def test_bodies_of_many_tiny_chunks_parse_back_exactly_however_split(sizes, cuts, pipelined):
+    """Tiny chunks are gathered into few events (CHUNKS_PER_EVENT at most per event): the body, the trailers and a
+    request pipelined behind them come out exactly, wherever the reads are cut."""
+    body = bytes(i % 251 for i in range(sum(sizes)))
+    framed, offset = bytearray(), 0
+    for size in sizes:
+        framed += f"{size:x}\r\n".encode() + body[offset : offset + size] + b"\r\n"
+        offset += size
+    framed += b"0\r\nx-sum: 1\r\n\r\n"
+    stream = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + bytes(framed)
+    if pipelined:
+        stream += b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+    outcome = parse(split(stream, cuts))
+    assert outcome.refused is None and not outcome.partial
+    assert [(m[0].target, m[1], m[2]) for m in outcome.messages][:1] == [("/", body, [("x-sum", "1")])]
+    assert len(outcome.messages) == 1 + pipelined

@@ -423,3 +423,21 @@ def test_a_connection_option_is_trimmed_of_spaces_and_tabs_only(char):
     (request, _end) = events_for(head)
     assert request.keep_alive
     assert not RequestParser().whole_request(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, x\r\n\r\n").keep_alive
+
+
+def test_tiny_chunks_in_one_read_make_few_events_not_one_per_chunk():
+    """A 256 KiB read of one-byte chunks (``1\\r\\nx\\r\\n``) made 43,690 Data events, one per byte of body, and
+    the connection one call per event: 0.15 s of the event loop per read, for every such client."""
+    from server.http import CHUNKS_PER_EVENT
+
+    parser = RequestParser(Limits(max_body_bytes=1 << 30))
+    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * 43_690)
+    assert isinstance(parser.next_event(), Request)
+    sizes = []
+    while (event := parser.next_event()) is not NEED_DATA:
+        assert isinstance(event, Data)
+        sizes.append(len(event.data))
+    assert sum(sizes) == 43_690
+    assert len(sizes) == -(-43_690 // CHUNKS_PER_EVENT)  # each event as many chunks as allowed
+    parser.feed(b"0\r\n\r\n")
+    assert isinstance(parser.next_event(), EndOfMessage)
