@@ -20,10 +20,16 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from ..display import show
+
 _U16 = struct.Struct("!H")
 _HEADER = struct.Struct("!HH")  # opcode + block number (DATA, ACK) or error code (ERROR)
 
 MODES = ("netascii", "octet", "mail")
+# How much of a peer's string a MalformedPacket message quotes. The message is logged and sent back in an
+# ERROR packet, so it must not grow with the peer's input: quoted whole and escaped, 8 bytes of 0xFF made
+# 48 characters, and a bad mode of a few hundred bytes drew an error reply six times the request's size.
+QUOTED = 32
 
 
 class Opcode(IntEnum):
@@ -200,7 +206,7 @@ def _decode_request(opcode: int, datagram: bytes) -> ReadRequest | WriteRequest:
     if not filename:
         raise MalformedPacket(f"{kind} has an empty filename")
     if mode not in MODES:
-        raise MalformedPacket(f"{kind} has unknown mode {mode!r}")
+        raise MalformedPacket(f"{kind} has unknown mode {_quoted(mode)}")
     cls = ReadRequest if opcode == Opcode.RRQ else WriteRequest
     return cls(filename, mode, _decode_options(strings[2:]))
 
@@ -216,12 +222,17 @@ def _split_strings(body: bytes, kind: str) -> list[str]:
 
 def _decode_options(strings: list[str]) -> dict[str, str]:
     if len(strings) % 2:
-        raise MalformedPacket(f"option {strings[-1]!r} has no value")
+        raise MalformedPacket(f"option {_quoted(strings[-1])} has no value")
     options: dict[str, str] = {}
     for name, value in zip(strings[::2], strings[1::2], strict=True):
         # RFC 2347 does not say what a repeated option means; the first one wins, as in tftp-hpa.
         options.setdefault(name.lower(), value)
     return options
+
+
+def _quoted(text: str) -> str:
+    """A peer's string for a message: quoted, escaped (``display.show``) and cut at ``QUOTED`` characters."""
+    return f"'{show(text, QUOTED)}'"
 
 
 def _encode_string(text: str) -> bytes:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..addr import source_key as host_source_key
+from ..display import show
 from . import netascii
 from . import options as opts
 from .buffers import fit_window
@@ -90,6 +91,14 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+# The longest file name a request may carry. realpath() walks a name one component at a time, with a system
+# call for each: "a/" * 32000 + "f", one 64 KB datagram, kept the loop -- every transfer -- busy for 0.7 s
+# before it was refused. Linux paths stop at 4096 bytes (PATH_MAX) and no boot file's comes near 1024.
+MAX_NAME_BYTES = 1024
+# How much of a client's file name a log line shows: enough to recognise it, not 64 KB per request.
+_LOGGED_NAME = 256
+
+
 class Refused(Exception):
     """A request the server will not serve; carries the TFTP error to answer with."""
 
@@ -103,7 +112,11 @@ def resolve_inside(root: Path, name: str) -> Path:
 
     ``root`` must already be resolved. The textual checks refuse the obvious escapes with a clear reason; the
     final check on the resolved path catches what text cannot see, such as a symlink pointing out of the root.
+    A name longer than ``MAX_NAME_BYTES`` is refused before any of that (see there).
     """
+    if len(name) > MAX_NAME_BYTES or len(os.fsencode(name)) > MAX_NAME_BYTES:
+        # Error 2, not 0: like an absolute path, it is a name the server will not serve, whatever is on disk.
+        raise Refused(ErrorCode.ACCESS_VIOLATION, f"file name longer than {MAX_NAME_BYTES} bytes")
     if name.startswith(("/", "\\")) or os.path.isabs(name):
         raise Refused(ErrorCode.ACCESS_VIOLATION, "absolute paths are not allowed")
     if ".." in Path(name).parts:
@@ -437,18 +450,19 @@ class TftpServer:
             request = decode(data)
         except MalformedPacket as exc:
             log.warning("%s: malformed request: %s", _peer_text(addr), exc)
-            self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, f"malformed packet: {exc}")
+            self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, f"malformed packet: {exc}", within=len(data))
             return
         if not isinstance(request, Request):
             if not isinstance(request, Error):  # never answer an error with an error
-                self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, "expected a read or write request")
+                message = "expected a read or write request"
+                self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, message, within=len(data))
             return
         if any(a.peer == addr and a.request_bytes == data for a in self._transfers.values()):
             return  # the client repeated its request before our answer reached it: that transfer answers it
         now = time.monotonic()
         source = source_key(addr)
         if self._sources.get(source, 0) >= self.max_transfers_per_source and not self._make_room(now, source):
-            log.info("%s: %s %s refused: source at its limit", _peer_text(addr), _kind(request), request.filename)
+            log.info("%s: %s %s refused: source at its limit", _peer_text(addr), _kind(request), _name(request))
             self._answer_error(addr, ErrorCode.NOT_DEFINED, "too many transfers from your address, try again later")
             return
         if len(self._transfers) >= self.max_transfers and not self._make_room(now):
@@ -498,7 +512,7 @@ class TftpServer:
             sock.setblocking(False)
             return self._start(sock, request, addr, now)
         except Refused as exc:
-            log.info("%s: %s %s refused: %s", _peer_text(addr), _kind(request), request.filename, exc)
+            log.info("%s: %s %s refused: %s", _peer_text(addr), _kind(request), _name(request), show(str(exc)))
             with contextlib.suppress(OSError):
                 sock.sendto(Error(exc.code, str(exc)).encode(), addr)
             sock.close()
@@ -627,9 +641,20 @@ class TftpServer:
         active.temp = None
         return None
 
-    def _answer_error(self, addr: Address, code: ErrorCode, message: str) -> None:
+    def _answer_error(self, addr: Address, code: ErrorCode, message: str, *, within: int | None = None) -> None:
+        """Send ERROR ``code`` from the well-known port; ``within``: the most bytes the answer may take.
+
+        Junk from a forged address must not draw more bytes than it cost, or the server amplifies an attack on
+        the address: an answer to a malformed datagram is cut to the datagram's size, and a datagram too
+        short for even a bare ERROR (its 4-byte header and the message's NUL) gets none.
+        """
+        packet = Error(code, message).encode()
+        if within is not None and len(packet) > within:
+            if within < 5:
+                return
+            packet = packet[: within - 1] + b"\0"  # the message cut short, still NUL-terminated
         with contextlib.suppress(OSError):
-            self._sock.sendto(Error(code, message).encode(), addr)
+            self._sock.sendto(packet, addr)
 
     # -- endings
 
@@ -680,11 +705,11 @@ class TftpServer:
             "%s %s %s %d bytes in %.3f s (%s/s) %s",
             _peer_text(active.peer),
             _kind(active.request),
-            active.request.filename,
+            _name(active.request),
             size,
             seconds,
             format_size(size / seconds),
-            outcome,
+            show(outcome),  # may quote the peer's ERROR text
         )
 
     def close(self) -> None:
@@ -714,6 +739,11 @@ def _idleness(active: _Active, now: float) -> tuple[int, float] | None:
 
 def _kind(request: Request) -> str:
     return "RRQ" if isinstance(request, ReadRequest) else "WRQ"
+
+
+def _name(request: Request) -> str:
+    """The client's file name for a log line: escaped, so that a newline in it cannot forge a line, and cut."""
+    return show(request.filename, _LOGGED_NAME)
 
 
 def _peer_text(addr: Address) -> str:

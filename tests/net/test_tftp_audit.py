@@ -1,0 +1,173 @@
+"""The TFTP server against what one datagram from anyone can carry (audit of ``server/net``).
+
+- A 64 KB file name is refused before any file-system call: it used to make ``realpath`` walk 32,000
+  components, 0.7 s during which no transfer moved.
+- The answer to a malformed datagram is never larger than the datagram: a peer's string is quoted at most 32
+  characters into the message, and the message is cut to fit.
+- What a client sends (its file name, the text of its ERROR packets) reaches the log escaped, on one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from server.net.tftp import server as server_module
+from server.net.tftp.packets import Data, Error, ErrorCode, MalformedPacket, ReadRequest, Request, decode
+from server.net.tftp.server import MAX_NAME_BYTES, Refused, TftpServer, resolve_inside
+
+from .test_tftp_live import RawPeer, client_for
+
+LONG_NAME = "a/" * 32000 + "f"  # the audit's datagram: 64 KB of name, 32,000 components
+
+
+# -- 1. a long name costs nothing
+
+
+def test_a_name_over_the_limit_is_refused_before_any_file_system_call(tmp_path, monkeypatch):
+    def walked(path):
+        raise AssertionError("realpath was called for a name over the limit")
+
+    monkeypatch.setattr(server_module.os.path, "realpath", walked)
+    for name in (LONG_NAME, "x" * (MAX_NAME_BYTES + 1), "\xe9" * (MAX_NAME_BYTES // 2 + 1)):  # bytes, not characters
+        with pytest.raises(Refused) as refused:
+            resolve_inside(tmp_path, name)
+        assert refused.value.code == ErrorCode.ACCESS_VIOLATION
+        assert str(refused.value) == f"file name longer than {MAX_NAME_BYTES} bytes"
+
+
+def test_a_64_kb_name_is_answered_with_error_2_and_the_server_carries_on(tftp_root, tmp_path, start_tftp_server):
+    (tftp_root / "f").write_bytes(b"ok")
+    server = start_tftp_server(tftp_root)
+    peer = RawPeer()
+    try:
+        peer.send(ReadRequest(LONG_NAME), server.address)
+        packet, _ = peer.recv()
+    finally:
+        peer.close()
+    assert packet == Error(ErrorCode.ACCESS_VIOLATION, f"file name longer than {MAX_NAME_BYTES} bytes")
+    client_for(server).download("f", tmp_path / "f")
+    assert (tmp_path / "f").read_bytes() == b"ok"
+
+
+# -- 3. no answer larger than the question
+
+
+@pytest.fixture(scope="module")
+def idle_server(tmp_path_factory):
+    """A server whose loop is not running: the test calls its request handler itself, one datagram at a time."""
+    server = TftpServer(tmp_path_factory.mktemp("root"), "127.0.0.1", 0)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    yield server, peer
+    peer.close()
+    server.close()
+
+
+def _answers(peer: socket.socket) -> list[bytes]:
+    """What has arrived on ``peer``: on loopback a datagram is queued by the time ``sendto`` returns."""
+    answers = []
+    while True:
+        try:
+            answers.append(peer.recv(65536))
+        except BlockingIOError:
+            return answers
+
+
+def _not_a_request(data: bytes) -> bool:
+    try:
+        return not isinstance(decode(data), Request)
+    except MalformedPacket:
+        return True
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.one_of(
+        st.binary(max_size=600),
+        st.builds(lambda op, body: op + body, st.sampled_from([b"\x00\x01", b"\x00\x02", b"\x00\x06"]), st.binary()),
+    )
+)
+@example(data=b"\x00\x01f\x00" + b"\xff" * 300 + b"\x00")  # the audit's: an unknown mode of 0xFF bytes
+@example(data=b"\x00\x01f\x00octet\x00" + b"\xff" * 300 + b"\x00")  # an option without a value
+@example(data=b"\x00\x04\x00\x01")  # an ACK to the well-known port: 4 bytes, too short for any ERROR
+@example(data=b"")
+def test_a_datagram_that_is_no_request_is_answered_with_at_most_its_own_size(idle_server, data):
+    server, peer = idle_server
+    if not _not_a_request(data):
+        return  # a real request starts a transfer, answered from the transfer's own port
+    server._on_request(data, peer.getsockname())
+    answers = _answers(peer)
+    assert len(answers) <= 1
+    for answer in answers:
+        assert len(answer) <= len(data)
+        assert decode(answer).code == ErrorCode.ILLEGAL_OPERATION
+
+
+def test_a_malformed_request_quotes_at_most_32_characters_of_the_peer(idle_server):
+    server, peer = idle_server
+    request = b"\x00\x01f\x00" + b"\xff" * 300 + b"\x00"
+    with pytest.raises(MalformedPacket) as malformed:
+        decode(request)
+    assert str(malformed.value) == "RRQ has unknown mode '" + "\\xff" * 8 + "...'"
+    server._on_request(request, peer.getsockname())
+    (answer,) = _answers(peer)
+    assert decode(answer) == Error(ErrorCode.ILLEGAL_OPERATION, f"malformed packet: {malformed.value}")
+
+
+# -- 4. what a client says reaches the log on one line
+
+
+@pytest.fixture
+def server_log(caplog):
+    caplog.set_level(logging.INFO, logger="server.net.tftp")
+    return caplog
+
+
+def _logged(caplog, text: str, timeout: float = 2.0) -> str:
+    """The first server log message containing ``text``, polled for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for record in caplog.records:
+            if text in record.getMessage():
+                return record.getMessage()
+        time.sleep(0.005)
+    raise AssertionError(f"{text!r} not logged: {[r.getMessage() for r in caplog.records]}")
+
+
+def test_a_file_name_with_a_newline_cannot_forge_a_log_line(tftp_root, start_tftp_server, server_log):
+    server = start_tftp_server(tftp_root)
+    peer = RawPeer()
+    try:
+        peer.send(ReadRequest("missing\n1.2.3.4:69 RRQ admin.cfg 9 bytes ok\x1b[2J"), server.address)
+        assert peer.recv()[0].code == ErrorCode.FILE_NOT_FOUND
+        peer.send(ReadRequest(LONG_NAME), server.address)
+        assert peer.recv()[0].code == ErrorCode.ACCESS_VIOLATION
+    finally:
+        peer.close()
+    line = _logged(server_log, "missing")
+    assert "\n" not in line and "\x1b" not in line
+    assert "missing\\n1.2.3.4:69 RRQ admin.cfg 9 bytes ok\\x1b[2J refused" in line
+    long_line = _logged(server_log, "a/a/a/")
+    assert len(long_line) < 400 and "..." in long_line  # the name is cut, not 64 KB of log
+
+
+def test_a_peers_error_text_cannot_forge_a_log_line(tftp_root, start_tftp_server, server_log):
+    (tftp_root / "f").write_bytes(b"x" * 2000)
+    server = start_tftp_server(tftp_root)
+    peer = RawPeer()
+    try:
+        peer.send(ReadRequest("f"), server.address)
+        packet, tid = peer.recv()
+        assert isinstance(packet, Data)
+        peer.send(Error(ErrorCode.NOT_DEFINED, "bye\n1.2.3.4:69 RRQ f 2000 bytes in 0.001 s ok"), tid)
+        line = _logged(server_log, "failed: bye")
+    finally:
+        peer.close()
+    assert "\n" not in line and "failed: bye\\n1.2.3.4:69 RRQ f 2000 bytes in 0.001 s ok (peer error 0)" in line
