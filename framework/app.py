@@ -455,9 +455,10 @@ class App(Scaffold):
 
     def static_path(self, filename: str) -> str:
         """The path (without mount point) of a static file."""
+        filename = filename.lstrip("/")  # "/css/app.css" names the same file as "css/app.css", as in Flask
         if self.static_folder is not None:
             return self.router.build("static", {"filename": filename})
-        return quote_path(f"{self.static_url}/{filename.lstrip('/')}")
+        return quote_path(f"{self.static_url}/{filename}")
 
     def _serve_static(self, request: Request, filename: str) -> Response:
         folder = self.static_folder

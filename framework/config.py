@@ -115,10 +115,12 @@ class Config(dict[str, Any]):
         ``APP_HOSTS='["a", "b"]'`` a list) and kept as text where they do not (``APP_SECRET_KEY=abc``). A double
         underscore reaches into a nested dict: ``APP_DATABASE__HOST=db`` sets ``config["DATABASE"]["HOST"]``.
 
-        A setting that is ``True`` or ``False`` already (``DEBUG``, ``CSRF_ENABLED``...) also takes the words
-        people write for them, in any case: ``true/false``, ``yes/no``, ``on/off``, ``1/0``; anything else is a
-        ValueError naming the variable. As text, ``APP_DEBUG=False`` would be a non-empty string, which is true:
-        the traceback page, local variables and all, switched on in production by the line meant to turn it off.
+        An on/off setting (the framework's: ``DEBUG``, ``TESTING``, ``CSRF_ENABLED``, ``SESSION_COOKIE_SECURE``,
+        ``TEMPLATES_AUTO_RELOAD``; and any that is ``True`` or ``False`` already) also takes the words people
+        write for them, in any case: ``true/false``, ``yes/no``, ``on/off``, ``1/0``, and empty for off;
+        anything else is a ValueError naming the variable. As text, ``APP_DEBUG=False`` would be a non-empty
+        string, which is true: the traceback page, local variables and all, switched on in production by the
+        line meant to turn it off.
         """
         start = f"{prefix}_"
         for name in sorted(os.environ):
@@ -135,7 +137,7 @@ class Config(dict[str, Any]):
                 target = target.setdefault(key, {})
                 if not isinstance(target, dict):
                     raise ValueError(f"{name}: {key} is already set to a {type(target).__name__}, not a dict")
-            if isinstance(target.get(leaf), bool) and not isinstance(value, bool):
+            if (leaf in SWITCHES or isinstance(target.get(leaf), bool)) and not isinstance(value, bool):
                 value = _switch(name, raw)
             target[leaf] = value
         return True
@@ -154,8 +156,11 @@ class Config(dict[str, Any]):
         return f"<Config {dict.__repr__(self)}>"
 
 
+# The framework's on/off settings (TEMPLATES_AUTO_RELOAD's default is None, "follow DEBUG", so its type alone
+# would not say so), and the words taken for them; empty is off, as in an .env file's "APP_DEBUG=".
+SWITCHES = frozenset({"DEBUG", "TESTING", "CSRF_ENABLED", "SESSION_COOKIE_SECURE", "TEMPLATES_AUTO_RELOAD"})
 _SWITCH_WORDS = {"true": True, "yes": True, "on": True, "1": True}
-_SWITCH_WORDS.update({"false": False, "no": False, "off": False, "0": False})
+_SWITCH_WORDS.update({"false": False, "no": False, "off": False, "0": False, "": False})
 
 
 def _switch(name: str, raw: str) -> bool:

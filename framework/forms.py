@@ -33,8 +33,10 @@ READ_BLOCK = 64 * 1024
 # leaving room for the ".NAME.XXXXXXXX.part" of save()'s temporary file.
 SAFE_NAME_BYTES = 200
 # Unicode categories safe_filename removes: controls, format characters (bidi overrides, zero widths), line and
-# paragraph separators, and lone surrogates (which no file system encoding can write).
+# paragraph separators, and lone surrogates (which no file system encoding can write). Except the zero-width
+# joiner and non-joiner, which belong to words (Persian) and emoji (a family is three joined by ZWJ).
 _UNSAFE_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_JOINERS = frozenset("\u200c\u200d")
 
 _NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape"})
 
@@ -66,7 +68,9 @@ class UploadedFile:
         ``invoiceexe.jpg`` in a listing. The length is cut (keeping the extension) because a name the file
         system refuses would fail the save with a 500, for any client who sends one."""
         name = unicodedata.normalize("NFKC", self.filename).replace("\\", "/").rsplit("/", 1)[-1]
-        name = "".join(c for c in name if unicodedata.category(c) not in _UNSAFE_IN_NAMES).strip().lstrip(".")
+        name = "".join(c for c in name if c in _JOINERS or unicodedata.category(c) not in _UNSAFE_IN_NAMES)
+        while name != (trimmed := name.strip().lstrip(".")):  # ". .bashrc" is a dotfile too
+            name = trimmed
         return _shortened(name, SAFE_NAME_BYTES) or "upload"
 
     def read(self, size: int = -1) -> bytes:

@@ -290,13 +290,23 @@ class Rule:
             else:
                 name, converter = part
                 text = converter.to_url(values[name])
-                if not text:  # "/users/" + "": a URL of another rule, or of none
-                    raise ValueError(f"{name} is empty")
+                _check_built(name, text, converter)
                 out.append(text)
         return "".join(out)
 
     def __repr__(self) -> str:
         return f"<Rule {self.pattern!r} {sorted(self.methods)} -> {self.endpoint}>"
+
+
+def _check_built(name: str, text: str, converter: Converter) -> None:
+    """Refuse (ValueError) a parameter's URL text that would not lead back to its rule: empty where the
+    converter takes nothing empty ("/users/" is another rule's URL, or none), or a dot segment, which browsers
+    and HTTP clients resolve away ("/users/.." is "/", "/files/../admin" is "/admin"), "%2e" and "%2E" as well."""
+    if not text and not re.fullmatch(converter.regex, "", re.DOTALL):
+        raise ValueError(f"{name} is empty")
+    for piece in text.split("/"):
+        if piece.lower().replace("%2e", ".") in (".", ".."):
+            raise ValueError(f"{name} would make a dot segment ({text!r}), which clients resolve to another URL")
 
 
 class Node:
@@ -408,22 +418,27 @@ class Router:
     def build(self, endpoint: str, values: dict[str, Any]) -> str:
         """The path (and query string, for values no parameter takes) that reaches ``endpoint``.
 
-        With several rules for one endpoint, the first whose parameters are all given is used. Extra values
-        that are ``None`` are left out of the query string, as if not given.
+        With several rules for one endpoint, the first whose parameters are all given and accepted is used (so
+        ``/search/<q>`` and ``/search/`` for one view build ``/search/`` for an empty ``q``). Extra values that
+        are ``None`` are left out of the query string, as if not given.
         """
         rules = self._by_endpoint.get(endpoint)
         if not rules:
             raise BuildError(f"no route is named {endpoint!r}")
+        refused: Exception | None = None
         for rule in rules:
             if rule.converters.keys() <= values.keys():
                 try:
                     path = rule.build(values)
                 except (TypeError, ValueError) as error:
-                    raise BuildError(f"cannot build {endpoint!r} ({rule.pattern!r}): {error}") from error
+                    refused = refused or BuildError(f"cannot build {endpoint!r} ({rule.pattern!r}): {error}")
+                    continue
                 extra = [
                     (key, value) for key, value in values.items() if key not in rule.converters and value is not None
                 ]
                 return path + "?" + urlencode(extra, doseq=True) if extra else path
+        if refused is not None:
+            raise refused
         needed = ", ".join(sorted(rules[0].converters))
         given = ", ".join(sorted(values)) or "nothing"
         raise BuildError(f"cannot build {endpoint!r}: it needs {needed}, got {given}")

@@ -66,7 +66,15 @@ def retired_keys(value: Any) -> tuple[str | bytes, ...]:
     A key given alone, not in a list (``APP_SECRET_KEY_FALLBACKS=oldkey`` from the environment), would otherwise
     be iterated character by character: each character a signing key, so that anyone could forge a session by
     trying a hundred one-letter keys. An empty key is one everybody knows."""
-    keys = (value,) if isinstance(value, str | bytes) else tuple(value or ())
+    if isinstance(value, str | bytes):
+        keys: tuple[Any, ...] = (value,)
+    elif value is None or isinstance(value, list | tuple | set | frozenset):
+        keys = tuple(value or ())
+    else:  # from the environment, APP_SECRET_KEY_FALLBACKS=12345 is read as JSON: a number
+        raise TypeError(
+            f"SECRET_KEY_FALLBACKS must be a key or a list of keys, not {type(value).__name__} ({value!r}); from "
+            "the environment, values are read as JSON: quote a key that looks like a number"
+        )
     for key in keys:
         if not isinstance(key, str | bytes):
             raise TypeError(

@@ -194,7 +194,8 @@ def test_instance_path_is_created_on_first_use(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "expected"), [("False", False), ("off", False), (" NO ", False), ("0", False),
-                                                ("True", True), ("yes", True), ("On", True), ("1", True)])  # fmt: skip
+                                                ("", False), ("True", True), ("yes", True), ("On", True),
+                                                ("1", True)])  # fmt: skip
 def test_an_on_off_setting_from_the_environment_takes_the_usual_words(text, expected, monkeypatch):
     """``APP_DEBUG=False`` is not JSON, so it was kept as the text "False", which is true: the traceback page,
     with every frame's local variables and the request's cookies, switched on by the line meant to turn it off."""
@@ -206,12 +207,14 @@ def test_an_on_off_setting_from_the_environment_takes_the_usual_words(text, expe
 
     monkeypatch.setenv("APP_DEBUG", text)
     monkeypatch.setenv("APP_CSRF_ENABLED", text)
+    monkeypatch.setenv("APP_TEMPLATES_AUTO_RELOAD", text)  # None by default ("follow DEBUG"): a switch all the same
     app.config.from_prefixed_env("APP")
     assert app.config["DEBUG"] is expected and app.config["CSRF_ENABLED"] is expected
+    assert app.config["TEMPLATES_AUTO_RELOAD"] is expected
     assert ("the detail only debug shows" in TestApp(app).get("/", status=500).text) is expected
 
 
-@pytest.mark.parametrize("text", ["nah", "2", "", "False!", '"false"'])
+@pytest.mark.parametrize("text", ["nah", "2", "False!", '"false"'])
 def test_an_on_off_setting_refuses_other_text(text, monkeypatch):
     monkeypatch.setenv("APP_DEBUG", text)
     with pytest.raises(ValueError, match="APP_DEBUG"):

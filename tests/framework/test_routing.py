@@ -422,3 +422,51 @@ def test_a_trailing_slash_redirect_keeps_a_raw_non_ascii_query_as_its_bytes():
     assert status.startswith("308") and headers["Location"] == "/search/?q=caf%C3%A9"
     found = TestApp(app).get(headers["Location"]).json
     assert found["q"] == "café" and found["url"].endswith("/search/?q=caf%C3%A9")
+
+
+def test_url_for_refuses_dot_segments_and_tries_the_next_rule():
+    """A value of ".." (or a path value with a ".." piece) built "/users/.." or "/files/../admin", which browsers
+    and HTTP clients resolve to another URL. Refused as any value a rule cannot take, after the endpoint's other
+    rules are tried: ``/search/<q>`` and ``/search/`` for one view build the second for an empty ``q``, and a
+    converter whose regex takes "" builds with it."""
+    app = App(__name__)
+
+    @app.get("/users/<name>")
+    def user(request, name):
+        return name
+
+    @app.get("/files/<path:name>")
+    def files(request, name):
+        return name
+
+    @app.get("/search/")
+    @app.get("/search/<q>")  # (decorators apply from the bottom up: this rule is the endpoint's first)
+    def search(request, q=""):
+        return q
+
+    class Optional(Converter):
+        regex = r"[0-9]*"
+
+    app.add_converter("opt", Optional)
+
+    @app.get("/v<opt:n>.json")
+    def versions(request, n):
+        return n
+
+    with app.test_request_context():
+        for endpoint, values in [("user", {"name": ".."}), ("user", {"name": "."}), ("files", {"name": "../admin"}),
+                                 ("files", {"name": "a/./b"})]:  # fmt: skip
+            with pytest.raises(BuildError, match="dot segment"):
+                app.url_for(endpoint, **values)
+        assert app.url_for("user", name="...") == "/users/..."  # not a dot segment: a name like any other
+        assert app.url_for("files", name="a/%2E%2E") == "/files/a/%252E%252E"  # a literal "%": quoted
+        assert app.url_for("search", q="") == "/search/?q="
+        assert app.url_for("search", q="x") == "/search/x"
+        assert app.url_for("versions", n="") == "/v.json"
+    assert TestApp(app).get("/v.json").text == ""
+
+
+def test_a_static_file_named_with_a_leading_slash_is_the_same_file():
+    app = App(__name__, static=".")
+    with app.test_request_context():
+        assert app.url_for("static", filename="/css/app.css") == app.url_for("static", filename="css/app.css")

@@ -264,7 +264,7 @@ def test_an_old_key_given_alone_is_one_key_not_its_characters(how, monkeypatch):
     assert client.get("/get").json == {"user": "admin"}  # the old key itself still works
 
 
-@pytest.mark.parametrize("fallbacks", [[""], ["ok", b""], [None], ["ok", 5]])
+@pytest.mark.parametrize("fallbacks", [[""], ["ok", b""], [None], ["ok", 5], 12345])
 def test_an_empty_or_missing_old_key_is_refused(fallbacks):
     """An empty key is one everybody knows (``[os.environ.get("OLD_KEY", "")]`` made it a signing key); None
     used to pass the check and fail every request that touched the session with a 500."""
@@ -274,3 +274,11 @@ def test_an_empty_or_missing_old_key_is_refused(fallbacks):
         app.sessions  # noqa: B018 (the property builds the store)
     with pytest.raises((TypeError, ValueError), match="SECRET_KEY_FALLBACKS"):
         Signer("current", fallbacks)
+
+
+def test_an_old_key_read_from_the_environment_as_a_number_says_to_quote_it(monkeypatch):
+    app = make_app(secret_key="current")
+    monkeypatch.setenv("APP_SECRET_KEY_FALLBACKS", "12345")
+    app.config.from_prefixed_env("APP")
+    with pytest.raises(TypeError, match="quote a key that looks like a number"):
+        app.sessions  # noqa: B018

@@ -240,4 +240,16 @@ def test_any_client_file_name_becomes_a_name_that_can_be_saved(name):
     safe = UploadedFile("f", name, "text/plain", [], 1024).safe_filename
     assert safe and len(safe.encode()) <= 200
     assert "/" not in safe and "\\" not in safe and not safe.startswith(".")
-    assert all(unicodedata.category(c) not in {"Cc", "Cf", "Cs", "Zl", "Zp"} for c in safe)
+    assert all(c in "\u200c\u200d" or unicodedata.category(c) not in {"Cc", "Cf", "Cs", "Zl", "Zp"} for c in safe)
+    assert safe == safe.strip()
+
+
+def test_safe_filename_keeps_the_joiners_words_and_emoji_are_made_of():
+    from framework.forms import UploadedFile
+
+    for name in [
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467.png",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt",
+    ]:
+        assert UploadedFile("f", name, "text/plain", [], 1024).safe_filename == name
+    assert UploadedFile("f", ". .bashrc", "text/plain", [], 1024).safe_filename == "bashrc"
