@@ -38,6 +38,7 @@ from server.net.tftp.packets import (
     WriteRequest,
     decode,
     encode_ack,
+    encode_data,
 )
 from server.net.tftp.server import TftpServer, source_key
 from server.net.tftp.transfer import Receiver, Sender, State
@@ -336,10 +337,13 @@ def run_silent(machine, until: float) -> tuple[float, list]:
 @pytest.mark.parametrize("role", ["sender", "receiver"])
 def test_a_silent_peer_is_dropped_at_the_stall_limit_whatever_its_retries(role):
     settings = opts.Settings(timeout=10.0, retries=1000, stall_limit=25.0)
+    # The peer answers once, at 0 (one that never did is dropped sooner, and silently: test_tftp_audit.py).
     if role == "sender":
         machine = Sender(lambda n: b"s" * n, PEER, settings, 0.0)
+        assert machine.datagram_received(encode_ack(1), PEER, 0.0)
     else:
         machine = Receiver(lambda data: None, PEER, settings, 0.0)
+        assert machine.datagram_received(encode_data(1, b"r" * 512), PEER, 0.0)
     ended, (last,) = run_silent(machine, until=25.0)
     assert ended == 25.0 and machine.state == State.FAILED  # retransmitted at 10 and 20, not at 30
     assert decode(last.data) == Error(ErrorCode.NOT_DEFINED, "peer made no progress for 25 s")
@@ -349,11 +353,12 @@ def test_progress_restarts_the_stall_clock_and_duplicates_do_not():
     settings = opts.Settings(timeout=1.0, retries=1000, stall_limit=5.0)
     sender = Sender(lambda n: b"s" * n, PEER, settings, 0.0)
     sender.start()
+    assert sender.datagram_received(encode_ack(1), PEER, 0.0)  # answered once: full retries from here on
     for now in (1.0, 2.0, 3.0):
         sender.tick(now)
-    assert sender.datagram_received(encode_ack(1), PEER, 3.5)  # progress at 3.5: DATA 2 goes out
+    assert sender.datagram_received(encode_ack(2), PEER, 3.5)  # progress at 3.5: DATA 3 goes out
     assert sender.progressed_at == 3.5
-    assert sender.datagram_received(encode_ack(1), PEER, 4.0) == []  # a duplicate is not progress
+    assert sender.datagram_received(encode_ack(2), PEER, 4.0) == []  # a duplicate is not progress
     ended, _ = run_silent(sender, until=8.5)
     assert ended == 8.5
 

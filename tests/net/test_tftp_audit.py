@@ -5,10 +5,13 @@
 - The answer to a malformed datagram is never larger than the datagram: a peer's string is quoted at most 32
   characters into the message, and the message is cut to fit.
 - What a client sends (its file name, the text of its ERROR packets) reaches the log escaped, on one line.
+- A request from a forged address draws at most two copies of the first packet, and no ERROR: a 10-byte RRQ
+  used to draw six 516-byte DATA packets and an ERROR, 88 times its size.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import time
@@ -17,9 +20,21 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from server.net.tftp import options as opts
 from server.net.tftp import server as server_module
-from server.net.tftp.packets import Data, Error, ErrorCode, MalformedPacket, ReadRequest, Request, decode
+from server.net.tftp.packets import (
+    Data,
+    Error,
+    ErrorCode,
+    MalformedPacket,
+    Opcode,
+    ReadRequest,
+    Request,
+    decode,
+    encode_ack,
+)
 from server.net.tftp.server import MAX_NAME_BYTES, Refused, TftpServer, resolve_inside
+from server.net.tftp.transfer import UNANSWERED_RETRIES, Receiver, Sender, State
 
 from .test_tftp_live import RawPeer, client_for
 
@@ -171,3 +186,68 @@ def test_a_peers_error_text_cannot_forge_a_log_line(tftp_root, start_tftp_server
     finally:
         peer.close()
     assert "\n" not in line and "failed: bye\\n1.2.3.4:69 RRQ f 2000 bytes in 0.001 s ok (peer error 0)" in line
+
+
+# -- 2. no amplification towards a peer that never answered
+
+PEER = ("127.0.0.1", 40000)
+
+
+@given(
+    role=st.sampled_from(["sender", "receiver"]),
+    retries=st.integers(0, 50),
+    timeout=st.floats(0.1, 10.0),
+    stall_limit=st.one_of(st.none(), st.floats(10.0, 100.0)),
+    windowsize=st.integers(1, 16),
+    oack=st.booleans(),
+    size=st.integers(0, 20_000),
+)
+def test_a_peer_that_never_answers_gets_the_first_packet_at_most_twice_and_no_error(
+    role, retries, timeout, stall_limit, windowsize, oack, size
+):
+    settings = opts.Settings(windowsize=windowsize, timeout=timeout, retries=retries, stall_limit=stall_limit)
+    accepted = {"windowsize": str(windowsize)} if oack else None
+    if role == "sender":
+        machine: Sender | Receiver = Sender(io.BytesIO(bytes(size)).read, PEER, settings, 0.0, oack=accepted)
+    else:
+        machine = Receiver(lambda data: None, PEER, settings, 0.0, oack=accepted)
+    first = machine.start()
+    sent = list(first)
+    while not machine.finished:
+        assert machine.deadline is not None
+        sent += machine.tick(machine.deadline)
+    assert machine.state == State.FAILED and "no answer from the client" in machine.error.message
+    assert len(sent) <= (1 + min(retries, UNANSWERED_RETRIES)) * len(first)
+    assert all(data[:2] != bytes([0, Opcode.ERROR]) for data, _ in sent)  # nobody to tell: maybe nobody there
+    assert machine.request_repeated() == []  # and a transfer that gave up is over
+
+
+def test_a_lost_first_packet_is_sent_again_for_a_repeated_request_until_the_peer_answers():
+    settings = opts.Settings(timeout=1.0, retries=5)
+    sender = Sender(io.BytesIO(bytes(2000)).read, PEER, settings, 0.0)
+    (first,) = sender.start()  # lost
+    assert sender.tick(1.0) == [first]  # lost again: the server will not try a third time on its own ...
+    assert sender.request_repeated() == [first]  # ... but the client's repeated request gets it once more
+    assert sender.datagram_received(encode_ack(1), PEER, 1.5)  # the peer answers: DATA 2 goes out
+    assert sender.request_repeated() == []  # from now on the transfer's own timer repairs losses ...
+    assert all(sender.tick(t) for t in (2.5, 3.5, 4.5, 5.5, 6.5)) and not sender.finished  # ... 5 times
+
+
+def test_a_forged_request_draws_two_data_packets_and_no_error(tftp_root, start_tftp_server):
+    (tftp_root / "f").write_bytes(b"z" * 5000)
+    server = start_tftp_server(tftp_root, timeout=0.1, retries=5)
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        victim.bind(("127.0.0.1", 0))
+        victim.settimeout(2.0)
+        victim.sendto(ReadRequest("f").encode(), server.address)  # "from" the victim, who never answers
+        received = [victim.recv(65536)]
+        deadline = time.monotonic() + 2.0
+        while server.transfer_count and time.monotonic() < deadline:  # the server gives up after 2 timeouts
+            time.sleep(0.01)
+        assert server.transfer_count == 0
+        victim.setblocking(False)
+        received += _answers(victim)
+    finally:
+        victim.close()
+    assert [decode(d) for d in received] == [Data(1, b"z" * 512)] * (1 + UNANSWERED_RETRIES)

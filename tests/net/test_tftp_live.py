@@ -379,7 +379,8 @@ def test_repeated_request_starts_one_transfer(tftp_root, start_tftp_server, raw)
     peer.send(ReadRequest("f"), server.address)
     peer.send(ReadRequest("f"), server.address)
     first, tid = peer.recv()
-    assert first == Data(1, b"q" * 100)
+    again, same = peer.recv()  # the repeat is answered by the same transfer, from the same port
+    assert first == again == Data(1, b"q" * 100) and same == tid
     peer.send(encode_ack(1), tid)
     # Had the second request started a transfer, its DATA 1 would follow at once, from another port.
     peer.sock.settimeout(0.5)

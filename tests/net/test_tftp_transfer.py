@@ -279,8 +279,9 @@ def test_duplicate_acks_do_not_cause_duplicate_sends():
 
 def test_retransmits_on_timeout_then_gives_up():
     settings = opts.Settings(timeout=1.0, retries=3)
-    sender = Sender(io.BytesIO(b"a" * 100).read, CLIENT, settings, 0.0)
-    first = sender.start()
+    sender = Sender(io.BytesIO(b"a" * 1000).read, CLIENT, settings, 0.0)
+    sender.start()
+    first = sender.datagram_received(encode_ack(1), CLIENT, 0.0)  # DATA 2, to a peer that has answered
     assert sender.tick(0.5) == []
     retransmissions = [sender.tick(t) for t in (1.0, 2.0, 3.0)]
     assert retransmissions == [first, first, first]

@@ -457,8 +457,12 @@ class TftpServer:
                 message = "expected a read or write request"
                 self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, message, within=len(data))
             return
-        if any(a.peer == addr and a.request_bytes == data for a in self._transfers.values()):
-            return  # the client repeated its request before our answer reached it: that transfer answers it
+        for existing in self._transfers.values():
+            if existing.peer == addr and existing.request_bytes == data:
+                # The client repeated its request: our answer was lost or is late. That transfer answers it
+                # again if the client has not answered yet (Transfer.request_repeated), else it is a stray.
+                self._send(existing, existing.machine.request_repeated())
+                return
         now = time.monotonic()
         source = source_key(addr)
         if self._sources.get(source, 0) >= self.max_transfers_per_source and not self._make_room(now, source):

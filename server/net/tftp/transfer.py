@@ -59,6 +59,13 @@ from .packets import (
 Address = tuple[Any, ...]  # what socket.recvfrom returns: (host, port) or (host, port, flowinfo, scope_id)
 
 _ERROR_OPCODE = b"\x00\x05"
+# Retransmissions of a server's first packet before the client has answered once. A request is one datagram
+# from an address anyone can forge, and everything we send before an answer goes to that address: with the
+# usual 5 retransmissions and an ERROR at the end, a 10-byte RRQ drew 6 DATA packets of 516 bytes, 88 times
+# its size. One retransmission still repairs a lost first packet without the client's help, and the client,
+# which retransmits its request on its own timer, gets the packet again for each repeat (request_repeated).
+# A transfer whose peer never answered gives up without a word: there may be nobody to tell.
+UNANSWERED_RETRIES = 1
 _DATA_OPCODE = int(Opcode.DATA)
 _pack_header = struct.Struct("!HH").pack  # opcode and block number, as in packets.encode_data
 
@@ -180,20 +187,28 @@ class _Transfer:
             return []
         stall_limit = self.settings.stall_limit
         stalled = stall_limit is not None and now - self._progress_mark() >= stall_limit
-        if stalled or self._retries >= self.settings.retries:
+        unheard = self._unheard()
+        retries = min(self.settings.retries, UNANSWERED_RETRIES) if unheard else self.settings.retries
+        if stalled or self._retries >= retries:
             if stalled:
                 gone = f"made no progress for {stall_limit:g} s"
             else:
                 gone = f"timed out after {self._retries} retransmissions"
-            if self.state == State.REQUESTING:  # nobody answered, so there is nobody to tell
+            if self.state == State.REQUESTING or unheard:  # nobody answered, so there is nobody to tell
                 self.state = State.FAILED
-                message = f"no answer from the server: {gone}"
+                message = f"no answer from the {'client' if unheard else 'server'}: {gone}"
                 self.error = TransferFailed(ErrorCode.NOT_DEFINED, message, remote=False)
                 return []
             return self._fail(ErrorCode.NOT_DEFINED, f"peer {gone}")
         self._retries += 1
         self._deadline = self._next_deadline(now)
         return self._to_peer(self._retransmission())
+
+    def request_repeated(self) -> list[Datagram]:
+        """Server: the client sent its request again. Until it has answered once, our first packet may have
+        been lost, and we retransmit it only ``UNANSWERED_RETRIES`` times on our own: so a repeated request
+        gets it again, one answer per request. Once the client has answered, our timer repairs losses."""
+        return self._to_peer(self._last) if self._unheard() and self.state is _RUNNING else []
 
     def abort(self, message: str = "transfer cancelled") -> list[Datagram]:
         """Stop locally (Ctrl-C, shutdown) and tell the peer; a finished transfer has nothing to abort."""
@@ -221,6 +236,10 @@ class _Transfer:
         return self._last
 
     # -- helpers for both halves
+
+    def _unheard(self) -> bool:
+        """A server transfer whose peer has never answered: its request may have come from a forged address."""
+        return self._request is None and self.progressed_at is None
 
     def _progress_mark(self) -> float:
         """When the stall clock started: the last progress, or the start of the transfer."""
