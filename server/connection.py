@@ -943,18 +943,19 @@ class HTTPConnection:
         if threading.current_thread() is not self.reactor.thread:
             self.reactor.call_soon_threadsafe(self._start_lingering)
             return
-        if self.state == CLOSED:
-            return
+        if self.state == CLOSED or self.state == LINGERING:
+            return  # (lingering already: its limit stands)
         self._say_close_notify()
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self.close()
             return
-        self.state = LINGERING
         now = time.monotonic()
+        # The deadline and the limit before the state: the sweep, and a test, may look at any moment.
         self.deadline = now + LINGER_SECONDS
         self.linger = (now + max(LINGER_SECONDS, self.engine.config.send_timeout), self.unacknowledged())
+        self.state = LINGERING
         self.reactor.arm(self.fd, READ)
 
     def _linger_longer(self, now: float) -> bool:

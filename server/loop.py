@@ -212,6 +212,7 @@ class _Wakeup:
     """A descriptor other threads write to so that a sleeping loop returns from its wait."""
 
     def __init__(self) -> None:
+        self.closed = False
         if hasattr(os, "eventfd"):
             self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._write_fd = self.fd
@@ -224,6 +225,10 @@ class _Wakeup:
             self._write_fd = self._pair[1].fileno()
 
     def signal(self) -> None:
+        if self.closed:
+            # The loop is gone (a signal handler that runs after the engine has stopped, say): there is no one to
+            # wake, and the descriptor's number may belong to another file by now.
+            return
         with contextlib.suppress(BlockingIOError):
             os.write(self._write_fd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
@@ -232,6 +237,7 @@ class _Wakeup:
             os.read(self.fd, 4096)
 
     def close(self) -> None:
+        self.closed = True
         if self._pair:
             for s in self._pair:
                 s.close()

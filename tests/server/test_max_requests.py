@@ -245,10 +245,10 @@ def test_a_worker_that_asked_to_be_recycled_still_stops_on_sigterm():
         assert read_response(idle)[0] == 200
         wait_for(lambda: server.engine.recycling)
         server.engine.reactor.call_soon_threadsafe(server.engine.shutdown, True)  # what SIGTERM does
+        server.engine.reactor.call_soon_threadsafe(server.engine.retire)  # and a retirement right behind it
         wait_for(lambda: server.engine.stopping)
         assert not server.engine.draining
         assert idle.recv(1) == b""  # closed by the stop (the socket's timeout would raise first)
-        server.engine.reactor.call_soon_threadsafe(server.engine.retire)  # a late retirement changes nothing
         wait_for(lambda: not server._thread.is_alive())
     assert not server.engine.draining
     server.listener.sock.close()

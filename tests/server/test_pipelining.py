@@ -330,7 +330,7 @@ def test_a_linger_lasts_while_the_client_takes_in_its_response(threads, monkeypa
     to --send-timeout in all. The deadlines are driven by hand: the sweep's own checks would make the test a
     matter of timing."""
     monkeypatch.setattr("server.connection.LINGER_SECONDS", 100.0)  # no deadline comes by itself
-    big = b"b" * (1024 * 1024)
+    big = b"b" * (256 * 1024)  # more than the client's window, and all of it in the server's send buffer at once
 
     def app(environ, start_response):
         body = big if environ["PATH_INFO"] == "/big" else b"next"
@@ -375,7 +375,7 @@ def test_a_linger_ends_when_the_client_stops_taking_or_at_the_send_timeout(clien
         sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         conn = wait_for(lambda: len(conns := list(server.engine.connections.values())) == 1 and conns[0])
         wait_for(lambda: conn.state == "lingering")
-        limit = conn.linger[0]
+        limit = on_the_loop(server, lambda: conn.linger[0])
         reported[0] = 4000
         if client == "stops taking":
             on_the_loop(server, lambda: conn.check_deadline(conn.deadline))

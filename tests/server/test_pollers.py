@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from server.loop import READ, make_poller
+from server.loop import READ, Reactor, make_poller
 
 TIMEOUT = 5
 
@@ -54,3 +54,13 @@ def test_a_one_shot_registration_stays_silent_after_the_peer_resets(connected, k
             poller.arm(fd, READ)  # removed: arming it again is an error, never a new registration
     finally:
         poller.close()
+
+
+def test_a_call_for_a_loop_that_is_gone_does_nothing():
+    """A signal handler can run after the engine has stopped and closed its loop: its call_soon_threadsafe wrote
+    to the closed wake-up descriptor (EBADF, raised wherever the main thread was), or, its number reused, into
+    another file."""
+    reactor = Reactor()
+    reactor.close()
+    reactor.call_soon_threadsafe(print, "never")
+    reactor.stop()
