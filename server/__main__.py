@@ -298,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="send Cache-Control: public, max-age=SECONDS with static files (default: no Cache-Control)")
     add("--static-listing", action="store_true", help="list directories that have no index.html")
     add("--static-dotfiles", action="store_true", help="serve files and directories whose names start with a dot")
-    add("--follow-symlinks", action="store_true", help="follow symlinks that point outside a static directory")
+    add("--follow-symlinks", action="store_true",
+        help="follow symlinks that point outside a static directory (a link to a dotfile is still refused: see "
+             "--static-dotfiles)")
     add("--data-dir", default=None, metavar="DIR",
         help="where the demo site keeps its data, exported to the app as SERVER_DATA_DIR (default: ./var)")
     add("--version", action="version", version=SERVER_SOFTWARE)

@@ -16,6 +16,9 @@ shift the columns after it; the parser never lets one into a request line, but t
 A character above U+00FF cannot come from the wire (header bytes are decoded as latin-1), but an application may
 put one in its environ: it is written as ``\\xHH`` for each byte of its UTF-8 encoding, so the log keeps one
 notation (``\\xHH``, never ``\\u``) and stays ASCII.
+
+Also here, :class:`Occasional`: a warning about a problem that would otherwise repeat with every request (a log
+that cannot be written, a server out of descriptors), said once and then at most once a minute.
 """
 
 from __future__ import annotations
@@ -26,6 +29,33 @@ import time
 from server.http import Request
 
 access_log = logging.getLogger("server.access")
+
+
+class Occasional:
+    """A warning for a problem that every request may run into again: logged the first time, then at most once
+    per ``interval`` seconds, saying how many repeats were held back in between.
+
+    Per request, the same failure would bury everything else in the log (and, with a disk full, fill what is
+    left of it). Called from the loop and from worker threads without a lock: a race can cost one extra line or
+    one miscounted repeat, never a missed first report."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._next = 0.0  # time.monotonic() from which the next warning may be logged
+        self._held = 0  # repeats since the last line
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return
+        held, self._held = self._held, 0
+        self._next = now + self.interval
+        if held:
+            message += f" (and {held} more time{'s' if held > 1 else ''} since the last report)"
+        self.logger.warning(message, *args)
+
 
 # Code point → escape, for the 256 characters a latin-1-decoded header can hold; translate() leaves the rest.
 _QUOTED = {c: f"\\x{c:02X}" for c in range(256) if not 0x20 <= c <= 0x7E or c in (0x22, 0x5C)}

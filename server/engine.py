@@ -41,6 +41,7 @@ from server.proxy import TrustedProxies
 from server.redirect import HTTPSRedirect
 from server.static import StaticOptions, parse_mount, serve_path
 from server.static import reply as static_reply
+from server.static.cache import descriptor_budget
 from server.tls import CertificateStore
 from server.watchdog import Watchdog
 from server.workers import OnTheLoop, ThreadPool, request_recycling, request_replacement, supervisor_pid
@@ -49,7 +50,7 @@ from server.wsgi import ApplicationRun, RunHooks, base_environ, build_environ, l
 log = logging.getLogger("server")
 
 _ACCEPT_BATCH = 64
-_RESERVED_FDS = 32  # descriptors kept free for files, logs and the wakeup channel
+_RESERVED_FDS = 32  # descriptors kept free for the listeners, the poller, logs and the wakeup channel
 _SMALL_FILE = 16 * 1024  # static files up to this size leave in the same send() as their head
 _FIRST_REQUEST_GRACE = 1.0  # on shutdown, how long a just-accepted connection may take to send its request
 
@@ -127,7 +128,8 @@ class Engine:
         self.proxies = TrustedProxies(config.forwarded_allow_ips, config.proxy_headers)
         self.base_environ = base_environ(multithread=config.threads > 1, multiprocess=multiprocess)
         self.static_mounts = _static_mounts(config)
-        self.max_connections = min(config.max_connections, descriptor_limit(raise_to_hard=True) - _RESERVED_FDS)
+        limit = descriptor_limit(raise_to_hard=True)
+        self.max_connections = min(config.max_connections, connections_within(limit, bool(self.static_mounts)))
         self._acceptors = [Acceptor(self, listener) for listener in listeners]
         self._accepting = False
         self._refused = 0
@@ -398,7 +400,9 @@ class Engine:
         for name, value in request.headers:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         try:
-            reply = serve_path(mount, request.method, request.path, headers, read_up_to=_SMALL_FILE)
+            reply = serve_path(
+                mount, request.method, request.path, headers, read_up_to=_SMALL_FILE, query=request.query
+            )
         except Exception:
             log.exception("error serving static file %s", request.path)
             conn.refuse(500, "error reading the file")
@@ -513,6 +517,21 @@ def _https_redirect(config: Config, listeners: list[Listener]) -> HTTPSRedirect 
         if listener.tls and listener.address.family != socket.AF_UNIX:
             return HTTPSRedirect(int(listener.local_facts[2]))
     return None
+
+
+def connections_within(limit: int, serves_files: bool) -> int:
+    """How many connections ``limit`` descriptors allow, keeping back what else the process needs to open.
+
+    Always ``_RESERVED_FDS``. With static mounts, also the open-file cache's budget (``descriptor_budget``: 1/16
+    of the limit, at most 256) and a second descriptor per connection: a download keeps its file open until it
+    ends (the cache's descriptor, or one of its own for a file not cached or evicted meanwhile), so a connection
+    costs up to two. Counting one, as before, let downloads alone take every descriptor: at ``ulimit -n 160``,
+    128 connections, 100 of them sending big files, left the next small file nothing to be opened with. Now that
+    is (160 - 32 - 10) // 2 = 59 connections, each able to send a file while the cache stays full. (A file that
+    still fails to open, to an app's own descriptors say, is a 503: see ``server.static.reply``.)"""
+    if not serves_files:
+        return max(1, limit - _RESERVED_FDS)
+    return max(1, (limit - _RESERVED_FDS - descriptor_budget(limit)) // 2)
 
 
 def _static_mounts(config: Config) -> list[Any]:

@@ -272,12 +272,13 @@ def _release(entries: list[CachedPath]) -> None:
             file.shared.release()
 
 
-def descriptor_budget() -> int:
+def descriptor_budget(limit: int | None = None) -> int:
     """How many descriptors the cache may hold: :data:`MAX_DESCRIPTORS`, or 1/16 of the soft limit if lower.
 
-    Asked when the cache first stores something, that is after the server raised its limit at start-up.
+    Asked when the cache first stores something, that is after the server raised its limit at start-up; the
+    server asks too, with the ``limit`` it divides, to keep this many free of connections.
     """
-    return max(4, min(MAX_DESCRIPTORS, descriptor_limit() // 16))
+    return max(4, min(MAX_DESCRIPTORS, (descriptor_limit() if limit is None else limit) // 16))
 
 
 class OpenFileCache:

@@ -12,7 +12,7 @@ import os
 from urllib.parse import quote
 
 from .mount import StaticOptions
-from .paths import allowed_real_path
+from .paths import allowed_target
 
 
 def render_listing(directory: str, display_path: str, root: str, options: StaticOptions, *, has_parent: bool) -> bytes:
@@ -52,11 +52,7 @@ def _listable(entry: os.DirEntry, root: str, options: StaticOptions) -> bool:
         name.encode("utf-8")
     except UnicodeEncodeError:  # not valid UTF-8 on disk: no URL can reach it, so do not show it
         return False
-    if (
-        entry.is_symlink()
-        and not options.follow_symlinks
-        and not allowed_real_path(os.path.realpath(entry.path), root, options.dotfiles)
-    ):
+    if entry.is_symlink() and not allowed_target(os.path.realpath(entry.path), root, options):
         return False
     try:
         return entry.is_dir() or entry.is_file()  # broken links and sockets are not served, so not listed

@@ -22,8 +22,8 @@ class StaticOptions:
     """Per-mount switches. Every default is the safe choice; each one widens what the mount will hand out."""
 
     max_age: int | None = None  # send "Cache-Control: public, max-age=N" when set
-    follow_symlinks: bool = False  # serve symlinks whose target lies outside the root
-    dotfiles: bool = False  # serve names starting with "." (.env, .git/, .well-known/)
+    follow_symlinks: bool = False  # serve symlinks whose target lies outside the root (dotfiles still refused)
+    dotfiles: bool = False  # serve names starting with "." (.env, .git/, .well-known/), links to them too
     listing: bool = False  # list a directory that has no index.html
 
 
@@ -53,10 +53,13 @@ class StaticMount:
         object.__setattr__(self, "cache_id", next(_mount_numbers))
 
     def match(self, raw_path: str) -> str | None:
-        """The rest of ``raw_path`` after the prefix ("" or starting with "/"); None if not under it."""
+        """The rest of ``raw_path`` after the prefix ("" or starting with "/"); None if not under it.
+
+        A mount at "/" takes every path, but not ``OPTIONS *`` (whose path is "*"): that asks about the server,
+        not about a file, and goes to the application like any request no mount serves."""
         prefix = self._raw_prefix
         if not prefix:
-            return raw_path
+            return raw_path if raw_path.startswith("/") else None
         if raw_path == prefix or raw_path.startswith(prefix + "/"):
             return raw_path[len(prefix) :]
         return None
@@ -71,7 +74,10 @@ def parse_mount(spec: str, options: StaticOptions = StaticOptions()) -> StaticMo
         raise ValueError(f"--static {spec}: the URL prefix must start with '/'")
     if any(part in (".", "..") for part in url.split("/")):
         raise ValueError(f"--static {spec}: the URL prefix must not contain '.' or '..' segments")
-    path = Path(directory).expanduser()
+    try:
+        path = Path(directory).expanduser()
+    except RuntimeError:  # "~nobody" names no user, or "~" with no HOME and no entry in the password database
+        raise ValueError(f"--static {spec}: cannot find the home folder {directory.split('/')[0]!r} names") from None
     if not path.is_dir():
         raise ValueError(f"--static {spec}: {directory} is not a directory")
     return StaticMount(url, path, options)

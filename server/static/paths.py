@@ -9,8 +9,9 @@ Two layers, because each catches what the other cannot:
    UTF-8 is refused too, with a 404 rather than a 400: a name that cannot be decoded cannot exist under the
    root, and a 404 tells an attacker nothing about why.
 
-2. :func:`open_under_root` works on the filesystem, and judges where a path *really* leads: outside the root,
-   or to a dotfile once symlinks are resolved, is refused unless the mount follows symlinks. Checking a path
+2. :func:`open_under_root` works on the filesystem, and judges where a path *really* leads: outside the root is
+   refused unless the mount follows symlinks, and to a dotfile once symlinks are resolved is refused unless the
+   mount serves dotfiles (the two options are independent: following links never unhides ``.env``). Checking a path
    and then opening it leaves a window in which a directory can be swapped for a symlink, so on Linux the
    kernel resolves and we check its answer: the path is opened with ``O_PATH`` (which resolves it without
    opening the file itself, so no device is touched and no FIFO blocks), ``/proc/self/fd`` says which file
@@ -29,6 +30,8 @@ import os
 import stat
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
+
+from server.oserrors import OUT_OF_RESOURCES
 
 from .mount import StaticOptions
 
@@ -119,13 +122,19 @@ def open_under_root(root: str, segments: tuple[str, ...], options: StaticOptions
     """Open ``root/segments...`` if it is a regular file or directory that the options allow; else None.
 
     ``root`` is a real path (no symlinks). The caller owns the returned descriptor (``Opened.close``).
+    Raises the ``OSError`` of a process or system out of descriptors or memory (``OUT_OF_RESOURCES``): the
+    file may well be there, and a 404 would tell clients and caches that it is not (the caller answers 503).
     """
     candidate = os.path.join(root, *segments)
     try:
         if KERNEL_CHECK:
             return _open_checked_by_kernel(candidate, root, options)
         return _open_checked_by_realpath(candidate, root, options)
-    except (OSError, ValueError):  # missing, unreadable, not a directory, a symlink loop, a NUL byte
+    except OSError as error:
+        if error.errno in OUT_OF_RESOURCES:
+            raise
+        return None  # missing, unreadable, not a directory, a symlink loop
+    except ValueError:  # a NUL byte
         return None
 
 
@@ -133,7 +142,7 @@ def _open_checked_by_kernel(candidate: str, root: str, options: StaticOptions) -
     handle = os.open(candidate, _O_PATH | _CLOEXEC)  # resolves every symlink; opens nothing
     try:
         real = os.readlink(f"{_PROC_FD}/{handle}")  # where the kernel's resolution really landed
-        if not options.follow_symlinks and not allowed_real_path(real, root, options.dotfiles):
+        if not allowed_target(real, root, options):
             return None
         st = os.fstat(handle)
         if stat.S_ISDIR(st.st_mode):
@@ -147,12 +156,10 @@ def _open_checked_by_kernel(candidate: str, root: str, options: StaticOptions) -
 
 
 def _open_checked_by_realpath(candidate: str, root: str, options: StaticOptions) -> Opened | None:
-    if options.follow_symlinks:
-        path, flags = candidate, _READ_FLAGS
-    else:
-        path, flags = os.path.realpath(candidate), _READ_FLAGS | _NOFOLLOW
-        if not allowed_real_path(path, root, options.dotfiles):
-            return None
+    path = os.path.realpath(candidate)
+    if not allowed_target(path, root, options):
+        return None
+    flags = _READ_FLAGS if options.follow_symlinks else _READ_FLAGS | _NOFOLLOW
     fd = os.open(path, flags)  # O_NONBLOCK: a FIFO must not hang the caller here
     opened = Opened(path, fd, os.fstat(fd))
     if stat.S_ISDIR(opened.stat.st_mode):
@@ -177,3 +184,16 @@ def allowed_real_path(path: str, root: str, dotfiles: bool) -> bool:
         return False
     # A symlink named "style.css" pointing at ".env" must not smuggle a dotfile out: check the real names too.
     return dotfiles or (os.sep + ".") not in path[len(root.rstrip(os.sep)) :]
+
+
+def allowed_target(path: str, root: str, options: StaticOptions) -> bool:
+    """May the mount serve what a request resolved to, the real path ``path``? Each option lifts one rule only.
+
+    ``follow_symlinks`` lifts containment: a link may lead out of the root. It does not lift the dotfile rule,
+    which ``dotfiles`` alone does: a link named ``notdot.txt`` pointing at ``.env`` is still a dotfile. Below the
+    root, the names below it are judged; outside, every name of the target's real path, since the server cannot
+    tell which of those folders the link meant to publish (a ``.git`` or ``.ssh`` on the way is what the rule is
+    for; a site linked into ``~/.local`` needs ``--static-dotfiles``)."""
+    if not options.follow_symlinks or is_within(path, root):
+        return allowed_real_path(path, root, options.dotfiles)
+    return options.dotfiles or (os.sep + ".") not in path

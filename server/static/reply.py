@@ -12,10 +12,11 @@ The order of decisions for a path under a mount:
 
 1. URL checks (:func:`~server.static.paths.split_request_path`) and the safe open
    (:func:`~server.static.paths.open_under_root`): anything refused or missing is 404. A 404 also tells the
-   WSGI middleware to pass the request to the application.
+   WSGI middleware to pass the request to the application. A process out of descriptors (or memory) cannot
+   tell whether the file is there: that is a 503 with Retry-After, at any step, never a 404.
 2. Method: only GET and HEAD; anything else that exists gets 405 with ``Allow``.
-3. Directories: ``/dir`` redirects to ``/dir/``; ``/dir/`` serves ``index.html``, or a listing if enabled,
-   else 404.
+3. Directories: ``/dir`` redirects to ``/dir/`` (query kept); ``/dir/`` serves ``index.html``, or a listing
+   if enabled, else 404 (also when the directory cannot be read: a listing refused is no different from none).
 4. Precompressed sibling chosen from Accept-Encoding (:mod:`server.static.media`).
 5. Preconditions (412/304), then Range (206/416) (:mod:`server.static.validators`).
 
@@ -29,13 +30,19 @@ file too) and goes straight to step 5.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import BinaryIO
 from urllib.parse import quote
+
+from server.accesslog import Occasional
+from server.oserrors import OUT_OF_RESOURCES, describe
 
 from . import paths
 from .cache import CachedFile, CachedPath, FileView, OpenFileCache, SharedFile
@@ -49,9 +56,12 @@ from .validators import (
     check_preconditions,
     http_date,
     if_range_allows,
+    last_modified,
     make_etag,
     parse_range,
 )
+
+log = logging.getLogger("server.static")
 
 ALLOWED_METHODS = ("GET", "HEAD")
 _ALLOW = ("Allow", ", ".join(ALLOWED_METHODS))
@@ -61,6 +71,16 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOC
 # Characters left as they are when a request path is echoed in a Location header: the URL's own syntax, and
 # "%" so that its existing escapes survive. Anything else (there should be nothing else) is percent-encoded.
 _LOCATION_SAFE = "/%:@!$&'()*+,;=-._~"
+# A query echoed after it may also hold "?" (RFC 3986 3.4). Everything else is encoded: a CR or LF cannot end the
+# header, a "#" cannot start a fragment, and nothing after the "?" can change which host or path is redirected to.
+_QUERY_SAFE = _LOCATION_SAFE + "?"
+# Sent with every file: browsers must take the Content-Type given, not guess HTML or script from the bytes of an
+# uploaded or user-named file (the demo's download route sets it too; for a file served here it is the same rule).
+_NOSNIFF = ("X-Content-Type-Options", "nosniff")
+# A 503 for a process out of descriptors: one second, since each download that ends gives one back.
+_RETRY_AFTER = ("Retry-After", "1")
+_out_of_resources_warning = Occasional(log)
+_unreadable_directory_warning = Occasional(log)
 
 
 @dataclass(slots=True)
@@ -110,11 +130,18 @@ OPEN_FILES = OpenFileCache()
 
 
 def serve_path(
-    mount: StaticMount, method: str, raw_path: str, headers: Mapping[str, str], *, read_up_to: int = 0
+    mount: StaticMount,
+    method: str,
+    raw_path: str,
+    headers: Mapping[str, str],
+    *,
+    read_up_to: int = 0,
+    query: str = "",
 ) -> FileReply:
     """Answer a request for ``raw_path`` (percent-encoded, no query string) from ``mount``.
 
     ``headers`` maps lower-case request header names to values (repeated headers joined with ", ").
+    ``query`` (without its "?") is kept in the Location of a directory's redirect, as nginx keeps it.
     ``read_up_to``: a body of at most this many bytes from a cached file comes read, in ``body``, rather than as a
     ``file`` (the server reads small files into the head's buffer anyway; see :func:`_reply_from_cache`).
 
@@ -136,8 +163,10 @@ def serve_path(
             reply = _reply_from_cache(entry, method, headers, read_up_to)
             if reply is not None:
                 return reply
-        return serve_under_root(mount, method, rest, raw_path, headers, display_prefix=mount.prefix + "/", key=key)
-    return serve_under_root(mount, method, rest, raw_path, headers, display_prefix=mount.prefix + "/")
+        return serve_under_root(
+            mount, method, rest, raw_path, headers, display_prefix=mount.prefix + "/", key=key, query=query
+        )
+    return serve_under_root(mount, method, rest, raw_path, headers, display_prefix=mount.prefix + "/", query=query)
 
 
 def serve_file(
@@ -157,7 +186,11 @@ def serve_file(
     """
     try:
         fd = os.open(path, _OPEN_FLAGS)
-    except (OSError, ValueError):
+    except OSError as error:
+        if error.errno in OUT_OF_RESOURCES:
+            return out_of_resources_reply(method, error)
+        return error_reply(404, method)
+    except ValueError:
         return error_reply(404, method)
     opened = Opened(os.fsdecode(path), fd, os.fstat(fd))
     if not stat.S_ISREG(opened.stat.st_mode):
@@ -180,13 +213,34 @@ def serve_under_root(
     *,
     display_prefix: str,
     key: tuple[int, str] | None = None,
+    query: str = "",
 ) -> FileReply:
     """:func:`serve_path` after the prefix was matched: ``rest`` is the raw path below the mount.
 
-    ``request_path`` is the full raw path the client asked for, echoed (plus "/") when a directory redirects;
-    ``display_prefix`` is the mount's URL shown in a listing's title. The WSGI app passes its own values for
-    both. With a cache ``key`` (from :func:`serve_path` only), a regular file found here is remembered.
+    ``request_path`` is the full raw path the client asked for, echoed (plus "/", plus "?" and ``query`` if
+    any) when a directory redirects; ``display_prefix`` is the mount's URL shown in a listing's title. The WSGI
+    app passes its own values for both. With a cache ``key`` (from :func:`serve_path` only), a regular file
+    found here is remembered.
     """
+    try:
+        return _serve_under_root(mount, method, rest, request_path, headers, display_prefix, key, query)
+    except OSError as error:
+        if error.errno not in OUT_OF_RESOURCES:
+            raise
+        return out_of_resources_reply(method, error)
+
+
+def _serve_under_root(
+    mount: StaticMount,
+    method: str,
+    rest: str,
+    request_path: str,
+    headers: Mapping[str, str],
+    display_prefix: str,
+    key: tuple[int, str] | None,
+    query: str,
+) -> FileReply:
+    """:func:`serve_under_root`, which may raise an ``OSError`` of ``OUT_OF_RESOURCES`` from any step."""
     options = mount.options
     target = split_request_path(rest, dotfiles=options.dotfiles)
     if target is None:
@@ -200,7 +254,8 @@ def serve_under_root(
         return error_reply(405, method, [_ALLOW])
     if opened.is_dir:
         opened.close()
-        return _serve_directory(mount, method, target, request_path, headers, display_prefix, opened.path, key)
+        location = _directory_location(request_path, query)
+        return _serve_directory(mount, method, target, location, headers, display_prefix, opened.path, key)
     if target.trailing_slash:  # "/style.css/" names a directory that does not exist
         opened.close()
         return error_reply(404, method)
@@ -210,11 +265,19 @@ def serve_under_root(
 # -- the pieces ----------------------------------------------------------------------------------------------
 
 
+def _directory_location(request_path: str, query: str) -> str:
+    """Where ``/dir`` redirects: ``/dir/``, with the request's query (a search form's, a tracking tag's) kept."""
+    location = quote(request_path.encode("latin-1", "replace") + b"/", safe=_LOCATION_SAFE)
+    if query:
+        location += "?" + quote(query.encode("latin-1", "replace"), safe=_QUERY_SAFE)
+    return location
+
+
 def _serve_directory(
     mount: StaticMount,
     method: str,
     target: RequestPath,
-    request_path: str,
+    location: str,
     headers: Mapping[str, str],
     display_prefix: str,
     real_dir: str,
@@ -222,7 +285,6 @@ def _serve_directory(
 ) -> FileReply:
     if not target.trailing_slash:
         # Relative links inside an index page only resolve correctly from a URL that ends with "/".
-        location = quote(request_path.encode("latin-1", "replace") + b"/", safe=_LOCATION_SAFE)
         return error_reply(301, method, [("Location", location)])
     root = str(mount.root)
     index_segments = (*target.segments, _INDEX)
@@ -243,8 +305,16 @@ def _serve_directory(
     if not mount.options.listing:
         return error_reply(404, method)
     display = display_prefix + "".join(segment + "/" for segment in target.segments)
-    page = render_listing(real_dir, display, root, mount.options, has_parent=bool(target.segments))
-    return small_reply(200, method, page, "text/html; charset=utf-8")
+    try:
+        page = render_listing(real_dir, display, root, mount.options, has_parent=bool(target.segments))
+    except OSError as error:
+        if error.errno in OUT_OF_RESOURCES:
+            raise
+        # A folder this process may not read (mode 311, say) is answered as one without a listing: 404, not 403,
+        # so a refused listing tells a visitor nothing a missing one would not. Whoever runs the server hears why.
+        _unreadable_directory_warning.warning("cannot list %s: %s; answering 404", real_dir, describe(error))
+        return error_reply(404, method)
+    return small_reply(200, method, page, "text/html; charset=utf-8", [_NOSNIFF])
 
 
 def _serve_regular(
@@ -277,7 +347,11 @@ def _serve_regular(
         for coding in choose_coding(headers.get("accept-encoding"), available):
             sibling_segments = (*segments[:-1], name + _SUFFIX_OF[coding])
             # Opened with every check of its own: the sibling may be a symlink leading elsewhere.
-            sibling = open_under_root(str(mount.root), sibling_segments, mount.options)
+            try:
+                sibling = open_under_root(str(mount.root), sibling_segments, mount.options)
+            except OSError:  # out of descriptors: the file found is given back before the 503
+                opened.close()
+                raise
             if sibling is not None:
                 if not sibling.is_dir:
                     opened.close()
@@ -324,7 +398,12 @@ def _remember(
     encoded: dict[str, CachedFile] = {}
     for coding in available:
         suffix = _SUFFIX_OF[coding]
-        sibling = open_under_root(str(mount.root), (*segments[:-1], segments[-1] + suffix), options)
+        try:
+            sibling = open_under_root(str(mount.root), (*segments[:-1], segments[-1] + suffix), options)
+        except OSError:  # out of descriptors: what was opened so far is given back before the 503
+            for file in (plain, *encoded.values()):
+                file.shared.release()
+            raise
         if sibling is None:
             continue
         if sibling.is_dir:
@@ -415,17 +494,25 @@ class Prepared:
         "full_head_lines",
         "full_headers",
         "media_type",
-        "mtime",
+        "modified",
         "not_modified_headers",
         "size",
         "vary",
     )
 
     def __init__(
-        self, st: os.stat_result, media_type: str, max_age: int | None, extra_headers: list[tuple[str, str]]
+        self,
+        st: os.stat_result,
+        media_type: str,
+        max_age: int | None,
+        extra_headers: list[tuple[str, str]],
+        *,
+        now: float | None = None,
     ) -> None:
         self.etag = make_etag(st)
-        self.mtime = st.st_mtime
+        # The Last-Modified sent and compared: never later than ``now`` (the clock's, unless a test gives its own),
+        # and as fixed as the rest for as long as the cache keeps this.
+        self.modified = last_modified(st.st_mtime, time.time() if now is None else now)
         self.size = st.st_size
         self.media_type = media_type
         self.cache = [("Cache-Control", f"public, max-age={max_age}")] if max_age is not None else []
@@ -437,12 +524,14 @@ class Prepared:
         self.not_modified_headers = [("ETag", self.etag), *self.cache, *self.vary]
 
     def _headers(self, length: int, range_headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        modified = [] if self.modified is None else [("Last-Modified", http_date(self.modified))]
         return [
             ("Content-Type", self.media_type),
             ("Content-Length", str(length)),
-            ("Last-Modified", http_date(self.mtime)),
+            *modified,
             ("ETag", self.etag),
             ("Accept-Ranges", "bytes"),
+            _NOSNIFF,
             *self.cache,
             *self.extra,
             *range_headers,
@@ -450,7 +539,7 @@ class Prepared:
 
     def answer(self, method: str, headers: Mapping[str, str]) -> FileReply:
         """Apply preconditions and Range; the caller attaches the file when the reply's ``length`` is not 0."""
-        condition = check_preconditions(headers, self.etag, self.mtime)
+        condition = check_preconditions(headers, self.etag, self.modified)
         if condition == 304:
             return FileReply(304, list(self.not_modified_headers))
         if condition == 412:
@@ -458,7 +547,7 @@ class Prepared:
         size = self.size
         if method == "GET" and "range" in headers:  # Range is defined for GET only (RFC 9110 section 14.2)
             if_range = headers.get("if-range")
-            if if_range is None or if_range_allows(if_range, self.etag, self.mtime):
+            if if_range is None or if_range_allows(if_range, self.etag, self.modified):
                 chosen = parse_range(headers["range"], size)
                 if chosen is UNSATISFIABLE:
                     return error_reply(
@@ -502,9 +591,19 @@ def small_reply(
 
 
 def error_reply(status: int, method: str, headers: list[tuple[str, str]] | None = None) -> FileReply:
-    """A short plain-text page for a status that has no file to send (301, 404, 405, 412, 416)."""
+    """A short plain-text page for a status that has no file to send (301, 404, 405, 412, 416, 503)."""
     phrase = HTTPStatus(status).phrase
     return small_reply(status, method, f"{status} {phrase}\n".encode(), "text/plain; charset=utf-8", headers)
+
+
+def out_of_resources_reply(method: str, error: OSError) -> FileReply:
+    """503 with Retry-After for a file that could not be opened for want of descriptors or memory.
+
+    The file may be there: a 404 would be a lie that caches keep. One warning line, repeated at most once a
+    minute, since under that load every request would log it."""
+    what = "descriptors" if error.errno in (errno.EMFILE, errno.ENFILE) else "memory"
+    _out_of_resources_warning.warning("static files: out of %s (%s); answering 503", what, describe(error))
+    return error_reply(503, method, [_RETRY_AFTER])
 
 
 def content_disposition(name: str) -> str:

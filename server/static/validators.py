@@ -34,6 +34,22 @@ def make_etag(st: os.stat_result) -> str:
     return f'"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}"'
 
 
+# The earliest second an IMF-fixdate can write (its year has four digits): 0001-01-01T00:00:00Z.
+_EARLIEST_DATE = -62135596800
+
+
+def last_modified(mtime: float, now: float) -> int | None:
+    """The second to send as a file's Last-Modified, and to judge If-Modified-Since and friends by.
+
+    Never later than ``now``: RFC 9110 8.8.2.1 forbids a Last-Modified later than the response's Date, and a
+    cache would otherwise take a file touched into the future (or a server clock set back) to be fresh until
+    then. This also keeps the date writable: a modification time beyond the year 9999 has no HTTP-date, and
+    raised on every request. None, and so no Last-Modified at all, for a time before the year 1, which has
+    none either; the ETag alone then validates."""
+    second = min(int(mtime), int(now))
+    return second if second >= _EARLIEST_DATE else None
+
+
 def http_date(timestamp: float) -> str:
     """Format a POSIX timestamp as an IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
     return _http_date_of_second(int(timestamp))
@@ -147,18 +163,20 @@ def etag_matches(field_value: str, etag: str, *, weak: bool) -> bool:
     return any(tag == etag and (weak or not is_weak) for is_weak, tag in tags)
 
 
-def check_preconditions(headers: Mapping[str, str], etag: str, mtime: float) -> int | None:
+def check_preconditions(headers: Mapping[str, str], etag: str, mtime: float | None) -> int | None:
     """Evaluate the conditional headers of a GET or HEAD: 412 or 304 when one applies, else None (proceed).
 
-    ``headers`` maps lower-case field names to values.
+    ``headers`` maps lower-case field names to values. ``mtime`` is the Last-Modified that was sent (see
+    :func:`last_modified`), so that a client's date is compared with the one it was given; None when none was
+    sent, and then the date conditions are ignored (RFC 9110 13.1.3, 13.1.4: no modification date to compare).
     """
     get = headers.get
-    modified = int(mtime)  # HTTP-dates have one-second resolution
+    modified = None if mtime is None else int(mtime)  # HTTP-dates have one-second resolution
     if_match = get("if-match")
     if if_match is not None:
         if not etag_matches(if_match, etag, weak=False):
             return 412
-    elif (since := get("if-unmodified-since")) is not None:
+    elif modified is not None and (since := get("if-unmodified-since")) is not None:
         date = parse_http_date(since)
         if date is not None and modified > date:
             return 412
@@ -166,21 +184,23 @@ def check_preconditions(headers: Mapping[str, str], etag: str, mtime: float) -> 
     if if_none_match is not None:
         return 304 if etag_matches(if_none_match, etag, weak=True) else None
     since = get("if-modified-since")
-    if since is not None:
+    if since is not None and modified is not None:
         date = parse_http_date(since)
         if date is not None and modified <= date:
             return 304
     return None
 
 
-def if_range_allows(value: str, etag: str, mtime: float) -> bool:
-    """If-Range: may the Range be honoured? Only if its validator matches exactly (strong comparison)."""
+def if_range_allows(value: str, etag: str, mtime: float | None) -> bool:
+    """If-Range: may the Range be honoured? Only if its validator matches exactly (strong comparison).
+
+    ``mtime``: the Last-Modified sent, as for :func:`check_preconditions`; None never matches a date."""
     value = value.strip(OWS)
     if value.startswith(('"', "W/")):
         # One validator, not a list (RFC 9110 13.1.5), compared strongly: a weak tag never matches.
         return value == etag and not etag.startswith("W/")
     date = parse_http_date(value)
-    return date is not None and date == int(mtime)
+    return date is not None and mtime is not None and date == int(mtime)
 
 
 # -- ranges --------------------------------------------------------------------------------------------------

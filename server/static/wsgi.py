@@ -89,7 +89,10 @@ class StaticFiles:
         # SCRIPT_NAME holds bytes as latin-1 characters; a listing's title shows them as the UTF-8 they are.
         shown_script = script_name.encode("latin-1").decode("utf-8", "replace")
         display_prefix = shown_script + self.mount.prefix + "/"
-        return serve_under_root(self.mount, method, rest, raw_script + raw_path, headers, display_prefix=display_prefix)
+        query = environ.get("QUERY_STRING", "")  # raw, as the client sent it: kept in a directory's redirect
+        return serve_under_root(
+            self.mount, method, rest, raw_script + raw_path, headers, display_prefix=display_prefix, query=query
+        )
 
 
 class FileSlice:

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
+from urllib.parse import unquote_to_bytes
 
 import pytest
 from hypothesis import event, example, given
@@ -68,6 +69,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
         "link-in.txt": site / "a.txt",
         "dir-in": Path("sub"),
         "link-to-dotfile.txt": site / ".env",
+        "link-out-to-dotfile.txt": outside / ".outside-dot",
         ".link-hidden": site / "a.txt",
         "loop": Path("loop"),
         "dangling": Path("nowhere"),
@@ -88,6 +90,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
 NAMES = [
     *["a.txt", "sub", "b.txt", "index.html", "secret.txt", "config", "日本.txt", "café.txt", "%2e%2e"],
     *["link-out.txt", "dir-out", "link-relative-up", "link-in.txt", "dir-in", "link-to-dotfile.txt"],
+    "link-out-to-dotfile.txt",
     *["loop", "dangling", "up", "up-up", "site", "outside"],
     *[".env", ".git", ".hidden", ".link-hidden", ".outside-dot", "back\\slash.txt"],
 ]
@@ -151,6 +154,14 @@ def has_dotfile(path: str, root: str) -> bool:
     return any(part.startswith(".") for part in Path(os.path.relpath(path, root)).parts if part != ".")
 
 
+def leads_to_a_dotfile(real: str, root: str) -> bool:
+    """Is the real path a dotfile by the mount's rule? Below the root, its names below the root; outside (where
+    only following symlinks leads), any of its names."""
+    if within(real, root):
+        return has_dotfile(real, root)
+    return any(part.startswith(".") for part in Path(real).parts)
+
+
 @given(rest=rests(), dotfiles=st.booleans())
 @example(rest="/%2e%2e/secret.txt", dotfiles=True)
 @example(rest="/sub%2f..%2f..%2fsecret.txt", dotfiles=False)
@@ -174,6 +185,8 @@ def test_split_request_path_lets_through_plain_names_only(rest: str, dotfiles: b
 @example(rest="/sub/up-up/secret.txt", options=StaticOptions(dotfiles=True), kernel=False)
 @example(rest="/link-to-dotfile.txt", options=StaticOptions(), kernel=STRATEGIES[-1])
 @example(rest="/dir-out/site/a.txt", options=StaticOptions(), kernel=False)
+@example(rest="/link-to-dotfile.txt", options=StaticOptions(follow_symlinks=True), kernel=False)
+@example(rest="/link-out-to-dotfile.txt", options=StaticOptions(follow_symlinks=True), kernel=STRATEGIES[-1])
 def test_open_under_root_never_leaves_the_root(tree: Tree, rest: str, options: StaticOptions, kernel: bool) -> None:
     target = split_request_path(rest, dotfiles=options.dotfiles)
     if target is None:
@@ -185,8 +198,11 @@ def test_open_under_root_never_leaves_the_root(tree: Tree, rest: str, options: S
         return
     try:
         if options.follow_symlinks:
-            # Symlinks may lead anywhere by the operator's choice; the names asked for still stay below the root.
+            # Symlinks may lead anywhere by the operator's choice; the names asked for still stay below the root,
+            # and following them never unhides a dotfile: only the dotfiles option does.
             assert within(os.path.normpath(os.path.join(tree.root, *target.segments)), tree.root)
+            real = os.path.realpath(opened.path)
+            assert options.dotfiles or not leads_to_a_dotfile(real, tree.root), (rest, real)
         else:
             real = os.path.realpath(opened.path)
             assert within(real, tree.root), (rest, real)
@@ -242,4 +258,22 @@ def test_serve_path_only_serves_what_the_mount_allows(
     real = tree.contents[body]
     if not options.follow_symlinks:
         assert within(real, tree.root), (raw_path, real)
-        assert options.dotfiles or not has_dotfile(real, tree.root), (raw_path, real)
+    assert options.dotfiles or not leads_to_a_dotfile(real, tree.root), (raw_path, real)
+
+
+@given(query=st.text(st.characters(max_codepoint=0xFF)), prefix=st.sampled_from(["/", "/static"]))
+@example(query="a\r\nSet-Cookie: x=1", prefix="/")
+@example(query="x=1#@evil.example", prefix="/static")
+def test_a_redirect_keeps_any_query_safely(
+    mounts: dict[tuple[str, StaticOptions], StaticMount], query: str, prefix: str
+) -> None:
+    """``/sub?query`` redirects to ``/sub/?query``: the same bytes once decoded, and nothing in the header that
+    could end it (CR, LF), start a fragment (#) or be anything but printable ASCII."""
+    base = prefix.rstrip("/") + "/sub"
+    reply = serve_path(mounts[prefix, StaticOptions()], "GET", base, {}, query=query)
+    assert reply.status == 301
+    location = reply.header("Location") or ""
+    assert location.isascii() and location.isprintable() and " " not in location and "#" not in location
+    path, mark, kept = location.partition("?")
+    assert path == base + "/" and bool(mark) == bool(query)
+    assert unquote_to_bytes(kept) == unquote_to_bytes(query.encode("latin-1"))

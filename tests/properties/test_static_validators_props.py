@@ -363,13 +363,24 @@ def fake_stat(size: int, mtime_ns: int, inode: int) -> os.stat_result:
     return os.stat_result((0o100644, inode, 1, 1, 0, 0, size, 0, int(seconds), 0, 0.0, seconds, 0.0, 0, mtime_ns, 0))
 
 
+# "Now" for Prepared, fixed so that the Last-Modified it sends is known before the request is drawn.
+NOW = 1_750_000_000
+
+
+def sent_modified(meta: os.stat_result) -> int:
+    """The Last-Modified a file is sent with: its modification second, but never later than now (RFC 9110
+    8.8.2.1), and the date every condition is then judged by."""
+    return min(int(meta.st_mtime), NOW)
+
+
 @st.composite
 def files_and_requests(draw: st.DrawFn) -> tuple[os.stat_result, Request]:
     size = draw(st.one_of(st.integers(0, 100), st.integers(0, 2**40)))
-    mtime_ns = draw(st.integers(0, 2**32 * 10**9))
+    # Past, future, and beyond the year 9999 (which no HTTP-date can write).
+    mtime_ns = draw(st.one_of(st.integers(0, 2**32 * 10**9), st.integers(NOW * 10**9, 2**40 * 10**9)))
     meta = fake_stat(size, mtime_ns, draw(st.integers(1, 2**40)))
     ours = make_etag(meta)
-    return meta, draw(requests(ours, int(meta.st_mtime)))
+    return meta, draw(requests(ours, sent_modified(meta)))
 
 
 def check_reply(reply: FileReply, method: str, size: int, expected: int | tuple[int, int]) -> None:
@@ -402,10 +413,13 @@ def check_reply(reply: FileReply, method: str, size: int, expected: int | tuple[
 def test_conditional_and_range_decisions_follow_rfc_9110(case: tuple[os.stat_result, Request]) -> None:
     meta, request = case
     ours = make_etag(meta)
-    expected = decision_oracle(request, ours, int(meta.st_mtime), meta.st_size)
-    reply = Prepared(meta, "application/octet-stream", None, []).answer(request.method, request.headers())
+    expected = decision_oracle(request, ours, sent_modified(meta), meta.st_size)
+    prepared = Prepared(meta, "application/octet-stream", None, [], now=NOW)
+    reply = prepared.answer(request.method, request.headers())
     event(f"status {reply.status}")
     check_reply(reply, request.method, meta.st_size, expected)
+    if reply.status in (200, 206):
+        assert reply.header("Last-Modified") == format_date(sent_modified(meta), "imf")
 
 
 @pytest.mark.parametrize("other", ['"other"', 'W/"x"', '""'])
