@@ -4,7 +4,7 @@ TCP carries a stream of bytes, not messages: two ``send`` calls may arrive in on
 may arrive in several (the "sticky packets" that puzzle everyone once). A length prefix restores the
 boundaries. The receiver reads exactly four bytes, learns the size, checks it against a maximum *before*
 allocating anything (so a hostile peer cannot make us reserve 4 GiB by sending four bytes), then reads exactly
-that many bytes, however the stream happens to be cut.
+that many bytes, however the stream happens to be cut, in bounded chunks (nor 16 MiB by announcing the maximum).
 
 Two interfaces over one format: ``send_message``/``recv_message`` for blocking sockets, and ``FrameDecoder``,
 a sans-IO decoder fed whatever bytes arrived, for event loops and for tests that cut the stream anywhere.
@@ -17,6 +17,7 @@ import struct
 
 HEADER = struct.Struct("!I")
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+_CHUNK = 256 * 1024  # the most one recv asks for: memory follows the bytes that came, not those announced
 
 
 class FramingError(Exception):
@@ -66,17 +67,17 @@ def _check_announced(size: int, max_size: int) -> None:
 
 
 def _recv_exactly(sock: socket.socket, size: int, *, allow_eof: bool) -> bytes | None:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:])
-        if n == 0:
-            if got == 0 and allow_eof:
+    # Read in chunks of at most _CHUNK and keep only what arrived: a peer that announces 16 MiB and sends ten
+    # bytes costs ten bytes, not a 16 MiB buffer reserved the moment its four-byte header is in.
+    received = bytearray()
+    while len(received) < size:
+        chunk = sock.recv(min(size - len(received), _CHUNK))
+        if not chunk:
+            if not received and allow_eof:
                 return None
-            raise IncompleteMessage(f"connection closed after {got} of {size} bytes")
-        got += n
-    return bytes(buffer)
+            raise IncompleteMessage(f"connection closed after {len(received)} of {size} bytes")
+        received += chunk
+    return bytes(received)
 
 
 class FrameDecoder:

@@ -366,30 +366,62 @@ def chat(sock: socket.socket, peer: Address, stdin_fd: int, out: TextIO) -> None
     """Full duplex: each line typed is sent to ``peer`` while whatever arrives is printed, both at once.
 
     One selector waits on the terminal and the socket together, so neither side blocks the other and no thread
-    is needed. The chat ends at end of input (Ctrl-D).
+    is needed. The chat ends at end of input (Ctrl-D). Input redirected from a regular file or ``/dev/null``
+    cannot be waited on (epoll refuses it with EPERM) and never needs to be: it is always readable, so it is
+    read at every turn while the socket is only polled, and the chat sends the file's lines and ends.
     """
     _line(out, f"chatting on {peer_text(sock.getsockname())} with {peer_text(peer)}; Ctrl-D or Ctrl-C ends")
-    pending = b""
+    lines = _LineSplitter()
     with selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_READ, "socket")
-        selector.register(stdin_fd, selectors.EVENT_READ, "stdin")
+        try:
+            selector.register(stdin_fd, selectors.EVENT_READ, "stdin")
+            always_readable = False
+        except PermissionError:
+            always_readable = True
         while True:
-            for key, _ in selector.select():
-                if key.data == "socket":
-                    data, addr = sock.recvfrom(RECV_SIZE)
-                    _line(out, f"{stamp()} {peer_text(addr)}> {show(data)}")
-                    continue
+            ready = [key.data for key, _ in selector.select(0 if always_readable else None)]
+            if "socket" in ready:
+                data, addr = sock.recvfrom(RECV_SIZE)
+                _line(out, f"{stamp()} {peer_text(addr)}> {show(data)}")
+            if "stdin" in ready or always_readable:
                 chunk = os.read(stdin_fd, RECV_SIZE)
-                if not chunk:
-                    if pending:
-                        sock.sendto(check_size(pending), peer)
-                    return
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
+                for line in lines.feed(chunk) if chunk else lines.end():
                     try:
                         sock.sendto(check_size(line), peer)
                     except ValueError as exc:
                         _line(out, f"not sent: {exc}")
+                if not chunk:
+                    return
+
+
+class _LineSplitter:
+    """Input bytes to complete lines, holding at most ``MAX_PAYLOAD`` bytes of an unfinished line.
+
+    A line longer than that can never be one datagram, so once the unfinished part outgrows it, that part is
+    given out at once (for ``check_size`` to refuse, as it refuses any overlong line) and the rest of the line
+    is skipped as it arrives: memory stays bounded however long the input goes without a newline.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._skipping = False  # inside a line already refused: drop bytes up to its newline
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        if self._skipping and lines:
+            lines.pop(0)  # the tail of the overlong line
+            self._skipping = False
+        if self._skipping:
+            self._pending = b""
+        elif len(self._pending) > MAX_PAYLOAD:
+            lines.append(self._pending)
+            self._pending, self._skipping = b"", True
+        return lines
+
+    def end(self) -> list[bytes]:
+        """The last line, if the input did not end with a newline."""
+        return [self._pending] if self._pending else []
 
 
 def broadcast(port: int, message: bytes, out: TextIO, wait: float = 0.0, address: str = "<broadcast>") -> int:
