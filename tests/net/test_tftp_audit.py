@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import socket
+import threading
 import time
 
 import pytest
@@ -22,16 +24,20 @@ from hypothesis import strategies as st
 
 from server.net.tftp import options as opts
 from server.net.tftp import server as server_module
+from server.net.tftp.client import TftpClient, TransferFailed
 from server.net.tftp.packets import (
+    Ack,
     Data,
     Error,
     ErrorCode,
     MalformedPacket,
     Opcode,
+    OptionAck,
     ReadRequest,
     Request,
     decode,
     encode_ack,
+    encode_data,
 )
 from server.net.tftp.server import MAX_NAME_BYTES, Refused, TftpServer, resolve_inside
 from server.net.tftp.transfer import UNANSWERED_RETRIES, Receiver, Sender, State
@@ -251,3 +257,40 @@ def test_a_forged_request_draws_two_data_packets_and_no_error(tftp_root, start_t
     finally:
         victim.close()
     assert [decode(d) for d in received] == [Data(1, b"z" * 512)] * (1 + UNANSWERED_RETRIES)
+
+
+# -- 10 (c, d). no more data than the announced tsize
+
+
+def test_an_upload_beyond_its_announced_tsize_is_refused_with_error_3():
+    written = bytearray()
+    receiver = Receiver(written.extend, PEER, opts.Settings(tsize=1000), 0.0, oack={"tsize": "1000"})
+    receiver.start()
+    assert receiver.datagram_received(encode_data(1, b"u" * 512), PEER, 0.1) == [(encode_ack(1), PEER)]
+    (refusal,) = receiver.datagram_received(encode_data(2, b"u" * 512), PEER, 0.2)
+    assert decode(refusal.data) == Error(ErrorCode.DISK_FULL, "upload exceeds its announced tsize of 1000 bytes")
+    assert receiver.state == State.FAILED and len(written) == 512  # the excess block was never written
+
+
+def test_a_download_beyond_the_servers_tsize_fails_and_leaves_no_file(tmp_path):
+    fake = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fake.bind(("127.0.0.1", 0))
+    fake.settimeout(5)
+
+    def lying_server() -> None:
+        request, client = fake.recvfrom(65536)
+        assert decode(request).options.get("tsize") == "0"
+        fake.sendto(OptionAck({"tsize": "10"}).encode(), client)  # from the same port: its TID
+        assert decode(fake.recvfrom(65536)[0]) == Ack(0)
+        fake.sendto(encode_data(1, b"more than ten bytes"), client)
+
+    serving = threading.Thread(target=lying_server)
+    serving.start()
+    try:
+        client = TftpClient("127.0.0.1", fake.getsockname()[1], timeout=1.0, retries=1)
+        with pytest.raises(TransferFailed, match="more than its announced tsize of 10 bytes"):
+            client.download("f", tmp_path / "f")
+    finally:
+        serving.join(timeout=5)
+        fake.close()
+    assert os.listdir(tmp_path) == []

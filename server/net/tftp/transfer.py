@@ -477,6 +477,8 @@ class Receiver(_Transfer):
             return self._on_stray(block)
         if self._limit is not None and self.bytes_transferred + size > self._limit:
             return self._fail(ErrorCode.DISK_FULL, f"transfer exceeds the limit of {self._limit} bytes")
+        if settings.tsize is not None and self.bytes_transferred + size > settings.tsize:
+            return self._beyond_tsize(settings.tsize)
         try:
             self._write(payload)
         except OSError as exc:
@@ -495,6 +497,15 @@ class Receiver(_Transfer):
         self._unacked = 0
         self._last = [encode_ack(block)]
         return self._to_peer(self._last)
+
+    def _beyond_tsize(self, tsize: int) -> list[Datagram]:
+        """More data than the size announced in the negotiation (RFC 2349 tsize): the peer lied or its file
+        changed under it. A server refuses the excess as the allocation exceeded (ERROR 3), so an upload cannot
+        fill the disk past what it announced; a client stops rather than keep a file that is not what was
+        announced (its download is then removed, as any failed one)."""
+        if self._request is None:
+            return self._fail(ErrorCode.DISK_FULL, f"upload exceeds its announced tsize of {tsize} bytes")
+        return self._fail(ErrorCode.ILLEGAL_OPERATION, f"server sent more than its announced tsize of {tsize} bytes")
 
     def _retransmission(self) -> list[bytes]:
         # After a silence, acknowledge the last block received in order, acknowledged yet or not (RFC 7440):
