@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from server import SERVER_SOFTWARE
+from server.accesslog import access_handler
 from server.config import Config
 from server.listeners import BindError, Listener, open_listeners, parse_bind, resolve_schemes, systemd_listeners
 from server.loader import LoadError, load_app
@@ -533,7 +534,8 @@ def configure_logging(config: Config) -> None:
     """The error log to stderr at ``--log-level``; the access log to stdout, a file, or nowhere.
 
     The access log file is opened here, in the parent before any worker is forked (they inherit it), so a
-    path that cannot be written raises ValueError now instead of failing later."""
+    path that cannot be written raises ValueError now instead of failing later. Each process reopens it when
+    it is rotated away (``server.accesslog.access_handler``)."""
     logging.basicConfig(
         level=config.log_level.upper(),
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
@@ -545,16 +547,11 @@ def configure_logging(config: Config) -> None:
     if config.access_log == "off":
         access.setLevel(logging.CRITICAL + 1)
         return
-    handler: logging.Handler
-    if config.access_log == "-":
-        handler = logging.StreamHandler(sys.stdout)
-    else:
-        try:
-            handler = logging.FileHandler(config.access_log)
-        except OSError as error:  # no such directory, a directory, no permission, read-only file system
-            reason = error.strerror or str(error)
-            raise ValueError(f"--access-log {config.access_log}: cannot open it for appending: {reason}") from None
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        handler = access_handler(config.access_log)
+    except OSError as error:  # no such directory, a directory, no permission, read-only file system
+        reason = error.strerror or str(error)
+        raise ValueError(f"--access-log {config.access_log}: cannot open it for appending: {reason}") from None
     access.addHandler(handler)
     access.setLevel(logging.INFO)
 

@@ -17,6 +17,11 @@ A character above U+00FF cannot come from the wire (header bytes are decoded as 
 put one in its environ: it is written as ``\\xHH`` for each byte of its UTF-8 encoding, so the log keeps one
 notation (``\\xHH``, never ``\\u``) and stays ASCII.
 
+The timestamp's month is English whatever the locale (``strftime("%b")`` would write ``Mär`` under a German one,
+and log tools read ``Mar``). A log file is reopened when it is renamed or deleted (``logrotate`` without
+``copytruncate``), in every worker process; a write that fails (a full disk) is reported once, then at most once
+a minute, never as a traceback per request.
+
 Also here, :class:`Occasional`: a warning about a problem that would otherwise repeat with every request (a log
 that cannot be written, a server out of descriptors), said once and then at most once a minute.
 """
@@ -24,11 +29,15 @@ that cannot be written, a server out of descriptors), said once and then at most
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import sys
 import time
 
 from server.http import Request
 
 access_log = logging.getLogger("server.access")
+log = logging.getLogger("server")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class Occasional:
@@ -55,6 +64,53 @@ class Occasional:
         if held:
             message += f" (and {held} more time{'s' if held > 1 else ''} since the last report)"
         self.logger.warning(message, *args)
+
+
+class _ReportFailures:
+    """What the access log's handlers do with a write that fails: one warning on the error log, then at most one
+    a minute (:class:`Occasional`), instead of ``logging``'s traceback to stderr for every line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        where = getattr(self, "baseFilename", "standard output")
+        _write_failures.warning("cannot write the access log to %s: %s", where, error)
+
+
+class _FileHandler(_ReportFailures, logging.handlers.WatchedFileHandler):
+    """A log file that follows its path: ``WatchedFileHandler`` checks the path before each line (one ``stat``)
+    and reopens it when the file there is another or none, as after ``logrotate`` renames it. Forked workers
+    each keep their handler, so each reopens on its own; no signal to pass on, none to miss."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # logging reopens the file outside its own try: a folder removed meanwhile would raise into the request.
+        try:
+            super().emit(record)
+        except Exception:
+            self.handleError(record)
+
+
+class _StreamHandler(_ReportFailures, logging.StreamHandler):
+    """Standard output, reporting failed writes (a closed pipe, a full disk) as the file does."""
+
+
+_write_failures = Occasional(log)
+
+
+def access_handler(target: str) -> logging.Handler:
+    """The handler for ``--access-log``: "-" for standard output, else a file path (opened now: raises OSError)."""
+    handler: logging.Handler = _StreamHandler(sys.stdout) if target == "-" else _FileHandler(target)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def timestamp(now: float | None = None) -> str:
+    """``25/Nov/2026:08:14:09 +0000``: local time as the combined format writes it, the month always English."""
+    t = time.localtime(now)
+    offset = t.tm_gmtoff
+    sign = "-" if offset < 0 else "+"
+    hours, minutes = divmod(abs(offset) // 60, 60)
+    clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    return f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{clock} {sign}{hours:02d}{minutes:02d}"
 
 
 # Code point → escape, for the 256 characters a latin-1-decoded header can hold; translate() leaves the rest.
@@ -101,7 +157,7 @@ def log_response(
     access_log.info(
         '%s - - [%s] "%s %s %s" %d %s "%s" "%s" %dus',
         escape(remote_addr, _BARE) if remote_addr else "-",
-        time.strftime("%d/%b/%Y:%H:%M:%S %z"),
+        timestamp(),
         escape(request.method, _BARE),
         escape(request.target, _BARE),
         escape(request.version, _BARE),

@@ -10,13 +10,15 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
-from server.accesslog import escape, log_response
+from server.accesslog import escape, log_response, timestamp
 from server.http import Request
-from tests.support import ServerThread, read_response, wait_for
+from tests.support import TIMEOUT, ServerProcess, ServerThread, read_response, wait_for
 
 # The combined format plus our response time. Escaped fields hold no '"', so each quoted group is unambiguous.
 COMBINED = re.compile(
@@ -279,3 +281,48 @@ def test_live_the_logged_duration_counts_from_the_head_so_a_slow_upload_shows(ac
         assert read_response(sock)[::2] == (200, b"hello")
         line = wait_for(lambda: access_lines and access_lines[0])
     assert int(parse(line)["micros"]) >= pause * 1_000_000
+
+
+# -- the log file, its rotation and its failures (audit regressions) ------------------------------------------------
+
+
+def test_the_month_is_english_whatever_the_locale(access_lines: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # No other locale may be installed where the tests run: strftime is made to answer as a German one would.
+    real_strftime = time.strftime
+    monkeypatch.setattr(time, "strftime", lambda fmt, *t: real_strftime(fmt.replace("%b", "Mär"), *t))
+    log_response("127.0.0.1", request(), 200, 1, None, None, time.monotonic())
+    stamp = parse(access_lines[0])["time"]
+    assert re.fullmatch(r"\d\d/(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}", stamp)
+
+
+def test_the_timestamp_matches_strftime_in_the_c_locale() -> None:
+    now = time.time()
+    assert timestamp(now) == time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
+
+
+def get_until(url: str, count: int) -> None:
+    for _ in range(count):
+        assert requests.get(url, headers={"Connection": "close"}, timeout=TIMEOUT).status_code == 200
+
+
+def test_a_rotated_log_file_is_reopened_by_every_worker(tmp_path: Path) -> None:
+    """logrotate without copytruncate: the file is renamed; the next lines go to a new file at the path."""
+    path = tmp_path / "access.log"
+    with ServerProcess("apps.hello:app", "--workers", "2", "--access-log", str(path)) as server:
+        get_until(server.url, 4)
+        wait_for(lambda: path.exists() and len(path.read_text().splitlines()) == 4)
+        path.rename(tmp_path / "access.log.1")
+        get_until(server.url, 20)  # new connections each: both workers take some
+        wait_for(lambda: path.exists() and len(path.read_text().splitlines()) == 20)
+    assert len((tmp_path / "access.log.1").read_text().splitlines()) == 4
+    assert len(path.read_text().splitlines()) == 20
+
+
+def test_a_failing_access_log_is_reported_once_not_per_request() -> None:
+    with ServerProcess("apps.hello:app", "--access-log", "/dev/full") as server:
+        get_until(server.url, 5)
+        wait_for(lambda: "cannot write the access log" in server.output())
+        get_until(server.url, 5)
+    output = server.output()
+    assert "Traceback" not in output, output
+    assert output.count("cannot write the access log") == 1, output
