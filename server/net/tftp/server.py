@@ -46,7 +46,7 @@ from .buffers import fit_window
 from .files import NotRegularFile, OutsideRoot, check_replaceable, open_regular
 from .packets import Error, ErrorCode, MalformedPacket, ReadRequest, Request, decode
 from .progress import format_size
-from .tempfiles import temporary_sibling
+from .tempfiles import is_temporary_name, remove_leftovers, temporary_sibling
 from .transfer import Address, Datagram, Receiver, Sender, State, error_for_os_error
 
 log = logging.getLogger("server.net.tftp")
@@ -251,6 +251,8 @@ class TftpServer:
 
     def serve_forever(self) -> None:
         log.info("TFTP serving %s on %s port %d", self.root, *self.address[:2])
+        if self.allow_upload and (removed := remove_leftovers(self.root)):
+            log.info("removed %d temporary file(s) left by uploads that never finished", removed)
         try:
             while not self._stopping:
                 self._run_once()
@@ -555,6 +557,9 @@ class TftpServer:
         if request.mode == "mail":
             raise Refused(ErrorCode.ILLEGAL_OPERATION, "mail mode is not supported")
         path = resolve_inside(self.root, request.filename)
+        if is_temporary_name(path.name):
+            # An upload's temporary file: half a file while it is written, and a leftover after a crash.
+            raise Refused(ErrorCode.ACCESS_VIOLATION, "the name of an upload's temporary file")
         if isinstance(request, ReadRequest):
             return self._start_read(sock, request, peer, path, now)
         return self._start_write(sock, request, peer, path, now)
