@@ -24,7 +24,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from server import SERVER_SOFTWARE
 from server.accesslog import access_handler
@@ -335,6 +335,10 @@ def _environment_values(parser: argparse.ArgumentParser, environ: dict[str, str]
         value = environ.get(name)
         if value is None:
             continue
+        if (not action.option_strings or _is_repeatable(action)) and not value.strip():
+            # Set but empty: taken as "not set" it would quietly fall back past the config file to the defaults
+            # (the demo site, 127.0.0.1:8000), which is never what setting it meant.
+            parser.error(f"{name} is empty; unset it to use the default")
         if not action.option_strings:  # SERVER_APP, for the positional app
             values[action.dest] = value
         elif _is_flag(action):
@@ -412,11 +416,20 @@ def _file_value(action: argparse.Action, where: str, key: str, value: object) ->
         if not isinstance(value, bool):
             raise expected("true or false")
         return value
+    if isinstance(value, str) and "\x00" in value:  # no path, address or name can hold one; os.environ refuses it
+        raise ValueError(f"{where}: contains a NUL character")
     if _is_repeatable(action) or action.dest in _COMMA_LISTS:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
             raise expected(f'a list of strings, as in {key} = ["..."]')
+        if any("\x00" in item for item in items):
+            raise ValueError(f"{where}: contains a NUL character")
+        if _is_repeatable(action) and (not items or not all(item.strip() for item in items)):
+            # An empty list or string would mean "not set", and the defaults would quietly take its place.
+            raise ValueError(f"{where}: empty; leave the key out to use the default")
         return items if _is_repeatable(action) else ",".join(items)
+    if not action.option_strings and isinstance(value, str) and not value.strip():  # app = ""
+        raise ValueError(f"{where}: empty; leave the key out to serve the demo site")
     accepted, what = _FILE_TYPES.get(action.type, ((str, int, float), "a string or a number"))
     what = what.format(key=key)
     if action.choices:
@@ -485,6 +498,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
     for dest in repeatable:
         if getattr(args, dest) is None:
             setattr(args, dest, from_env.get(dest, from_file.get(dest)))
+    if args.app is not None and not args.app.strip():  # python -m server "": SERVER_APP and the file say so above
+        parser.error("the app is empty; name one as module:attribute, or none for the demo site")
     if args.data_dir:
         # Applications read their own settings; this flag only hands the demo site its data directory.
         os.environ["SERVER_DATA_DIR"] = args.data_dir
@@ -859,5 +874,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(config, app, listeners, name, certificates)
 
 
+def exit_with(status: int) -> NoReturn:
+    """End the process with ``status``; a failed start (any status but 0) ends at once, whatever else runs.
+
+    An app's module may start a thread that is not a daemon as it is imported, then fail to load: a normal exit
+    waits for that thread, forever, after the error line was printed. So a failure flushes what was written and
+    leaves with ``os._exit``; a server that served and stopped leaves normally, running its exit handlers."""
+    if status:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -93,7 +93,9 @@ def parse_bind(value: str) -> BindAddress:
             raise BindError(f"--bind {value!r}: expected HOST:PORT, as in 127.0.0.1:8000")
         if ":" in host:
             raise BindError(f"--bind {value!r}: write IPv6 addresses in brackets, as in [::1]:8000")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    # ASCII digits only: str.isdigit() also takes a superscript two (which int() refuses) and full-width digits
+    # (which int() reads: U+FF18 U+FF10 U+FF18 U+FF10 was port 8080).
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise BindError(f"--bind {value!r}: the port must be a number from 0 to 65535")
     return BindAddress(family, host or "0.0.0.0", int(port))
 

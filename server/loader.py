@@ -73,7 +73,9 @@ def _import(module_name: str):
         # A module that calls sys.exit() while being imported would otherwise end the CLI with its own status
         # (1, 3, anything) and message: it is a failure to load like any other.
         raise LoadError(f"importing {module_name!r} failed: it called sys.exit({error.code!r})") from None
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise  # Ctrl-C while importing: the CLI ends quietly with the shell's status for it
+    except BaseException as error:  # Exception, and the odd class of an app's own derived from BaseException
         raise LoadError(f"importing {module_name!r} failed: {type(error).__name__}: {error}") from None
 
 
@@ -99,7 +101,9 @@ def _evaluate(module, module_name: str, expression: str):
         return target(*args, **kwargs)
     except SystemExit as error:
         raise LoadError(f"factory {module_name}:{expression} failed: it called sys.exit({error.code!r})") from None
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # as on import
         raise LoadError(f"factory {module_name}:{expression} failed: {type(error).__name__}: {error}") from None
 
 

@@ -701,3 +701,52 @@ def test_a_stop_during_a_crash_loops_back_off_forks_nothing():
     started = time.monotonic()
     supervisor._refill()
     assert spawned == [] and time.monotonic() - started < 1.0
+
+
+# -- audit regressions: empty values, home folders, app modules that leave threads behind, odd digits -------------
+
+
+@pytest.mark.parametrize("variable", ["SERVER_APP", "SERVER_STATIC", "SERVER_BIND"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_variable_is_refused_not_taken_for_the_default(variable, value):
+    # Taken as "not set", it used to override the config file and fall back to the demo site on 127.0.0.1:8000.
+    assert_one_line(run_cli(env={variable: value}), variable, "empty")
+
+
+def test_an_empty_app_argument_is_refused():
+    assert_one_line(run_cli(""), "the app is empty")
+
+
+@pytest.mark.parametrize("directory", ["~no_such_user_here/static", "~no_such_user_here"])
+def test_a_home_folder_that_cannot_be_found_is_one_line(directory):
+    line = assert_one_line(run_cli("apps.hello:app", "--static", f"/s={directory}"), "--static", directory)
+    assert "RuntimeError" not in line
+
+
+def test_an_app_that_leaves_a_thread_running_and_fails_still_exits_2(tmp_path):
+    """The module starts a thread that is not a daemon, then fails: the error line, then exit 2, not a hang."""
+    (tmp_path / "threaded.py").write_text(
+        "import threading\nthreading.Thread(target=threading.Event().wait).start()\nraise RuntimeError('no database')\n"
+    )
+    assert_one_line(run_in(tmp_path, "threaded:app"), "importing 'threaded' failed", "RuntimeError: no database")
+
+
+def test_a_base_exception_of_the_app_s_own_is_one_line(tmp_path):
+    (tmp_path / "based.py").write_text("class Stop(BaseException):\n    pass\nraise Stop('halt')\n")
+    (tmp_path / "based_factory.py").write_text(
+        "class Stop(BaseException):\n    pass\ndef make():\n    raise Stop('halt')\n"
+    )
+    assert_one_line(run_in(tmp_path, "based:app"), "importing 'based' failed", "Stop: halt")
+    assert_one_line(run_in(tmp_path, "based_factory:make()"), "factory based_factory:make() failed", "Stop: halt")
+
+
+def test_ctrl_c_while_importing_still_ends_quietly_with_130(tmp_path):
+    (tmp_path / "interrupted.py").write_text("raise KeyboardInterrupt\n")
+    result = run_in(tmp_path, "interrupted:app")
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
+
+
+# A superscript two (int() refuses it), full-width 8080 and Arabic-Indic 80 (int() reads both), a digit and a "²".
+@pytest.mark.parametrize("port", ["\u00b2", "\uff18\uff10\uff18\uff10", "\u0668\u0660", "1\u00b2"])
+def test_a_port_takes_ascii_digits_only(port):
+    assert_one_line(run_cli("apps.hello:app", "--bind", f"127.0.0.1:{port}"), "the port must be a number")

@@ -210,3 +210,48 @@ def test_building_the_parser_again_does_not_grow_the_table_of_file_types():
     for _ in range(3):
         cli.build_parser()
     assert len(cli._FILE_TYPES) == size
+
+
+# -- audit regressions: empty values and NUL characters are refused, naming the file and the key -------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('app = ""', "app"),
+        ('app = "  "', "app"),
+        ("bind = []", "bind"),
+        ('bind = [""]', "bind"),
+        ('bind = ""', "bind"),
+        ("static = []", "static"),
+        ('static = ["  "]', "static"),
+    ],
+)
+def test_an_empty_app_or_list_is_refused_not_taken_for_the_default(tmp_path, capsys, text, key):
+    path = write(tmp_path, text + "\n")
+    line = config_error(capsys, ["--config", path])
+    assert line.startswith(f"python -m server: error: --config {path}: {key}: empty"), line
+
+
+@pytest.mark.parametrize("text", ['data-dir = "var\\u0000x"', 'static = ["/s=a\\u0000b"]', 'access-log = "a\\u0000"'])
+def test_a_nul_character_is_one_line_naming_the_file_and_the_key(tmp_path, capsys, text):
+    path = write(tmp_path, text + "\n")
+    line = config_error(capsys, ["--config", path])
+    assert line.startswith(f"python -m server: error: --config {path}: "), line
+    assert "contains a NUL character" in line and text.split(" ")[0] in line
+
+
+def test_a_nul_in_data_dir_through_the_real_command(tmp_path):
+    assert_one_line(run_cli("--config", write(tmp_path, 'data-dir = "a\\u0000b"\n')), "data-dir", "NUL")
+
+
+def test_an_empty_variable_does_not_override_the_file(tmp_path, capsys):
+    path = write(tmp_path, 'app = "apps.hello:app"\nbind = ["127.0.0.1:9000"]\n')
+    for variable in ("SERVER_APP", "SERVER_BIND", "SERVER_STATIC"):
+        assert variable in config_error(capsys, ["--config", path], {variable: ""})
+
+
+def test_a_home_folder_that_cannot_be_found_in_the_file_is_one_line(tmp_path, capsys):
+    path = write(tmp_path, 'static = ["/s=~no_such_user_here/x"]\n')
+    line = config_error(capsys, ["--config", path])
+    assert f"--config {path}: static:" in line and "~no_such_user_here" in line, line
