@@ -335,7 +335,7 @@ def _environment_values(parser: argparse.ArgumentParser, environ: dict[str, str]
         value = environ.get(name)
         if value is None:
             continue
-        if (not action.option_strings or _is_repeatable(action)) and not value.strip():
+        if (not action.option_strings or _is_repeatable(action)) and not value.replace(",", "").strip():
             # Set but empty: taken as "not set" it would quietly fall back past the config file to the defaults
             # (the demo site, 127.0.0.1:8000), which is never what setting it meant.
             parser.error(f"{name} is empty; unset it to use the default")

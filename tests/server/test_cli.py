@@ -707,7 +707,7 @@ def test_a_stop_during_a_crash_loops_back_off_forks_nothing():
 
 
 @pytest.mark.parametrize("variable", ["SERVER_APP", "SERVER_STATIC", "SERVER_BIND"])
-@pytest.mark.parametrize("value", ["", "  "])
+@pytest.mark.parametrize("value", ["", "  ", " , "])
 def test_an_empty_variable_is_refused_not_taken_for_the_default(variable, value):
     # Taken as "not set", it used to override the config file and fall back to the demo site on 127.0.0.1:8000.
     assert_one_line(run_cli(env={variable: value}), variable, "empty")
