@@ -10,7 +10,8 @@ test with its own database, and the demo site can mount one with its data direct
 
 Where settings come from, later ones winning: the defaults below, ``config.toml`` in the instance folder (for a
 deployment's secret key), ``BLOG_*`` environment variables, then ``settings`` (what a test or the demo site
-passes).
+passes). When none of them sets ``SECRET_KEY``, a random key is generated once and kept in the instance folder
+(``instance/secret_key``), so the blog never signs sessions with a key anyone could know.
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ from typing import Any
 
 from framework import App
 
+from ..common import secret_key
 from . import auth, blog, db
 
 
 def create_app(settings: Mapping[str, Any] | None = None, instance_path: str | Path | None = None) -> App:
     """A new blog app (see the module docstring for where its settings come from)."""
     app = App(__name__, templates="templates", static="static", instance_path=instance_path)
-    app.config.from_mapping(
-        SECRET_KEY="dev",  # Replace it in config.toml or BLOG_SECRET_KEY for anything but your own machine.
-        DATABASE=str(app.instance_path / "blog.sqlite"),
-    )
+    app.config.from_mapping(DATABASE=str(app.instance_path / "blog.sqlite"))
     app.config.from_file(app.instance_path / "config.toml", silent=True)
     app.config.from_prefixed_env("BLOG")
     app.config.from_mapping(settings or {})
+    if not app.config["SECRET_KEY"]:  # No key given: a random one, generated once and kept in the instance folder.
+        app.config["SECRET_KEY"] = secret_key(app.instance_path)
 
     db.init_app(app)
     app.register_blueprint(auth.bp)

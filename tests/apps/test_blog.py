@@ -82,6 +82,30 @@ def test_the_factory_takes_settings_and_reads_the_environment(tmp_path: Path, mo
     assert config["DATABASE"] == str(tmp_path / "blog.sqlite") and (tmp_path / "blog.sqlite").exists()
 
 
+def test_without_a_configured_key_the_blog_generates_one_and_keeps_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("BLOG_SECRET_KEY", raising=False)
+    key = create_app(instance_path=tmp_path).config["SECRET_KEY"]
+    assert key != "dev" and len(key) >= 32
+    assert (tmp_path / "secret_key").read_text().strip() == key
+    assert create_app(instance_path=tmp_path).config["SECRET_KEY"] == key  # The same key after a restart.
+
+
+def test_a_session_signed_with_the_old_default_key_is_refused(app: App, client: TestClient) -> None:
+    forger = create_app({"SECRET_KEY": "dev", "DATABASE": app.config["DATABASE"]}, instance_path=app.instance_path)
+    forging = forger.test_client()
+    with forging.session_transaction() as session:
+        session["user_id"] = 1
+    forged = forging.get_cookie("session")
+    assert forged is not None
+    client.set_cookie("session", forged.value)
+    assert "<span>test</span>" not in client.get("/").text
+
+
+def test_a_new_blog_creates_its_database(tmp_path: Path) -> None:
+    app = create_app({"TESTING": True}, instance_path=tmp_path / "fresh")
+    assert count(app, "SELECT COUNT(*) FROM user") == 0 and app.test_client().get("/").status_code == 200
+
+
 def test_one_connection_per_request_closed_when_it_ends(app: App) -> None:
     with app.test_request_context() as request:
         db = get_db(request)
@@ -104,7 +128,8 @@ def test_a_connection_opened_by_a_view_is_closed_after_the_response(app: App, cl
 
 
 def test_init_db_command_empties_the_database(app: App) -> None:
-    environ = {**os.environ, "PYTHONPATH": str(ROOT), "BLOG_DATABASE": app.config["DATABASE"]}
+    # A key of its own, so that the command does not keep a generated one in the repository's apps/blog/instance.
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "BLOG_DATABASE": app.config["DATABASE"], "BLOG_SECRET_KEY": "t"}
     result = subprocess.run(
         [sys.executable, "-m", "framework", "--app", "apps.blog:create_app()", "init-db"],
         capture_output=True,
