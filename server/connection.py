@@ -84,11 +84,11 @@ HIGH_WATER = 512 * 1024  # queued output above which a response is parked until 
 LOW_WATER = 64 * 1024
 CORK_LIMIT = 64 * 1024  # output sent from the loop thread waits for the end of its turn up to this size (uncork)
 PIPELINE_TURN = 16  # pipelined requests answered in one go before the loop serves other connections
-# Pieces of a request body (Data events) stored in one go before the loop serves other connections. A body with
-# a length, or chunked in chunks of a sensible size, makes one piece per read; tiny chunks make one per
-# CHUNKS_PER_EVENT (server/http.py), so one connection holds the loop for at most ~1,000 chunks (about 1 ms)
-# per turn, where a 256 KiB read of one-byte chunks used to take 0.15 s.
-BODY_PIECES_PER_TURN = 4
+# Chunks of chunked bodies parsed in one go before the loop serves other connections (their cost is per chunk:
+# a 256 KiB read of one-byte chunks is 43,690 of them, 0.15 s of the loop in one go before this limit). A body
+# with a length costs nothing here; a chunked one in chunks of a sensible size, a few per read. Counted in whole
+# events of up to CHUNKS_PER_EVENT chunks (server/http.py): about 1 ms of work at a time.
+CHUNKS_AT_A_TIME = 1024
 BODY_RESERVE_STEP = 64 * 1024  # a body's share of the budget is reserved in steps of this size, as it arrives
 _BUDGET_SPENT = "too many request bodies are buffered right now; try again shortly"
 _RETRY_AFTER = (("Retry-After", "5"),)
@@ -133,11 +133,11 @@ class HTTPConnection:
 
     # Slots, not a __dict__: ten thousand idle keep-alive connections are ten thousand of these (see _NO_TLS).
     __slots__ = (
-        "_advancing", "_drained", "after_flush", "body", "body_received", "body_size", "broken", "corked", "deadline",
-        "engine", "fd", "file_job", "flushing", "head_arrived", "linger", "lock", "loop_wait", "on_drain", "out",
-        "parser", "rate_mark", "rate_mark_bytes", "reactor", "redirect", "remote_addr", "remote_port", "request",
-        "requests_seen", "reserved", "response_started", "scheme", "server_name", "server_port", "sock", "state",
-        "static_mount", "tls", "tls_context", "tls_environ",
+        "_advancing", "_drained", "_resume_queued", "after_flush", "body", "body_received", "body_size", "broken",
+        "corked", "deadline", "engine", "fd", "file_job", "flushing", "head_arrived", "linger", "lock", "loop_wait",
+        "on_drain", "out", "parser", "rate_mark", "rate_mark_bytes", "reactor", "redirect", "remote_addr",
+        "remote_port", "request", "requests_seen", "reserved", "response_started", "scheme", "server_name",
+        "server_port", "sock", "state", "static_mount", "tls", "tls_context", "tls_environ",
     )  # fmt: skip
 
     def __init__(self, engine: Engine, sock: socket.socket, peer: Any, local: tuple[str, str, str]) -> None:
@@ -165,6 +165,7 @@ class HTTPConnection:
         self.rate_mark_bytes = 0
         self.reserved = 0  # bytes of the engine's buffered-body budget this request holds
         self._advancing = False  # advance() is on the stack: a response finished under it must not recurse
+        self._resume_queued = False  # an advance() is queued to go on with what is buffered (see _next_turn)
         # Output, shared between the owner and the loop's flushing; guarded by `lock`.
         self.lock = threading.Lock()
         self._drained: threading.Condition | None = None  # made by the first writer that waits (see _wait_for_drain)
@@ -370,7 +371,8 @@ class HTTPConnection:
         if self.flushing:
             return  # output held past its response is draining; _after_held_output comes back here
         parser = self.parser
-        answered = pieces = 0
+        answered = 0
+        chunk_budget = parser.chunks_seen + CHUNKS_AT_A_TIME
         self._advancing = True
         try:
             while True:
@@ -383,9 +385,7 @@ class HTTPConnection:
                 if type(event) is Data:
                     if not self._store_body(event.data):
                         return
-                    pieces += 1
-                    if pieces == BODY_PIECES_PER_TURN:
-                        self.deadline = self._body_deadline(time.monotonic())
+                    if parser.chunks_seen >= chunk_budget:
                         self._next_turn()
                         return
                 elif type(event) is Request:
@@ -406,12 +406,19 @@ class HTTPConnection:
             self._advancing = False
 
     def _next_turn(self) -> None:
-        """Fairness: let the loop serve other connections before this one goes on with what it has buffered (the
-        next pipelined request, more of a body). A steady registration must stop reporting reads meanwhile: the
-        client's end of stream would be read (and the connection closed) under what is still buffered, and
-        reading more would only buffer more."""
+        """Fairness: let the loop serve the other connections that are ready before this one goes on with what it
+        has buffered (the next pipelined request, more of a body). A steady registration must stop reporting
+        reads meanwhile: the client's end of stream would be read (and the connection closed) under what is
+        still buffered, and reading more would only buffer more. One continuation at a time: another path back
+        into advance() (held output drained) must not start a second chain with a budget of its own."""
         self.reactor.hold(self.fd)
-        self.reactor.call_soon_threadsafe(self.advance)
+        if not self._resume_queued:
+            self._resume_queued = True
+            self.reactor.call_soon_threadsafe(self._resume)
+
+    def _resume(self) -> None:
+        self._resume_queued = False
+        self.advance()
 
     def _begin_request(self, request: Request) -> bool:
         """A request head has arrived: reserve room for its body, answer 100-continue. False: refused."""
@@ -1045,6 +1052,9 @@ class HTTPConnection:
         elif self.state == HANDSHAKE:
             log.info("%s: TLS handshake timed out", self.describe())
             self.close()
+        elif self.state == READING and self._resume_queued:
+            # What the client sent is here, waiting for its turn (see _next_turn): judged once it has been read.
+            self.deadline = now + 1.0
         elif self.state == READING:
             if self.request is None:
                 self.refuse(408, "timed out reading the request head")

@@ -163,8 +163,8 @@ _HEAD, _BODY_LENGTH, _CHUNK_HEAD, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = ra
 class RequestParser:
     """Incremental parser for a stream of HTTP/1.x requests on one connection."""
 
-    __slots__ = ("_body_seen", "_buffer", "_remaining", "_scanned", "_state", "_trailer_bytes", "_trailers", "limits",
-                 "request")  # fmt: skip
+    __slots__ = ("_body_seen", "_buffer", "_remaining", "_scanned", "_state", "_trailer_bytes", "_trailers",
+                 "chunks_seen", "limits", "request")  # fmt: skip
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
@@ -175,6 +175,7 @@ class RequestParser:
         self._trailers: list[tuple[str, str]] = []
         self._trailer_bytes = 0
         self._scanned = 0  # how much of an incomplete head has been checked already (each byte is looked at once)
+        self.chunks_seen = 0  # chunk heads parsed on this connection: what a chunked body costs, for fairness
         self.request: Request | None = None
 
     # -- feeding -------------------------------------------------------------------------------------------------
@@ -602,6 +603,7 @@ class RequestParser:
                 if state == _CHUNK_HEAD:
                     size = _chunk_size(line)
                     chunks += 1
+                    self.chunks_seen += 1
                     self._body_seen += size
                     if self._body_seen > self.limits.max_body_bytes:
                         raise ProtocolError(413, "request body too large")

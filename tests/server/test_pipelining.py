@@ -385,3 +385,23 @@ def test_a_linger_ends_when_the_client_stops_taking_or_at_the_send_timeout(clien
         else:
             on_the_loop(server, lambda: conn.check_deadline(limit))  # taking, but out of time
         assert conn.state == "closed"
+
+
+def test_pipelined_small_uploads_share_the_turn_of_pipelined_requests(monkeypatch):
+    """Only chunks are counted against a connection's share of the loop (CHUNKS_AT_A_TIME): 64 pipelined POSTs
+    with small bodies go on after every PIPELINE_TURN answers, as GETs do, not after every fourth body."""
+    from server.connection import HTTPConnection
+
+    breaks: list[int] = []
+    original = HTTPConnection._next_turn
+
+    def counted(self):
+        breaks.append(self.requests_seen)
+        original(self)
+
+    monkeypatch.setattr(HTTPConnection, "_next_turn", counted)
+    posts = b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello" * 64
+    with ServerThread(hello_app, threads=0) as server, server.connect() as sock:
+        sock.sendall(posts)
+        assert [status for status, _, _ in read_all(sock, 64)] == [200] * 64
+    assert len(breaks) <= 64 // PIPELINE_TURN

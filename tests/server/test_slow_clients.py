@@ -260,7 +260,7 @@ def test_a_reader_that_takes_nothing_is_reset_so_its_queue_is_freed():
 def test_a_body_of_tiny_chunks_lets_other_clients_in_between():
     """A chunked body of one-byte chunks costs the loop per chunk: 43,690 of them in one 256 KiB read took 0.15 s,
     during which no other client was served (200 such connections: a 30 s turn, past --timeout's watchdog).
-    The loop now takes at most BODY_PIECES_PER_TURN pieces of CHUNKS_PER_EVENT chunks from a connection per turn.
+    The loop now parses at most CHUNKS_AT_A_TIME chunks of a connection before serving the others that are ready.
     Here both clients' bytes are waiting when the loop wakes, the tiny chunks first: the other request is
     answered before the tiny-chunk body is complete. The body still arrives whole."""
     calls: list[str] = []
