@@ -58,13 +58,23 @@ class StringConverter(Converter):
     """The default: any text up to the next slash."""
 
 
+INT_MAX = 2**63 - 1
+
+
 class IntConverter(Converter):
-    """Non-negative decimal integers, as ``int``."""
+    """Non-negative decimal integers up to ``INT_MAX`` (2**63 - 1), as ``int``; larger ones do not match.
+
+    The bound is what a database's integer column holds (SQLite's, PostgreSQL's bigint): an id one past it made
+    ``WHERE id = ?`` raise OverflowError, a 500 for any client who typed twenty nines. Beyond it is no id, so the
+    route does not match (404), as for any other text the converter refuses."""
 
     regex = r"[0-9]+"  # (not \d, which takes every script's digits: /posts/١٢ would be a second URL of /posts/12)
 
     def to_python(self, value: str) -> int:
-        return int(value)
+        number = int(value) if len(value) <= 19 else INT_MAX + 1  # (no int() of a 4,000-digit string)
+        if number > INT_MAX:
+            raise ValueError(f"{value[:30]} is larger than {INT_MAX}")
+        return number
 
     def to_url(self, value: Any) -> str:
         return str(int(value))
