@@ -235,7 +235,12 @@ class Engine:
 
     def retire(self) -> None:
         """The supervisor has started this worker's successor (it asked for one at ``--max-requests``): drain and
-        exit (loop thread). Nothing to do when it is stopping or draining already."""
+        exit (loop thread). Nothing to do when it is stopping or draining already, nor for a worker that never
+        asked: a stray SIGUSR2 (sent by hand, by a tool) would make it stop accepting while the supervisor,
+        counting it alive, starts no successor."""
+        if not self.recycling:
+            log.warning("worker %d: a retirement signal it did not ask for (SIGUSR2); ignored", os.getpid())
+            return
         if not self.stopping and not self.draining:
             self._drain()
 

@@ -252,3 +252,22 @@ def test_a_worker_that_asked_to_be_recycled_still_stops_on_sigterm():
         wait_for(lambda: not server._thread.is_alive())
     assert not server.engine.draining
     server.listener.sock.close()
+
+
+def test_a_retirement_signal_the_worker_did_not_ask_for_is_ignored(caplog):
+    """SIGUSR2 is the supervisor's word to a worker at its --max-requests. Sent to any other worker (by hand, by a
+    tool), it made it drain and close its listening sockets while the supervisor, counting it alive, started no
+    successor: with one worker, new clients waited in a backlog nobody read."""
+    from tests.support import ServerThread
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with ServerThread(app) as server, caplog.at_level("WARNING"):
+        done = threading.Event()
+        server.engine.reactor.call_soon_threadsafe(lambda: (server.engine.retire(), done.set()))
+        assert done.wait(TIMEOUT)
+        assert not server.engine.draining
+        assert requests.get(server.url, timeout=TIMEOUT).status_code == 200  # still accepting
+    assert any("did not ask for" in r.getMessage() for r in caplog.records)
