@@ -12,6 +12,9 @@ them under one site. For the site to feel like one, they agree on three things, 
 - **Templates and error pages.** All pages extend ``templates/base.html``; ``use_site_error_pages`` gives 404s
   and 405s the same layout instead of the framework's plain page. ``templates/`` and ``static/`` are found at the
   repository root, or inside this package once installed from a wheel (``TEMPLATES``, ``STATIC``).
+
+Every response also carries ``SECURITY_HEADERS`` (see ``security_headers``): no page of the site may be framed by
+another site, and no browser guesses a type the response did not declare.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,16 @@ def _site_directory(name: str) -> Path:
 
 TEMPLATES = _site_directory("templates")
 STATIC = _site_directory("static")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# Refuse to be framed (clickjacking: a hidden frame of our page under another site's buttons), in the old header
+# and in CSP's, and make browsers trust the declared Content-Type instead of sniffing one (an upload as a script).
+SECURITY_HEADERS = (
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+)
 
 
 def default_data_dir() -> Path:
@@ -111,10 +124,31 @@ class Database:
             connection.close()
 
 
+def security_headers(app: WSGIApp) -> WSGIApp:
+    """``app`` with ``SECURITY_HEADERS`` added to every response that does not set them itself.
+
+    WSGI middleware (``App.add_middleware(security_headers)``) rather than an ``after_request`` hook, because a
+    hook misses the answers the framework gives before its hooks run (a body over the size limit) and every app
+    mounted without our framework (``/time``, ``/flask/``). A header the response already has is left alone:
+    an upload's ``Content-Security-Policy: sandbox`` stays as it is.
+    """
+
+    def with_headers(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            present = {name.lower() for name, _ in headers}
+            extra = [(name, value) for name, value in SECURITY_HEADERS if name.lower() not in present]
+            return start_response(status, headers + extra, exc_info)
+
+        return app(environ, start)
+
+    return with_headers
+
+
 def make_app(import_name: str, data_dir: Path, **options: Any) -> App:
-    """An ``App`` wired into the site: its templates, the site's secret key, the site's error pages."""
+    """An ``App`` wired into the site: its templates, the site's secret key, error pages and security headers."""
     app = App(import_name, templates=TEMPLATES, secret_key=secret_key(data_dir), **options)
     use_site_error_pages(app)
+    app.add_middleware(security_headers)
     return app
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from framework import App, FileResponse, Request, Response
 
 from . import blog, files, flask_mount, guestbook, inspector, raw_time, todo_api
-from .common import STATIC, TEMPLATES, default_data_dir, secret_key, use_site_error_pages
+from .common import STATIC, TEMPLATES, default_data_dir, secret_key, security_headers, use_site_error_pages
 from .hello import app as hello
 
 # What python -m server mounts at /static when it serves the demo site (see server/__main__.py:prepare).
@@ -53,6 +53,7 @@ def create_app(data_dir: Path | None = None) -> App:
     log.info("demo site data in %s (set --data-dir or SERVER_DATA_DIR to change)", data_dir.resolve())
     site = App(__name__, templates=TEMPLATES, static=STATIC, secret_key=secret_key(data_dir))
     use_site_error_pages(site)
+    site.add_middleware(security_headers)  # Around the mounts too: /time, /hello and /flask/ get them as well.
 
     @site.get("/")
     def home(request: Request) -> Response:

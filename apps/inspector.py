@@ -18,7 +18,7 @@ from typing import Any
 
 from framework import App, Request, Response
 
-from .common import TEMPLATES, use_site_error_pages
+from .common import TEMPLATES, security_headers, use_site_error_pages
 
 GROUPS = (
     ("Request (CGI variables)", lambda key: key.isupper() and not key.startswith("HTTP_")),
@@ -47,6 +47,7 @@ def group_environ(environ: dict[str, Any]) -> list[tuple[str, list[tuple[str, st
 # No secret key: the inspector keeps no state, so it needs neither sessions nor CSRF tokens.
 app = App(__name__, templates=TEMPLATES)
 use_site_error_pages(app)
+app.add_middleware(security_headers)
 
 
 @app.get("/")

@@ -23,7 +23,7 @@ from typing import Any
 
 from framework import App
 
-from ..common import secret_key
+from ..common import secret_key, security_headers
 from . import auth, blog, db
 
 
@@ -37,6 +37,7 @@ def create_app(settings: Mapping[str, Any] | None = None, instance_path: str | P
     if not app.config["SECRET_KEY"]:  # No key given: a random one, generated once and kept in the instance folder.
         app.config["SECRET_KEY"] = secret_key(app.instance_path)
 
+    app.add_middleware(security_headers)  # Never framed by another site, never content-sniffed.
     db.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(blog.bp)

@@ -106,6 +106,16 @@ def test_a_new_blog_creates_its_database(tmp_path: Path) -> None:
     assert count(app, "SELECT COUNT(*) FROM user") == 0 and app.test_client().get("/").status_code == 200
 
 
+def test_the_instance_folder_is_not_in_version_control() -> None:
+    """It holds a deployment's database and secret key: a tracked copy would ship them to everyone who clones."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(
+        ["git", "ls-files", "apps/blog/instance"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert listed.stdout == ""
+
+
 def test_one_connection_per_request_closed_when_it_ends(app: App) -> None:
     with app.test_request_context() as request:
         db = get_db(request)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from webtest import TestApp
+from webtest import TestApp, Upload
 
 from apps import flask_mount, raw_time
 
@@ -228,3 +228,40 @@ def test_without_flask_the_page_says_how_to_install_it(without_flask, data_dir):
     assert "Flask is not installed" in site.get("/flask/").text
     assert "Flask is not installed" in site.get("/flask/some/page").text
     assert "Flask is not installed" in " ".join(site.get("/").html.select_one("main").text.split())
+
+
+FRAME_AND_SNIFF = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@pytest.mark.parametrize("path", sorted({*HTML_PAGES, *EXAMPLES, "/todo/api/todos", "/favicon.ico", "/no/such/page"}))
+def test_no_page_may_be_framed_or_sniffed(site, path):
+    response = site.get(path, status="*")
+    for name, value in FRAME_AND_SNIFF.items():
+        assert response.headers.getall(name) == [value], (path, name)
+
+
+def test_the_examples_served_alone_refuse_framing_too(data_dir):
+    from apps import blog, files, guestbook, inspector, todo_api
+
+    for app in (
+        guestbook.create_app(data_dir),
+        files.create_app(data_dir),
+        todo_api.create_app(data_dir),
+        inspector.app,
+        blog.create_app({"SECRET_KEY": "k"}, instance_path=data_dir / "blog"),
+    ):
+        response = TestApp(app).get("/", status="*")
+        assert response.headers["X-Frame-Options"] == "DENY", app
+
+
+def test_an_uploads_own_policy_is_kept(site):
+    form = site.get("/files/").forms[0]
+    form["file"] = Upload("page.html", b"<script>alert(1)</script>", "text/html")
+    form.submit(status=303)
+    download = site.get("/files/page.html")
+    assert download.headers.getall("Content-Security-Policy") == ["sandbox"]
+    assert download.headers["X-Frame-Options"] == "DENY"
