@@ -9,6 +9,9 @@ them under one site. For the site to feel like one, they agree on three things, 
 - **One secret key.** Sessions and CSRF tokens are signed with it. It is generated once and kept in the data
   directory: a key made fresh at every start would turn every open form into a 403 after a restart, and with
   ``--workers 2`` each process would refuse the other's cookies.
+- **Numbers from the URL.** SQLite's integers stop at ``2**63 - 1``, and ``sqlite3`` raises ``OverflowError``
+  for a larger one instead of finding nothing: ``row_id`` and ``page_number`` turn such numbers into a 404
+  before they reach a query, and ``fetch_page`` is the one way the examples page through a table.
 - **Templates and error pages.** All pages extend ``templates/base.html``; ``use_site_error_pages`` gives 404s
   and 405s the same layout instead of the framework's plain page. ``templates/`` and ``static/`` are found at the
   repository root, or inside this package once installed from a wheel (``TEMPLATES``, ``STATIC``).
@@ -25,10 +28,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framework import App, HTTPError, Request, Response
+from framework import App, HTTPError, Request, Response, abort
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,6 +88,71 @@ def secret_key(data_dir: Path) -> str:
         finally:
             temporary.unlink()
     return path.read_text().strip()
+
+
+SQLITE_INTEGER_MAX = 2**63 - 1
+
+
+def row_id(number: int) -> int:
+    """``number``, an id taken from the URL, once it is one SQLite can look up: 404 beyond its integers.
+
+    No row can have such an id, but ``sqlite3`` raises ``OverflowError`` for it rather than finding nothing, which
+    would be a 500. Every view that looks a row up by an id from its URL passes the id through here.
+    """
+    if not 0 <= number <= SQLITE_INTEGER_MAX:
+        abort(404, "There is nothing with that number.")
+    return number
+
+
+def page_number(request: Request) -> int:
+    """The page a list is asked for (``?page=N``, 1 when absent): 400 unless it is a whole number from 1, and 404
+    beyond SQLite's integers.
+
+    The digits are counted before ``int()`` reads them: Python refuses to convert 4,300 digits or more (a
+    ``ValueError``), and no list has that many pages anyway.
+    """
+    text = request.query.get("page", "1")
+    if not (text.isascii() and text.isdigit() and text.strip("0")):
+        abort(400, "The page number must be a whole number, 1 or more.")
+    digits = text.lstrip("0")
+    if len(digits) > len(str(SQLITE_INTEGER_MAX)):
+        abort(404, "There is no such page.")
+    return row_id(int(digits))
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list and where it sits among the others."""
+
+    items: list[Any]
+    number: int
+    count: int  # how many pages there are (at least 1, even for an empty list)
+    total: int  # how many items there are
+
+    @property
+    def previous(self) -> int | None:
+        return self.number - 1 if self.number > 1 else None
+
+    @property
+    def next(self) -> int | None:
+        return self.number + 1 if self.number < self.count else None
+
+
+def fetch_page(
+    db: sqlite3.Connection, query: str, number: int, per_page: int, parameters: tuple[Any, ...] = ()
+) -> Page:
+    """Page ``number`` of the rows ``query`` selects (the app's own SQL, with ``?`` for ``parameters``).
+
+    A page past the last is 404, answered before the ``OFFSET`` is computed: ``(number - 1) * per_page`` of a
+    far page would overflow SQLite's integers. Listing a page at a time is also what keeps a page small however
+    many rows the table has grown to.
+    """
+    total = db.execute(f"SELECT count(*) FROM ({query})", parameters).fetchone()[0]
+    count = max(1, -(-total // per_page))  # ceiling division
+    if number > count:
+        abort(404, f"There {'is 1 page' if count == 1 else f'are {count} pages'}.")
+    rows = db.execute(f"{query} LIMIT ? OFFSET ?", (*parameters, per_page, (number - 1) * per_page)).fetchall()
+    return Page(rows, number, count, total)
 
 
 class Database:

@@ -20,13 +20,12 @@ Serve it alone with ``python -m server apps.guestbook:app``, or as part of the d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from framework import App, Request, Response, abort, redirect
+from framework import App, Request, Response, redirect
 
-from .common import Database, default_data_dir, make_app
+from .common import Database, Page, default_data_dir, fetch_page, make_app, page_number
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -40,24 +39,6 @@ CREATE TABLE IF NOT EXISTS entries (
 NAME_LIMIT = 60
 MESSAGE_LIMIT = 1000
 LIMITS = {"name": NAME_LIMIT, "message": MESSAGE_LIMIT}
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of entries and where it sits among the others."""
-
-    entries: list[dict[str, str]]
-    number: int
-    count: int  # how many pages there are (at least 1, even for an empty guestbook)
-    total: int  # how many entries there are
-
-    @property
-    def previous(self) -> int | None:
-        return self.number - 1 if self.number > 1 else None
-
-    @property
-    def next(self) -> int | None:
-        return self.number + 1 if self.number < self.count else None
 
 
 def validate(form: dict[str, str]) -> dict[str, str]:
@@ -82,28 +63,18 @@ def create_app(data_dir: Path | None = None, *, per_page: int = 10) -> App:
     database = Database(data_dir / "guestbook.sqlite3", SCHEMA)
 
     def load_page(number: int) -> Page:
+        """Page ``number`` of the entries, newest first (404 past the last)."""
         with database.transaction() as db:
-            total = db.execute("SELECT count(*) FROM entries").fetchone()[0]
-            rows = db.execute(
-                "SELECT name, message, created FROM entries ORDER BY id DESC LIMIT ? OFFSET ?",
-                (per_page, (number - 1) * per_page),
-            ).fetchall()
-        count = max(1, -(-total // per_page))  # ceiling division
-        return Page([dict(row) for row in rows], number, count, total)
+            return fetch_page(db, "SELECT name, message, created FROM entries ORDER BY id DESC", number, per_page)
 
     def render(request: Request, form: dict[str, str], errors: dict[str, str], number: int = 1) -> Response:
         page = load_page(number)
-        if number > page.count:
-            abort(404, f"The guestbook has {page.count} page{'s' if page.count > 1 else ''}.")
         return app.render(request, "guestbook.html", page=page, form=form, errors=errors, limits=LIMITS)
 
     @app.get("/")
     def index(request: Request) -> Response:
         """One page of entries (``?page=2``) under an empty form."""
-        text = request.query.get("page", "1")
-        if not (text.isascii() and text.isdigit() and int(text) >= 1):
-            abort(400, "The page number must be a whole number, 1 or more.")
-        return render(request, {"name": "", "message": ""}, {}, int(text))
+        return render(request, {"name": "", "message": ""}, {}, page_number(request))
 
     @app.post("/")
     def sign(request: Request) -> Response | tuple[Response, int]:

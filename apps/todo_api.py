@@ -39,7 +39,7 @@ from typing import Any
 
 from framework import App, HTTPError, Request, Response, abort, redirect
 
-from .common import Database, default_data_dir, error_page, make_app
+from .common import Database, default_data_dir, error_page, make_app, row_id
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS todos (
@@ -114,7 +114,7 @@ def create_app(data_dir: Path | None = None) -> App:
         return {"id": todo_id, "title": row["title"], "done": bool(row["done"]), "url": url}
 
     def find(db: Any, todo_id: int) -> Any:
-        row = db.execute("SELECT id, title, done FROM todos WHERE id = ?", (todo_id,)).fetchone()
+        row = db.execute("SELECT id, title, done FROM todos WHERE id = ?", (row_id(todo_id),)).fetchone()
         if row is None:
             abort(404, f"There is no todo {todo_id}.")
         return row
@@ -165,7 +165,7 @@ def create_app(data_dir: Path | None = None) -> App:
     def remove(request: Request, todo_id: int) -> Response:
         """The form's way to delete a todo. One that is already gone (a double click) is not an error."""
         with database.transaction() as db:
-            row = db.execute("SELECT title FROM todos WHERE id = ?", (todo_id,)).fetchone()
+            row = db.execute("SELECT title FROM todos WHERE id = ?", (row_id(todo_id),)).fetchone()
             db.execute("DELETE FROM todos WHERE id = ?", (todo_id,))
         request.flash(f"Deleted “{row['title']}”." if row else "That todo was already deleted.")
         return redirect(request.url_for("page"), 303)

@@ -6,6 +6,7 @@ import sqlite3
 
 from framework import Blueprint, Request, Response, abort, redirect
 
+from ..common import row_id
 from .auth import login_required
 from .db import get_db
 
@@ -38,7 +39,7 @@ def get_post(request: Request, post_id: int, check_author: bool = True) -> sqlit
             "SELECT p.id, title, body, created, author_id, username"
             " FROM post p JOIN user u ON p.author_id = u.id"
             " WHERE p.id = ?",
-            (post_id,),
+            (row_id(post_id),),  # 404 for an id beyond SQLite's integers, which sqlite3 could not even look up
         )
         .fetchone()
     )

@@ -241,6 +241,13 @@ def test_a_missing_post_is_404(client: TestClient, accounts: Accounts, path: str
     assert response.status_code == 404 and "Post id 2 doesn&#39;t exist." in response.text
 
 
+@pytest.mark.parametrize("path", [f"/{2**63}/update", f"/{2**63}/delete", f"/{'9' * 25}/delete"])
+def test_an_id_beyond_sqlites_integers_is_404_not_500(client: TestClient, accounts: Accounts, path: str) -> None:
+    accounts.login()
+    assert client.get(path).status_code in (404, 405)
+    assert client.post(path, data={"title": "t"}).status_code == 404
+
+
 def test_create(app: App, client: TestClient, accounts: Accounts) -> None:
     accounts.login()
     assert client.get("/create").status_code == 200

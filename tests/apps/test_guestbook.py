@@ -127,7 +127,20 @@ def test_entries_are_paginated_newest_first(book):
     assert not last.html.select('a[rel="next"]')
 
 
-@pytest.mark.parametrize("page, status", [("4", 404), ("0", 400), ("-1", 400), ("two", 400), ("²", 400)])
+@pytest.mark.parametrize(
+    "page, status",
+    [
+        ("4", 404),
+        ("0", 400),
+        ("000", 400),
+        ("-1", 400),
+        ("two", 400),
+        ("²", 400),
+        (str(2**62), 404),  # (page - 1) * per_page overflows SQLite's OFFSET
+        (str(2**63), 404),  # past SQLite's integers
+        pytest.param("9" * 5000, 404, id="5000 digits"),  # past the 4,300 digits int() converts
+    ],
+)
 def test_a_page_that_does_not_exist_is_an_error_page(book, page, status):
     sign(book, "Only", "one entry")
     response = book.get("/", {"page": page}, status=status)

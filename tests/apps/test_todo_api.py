@@ -253,3 +253,30 @@ def test_the_forms_work_under_the_sites_mount_point(site):
 def test_the_no_javascript_notice_is_a_notice_not_a_success(api):
     notice = api.get("/").html.select_one("#todo-app noscript p")
     assert notice["class"] == ["notice"], "not .flash: a green success message is for what the visitor just did"
+
+
+# Past SQLite's integers; the last is past the 4,300 digits int() converts too.
+BEYOND_SQLITE = [str(2**63), "9" * 25, pytest.param("1" + "0" * 5000, id="5000 digits")]
+
+
+@pytest.mark.parametrize("number", BEYOND_SQLITE)
+def test_an_id_beyond_sqlites_integers_is_404_not_500(api, number):
+    for method in ("GET", "PATCH", "DELETE"):
+        response = api.request(
+            f"/api/todos/{number}", method=method, body=b'{"done": true}', content_type="application/json", status="*"
+        )
+        assert response.status_int == 404 and response.content_type == "application/json", method
+    token = api.get("/").forms["todo-form"]["csrf_token"].value
+    api.post(f"/{number}/done", {"csrf_token": token, "done": "true"}, status=404)
+    api.post(f"/{number}/delete", {"csrf_token": token}, status=404)
+
+
+def test_the_shared_id_check_refuses_what_sqlite_cannot_hold():
+    from apps.common import SQLITE_INTEGER_MAX, row_id
+    from framework import HTTPError
+
+    assert row_id(SQLITE_INTEGER_MAX) == SQLITE_INTEGER_MAX
+    for number in (SQLITE_INTEGER_MAX + 1, -1):
+        with pytest.raises(HTTPError) as refused:
+            row_id(number)
+        assert refused.value.code == 404
