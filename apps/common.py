@@ -26,6 +26,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,6 +89,17 @@ def secret_key(data_dir: Path) -> str:
         finally:
             temporary.unlink()
     return path.read_text().strip()
+
+
+LINE_REFUSED = frozenset({"Cc", "Cs"})
+
+
+def unprintable(text: str, refused: frozenset[str] = LINE_REFUSED) -> bool:
+    """Whether ``text`` has a character of a Unicode category in ``refused``: by default control characters (Cc:
+    NUL, escape, line breaks, none of which belongs in a one-line title) and lone surrogates (Cs: JSON's
+    ``"\\ud800"`` decodes to one, and it cannot be encoded as UTF-8, so SQLite and every page would fail on it).
+    """
+    return any(unicodedata.category(character) in refused for character in text)
 
 
 SQLITE_INTEGER_MAX = 2**63 - 1

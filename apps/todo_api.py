@@ -39,7 +39,7 @@ from typing import Any
 
 from framework import App, HTTPError, Request, Response, abort, redirect
 
-from .common import Database, default_data_dir, error_page, make_app, row_id
+from .common import Database, default_data_dir, error_page, make_app, row_id, unprintable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS todos (
@@ -66,6 +66,8 @@ def title_error(title: object) -> str | None:
         return "The title must be some text."
     if len(title.strip()) > TITLE_LIMIT:
         return f"The title must be at most {TITLE_LIMIT} characters long."
+    if unprintable(title):
+        return "The title must be one line of text, without control characters or lone surrogates."
     return None
 
 
@@ -214,6 +216,14 @@ def create_app(data_dir: Path | None = None) -> App:
         if isinstance(error, Invalid):
             body["fields"] = error.fields
         return Response.json({"error": body}, error.code)
+
+    @app.errorhandler(500)
+    def api_failures(request: Request, error: Exception) -> Response:
+        """A failure nobody expected (the framework has logged its traceback) is a JSON 500 under the API too:
+        its clients parse every answer as JSON. The page's failures get the site's error page."""
+        if not isinstance(error, HTTPError):
+            error = HTTPError(500, "The server hit an error and could not answer the request.")
+        return api_errors(request, error)
 
     return app
 

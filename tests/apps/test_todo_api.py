@@ -3,6 +3,7 @@ page that uses it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,23 @@ def test_the_shared_id_check_refuses_what_sqlite_cannot_hold():
         with pytest.raises(HTTPError) as refused:
             row_id(number)
         assert refused.value.code == 404
+
+
+@pytest.mark.parametrize("title", ["\ud800", "a\udfffb", "line\nbreak", "nul\x00", "escape\x1b[2J"])
+def test_a_title_with_a_lone_surrogate_or_a_control_character_is_422(api, title):
+    # JSON's "\ud800" escape decodes to a lone surrogate, which cannot be encoded as UTF-8 (nor stored).
+    body = json.dumps({"title": title}).encode()
+    refused = api.post("/api/todos", body, content_type="application/json", status=422)
+    assert set(refused.json["error"]["fields"]) == {"title"}
+    todo = create(api, "Fine")
+    api.patch(todo["url"], body, content_type="application/json", status=422)
+    assert titles(api) == ["Fine"]
+
+
+def test_an_unexpected_failure_in_the_api_is_json(data_dir, monkeypatch):
+    app = todo_api.create_app(data_dir)
+    monkeypatch.setattr(todo_api.Database, "transaction", lambda self: 1 / 0)
+    failed = TestApp(app).get("/api/todos", headers={"Accept": "text/html"}, status=500, expect_errors=True)
+    assert failed.content_type == "application/json" and failed.json["error"]["code"] == 500
+    page = TestApp(app).get("/", status=500, expect_errors=True)
+    assert page.content_type == "text/html", "the HTML page's failure is still a page"
