@@ -7,7 +7,9 @@ point moved into ``SCRIPT_NAME`` and the rest stayed in ``PATH_INFO``, which is 
 one app inside another (``framework/middleware.py:shift_path``).
 
 Every value here comes from the client or the server and is shown through Jinja2's autoescaping, so a header
-or query string containing ``<script>`` is displayed, never run.
+or query string containing ``<script>`` is displayed, never run. The values of ``SECRET_HEADERS`` (cookies and
+credentials) are masked, shown only by their length: any script on this origin can fetch this page and read it,
+and the ``HttpOnly`` flag that keeps the session cookie from scripts would be worth nothing if the page echoed it.
 
 Serve it alone with ``python -m server apps.inspector:app``, or as part of the demo site at ``/inspect/``.
 """
@@ -28,8 +30,14 @@ GROUPS = (
 )
 
 
-def describe(value: Any) -> str:
-    """Strings as they are; anything else (streams, booleans, tuples) as its ``repr``."""
+SECRET_HEADERS = frozenset({"HTTP_COOKIE", "HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION"})
+
+
+def describe(key: str, value: Any) -> str:
+    """Strings as they are, secrets by their length only; anything else (streams, booleans, tuples) as its
+    ``repr``."""
+    if key in SECRET_HEADERS:
+        return f"(hidden: {len(value)} characters)"
     return value if isinstance(value, str) else repr(value)
 
 
@@ -39,7 +47,7 @@ def group_environ(environ: dict[str, Any]) -> list[tuple[str, list[tuple[str, st
     for key in sorted(environ):
         for (_, claims), (_, items) in zip(GROUPS, groups, strict=True):
             if claims(key):
-                items.append((key, describe(environ[key])))
+                items.append((key, describe(key, environ[key])))
                 break
     return [(title, items) for title, items in groups if items]
 

@@ -188,6 +188,16 @@ def test_the_inspector_escapes_what_the_client_sent(site):
     assert environ_table(page)["HTTP_X_EVIL"] == '<img src=x onerror="alert(2)">'
 
 
+def test_the_inspector_masks_cookies_and_credentials(site):
+    headers = {"Cookie": "session=s3cret-value", "Authorization": "Bearer t0ken", "Proxy-Authorization": "Basic x"}
+    page = site.get("/inspect/", headers=headers)
+    environ = environ_table(page)
+    assert "s3cret-value" not in page.text and "t0ken" not in page.text
+    assert environ["HTTP_COOKIE"] == "(hidden: 20 characters)"
+    assert environ["HTTP_AUTHORIZATION"] == "(hidden: 12 characters)"
+    assert environ["HTTP_PROXY_AUTHORIZATION"] == "(hidden: 7 characters)"
+
+
 # -- mounting Flask ---------------------------------------------------------------------------------------------
 
 
