@@ -60,8 +60,10 @@ FORWARDED_MAP = """map $remote_addr $forwarded_for {
         ~:      "[$remote_addr]";
         default $remote_addr;
     }"""
+# Only nginx's own variables go into it: host= is left out because a client chooses $http_host (a Host may hold
+# ; , and =), and the Host header passes the client's host on anyway.
 FORWARDED_DIRECTIVES = [
-    'proxy_set_header Forwarded "for=\\"$forwarded_for\\";proto=$scheme;host=\\"$http_host\\"";',
+    'proxy_set_header Forwarded "for=\\"$forwarded_for\\";proto=$scheme";',
     'proxy_set_header X-Forwarded-For "";',
     'proxy_set_header X-Forwarded-Proto "";',
 ]
@@ -429,12 +431,14 @@ SPOOFS = [
 ]
 
 
-def raw_get(url: str, path: str, extra: str) -> tuple[int, bytes]:
-    """GET ``path`` with ``extra`` header lines sent verbatim (repeated lines included, which requests cannot do)."""
+def raw_get(url: str, path: str, extra: str, host_header: str | None = None) -> tuple[int, bytes]:
+    """GET ``path`` with ``extra`` header lines sent verbatim (repeated lines included, which requests cannot do),
+    and the Host ``host_header`` (the URL's authority by default)."""
     authority = url.removeprefix("http://")
     host, _, port = authority.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
-        lines = [f"GET {path} HTTP/1.1", f"Host: {authority}", *([extra] if extra else []), "Connection: close"]
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host_header or authority}", *([extra] if extra else []),
+                 "Connection: close"]  # fmt: skip
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         status, _, body = read_response(sock)
     return status, body
@@ -464,21 +468,62 @@ def test_a_clients_forwarding_headers_change_nothing_behind_the_documented_confi
             assert_spoofs_change_nothing(url)
 
 
+# Hosts a client may send, which nginx accepts and passes on (a Host may hold ; , and =), each written to read
+# as more Forwarded pairs or elements once copied into a header.
+FORGED_HOSTS = [
+    f"x;for={SPOOF};proto=https;a=",
+    f"x,for={SPOOF};proto=https;host=evil.example;a=",
+    f'x;for={SPOOF};proto=https;a="',  # (nginx refuses this one with 400; the server would too)
+]
+
+
+def assert_forged_hosts_change_nothing(url: str) -> None:
+    for forged in FORGED_HOSTS:
+        status, body = raw_get(url, "/whoami", "", host_header=forged)
+        if status == 400:
+            continue  # refused at the edge: nothing to forge with
+        assert status == 200, body[:500]
+        answer = json.loads(body)
+        assert (answer["remote_addr"], answer["scheme"]) == ("127.0.0.1", "http"), forged
+
+
+def nginx_writing_forwarded(tmp_path: Path, backend: ServerThread, forwarded: list[str]) -> tuple[str, int]:
+    """An nginx.conf for the "nginx writing Forwarded" recipe with the ``forwarded`` lines, and its port.
+
+    Over TCP: nginx connects from 127.0.0.2 (proxy_bind), the only address the instance trusts, while the client
+    stays on 127.0.0.1."""
+    directives = [*(line for line in PROXY_DIRECTIVES if not line.startswith(CLEARED_BY_FORWARDED)),
+                  *forwarded, "proxy_bind 127.0.0.2;"]  # fmt: skip
+    port = free_port()
+    upstream = [backend.url.removeprefix("http://")]
+    return nginx_config(tmp_path, upstream, port, directives=directives, http_extra=FORWARDED_MAP), port
+
+
 @needs_nginx
 def test_a_clients_forwarding_headers_change_nothing_when_nginx_writes_forwarded(tmp_path: Path) -> None:
-    # docs/nginx.md, "nginx writing Forwarded", with --proxy-headers forwarded. Over TCP this time: nginx connects
-    # from 127.0.0.2 (proxy_bind), the only address the instance trusts, while the client stays on 127.0.0.1.
-    directives = [*(line for line in PROXY_DIRECTIVES if not line.startswith(CLEARED_BY_FORWARDED)),
-                  *FORWARDED_DIRECTIVES, "proxy_bind 127.0.0.2;"]  # fmt: skip
+    # docs/nginx.md, "nginx writing Forwarded", with --proxy-headers forwarded.
     with ServerThread(load_app("flask"), forwarded_allow_ips=("127.0.0.2",), proxy_headers="forwarded") as backend:
-        port = free_port()
-        conf = nginx_config(
-            tmp_path, [backend.url.removeprefix("http://")], port, directives=directives, http_extra=FORWARDED_MAP
-        )
+        conf, port = nginx_writing_forwarded(tmp_path, backend, FORWARDED_DIRECTIVES)
         with running_nginx(tmp_path, conf, port) as url:
             assert_spoofs_change_nothing(url)
+            assert_forged_hosts_change_nothing(url)
             # nginx's own word is believed (had it not been, the app would see nginx's 127.0.0.2).
             assert json.loads(raw_get(url, "/whoami", "")[1])["remote_addr"] == "127.0.0.1"
+
+
+@needs_nginx
+def test_a_forged_host_copied_into_forwarded_stays_one_quoted_value(tmp_path: Path) -> None:
+    # The recipe docs/nginx.md used to give put the client's Host into Forwarded as host="$http_host". A Host of
+    # "x;for=6.6.6.6;proto=https;a=" then made the server believe 6.6.6.6 on https. The parser now honours the
+    # quotes, so even this configuration cannot be forged through.
+    legacy = FORWARDED_DIRECTIVES[0].replace(';proto=$scheme"', ';proto=$scheme;host=\\"$http_host\\""')
+    assert "$http_host" in legacy
+    with ServerThread(load_app("flask"), forwarded_allow_ips=("127.0.0.2",), proxy_headers="forwarded") as backend:
+        conf, port = nginx_writing_forwarded(tmp_path, backend, [legacy, *FORWARDED_DIRECTIVES[1:]])
+        with running_nginx(tmp_path, conf, port) as url:
+            assert_forged_hosts_change_nothing(url)
+            answer = json.loads(raw_get(url, "/whoami", "")[1])
+            assert (answer["remote_addr"], answer["host"]) == ("127.0.0.1", url.removeprefix("http://"))
 
 
 CLEARED_BY_FORWARDED = ("proxy_set_header X-Forwarded-For ", "proxy_set_header X-Forwarded-Proto ",

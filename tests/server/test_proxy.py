@@ -100,7 +100,7 @@ def test_forwarded_host_comes_from_the_chosen_element_only() -> None:
     header = f"for={SPOOF};host=evil.example, for={CLIENT}"
     assert seen(proxies, environ(HTTP_FORWARDED=header))[2] == "site.example"
     # Something that is not a host is ignored.
-    for junk in ('"a b"', "evil/x", "evil@x", '"\\x"', "é.example"):
+    for junk in ('"a b"', "evil/x", "evil@x", '"a\\"b"', "é.example", '""', '"x:65536"'):
         assert seen(proxies, environ(HTTP_FORWARDED=f"for={CLIENT};host={junk}"))[2] == "site.example", junk
     # The x-forwarded family never reads host=, even in a Forwarded header from a trusted proxy.
     assert seen(TrustedProxies([NGINX]), environ(HTTP_FORWARDED=f"for={CLIENT};host=evil.example")) == UNCHANGED
@@ -217,15 +217,25 @@ def test_a_clients_unbalanced_quote_cannot_swallow_the_proxys_element() -> None:
     [
         ("for=192.0.2.1;proto=https", {"for": "192.0.2.1", "proto": "https"}),
         (' For = "[2001:db8::1]:80" ; PROTO=http ', {"for": "[2001:db8::1]:80", "proto": "http"}),
-        ('for="unbalanced', {}),
-        ('for="a\\"b"', {}),
+        ('for="a\\"b"', {"for": 'a"b'}),  # quoted-pair: \" is a quote, \\ a backslash
+        ('for="a\\\\";proto=http', {"for": "a\\", "proto": "http"}),
+        ('host="x;for=6.6.6.6,proto=https"', {"host": "x;for=6.6.6.6,proto=https"}),  # ; and , inside quotes
         ('for=""', {"for": ""}),
-        ("for", {}),
-        (";;==;", {"": "="}),
+        ("for=a;;proto=b;", {"for": "a", "proto": "b"}),  # empty pairs are allowed by RFC 7239
         ("by=10.0.0.1;for=192.0.2.1;host=x", {"by": "10.0.0.1", "for": "192.0.2.1", "host": "x"}),
+        # Malformed: None, so the walk stops there.
+        ('for="unbalanced', None),
+        ('for="a"b', None),  # text after the closing quote
+        ('for=a"b"', None),  # a quote inside a bare value
+        ("for", None),
+        (";;==;", None),  # an empty key
+        ("f r=1", None),  # a key that is not a token
+        ("for=a b", None),
+        ("for=1.2.3.4;for=6.6.6.6", None),  # a key given twice
+        ("For=1.2.3.4;fOR=6.6.6.6", None),  # keys are case-insensitive, so this too
     ],
 )
-def test_parse_forwarded_element(element: str, expected: dict[str, str]) -> None:
+def test_parse_forwarded_element(element: str, expected: dict[str, str] | None) -> None:
     assert parse_forwarded_element(element) == expected
 
 
@@ -269,5 +279,82 @@ def test_the_verdict_cache_stays_bounded() -> None:
 
 
 def test_star_trusts_everyone_and_the_leftmost_address_is_the_client() -> None:
+    # Documented (docs/nginx.md): "*" believes every hop, so the client's own first entry wins. Use the proxy's
+    # address instead.
     env = environ(HTTP_X_FORWARDED_FOR=f"{SPOOF}, {CLIENT}", HTTP_X_FORWARDED_PROTO="https")
     assert seen(TrustedProxies(["*"]), env)[:2] == (SPOOF, "https")
+
+
+# -- audit findings: a forged Host inside Forwarded, "*" and hidden hops, IPv4-mapped addresses ----------------------
+
+# What the client sends as Host, and so what nginx put into host="$http_host" (the recipe docs/nginx.md used to
+# give): Host allows ; , and =, and nginx passes them on.
+FORGED_HOSTS = [
+    f"x;for={SPOOF};proto=https;a=",
+    f"x,for={SPOOF};proto=https;host=evil.example;a=",
+    f"x;for={SPOOF},for={SPOOF};proto=https;a=",
+]
+
+
+@pytest.mark.parametrize("forged", FORGED_HOSTS)
+def test_a_forged_host_inside_a_quoted_host_value_changes_nothing(forged: str) -> None:
+    proxies = TrustedProxies([NGINX], "forwarded")
+    env = environ(HTTP_FORWARDED=f'for="{CLIENT}";proto=http;host="{forged}"')
+    assert seen(proxies, env) == (CLIENT, "http", forged)  # (the Host is the client's own, as it sent it)
+    # Behind a proxy that appends to what the client sent, too.
+    env = environ(HTTP_FORWARDED=f'for={SPOOF};proto=https, for="{CLIENT}";proto=http;host="{forged}"')
+    assert seen(proxies, env) == (CLIENT, "http", forged)
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        f"for={CLIENT};for={SPOOF}",  # which one did the proxy write?
+        f"for={CLIENT};proto=http;proto=https",
+        f"for={CLIENT};proto=https;junk",
+        f'for="{CLIENT}"x;proto=https',
+        f'for="{CLIENT};proto=https',  # unterminated
+    ],
+)
+def test_a_malformed_element_stops_the_walk_and_nothing_is_believed(element: str) -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"], "forwarded")
+    assert seen(proxies, environ(HTTP_FORWARDED=element)) == UNCHANGED
+    # Reached after a trusted hop, it still stops the walk: the address stays the connection's.
+    assert seen(proxies, environ(HTTP_FORWARDED=f"{element}, for=10.1.1.1;proto=http")) == UNCHANGED
+
+
+@pytest.mark.parametrize("proto", ["ftp", '"https "', "javascript", "https:", '"https\\\\"', "", '""'])
+def test_forwarded_proto_is_http_or_https_only(proto: str) -> None:
+    env = environ(HTTP_FORWARDED=f"for={CLIENT};proto={proto}")
+    assert seen(TrustedProxies([NGINX], "forwarded"), env) == (CLIENT, "http", "site.example")
+
+
+@pytest.mark.parametrize("hidden", ["unknown", '"_hidden"', "_x", '""', '"[::1"', "junk"])
+def test_a_hop_without_an_address_stops_the_walk_even_under_star(hidden: str) -> None:
+    # The client wrote what lies left of the proxy's "unknown": not reached, not even when every address is trusted.
+    forwarded = TrustedProxies(["*"], "forwarded")
+    env = environ(HTTP_FORWARDED=f"for={SPOOF};proto=https, for={hidden};proto=http")
+    assert seen(forwarded, env) == UNCHANGED
+    x_forwarded = TrustedProxies(["*"])
+    assert seen(x_forwarded, environ(HTTP_X_FORWARDED_FOR=f"{SPOOF}, {hidden}"))[0] == NGINX
+
+
+def test_ipv4_mapped_hops_are_ipv4_addresses() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    # Shown to the app in the usual dotted form.
+    assert seen(proxies, environ(HTTP_X_FORWARDED_FOR=f"::ffff:{CLIENT}"))[0] == CLIENT
+    assert seen(proxies, environ(HTTP_X_FORWARDED_FOR=f"[::ffff:{CLIENT}]:4711"))[0] == CLIENT
+    # A mapped hop inside a listed IPv4 network is one of our proxies, and skipped.
+    assert seen(proxies, environ(HTTP_X_FORWARDED_FOR=f"{CLIENT}, ::ffff:10.0.0.5"))[0] == CLIENT
+    forwarded = TrustedProxies(["10.0.0.0/8"], "forwarded")
+    env = environ(HTTP_FORWARDED=f'for="[::ffff:{CLIENT}]";proto=https, for="[::ffff:10.0.0.5]"')
+    assert seen(forwarded, env)[:2] == (CLIENT, "https")
+
+
+@pytest.mark.parametrize("entry", ["::ffff:127.0.0.1", "::ffff:127.0.0.0/104", "127.0.0.1"])
+@pytest.mark.parametrize("peer", ["127.0.0.1", "::ffff:127.0.0.1"])
+def test_ipv4_mapped_allow_list_entries_and_peers_match_their_ipv4_form(entry: str, peer: str) -> None:
+    proxies = TrustedProxies([entry])
+    assert proxies.trusts(peer)
+    assert seen(proxies, environ(peer=peer, HTTP_X_FORWARDED_FOR=CLIENT))[0] == CLIENT
+    assert not proxies.trusts("127.0.0.2" if "/" not in entry else "128.0.0.1")
