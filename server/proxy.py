@@ -45,6 +45,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from server.http import _HOST, OWS, _port_too_big
+from server.wsgi import set_server_address
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -112,7 +113,7 @@ class TrustedProxies:
 
     def apply(self, environ: dict[str, Any]) -> None:
         """Rewrite REMOTE_ADDR, REMOTE_PORT, wsgi.url_scheme (and, from ``Forwarded``, HTTP_HOST) from a trusted
-        proxy's headers of the chosen family."""
+        proxy's headers of the chosen family; then SERVER_NAME and SERVER_PORT from the new scheme and host."""
         if not self.trusts(environ.get("REMOTE_ADDR", "")):
             return
         if self.headers == "forwarded":
@@ -121,6 +122,9 @@ class TrustedProxies:
                 self._apply_forwarded(environ, header)
         else:
             self._apply_x_forwarded(environ)
+        # PEP 3333's URL reconstruction must give the URL the client used: the port a Host leaves out is the
+        # default of the client's scheme, and a host= replaced the Host the server name was taken from.
+        set_server_address(environ)
 
     def _apply_x_forwarded(self, environ: dict[str, Any]) -> None:
         chain = environ.get("HTTP_X_FORWARDED_FOR")

@@ -93,9 +93,7 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
     scheme = conn.scheme if conn.tls_environ else request.scheme or conn.scheme
     host = request.host
     if host:
-        server_name, _, server_port = host.rpartition(":") if host.rfind(":") > host.rfind("]") else (host, "", "")
-        if not server_port:
-            server_port = "443" if scheme == "https" else "80"
+        server_name, server_port = _server_address(host, scheme)
     else:
         server_name, server_port = conn.server_name, conn.server_port
     # Item by item rather than update(**...): no keyword dict to build for every request.
@@ -133,6 +131,24 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         environ["CONTENT_LENGTH"] = str(conn.body_size)
     return environ
+
+
+def _server_address(host: str, scheme: str) -> tuple[str, str]:
+    """SERVER_NAME and SERVER_PORT for a Host value: its name, and the port it names or else the scheme's default
+    (PEP 3333's URL reconstruction then gives back the URL the client used)."""
+    if host.rfind(":") > host.rfind("]"):  # a port, not a colon inside an IPv6 literal
+        host, _, port = host.rpartition(":")
+        if port:
+            return host, port
+    return host, "443" if scheme == "https" else "80"
+
+
+def set_server_address(environ: dict[str, Any]) -> None:
+    """Recompute SERVER_NAME and SERVER_PORT from HTTP_HOST and wsgi.url_scheme, once a trusted proxy's headers
+    have changed either (server.proxy). Without a Host they stay the listener's: nothing says what the client used."""
+    host = environ.get("HTTP_HOST")
+    if host:
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = _server_address(host, environ["wsgi.url_scheme"])
 
 
 class FileWrapper:
@@ -661,4 +677,5 @@ __all__ = [
     "base_environ",
     "build_environ",
     "log_access",
+    "set_server_address",
 ]

@@ -81,3 +81,4 @@ def test_junk_never_raises_and_only_an_address_is_believed(text: str, trusted: l
     ipaddress.ip_address(env["REMOTE_ADDR"])
     assert env["wsgi.url_scheme"] in ("http", "https")
     assert is_valid_host(env["HTTP_HOST"])
+    assert env["SERVER_PORT"].isdigit()
