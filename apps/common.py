@@ -26,7 +26,9 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 import unicodedata
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -165,6 +167,47 @@ def fetch_page(
         abort(404, f"There {'is 1 page' if count == 1 else f'are {count} pages'}.")
     rows = db.execute(f"{query} LIMIT ? OFFSET ?", (*parameters, per_page, (number - 1) * per_page)).fetchall()
     return Page(rows, number, count, total)
+
+
+class AttemptLimiter:
+    """At most ``limit`` attempts per key (a client's address, a username) in any ``window`` seconds.
+
+    For what is costly to try and worth guessing, such as a password: each attempt at the blog's login costs an
+    scrypt hash (tens of milliseconds and 32 MiB). Attempts are remembered in memory, for at most ``max_keys``
+    keys: the least recently used key is forgotten first, so a flood of new keys costs bounded memory (at the
+    price of forgetting old ones). Each worker process keeps its own count, so ``--workers N`` allows up to N
+    times ``limit``: a shared store (SQLite, Redis) would be the next step for a real site.
+    """
+
+    def __init__(
+        self, limit: int, window: float, *, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit, self.window, self.max_keys, self.clock = limit, window, max_keys, clock
+        self._attempts: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, *keys: str) -> int:
+        """0 if another attempt for every one of ``keys`` is allowed now (and count it), else the whole seconds
+        to wait until one is (the attempt is refused, and not counted)."""
+        with self._lock:
+            now = self.clock()
+            recent = [self._recent(key, now) for key in keys]
+            waits = [times[0] + self.window - now for times in recent if len(times) >= self.limit]
+            if waits:
+                return max(1, int(max(waits) + 0.999))
+            for times in recent:
+                times.append(now)
+            return 0
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        """The times of ``key``'s attempts still inside the window, its entry made the most recently used."""
+        times = self._attempts.pop(key, None) or deque()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        self._attempts[key] = times
+        while len(self._attempts) > self.max_keys:
+            self._attempts.popitem(last=False)
+        return times
 
 
 class Database:

@@ -23,14 +23,17 @@ from typing import Any
 
 from framework import App
 
-from ..common import secret_key, security_headers
+from ..common import AttemptLimiter, secret_key, security_headers
 from . import auth, blog, db
 
 
 def create_app(settings: Mapping[str, Any] | None = None, instance_path: str | Path | None = None) -> App:
     """A new blog app (see the module docstring for where its settings come from)."""
     app = App(__name__, templates="templates", static="static", instance_path=instance_path)
-    app.config.from_mapping(DATABASE=str(app.instance_path / "blog.sqlite"))
+    app.config.from_mapping(
+        DATABASE=str(app.instance_path / "blog.sqlite"),
+        LOGIN_LIMITER=AttemptLimiter(limit=10, window=60),  # Login and register attempts per address and username.
+    )
     app.config.from_file(app.instance_path / "config.toml", silent=True)
     app.config.from_prefixed_env("BLOG")
     app.config.from_mapping(settings or {})

@@ -5,23 +5,41 @@ The logged-in user's id lives in the session (a signed cookie, see ``framework.s
 loads that user into ``request.g.user``. Views that need one are marked ``@login_required``, and a hook, not
 the decorator itself, sends anonymous visitors to the login page: hooks run before the framework's CSRF check,
 so an anonymous POST is redirected to log in rather than refused with 403.
+
+A signed cookie cannot be taken back: a copy made before logging out would stay valid until it expires. So each
+user has a session *generation*, stored in the session at login and bumped at logout; a session whose
+generation is not the user's current one is no longer logged in (logging out ends the user's sessions
+everywhere).
+
+Usernames are compared in one canonical spelling (``canonical_username``): ``Alice``, ``alice`` and
+``alice`` with an invisible character are one name, so nobody can register a lookalike of someone else. And
+every login or registration attempt counts against the client's address and the username in
+``LOGIN_LIMITER`` (see ``apps/common.py:AttemptLimiter``): each costs an scrypt hash, and guessing passwords
+should be slow.
 """
 
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
 
-from framework import Blueprint, Request, Response, redirect
+from framework import Blueprint, Request, Response, abort, redirect
 from framework.security import check_password_hash, generate_password_hash
 
+from ..common import unprintable
 from .db import get_db
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 View = TypeVar("View", bound=Callable[..., Any])
+
+USERNAME_LIMIT = 30
+# Control, format (zero-width spaces and joiners, direction marks), surrogate, private-use and unassigned
+# characters: invisible or unstable, they would let two different usernames look the same.
+USERNAME_REFUSED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
 def login_required(view: View) -> View:
@@ -32,11 +50,16 @@ def login_required(view: View) -> View:
 
 @bp.before_app_request
 def load_logged_in_user(request: Request) -> None:
-    """Put the logged-in user (a database row) or ``None`` in ``request.g.user``, for views and templates."""
+    """Put the logged-in user (a database row) or ``None`` in ``request.g.user``, for views and templates.
+
+    A session from before the user's last logout (an older generation) is not logged in."""
     user_id = request.session.get("user_id")
-    request.g.user = (
+    user = (
         None if user_id is None else get_db(request).execute("SELECT * FROM user WHERE id = ?", (user_id,)).fetchone()
     )
+    if user is not None and user["generation"] != request.session.get("generation"):
+        user = None
+    request.g.user = user
 
 
 @bp.before_app_request
@@ -48,18 +71,55 @@ def require_login(request: Request) -> Response | None:
     return None
 
 
+def canonical_username(typed: str) -> str:
+    """The one spelling a username is stored and looked up in: NFKC-normalised (full-width and other compatibility
+    forms become the usual letters), case-folded (``Alice`` is ``alice``), without surrounding spaces.
+
+    Registration and login both use it, so a name is found however it is typed."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", typed.strip()).casefold()).strip()
+
+
+def username_error(username: str) -> str | None:
+    """What is wrong with a canonical ``username`` for a new account, or ``None``."""
+    if not username:
+        return "Username is required."
+    if len(username) > USERNAME_LIMIT:
+        return f"Usernames are at most {USERNAME_LIMIT} characters long."
+    if unprintable(username, USERNAME_REFUSED):
+        return "Usernames cannot contain control or invisible characters."
+    return None
+
+
+def limit_attempts(request: Request, username: str, template: str) -> None:
+    """Count an attempt to log in or register against the client's address and ``username``; when either has had
+    too many lately, stop with 429 and ``Retry-After``: ``template`` again, with a message, not an error page.
+
+    The username in the key is cut to one character past the limit (no account has a longer name), so that
+    each remembered key stays small whatever a client sends."""
+    keys = f"address:{request.remote_addr}", f"user:{username[: USERNAME_LIMIT + 1]}"
+    wait = request.app.config["LOGIN_LIMITER"].retry_after(*keys)
+    if wait:
+        request.flash(f"Too many attempts: try again in {wait} seconds.", "error")
+        page = request.render(template)
+        page.status = 429
+        page.headers["Retry-After"] = str(wait)
+        abort(page)
+
+
 @bp.route("/register", methods=["GET", "POST"])
 def register(request: Request) -> Response | tuple[Response, int]:
-    """Create an account: a unique username and a password, stored as a salted scrypt hash."""
+    """Create an account: a unique username and a password, stored as a salted scrypt hash.
+
+    Saying that a username is taken tells anyone which usernames exist; the login form hides that, but here it
+    is what a new user needs to know to pick another, and the attempt limit makes asking for many names slow."""
     if request.method == "POST":
-        username = request.form.get("username", "").strip()
+        username = canonical_username(request.form.get("username", ""))
         password = request.form.get("password", "")
-        error = None
-        if not username:
-            error = "Username is required."
-        elif not password:
+        error = username_error(username)
+        if error is None and not password:
             error = "Password is required."
         if error is None:
+            limit_attempts(request, username, "auth/register.html")
             db = get_db(request)
             try:
                 with db:
@@ -79,10 +139,11 @@ def register(request: Request) -> Response | tuple[Response, int]:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login(request: Request) -> Response | tuple[Response, int]:
-    """Check a username and password, and remember the user in the session."""
+    """Check a username and password, and remember the user (and their session generation) in the session."""
     if request.method == "POST":
-        username = request.form.get("username", "")
+        username = canonical_username(request.form.get("username", ""))
         password = request.form.get("password", "")
+        limit_attempts(request, username, "auth/login.html")
         user = get_db(request).execute("SELECT * FROM user WHERE username = ?", (username,)).fetchone()
         # One message for both mistakes, and a hash checked either way (taking as long), so that neither the
         # page nor its timing tells a stranger which usernames exist.
@@ -92,6 +153,7 @@ def login(request: Request) -> Response | tuple[Response, int]:
             return request.render("auth/login.html"), 400
         request.session.clear()  # A fresh session at login: nothing planted before it survives.
         request.session["user_id"] = user["id"]
+        request.session["generation"] = user["generation"]
         return redirect(request.url_for("blog.index"), 303)
     return request.render("auth/login.html")
 
@@ -104,6 +166,13 @@ def unknown_user_hash() -> str:
 
 @bp.post("/logout")
 def logout(request: Request) -> Response:
-    """Forget the user. A POST (with its CSRF token), so that another site cannot log visitors out with a link."""
+    """Forget the user, and end every session they have: a copy of this cookie (from another device, or stolen)
+    is signed and would stay valid, so the user's session generation moves on and old sessions stop matching.
+
+    A POST (with its CSRF token), so that another site cannot log visitors out with a link."""
+    if request.g.user is not None:
+        db = get_db(request)
+        with db:
+            db.execute("UPDATE user SET generation = generation + 1 WHERE id = ?", (request.g.user["id"],))
     request.session.clear()
     return redirect(request.url_for("blog.index"), 303)

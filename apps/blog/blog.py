@@ -6,28 +6,30 @@ import sqlite3
 
 from framework import Blueprint, Request, Response, abort, redirect
 
-from ..common import row_id
+from ..common import fetch_page, page_number, row_id
 from .auth import login_required
 from .db import get_db
 
 bp = Blueprint("blog", __name__)
 
 TITLE_LIMIT = 200
+BODY_LIMIT = 20_000
+PER_PAGE = 20
 
 
 @bp.get("/")
 def index(request: Request) -> Response:
-    """Every post, newest first, with its author's name."""
-    posts = (
-        get_db(request)
-        .execute(
-            "SELECT p.id, title, body, created, author_id, username"
-            " FROM post p JOIN user u ON p.author_id = u.id"
-            " ORDER BY created DESC, p.id DESC"
-        )
-        .fetchall()
+    """The posts, newest first, with their authors' names: ``PER_PAGE`` at a time (``?page=2``), so the page stays
+    small however many posts there are."""
+    page = fetch_page(
+        get_db(request),
+        "SELECT p.id, title, body, created, author_id, username"
+        " FROM post p JOIN user u ON p.author_id = u.id"
+        " ORDER BY created DESC, p.id DESC",
+        page_number(request),
+        PER_PAGE,
     )
-    return request.render("blog/index.html", posts=posts)
+    return request.render("blog/index.html", posts=page.items, page=page)
 
 
 def get_post(request: Request, post_id: int, check_author: bool = True) -> sqlite3.Row:
@@ -59,6 +61,8 @@ def read_post_form(request: Request) -> tuple[str, str, str | None]:
         error = "Title is required."
     elif len(title) > TITLE_LIMIT:
         error = f"The title is longer than {TITLE_LIMIT} characters."
+    elif len(body) > BODY_LIMIT:
+        error = f"The post is longer than {BODY_LIMIT} characters."
     return title, body, error
 
 

@@ -2,7 +2,8 @@
 
 ``get_db(request)`` keeps the connection on ``request.g``, so every helper that needs the database during one
 request shares it, and a teardown hook closes it whatever happened (an error page included). ``init-db`` is a
-command of the framework's command line that recreates the tables.
+command of the framework's command line that recreates the tables; at start-up, a new database gets them and an
+older one the columns added since (``add_missing_columns``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,19 @@ def create_tables_if_missing(path: str | Path) -> None:
         init_db(path)
 
 
+# Columns added to the schema since its first version, each with the definition that adds it to an older table.
+ADDED_COLUMNS = {("user", "generation"): "INTEGER NOT NULL DEFAULT 0"}
+
+
+def add_missing_columns(path: str | Path) -> None:
+    """Bring a database made by an older ``schema.sql`` up to date, keeping its data: ``init_db`` would empty
+    it, and ``CREATE TABLE`` never changes a table that exists."""
+    with closing(connect(path)) as db, db:
+        for (table, column), definition in ADDED_COLUMNS.items():
+            if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 def init_db_command(app: App) -> str:
     """Clear the existing data and create new tables."""
     init_db(app.config["DATABASE"])
@@ -64,3 +78,4 @@ def init_app(app: App) -> None:
     app.teardown(close_db)
     app.command("init-db")(init_db_command)
     create_tables_if_missing(app.config["DATABASE"])
+    add_missing_columns(app.config["DATABASE"])

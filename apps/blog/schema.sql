@@ -6,8 +6,9 @@ DROP TABLE IF EXISTS user;
 
 CREATE TABLE user (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
-  username TEXT UNIQUE NOT NULL,
-  password TEXT NOT NULL
+  username TEXT UNIQUE NOT NULL,  -- canonical: NFKC, case-folded (auth.canonical_username)
+  password TEXT NOT NULL,
+  generation INTEGER NOT NULL DEFAULT 0  -- bumped at logout: sessions from before it are logged out
 );
 
 CREATE TABLE post (

@@ -304,3 +304,120 @@ def test_the_demo_site_mounts_the_blog_with_its_own_session(site_client: TestCli
     assert response.status_code == 303 and response.location == "/blog/auth/login"
     assert site_client.get_cookie("session_blog") is not None
     assert (data_dir / "blog" / "blog.sqlite").exists()
+
+
+# --- sessions end at logout, lookalike names, attempt limits, sizes ---------------------------------------------
+
+
+def test_a_copy_of_the_session_cookie_is_logged_out_too(app: App, client: TestClient, accounts: Accounts) -> None:
+    accounts.login()
+    copy = client.get_cookie("session")
+    assert copy is not None
+    accounts.logout()
+    thief = app.test_client()
+    thief.set_cookie("session", copy.value)
+    assert "<span>test</span>" not in thief.get("/").text
+    assert thief.post("/create", data={"title": "as test", "body": ""}, csrf=False).status_code == 302
+    accounts.login()
+    assert "<span>test</span>" in client.get("/").text, "logging in again starts a session that works"
+
+
+def test_an_older_database_gets_the_generation_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE user (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT UNIQUE NOT NULL,"
+            " password TEXT NOT NULL);"
+            "CREATE TABLE post (id INTEGER PRIMARY KEY AUTOINCREMENT, author_id INTEGER NOT NULL,"
+            " created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), title TEXT NOT NULL,"
+            " body TEXT NOT NULL);"
+        )
+        db.execute("INSERT INTO user (username, password) VALUES (?, ?)", ("old", generate_password_hash("pw", CHEAP)))
+    app = create_app({"TESTING": True, "DATABASE": str(path)}, instance_path=tmp_path)
+    assert count(app, "SELECT generation FROM user WHERE username = 'old'") == 0
+    client = app.test_client()
+    assert Accounts(client).login("old", "pw").status_code == 303
+    assert "<span>old</span>" in client.get("/").text
+
+
+FULL_WIDTH = ["\uff54\uff45\uff53\uff54", "\uff34\uff25\uff33\uff34"]  # "test" and "TEST" in full-width forms
+
+
+@pytest.mark.parametrize("lookalike", ["Test", "TEST", " test ", *FULL_WIDTH])
+def test_a_lookalike_of_a_username_is_the_same_name(client: TestClient, accounts: Accounts, lookalike: str) -> None:
+    response = client.post("/auth/register", data={"username": lookalike, "password": "pw"})
+    assert response.status_code == 400 and "User test is already registered." in response.text
+    assert accounts.login(lookalike, "test").status_code == 303, "and it logs in as that user"
+
+
+@pytest.mark.parametrize(
+    ("username", "message"),
+    [
+        ("test\u200b", "control or invisible characters"),  # zero-width space
+        ("\u202etset", "control or invisible characters"),  # right-to-left override
+        ("a\x00b", "control or invisible characters"),
+        ("x" * 31, "at most 30 characters"),
+        ("\u200b", "control or invisible characters"),
+    ],
+)
+def test_a_username_with_invisible_characters_or_too_long_is_refused(
+    app: App, client: TestClient, username: str, message: str
+) -> None:
+    response = client.post("/auth/register", data={"username": username, "password": "pw"})
+    assert response.status_code == 400 and message in response.text
+    assert count(app, "SELECT COUNT(*) FROM user") == 2
+
+
+def test_a_new_username_is_stored_in_its_canonical_spelling(app: App, client: TestClient) -> None:
+    client.post("/auth/register", data={"username": "  \uff27race ", "password": "pw"})
+    assert count(app, "SELECT COUNT(*) FROM user WHERE username = 'grace'") == 1
+
+
+def test_too_many_login_attempts_are_429_with_retry_after(tmp_path: Path) -> None:
+    from apps.common import AttemptLimiter
+
+    now = [0.0]
+    limiter = AttemptLimiter(limit=3, window=60, clock=lambda: now[0])
+    app = create_app({"TESTING": True, "LOGIN_LIMITER": limiter}, instance_path=tmp_path)
+    accounts = Accounts(app.test_client())
+    for _ in range(3):
+        assert accounts.login("nobody", "guess").status_code == 400
+    refused = accounts.login("nobody", "guess")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
+    assert "Too many attempts: try again in 60 seconds." in refused.text
+    elsewhere = {"username": "nobody", "password": "guess"}
+    other = app.test_client().post("/auth/login", data=elsewhere, remote_addr="192.0.2.9")
+    assert other.status_code == 429, "the username is limited from any address"
+    assert accounts.client.post("/auth/register", data={"username": "new", "password": "pw"}).status_code == 429
+    now[0] = 61
+    assert accounts.login("nobody", "guess").status_code == 400, "the window moves on"
+
+
+def test_the_attempt_limiter_forgets_the_oldest_key_beyond_its_bound() -> None:
+    from apps.common import AttemptLimiter
+
+    limiter = AttemptLimiter(limit=1, window=60, max_keys=2, clock=lambda: 0.0)
+    assert limiter.retry_after("a") == 0 and limiter.retry_after("a") == 60
+    limiter.retry_after("b")
+    limiter.retry_after("c")
+    assert len(limiter._attempts) == 2 and limiter.retry_after("a") == 0
+
+
+def test_a_post_longer_than_the_limit_is_refused(app: App, client: TestClient, accounts: Accounts) -> None:
+    accounts.login()
+    response = client.post("/create", data={"title": "long", "body": "x" * 20_001})
+    assert response.status_code == 400 and "longer than 20000 characters" in response.text
+    assert count(app, "SELECT COUNT(*) FROM post") == 1
+
+
+def test_the_index_shows_twenty_posts_a_page_with_a_link_to_the_next(app: App, client: TestClient) -> None:
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        db.executemany(
+            "INSERT INTO post (title, body, author_id, created) VALUES (?, '', 1, ?)",
+            [(f"post {number}", f"2026-02-01T00:00:{number:02}Z") for number in range(30)],
+        )
+    first = client.get("/").text
+    assert first.count('<article class="post">') == 20 and "post 29" in first and 'href="/?page=2"' in first
+    second = client.get("/", query={"page": "2"}).text
+    assert second.count('<article class="post">') == 11 and "test title" in second and 'href="/?page=1"' in second
+    assert client.get("/", query={"page": "3"}).status_code == 404
