@@ -5,7 +5,11 @@
   the app's ``max_body_size`` refuses a body whose declared length is too large before reading a byte of it,
   and ``upload`` checks the file's own size. Either way the answer is 413 with the page and its explanation,
   and nothing is left behind: a file reaches the upload folder only once it is complete (see ``store``).
-- ``GET /files/`` lists what has been uploaded.
+- The upload folder as a whole is bounded too, sized for a demo: at most ``max_total`` bytes (100 MiB) in at
+  most ``max_files`` files (1000). An upload beyond either is refused with 507 Insufficient Storage and the page
+  saying why. (Two uploads at the same moment can each fit alone and overshoot together by one file: the bound
+  is a guard against unbounded growth, not an exact quota.)
+- ``GET /files/`` lists the newest ``LISTED`` uploads, and says how many more there are.
 - ``GET /files/<name>`` sends a file with ``FileResponse``, which follows the same rules as the server's
   static files: ``Range`` requests (206, so a download can resume), ``ETag`` and ``Last-Modified`` (304).
 
@@ -29,6 +33,9 @@ from framework import App, FileResponse, HTTPError, Request, Response, UploadedF
 from .common import default_data_dir, make_app
 
 MAX_UPLOAD = 8 * 2**20
+MAX_TOTAL = 100 * 2**20
+MAX_FILES = 1000
+LISTED = 100  # files shown in the listing, newest first
 # The multipart framing around the file (boundaries, part headers, the CSRF field) is small, but not zero.
 FORM_OVERHEAD = 64 * 2**10
 
@@ -76,6 +83,7 @@ class ListedFile(TypedDict):
     size: str
     modified: str
     mtime: float
+    bytes: int
 
 
 def listing(folder: Path) -> list[ListedFile]:
@@ -94,22 +102,41 @@ def listing(folder: Path) -> list[ListedFile]:
                 "size": human_size(info.st_size),
                 "modified": modified.strftime("%Y-%m-%d %H:%M UTC"),
                 "mtime": info.st_mtime,
+                "bytes": info.st_size,
             }
         )
     return sorted(entries, key=lambda item: (-item["mtime"], item["name"]))
 
 
-def create_app(data_dir: Path | None = None, *, max_upload: int = MAX_UPLOAD) -> App:
-    """The upload folder at ``data_dir/files``; files larger than ``max_upload`` bytes are refused with 413."""
+def room_problem(files: list[ListedFile], size: int, max_total: int, max_files: int) -> str | None:
+    """Why one more file of ``size`` bytes does not fit beside ``files`` (``None`` if it does)."""
+    if len(files) >= max_files:
+        return f"The upload folder is full: it holds at most {max_files} files."
+    if sum(file["bytes"] for file in files) + size > max_total:
+        return f"The upload folder is full: uploads may take {human_size(max_total)} in all."
+    return None
+
+
+def create_app(
+    data_dir: Path | None = None,
+    *,
+    max_upload: int = MAX_UPLOAD,
+    max_total: int = MAX_TOTAL,
+    max_files: int = MAX_FILES,
+) -> App:
+    """The upload folder at ``data_dir/files``; files larger than ``max_upload`` bytes are refused with 413, and
+    any upload once the folder holds ``max_total`` bytes or ``max_files`` files with 507."""
     data_dir = data_dir or default_data_dir()
     folder = data_dir / "files"
     app = make_app(__name__, data_dir, max_body_size=max_upload + FORM_OVERHEAD)
 
     def render(request: Request, error: str | None = None) -> Response:
+        files = listing(folder)
         return app.render(
             request,
             "files.html",
-            files=listing(folder),
+            files=files[:LISTED],
+            unlisted=len(files[LISTED:]),
             error=error,
             max_upload=human_size(max_upload),
         )
@@ -127,6 +154,9 @@ def create_app(data_dir: Path | None = None, *, max_upload: int = MAX_UPLOAD) ->
             return render(request, "Choose a file to upload first."), 400
         if chosen.size > max_upload:
             abort(413)  # The handler below explains; the temporary file goes with the request.
+        full = room_problem(listing(folder), chosen.size, max_total, max_files)
+        if full:
+            return render(request, full), 507
         name = store(chosen, folder)
         request.flash(f"Uploaded {name} ({human_size(chosen.size)}).")
         return redirect(request.url_for("index"), 303)

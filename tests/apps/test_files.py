@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,28 @@ def test_the_files_app_is_mounted_in_the_site(site):
 
 def test_human_sizes():
     assert [files.human_size(n) for n in (0, 1023, 1536, 8 * 2**20)] == ["0 bytes", "1023 bytes", "1.5 KiB", "8.0 MiB"]
+
+
+def test_the_upload_folder_has_a_quota_in_files_and_bytes(data_dir, folder):
+    by_count = TestApp(files.create_app(data_dir, max_upload=LIMIT, max_files=2, max_total=10 * LIMIT))
+    upload(by_count, "one.txt", b"1")
+    upload(by_count, "two.txt", b"2")
+    page = upload(by_count, "three.txt", b"3", status=507)
+    assert "holds at most 2 files" in page.html.select_one(".field.invalid .error").text
+    assert everything_in(folder) == ["one.txt", "two.txt"]
+
+    by_size = TestApp(files.create_app(data_dir, max_upload=LIMIT, max_files=10, max_total=LIMIT))
+    page = upload(by_size, "big.bin", b"x" * (LIMIT - 1), status=507)
+    assert "4.0 KiB in all" in page.html.select_one(".field.invalid .error").text
+    assert everything_in(folder) == ["one.txt", "two.txt"], "nothing is left behind"
+
+
+def test_the_listing_shows_the_newest_files_and_counts_the_rest(client, folder, monkeypatch):
+    monkeypatch.setattr(files, "LISTED", 2)
+    folder.mkdir(parents=True)
+    for number in range(5):
+        (folder / f"file{number}.txt").write_text("x")
+        os.utime(folder / f"file{number}.txt", (number, number))
+    page = client.get("/")
+    assert [link.text for link in page.html.select("table.listing a")] == ["file4.txt", "file3.txt"]
+    assert "And 3 older files, not listed." in page.text
