@@ -29,6 +29,14 @@ token. The API stays safe without one because it only accepts ``Content-Type: ap
 ``DELETE``): a form on another site cannot send that, and a script on another site cannot send it either
 without the browser first asking this server for permission (a CORS preflight), which it never grants.
 
+**One list, shared by every visitor, on purpose.** Anyone who can reach the site can read, change and delete
+every todo, as anyone can sign the guestbook. Scoping todos to each visitor's session would make the API need the
+session cookie, so ``curl`` alone could no longer use it, and a cookie-authenticated API needs CSRF protection,
+which the JSON-only rule above stands in for precisely because there is no cookie to abuse. The demo keeps the
+simple, honest version, and says so on the page; a real app would tie todos to accounts (see ``apps/blog/``).
+So that a shared list cannot grow without bound, it holds at most ``TODO_LIMIT`` todos: one more is 507 (the
+JSON error, or the page with the message by the field), until some are deleted.
+
 Serve it alone with ``python -m server apps.todo_api:app``, or as part of the demo site at ``/todo/``.
 """
 
@@ -50,6 +58,8 @@ CREATE TABLE IF NOT EXISTS todos (
 """
 
 TITLE_LIMIT = 200
+TODO_LIMIT = 200
+FULL = f"The list is full ({TODO_LIMIT} todos): delete some first."
 
 
 class Invalid(HTTPError):
@@ -121,6 +131,15 @@ def create_app(data_dir: Path | None = None) -> App:
             abort(404, f"There is no todo {todo_id}.")
         return row
 
+    def insert(db: Any, title: str, done: bool = False) -> int | None:
+        """Add a todo and return its id, or ``None`` when the list already holds ``TODO_LIMIT`` todos."""
+        if db.execute("SELECT count(*) FROM todos").fetchone()[0] >= TODO_LIMIT:
+            return None
+        cursor = db.execute("INSERT INTO todos (title, done) VALUES (?, ?)", (title, done))
+        if cursor.lastrowid is None:  # sqlite3 sets it after every INSERT of one row
+            raise RuntimeError("the INSERT of a todo reported no row id")
+        return int(cursor.lastrowid)
+
     def render(request: Request, title: str = "", error: str | None = None) -> Response:
         """The page with the list as it is now; ``title`` and ``error`` bring back a refused form."""
         with database.transaction() as db:
@@ -147,7 +166,9 @@ def create_app(data_dir: Path | None = None) -> App:
         if problem:
             return render(request, title, problem), 400
         with database.transaction() as db:
-            db.execute("INSERT INTO todos (title) VALUES (?)", (title.strip(),))
+            added = insert(db, title.strip())
+        if added is None:
+            return render(request, title, FULL), 507
         request.flash(f"Added “{title.strip()}”.")
         return redirect(request.url_for("page"), 303)
 
@@ -182,10 +203,10 @@ def create_app(data_dir: Path | None = None) -> App:
             return {"todos": [as_json(request, row) for row in rows]}
         todo = read_todo(request, partial=False)
         with database.transaction() as db:
-            cursor = db.execute("INSERT INTO todos (title, done) VALUES (?, ?)", (todo["title"], todo.get("done", 0)))
-            if cursor.lastrowid is None:  # sqlite3 sets it after every INSERT of one row
-                raise RuntimeError("the INSERT of a todo reported no row id")
-            created = as_json(request, find(db, cursor.lastrowid))
+            todo_id = insert(db, todo["title"], todo.get("done", False))
+            if todo_id is None:
+                abort(507, FULL)
+            created = as_json(request, find(db, todo_id))
         return Response.json(created, 201, {"Location": created["url"]})
 
     @app.csrf_exempt

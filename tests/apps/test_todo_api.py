@@ -301,3 +301,19 @@ def test_an_unexpected_failure_in_the_api_is_json(data_dir, monkeypatch):
     assert failed.content_type == "application/json" and failed.json["error"]["code"] == 500
     page = TestApp(app).get("/", status=500, expect_errors=True)
     assert page.content_type == "text/html", "the HTML page's failure is still a page"
+
+
+def test_the_shared_list_is_bounded(api, monkeypatch):
+    monkeypatch.setattr(todo_api, "TODO_LIMIT", 2)
+    create(api, "one")
+    create(api, "two")
+    full = api.post_json("/api/todos", {"title": "three"}, status=507)
+    assert full.json["error"]["code"] == 507 and "delete some first" in full.json["error"]["description"]
+    form = api.get("/").forms["todo-form"]
+    form["title"] = "three"
+    page = form.submit(status=507)
+    assert "delete some first" in page.text and titles(api) == ["one", "two"]
+
+
+def test_the_page_says_the_list_is_shared(api):
+    assert "The list is shared" in api.get("/").html.select_one("p.lead").text
