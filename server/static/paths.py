@@ -191,9 +191,11 @@ def allowed_target(path: str, root: str, options: StaticOptions) -> bool:
 
     ``follow_symlinks`` lifts containment: a link may lead out of the root. It does not lift the dotfile rule,
     which ``dotfiles`` alone does: a link named ``notdot.txt`` pointing at ``.env`` is still a dotfile. Below the
-    root, the names below it are judged; outside, every name of the target's real path, since the server cannot
-    tell which of those folders the link meant to publish (a ``.git`` or ``.ssh`` on the way is what the rule is
-    for; a site linked into ``~/.local`` needs ``--static-dotfiles``)."""
+    root, the names below it are judged, as without links. Outside, the target's own name only: the folders on
+    its way are where the link's author chose to publish from, and a package manager's or a virtualenv's are
+    dotted (``node_modules/.pnpm/...``, ``.venv/...``, ``~/.local/...``); refusing them made the option useless
+    for the sites that need it, with ``--static-dotfiles`` (which publishes ``.git`` in the root) the only way
+    round."""
     if not options.follow_symlinks or is_within(path, root):
         return allowed_real_path(path, root, options.dotfiles)
-    return options.dotfiles or (os.sep + ".") not in path
+    return options.dotfiles or not os.path.basename(path).startswith(".")

@@ -39,15 +39,17 @@ _EARLIEST_DATE = -62135596800
 
 
 def last_modified(mtime: float, now: float) -> int | None:
-    """The second to send as a file's Last-Modified, and to judge If-Modified-Since and friends by.
+    """The second to send as a file's Last-Modified, and to judge If-Modified-Since and friends by; None, and so
+    no Last-Modified at all (the ETag alone then validates), for a file dated after ``now`` or before the year 1.
 
-    Never later than ``now``: RFC 9110 8.8.2.1 forbids a Last-Modified later than the response's Date, and a
-    cache would otherwise take a file touched into the future (or a server clock set back) to be fresh until
-    then. This also keeps the date writable: a modification time beyond the year 9999 has no HTTP-date, and
-    raised on every request. None, and so no Last-Modified at all, for a time before the year 1, which has
-    none either; the ETag alone then validates."""
-    second = min(int(mtime), int(now))
-    return second if second >= _EARLIEST_DATE else None
+    After now: RFC 9110 8.8.2.1 forbids a Last-Modified later than the response's Date, and a cache would take a
+    file touched into the future (or a server clock set back) to be fresh until then. Sending "now" instead
+    would send a date that moves with every refresh of the file's answer, so that If-Range and If-Modified-Since
+    never matched it again: a resumed download restarted from the beginning. This also keeps the date
+    writable: a modification time beyond the year 9999 has no HTTP-date, and raised on every request; nor
+    has one before the year 1."""
+    second = int(mtime)
+    return second if _EARLIEST_DATE <= second <= now else None
 
 
 def http_date(timestamp: float) -> str:

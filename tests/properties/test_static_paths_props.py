@@ -156,10 +156,10 @@ def has_dotfile(path: str, root: str) -> bool:
 
 def leads_to_a_dotfile(real: str, root: str) -> bool:
     """Is the real path a dotfile by the mount's rule? Below the root, its names below the root; outside (where
-    only following symlinks leads), any of its names."""
+    only following symlinks leads), its own name: the folders on the way are the link author's choice."""
     if within(real, root):
         return has_dotfile(real, root)
-    return any(part.startswith(".") for part in Path(real).parts)
+    return Path(real).name.startswith(".")
 
 
 @given(rest=rests(), dotfiles=st.booleans())
