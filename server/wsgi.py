@@ -166,7 +166,12 @@ class FileWrapper:
             yield data
 
     def sendfile_span(self) -> tuple[int, int] | None:
-        """(offset, length) to send with sendfile when the wrapped object is a regular file, else None."""
+        """(offset, length) to send with sendfile when the wrapped object is a regular file, else None.
+
+        Only a genuine file qualifies (see ``_is_plain_file``): sendfile copies the descriptor's bytes, so
+        ``read()`` must return exactly those bytes, from ``tell()`` on."""
+        if not _is_plain_file(self.filelike):
+            return None
         try:
             fd = self.filelike.fileno()
             stat = os.fstat(fd)
@@ -176,6 +181,28 @@ class FileWrapper:
         if stat.st_mode & 61440 != 32768:  # S_ISREG
             return None
         return position, max(0, stat.st_size - position)
+
+
+def _is_plain_file(filelike: Any) -> bool:
+    """Whether ``filelike`` reads its descriptor's bytes as they are: an ``io.FileIO``, or a buffered reader (what
+    ``open(path, "rb")`` returns) over one.
+
+    A wrapper that decodes, decompresses or decrypts (``gzip.open``, a text file) may expose the underlying file's
+    ``fileno()`` while its ``read()`` and ``tell()`` count other bytes: it is iterated instead. So is a subclass
+    that replaces ``read`` or ``tell``; one that only adds to the class (a ``close`` hook, say) still qualifies."""
+    for buffered in (io.BufferedReader, io.BufferedRandom):
+        if isinstance(filelike, buffered):
+            if not _reads_as(filelike, buffered):
+                return False
+            filelike = filelike.raw
+            break
+    return isinstance(filelike, io.FileIO) and _reads_as(filelike, io.FileIO)
+
+
+def _reads_as(filelike: Any, base: type[io.RawIOBase] | type[io.BufferedIOBase]) -> bool:
+    """Whether ``filelike``'s class keeps ``base``'s own ``read`` and ``tell``."""
+    kind = type(filelike)
+    return kind.read is base.read and kind.tell is base.tell
 
 
 def base_environ(*, multithread: bool, multiprocess: bool) -> dict[str, Any]:
@@ -244,6 +271,12 @@ class ResponseWriter:
         # Checked and serialised at once: what goes on the wire is what was checked, even if the app changes its
         # list later, and the list is walked once.
         self.header_lines, self.declared_length, self.has_date, self.has_server = _check_headers(headers)
+        if self.status_code == 204 and self.declared_length is not None:
+            # RFC 9110 8.6: a 204 must not carry a Content-Length. Dropped rather than answered with a 500, as
+            # other framing mistakes are, because frameworks add one to every response (Django's
+            # CommonMiddleware says "Content-Length: 0"), and without it the response is exactly right.
+            self.header_lines = _without_content_length(self.header_lines)
+            self.declared_length = None
         self.status = status
         return self.write
 
@@ -275,8 +308,12 @@ class ResponseWriter:
             lines.append(f"Date: {http_date()}\r\n")
         if not self.has_server:
             lines.append(_SERVER_LINE)
+        # A 204 or 304 never gets a Content-Length from us: a 304's must equal the 200's, which only the app knows.
         if self.declared_length is None and code >= 200 and code not in _NO_BODY_STATUS:
-            if known_length is not None:
+            # On HEAD an empty body says nothing: frameworks (Flask, Bottle) drop the body of a HEAD response
+            # themselves, so "0" would be wrong for any page that is not empty. A body they did produce is the
+            # GET body, and its length is the one a GET would be sent with.
+            if known_length is not None and (known_length or not self.is_head):
                 lines.append(f"Content-Length: {known_length}\r\n")
                 self.declared_length = known_length
             elif self.is_head:
@@ -327,6 +364,12 @@ class ResponseWriter:
             )
             self.keep_alive = False
             self.cut_short = True
+
+
+def _without_content_length(header_lines: str) -> str:
+    """Serialised header lines minus the Content-Length (names are tokens, so the prefix test is exact)."""
+    lines = header_lines.split("\r\n")[:-1]  # each line ends with CRLF: the last piece is empty
+    return "".join(f"{line}\r\n" for line in lines if line[:15].lower() != "content-length:")
 
 
 _SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"  # the same in every response that has no Server of its own
@@ -579,7 +622,9 @@ def _send_at_once(run: ApplicationRun) -> bool:
     if type(result) is not list and type(result) is not tuple:
         return isinstance(result, FileWrapper) and _send_with_sendfile(run, result)
     # The common case of a small body given as a list: one buffer, one send, with a Content-Length. It is in
-    # memory already, so queueing all of it costs no more than the application's own list.
+    # memory already, so queueing all of it costs no more than the application's own list. Filling in the length
+    # saves chunked framing (a size line per piece and the last chunk, and the client's parsing of them) and, on
+    # HTTP/1.0, keeps the connection open, where an unknown length would have to end it.
     try:
         body = b"".join(result)
     except TypeError:

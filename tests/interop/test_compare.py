@@ -128,7 +128,9 @@ def test_same_answers_as_a_reference_server(both: tuple[str, str], peer_kind: st
             continue  # a server's own error page: its wording is the server's business, not the app's
         if mine != reference:
             differences.append(f"{probe.method} {probe.path}:\n  ours   {mine}\n  theirs {reference}")
-        # Where the reference knew the length, so must we (a HEAD answer included).
-        if reference.content_length is not None and mine.content_length != reference.content_length:
+        # Where the reference knew the length, so must we (a HEAD answer included). A "0" on a HEAD whose GET has
+        # a body is not knowledge: wsgiref counts the empty body the framework gave it for HEAD, where we say nothing.
+        guessed = probe.method == "HEAD" and reference.content_length == "0" and mine.content_length is None
+        if reference.content_length is not None and mine.content_length != reference.content_length and not guessed:
             differences.append(f"{probe.method} {probe.path}: Content-Length {mine.content_length} vs {reference}")
     assert not differences, "\n".join(differences)
