@@ -327,18 +327,21 @@ def _is_repeatable(action: argparse.Action) -> bool:
     return isinstance(action, argparse._AppendAction)  # --bind, --static
 
 
-def _environment_values(parser: argparse.ArgumentParser, environ: dict[str, str]) -> dict[str, object]:
-    """The settings SERVER_<NAME> variables give, checked and converted, by destination."""
+def _environment_values(
+    parser: argparse.ArgumentParser, environ: dict[str, str]
+) -> tuple[dict[str, object], dict[str, str]]:
+    """The settings SERVER_<NAME> variables give, checked and converted, by destination; and the variables set
+    but empty for the app and the repeatable options, by destination (see parse_config)."""
     values: dict[str, object] = {}
+    empty: dict[str, str] = {}
     for action in _settings(parser):
         name = f"SERVER_{action.dest.upper()}"
         value = environ.get(name)
         if value is None:
             continue
         if (not action.option_strings or _is_repeatable(action)) and not value.replace(",", "").strip():
-            # Set but empty: taken as "not set" it would quietly fall back past the config file to the defaults
-            # (the demo site, 127.0.0.1:8000), which is never what setting it meant.
-            parser.error(f"{name} is empty; unset it to use the default")
+            empty[action.dest] = name
+            continue
         if not action.option_strings:  # SERVER_APP, for the positional app
             values[action.dest] = value
         elif _is_flag(action):
@@ -357,7 +360,7 @@ def _environment_values(parser: argparse.ArgumentParser, environ: dict[str, str]
             if action.choices and converted not in action.choices:
                 parser.error(f"{name}: {value!r} is not one of {', '.join(action.choices)}")
             values[action.dest] = converted
-    return values
+    return values, empty
 
 
 def read_config_file(parser: argparse.ArgumentParser, path: str) -> dict[str, object]:
@@ -477,7 +480,15 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
     then again with the file's and the environment's values as defaults, so that flags win over both.
     """
     parser = build_parser()
-    from_env = _environment_values(parser, dict(os.environ if environ is None else environ))
+    from_env, empty = _environment_values(parser, dict(os.environ if environ is None else environ))
+    if empty:
+        # Set but empty (a template's ${APP:-}): taken as "not set", it would quietly fall back past the config
+        # file to the defaults (the demo site, 127.0.0.1:8000), which is never what setting it meant. Unless the
+        # command line sets the option itself, as it wins over the environment anyway.
+        given = build_parser().parse_args(argv)
+        for dest, name in empty.items():
+            if not getattr(given, dest):
+                parser.error(f"{name} is empty; unset it to use the default")
     repeatable = {action.dest for action in _settings(parser) if _is_repeatable(action)}
 
     def use_as_defaults(values: dict[str, object]) -> None:
@@ -888,5 +899,10 @@ def exit_with(status: int) -> NoReturn:
     sys.exit(status)
 
 
-if __name__ == "__main__":
+def run() -> NoReturn:
+    """The ``ladder`` command (pyproject.toml) and ``python -m server``: ``main`` and its exit, as above."""
     exit_with(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 import time
 
@@ -89,6 +90,12 @@ class _FileHandler(_ReportFailures, logging.handlers.WatchedFileHandler):
             self.handleError(record)
 
 
+class _PipeHandler(_ReportFailures, logging.FileHandler):
+    """A path that is no regular file (a FIFO a log shipper reads, a device): opened once and kept. Reopened
+    like a file, a FIFO recreated at its path would be opened again in blocking mode on the next line, and wait
+    for a reader: the event loop logs static files, so it would freeze with it."""
+
+
 class _StreamHandler(_ReportFailures, logging.StreamHandler):
     """Standard output, reporting failed writes (a closed pipe, a full disk) as the file does."""
 
@@ -98,19 +105,38 @@ _write_failures = Occasional(log)
 
 def access_handler(target: str) -> logging.Handler:
     """The handler for ``--access-log``: "-" for standard output, else a file path (opened now: raises OSError)."""
-    handler: logging.Handler = _StreamHandler(sys.stdout) if target == "-" else _FileHandler(target)
+    handler: logging.Handler
+    if target == "-":
+        handler = _StreamHandler(sys.stdout)
+    elif os.path.exists(target) and not os.path.isfile(target):
+        handler = _PipeHandler(target)
+    else:
+        handler = _FileHandler(target)
     handler.setFormatter(logging.Formatter("%(message)s"))
     return handler
 
 
 def timestamp(now: float | None = None) -> str:
-    """``25/Nov/2026:08:14:09 +0000``: local time as the combined format writes it, the month always English."""
-    t = time.localtime(now)
+    """``25/Nov/2026:08:14:09 +0000``: local time as the combined format writes it, the month always English.
+
+    Made once a second (every line of a busy second shares it): ``localtime`` and the formatting cost 1.5 µs,
+    on every logged request."""
+    global _last_stamp
+    second = int(time.time() if now is None else now)
+    cached = _last_stamp
+    if cached[0] == second:
+        return cached[1]
+    t = time.localtime(second)
     offset = t.tm_gmtoff
     sign = "-" if offset < 0 else "+"
     hours, minutes = divmod(abs(offset) // 60, 60)
     clock = f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-    return f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{clock} {sign}{hours:02d}{minutes:02d}"
+    text = f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{clock} {sign}{hours:02d}{minutes:02d}"
+    _last_stamp = (second, text)  # one tuple, replaced whole: threads see the old pair or the new one
+    return text
+
+
+_last_stamp: tuple[int, str] = (-1, "")
 
 
 # Code point → escape, for the 256 characters a latin-1-decoded header can hold; translate() leaves the rest.

@@ -527,16 +527,14 @@ def _https_redirect(config: Config, listeners: list[Listener]) -> HTTPSRedirect 
 def connections_within(limit: int, serves_files: bool) -> int:
     """How many connections ``limit`` descriptors allow, keeping back what else the process needs to open.
 
-    Always ``_RESERVED_FDS``. With static mounts, also the open-file cache's budget (``descriptor_budget``: 1/16
-    of the limit, at most 256) and a second descriptor per connection: a download keeps its file open until it
-    ends (the cache's descriptor, or one of its own for a file not cached or evicted meanwhile), so a connection
-    costs up to two. Counting one, as before, let downloads alone take every descriptor: at ``ulimit -n 160``,
-    128 connections, 100 of them sending big files, left the next small file nothing to be opened with. Now that
-    is (160 - 32 - 10) // 2 = 59 connections, each able to send a file while the cache stays full. (A file that
-    still fails to open, to an app's own descriptors say, is a 503: see ``server.static.reply``.)"""
-    if not serves_files:
-        return max(1, limit - _RESERVED_FDS)
-    return max(1, (limit - _RESERVED_FDS - descriptor_budget(limit)) // 2)
+    Always ``_RESERVED_FDS``; with static mounts, also the open-file cache's budget (``descriptor_budget``: 1/16
+    of the limit, at most 256), so that connections alone never leave the cache without room. A download of a
+    file not in the cache (or evicted meanwhile) holds one more descriptor until it ends, which is not kept back
+    per connection: at ``ulimit -n 1024`` that would halve the connections (464), though most connections are
+    idle or answered from the cache or the buffer. When downloads do run the process out of descriptors, the
+    next file is answered 503 with Retry-After, never a 404 (``server.static.reply``), and accepting pauses."""
+    reserved = _RESERVED_FDS + (descriptor_budget(limit) if serves_files else 0)
+    return max(1, limit - reserved)
 
 
 def _static_mounts(config: Config) -> list[Any]:

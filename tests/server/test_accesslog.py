@@ -326,3 +326,33 @@ def test_a_failing_access_log_is_reported_once_not_per_request() -> None:
     output = server.output()
     assert "Traceback" not in output, output
     assert output.count("cannot write the access log") == 1, output
+
+
+def test_a_fifo_recreated_at_the_log_path_does_not_block_the_next_line(tmp_path: Path) -> None:
+    """A log shipper reads a FIFO; its entrypoint, run again, makes a new one at the same path. The handler that
+    follows rotated files reopened the path in blocking mode, and waited for a reader of the new FIFO: static
+    files are logged on the event loop, which froze with it. A path that is no regular file is kept open."""
+    import os
+    import threading
+
+    from server.accesslog import access_handler
+
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        handler = access_handler(str(fifo))
+
+        def line(text: str) -> logging.LogRecord:
+            return logging.LogRecord("server.access", logging.INFO, __file__, 0, text, None, None)
+
+        handler.emit(line("one"))
+        fifo.unlink()
+        os.mkfifo(fifo)
+        written = threading.Event()
+        threading.Thread(target=lambda: (handler.emit(line("two")), written.set()), daemon=True).start()
+        assert written.wait(TIMEOUT)
+        assert os.read(reader, 100) == b"one\ntwo\n"
+        handler.close()
+    finally:
+        os.close(reader)

@@ -731,6 +731,22 @@ def test_an_app_that_leaves_a_thread_running_and_fails_still_exits_2(tmp_path):
     assert_one_line(run_in(tmp_path, "threaded:app"), "importing 'threaded' failed", "RuntimeError: no database")
 
 
+def test_the_installed_command_exits_too_when_a_failed_app_left_a_thread(tmp_path):
+    """The ``ladder`` script pip installs calls its entry point as ``sys.exit(entry())``: pointed at ``main``, it
+    waited for the app's thread after the error line, as ``python -m server`` did before it ended on its own."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["ladder"].partition(":")
+    (tmp_path / "threaded.py").write_text(
+        "import threading\nthreading.Thread(target=threading.Event().wait).start()\nraise RuntimeError('no db')\n"
+    )
+    script = f"import sys\nfrom {module} import {function} as entry\nsys.argv[1:] = ['threaded:app']\nsys.exit(entry())"
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=TIMEOUT * 2, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert_one_line(done, "importing 'threaded' failed")
+
+
 def test_a_base_exception_of_the_app_s_own_is_one_line(tmp_path):
     (tmp_path / "based.py").write_text("class Stop(BaseException):\n    pass\nraise Stop('halt')\n")
     (tmp_path / "based_factory.py").write_text(

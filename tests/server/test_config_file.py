@@ -255,3 +255,12 @@ def test_a_home_folder_that_cannot_be_found_in_the_file_is_one_line(tmp_path, ca
     path = write(tmp_path, 'static = ["/s=~no_such_user_here/x"]\n')
     line = config_error(capsys, ["--config", path])
     assert f"--config {path}: static:" in line and "~no_such_user_here" in line, line
+
+
+def test_an_empty_variable_is_no_matter_when_the_command_line_sets_the_option(tmp_path):
+    """The command line wins over the environment, so an empty SERVER_BIND (a compose file's ${BIND:-}) beside
+    --bind was never going to be used: refusing it stopped a start that had nothing wrong with it."""
+    config = parse_config(["apps.hello:app", "--bind", "127.0.0.1:9999", "--static", f"/s={tmp_path}"],
+                          {"SERVER_BIND": "", "SERVER_APP": "", "SERVER_STATIC": " , "})  # fmt: skip
+    assert config.app == "apps.hello:app" and config.binds == ("127.0.0.1:9999",)
+    assert len(config.static) == 1

@@ -22,7 +22,7 @@ from server.static import cache as static_cache
 from server.static import listing as static_listing
 from server.static import paths as static_paths
 from server.static import reply as static_reply
-from server.static.reply import Prepared
+from server.static.reply import Prepared, serve_under_root
 from server.static.validators import http_date
 from tests.support import ROOT, ServerThread, read_reply, read_response
 
@@ -88,28 +88,29 @@ def test_a_missing_file_is_still_404_and_an_unreadable_one_too(site, monkeypatch
     assert serve_path(StaticMount("/", site), "GET", "/a.txt", {}).status == 404
 
 
-def test_out_of_descriptors_for_a_sibling_closes_what_was_opened(site, monkeypatch):
-    """The file is opened, its .gz sibling is not: the file's descriptor is given back, the answer is 503."""
+@pytest.mark.parametrize("cached", [True, False])
+def test_out_of_descriptors_for_a_sibling_closes_what_was_opened(site, monkeypatch, cached):
+    """The file is opened, its .gz sibling is not (EMFILE): the answer is 503, and every descriptor opened for
+    it is given back, whether the answer was being remembered (serve_path's cache) or not (the full path)."""
     real_open = os.open
-    opened: list[int] = []
 
     def open_(path, flags, *args, **kwargs):
-        if str(path).endswith(".css.gz") or (str(path).startswith("/proc/self/fd/") and opened):
+        if str(path).endswith(".css.gz"):
             raise OSError(errno.EMFILE, "Too many open files")
-        fd = real_open(path, flags, *args, **kwargs)
-        if str(path).startswith("/proc/self/fd/") or str(path).endswith("app.css"):
-            opened.append(fd)
-        return fd
+        return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(static_paths.os, "open", open_)
-    for mount in (StaticMount("/", site), StaticMount("/", site)):
-        reply = serve_path(mount, "GET", "/app.css", {"accept-encoding": "gzip"})
+    mount = StaticMount("/", site)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        if cached:
+            reply = serve_path(mount, "GET", "/app.css", {"accept-encoding": "gzip"})
+        else:
+            reply = serve_under_root(mount, "GET", "/app.css", "/app.css", {"accept-encoding": "gzip"},
+                                     display_prefix="/")  # fmt: skip
         assert reply.status == 503
-        opened_now = list(opened)
-        opened.clear()
-        for fd in opened_now:
-            with pytest.raises(OSError):
-                os.fstat(fd)  # closed
+        reply.close()
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_serve_file_and_the_wsgi_app_answer_503_too(site, monkeypatch):
@@ -140,15 +141,13 @@ print(serve_path(mount, "GET", "/a.txt", {{}}).status)
     assert result.stdout.split() == ["503"], result.stderr
 
 
-def test_connections_leave_room_for_the_files_they_send_and_the_cache():
+def test_connections_leave_room_for_the_cache_and_not_half_the_limit():
     from server.engine import connections_within  # (imported here: the rest of the file runs without it)
 
-    limit = 160
-    budget = static_cache.descriptor_budget(limit)
-    connections = connections_within(limit, serves_files=True)
-    # Every connection sending a file of its own, plus a full cache, plus the fixed reserve: within the limit.
-    assert 2 * connections + budget + 32 <= limit
-    assert connections_within(limit, serves_files=False) == limit - 32
+    for limit in (160, 1024, 4096):
+        budget = static_cache.descriptor_budget(limit)
+        assert connections_within(limit, serves_files=True) == limit - 32 - budget  # a full cache always fits
+        assert connections_within(limit, serves_files=False) == limit - 32
 
 
 # -- 4. a directory's redirect keeps the query ----------------------------------------------------------------------
