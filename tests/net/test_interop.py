@@ -68,6 +68,15 @@ def test_curl_upload(served, tftp_root, tmp_path):
 
 
 @needs_curl
+def test_curl_uploads_a_stream(served, tftp_root):
+    """``curl -T -`` does not know the size of what it reads, and announces ``tsize 0``: that means unknown."""
+    data = os.urandom(3000)
+    result = run("curl", "-sS", "--max-time", 30, "-T", "-", f"tftp://127.0.0.1:{served}/x.bin", input=data)
+    assert result.returncode == 0, result.stderr
+    assert (tftp_root / "x.bin").read_bytes() == data
+
+
+@needs_curl
 def test_curl_sees_our_errors(served, tmp_path):
     result = run("curl", "-sS", "--max-time", 30, "-o", tmp_path / "out", f"tftp://127.0.0.1:{served}/nope")
     assert result.returncode == 68  # CURLE_TFTP_NOTFOUND: curl understood our ERROR 1
@@ -136,6 +145,17 @@ def test_atftp_windowed_download_and_upload(served, tftp_root, tmp_path, windows
     put = run("atftp", "-p", "-l", tmp_path / "got.bin", "-r", "up.bin", *options, "127.0.0.1", served)
     assert put.returncode == 0, put.stderr
     assert (tftp_root / "up.bin").read_bytes() == data
+
+
+@needs_atftp
+def test_atftp_netascii_upload_announcing_its_size_on_disk(served, tftp_root, tmp_path):
+    """atftp announces the file's size on disk as tsize; in netascii the wire carries more (LF is CR LF)."""
+    text = b"a\nb\n" * 300  # 1200 bytes on disk, 1800 on the wire
+    (tmp_path / "t.txt").write_bytes(text)
+    options = ["--option", "mode netascii", "--option", "tsize"]
+    put = run("atftp", "-p", "-l", tmp_path / "t.txt", "-r", "t.txt", *options, "127.0.0.1", served)
+    assert put.returncode == 0, put.stderr
+    assert (tftp_root / "t.txt").read_bytes() == text
 
 
 # -- our client against tftp-hpa's server

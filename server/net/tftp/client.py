@@ -95,11 +95,13 @@ class TftpClient:
 
     def download_to(self, remote: str, file: BinaryIO, *, mode: str = "octet") -> TransferResult:
         """Fetch ``remote`` and write it to an open binary file."""
-        writer = netascii.DecodingWriter(file.write) if mode == "netascii" else None
+        text = mode == "netascii"
+        writer = netascii.DecodingWriter(file.write) if text else None
         write = writer.write if writer else file.write
 
         def receiver(settings: opts.Settings, options: dict[str, str], now: float) -> Receiver:
-            return Receiver(write, self.server, settings, now, request=ReadRequest(remote, mode, options))
+            request = ReadRequest(remote, mode, options)
+            return Receiver(write, self.server, settings, now, request=request, netascii=text)
 
         # tsize 0 asks the server for the size, which makes the progress bar a bar.
         result = self._transfer(receiver, tsize=0)

@@ -606,9 +606,10 @@ class TftpServer:
                 raise _OutOfDescriptors from None
             raise Refused(*error_for_os_error(exc)) from None
         file = os.fdopen(fd, "wb", buffering=_FILE_BUFFER)
-        writer = netascii.DecodingWriter(file.write) if request.mode == "netascii" else None
+        text = request.mode == "netascii"
+        writer = netascii.DecodingWriter(file.write) if text else None
         write = writer.write if writer else file.write
-        machine = Receiver(write, peer, settings, now, oack=accepted, limit=self.limits.max_upload)
+        machine = Receiver(write, peer, settings, now, oack=accepted, limit=self.limits.max_upload, netascii=text)
         return _Active(sock, machine, request, peer, file, now, path, Path(temp), writer)
 
     def _negotiate(

@@ -412,6 +412,11 @@ class Receiver(_Transfer):
     """Receives a file: DATA in, ACKs out, payloads handed to ``write`` in order.
 
     ``limit`` caps the bytes accepted (ERROR 3 beyond it): an upload cannot fill the disk by lying in tsize.
+
+    The negotiated tsize (RFC 2349) bounds the data too, but only where it is a size on the wire: when it is
+    above 0 and the mode is octet. On a write request ``tsize 0`` means "size unknown" (curl sends it for
+    ``-T -``, a stream), and in ``netascii`` the size announced is the one on disk (atftp announces it), while
+    the wire carries more, since every LF travels as CR LF. ``netascii`` says which mode this transfer is in.
     """
 
     def __init__(
@@ -424,10 +429,12 @@ class Receiver(_Transfer):
         request: Request | None = None,
         oack: dict[str, str] | None = None,
         limit: int | None = None,
+        netascii: bool = False,
     ) -> None:
         super().__init__(peer, settings, now, request)
         self._write = write
         self._limit = limit
+        self._netascii = netascii
         self._expected = 1  # the next block wanted, counted without wrapping
         self._unacked = 0  # blocks received in order since the last ACK we sent
         self._strays = 0  # blocks received out of order since the last in-order one
@@ -477,8 +484,9 @@ class Receiver(_Transfer):
             return self._on_stray(block)
         if self._limit is not None and self.bytes_transferred + size > self._limit:
             return self._fail(ErrorCode.DISK_FULL, f"transfer exceeds the limit of {self._limit} bytes")
-        if settings.tsize is not None and self.bytes_transferred + size > settings.tsize:
-            return self._beyond_tsize(settings.tsize)
+        tsize = settings.tsize  # a bound only when above 0 and in octet mode (see the class docstring)
+        if tsize and not self._netascii and self.bytes_transferred + size > tsize:
+            return self._beyond_tsize(tsize)
         try:
             self._write(payload)
         except OSError as exc:
