@@ -9,13 +9,18 @@ answers it.
 
 The child says which files matter: after loading the app it writes a report (JSON, replaced atomically, at a
 path the parent puts in the environment as ``LADDER_RELOAD``) with every file in ``sys.modules`` and every file
-in the app's template folders, each with its modification time. A thread of the child writes the report again
+in the app's template folders, each with its modification time and size (the size catches a save that a file
+system with coarse timestamps leaves at the same time). A file modified after the child began loading (the
+parent says when it started the child) may have been read before or after the save, so the child reports it as
+changed rather than making its new time the baseline. A thread of the child writes the report again
 when ``sys.modules`` grows (modules imported on a first request). Template folders are the app's own when it
 names one (``app.templates.folder`` of our framework, Flask's ``root_path`` + ``template_folder``), and every
 ``templates/`` folder next to a module of the app or in one of its packages; the parent adds every
 ``templates/`` folder under the current directory. A restart follows when a file's time differs from the one
 it had before the child started (for a file the parent already knew, so a save during a start counts) or from
-the child's (for a file new to the parent), or when a new file appears in a template folder.
+the child's (for a file new to the parent, unless it is one of the current directory's ``.py`` files, whose
+times the parent takes before every start), or when a new file appears in a template folder. A SIGHUP restarts
+the child once: one that arrives while a restart is under way is served by that restart.
 
 An app that fails to load (a syntax error, any exception on import or in its factory) does not end the loop:
 the child prints the error and reports the files it knows (those imported so far, the file named in a
@@ -73,15 +78,20 @@ _SKIPPED_FOLDERS = frozenset({"__pycache__", "node_modules", "site-packages", "d
 MAX_SCAN_ENTRIES = 20000  # a walk of the current directory stops here (someone ran it in their home folder)
 MAX_SCAN_DEPTH = 6
 
-Snapshot = dict[str, int | None]  # path -> st_mtime_ns (None: missing)
+Stamp = tuple[int, int]  # (st_mtime_ns, st_size)
+Snapshot = dict[str, Stamp | None]  # path -> its stamp (None: missing, or changed while the app was loading)
+
+# When this process, a --reload child, began loading the app (set by child_settings; ns since the epoch).
+_loading_since: int | None = None
 
 
-def mtime(path: str) -> int | None:
-    """The file's modification time in nanoseconds, or None if it is not there."""
+def stamp(path: str) -> Stamp | None:
+    """The file's modification time in nanoseconds and its size, or None if it is not there."""
     try:
-        return os.stat(path).st_mtime_ns
+        info = os.stat(path)
     except OSError:
         return None
+    return info.st_mtime_ns, info.st_size
 
 
 # -- the child's side -------------------------------------------------------------------------------------------------
@@ -93,22 +103,31 @@ class ChildSettings:
 
     report: str  # where to write the report
     listeners: tuple[tuple[int, str], ...]  # (inherited descriptor, the --bind it was opened for)
+    started: int  # time.time_ns() just before the parent started this child: the app was loaded after it
 
 
 def child_settings(environ: MutableMapping[str, str] | None = None) -> ChildSettings | None:
     """The settings if this process is a ``--reload`` child, else None.
 
-    The variable is removed, so that a ``python -m server`` the app itself starts is an ordinary server."""
+    The variable is removed, so that a ``python -m server`` the app itself starts is an ordinary server. The
+    moment the parent started us is remembered for the ``Reporter``: no app module was read before it."""
+    global _loading_since
     env = os.environ if environ is None else environ
     raw = env.pop(RELOAD_ENV, None)
     if raw is None:
         return None
     try:
         data = json.loads(raw)
-        return ChildSettings(str(data["report"]), tuple((int(fd), str(bind)) for fd, bind in data["listeners"]))
-    except (ValueError, KeyError, TypeError):
+        settings = ChildSettings(
+            str(data["report"]),
+            tuple((int(fd), str(bind)) for fd, bind in data["listeners"]),
+            int(data.get("started", time.time_ns())),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
         # Set by hand, or left over from another version: say which variable, rather than a traceback.
         raise ValueError(f"{RELOAD_ENV} is set but is not what a --reload parent writes; unset it") from None
+    _loading_since = settings.started
+    return settings
 
 
 def inherit_listeners(settings: ChildSettings) -> list[Listener]:
@@ -128,7 +147,9 @@ class Reporter:
         self.path = path
         self.app = app
         self.failed = error is not None
-        self.files: dict[str, int] = {}
+        self.files: Snapshot = {}
+        # Files of modules first seen by an update were read after this moment (at first, when loading began).
+        self._read_since = _loading_since if _loading_since is not None else time.time_ns()
         self.template_dirs: set[str] = set()
         self._extra = _error_files(error) if error is not None else []
         self._modules_seen = -1
@@ -137,6 +158,7 @@ class Reporter:
 
     def update(self) -> bool:
         """Add files of modules imported since the last call; True if the report changed."""
+        listed = time.time_ns()
         modules = list(sys.modules.values())  # one copy, atomic under the GIL
         if len(modules) == self._modules_seen:
             return False
@@ -152,10 +174,13 @@ class Reporter:
             new.update(template_files(folder))
         changed = False
         for path in new:
-            stamp = mtime(path)
-            if stamp is not None:
-                self.files[path] = stamp
+            current = stamp(path)
+            if current is not None:
+                # Saved since the module could have been read: whether the app has the old text or the new one,
+                # nobody knows, so it counts as changed (None). A time ahead of the clock is no save of now.
+                self.files[path] = None if self._read_since <= current[0] <= time.time_ns() else current
                 changed = True
+        self._read_since = listed
         return changed
 
     def write(self) -> None:
@@ -351,7 +376,14 @@ def python_files_under(root: str) -> list[str]:
 
 
 def snapshot(paths: Iterable[str]) -> Snapshot:
-    return {path: mtime(path) for path in paths}
+    return {path: stamp(path) for path in paths}
+
+
+def _stamp_from_json(value: object) -> Stamp | None:
+    """A stamp as the child's report holds it ([mtime_ns, size], or null), back as a tuple; junk is None."""
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(part, int) for part in value):
+        return value[0], value[1]
+    return None
 
 
 # -- the parent's side ------------------------------------------------------------------------------------------------
@@ -374,7 +406,7 @@ class Reloader:
         self.root = os.getcwd()
         self.child: subprocess.Popen | None = None
         self.failed = False  # the app did not load, or the child exited: waiting for a change
-        self.known: Snapshot = {}  # files whose change means a restart, with their time when last seen
+        self.known: Snapshot = {}  # files whose change means a restart, with their stamp when last seen
         self.template_dirs: set[str] = set()
         self.fallback: Snapshot = {}  # the current directory's .py files, watched only while failed
         self._stop_signal: int | None = None
@@ -415,6 +447,9 @@ class Reloader:
 
     def _start(self, workdir: str) -> None:
         """Take the baseline of what is watched, then start a child."""
+        # A SIGHUP that came while the previous child was stopping asked for what this start does: without this,
+        # the new child would be restarted as soon as it started.
+        self._restart = False
         self._runs += 1
         self._report = os.path.join(workdir, f"report-{self._runs}.json")
         self._report_key = None
@@ -426,7 +461,7 @@ class Reloader:
         self.fallback = snapshot(python_files_under(self.root))
         self.failed = False
         listeners = [[listener.sock.fileno(), str(listener.address)] for listener in self.listeners]
-        settings = {"report": self._report, "listeners": listeners}
+        settings = {"report": self._report, "listeners": listeners, "started": time.time_ns()}
         self.child = subprocess.Popen(
             [sys.executable, "-m", "server", *self.args],
             env={**os.environ, RELOAD_ENV: json.dumps(settings)},
@@ -469,10 +504,13 @@ class Reloader:
                 data = json.load(file)
         except (OSError, ValueError):
             return  # replaced between stat and open: read on the next tick
-        # A file the parent already watched keeps the time it had before the child started, so a save while the
-        # child was starting is a change; for the others, the time the child saw after loading the app.
-        for path, stamp in data.get("files", {}).items():
-            self.known.setdefault(str(path), int(stamp))
+        # A file the parent already watched keeps the stamp it had before the child started, so a save while the
+        # child was starting is a change; so does a .py file of the current directory, whose stamp the parent took
+        # then too. For the others, the stamp the child reported (None if it was saved while the app loaded).
+        for path, reported in data.get("files", {}).items():
+            path = str(path)
+            if path not in self.known:
+                self.known[path] = self.fallback[path] if path in self.fallback else _stamp_from_json(reported)
         self.template_dirs.update(str(folder) for folder in data.get("template_dirs", ()))
         if data.get("failed") and not self.failed:
             self.failed = True
@@ -480,8 +518,8 @@ class Reloader:
 
     def _changed(self) -> str | None:
         """What changed since the baseline, or None."""
-        for path, stamp in self.known.items():
-            if mtime(path) != stamp:
+        for path, known in self.known.items():
+            if stamp(path) != known:
                 return f"{os.path.relpath(path, self.root)} changed"
         for folder in self.template_dirs:
             for path in template_files(folder):
@@ -492,7 +530,7 @@ class Reloader:
             for path in current:
                 if path not in self.fallback:
                     return f"{os.path.relpath(path, self.root)} appeared"
-                if mtime(path) != self.fallback[path]:
+                if stamp(path) != self.fallback[path]:
                     return f"{os.path.relpath(path, self.root)} changed"
         return None
 

@@ -13,8 +13,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.server.test_cli import assert_one_line
@@ -221,3 +223,93 @@ def test_a_malformed_reload_variable_is_one_line_not_a_traceback():
     assert result.stderr.strip().splitlines() == [
         "python -m server: error: LADDER_RELOAD is set but is not what a --reload parent writes; unset it"
     ]
+
+
+# -- saves that race a start, and a SIGHUP during a restart -----------------------------------------------------------
+
+SLOW_LOADING_APP = """import os
+import time
+
+import helper
+
+open("loaded", "w").close()  # the test's cue: helper.py has been read
+deadline = time.monotonic() + 10
+while not os.path.exists("go") and time.monotonic() < deadline:  # the rest of a slow start, until the test says
+    time.sleep(0.01)
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [helper.WORD.encode()]
+"""
+
+
+@pytest.mark.parametrize("where", ["outside the current directory", "in the current directory"])
+def test_a_save_while_the_app_is_loading_restarts_it(tmp_path, where):
+    # Found in audit: the child stamped each file after the whole app had loaded, so a save made after the file
+    # was read but before the load ended became the baseline, and the old code kept running.
+    site = tmp_path / "site"
+    lib = tmp_path / "lib" if where.startswith("outside") else site
+    write(site / "mod.py", SLOW_LOADING_APP)
+    write(lib / "helper.py", 'WORD = "old"\n')
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(lib)]), "PYTHONDONTWRITEBYTECODE": "1"}
+    server = ServerProcess("mod:app", "--reload", cwd=site, env=env)
+    starting = threading.Thread(target=server.__enter__, name="reload-start")
+    starting.start()
+    try:
+        wait_for(lambda: (site / "loaded").exists())
+        # A plain save: its time is the clock's, within the load (the parent cannot know the file beforehand
+        # when it lies outside the current directory: only the child's own check can catch this one).
+        (lib / "helper.py").write_text('WORD = "new!"\n')
+        (site / "go").touch()
+        starting.join(TIMEOUT)
+        wait_for_answer(server, "new!")
+        assert "helper.py changed; restarting" in server.output()
+    finally:
+        starting.join(TIMEOUT)
+        server.stop()
+
+
+SLOW_REQUEST_APP = """import os
+import time
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        open("entered", "w").close()
+        deadline = time.monotonic() + 10
+        while not os.path.exists("release") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [WORD.encode()]
+
+
+WORD = {word!r}
+"""
+
+
+def test_a_sighup_during_a_restart_does_not_restart_twice(tmp_path):
+    module = tmp_path / "mod.py"
+    write(module, SLOW_REQUEST_APP.format(word="one"))
+    with reloading(tmp_path, "mod:app") as server:
+        wait_for_answer(server, "one")
+        slow: list[int] = []
+        request = threading.Thread(
+            target=lambda: slow.append(requests.get(server.url + "/slow", timeout=TIMEOUT).status_code)
+        )
+        request.start()
+        try:
+            wait_for(lambda: (tmp_path / "entered").exists())
+            server.signal(signal.SIGHUP)
+            # The parent is now stopping the child, which finishes /slow first: a second SIGHUP lands in the restart.
+            wait_for(lambda: "SIGHUP received; restarting" in server.output())
+            server.signal(signal.SIGHUP)
+        finally:
+            (tmp_path / "release").touch()
+            request.join(TIMEOUT)
+        assert slow == [200]  # answered by the old child: the second SIGHUP came while it was still stopping
+        wait_for(lambda: len(serving_pids(server)) == 2, timeout=RESTART)
+        # A change after that is the next reason to restart: with the bug, a second "SIGHUP received" came first.
+        write(module, SLOW_REQUEST_APP.format(word="two"))
+        wait_for_answer(server, "two")
+        assert server.output().count("SIGHUP received") == 1, server.output()
