@@ -273,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="development: restart the server when a Python file it imported or a template changes; an app that "
              "fails to load is reported and tried again after the next change (implies --workers 1)")
     add("--forwarded-allow-ips", default="", metavar="LIST",
-        help="comma-separated proxies (IPs, CIDRs, '*', 'unix') whose forwarding headers are trusted")
+        help="comma-separated proxies whose forwarding headers are believed: IPs, CIDR networks, or 'unix'. Give "
+             "the proxy's own address: '*' believes every address in the chain, so a client behind the proxy "
+             "chooses its own REMOTE_ADDR and scheme; use it only where nothing but the proxy reaches the server")
     add("--proxy-headers", choices=HEADER_FAMILIES, default=defaults.proxy_headers,
         help="which headers those proxies write: X-Forwarded-For/-Proto, or RFC 7239 Forwarded (the other "
              "family is ignored)")

@@ -634,6 +634,13 @@ class RequestParser:
             del buf[:pos]
 
 
+def valid_host(host: str) -> bool:
+    """Whether ``host`` is a Host value this parser accepts (a registered name, IPv4 or bracketed IPv6 address,
+    and a port of at most 65535): for hosts that arrive by other ways, such as a proxy's ``Forwarded: host=``.
+    (The parser itself inlines the same two checks.)"""
+    return _HOST.fullmatch(host) is not None and not _port_too_big(host)
+
+
 def _port_too_big(authority: str) -> bool:
     """True for ``a:65536`` to ``a:99999``, which would reach the app as SERVER_PORT.
 

@@ -44,7 +44,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
-from server.http import _HOST, OWS, _port_too_big
+from server.http import OWS, valid_host
 from server.wsgi import set_server_address
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -252,7 +252,7 @@ def _forwarded_value(value: str) -> str | None:
 
 def is_valid_host(host: str) -> bool:
     """Whether ``host`` passes the check a Host header passes (server.http's rule, not a copy of it)."""
-    return bool(host) and _HOST.fullmatch(host) is not None and not _port_too_big(host)
+    return bool(host) and valid_host(host)
 
 
 def _node_address(node: str) -> str:
