@@ -225,18 +225,20 @@ def test_a_peer_that_never_answers_gets_the_first_packet_at_most_twice_and_no_er
     assert machine.state == State.FAILED and "no answer from the client" in machine.error.message
     assert len(sent) <= (1 + min(retries, UNANSWERED_RETRIES)) * len(first)
     assert all(data[:2] != bytes([0, Opcode.ERROR]) for data, _ in sent)  # nobody to tell: maybe nobody there
-    assert machine.request_repeated() == []  # and a transfer that gave up is over
+    assert machine.request_repeated(1e9) == []  # and a transfer that gave up is over
 
 
-def test_a_lost_first_packet_is_sent_again_for_a_repeated_request_until_the_peer_answers():
+def test_a_lost_first_packet_is_sent_again_for_a_repeated_request_within_the_same_budget():
     settings = opts.Settings(timeout=1.0, retries=5)
     sender = Sender(io.BytesIO(bytes(2000)).read, PEER, settings, 0.0)
     (first,) = sender.start()  # lost
-    assert sender.tick(1.0) == [first]  # lost again: the server will not try a third time on its own ...
-    assert sender.request_repeated() == [first]  # ... but the client's repeated request gets it once more
-    assert sender.datagram_received(encode_ack(1), PEER, 1.5)  # the peer answers: DATA 2 goes out
-    assert sender.request_repeated() == []  # from now on the transfer's own timer repairs losses ...
-    assert all(sender.tick(t) for t in (2.5, 3.5, 4.5, 5.5, 6.5)) and not sender.finished  # ... 5 times
+    assert sender.request_repeated(0.5) == []  # a repeat within the timeout: our packet may be on its way
+    assert sender.request_repeated(1.0) == [first]  # a repeat a timeout later gets it once more ...
+    assert sender.tick(2.0) == []  # ... and it counted: the budget is spent, the timer sends nothing more
+    assert sender.request_repeated(3.5) == []
+    assert sender.datagram_received(encode_ack(1), PEER, 4.5)  # the peer answers late: DATA 2 goes out
+    assert sender.request_repeated(5.5) == []  # from now on the transfer's own timer repairs losses ...
+    assert all(sender.tick(t) for t in (5.5, 6.5, 7.5, 8.5, 9.5)) and not sender.finished  # ... 5 times
 
 
 def test_a_forged_request_draws_two_data_packets_and_no_error(tftp_root, start_tftp_server):

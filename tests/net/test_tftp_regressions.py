@@ -2,17 +2,24 @@
 
 1. An upload announcing ``tsize 0`` (curl's "size unknown", ``curl -T -``) was refused with ERROR 3.
 2. A netascii upload announcing its size on disk (atftp does) was refused: the wire carries CR LF for each LF.
+4. Every copy of a request from a peer that never answered drew the first packet again: 200 copies of a
+   10-byte RRQ drew 167 DATA packets. Repeats are now answered at most once per timeout, within the budget.
+5. A transfer whose peer never answered gave up at 2 x timeout, before real clients (5 s timers) repeat
+   their lost first answer. It now stops sending after its budget but waits for (retries + 1) x timeout.
 """
 
 from __future__ import annotations
 
 import io
+import socket
+import time
 
 import pytest
 
 from server.net.tftp import options as opts
 from server.net.tftp.packets import (
     Ack,
+    Data,
     ErrorCode,
     OptionAck,
     ReadRequest,
@@ -21,7 +28,7 @@ from server.net.tftp.packets import (
     encode_ack,
     encode_data,
 )
-from server.net.tftp.transfer import Receiver, State
+from server.net.tftp.transfer import UNANSWERED_RETRIES, Receiver, Sender, State
 
 from .test_tftp_live import RawPeer, client_for
 
@@ -86,3 +93,112 @@ def test_a_netascii_download_from_a_server_announcing_the_size_on_disk_is_accept
     assert client.datagram_received(OptionAck({"tsize": "4"}).encode(), SERVER, 0.1)  # "a\nb\n" on disk
     assert client.datagram_received(encode_data(1, b"a\r\nb\r\n"), SERVER, 0.2)  # 6 bytes on the wire
     assert client.state == State.COMPLETE and written.getvalue() == b"a\r\nb\r\n"  # decoded by the caller
+
+
+# -- 4 and 5. a peer that has not answered yet: few packets, and a long enough wait
+
+
+def first_packet_machine(role: str, settings: opts.Settings) -> Sender | Receiver:
+    """A server transfer that has just been requested: a download (Sender) or an upload (Receiver)."""
+    if role == "sender":
+        return Sender(io.BytesIO(bytes(5000)).read, PEER, settings, 0.0)
+    return Receiver(io.BytesIO().write, PEER, settings, 0.0)
+
+
+@pytest.mark.parametrize("role", ["sender", "receiver"])
+def test_repeated_requests_from_a_silent_peer_draw_no_more_than_the_budget(role):
+    """The request repeated every 2 ms for the transfer's whole life (3,500 copies), the timer run as due."""
+    machine = first_packet_machine(role, opts.Settings(timeout=1.0, retries=5, stall_limit=30.0))
+    sent = machine.start()
+    for step in range(1, 3500):
+        now = step * 0.002
+        if machine.deadline is not None and machine.deadline <= now:
+            sent += machine.tick(now)
+        sent += machine.request_repeated(now)
+    assert len(sent) == 1 + UNANSWERED_RETRIES
+
+
+def test_a_burst_of_repeated_requests_draws_no_more_than_the_budget(tftp_root, start_tftp_server):
+    (tftp_root / "f").write_bytes(b"z" * 5000)
+    server = start_tftp_server(tftp_root, timeout=0.1, retries=5)
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        victim.bind(("127.0.0.1", 0))
+        request = ReadRequest("f").encode()
+        for _ in range(200):
+            victim.sendto(request, server.address)
+        deadline = time.monotonic() + 5.0  # the transfer gives up after (5 + 1) x 0.1 s
+        while (server.transfer_count or not _queued(victim)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.transfer_count == 0
+        received = _drain(victim)
+    finally:
+        victim.close()
+    assert [decode(d) for d in received] == [Data(1, b"z" * 512)] * (1 + UNANSWERED_RETRIES)
+
+
+@pytest.mark.parametrize("role", ["sender", "receiver"])
+def test_a_late_first_answer_continues_the_transfer(role):
+    """The client's first answer (ACK 1, or DATA 1 of an upload) lost twice: it comes at 2.5 s, on the
+    client's own timer. The server sent twice, went quiet, and was still there to hear it."""
+    machine = first_packet_machine(role, opts.Settings(timeout=1.0, retries=5, stall_limit=30.0))
+    assert len(machine.start() + machine.tick(1.0)) == 2  # both ignored by the client
+    assert machine.tick(2.0) == [] and not machine.finished  # quiet, not gone
+    if role == "sender":
+        answer = machine.datagram_received(encode_ack(1), PEER, 2.5)
+        assert [decode(d.data) for d in answer] == [Data(2, bytes(512))]
+    else:
+        answer = machine.datagram_received(encode_data(1, b"u" * 512), PEER, 2.5)
+        assert answer == [(encode_ack(1), PEER)]
+    assert machine.state == State.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("retries", "timeout", "stall_limit", "gives_up_at"), [(5, 1.0, 30.0, 6.0), (5, 10.0, 30.0, 30.0)]
+)
+def test_a_silent_peer_is_given_up_on_at_retries_plus_one_timeouts_or_the_stall_limit(
+    retries, timeout, stall_limit, gives_up_at
+):
+    machine = first_packet_machine("sender", opts.Settings(timeout=timeout, retries=retries, stall_limit=stall_limit))
+    machine.start()
+    while not machine.finished:
+        assert machine.deadline is not None
+        last = machine.deadline
+        assert machine.tick(last) == [] or last < gives_up_at
+    assert last == gives_up_at and "no answer from the client" in machine.error.message
+
+
+def test_a_live_server_waits_for_a_late_first_answer(tftp_root, start_tftp_server, peer):
+    """A raw client that ignores DATA 1 and its retransmission and answers at 2.5 timeouts, on a server whose
+    timeout is 0.2 s: it gives up only at (5 + 1) x 0.2 s, so the answer continues the transfer."""
+    (tftp_root / "f").write_bytes(bytes(range(256)) * 4)
+    server = start_tftp_server(tftp_root, timeout=0.2, retries=5)
+    peer.send(ReadRequest("f"), server.address)
+    first, tid = peer.recv()
+    assert first == Data(1, bytes(range(256)) * 2)
+    assert peer.recv() == (first, tid)  # the one retransmission, at 0.2 s
+    peer.sock.settimeout(0.3)  # until 0.5 s: the server has nothing more to say, and is still there
+    with pytest.raises(TimeoutError):
+        peer.recv()
+    assert server.transfer_count == 1
+    peer.sock.settimeout(5)
+    peer.send(encode_ack(1), tid)
+    assert peer.recv() == (Data(2, bytes(range(256)) * 2), tid)
+
+
+def _queued(sock: socket.socket) -> bool:
+    """Whether a datagram waits on ``sock``, without taking it."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+
+
+def _drain(sock: socket.socket) -> list[bytes]:
+    """Every datagram queued on ``sock``: on loopback one is queued by the time ``sendto`` returns."""
+    received = []
+    while True:
+        try:
+            received.append(sock.recv(65536, socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return received

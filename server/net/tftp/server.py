@@ -461,9 +461,9 @@ class TftpServer:
             return
         for existing in self._transfers.values():
             if existing.peer == addr and existing.request_bytes == data:
-                # The client repeated its request: our answer was lost or is late. That transfer answers it
-                # again if the client has not answered yet (Transfer.request_repeated), else it is a stray.
-                self._send(existing, existing.machine.request_repeated())
+                # The client repeated its request: our answer was lost or is late. That transfer may answer
+                # it again if the client has not answered yet (Transfer.request_repeated), else it is a stray.
+                self._send(existing, existing.machine.request_repeated(time.monotonic()))
                 return
         now = time.monotonic()
         source = source_key(addr)

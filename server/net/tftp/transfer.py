@@ -18,9 +18,10 @@ The rules of the protocol that live here:
 - Transfer IDs (RFC 1350 section 4): the first answer to a request fixes the peer's port; from then on a
   datagram from any other address is answered with ERROR 5 and otherwise ignored, so a stranger cannot disturb
   a transfer.
-- Retransmission: only on timeout, a bounded number of times. A duplicate ACK never causes a retransmission in
-  lock-step mode; that is the cure for the Sorcerer's Apprentice bug (RFC 1123 section 4.2.3.1), where every
-  duplicate ACK doubled the traffic for the rest of the transfer.
+- Retransmission: only on timeout, a bounded number of times (fewer to a peer that never answered, see
+  ``UNANSWERED_RETRIES``). A duplicate ACK never causes a retransmission in lock-step mode; that is the cure
+  for the Sorcerer's Apprentice bug (RFC 1123 section 4.2.3.1), where every duplicate ACK doubled the traffic
+  for the rest of the transfer.
 - Progress: ``progressed_at`` is when the peer last moved the transfer forward (a new block acknowledged or
   received in order; the answer to a request). A transfer that has made none for ``settings.stall_limit``
   seconds gives up whatever retries it has left, so no peer holds a transfer longer than that by being
@@ -62,9 +63,14 @@ _ERROR_OPCODE = b"\x00\x05"
 # Retransmissions of a server's first packet before the client has answered once. A request is one datagram
 # from an address anyone can forge, and everything we send before an answer goes to that address: with the
 # usual 5 retransmissions and an ERROR at the end, a 10-byte RRQ drew 6 DATA packets of 516 bytes, 88 times
-# its size. One retransmission still repairs a lost first packet without the client's help, and the client,
-# which retransmits its request on its own timer, gets the packet again for each repeat (request_repeated).
-# A transfer whose peer never answered gives up without a word: there may be nobody to tell.
+# its size. So a transfer sends at most 1 + UNANSWERED_RETRIES packets to a peer that never answered, all
+# counted: the first, the retransmissions of its own timer, and the answers to a repeated request
+# (request_repeated). One retransmission still repairs a lost first packet without the client's help.
+#
+# Sending less is not giving up sooner. Real clients (curl, tftp-hpa, atftp) retransmit on a timer of about
+# 5 s, so a client whose first answer was lost is heard again only then: the transfer keeps its slot, silent,
+# for as long as it would have retransmitted ((retries + 1) x timeout, 6 s by default, or the stall limit),
+# and a late answer continues it. Then it gives up without a word: there may be nobody to tell.
 UNANSWERED_RETRIES = 1
 _DATA_OPCODE = int(Opcode.DATA)
 _pack_header = struct.Struct("!HH").pack  # opcode and block number, as in packets.encode_data
@@ -136,6 +142,10 @@ class _Transfer:
         self.progressed_at: float | None = None
         self._deadline: float | None = self._next_deadline(now)
         self._last: list[bytes] = []  # what a timeout retransmits
+        # Server, until the peer first answers: how many times the first packet went out, and when it last did
+        # (see UNANSWERED_RETRIES). start() is the first time.
+        self._unheard_sends = 1
+        self._sent_at = now
 
     @property
     def deadline(self) -> float | None:
@@ -185,30 +195,34 @@ class _Transfer:
         deadline = self.deadline
         if deadline is None or now < deadline:
             return []
+        if self._unheard():
+            return self._tick_unheard(now)
         stall_limit = self.settings.stall_limit
         stalled = stall_limit is not None and now - self._progress_mark() >= stall_limit
-        unheard = self._unheard()
-        retries = min(self.settings.retries, UNANSWERED_RETRIES) if unheard else self.settings.retries
-        if stalled or self._retries >= retries:
+        if stalled or self._retries >= self.settings.retries:
             if stalled:
                 gone = f"made no progress for {stall_limit:g} s"
             else:
                 gone = f"timed out after {self._retries} retransmissions"
-            if self.state == State.REQUESTING or unheard:  # nobody answered, so there is nobody to tell
-                self.state = State.FAILED
-                message = f"no answer from the {'client' if unheard else 'server'}: {gone}"
-                self.error = TransferFailed(ErrorCode.NOT_DEFINED, message, remote=False)
-                return []
+            if self.state == State.REQUESTING:  # nobody answered, so there is nobody to tell
+                return self._give_up_silently(f"no answer from the server: {gone}")
             return self._fail(ErrorCode.NOT_DEFINED, f"peer {gone}")
         self._retries += 1
         self._deadline = self._next_deadline(now)
         return self._to_peer(self._retransmission())
 
-    def request_repeated(self) -> list[Datagram]:
-        """Server: the client sent its request again. Until it has answered once, our first packet may have
-        been lost, and we retransmit it only ``UNANSWERED_RETRIES`` times on our own: so a repeated request
-        gets it again, one answer per request. Once the client has answered, our timer repairs losses."""
-        return self._to_peer(self._last) if self._unheard() and self.state is _RUNNING else []
+    def request_repeated(self, now: float) -> list[Datagram]:
+        """Server: the client sent its request again, so our first packet may have been lost.
+
+        Until the client has answered once, a repeat gets the packet again, but at most once per timeout and
+        within the same budget as our own retransmissions (``UNANSWERED_RETRIES``): copies of a request are
+        as easy to forge as the request, and answering each one was an amplifier (200 copies of a 10-byte RRQ
+        drew 167 DATA packets, 86 KB). Once the client has answered, our own timer repairs losses."""
+        if not (self._unheard() and self.state is _RUNNING):
+            return []
+        if self._unheard_sends >= self._unheard_budget() or now - self._sent_at < self.settings.timeout:
+            return []
+        return self._resend_first(now)
 
     def abort(self, message: str = "transfer cancelled") -> list[Datagram]:
         """Stop locally (Ctrl-C, shutdown) and tell the peer; a finished transfer has nothing to abort."""
@@ -240,6 +254,41 @@ class _Transfer:
     def _unheard(self) -> bool:
         """A server transfer whose peer has never answered: its request may have come from a forged address."""
         return self._request is None and self.progressed_at is None
+
+    def _unheard_budget(self) -> int:
+        """How many times the first packet may go to a peer that has never answered (see UNANSWERED_RETRIES)."""
+        return 1 + min(self.settings.retries, UNANSWERED_RETRIES)
+
+    def _give_up_at(self) -> float:
+        """When a transfer whose peer never answered gives up: when it would have, had it kept retransmitting
+        ((retries + 1) x timeout), or at the stall limit if that comes first."""
+        settings = self.settings
+        give_up_at = self.started_at + (settings.retries + 1) * settings.timeout
+        stall_limit = settings.stall_limit
+        return give_up_at if stall_limit is None else min(give_up_at, self.started_at + stall_limit)
+
+    def _tick_unheard(self, now: float) -> list[Datagram]:
+        """The timer of a transfer whose peer never answered: retransmit while the budget lasts, then wait in
+        silence for a late answer, then give up without a word."""
+        give_up_at = self._give_up_at()
+        if now >= give_up_at:
+            return self._give_up_silently(f"no answer from the client in {now - self.started_at:g} s")
+        if self._unheard_sends < self._unheard_budget():
+            return self._resend_first(now)
+        self._deadline = give_up_at
+        return []
+
+    def _resend_first(self, now: float) -> list[Datagram]:
+        """Send the first packet again to a peer that has not answered it, and count it against the budget."""
+        self._unheard_sends += 1
+        self._sent_at = now
+        self._deadline = min(now + self.settings.timeout, self._give_up_at())
+        return self._to_peer(self._last)
+
+    def _give_up_silently(self, message: str) -> list[Datagram]:
+        self.state = State.FAILED
+        self.error = TransferFailed(ErrorCode.NOT_DEFINED, message, remote=False)
+        return []
 
     def _progress_mark(self) -> float:
         """When the stall clock started: the last progress, or the start of the transfer."""
