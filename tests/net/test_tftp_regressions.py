@@ -6,6 +6,7 @@
    10-byte RRQ drew 167 DATA packets. Repeats are now answered at most once per timeout, within the budget.
 5. A transfer whose peer never answered gave up at 2 x timeout, before real clients (5 s timers) repeat
    their lost first answer. It now stops sending after its budget but waits for (retries + 1) x timeout.
+7. The ERROR answering a malformed datagram, cut to the datagram's size, could end inside a UTF-8 character.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import socket
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.net.tftp import options as opts
 from server.net.tftp.packets import (
@@ -28,6 +31,7 @@ from server.net.tftp.packets import (
     encode_ack,
     encode_data,
 )
+from server.net.tftp.server import _cut_utf8
 from server.net.tftp.transfer import UNANSWERED_RETRIES, Receiver, Sender, State
 
 from .test_tftp_live import RawPeer, client_for
@@ -184,6 +188,31 @@ def test_a_live_server_waits_for_a_late_first_answer(tftp_root, start_tftp_serve
     peer.sock.settimeout(5)
     peer.send(encode_ack(1), tid)
     assert peer.recv() == (Data(2, bytes(range(256)) * 2), tid)
+
+
+# -- 7. a cut ERROR message is still UTF-8
+
+
+@pytest.mark.parametrize("name", ["f", "fg"])
+def test_a_cut_error_message_never_ends_inside_a_character(tftp_root, start_tftp_server, peer, name):
+    """A request with an unknown mode of 30 "é": its ERROR quotes the mode and is cut to the request's size,
+    which with a 2-byte file name fell in the middle of an "é"."""
+    server = start_tftp_server(tftp_root)
+    datagram = b"\x00\x01" + name.encode() + b"\x00" + "\xe9".encode() * 30 + b"\x00"
+    peer.send(datagram, server.address)
+    data, _ = peer.sock.recvfrom(65536)
+    assert len(data) <= len(datagram) and data[:2] == b"\x00\x05" and data.endswith(b"\x00")
+    message = data[4:-1].decode("utf-8")  # strict: half a character raises
+    assert message.startswith("malformed packet: RRQ has unknown mode '\xe9\xe9")
+
+
+@given(text=st.text(), size=st.integers(0, 200))
+def test_cutting_utf8_keeps_whole_characters(text, size):
+    data = text.encode("utf-8")
+    cut = _cut_utf8(data, size)
+    assert data.startswith(cut) and len(cut) <= size
+    assert text.startswith(cut.decode("utf-8"))  # strict: whole characters only
+    assert len(cut) > size - 4 or len(cut) == len(data)  # and no more than one character is dropped
 
 
 def _queued(sock: socket.socket) -> bool:

@@ -662,7 +662,7 @@ class TftpServer:
         if within is not None and len(packet) > within:
             if within < 5:
                 return
-            packet = packet[: within - 1] + b"\0"  # the message cut short, still NUL-terminated
+            packet = _cut_utf8(packet, within - 1) + b"\0"  # the message cut short, still NUL-terminated
         with contextlib.suppress(OSError):
             self._sock.sendto(packet, addr)
 
@@ -745,6 +745,15 @@ def _idleness(active: _Active, now: float) -> tuple[int, float] | None:
     if now - progressed_at >= machine.settings.timeout:
         return (2, progressed_at)  # its peer is overdue
     return None
+
+
+def _cut_utf8(data: bytes, size: int) -> bytes:
+    """``data`` cut to at most ``size`` bytes, never inside a UTF-8 character: a client decoding the message
+    would otherwise meet half a character at its end. A cut that would fall inside one moves back to where
+    that character begins (a continuation byte is 0b10xxxxxx, and a character never begins with one)."""
+    while 0 < size < len(data) and data[size] & 0xC0 == 0x80:
+        size -= 1
+    return data[:size]
 
 
 def _kind(request: Request) -> str:
