@@ -301,16 +301,16 @@ def test_a_download_beyond_the_servers_tsize_fails_and_leaves_no_file(tmp_path):
 def test_an_uploads_temporary_file_is_never_served_and_a_crashs_leftovers_go_at_the_next_start(
     tftp_root, tmp_path, start_tftp_server
 ):
-    """A server killed during an upload (a crash, SIGKILL) left its ``.NAME.XXXXXXXX.part`` file in the served
-    root for good, and a request for that name was served: half a file, to anyone who guessed the name. Such
-    names are refused both ways now, and a server that takes uploads removes stale ones when it starts, never a
-    fresh one (another server may be writing it) nor a file of another pattern."""
+    """A server killed during an upload (a crash, SIGKILL) left its ``.tftp-upload.NAME.XXXXXXXX.part`` file in
+    the served root for good, and a request for that name was served: half a file, to anyone who guessed the
+    name. Such names are refused both ways now, and a server that takes uploads removes stale ones when it
+    starts, never a fresh one (another server may be writing it) nor a file of another pattern."""
     (tftp_root / "sub").mkdir()
-    stale = tftp_root / "sub" / ".fw.bin.a1b2c3d4.part"
+    stale = tftp_root / "sub" / ".tftp-upload.fw.bin.a1b2c3d4.part"
     stale.write_bytes(b"half a firmware")
     an_hour_ago = time.time() - 3600
     os.utime(stale, (an_hour_ago, an_hour_ago))
-    fresh = tftp_root / ".fw.bin.zz99yy88.part"
+    fresh = tftp_root / ".tftp-upload.fw.bin.zz99yy88.part"
     fresh.write_bytes(b"being written")
     other = tftp_root / ".notes.part"
     other.write_bytes(b"a user's file")
@@ -319,7 +319,7 @@ def test_an_uploads_temporary_file_is_never_served_and_a_crashs_leftovers_go_at_
 
     read_only = start_tftp_server(tftp_root)
     with pytest.raises(TransferFailed, match="temporary file") as caught:
-        client_for(read_only).download("sub/.fw.bin.a1b2c3d4.part", tmp_path / "got")
+        client_for(read_only).download("sub/.tftp-upload.fw.bin.a1b2c3d4.part", tmp_path / "got")
     assert caught.value.code == ErrorCode.ACCESS_VIOLATION
     assert stale.exists()  # a server that takes no uploads deletes nothing
 
@@ -329,24 +329,24 @@ def test_an_uploads_temporary_file_is_never_served_and_a_crashs_leftovers_go_at_
         time.sleep(0.01)
     assert not stale.exists() and fresh.exists() and other.exists()
     with pytest.raises(TransferFailed, match="temporary file"):
-        client_for(uploads).upload(source, ".up.bin.abcdefgh.part")
+        client_for(uploads).upload(source, ".tftp-upload.up.bin.abcdefgh.part")
     client_for(uploads).upload(source, ".notes2.part")  # not the pattern: a name like any other
     assert (tftp_root / ".notes2.part").read_bytes() == b"data"
 
 
-@given(name=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=30))
-def test_every_name_an_upload_writes_to_is_recognised_as_temporary(name):
+@given(
+    name=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=300)
+)
+def test_every_name_an_upload_writes_to_is_recognised_as_temporary_and_no_download(name):
     import tempfile
     from pathlib import Path
 
-    from server.net.tftp.tempfiles import is_temporary_name, temporary_sibling
+    from server.net.tftp.tempfiles import DOWNLOAD_MARKER, UPLOAD_MARKER, is_upload_temporary, temporary_sibling
 
     if name in (".", ".."):
         return
     with tempfile.TemporaryDirectory() as folder:
-        try:
-            fd, temp = temporary_sibling(Path(folder) / name)
-        except OSError:  # a name the file system refuses (too long in bytes)
-            return
-        os.close(fd)
-        assert is_temporary_name(os.path.basename(temp))
+        for marker, recognised in ((UPLOAD_MARKER, True), (DOWNLOAD_MARKER, False)):
+            fd, temp = temporary_sibling(Path(folder) / name, marker)  # any name fits: it is cut to 50 characters
+            os.close(fd)
+            assert is_upload_temporary(os.path.basename(temp)) is recognised

@@ -6,13 +6,17 @@
    10-byte RRQ drew 167 DATA packets. Repeats are now answered at most once per timeout, within the budget.
 5. A transfer whose peer never answered gave up at 2 x timeout, before real clients (5 s timers) repeat
    their lost first answer. It now stops sending after its budget but waits for (retries + 1) x timeout.
+6. Start-up cleanup deleted old user files that looked like upload temporaries (``.boot.firmware.part``), and
+   its walk of the whole root delayed the first requests.
 7. The ERROR answering a malformed datagram, cut to the datagram's size, could end inside a UTF-8 character.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import socket
+import threading
 import time
 
 import pytest
@@ -20,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.net.tftp import options as opts
+from server.net.tftp import tempfiles
 from server.net.tftp.packets import (
     Ack,
     Data,
@@ -188,6 +193,57 @@ def test_a_live_server_waits_for_a_late_first_answer(tftp_root, start_tftp_serve
     peer.sock.settimeout(5)
     peer.send(encode_ack(1), tid)
     assert peer.recv() == (Data(2, bytes(range(256)) * 2), tid)
+
+
+# -- 6. the leftovers of uploads: an unmistakable name, and a walk off the serving path
+
+
+def test_old_user_files_that_look_like_temporaries_are_kept_and_served(tftp_root, tmp_path, start_tftp_server):
+    an_hour_ago = time.time() - 3600
+    names = [".boot.firmware.part", ".image.20261203.part", ".tftp-upload.part", ".tftp-upload.x.part"]
+    for name in names:
+        (tftp_root / name).write_bytes(name.encode())
+        os.utime(tftp_root / name, (an_hour_ago, an_hour_ago))
+    stale = tftp_root / ".tftp-upload.fw.bin.a1b2c3d4.part"  # a real leftover, to know when the walk is done
+    stale.write_bytes(b"half a firmware")
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    assert _gone(stale, within=10.0)
+    for name in names:
+        client_for(server).download(name, tmp_path / "got")
+        assert (tmp_path / "got").read_bytes() == name.encode()
+
+
+def test_the_walk_for_leftovers_does_not_delay_requests(tftp_root, tmp_path, start_tftp_server, monkeypatch):
+    """A walk that takes as long as the test wants (an NFS root, a huge tree): a download is served meanwhile."""
+    release = threading.Event()
+    real_walk = os.walk
+
+    def slow_walk(top, *args, **kwargs):
+        release.wait(timeout=10)
+        return real_walk(top, *args, **kwargs)
+
+    monkeypatch.setattr(tempfiles.os, "walk", slow_walk)
+    (tftp_root / "f").write_bytes(b"boot me")
+    stale = tftp_root / ".tftp-upload.fw.bin.a1b2c3d4.part"
+    stale.write_bytes(b"half a firmware")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    try:
+        client_for(server, timeout=0.5, retries=1).download("f", tmp_path / "f")
+        assert (tmp_path / "f").read_bytes() == b"boot me"
+        assert stale.exists()  # the walk is still waiting ...
+    finally:
+        release.set()
+    assert _gone(stale, within=10.0)  # ... and goes on to its end
+
+
+def _gone(path, within: float) -> bool:
+    """Whether ``path`` disappears within ``within`` seconds (the walk runs in the server's own thread)."""
+    deadline = time.monotonic() + within
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not path.exists()
 
 
 # -- 7. a cut ERROR message is still UTF-8

@@ -27,7 +27,7 @@ from . import options as opts
 from .buffers import fit_window
 from .files import open_local
 from .packets import ErrorCode, ReadRequest, WriteRequest
-from .tempfiles import temporary_sibling
+from .tempfiles import DOWNLOAD_MARKER, temporary_sibling
 from .transfer import Address, Receiver, Sender, State, TransferFailed
 
 __all__ = ["TftpClient", "TransferFailed", "TransferResult"]
@@ -82,7 +82,7 @@ class TftpClient:
     def download(self, remote: str, local: str | os.PathLike[str], *, mode: str = "octet") -> TransferResult:
         """Fetch ``remote`` into the file ``local``; on failure ``local`` is left as it was."""
         target = Path(local)
-        fd, temp = temporary_sibling(target)
+        fd, temp = temporary_sibling(target, DOWNLOAD_MARKER)
         try:
             with os.fdopen(fd, "wb", buffering=_FILE_BUFFER) as file:
                 result = self.download_to(remote, file, mode=mode)

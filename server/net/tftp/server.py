@@ -32,6 +32,7 @@ import math
 import os
 import selectors
 import socket
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -46,7 +47,7 @@ from .buffers import fit_window
 from .files import NotRegularFile, OutsideRoot, check_replaceable, open_regular
 from .packets import Error, ErrorCode, MalformedPacket, ReadRequest, Request, decode
 from .progress import format_size
-from .tempfiles import is_temporary_name, remove_leftovers, temporary_sibling
+from .tempfiles import UPLOAD_MARKER, is_upload_temporary, remove_leftovers, temporary_sibling
 from .transfer import Address, Datagram, Receiver, Sender, State, error_for_os_error
 
 log = logging.getLogger("server.net.tftp")
@@ -232,6 +233,7 @@ class TftpServer:
         # costs at most one scan that finds nothing due. Never later, or a timeout would be missed.
         self._next_timer = _NEVER
         self._stopping = False
+        self.cleanup: threading.Thread | None = None  # the walk for uploads' leftovers (see _start_cleanup)
 
     @property
     def address(self) -> Address:
@@ -251,14 +253,37 @@ class TftpServer:
 
     def serve_forever(self) -> None:
         log.info("TFTP serving %s on %s port %d", self.root, *self.address[:2])
-        if self.allow_upload and (removed := remove_leftovers(self.root)):
-            log.info("removed %d temporary file(s) left by uploads that never finished", removed)
+        if self.allow_upload:
+            self._start_cleanup()
         try:
             while not self._stopping:
                 self._run_once()
         finally:
             self._abort_all("server shutting down")
             self._close_sockets()
+
+    def _start_cleanup(self) -> None:
+        """Remove the leftovers of uploads a crash interrupted (``tempfiles.remove_leftovers``), in a thread.
+
+        The walk visits the whole served tree, and a large one or one on NFS can take seconds or minutes: run
+        in the loop's thread, it kept every request waiting until it was done. A walk bounded in time or in
+        entries would not wait, but on a large tree it would never reach the leftovers beyond its bound, start
+        after start. So the walk runs to its end beside the loop, sharing nothing with it but the files: it
+        deletes only files unwritten since long before it began, which no transfer of this server can own, and
+        it stops between two folders when the server shuts down. The thread is a daemon: a walk stuck on a
+        dead NFS server must not keep the process alive."""
+
+        def clean() -> None:
+            try:
+                removed = remove_leftovers(self.root, stop=lambda: self._stopping)
+            except Exception:  # never expected (os.walk ignores errors): say so, the server is unaffected
+                log.exception("removing the leftovers of unfinished uploads failed")
+                return
+            if removed:
+                log.info("removed %d temporary file(s) left by uploads that never finished", removed)
+
+        self.cleanup = threading.Thread(target=clean, name="tftp-leftovers", daemon=True)
+        self.cleanup.start()
 
     def shutdown(self) -> None:
         """Stop ``serve_forever``, from any thread; in-flight transfers are told and cleaned up."""
@@ -557,7 +582,7 @@ class TftpServer:
         if request.mode == "mail":
             raise Refused(ErrorCode.ILLEGAL_OPERATION, "mail mode is not supported")
         path = resolve_inside(self.root, request.filename)
-        if is_temporary_name(path.name):
+        if is_upload_temporary(path.name):
             # An upload's temporary file: half a file while it is written, and a leftover after a crash.
             raise Refused(ErrorCode.ACCESS_VIOLATION, "the name of an upload's temporary file")
         if isinstance(request, ReadRequest):
@@ -600,7 +625,7 @@ class TftpServer:
             raise Refused(ErrorCode.FILE_NOT_FOUND, "directory does not exist")
         accepted, settings = self._negotiate(sock, request, is_read=False, file_size=None)
         try:
-            fd, temp = temporary_sibling(path)
+            fd, temp = temporary_sibling(path, UPLOAD_MARKER)
         except OSError as exc:
             if exc.errno in _DESCRIPTOR_ERRNOS:
                 raise _OutOfDescriptors from None

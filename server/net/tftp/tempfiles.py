@@ -9,13 +9,25 @@ usual ``0666`` less the umask.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+# Each kind of temporary file carries a marker of its own, so that nothing else can be taken for one. The
+# server refuses requests for its upload temporaries and deletes stale ones when it starts: a pattern a user's
+# file could match (the first one, ".NAME.<8 characters>.part", matched ".boot.firmware.part" and
+# ".image.20261203.part") would have them deleted. Nobody names a file ".tftp-upload.<name>.<random>.part".
+UPLOAD_MARKER = ".tftp-upload."
+DOWNLOAD_MARKER = ".tftp-download."  # the client's; no server deletes or refuses those
 _SUFFIX = ".part"
 _RANDOM_LENGTH = 8  # what tempfile.mkstemp puts between prefix and suffix (CPython's _RandomNameSequence)
 _RANDOM_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+# How much of the target's name a temporary name repeats, in characters: enough to recognise it, and short
+# enough that marker, name and random part stay within the usual 255-byte limit on a file name (50 characters
+# are at most 200 bytes of UTF-8) whatever the length of the target's own name.
+_NAME_KEPT = 50
 # A leftover older than this belongs to no transfer: a live one writes a block every few seconds at the least
 # (its peer's timeout is at most 255 s, RFC 2349, with a few retries).
 LEFTOVER_AGE = 30 * 60.0
@@ -30,9 +42,13 @@ def _read_umask() -> int:
 _FILE_MODE = 0o666 & ~_read_umask()
 
 
-def temporary_sibling(target: Path) -> tuple[int, str]:
-    """Create a hidden ``.NAME.XXXX.part`` file beside ``target``: (descriptor, path). Raises OSError."""
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=_SUFFIX)
+def temporary_sibling(target: Path, marker: str) -> tuple[int, str]:
+    """Create a hidden ``MARKER + NAME.XXXXXXXX.part`` file beside ``target``: (descriptor, path).
+
+    ``marker`` says whose it is (``UPLOAD_MARKER``, ``DOWNLOAD_MARKER``); NAME is the start of the target's
+    name, for whoever finds the file. Raises OSError."""
+    prefix = f"{marker}{target.name[:_NAME_KEPT]}."
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=_SUFFIX)
     try:
         os.fchmod(fd, _FILE_MODE)
     except OSError:
@@ -42,39 +58,43 @@ def temporary_sibling(target: Path) -> tuple[int, str]:
     return fd, temp
 
 
-def is_temporary_name(name: str) -> bool:
-    """True for a name ``temporary_sibling`` makes: ``.NAME.`` + 8 random characters + ``.part``.
+def is_upload_temporary(name: str) -> bool:
+    """True for a name ``temporary_sibling`` makes for the server's uploads:
+    ``.tftp-upload.`` + NAME + ``.`` + 8 random characters + ``.part``.
 
     The server refuses such names in requests: read, a half-written upload could be fetched by anyone who
     guesses its name; written, a client's file would look like a leftover to ``remove_leftovers``."""
-    if not (name.startswith(".") and name.endswith(_SUFFIX)):
+    if not (name.startswith(UPLOAD_MARKER) and name.endswith(_SUFFIX)):
         return False
-    stem = name[: -len(_SUFFIX)]
+    stem = name[len(UPLOAD_MARKER) : -len(_SUFFIX)]  # NAME.XXXXXXXX
     random_part = stem[-_RANDOM_LENGTH:]
     return (
-        len(stem) >= _RANDOM_LENGTH + 3  # "." + at least one character of NAME + "." before the random part
+        len(stem) >= _RANDOM_LENGTH + 2  # at least one character of NAME, and the dot before the random part
         and stem[-_RANDOM_LENGTH - 1] == "."
-        and len(random_part) == _RANDOM_LENGTH
         and set(random_part) <= _RANDOM_CHARACTERS
     )
 
 
-def remove_leftovers(root: Path, older_than: float = LEFTOVER_AGE) -> int:
+def remove_leftovers(root: Path, older_than: float = LEFTOVER_AGE, stop: Callable[[], bool] = bool) -> int:
     """Remove the temporary files of uploads that a crash or a SIGKILL left under ``root``; how many.
 
-    Only regular files whose name is one ``temporary_sibling`` makes and which nothing has written to for
-    ``older_than`` seconds (another server on the same directory may be writing a fresh one); symlinks are not
-    followed, and a file that cannot be removed is left (the next start tries again)."""
+    Only regular files whose name ``is_upload_temporary`` and which nothing had written to for ``older_than``
+    seconds when the walk began (another server on the same directory may be writing a fresh one; and every
+    upload started since has a newer file, so the walk may run beside the server's own uploads). Symlinks are
+    not followed, a file that cannot be removed is left (the next start tries again), and the walk ends early
+    between two folders once ``stop()`` is true (the server is shutting down)."""
     removed = 0
     deadline = time.time() - older_than
     for folder, _, names in os.walk(root):
+        if stop():
+            break
         for name in names:
-            if not is_temporary_name(name):
+            if not is_upload_temporary(name):
                 continue
             path = os.path.join(folder, name)
             try:
                 info = os.lstat(path)
-                if os.path.isfile(path) and not os.path.islink(path) and info.st_mtime < deadline:
+                if stat.S_ISREG(info.st_mode) and info.st_mtime < deadline:
                     os.unlink(path)
                     removed += 1
             except OSError:
