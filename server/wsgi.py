@@ -93,7 +93,13 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
     scheme = conn.scheme if conn.tls_environ else request.scheme or conn.scheme
     host = request.host
     if host:
-        server_name, server_port = _server_address(host, scheme)
+        # Remembered per scheme: a site's clients send the same few Hosts, and a lookup costs less than a call.
+        known = _HTTPS_ADDRESSES if scheme == "https" else _HTTP_ADDRESSES
+        address = known.get(host)
+        if address is None:
+            address = _server_address(host, scheme)
+            remember(known, host, address)
+        server_name, server_port = address
     else:
         server_name, server_port = conn.server_name, conn.server_port
     # Item by item rather than update(**...): no keyword dict to build for every request.
@@ -131,6 +137,10 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         environ["CONTENT_LENGTH"] = str(conn.body_size)
     return environ
+
+
+_HTTP_ADDRESSES: dict[str, tuple[str, str]] = {}  # Host -> (SERVER_NAME, SERVER_PORT), for http and https
+_HTTPS_ADDRESSES: dict[str, tuple[str, str]] = {}
 
 
 def _server_address(host: str, scheme: str) -> tuple[str, str]:

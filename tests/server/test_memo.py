@@ -13,7 +13,8 @@ from server.memo import KEY_LIMIT, SIZE, remember
 @pytest.fixture
 def fresh_memos():
     """Empty the process's memos for one test, and give their contents back after it."""
-    memos = [http._QUICK_NAMES, http._QUICK_HOSTS, http._FIELD_NAMES, wsgi._ENVIRON_KEYS]
+    memos = [http._QUICK_NAMES, http._QUICK_HOSTS, http._FIELD_NAMES, wsgi._ENVIRON_KEYS, wsgi._HTTP_ADDRESSES,
+             wsgi._HTTPS_ADDRESSES]  # fmt: skip
     saved = [dict(m) for m in memos]
     for m in memos:
         m.clear()
@@ -81,3 +82,25 @@ def test_the_environ_keys_pep_3333_names_survive_a_start_over(fresh_memos):
     assert wsgi._environ_key("content-type") == "CONTENT_TYPE"
     assert wsgi._environ_key("content-length") == "CONTENT_LENGTH"
     assert wsgi._environ_key("x_forwarded_for") is None  # an underscore twin of a dashed name never gets in
+
+
+def test_server_name_and_port_are_remembered_per_scheme_and_never_for_a_long_host(fresh_memos):
+    """SERVER_NAME and SERVER_PORT come from a memo of Hosts: the same Host is port 443 for an https:// request
+    and 80 for an http:// one, and a long Host is answered right but not kept."""
+    from tests.support import ServerThread, read_response
+
+    def app(environ, start_response):
+        body = f"{environ['SERVER_NAME']} {environ['SERVER_PORT']}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    long_host = "h" * (KEY_LIMIT + 1)
+    with ServerThread(app) as server, server.connect() as sock:
+        buffer = bytearray()
+        cases = [("https://example.com/", b"example.com 443"), ("http://example.com/", b"example.com 80")]
+        cases += [(f"http://{long_host}:81/", f"{long_host} 81".encode())] * 2
+        for target, expected in cases:
+            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert read_response(sock, buffer)[2] == expected
+    assert wsgi._HTTPS_ADDRESSES == {"example.com": ("example.com", "443")}
+    assert wsgi._HTTP_ADDRESSES == {"example.com": ("example.com", "80")}
