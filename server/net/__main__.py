@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
@@ -33,7 +34,7 @@ from .display import peer_text, show
 from .msg import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HANDSHAKES, MessageServer, send_messages
 from .tftp import options as opts
 from .tftp.client import TftpClient, TransferFailed, TransferResult
-from .tftp.files import NotRegularFile
+from .tftp.files import STREAM_WAIT, NothingToRead, NotRegularFile
 from .tftp.progress import ProgressBar, format_size
 from .tftp.server import TftpServer
 
@@ -280,15 +281,18 @@ def _download_target(remote: str, local: str | None) -> str:
 
 
 def cmd_tftp_put(args: argparse.Namespace) -> int:
+    stdin = args.local == "-"
+    if stdin and not args.remote:
+        raise CommandError("give REMOTE, the name on the server, to send the standard input")
     remote = args.remote or Path(args.local).name
     try:
-        size = os.path.getsize(args.local)
+        info = os.fstat(0) if stdin else os.stat(args.local)
     except OSError as exc:
         raise CommandError(f"cannot read {args.local}: {describe(exc)}") from None
-    client, bar = _client(args, size)
+    client, bar = _client(args, info.st_size if stat.S_ISREG(info.st_mode) else None)  # a stream: size unknown
     try:
         result = _transfer(lambda: client.upload(args.local, remote, mode=args.mode), bar)
-    except NotRegularFile as exc:  # a FIFO would have blocked the open until a writer came, maybe forever
+    except (NotRegularFile, NothingToRead) as exc:  # a directory or a socket; a FIFO nobody writes to
         raise CommandError(f"cannot send {args.local}: {exc}") from None
     _report("put", args.local, remote, result)
     return 0
@@ -481,7 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
                 help="where to save it; a folder gets the remote base name inside it (default: that name, here)",
             )
         else:
-            p.add_argument("local", help="the file to send")
+            p.add_argument(
+                "local",
+                help="the file to send, or a stream sent without announcing a size: a FIFO, /dev/stdin, <(cmd), "
+                f"- for the standard input (a FIFO's first byte must come within {STREAM_WAIT:g} s)",
+            )
             p.add_argument("remote", nargs="?", help="name on the server (default: the local base name)")
         p.add_argument("--port", type=_port, default=69, help="server port (default: 69)")
         p.add_argument("--blksize", type=blksize_range, default=opts.DEFAULT_BLKSIZE, help="block size to ask for")

@@ -4,7 +4,8 @@
   numbers and zero where zero means nothing are one line on stderr and exit status 2, never a traceback
   (``OverflowError`` from a socket timeout) nor a command that runs and fails later with status 1.
 - A server's ERROR text reaches the terminal escaped: no terminal escapes, no second line.
-- ``tftp get HOST REMOTE DIR`` saves into DIR, as ``cp`` would; ``tftp put`` of a FIFO is refused at once.
+- ``tftp get HOST REMOTE DIR`` saves into DIR, as ``cp`` would; ``tftp put`` sends streams (``-``,
+  ``/dev/stdin``, ``<(cmd)``, a FIFO) without a size, and refuses a FIFO nobody writes to after a short wait.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shlex
 import socket
 import subprocess
 
@@ -184,10 +186,38 @@ def test_a_remote_name_with_no_base_name_is_refused_before_any_request(remote, f
     assert os.listdir(tmp_path) == []
 
 
-def test_put_of_a_fifo_is_refused_at_once_instead_of_blocking_in_open(fake_server, tmp_path):
+def test_put_of_a_fifo_nobody_writes_to_is_refused_after_a_short_wait(fake_server, tmp_path):
+    """Opening it does not block (it used to, until a writer came); its first byte must come within 5 s."""
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     port = fake_server.getsockname()[1]
-    result = cli("tftp", "put", "127.0.0.1", fifo, "--port", port, timeout=5)
+    result = cli("tftp", "put", "127.0.0.1", fifo, "--port", port, timeout=20)
     assert result.returncode == 2
-    assert one_line(result) == f"error: cannot send {fifo}: not a regular file (a FIFO)"
+    assert one_line(result) == f"error: cannot send {fifo}: nothing to read within 5 s: is anything writing to it?"
+    fake_server.settimeout(0)
+    with pytest.raises(BlockingIOError):  # nothing was asked of the server
+        fake_server.recvfrom(65536)
+
+
+@pytest.mark.parametrize("local", ["-", "/dev/stdin"])
+def test_put_sends_the_standard_input(tftp_root, start_tftp_server, local):
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    result = cli("tftp", "put", "127.0.0.1", local, "x.txt", "--port", server.address[1], input="piped\n" * 500)
+    assert result.returncode == 0, result.stderr
+    assert (tftp_root / "x.txt").read_text() == "piped\n" * 500
+
+
+def test_put_sends_a_process_substitution(tftp_root, start_tftp_server):
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    command = " ".join([*map(shlex.quote, _argv(["tftp", "put", "127.0.0.1"])), "<(seq 1000)", "s.txt"])
+    result = subprocess.run(
+        ["bash", "-c", f"{command} --port {server.address[1]}"], cwd=ROOT, capture_output=True, timeout=20
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tftp_root / "s.txt").read_text() == "".join(f"{n}\n" for n in range(1, 1001))
+
+
+def test_put_of_the_standard_input_needs_a_remote_name(fake_server):
+    result = cli("tftp", "put", "127.0.0.1", "-", "--port", fake_server.getsockname()[1], input="x")
+    assert result.returncode == 2
+    assert one_line(result) == "error: give REMOTE, the name on the server, to send the standard input"

@@ -6,6 +6,7 @@
    10-byte RRQ drew 167 DATA packets. Repeats are now answered at most once per timeout, within the budget.
 5. A transfer whose peer never answered gave up at 2 x timeout, before real clients (5 s timers) repeat
    their lost first answer. It now stops sending after its budget but waits for (retries + 1) x timeout.
+3. ``tftp put`` refused streams (``/dev/stdin``, ``<(cmd)``, FIFOs) since it stopped blocking on FIFOs.
 6. Start-up cleanup deleted old user files that looked like upload temporaries (``.boot.firmware.part``), and
    its walk of the whole root delayed the first requests.
 7. The ERROR answering a malformed datagram, cut to the datagram's size, could end inside a UTF-8 character.
@@ -25,6 +26,8 @@ from hypothesis import strategies as st
 
 from server.net.tftp import options as opts
 from server.net.tftp import tempfiles
+from server.net.tftp.client import TftpClient
+from server.net.tftp.files import NothingToRead, NotRegularFile, open_local
 from server.net.tftp.packets import (
     Ack,
     Data,
@@ -102,6 +105,63 @@ def test_a_netascii_download_from_a_server_announcing_the_size_on_disk_is_accept
     assert client.datagram_received(OptionAck({"tsize": "4"}).encode(), SERVER, 0.1)  # "a\nb\n" on disk
     assert client.datagram_received(encode_data(1, b"a\r\nb\r\n"), SERVER, 0.2)  # 6 bytes on the wire
     assert client.state == State.COMPLETE and written.getvalue() == b"a\r\nb\r\n"  # decoded by the caller
+
+
+# -- 3. streams: opened without blocking, sent without a size
+
+
+def test_a_fifo_with_a_writer_is_uploaded_without_announcing_a_size(tmp_path):
+    """A fake server records the WRQ: no tsize, where a stream's st_size of 0 would have said "empty"."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    fake = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fake.bind(("127.0.0.1", 0))
+    fake.settimeout(5)
+    requests = []
+
+    def fake_server() -> None:
+        request, client = fake.recvfrom(65536)
+        requests.append(decode(request))
+        fake.sendto(encode_ack(0), client)
+        data = decode(fake.recvfrom(65536)[0])
+        requests.append(data)
+        fake.sendto(encode_ack(data.block), client)
+
+    def writer() -> None:
+        with open(fifo, "wb") as pipe:  # blocks until the upload opens the FIFO for reading
+            pipe.write(b"streamed")
+
+    threads = [threading.Thread(target=fake_server, daemon=True), threading.Thread(target=writer, daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        TftpClient("127.0.0.1", fake.getsockname()[1]).upload(fifo, "s.bin", stream_wait=5.0)
+    finally:
+        for thread in threads:
+            thread.join(timeout=5)
+        fake.close()
+    assert requests == [WriteRequest("s.bin", "octet", {}), Data(1, b"streamed")]
+
+
+def test_a_fifo_nobody_writes_to_is_refused_after_the_wait_and_does_not_block(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(NothingToRead, match=r"nothing to read within 0\.2 s"):
+        open_local(fifo, stream_wait=0.2)
+    assert time.monotonic() - started < 3.0
+
+
+def test_streams_have_no_size_and_a_directory_is_still_refused(tmp_path):
+    fd, size = open_local("/dev/null")
+    os.close(fd)
+    assert size is None
+    with pytest.raises(NotRegularFile, match="a directory"):
+        open_local(tmp_path)
+    (tmp_path / "f").write_bytes(b"12345")
+    fd, size = open_local(tmp_path / "f")
+    os.close(fd)
+    assert size == 5
 
 
 # -- 4 and 5. a peer that has not answered yet: few packets, and a long enough wait

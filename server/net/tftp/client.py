@@ -25,7 +25,7 @@ from typing import BinaryIO
 from . import netascii
 from . import options as opts
 from .buffers import fit_window
-from .files import open_local
+from .files import STREAM_WAIT, open_local
 from .packets import ErrorCode, ReadRequest, WriteRequest
 from .tempfiles import DOWNLOAD_MARKER, temporary_sibling
 from .transfer import Address, Receiver, Sender, State, TransferFailed
@@ -110,15 +110,25 @@ class TftpClient:
         return result
 
     def upload(
-        self, local: str | os.PathLike[str], remote: str | None = None, *, mode: str = "octet"
+        self,
+        local: str | os.PathLike[str],
+        remote: str | None = None,
+        *,
+        mode: str = "octet",
+        stream_wait: float = STREAM_WAIT,
     ) -> TransferResult:
-        """Send the file ``local`` to the server as ``remote`` (by default, its base name)."""
-        path = Path(local)
-        fd, info = open_local(path)  # a regular file, or NotRegularFile: a FIFO would block open() forever
+        """Send the file ``local`` to the server as ``remote`` (by default, its base name).
+
+        ``local`` may be a stream (a FIFO, ``/dev/stdin``, ``-`` for the standard input, which needs
+        ``remote``): see ``files.open_local``, and ``stream_wait`` there."""
+        if remote is None and os.fspath(local) == "-":
+            raise ValueError("the standard input has no name: give the remote name")
+        fd, size = open_local(local, stream_wait=stream_wait)  # opening never blocks, even on a FIFO
         with os.fdopen(fd, "rb", buffering=_FILE_BUFFER) as file:
             # In netascii the size on the wire is not the size on disk, so tsize is not announced.
-            size = None if mode == "netascii" else info.st_size
-            return self.upload_from(file, remote or path.name, mode=mode, size=size)
+            return self.upload_from(
+                file, remote or Path(local).name, mode=mode, size=None if mode == "netascii" else size
+            )
 
     def upload_from(
         self, file: BinaryIO, remote: str, *, mode: str = "octet", size: int | None = None

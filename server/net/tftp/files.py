@@ -15,6 +15,9 @@ is reused here, not the code):
 - Elsewhere the resolved path is opened with ``O_NONBLOCK`` (a FIFO opens at once instead of waiting for a
   writer) and ``O_NOFOLLOW``, and ``fstat`` decides before a single byte is read.
 
+The client's ``put`` reads what the user names (``open_local``): a regular file, or a stream (a FIFO, a pipe
+such as ``/dev/stdin`` or a shell's ``<(cmd)``, a character device), opened the same non-blocking way.
+
 For uploads, ``check_replaceable`` refuses to put a file in the place of anything but a regular file (a FIFO, a
 socket or a device node in the root is not ours to replace, even with ``--overwrite``).
 """
@@ -22,6 +25,7 @@ socket or a device node in the root is not ours to replace, even with ``--overwr
 from __future__ import annotations
 
 import os
+import select
 import stat
 from pathlib import Path
 
@@ -66,14 +70,56 @@ def open_regular(path: Path, root: Path) -> tuple[int, os.stat_result]:
     return _checked_regular(os.open(path, _READ_FLAGS | _NOFOLLOW))
 
 
-def open_local(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
-    """Open a file the user named (the client's upload) for reading if it is a regular file; never blocks.
+# How long ``open_local`` waits for a FIFO's first byte (or its end) before refusing it; see there.
+STREAM_WAIT = 5.0
 
-    Unlike ``open_regular`` there is no root to stay in and symlinks are followed: the user may name any file.
-    But ``put`` on a FIFO must not hang in ``open`` waiting for a writer, so the same rule holds: a
-    non-blocking open, and ``fstat`` decides before a byte is read. Raises ``NotRegularFile`` or ``OSError``.
+
+class NothingToRead(Exception):
+    """A FIFO from which nothing came within the wait: most likely nobody is writing to it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"nothing to read within {seconds:g} s: is anything writing to it?")
+
+
+def open_local(path: str | os.PathLike[str], *, stream_wait: float = STREAM_WAIT) -> tuple[int, int | None]:
+    """Open a file the user named (the client's upload) for reading: the descriptor and its size, None for a
+    stream. ``-`` is the standard input.
+
+    Unlike ``open_regular`` there is no root to stay in and symlinks are followed: the user may name any file,
+    and streams are welcome: ``tftp put HOST /dev/stdin NAME``, ``<(cmd)``, a FIFO, a character device. A
+    stream has no size to announce (its ``st_size`` is 0, which would say "empty"), so the caller announces
+    none. What is refused (``NotRegularFile``) is what cannot be read as a file: a directory, a socket.
+
+    The open itself is non-blocking: opening a FIFO waits for a writer, possibly forever, and opening a device
+    may wait too. After that, a FIFO's first byte (or its end) must come within ``stream_wait`` seconds, else
+    ``NothingToRead``: without a writer a read would see an end of file at once and send an empty file, and
+    once the request is sent, the server gives up on a client that sends nothing for its own timeouts anyway:
+    better a clear refusal before than a failed transfer after. (On Linux a FIFO opened without a writer is not
+    readable, not even hung up, until one comes.) Then the descriptor is made blocking again: reads wait for
+    the data as it comes. Raises ``NotRegularFile``, ``NothingToRead`` or ``OSError``.
     """
-    return _checked_regular(os.open(path, _READ_FLAGS))
+    fd = os.dup(0) if os.fspath(path) == "-" else os.open(path, _READ_FLAGS)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            # From the current offset: standard input may be a file that was read from already.
+            return fd, max(0, info.st_size - os.lseek(fd, 0, os.SEEK_CUR))
+        if not (stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode)):
+            raise NotRegularFile(info.st_mode)
+        if stat.S_ISFIFO(info.st_mode) and not _readable_within(fd, stream_wait):
+            raise NothingToRead(stream_wait)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, None
+
+
+def _readable_within(fd: int, seconds: float) -> bool:
+    """Whether ``fd`` has data or its end within ``seconds`` (a hang-up counts: the writer came and went)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)  # POLLHUP and POLLERR are always reported
+    return bool(poller.poll(seconds * 1000))
 
 
 def _checked_regular(fd: int) -> tuple[int, os.stat_result]:
