@@ -34,8 +34,9 @@ every todo, as anyone can sign the guestbook. Scoping todos to each visitor's se
 session cookie, so ``curl`` alone could no longer use it, and a cookie-authenticated API needs CSRF protection,
 which the JSON-only rule above stands in for precisely because there is no cookie to abuse. The demo keeps the
 simple, honest version, and says so on the page; a real app would tie todos to accounts (see ``apps/blog/``).
-So that a shared list cannot grow without bound, it holds at most ``TODO_LIMIT`` todos: one more is 507 (the
-JSON error, or the page with the message by the field), until some are deleted.
+So that a shared list cannot grow without bound, it holds at most ``TODO_LIMIT`` todos, however many requests
+add at once (see ``insert``): one more is 507 (the JSON error, or the page with the message by the field), until
+some are deleted.
 
 Serve it alone with ``python -m server apps.todo_api:app``, or as part of the demo site at ``/todo/``.
 """
@@ -132,10 +133,18 @@ def create_app(data_dir: Path | None = None) -> App:
         return row
 
     def insert(db: Any, title: str, done: bool = False) -> int | None:
-        """Add a todo and return its id, or ``None`` when the list already holds ``TODO_LIMIT`` todos."""
-        if db.execute("SELECT count(*) FROM todos").fetchone()[0] >= TODO_LIMIT:
+        """Add a todo and return its id, or ``None`` when the list already holds ``TODO_LIMIT`` todos.
+
+        The count and the insert are one statement: a write statement holds SQLite's write lock from its start,
+        so no other request (thread or process) can insert between the count and the row, and the list never
+        holds more than ``TODO_LIMIT``. Counting first and inserting after let eight requests at once all see
+        room and all insert."""
+        cursor = db.execute(
+            "INSERT INTO todos (title, done) SELECT ?, ? WHERE (SELECT count(*) FROM todos) < ?",
+            (title, done, TODO_LIMIT),
+        )
+        if cursor.rowcount == 0:
             return None
-        cursor = db.execute("INSERT INTO todos (title, done) VALUES (?, ?)", (title, done))
         if cursor.lastrowid is None:  # sqlite3 sets it after every INSERT of one row
             raise RuntimeError("the INSERT of a todo reported no row id")
         return int(cursor.lastrowid)
@@ -193,14 +202,20 @@ def create_app(data_dir: Path | None = None) -> App:
         request.flash(f"Deleted “{row['title']}”." if row else "That todo was already deleted.")
         return redirect(request.url_for("page"), 303)
 
+    # One view per method, so the router dispatches on the exact method: a HEAD runs the GET view (the server
+    # sends no body), and no method can fall through to a view that writes.
     @app.csrf_exempt
-    @app.route("/api/todos", methods=["GET", "POST"])
-    def todos(request: Request) -> Response | dict[str, Any]:
-        """List the todos, or add one (201, with its URL in ``Location``)."""
-        if request.method == "GET":
-            with database.transaction() as db:
-                rows = db.execute("SELECT id, title, done FROM todos ORDER BY id").fetchall()
-            return {"todos": [as_json(request, row) for row in rows]}
+    @app.get("/api/todos")
+    def todos(request: Request) -> dict[str, Any]:
+        """List the todos."""
+        with database.transaction() as db:
+            rows = db.execute("SELECT id, title, done FROM todos ORDER BY id").fetchall()
+        return {"todos": [as_json(request, row) for row in rows]}
+
+    @app.csrf_exempt
+    @app.post("/api/todos")
+    def add_todo(request: Request) -> Response:
+        """Add a todo: 201, with its URL in ``Location``."""
         todo = read_todo(request, partial=False)
         with database.transaction() as db:
             todo_id = insert(db, todo["title"], todo.get("done", False))
@@ -210,16 +225,17 @@ def create_app(data_dir: Path | None = None) -> App:
         return Response.json(created, 201, {"Location": created["url"]})
 
     @app.csrf_exempt
-    @app.route("/api/todos/<int:todo_id>", methods=["GET", "PATCH", "DELETE"])
-    def todo(request: Request, todo_id: int) -> Response | dict[str, Any]:
-        """Read, change or delete one todo."""
+    @app.get("/api/todos/<int:todo_id>")
+    def todo(request: Request, todo_id: int) -> dict[str, Any]:
+        """Read one todo."""
         with database.transaction() as db:
-            if request.method == "GET":
-                return as_json(request, find(db, todo_id))
-            if request.method == "DELETE":
-                find(db, todo_id)
-                db.execute("DELETE FROM todos WHERE id = ?", (todo_id,))
-                return Response(b"", 204)
+            return as_json(request, find(db, todo_id))
+
+    @app.csrf_exempt
+    @app.patch("/api/todos/<int:todo_id>")
+    def change_todo(request: Request, todo_id: int) -> dict[str, Any]:
+        """Change a todo's title and/or done."""
+        with database.transaction() as db:
             find(db, todo_id)
             changes = read_todo(request, partial=True)
             db.execute(  # A field left out of the PATCH is NULL here, and coalesce() keeps its old value.
@@ -227,6 +243,15 @@ def create_app(data_dir: Path | None = None) -> App:
                 (changes.get("title"), changes.get("done"), todo_id),
             )
             return as_json(request, find(db, todo_id))
+
+    @app.csrf_exempt
+    @app.delete("/api/todos/<int:todo_id>")
+    def delete_todo(request: Request, todo_id: int) -> Response:
+        """Delete a todo: 204."""
+        with database.transaction() as db:
+            find(db, todo_id)
+            db.execute("DELETE FROM todos WHERE id = ?", (todo_id,))
+        return Response(b"", 204)
 
     @app.errorhandler(HTTPError)
     def api_errors(request: Request, error: HTTPError) -> Response:

@@ -4,6 +4,9 @@ page that uses it."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -317,3 +320,38 @@ def test_the_shared_list_is_bounded(api, monkeypatch):
 
 def test_the_page_says_the_list_is_shared(api):
     assert "The list is shared" in api.get("/").html.select_one("p.lead").text
+
+
+@pytest.mark.parametrize("path", ["/api/todos", "/api/todos/1"])
+def test_head_is_get_without_a_body_and_never_writes(api, path):
+    create(api, "one")
+    body = json.dumps({"title": "sneaked in"}).encode()
+    response = api.request(path, method="HEAD", body=body, content_type="application/json")
+    assert response.status_code == 200 and response.body == b""
+    assert titles(api) == ["one"], "a HEAD with a body neither adds nor changes a todo"
+
+
+def test_requests_adding_at_the_same_moment_never_overshoot_the_limit(data_dir, monkeypatch):
+    """Eight requests reach their INSERT together (a barrier in SQLite's statement trace holds each one there
+    until all have arrived): with a separate count before it, all eight saw room."""
+    monkeypatch.setattr(todo_api, "TODO_LIMIT", 1)
+    app = todo_api.create_app(data_dir)
+    TestApp(app).get("/api/todos")  # the schema exists before the race starts
+    together = threading.Barrier(8)
+    connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        connection = connect(*args, **kwargs)
+        connection.set_trace_callback(lambda sql: sql.startswith("INSERT") and together.wait(timeout=10))
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+
+    def add(number: int) -> int:
+        body = {"title": f"todo {number}"}
+        return TestApp(app).post_json("/api/todos", body, expect_errors=True).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(add, range(8)))
+    assert statuses == [201] + [507] * 7
+    assert len(TestApp(app).get("/api/todos").json["todos"]) == 1
