@@ -7,8 +7,9 @@
   and nothing is left behind: a file reaches the upload folder only once it is complete (see ``store``).
 - The upload folder as a whole is bounded too, sized for a demo: at most ``max_total`` bytes (100 MiB) in at
   most ``max_files`` files (1000). An upload beyond either is refused with 507 Insufficient Storage and the page
-  saying why. (Two uploads at the same moment can each fit alone and overshoot together by one file: the bound
-  is a guard against unbounded growth, not an exact quota.)
+  saying why. The bound holds however many uploads arrive at once, in threads or worker processes: each one
+  checks the room and stores its file under one lock (``folder_lock``), and files still being staged count as
+  taken.
 - ``GET /files/`` lists the newest ``LISTED`` uploads, and says how many more there are.
 - ``GET /files/<name>`` sends a file with ``FileResponse``, which follows the same rules as the server's
   static files: ``Range`` requests (206, so a download can resume), ``ETag`` and ``Last-Modified`` (304).
@@ -22,8 +23,11 @@ Serve it alone with ``python -m server apps.files:app``, or as part of the demo 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypedDict
@@ -38,6 +42,8 @@ MAX_FILES = 1000
 LISTED = 100  # files shown in the listing, newest first
 # The multipart framing around the file (boundaries, part headers, the CSRF field) is small, but not zero.
 FORM_OVERHEAD = 64 * 2**10
+STAGING = ".incoming-"  # a file being written, before it gets its name (see ``store``)
+LOCK = ".lock"  # the lock file of ``folder_lock``
 
 
 def human_size(size: int) -> str:
@@ -58,7 +64,7 @@ def store(upload: UploadedFile, folder: Path) -> str:
     ``notes.txt`` racing each other end up as ``notes.txt`` and ``notes (2).txt``, and neither is lost.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".incoming-{secrets.token_hex(8)}"
+    staging = folder / f"{STAGING}{secrets.token_hex(8)}"
     upload.save(staging)
     try:
         stem, dot, suffix = upload.safe_filename.rpartition(".")
@@ -108,11 +114,36 @@ def listing(folder: Path) -> list[ListedFile]:
     return sorted(entries, key=lambda item: (-item["mtime"], item["name"]))
 
 
-def room_problem(files: list[ListedFile], size: int, max_total: int, max_files: int) -> str | None:
-    """Why one more file of ``size`` bytes does not fit beside ``files`` (``None`` if it does)."""
-    if len(files) >= max_files:
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold the upload folder's lock: one upload at a time checks the room left and stores its file.
+
+    Without it, uploads arriving together each see room for themselves and all store (eight 3 MiB uploads under
+    a 4 MiB quota stored 24 MiB). The lock is ``flock`` on a file in the folder, so it holds between the worker
+    processes of ``--workers N`` as well as between threads: a ``flock`` lock belongs to an open file, and each
+    upload opens the lock file itself, so two threads of one process wait for each other as two processes do.
+    (``flock`` is POSIX; the server it runs under is too.) Uploads are written one at a time under it, but the
+    slow part, receiving the body from the network, is done by the framework before the view runs.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "ab") as lock:  # closing it releases the lock, whatever happened
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def room_problem(folder: Path, size: int, max_total: int, max_files: int) -> str | None:
+    """Why one more file of ``size`` bytes does not fit in ``folder`` (``None`` if it does).
+
+    Files still being staged (``.incoming-*``) take the disk and will take a name: they count. Outside the lock
+    there are none unless a worker died in the middle of an upload, and then they count until removed."""
+    sizes = [
+        entry.stat().st_size
+        for entry in (os.scandir(folder) if folder.is_dir() else [])
+        if entry.is_file(follow_symlinks=False) and (not entry.name.startswith(".") or entry.name.startswith(STAGING))
+    ]
+    if len(sizes) >= max_files:
         return f"The upload folder is full: it holds at most {max_files} files."
-    if sum(file["bytes"] for file in files) + size > max_total:
+    if sum(sizes) + size > max_total:
         return f"The upload folder is full: uploads may take {human_size(max_total)} in all."
     return None
 
@@ -154,10 +185,11 @@ def create_app(
             return render(request, "Choose a file to upload first."), 400
         if chosen.size > max_upload:
             abort(413)  # The handler below explains; the temporary file goes with the request.
-        full = room_problem(listing(folder), chosen.size, max_total, max_files)
-        if full:
+        with folder_lock(folder):  # No other upload checks or stores between our check and our store.
+            full = room_problem(folder, chosen.size, max_total, max_files)
+            name = None if full else store(chosen, folder)
+        if name is None:
             return render(request, full), 507
-        name = store(chosen, folder)
         request.flash(f"Uploaded {name} ({human_size(chosen.size)}).")
         return redirect(request.url_for("index"), 303)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -32,9 +33,13 @@ def upload(client: TestApp, name: str, content: bytes, status: int | str = 303):
     return form.submit(status=status)
 
 
+LOCK = ".lock"  # files.folder_lock's lock file: the one hidden file that belongs in the folder
+
+
 def everything_in(folder: Path) -> list[str]:
-    """Every name in the upload folder, hidden ones too: partial or temporary files would show up here."""
-    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+    """Every name in the upload folder, hidden ones too (partial or temporary files would show up here), but
+    the lock file."""
+    return sorted(path.name for path in folder.iterdir() if path.name != LOCK) if folder.exists() else []
 
 
 def test_upload_then_list_then_download(client, folder):
@@ -180,3 +185,41 @@ def test_the_listing_shows_the_newest_files_and_counts_the_rest(client, folder, 
     page = client.get("/")
     assert [link.text for link in page.html.select("table.listing a")] == ["file4.txt", "file3.txt"]
     assert "And 3 older files, not listed." in page.text
+
+
+def test_a_file_still_being_staged_takes_its_room(data_dir, folder):
+    """Another worker's upload in progress (or one a crash left behind) is on the disk already."""
+    folder.mkdir(parents=True)
+    (folder / ".incoming-0123456789abcdef").write_bytes(b"x" * (LIMIT - 10))
+    app = TestApp(files.create_app(data_dir, max_upload=LIMIT, max_files=10, max_total=LIMIT))
+    page = upload(app, "small.txt", b"y" * 20, status=507)
+    assert "4.0 KiB in all" in page.html.select_one(".field.invalid .error").text
+    assert not (folder / "small.txt").exists()
+
+
+def held_elsewhere(folder: Path) -> bool:
+    """Whether someone holds the upload folder's lock: what another worker process would wait for."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "ab") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False  # closing the file lets go of the lock we just took
+
+
+def test_the_room_is_checked_and_the_file_stored_under_the_folders_lock(client, folder, monkeypatch):
+    """Uploads arriving together each saw room for themselves and all stored: eight 3 MiB uploads under a 4 MiB
+    quota stored 24 MiB. Under one lock, from the check to the file's final name, the next upload sees it."""
+    seen = []
+    for step in ("room_problem", "store"):
+        original = getattr(files, step)
+
+        def watched(*args, original=original, step=step):
+            seen.append((step, held_elsewhere(folder)))
+            return original(*args)
+
+        monkeypatch.setattr(files, step, watched)
+    upload(client, "data.bin", CONTENT)
+    assert seen == [("room_problem", True), ("store", True)]
+    assert not held_elsewhere(folder), "and let go of once the upload is stored"
