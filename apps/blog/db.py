@@ -40,18 +40,22 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 def init_db(path: str | Path) -> None:
     """Drop the tables and create them again, empty."""
-    schema = resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
     with closing(connect(path)) as db:
-        db.executescript(schema)
+        db.executescript("DROP TABLE IF EXISTS post; DROP TABLE IF EXISTS user;")
+    create_tables_if_missing(path)
 
 
 def create_tables_if_missing(path: str | Path) -> None:
-    """``init_db`` for a database that has no tables yet, so a new deployment works at once."""
+    """Create the tables a database does not have yet, so a new deployment works at once.
+
+    Several processes may start at the same moment on a new database (``--workers``, gunicorn without
+    ``--preload``, two instances behind a proxy). ``CREATE TABLE IF NOT EXISTS`` decides under SQLite's write
+    lock, so every one of them succeeds; looking for the table first and creating it after let the slower one
+    fail with "table user already exists"."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    schema = resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
     with closing(connect(path)) as db:
-        found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'user'").fetchone()
-    if found is None:
-        init_db(path)
+        db.executescript(schema)
 
 
 # Columns added to the schema since its first version, each with the definition that adds it to an older table.
@@ -60,11 +64,18 @@ ADDED_COLUMNS = {("user", "generation"): "INTEGER NOT NULL DEFAULT 0"}
 
 def add_missing_columns(path: str | Path) -> None:
     """Bring a database made by an older ``schema.sql`` up to date, keeping its data: ``init_db`` would empty
-    it, and ``CREATE TABLE`` never changes a table that exists."""
-    with closing(connect(path)) as db, db:
+    it, and ``CREATE TABLE IF NOT EXISTS`` never changes a table that exists.
+
+    The check and the change are one transaction that takes the write lock before it looks (``BEGIN
+    IMMEDIATE``): a second process starting at the same moment waits for the first, then finds the column there.
+    Looking first and altering after let both see it missing, and the slower one died on "duplicate column
+    name"."""
+    with closing(connect(path)) as db:
+        db.execute("BEGIN IMMEDIATE")
         for (table, column), definition in ADDED_COLUMNS.items():
             if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        db.commit()  # Closing without it, after an error, rolls everything back.
 
 
 def init_db_command(app: App) -> str:

@@ -7,12 +7,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from apps.blog import create_app
+from apps.blog import create_app, db
 from apps.blog.db import get_db
 from framework import App
 from framework.security import generate_password_hash
@@ -421,3 +422,63 @@ def test_the_index_shows_twenty_posts_a_page_with_a_link_to_the_next(app: App, c
     second = client.get("/", query={"page": "2"}).text
     assert second.count('<article class="post">') == 11 and "test title" in second and 'href="/?page=1"' in second
     assert client.get("/", query={"page": "3"}).status_code == 404
+
+
+# --- start-up on a database that two processes open at once ----------------------------------------------------
+
+
+OLD_SCHEMA = (  # The blog's tables before the generation column.
+    "CREATE TABLE user (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT UNIQUE NOT NULL, password TEXT NOT NULL);"
+    "CREATE TABLE post (id INTEGER PRIMARY KEY AUTOINCREMENT, author_id INTEGER NOT NULL,"
+    " created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), title TEXT NOT NULL, body TEXT NOT NULL);"
+)
+
+
+def with_a_rival(monkeypatch, step: Callable[[Path], None], path: Path, statement: str) -> None:
+    """Run ``step(path)`` as the first of two processes starting at the same moment: just as it starts the first
+    statement containing ``statement``, the other process runs ``step(path)`` in full; or, if the first holds the
+    database's write lock by then, right after the first has finished, as SQLite makes it wait. Connections do not
+    wait for a lock here (timeout 0), so the order of events is exactly this one."""
+    connect, rival_started, rival_waits, failures = sqlite3.connect, [], [], []
+
+    def rival() -> None:
+        try:
+            step(path)
+        except sqlite3.OperationalError as error:
+            (rival_waits if "locked" in str(error) else failures).append(error)
+
+    def trace(sql: str) -> None:
+        if statement in sql and not rival_started:
+            rival_started.append(sql)
+            rival()
+
+    def connect_without_waiting(*args, **kwargs) -> sqlite3.Connection:
+        connection = connect(*args, **{**kwargs, "timeout": 0})
+        connection.set_trace_callback(trace)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect_without_waiting)
+    step(path)
+    assert rival_started and not failures
+    if rival_waits:
+        step(path)
+    monkeypatch.undo()
+
+
+def test_two_processes_create_the_tables_of_a_new_database_at_once(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "new.sqlite"
+    with_a_rival(monkeypatch, db.create_tables_if_missing, path, "CREATE TABLE")
+    assert count_in(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('user', 'post')") == 2
+
+
+def test_two_processes_upgrade_an_older_database_at_once(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(OLD_SCHEMA)
+    with_a_rival(monkeypatch, db.add_missing_columns, path, "ALTER TABLE")
+    assert count_in(path, "SELECT count(*) FROM pragma_table_info('user') WHERE name = 'generation'") == 1
+
+
+def count_in(path: Path, sql: str) -> int:
+    with closing(sqlite3.connect(path)) as connection:
+        return int(connection.execute(sql).fetchone()[0])
