@@ -414,6 +414,12 @@ class Reloader:
         self._runs = 0
         self._report = ""
         self._report_key: tuple[int, int, int] | None = None
+        self._started_ns = 0  # when the current child was started
+        # A file written while the app loaded that caused the last restart: written again by the next load, it is
+        # the app's own doing (a module or template it generates at import), not an edit (see _rewritten_by_app).
+        self._rewritten: str | None = None
+        self._last_change: tuple[str, Stamp | None] | None = None
+        self._app_written: set[str] = set()  # files found to be written by the app itself as it loads
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -432,6 +438,7 @@ class Reloader:
                 if changed is None:
                     break
                 log.info("--reload: %s; restarting", changed)
+                self._rewritten = self._written_while_loading()
                 self._stop_child(signal.SIGTERM, min(self.graceful_timeout, RESTART_DEADLINE))
             sig = self._stop_signal or signal.SIGTERM
             self._stop_child(sig, self.graceful_timeout + 1.0 if sig == signal.SIGTERM else RESTART_DEADLINE)
@@ -461,7 +468,9 @@ class Reloader:
         self.fallback = snapshot(python_files_under(self.root))
         self.failed = False
         listeners = [[listener.sock.fileno(), str(listener.address)] for listener in self.listeners]
-        settings = {"report": self._report, "listeners": listeners, "started": time.time_ns()}
+        self._started_ns = time.time_ns()
+        self._last_change = None
+        settings = {"report": self._report, "listeners": listeners, "started": self._started_ns}
         self.child = subprocess.Popen(
             [sys.executable, "-m", "server", *self.args],
             env={**os.environ, RELOAD_ENV: json.dumps(settings)},
@@ -519,20 +528,51 @@ class Reloader:
     def _changed(self) -> str | None:
         """What changed since the baseline, or None."""
         for path, known in self.known.items():
-            if stamp(path) != known:
+            current = stamp(path)
+            if current != known:
+                if self._rewritten_by_app(path, current):
+                    self.known[path] = current  # (an existing key: the dict's size does not change)
+                    continue
+                self._last_change = (path, current)
                 return f"{os.path.relpath(path, self.root)} changed"
         for folder in self.template_dirs:
             for path in template_files(folder):
                 if path not in self.known:
                     return f"{os.path.relpath(path, self.root)} appeared"
         if self.failed:
-            current = python_files_under(self.root)
-            for path in current:
+            for path in python_files_under(self.root):
                 if path not in self.fallback:
                     return f"{os.path.relpath(path, self.root)} appeared"
                 if stamp(path) != self.fallback[path]:
                     return f"{os.path.relpath(path, self.root)} changed"
         return None
+
+    def _written_while_loading(self) -> str | None:
+        """The file of the change that ends this child, if it was written while the app loaded: after the child
+        started, and before it wrote the report that says it has loaded (or before any report)."""
+        if self._last_change is None:
+            return None
+        path, current = self._last_change
+        loaded = self._report_key[1] if self._report_key is not None else None
+        if current is None or current[0] < self._started_ns or (loaded is not None and current[0] > loaded):
+            return None
+        return path
+
+    def _rewritten_by_app(self, path: str, current: Stamp | None) -> bool:
+        """True for a file written since this child started that the app itself writes as it loads: the one
+        that ended the last child by being written while its app loaded, and is written again now (a module it
+        generates at import, a template it builds at start). A restart for it would be followed by another,
+        forever. Said once per file; from then on such writes are the app's, on every start."""
+        if current is None or current[0] < self._started_ns:
+            return False
+        if path in self._app_written:
+            return True
+        if path != self._rewritten:
+            return False
+        self._app_written.add(path)
+        log.warning("--reload: %s is written by the app as it loads; not a reason to restart",
+                    os.path.relpath(path, self.root))  # fmt: skip
+        return True
 
     def _stop_child(self, sig: int, deadline: float) -> None:
         """Send ``sig``; kill the child if it is still there after ``deadline`` seconds."""

@@ -200,6 +200,11 @@ def _is_plain_file(filelike: Any) -> bool:
     A wrapper that decodes, decompresses or decrypts (``gzip.open``, a text file) may expose the underlying file's
     ``fileno()`` while its ``read()`` and ``tell()`` count other bytes: it is iterated instead. So is a subclass
     that replaces ``read`` or ``tell``; one that only adds to the class (a ``close`` hook, say) still qualifies."""
+    inner = getattr(filelike, "file", None)
+    if inner is not None and not isinstance(filelike, io.IOBase):
+        # A proxy that hands everything to the file it holds (tempfile.NamedTemporaryFile, Django's File): judged
+        # by that file. (Its read, tell and fileno are the file's own, which is what a proxy is for.)
+        filelike = inner
     for buffered in (io.BufferedReader, io.BufferedRandom):
         if isinstance(filelike, buffered):
             if not _reads_as(filelike, buffered):
@@ -210,9 +215,13 @@ def _is_plain_file(filelike: Any) -> bool:
 
 
 def _reads_as(filelike: Any, base: type[io.RawIOBase] | type[io.BufferedIOBase]) -> bool:
-    """Whether ``filelike``'s class keeps ``base``'s own ``read`` and ``tell``."""
+    """Whether ``filelike``'s class keeps ``base``'s own ways of reading (``read``, ``readinto``, ``readall``: a
+    buffered reader reads through its raw file's ``readinto``) and ``tell``."""
     kind = type(filelike)
-    return kind.read is base.read and kind.tell is base.tell
+    return all(getattr(kind, name, None) is getattr(base, name, None) for name in _READING)
+
+
+_READING = ("read", "readinto", "readall", "tell")
 
 
 def base_environ(*, multithread: bool, multiprocess: bool) -> dict[str, Any]:
@@ -275,13 +284,15 @@ class ResponseWriter:
         elif self.status is not None:
             raise ApplicationError("start_response() called a second time without exc_info")
         code = _GOOD_STATUSES.get(status) if type(status) is str else None
-        self.status_code = code if code is not None else _check_status(status)
+        if code is None:
+            code = _check_status(status)
+        self.status_code = code
         if type(headers) is not list:
             raise ApplicationError("response headers must be a list of (name, value) tuples")
         # Checked and serialised at once: what goes on the wire is what was checked, even if the app changes its
         # list later, and the list is walked once.
         self.header_lines, self.declared_length, self.has_date, self.has_server = _check_headers(headers)
-        if self.status_code == 204 and self.declared_length is not None:
+        if code == 204 and self.declared_length is not None:
             # RFC 9110 8.6: a 204 must not carry a Content-Length. Dropped rather than answered with a 500, as
             # other framing mistakes are, because frameworks add one to every response (Django's
             # CommonMiddleware says "Content-Length: 0"), and without it the response is exactly right.

@@ -313,3 +313,34 @@ def test_a_sighup_during_a_restart_does_not_restart_twice(tmp_path):
         write(module, SLOW_REQUEST_APP.format(word="two"))
         wait_for_answer(server, "two")
         assert server.output().count("SIGHUP received") == 1, server.output()
+
+
+GENERATING_APP = """import pathlib
+
+# Generated at import, with the same text every time (as a build step or a settings file written on start does).
+pathlib.Path(__file__).with_name("generated.py").write_text("WORD = 'made'\\n")
+pathlib.Path(__file__).with_name("templates").mkdir(exist_ok=True)
+pathlib.Path(__file__).with_name("templates").joinpath("built.html").write_text("<p>built</p>")
+from generated import WORD  # noqa: E402
+from words import EXTRA  # noqa: E402
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [(WORD + EXTRA).encode()]
+"""
+
+
+def test_files_the_app_writes_as_it_loads_do_not_restart_it_forever(tmp_path):
+    """An app that writes a module or a template at import, then reads it: each start wrote it after the child
+    began, so each start counted as a change and ended in a restart, forever. After one restart such a file is
+    known as the app's own doing (one warning); an edit of another file still restarts."""
+    write(tmp_path / "generated.py", "WORD = 'made'\n")  # there before the start, as after an earlier run
+    write(tmp_path / "words.py", "EXTRA = '-1'\n")
+    write(tmp_path / "mod.py", GENERATING_APP)
+    with reloading(tmp_path, "mod:app") as server:
+        wait_for(lambda: "is written by the app as it loads" in server.output(), timeout=RESTART)
+        wait_for_answer(server, "made-1")
+        write(tmp_path / "words.py", "EXTRA = '-2'\n")
+        wait_for_answer(server, "made-2")
+        assert "words.py changed; restarting" in server.output()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -157,16 +158,28 @@ def test_only_plain_files_are_sent_with_sendfile(tmp_path: Path, gz_path: Path) 
         def read(self, size=-1):
             return super().read(size).upper()
 
+    class Xor(io.FileIO):  # a buffered reader over it reads through this readinto
+        def readinto(self, buffer):
+            count = super().readinto(buffer)
+            for i in range(count or 0):
+                buffer[i] ^= 0x20
+            return count
+
     with open(path, "rb") as buffered, open(path, "r+b") as rw, CloseHook(path) as raw:
         buffered.read(3)
         assert FileWrapper(buffered).sendfile_span() == (3, 7)  # tell() counts the buffer's bytes
         assert FileWrapper(rw).sendfile_span() == (0, 10)
         assert FileWrapper(raw).sendfile_span() == (0, 10)
+    with tempfile.NamedTemporaryFile() as proxy:  # a proxy of a real file: judged by the file it holds
+        proxy.write(b"0123456789")
+        proxy.seek(0)
+        assert FileWrapper(proxy).sendfile_span() == (0, 10)
     refused = [
         gzip.open(gz_path),
         open(path, encoding="ascii"),  # (closed below)
         Decoding(io.FileIO(path)),
         io.BufferedReader(io.BytesIO(b"not a file")),
+        io.BufferedReader(Xor(path)),
     ]
     try:
         for filelike in refused:
