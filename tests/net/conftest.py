@@ -2,6 +2,7 @@
 
 import os
 import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -132,3 +133,13 @@ def process():
     yield start
     for p in started:
         p.kill()
+
+
+@pytest.fixture
+def udp_socket():
+    """A UDP socket on 127.0.0.1 (port 0) for a test to play a peer with: a client, a fake server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    yield sock
+    sock.close()

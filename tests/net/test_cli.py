@@ -19,15 +19,6 @@ def port_of(line):
     return int(match.group(1))
 
 
-@pytest.fixture
-def udp_socket():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(5)
-    yield sock
-    sock.close()
-
-
 @pytest.mark.parametrize(
     "command",
     [[], ["udp"], ["udp", "echo"], ["udp", "send"], ["udp", "listen"], ["udp", "chat"], ["udp", "broadcast"],

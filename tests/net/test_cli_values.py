@@ -14,7 +14,6 @@ import contextlib
 import io
 import os
 import shlex
-import socket
 import subprocess
 
 import pytest
@@ -126,22 +125,13 @@ def test_the_audits_bad_values_are_refused_by_the_real_command(args, tmp_path):
 # -- what the server says reaches the terminal escaped
 
 
-@pytest.fixture
-def fake_server():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(5)
-    yield sock
-    sock.close()
-
-
-def test_a_servers_error_text_cannot_drive_the_terminal_nor_add_lines(fake_server, tmp_path):
-    port = fake_server.getsockname()[1]
+def test_a_servers_error_text_cannot_drive_the_terminal_nor_add_lines(udp_socket, tmp_path):
+    port = udp_socket.getsockname()[1]
     args = ("tftp", "get", "127.0.0.1", "f", tmp_path / "f", "--port", port, "--timeout", "5")
     with cli_in_background(*args) as proc:
-        request, client = fake_server.recvfrom(65536)
+        request, client = udp_socket.recvfrom(65536)
         assert isinstance(decode(request), ReadRequest)
-        fake_server.sendto(Error(ErrorCode.FILE_NOT_FOUND, "gone\x1b[2J\nerror: forged line\r").encode(), client)
+        udp_socket.sendto(Error(ErrorCode.FILE_NOT_FOUND, "gone\x1b[2J\nerror: forged line\r").encode(), client)
         _, stderr = proc.communicate(timeout=10)
     assert proc.returncode == 1
     assert stderr.strip().splitlines() == ["error: gone\\x1b[2J\\nerror: forged line\\r (peer error 1)"]
@@ -175,28 +165,28 @@ def test_get_into_an_existing_folder_saves_the_remote_base_name_there(tftp_root,
 
 
 @pytest.mark.parametrize("remote", ["..", ".", "sub/..", "/"])
-def test_a_remote_name_with_no_base_name_is_refused_before_any_request(remote, fake_server, tmp_path):
-    port = fake_server.getsockname()[1]
+def test_a_remote_name_with_no_base_name_is_refused_before_any_request(remote, udp_socket, tmp_path):
+    port = udp_socket.getsockname()[1]
     result = cli("tftp", "get", "127.0.0.1", remote, tmp_path, "--port", port, timeout=10)
     assert result.returncode == 2
     assert "no file name of its own" in one_line(result)
-    fake_server.settimeout(0)
+    udp_socket.settimeout(0)
     with pytest.raises(BlockingIOError):  # nothing was asked of the server
-        fake_server.recvfrom(65536)
+        udp_socket.recvfrom(65536)
     assert os.listdir(tmp_path) == []
 
 
-def test_put_of_a_fifo_nobody_writes_to_is_refused_after_a_short_wait(fake_server, tmp_path):
+def test_put_of_a_fifo_nobody_writes_to_is_refused_after_a_short_wait(udp_socket, tmp_path):
     """Opening it does not block (it used to, until a writer came); its first byte must come within 5 s."""
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    port = fake_server.getsockname()[1]
+    port = udp_socket.getsockname()[1]
     result = cli("tftp", "put", "127.0.0.1", fifo, "--port", port, timeout=20)
     assert result.returncode == 2
     assert one_line(result) == f"error: cannot send {fifo}: nothing to read within 5 s: is anything writing to it?"
-    fake_server.settimeout(0)
+    udp_socket.settimeout(0)
     with pytest.raises(BlockingIOError):  # nothing was asked of the server
-        fake_server.recvfrom(65536)
+        udp_socket.recvfrom(65536)
 
 
 @pytest.mark.parametrize("local", ["-", "/dev/stdin"])
@@ -217,7 +207,7 @@ def test_put_sends_a_process_substitution(tftp_root, start_tftp_server):
     assert (tftp_root / "s.txt").read_text() == "".join(f"{n}\n" for n in range(1, 1001))
 
 
-def test_put_of_the_standard_input_needs_a_remote_name(fake_server):
-    result = cli("tftp", "put", "127.0.0.1", "-", "--port", fake_server.getsockname()[1], input="x")
+def test_put_of_the_standard_input_needs_a_remote_name(udp_socket):
+    result = cli("tftp", "put", "127.0.0.1", "-", "--port", udp_socket.getsockname()[1], input="x")
     assert result.returncode == 2
     assert one_line(result) == "error: give REMOTE, the name on the server, to send the standard input"
