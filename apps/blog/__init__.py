@@ -42,6 +42,7 @@ def create_app(settings: Mapping[str, Any] | None = None, instance_path: str | P
 
     app.add_middleware(security_headers)  # Never framed by another site, never content-sniffed.
     db.init_app(app)
+    auth.normalise_stored_usernames(app.config["DATABASE"])  # Names from before they were canonical.
     app.register_blueprint(auth.bp)
     app.register_blueprint(blog.bp)
 

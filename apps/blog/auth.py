@@ -12,34 +12,46 @@ generation is not the user's current one is no longer logged in (logging out end
 everywhere).
 
 Usernames are compared in one canonical spelling (``canonical_username``): ``Alice``, ``alice`` and
-``alice`` with an invisible character are one name, so nobody can register a lookalike of someone else. And
-every login or registration attempt counts against the client's address and the username in
-``LOGIN_LIMITER`` (see ``apps/common.py:AttemptLimiter``): each costs an scrypt hash, and guessing passwords
-should be slow.
+``alice`` with an invisible character are one name, and spaces, line breaks and invisible characters are
+refused, so nobody can register those lookalikes of someone else. Not every lookalike: Cyrillic U+0430 looks
+like the Latin ``a`` but is another letter to Unicode, so a name spelled with it is another name; telling such
+confusables apart needs Unicode's confusables data (UTS #39), which this blog does not use. Names registered
+before names were canonical are made canonical at start-up where they can be (``normalise_stored_usernames``).
+
+Every login or registration attempt counts against the client's address and the username in ``LOGIN_LIMITER``
+(see ``apps/common.py:AttemptLimiter``): each costs an scrypt hash, and guessing passwords should be slow.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+import sqlite3
 import unicodedata
+from collections import defaultdict
 from collections.abc import Callable
+from contextlib import closing
 from functools import cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 from framework import Blueprint, Request, Response, abort, redirect
 from framework.security import check_password_hash, generate_password_hash
 
 from ..common import unprintable
-from .db import get_db
+from .db import connect, get_db
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 View = TypeVar("View", bound=Callable[..., Any])
 
+log = logging.getLogger(__name__)
+
 USERNAME_LIMIT = 30
 # Control, format (zero-width spaces and joiners, direction marks), surrogate, private-use and unassigned
-# characters: invisible or unstable, they would let two different usernames look the same.
-USERNAME_REFUSED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+# characters, and separators (spaces of every width, U+2028 and U+2029, which break lines): invisible, blank or
+# unstable, they would let two different usernames look the same.
+USERNAME_REFUSED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 
 
 def login_required(view: View) -> View:
@@ -86,7 +98,7 @@ def username_error(username: str) -> str | None:
     if len(username) > USERNAME_LIMIT:
         return f"Usernames are at most {USERNAME_LIMIT} characters long."
     if unprintable(username, USERNAME_REFUSED):
-        return "Usernames cannot contain control or invisible characters."
+        return "Usernames cannot contain spaces, line breaks, control or invisible characters."
     return None
 
 
@@ -106,6 +118,27 @@ def limit_attempts(request: Request, username: str, template: str) -> None:
         abort(page)
 
 
+def add_user(db: sqlite3.Connection, username: str, password: str) -> bool:
+    """Store a new account for the canonical ``username``; ``False`` when the name is taken.
+
+    Taken by an account of that name (the ``UNIQUE`` constraint, checked by the database, so two people
+    registering it at once cannot both win), or by one stored before names were canonical whose name reads the
+    same: ``Alice``, kept as it was because it clashed with another (see ``normalise_stored_usernames``), must
+    not get a stranger called ``alice`` beside her. That second check reads every name (SQLite cannot index a
+    Python function); registrations are few, and limited."""
+    db.create_function("canonical_username", 1, canonical_username, deterministic=True)
+    if db.execute("SELECT 1 FROM user WHERE canonical_username(username) = ?", (username,)).fetchone():
+        return False
+    try:
+        with db:
+            db.execute(
+                "INSERT INTO user (username, password) VALUES (?, ?)", (username, generate_password_hash(password))
+            )
+    except db.IntegrityError:
+        return False
+    return True
+
+
 @bp.route("/register", methods=["GET", "POST"])
 def register(request: Request) -> Response | tuple[Response, int]:
     """Create an account: a unique username and a password, stored as a salted scrypt hash.
@@ -120,21 +153,27 @@ def register(request: Request) -> Response | tuple[Response, int]:
             error = "Password is required."
         if error is None:
             limit_attempts(request, username, "auth/register.html")
-            db = get_db(request)
-            try:
-                with db:
-                    db.execute(
-                        "INSERT INTO user (username, password) VALUES (?, ?)",
-                        (username, generate_password_hash(password)),
-                    )
-            except db.IntegrityError:  # The UNIQUE constraint: checked by the database, so two at once can't both win.
-                error = f"User {username} is already registered."
-            else:
+            if add_user(get_db(request), username, password):
                 request.flash("Your account is ready: log in.", "success")
                 return redirect(request.url_for(".login"), 303)
+            error = f"User {username} is already registered."
         request.flash(error, "error")
         return request.render("auth/register.html"), 400
     return request.render("auth/register.html")
+
+
+def find_user(db: sqlite3.Connection, typed: str) -> sqlite3.Row | None:
+    """The account a login form names: the one stored exactly as ``typed``, else the one stored in its canonical
+    spelling.
+
+    Exactly as typed first, for the accounts from before names were canonical that kept their old spelling
+    because it clashed (``Alice`` beside a newer ``alice``): typing ``Alice`` logs in as her, typing ``alice``
+    or ``ALICE`` as the other. Every other name is stored canonical, and found however it is typed."""
+    for name in dict.fromkeys([typed, canonical_username(typed)]):
+        user: sqlite3.Row | None = db.execute("SELECT * FROM user WHERE username = ?", (name,)).fetchone()
+        if user is not None:
+            return user
+    return None
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -144,7 +183,7 @@ def login(request: Request) -> Response | tuple[Response, int]:
         username = canonical_username(request.form.get("username", ""))
         password = request.form.get("password", "")
         limit_attempts(request, username, "auth/login.html")
-        user = get_db(request).execute("SELECT * FROM user WHERE username = ?", (username,)).fetchone()
+        user = find_user(get_db(request), request.form.get("username", ""))
         # One message for both mistakes, and a hash checked either way (taking as long), so that neither the
         # page nor its timing tells a stranger which usernames exist.
         stored = user["password"] if user is not None else unknown_user_hash()
@@ -176,3 +215,27 @@ def logout(request: Request) -> Response:
             db.execute("UPDATE user SET generation = generation + 1 WHERE id = ?", (request.g.user["id"],))
     request.session.clear()
     return redirect(request.url_for("blog.index"), 303)
+
+
+def normalise_stored_usernames(path: str | Path) -> None:
+    """Store in their canonical spelling the names of accounts registered before names were canonical (``Bob``
+    becomes ``bob``), so that they are found, and protected from lookalikes, as new ones are.
+
+    A name whose canonical spelling another account has, or that two old names share (``Alice`` and ``ALICE``,
+    or ``Eve`` beside a newer ``eve``), is left as it is, and logged: which account should have the name is for
+    a person to decide. Those users still log in by typing their name as it is stored (``find_user``). It is
+    one transaction that takes the write lock before it reads (``BEGIN IMMEDIATE``): all the renames or none,
+    and a second process starting at the same moment finds nothing left to do."""
+    with closing(connect(path)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        spellings: defaultdict[str, list[str]] = defaultdict(list)
+        for (name,) in db.execute("SELECT username FROM user"):
+            spellings[canonical_username(name)].append(name)
+        for canonical, names in spellings.items():
+            if len(names) > 1:
+                log.warning(
+                    "usernames %s all read as %r: left as they are, for someone to decide", sorted(names), canonical
+                )
+            elif names[0] != canonical:
+                db.execute("UPDATE user SET username = ? WHERE username = ?", (canonical, names[0]))
+        db.commit()

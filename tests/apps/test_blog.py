@@ -4,6 +4,7 @@ tested with the framework's test client as the guide shows."""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -357,6 +358,11 @@ def test_a_lookalike_of_a_username_is_the_same_name(client: TestClient, accounts
         ("test\u200b", "control or invisible characters"),  # zero-width space
         ("\u202etset", "control or invisible characters"),  # right-to-left override
         ("a\x00b", "control or invisible characters"),
+        ("te\u2028st", "control or invisible characters"),  # line separator
+        ("te\u2029st", "control or invisible characters"),  # paragraph separator
+        ("te st", "control or invisible characters"),
+        ("te\u00a0st", "control or invisible characters"),  # no-break space
+        ("te\u3000st", "control or invisible characters"),  # ideographic space
         ("x" * 31, "at most 30 characters"),
         ("\u200b", "control or invisible characters"),
     ],
@@ -482,3 +488,40 @@ def test_two_processes_upgrade_an_older_database_at_once(tmp_path: Path, monkeyp
 def count_in(path: Path, sql: str) -> int:
     with closing(sqlite3.connect(path)) as connection:
         return int(connection.execute(sql).fetchone()[0])
+
+
+# --- accounts registered before usernames were canonical -------------------------------------------------------
+
+
+def test_names_from_before_canonical_usernames_still_log_in_and_are_not_taken_again(tmp_path: Path, caplog) -> None:
+    """``Bob`` can become ``bob``; ``Alice`` and ``ALICE``, or ``Eve`` beside a newer ``eve``, cannot all become
+    one name, so they stay, and each logs in by typing the name as stored."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(OLD_SCHEMA)
+        connection.executemany(
+            "INSERT INTO user (username, password) VALUES (?, ?)",
+            [
+                (name, generate_password_hash(f"pw of {name}", CHEAP))
+                for name in ["Bob", "Alice", "ALICE", "Eve", "eve"]
+            ],
+        )
+    app = create_app({"TESTING": True, "DATABASE": str(path)}, instance_path=tmp_path)
+    stored = {row[0] for row in sqlite3.connect(path).execute("SELECT username FROM user")}
+    assert stored == {"bob", "Alice", "ALICE", "Eve", "eve"}
+    assert "['ALICE', 'Alice'] all read as 'alice'" in caplog.text and "['Eve', 'eve']" in caplog.text
+
+    def logs_in_as(typed: str, password: str) -> str | None:
+        """The name the page shows once logged in with ``typed`` and ``password`` (``None``: not logged in)."""
+        client = app.test_client()
+        Accounts(client).login(typed, password)
+        shown = re.search(r"<span>(.*?)</span>", client.get("/").text)
+        return shown[1] if shown else None
+
+    assert logs_in_as("Bob", "pw of Bob") == "bob" and logs_in_as("bob", "pw of Bob") == "bob"
+    assert logs_in_as("Alice", "pw of Alice") == "Alice" and logs_in_as("ALICE", "pw of ALICE") == "ALICE"
+    assert logs_in_as("Eve", "pw of Eve") == "Eve" and logs_in_as("eve", "pw of eve") == "eve"
+    for taken in ["alice", "Alice", "bob"]:
+        response = app.test_client().post("/auth/register", data={"username": taken, "password": "pw"})
+        assert response.status_code == 400 and "already registered" in response.text, taken
+    assert count(app, "SELECT COUNT(*) FROM user") == 5
