@@ -173,41 +173,87 @@ class AttemptLimiter:
     """At most ``limit`` attempts per key (a client's address, a username) in any ``window`` seconds.
 
     For what is costly to try and worth guessing, such as a password: each attempt at the blog's login costs an
-    scrypt hash (tens of milliseconds and 32 MiB). Attempts are remembered in memory, for at most ``max_keys``
-    keys: the least recently used key is forgotten first, so a flood of new keys costs bounded memory (at the
-    price of forgetting old ones). Each worker process keeps its own count, so ``--workers N`` allows up to N
-    times ``limit``: a shared store (SQLite, Redis) would be the next step for a real site.
+    scrypt hash (tens of milliseconds and 32 MiB). ``retry_after`` counts an attempt if every key allows it,
+    ``peek`` only asks, and ``record`` counts one found out afterwards (a wrong password).
+
+    Attempts are remembered in memory, for at most ``max_keys`` keys, so a flood of new keys costs bounded memory.
+    Two rules keep such a flood from wiping out the counts that matter. A refused attempt is never remembered: it
+    only reads its keys, so ten thousand refused requests, each with a new username, add nothing. And room for a
+    new key is made by forgetting first the keys whose attempts have all left the window, then the least recently
+    tried key still below the limit, and a key at its limit only when every key is at it.
+
+    What a key is decides what is limited, and the address is only as good as the server's idea of it. Behind a
+    proxy, the server must be told to believe it (``--forwarded-allow-ips``, see docs/nginx.md): otherwise every
+    request comes from the proxy's address, and all clients share one key, so ten strangers' attempts lock
+    everyone out. An IPv6 client usually holds a whole /64 and can move between its addresses at will, so the
+    blog keys IPv6 addresses by their /64 (``apps/blog/auth.py:address_key``).
+
+    Each worker process keeps its own count, so ``--workers N`` allows up to N times ``limit``: a shared store
+    (SQLite, Redis) would be the next step for a real site.
     """
 
     def __init__(
         self, limit: int, window: float, *, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.limit, self.window, self.max_keys, self.clock = limit, window, max_keys, clock
+        # Each key's latest attempts (``limit`` at most: older ones cannot matter), least recently tried key first.
         self._attempts: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def retry_after(self, *keys: str) -> int:
         """0 if another attempt for every one of ``keys`` is allowed now (and count it), else the whole seconds
-        to wait until one is (the attempt is refused, and not counted)."""
+        to wait until one is (the attempt is refused, and nothing is remembered of it)."""
         with self._lock:
             now = self.clock()
-            recent = [self._recent(key, now) for key in keys]
-            waits = [times[0] + self.window - now for times in recent if len(times) >= self.limit]
-            if waits:
-                return max(1, int(max(waits) + 0.999))
-            for times in recent:
-                times.append(now)
-            return 0
+            wait = self._wait(keys, now)
+            if not wait:
+                for key in keys:
+                    self._record(key, now)
+            return wait
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        """The times of ``key``'s attempts still inside the window, its entry made the most recently used."""
-        times = self._attempts.pop(key, None) or deque()
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        self._attempts[key] = times
-        while len(self._attempts) > self.max_keys:
-            self._attempts.popitem(last=False)
-        return times
+    def peek(self, *keys: str) -> int:
+        """What ``retry_after`` would answer, without counting anything."""
+        with self._lock:
+            return self._wait(keys, self.clock())
+
+    def record(self, *keys: str) -> None:
+        """Count an attempt for every one of ``keys`` (one already made: a wrong password, say)."""
+        with self._lock:
+            now = self.clock()
+            for key in keys:
+                self._record(key, now)
+
+    def _limited_for(self, times: deque[float], now: float) -> float:
+        """How long until a key with these attempts may try again (0 or less: now)."""
+        return times[0] + self.window - now if len(times) >= self.limit else 0
+
+    def _wait(self, keys: tuple[str, ...], now: float) -> int:
+        waits = [self._limited_for(self._attempts.get(key, deque()), now) for key in keys]
+        longest = max(waits, default=0)
+        return max(1, int(longest + 0.999)) if longest > 0 else 0
+
+    def _record(self, key: str, now: float) -> None:
+        times = self._attempts.pop(key, None)
+        if times is None:
+            self._make_room(now)
+            times = deque(maxlen=self.limit)
+        times.append(now)
+        self._attempts[key] = times  # The most recently tried key is last.
+
+    def _make_room(self, now: float) -> None:
+        """Forget the keys whose attempts have all left the window; then, if the store is still full, the least
+        recently tried key below the limit, or, when there is none, the least recently tried key.
+
+        Keys are in the order of their latest attempt, so the expired ones are all at the front. Finding one
+        below the limit may read every key, but only when the store is full of keys tried within the window."""
+        while self._attempts:
+            oldest, times = next(iter(self._attempts.items()))
+            if times[-1] > now - self.window:
+                break
+            del self._attempts[oldest]
+        if len(self._attempts) >= self.max_keys:
+            below = (key for key, times in self._attempts.items() if self._limited_for(times, now) <= 0)
+            del self._attempts[next(below, next(iter(self._attempts)))]
 
 
 class Database:

@@ -18,12 +18,14 @@ like the Latin ``a`` but is another letter to Unicode, so a name spelled with it
 confusables apart needs Unicode's confusables data (UTS #39), which this blog does not use. Names registered
 before names were canonical are made canonical at start-up where they can be (``normalise_stored_usernames``).
 
-Every login or registration attempt counts against the client's address and the username in ``LOGIN_LIMITER``
-(see ``apps/common.py:AttemptLimiter``): each costs an scrypt hash, and guessing passwords should be slow.
+Attempts are limited by ``LOGIN_LIMITER`` (see ``apps/common.py:AttemptLimiter``): each costs an scrypt hash,
+and guessing passwords should be slow. Every attempt counts against the client's address; a registration, or a
+wrong password, against the username too (``login`` says why a right one is refused during a lockout).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import sqlite3
@@ -102,14 +104,29 @@ def username_error(username: str) -> str | None:
     return None
 
 
-def limit_attempts(request: Request, username: str, template: str) -> None:
-    """Count an attempt to log in or register against the client's address and ``username``; when either has had
-    too many lately, stop with 429 and ``Retry-After``: ``template`` again, with a message, not an error page.
+def address_key(request: Request) -> str:
+    """The limiter's key for the client's address: an IPv4 address as it is, an IPv6 one by its /64 network.
 
-    The username in the key is cut to one character past the limit (no account has a longer name), so that
-    each remembered key stays small whatever a client sends."""
-    keys = f"address:{request.remote_addr}", f"user:{username[: USERNAME_LIMIT + 1]}"
-    wait = request.app.config["LOGIN_LIMITER"].retry_after(*keys)
+    One IPv6 client (a home, a phone, a cloud machine) usually holds a whole /64 and can pick a new address in
+    it for every request; keyed by address alone, each guess would count against a fresh key."""
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return f"address:{request.remote_addr}"
+    if address.version == 6:
+        return f"address:{ipaddress.ip_network((address, 64), strict=False)}"
+    return f"address:{address}"
+
+
+def username_key(username: str) -> str:
+    """The limiter's key for a canonical ``username``, cut to one character past the limit (no account has a
+    longer name), so that each remembered key stays small whatever a client sends."""
+    return f"user:{username[: USERNAME_LIMIT + 1]}"
+
+
+def refuse_if_waiting(request: Request, wait: int, template: str) -> None:
+    """When ``wait`` (seconds, from ``LOGIN_LIMITER``) is not 0, stop with 429 and ``Retry-After``: ``template``
+    again, with a message, not an error page."""
     if wait:
         request.flash(f"Too many attempts: try again in {wait} seconds.", "error")
         page = request.render(template)
@@ -152,7 +169,9 @@ def register(request: Request) -> Response | tuple[Response, int]:
         if error is None and not password:
             error = "Password is required."
         if error is None:
-            limit_attempts(request, username, "auth/register.html")
+            limiter = request.app.config["LOGIN_LIMITER"]
+            wait = limiter.retry_after(address_key(request), username_key(username))
+            refuse_if_waiting(request, wait, "auth/register.html")
             if add_user(get_db(request), username, password):
                 request.flash("Your account is ready: log in.", "success")
                 return redirect(request.url_for(".login"), 303)
@@ -178,16 +197,29 @@ def find_user(db: sqlite3.Connection, typed: str) -> sqlite3.Row | None:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login(request: Request) -> Response | tuple[Response, int]:
-    """Check a username and password, and remember the user (and their session generation) in the session."""
+    """Check a username and password, and remember the user (and their session generation) in the session.
+
+    Every attempt counts against the client's address; only a wrong password counts against the username, so a
+    user who logs in often is never limited by it. Once a username has had too many wrong passwords lately,
+    attempts at it are refused before the password is checked, even the right one: a lockout of a minute
+    (``LOGIN_LIMITER``'s window) that anyone can cause with ten wrong guesses. Letting the right password through
+    would undo the limit: whoever guesses from many addresses would learn of each guess whether it was right,
+    as fast as the address limits allow, and the username limit is the one that bounds guesses spread over many
+    addresses. Sparing the real user would take something a guesser lacks, such as a signed cookie left by an
+    earlier login on the same browser (OWASP's "device cookies"); the blog keeps the simpler lockout."""
     if request.method == "POST":
-        username = canonical_username(request.form.get("username", ""))
+        typed = request.form.get("username", "")
         password = request.form.get("password", "")
-        limit_attempts(request, username, "auth/login.html")
-        user = find_user(get_db(request), request.form.get("username", ""))
+        limiter = request.app.config["LOGIN_LIMITER"]
+        user_key = username_key(canonical_username(typed))
+        wait = limiter.retry_after(address_key(request)) or limiter.peek(user_key)
+        refuse_if_waiting(request, wait, "auth/login.html")
+        user = find_user(get_db(request), typed)
         # One message for both mistakes, and a hash checked either way (taking as long), so that neither the
         # page nor its timing tells a stranger which usernames exist.
         stored = user["password"] if user is not None else unknown_user_hash()
         if not check_password_hash(stored, password) or user is None:
+            limiter.record(user_key)
             request.flash("Incorrect username or password.", "error")
             return request.render("auth/login.html"), 400
         request.session.clear()  # A fresh session at login: nothing planted before it survives.

@@ -525,3 +525,57 @@ def test_names_from_before_canonical_usernames_still_log_in_and_are_not_taken_ag
         response = app.test_client().post("/auth/register", data={"username": taken, "password": "pw"})
         assert response.status_code == 400 and "already registered" in response.text, taken
     assert count(app, "SELECT COUNT(*) FROM user") == 5
+
+
+# --- the attempt limiter: what a flood of refused attempts, a frequent user and IPv6 do to it ------------------
+
+
+def test_refused_attempts_are_not_remembered_and_limited_keys_are_forgotten_last() -> None:
+    from apps.common import AttemptLimiter
+
+    now = [0.0]
+    limiter = AttemptLimiter(limit=2, window=60, max_keys=3, clock=lambda: now[0])
+    for key in ["user:victim", "user:victim", "address:attacker", "address:attacker"]:
+        assert limiter.retry_after(key) == 0
+    for number in range(10_000):  # Cheap: each is refused by the attacker's address before any password.
+        assert limiter.retry_after("address:attacker", f"user:{number}") == 60
+    assert limiter.retry_after("user:victim") == 60 and limiter.retry_after("address:attacker") == 60
+    now[0] = 1
+    assert limiter.retry_after("user:tried once") == 0
+    assert limiter.retry_after("user:newcomer") == 0, "room is made by forgetting a key below the limit"
+    assert limiter.retry_after("user:victim") == 59 and limiter.retry_after("address:attacker") == 59
+    now[0] = 61
+    assert limiter.retry_after("user:after the window") == 0, "expired keys go first"
+    assert limiter.peek("user:newcomer") == 0 and limiter.retry_after("user:newcomer") == 0
+
+
+def test_logging_in_often_never_locks_a_user_out(tmp_path: Path) -> None:
+    from apps.common import AttemptLimiter
+
+    limiter = AttemptLimiter(limit=3, window=60, clock=lambda: 0.0)
+    app = create_app({"TESTING": True, "LOGIN_LIMITER": limiter}, instance_path=tmp_path)
+    with sqlite3.connect(app.config["DATABASE"]) as connection:
+        connection.execute(
+            "INSERT INTO user (username, password) VALUES ('ada', ?)", (generate_password_hash("pw", CHEAP),)
+        )
+    for device in range(5):  # Five devices, each with its own address, log in within the minute.
+        response = app.test_client().post(
+            "/auth/login", data={"username": "ada", "password": "pw"}, remote_addr=f"192.0.2.{device}"
+        )
+        assert response.status_code == 303, device
+
+
+def test_an_ipv6_client_is_limited_by_its_64(tmp_path: Path) -> None:
+    """One client holds a whole /64, and a new address in it must not be a fresh allowance."""
+    from apps.common import AttemptLimiter
+
+    limiter = AttemptLimiter(limit=3, window=60, clock=lambda: 0.0)
+    app = create_app({"TESTING": True, "LOGIN_LIMITER": limiter}, instance_path=tmp_path)
+
+    def guess(address: str, username: str) -> int:
+        data = {"username": username, "password": "guess"}
+        return app.test_client().post("/auth/login", data=data, remote_addr=address).status_code
+
+    assert [guess(f"2001:db8:1:2::{number}", f"name{number}") for number in range(1, 4)] == [400, 400, 400]
+    assert guess("2001:db8:1:2:ffff:ffff:ffff:ffff", "name4") == 429
+    assert guess("2001:db8:1:3::1", "name5") == 400, "the next /64 is another client"
