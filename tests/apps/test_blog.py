@@ -92,15 +92,26 @@ def test_without_a_configured_key_the_blog_generates_one_and_keeps_it(tmp_path: 
     assert create_app(instance_path=tmp_path).config["SECRET_KEY"] == key  # The same key after a restart.
 
 
-def test_a_session_signed_with_the_old_default_key_is_refused(app: App, client: TestClient) -> None:
-    forger = create_app({"SECRET_KEY": "dev", "DATABASE": app.config["DATABASE"]}, instance_path=app.instance_path)
+def forged_session(app: App, key: str) -> str:
+    """A complete session of the user test (its id and session generation), signed with ``key``: the cookie a
+    forger who knew that key would send."""
+    forger = create_app({"SECRET_KEY": key, "DATABASE": app.config["DATABASE"]}, instance_path=app.instance_path)
     forging = forger.test_client()
     with forging.session_transaction() as session:
         session["user_id"] = 1
-    forged = forging.get_cookie("session")
-    assert forged is not None
-    client.set_cookie("session", forged.value)
-    assert "<span>test</span>" not in client.get("/").text
+        session["generation"] = 0
+    cookie = forging.get_cookie("session")
+    assert cookie is not None
+    return cookie.value
+
+
+@pytest.mark.parametrize(("key", "logged_in"), [("dev", False), ("the app's own", True)])
+def test_a_session_signed_with_the_old_default_key_is_refused(app: App, key: str, logged_in: bool) -> None:
+    """Only the key tells the forgery from the real thing: the same session signed with the app's own key (the
+    control) logs in."""
+    client = app.test_client()
+    client.set_cookie("session", forged_session(app, app.config["SECRET_KEY"] if key == "the app's own" else key))
+    assert ("<span>test</span>" in client.get("/").text) is logged_in
 
 
 def test_a_new_blog_creates_its_database(tmp_path: Path) -> None:
