@@ -8,6 +8,8 @@ The API, under ``/todo/api``, answers in JSON with the status codes a client can
     PATCH  /todo/api/todos/<id>     200  the changed todo ("title" and/or "done")
     DELETE /todo/api/todos/<id>     204  no body
 
+``HEAD`` of either URL is its ``GET`` without the body, and never changes anything, whatever body it carries.
+
 Whatever goes wrong is JSON too: a body that is not JSON is 415 (wrong ``Content-Type``) or 400 (malformed),
 a todo that breaks the rules is 422 with a message per field, an unknown method is 405 with ``Allow``::
 
