@@ -456,13 +456,12 @@ def test_one_source_holds_at_most_its_share(tftp_root, peers):
             peer.send(ReadRequest("f.bin"), server.address)
             assert isinstance(peer.recv()[0], Data)
             assert server.transfers_from("127.0.0.7") <= share
-        for peer in silent[:2]:
-            assert peer.recv()[0] == Error(ErrorCode.NOT_DEFINED, "transfer dropped to make room: no progress")
+        # Dropped in silence: a peer that never answered may be a forged address (test_tftp_review3).
+        assert all(_nothing_queued(peer) for peer in silent)
 
 
 def test_when_full_the_longest_idle_transfer_gives_way_and_a_progressing_one_never(tftp_root, peers):
     (tftp_root / "f.bin").write_bytes(b"i" * 2000)
-    dropped = Error(ErrorCode.NOT_DEFINED, "transfer dropped to make room: no progress")
     with running_server(tftp_root, max_transfers=3, timeout=5.0) as server:
         a, b, c, d, e, f = (Peer(f"127.0.0.{i}") for i in range(10, 16))
         peers.extend((a, b, c, d, e, f))
@@ -476,8 +475,16 @@ def test_when_full_the_longest_idle_transfer_gives_way_and_a_progressing_one_nev
         for newcomer, victim in ((d, a), (e, c), (f, d)):  # the silent ones go, oldest first; b stays
             newcomer.send(ReadRequest("f.bin"), server.address)
             assert isinstance(newcomer.recv()[0], Data)
-            assert victim.recv()[0] == dropped
+            # Gone, in silence: it never answered, so its address may be forged (test_tftp_review3).
+            assert server.transfers_from(victim.sock.getsockname()[0]) == 0 and _nothing_queued(victim)
         assert server.transfers_from("127.0.0.11") == 1 and server.transfer_count == 3
+
+
+def _nothing_queued(peer: Peer) -> bool:
+    """Whether nothing waits on ``peer``'s socket. Reliable right after the server's answer to a later datagram
+    has arrived: the server sends in order, and on loopback a datagram is queued by the time sendto returns."""
+    readable, _, _ = select.select([peer.sock], [], [], 0)  # recv would wait out the socket's timeout first
+    return not readable
 
 
 # A server whose descriptor limit is far below what max_transfers needs, as with a low ulimit.

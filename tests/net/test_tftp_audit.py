@@ -228,17 +228,18 @@ def test_a_peer_that_never_answers_gets_the_first_packet_at_most_twice_and_no_er
     assert machine.request_repeated(1e9) == []  # and a transfer that gave up is over
 
 
-def test_a_lost_first_packet_is_sent_again_for_a_repeated_request_within_the_same_budget():
+def test_a_lost_first_packet_is_sent_again_for_a_repeated_request_with_a_budget_of_its_own():
     settings = opts.Settings(timeout=1.0, retries=5)
     sender = Sender(io.BytesIO(bytes(2000)).read, PEER, settings, 0.0)
     (first,) = sender.start()  # lost
     assert sender.request_repeated(0.5) == []  # a repeat within the timeout: our packet may be on its way
-    assert sender.request_repeated(1.0) == [first]  # a repeat a timeout later gets it once more ...
-    assert sender.tick(2.0) == []  # ... and it counted: the budget is spent, the timer sends nothing more
-    assert sender.request_repeated(3.5) == []
-    assert sender.datagram_received(encode_ack(1), PEER, 4.5)  # the peer answers late: DATA 2 goes out
-    assert sender.request_repeated(5.5) == []  # from now on the transfer's own timer repairs losses ...
-    assert all(sender.tick(t) for t in (5.5, 6.5, 7.5, 8.5, 9.5)) and not sender.finished  # ... 5 times
+    assert sender.request_repeated(1.0) == [first]  # a repeat a timeout later is a new request ...
+    assert sender.tick(2.0) == [first]  # ... with a budget of two: one retransmission of our own
+    assert sender.tick(3.0) == []  # and no more
+    assert sender.request_repeated(2.5) == []  # nor for a repeat within a timeout of our last send
+    assert sender.datagram_received(encode_ack(1), PEER, 3.5)  # the peer answers late: DATA 2 goes out
+    assert sender.request_repeated(4.5) == []  # from now on the transfer's own timer repairs losses ...
+    assert all(sender.tick(t) for t in (4.5, 5.5, 6.5, 7.5, 8.5)) and not sender.finished  # ... 5 times
 
 
 def test_a_forged_request_draws_two_data_packets_and_no_error(tftp_root, start_tftp_server):

@@ -63,14 +63,17 @@ _ERROR_OPCODE = b"\x00\x05"
 # Retransmissions of a server's first packet before the client has answered once. A request is one datagram
 # from an address anyone can forge, and everything we send before an answer goes to that address: with the
 # usual 5 retransmissions and an ERROR at the end, a 10-byte RRQ drew 6 DATA packets of 516 bytes, 88 times
-# its size. So a transfer sends at most 1 + UNANSWERED_RETRIES packets to a peer that never answered, all
-# counted: the first, the retransmissions of its own timer, and the answers to a repeated request
-# (request_repeated). One retransmission still repairs a lost first packet without the client's help.
+# its size. So each request datagram draws at most 1 + UNANSWERED_RETRIES packets to a peer that never
+# answered: the first, and the retransmissions of our own timer. A repeat of the request a timeout or more
+# after our last send counts as a new request with a budget of its own (request_repeated); no ERROR is ever
+# sent to such a peer, not even when its transfer is aborted (abort). One retransmission still repairs a lost
+# first packet without the client's help.
 #
 # Sending less is not giving up sooner. Real clients (curl, tftp-hpa, atftp) retransmit on a timer of about
 # 5 s, so a client whose first answer was lost is heard again only then: the transfer keeps its slot, silent,
 # for as long as it would have retransmitted ((retries + 1) x timeout, 6 s by default, or the stall limit),
-# and a late answer continues it. Then it gives up without a word: there may be nobody to tell.
+# answers the client's repeated request, and a late answer continues it. Then it gives up without a word:
+# there may be nobody to tell.
 UNANSWERED_RETRIES = 1
 _DATA_OPCODE = int(Opcode.DATA)
 _pack_header = struct.Struct("!HH").pack  # opcode and block number, as in packets.encode_data
@@ -214,19 +217,32 @@ class _Transfer:
     def request_repeated(self, now: float) -> list[Datagram]:
         """Server: the client sent its request again, so our first packet may have been lost.
 
-        Until the client has answered once, a repeat gets the packet again, but at most once per timeout and
-        within the same budget as our own retransmissions (``UNANSWERED_RETRIES``): copies of a request are
-        as easy to forge as the request, and answering each one was an amplifier (200 copies of a 10-byte RRQ
-        drew 167 DATA packets, 86 KB). Once the client has answered, our own timer repairs losses."""
+        Until the client has answered once, a repeat that comes at least one timeout after we last sent is
+        treated like a new request: the first packet goes out again with a fresh budget
+        (``UNANSWERED_RETRIES``). A repeat sooner than that is ignored, as our packet may still be on its way.
+        So a flood of copies draws at most one packet per timeout, and each copy at most 1 + UNANSWERED_RETRIES
+        (copies of a request are as easy to forge as the request, and answering each one was an amplifier:
+        200 copies of a 10-byte RRQ drew 167 DATA packets, 86 KB). Refusing a repeat once the first budget was
+        spent was worse: a real client whose first two packets were lost was never answered again, and curl
+        failed after 40 s instead of recovering at its next retransmission. Once the client has answered, our
+        own timer repairs losses and repeats are strays."""
         if not (self._unheard() and self.state is _RUNNING):
             return []
-        if self._unheard_sends >= self._unheard_budget() or now - self._sent_at < self.settings.timeout:
+        if now - self._sent_at < self.settings.timeout:
             return []
+        self._unheard_sends = 0  # a new request: _resend_first counts this send as its first
         return self._resend_first(now)
 
     def abort(self, message: str = "transfer cancelled") -> list[Datagram]:
-        """Stop locally (Ctrl-C, shutdown) and tell the peer; a finished transfer has nothing to abort."""
-        return [] if self.finished else self._fail(ErrorCode.NOT_DEFINED, message)
+        """Stop locally (Ctrl-C, shutdown, room made for a newcomer) and tell the peer; a finished transfer has
+        nothing to abort. A server transfer whose peer never answered ends without a word, like one that gives
+        up on it (``_tick_unheard``): its request may have been forged, and an ERROR to that address was one
+        packet more per forged request when a flood evicts transfers to make room."""
+        if self.finished:
+            return []
+        if self._unheard():
+            return self._give_up_silently(message)
+        return self._fail(ErrorCode.NOT_DEFINED, message)
 
     def fail(self, code: int, message: str) -> list[Datagram]:
         """End the transfer with an error even if the protocol completed: the server uses it when a complete

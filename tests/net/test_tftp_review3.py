@@ -1,0 +1,117 @@
+"""Regressions found by the third review of the TFTP hardening commits, one section per finding.
+
+1. A client's repeated request was never answered once the server's timer had spent the budget of two
+   packets for a peer that never answered: curl with its first two packets lost failed after 40 s.
+2. A transfer whose peer never answered sent an ERROR when dropped to make room or aborted at shutdown: a
+   third packet per forged request under a flood.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from server.net.tftp import options as opts
+from server.net.tftp.packets import Data, Opcode, ReadRequest, decode, encode_ack
+from server.net.tftp.server import TftpServer
+from server.net.tftp.transfer import Sender, State
+
+PEER = ("127.0.0.1", 40000)
+
+
+def _queued(sock: socket.socket) -> list[bytes]:
+    """Every datagram queued on ``sock``: on loopback one is queued by the time ``sendto`` returns."""
+    received = []
+    while True:
+        try:
+            received.append(sock.recv(65536, socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return received
+
+
+# -- 1. a repeated request a timeout after our last send is a new request
+
+
+def test_a_repeat_after_the_budget_is_spent_is_answered_with_a_fresh_budget():
+    """curl's timer is 5 s: our first packet and its retransmission are lost, and curl repeats its request at
+    10 s. That repeat gets the packet again, and our timer one more retransmission; a repeat sooner than a
+    timeout after our last send still gets nothing. (That a flood of repeats draws at most one packet per
+    timeout is test_tftp_regressions.test_repeated_requests_from_a_silent_peer_draw_at_most_one_packet_per_timeout.)"""
+    sender = Sender(io.BytesIO(bytes(2000)).read, PEER, opts.Settings(timeout=5.0, retries=5), 0.0)
+    (first,) = sender.start()  # lost
+    assert sender.tick(5.0) == [first]  # lost too: the budget of two is spent
+    assert sender.request_repeated(5.01) == []  # our retransmission may be on its way
+    assert sender.tick(sender.deadline) == []  # nothing more from our timer
+    assert sender.request_repeated(10.0) == [first]  # a new request: the packet again ...
+    assert sender.request_repeated(12.0) == []
+    assert sender.tick(15.0) == [first]  # ... with a fresh budget of two
+    assert sender.tick(sender.deadline) == [] or sender.finished
+    assert sender.datagram_received(encode_ack(1), PEER, 16.0)  # and a late answer continues the transfer
+    assert sender.state == State.RUNNING
+
+
+def _drop_first_sends(server: TftpServer, count: int) -> None:
+    """Make ``server`` lose the first ``count`` datagrams it sends from transfer sockets, as a network would."""
+    send = server._send
+    dropped = []
+
+    def lossy(active, datagrams):
+        while datagrams and len(dropped) < count:
+            dropped.append(datagrams.pop(0))
+        send(active, datagrams)
+
+    server._send = lossy  # type: ignore[method-assign]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (Debian: curl)")
+def test_curl_recovers_when_its_first_two_packets_are_lost(tftp_root, tmp_path, start_tftp_server):
+    """curl repeats its request on its 5 s timer; the repeat at 10 s must be answered."""
+    data = bytes(range(256)) * 20
+    (tftp_root / "f.bin").write_bytes(data)
+    server = start_tftp_server(tftp_root)
+    _drop_first_sends(server, 2)
+    started = time.monotonic()
+    url = f"tftp://127.0.0.1:{server.address[1]}/f.bin"
+    result = subprocess.run(
+        ["curl", "-sS", "--max-time", "40", "-o", str(tmp_path / "out"), url], capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out").read_bytes() == data
+    assert time.monotonic() - started < 25
+
+
+# -- 2. no ERROR to a peer that never answered, even when its transfer is dropped or aborted
+
+
+def test_a_forged_flood_draws_at_most_two_packets_per_request_and_no_error(tmp_path):
+    """Ten forged requests on a server with two slots (each newcomer evicts a silent transfer), then a
+    shutdown aborting the rest: every victim gets the first packet once and nothing else."""
+    (tmp_path / "f").write_bytes(b"z" * 5000)
+    server = TftpServer(tmp_path, "127.0.0.1", 0, timeout=5.0, max_transfers=2, max_transfers_per_source=2)
+    victims = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(10)]
+    try:
+        for victim in victims:
+            victim.bind(("127.0.0.1", 0))
+            server._on_request(ReadRequest("f").encode(), victim.getsockname())  # the loop is not running
+        assert server.transfer_count == 2
+        server.close()
+        for victim in victims:
+            received = [decode(d) for d in _queued(victim)]
+            assert received == [Data(1, b"z" * 512)], received
+    finally:
+        server.close()
+        for victim in victims:
+            victim.close()
+
+
+def test_an_aborted_transfer_whose_peer_answered_is_still_told():
+    sender = Sender(io.BytesIO(bytes(2000)).read, PEER, opts.Settings(timeout=1.0), 0.0)
+    sender.start()
+    sender.datagram_received(encode_ack(1), PEER, 0.1)
+    (error,) = sender.abort("server shutting down")
+    assert error.data[:2] == bytes([0, Opcode.ERROR])
