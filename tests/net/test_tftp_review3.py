@@ -4,6 +4,8 @@
    packets for a peer that never answered: curl with its first two packets lost failed after 40 s.
 2. A transfer whose peer never answered sent an ERROR when dropped to make room or aborted at shutdown: a
    third packet per forged request under a flood.
+3. An octet upload ending short of the tsize it announced was stored as complete: curl under loss skipped a
+   block, and the server kept the truncated file as whole.
 """
 
 from __future__ import annotations
@@ -17,9 +19,23 @@ import time
 import pytest
 
 from server.net.tftp import options as opts
-from server.net.tftp.packets import Data, Opcode, ReadRequest, decode, encode_ack
+from server.net.tftp.packets import (
+    Ack,
+    Data,
+    Error,
+    ErrorCode,
+    Opcode,
+    OptionAck,
+    ReadRequest,
+    WriteRequest,
+    decode,
+    encode_ack,
+    encode_data,
+)
 from server.net.tftp.server import TftpServer
-from server.net.tftp.transfer import Sender, State
+from server.net.tftp.transfer import Receiver, Sender, State
+
+from .test_tftp_live import RawPeer
 
 PEER = ("127.0.0.1", 40000)
 
@@ -115,3 +131,52 @@ def test_an_aborted_transfer_whose_peer_answered_is_still_told():
     sender.datagram_received(encode_ack(1), PEER, 0.1)
     (error,) = sender.abort("server shutting down")
     assert error.data[:2] == bytes([0, Opcode.ERROR])
+
+
+# -- 3. an upload that ends short of its announced tsize is not a file
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_a_transfer_ending_short_of_its_announced_tsize_fails(role):
+    """1100 bytes announced, 1000 received in two blocks (the second short): the last block ends the transfer
+    with ERROR 0 instead of the final ACK, for an upload (server) as for a download (client)."""
+    if role == "server":
+        receiver = Receiver(io.BytesIO().write, PEER, opts.Settings(tsize=1100), 0.0, oack={"tsize": "1100"})
+    else:
+        request = ReadRequest("f", "octet", {"tsize": "0"})
+        receiver = Receiver(io.BytesIO().write, PEER, opts.Settings(), 0.0, request=request)
+        receiver.start()
+        receiver.datagram_received(OptionAck({"tsize": "1100"}).encode(), PEER, 0.05)
+    assert receiver.datagram_received(encode_data(1, b"u" * 512), PEER, 0.1) == [(encode_ack(1), PEER)]
+    (answer,) = receiver.datagram_received(encode_data(2, b"u" * 488), PEER, 0.2)
+    error = decode(answer.data)
+    assert isinstance(error, Error) and error.code == ErrorCode.NOT_DEFINED
+    assert "1000 bytes, short of its announced tsize of 1100" in error.message
+    assert receiver.state == State.FAILED
+
+
+def test_an_upload_of_exactly_its_tsize_and_a_netascii_one_of_another_size_are_stored():
+    exact = Receiver(io.BytesIO().write, PEER, opts.Settings(tsize=1000), 0.0, oack={"tsize": "1000"})
+    exact.datagram_received(encode_data(1, b"u" * 512), PEER, 0.1)
+    assert exact.datagram_received(encode_data(2, b"u" * 488), PEER, 0.2) == [(encode_ack(2), PEER)]
+    assert exact.state == State.COMPLETE
+    text = Receiver(io.BytesIO().write, PEER, opts.Settings(tsize=1100), 0.0, oack={"tsize": "1100"}, netascii=True)
+    assert text.datagram_received(encode_data(1, b"u" * 100), PEER, 0.1) == [(encode_ack(1), PEER)]
+    assert text.state == State.COMPLETE  # in netascii, tsize is the size on disk: no bound on the wire
+
+
+def test_a_live_upload_short_of_its_tsize_stores_nothing(tftp_root, start_tftp_server):
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    peer = RawPeer()
+    try:
+        peer.send(WriteRequest("up.bin", "octet", {"tsize": "2000"}), server.address)
+        answer, tid = peer.recv()
+        assert answer == OptionAck({"tsize": "2000"})
+        peer.send(encode_data(1, b"u" * 512), tid)
+        assert peer.recv() == (Ack(1), tid)
+        peer.send(encode_data(2, b"u" * 100), tid)  # blocks 2 and 3 (of 4) "lost", the last one sent as block 2
+        answer, _ = peer.recv()
+        assert isinstance(answer, Error) and "short of its announced tsize" in answer.message
+    finally:
+        peer.close()
+    assert list(tftp_root.iterdir()) == []

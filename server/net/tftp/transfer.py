@@ -478,10 +478,11 @@ class Receiver(_Transfer):
 
     ``limit`` caps the bytes accepted (ERROR 3 beyond it): an upload cannot fill the disk by lying in tsize.
 
-    The negotiated tsize (RFC 2349) bounds the data too, but only where it is a size on the wire: when it is
-    above 0 and the mode is octet. On a write request ``tsize 0`` means "size unknown" (curl sends it for
-    ``-T -``, a stream), and in ``netascii`` the size announced is the one on disk (atftp announces it), while
-    the wire carries more, since every LF travels as CR LF. ``netascii`` says which mode this transfer is in.
+    The negotiated tsize (RFC 2349) bounds the data too, and a transfer that ends short of it fails, but only
+    where it is a size on the wire: when it is above 0 and the mode is octet. On a write request ``tsize 0``
+    means "size unknown" (curl sends it for ``-T -``, a stream), and in ``netascii`` the size announced is the
+    one on disk (atftp announces it), while the wire carries more, since every LF travels as CR LF.
+    ``netascii`` says which mode this transfer is in.
     """
 
     def __init__(
@@ -550,8 +551,12 @@ class Receiver(_Transfer):
         if self._limit is not None and self.bytes_transferred + size > self._limit:
             return self._fail(ErrorCode.DISK_FULL, f"transfer exceeds the limit of {self._limit} bytes")
         tsize = settings.tsize  # a bound only when above 0 and in octet mode (see the class docstring)
-        if tsize and not self._netascii and self.bytes_transferred + size > tsize:
-            return self._beyond_tsize(tsize)
+        if tsize and not self._netascii:
+            received = self.bytes_transferred + size
+            if received > tsize:
+                return self._beyond_tsize(tsize)
+            if size < settings.blksize and received != tsize:
+                return self._short_of_tsize(tsize, received)
         try:
             self._write(payload)
         except OSError as exc:
@@ -579,6 +584,14 @@ class Receiver(_Transfer):
         if self._request is None:
             return self._fail(ErrorCode.DISK_FULL, f"upload exceeds its announced tsize of {tsize} bytes")
         return self._fail(ErrorCode.ILLEGAL_OPERATION, f"server sent more than its announced tsize of {tsize} bytes")
+
+    def _short_of_tsize(self, tsize: int, received: int) -> list[Datagram]:
+        """The last block came before the size announced in the negotiation (RFC 2349 tsize): blocks went
+        missing on the way (curl, under loss, went on past a lost block) or the file shrank while it was sent.
+        Either way what arrived is not the file that was announced, and storing it as complete would keep a
+        truncated file as if it were whole: fail (nothing is stored, as for any failed transfer) and say why."""
+        message = f"transfer ended after {received} bytes, short of its announced tsize of {tsize} bytes"
+        return self._fail(ErrorCode.NOT_DEFINED, message)
 
     def _retransmission(self) -> list[bytes]:
         # After a silence, acknowledge the last block received in order, acknowledged yet or not (RFC 7440):
