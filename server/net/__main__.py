@@ -289,11 +289,20 @@ def cmd_tftp_put(args: argparse.Namespace) -> int:
         info = os.fstat(0) if stdin else os.stat(args.local)
     except OSError as exc:
         raise CommandError(f"cannot read {args.local}: {describe(exc)}") from None
-    client, bar = _client(args, info.st_size if stat.S_ISREG(info.st_mode) else None)  # a stream: size unknown
+    stream = not stat.S_ISREG(info.st_mode)
+    client, bar = _client(args, None if stream else info.st_size)  # a stream: size unknown
+    source = "the standard input" if stdin else args.local
+
+    def waiting() -> None:  # a pipe whose writer is slow to start: say what we wait for (files.open_local)
+        print(f"waiting for {source}: nothing yet after {STREAM_WAIT:g} s (Ctrl-C stops)", file=sys.stderr)
+
     try:
-        result = _transfer(lambda: client.upload(args.local, remote, mode=args.mode), bar)
+        result = _transfer(lambda: client.upload(args.local, remote, mode=args.mode, on_wait=waiting), bar)
     except (NotRegularFile, NothingToRead) as exc:  # a directory or a socket; a FIFO nobody writes to
         raise CommandError(f"cannot send {args.local}: {exc}") from None
+    if stream and result.bytes == 0:
+        # Not an error (an empty file is a file), but rarely meant: a writer that failed, a wrong descriptor.
+        print(f"warning: {source} was empty: {remote} on the server is now an empty file", file=sys.stderr)
     _report("put", args.local, remote, result)
     return 0
 
@@ -488,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "local",
                 help="the file to send, or a stream sent without announcing a size: a FIFO, /dev/stdin, <(cmd), "
-                f"- for the standard input (a FIFO's first byte must come within {STREAM_WAIT:g} s)",
+                f"- for the standard input (a named FIFO's first byte must come within {STREAM_WAIT:g} s)",
             )
             p.add_argument("remote", nargs="?", help="name on the server (default: the local base name)")
         p.add_argument("--port", type=_port, default=69, help="server port (default: 69)")

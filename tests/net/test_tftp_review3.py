@@ -6,11 +6,15 @@
    third packet per forged request under a flood.
 3. An octet upload ending short of the tsize it announced was stored as complete: curl under loss skipped a
    block, and the server kept the truncated file as whole.
+4. ``tftp put`` of a stream: (a) a writer stalling mid-upload hung the client forever; (b) a piped standard
+   input slow to start was refused by the 5 s rule meant for named FIFOs with no writer; (c) an empty stream
+   emptied the remote file without a word.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import socket
 import subprocess
@@ -19,6 +23,7 @@ import time
 import pytest
 
 from server.net.tftp import options as opts
+from server.net.tftp.files import StreamReader, StreamStalled, open_local
 from server.net.tftp.packets import (
     Ack,
     Data,
@@ -35,6 +40,7 @@ from server.net.tftp.packets import (
 from server.net.tftp.server import TftpServer
 from server.net.tftp.transfer import Receiver, Sender, State
 
+from .conftest import ROOT, _argv, cli
 from .test_tftp_live import RawPeer
 
 PEER = ("127.0.0.1", 40000)
@@ -180,3 +186,75 @@ def test_a_live_upload_short_of_its_tsize_stores_nothing(tftp_root, start_tftp_s
     finally:
         peer.close()
     assert list(tftp_root.iterdir()) == []
+
+
+# -- 4. streams: a stall ends the upload, an inherited pipe may be slow to start, an empty one is pointed out
+
+
+def test_a_stream_that_stalls_mid_read_raises_instead_of_hanging():
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"x" * 700)  # and then nothing, the writer still there
+        reader = StreamReader(read_end, stall=0.3)
+        assert reader.read(512) == b"x" * 512
+        with pytest.raises(StreamStalled, match=r"nothing came from the stream for 0\.3 s"):
+            reader.read(512)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_put_of_a_stream_that_stalls_fails_with_one_line_and_status_1(tftp_root, start_tftp_server):
+    """600 bytes, then a writer that neither writes nor closes: the client gives up after (1 + 1) x 1 s."""
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    args = ["tftp", "put", "127.0.0.1", "-", "s.bin", "--port", server.address[1], "--timeout", "1", "--retries", "1"]
+    with subprocess.Popen(_argv(args), cwd=ROOT, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            proc.stdin.write(b"s" * 600)
+            proc.stdin.flush()
+            proc.wait(timeout=20)  # stdin stays open (communicate would close it): the client used to hang here
+        finally:
+            proc.kill()  # nothing to do once it has exited
+        err = proc.stderr.read()
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: nothing came from the stream for 2 s")
+    assert list(tftp_root.iterdir()) == []
+
+
+def test_an_inherited_pipe_is_waited_for_past_the_fifo_rule_with_a_hint():
+    """``/dev/fd/N`` always has a writer: no refusal after ``stream_wait``, a hint instead, then the data."""
+    read_end, write_end = os.pipe()
+    hints = []
+
+    def hint() -> None:  # the writer starts only once the wait has run out: no race to lose
+        hints.append("waiting")
+        os.write(write_end, b"late")
+
+    try:
+        fd, size = open_local(f"/dev/fd/{read_end}", stream_wait=0.1, on_wait=hint)
+        try:
+            assert size is None and hints == ["waiting"] and os.read(fd, 10) == b"late"
+        finally:
+            os.close(fd)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_put_of_a_piped_standard_input_that_starts_late_is_sent(tftp_root, start_tftp_server):
+    """The example of the review: ``(sleep 6; echo hi) | tftp put HOST - NAME``."""
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    put = " ".join(map(str, _argv(["tftp", "put", "127.0.0.1", "-", "late.txt", "--port", server.address[1]])))
+    result = subprocess.run(["bash", "-c", f"(sleep 6; echo hi) | {put}"], cwd=ROOT, capture_output=True, timeout=40)
+    assert result.returncode == 0, result.stderr
+    assert b"waiting for the standard input: nothing yet after 5 s" in result.stderr
+    assert (tftp_root / "late.txt").read_bytes() == b"hi\n"
+
+
+def test_put_of_an_empty_stream_warns_and_succeeds(tftp_root, start_tftp_server):
+    server = start_tftp_server(tftp_root, allow_upload=True)
+    result = cli("tftp", "put", "127.0.0.1", "-", "e.txt", "--port", server.address[1], input="")
+    assert result.returncode == 0, result.stderr
+    assert "warning: the standard input was empty: e.txt on the server is now an empty file" in result.stderr
+    assert (tftp_root / "e.txt").read_bytes() == b""

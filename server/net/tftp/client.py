@@ -25,7 +25,7 @@ from typing import BinaryIO
 from . import netascii
 from . import options as opts
 from .buffers import fit_window
-from .files import STREAM_WAIT, open_local
+from .files import STREAM_WAIT, StreamReader, open_local
 from .packets import ErrorCode, ReadRequest, WriteRequest
 from .tempfiles import DOWNLOAD_MARKER, temporary_sibling
 from .transfer import Address, Receiver, Sender, State, TransferFailed
@@ -116,25 +116,36 @@ class TftpClient:
         *,
         mode: str = "octet",
         stream_wait: float = STREAM_WAIT,
+        on_wait: Callable[[], object] | None = None,
     ) -> TransferResult:
         """Send the file ``local`` to the server as ``remote`` (by default, its base name).
 
         ``local`` may be a stream (a FIFO, ``/dev/stdin``, ``-`` for the standard input, which needs
-        ``remote``): see ``files.open_local``, and ``stream_wait`` there."""
+        ``remote``): see ``files.open_local``, and ``stream_wait`` and ``on_wait`` there. A stream that stalls
+        mid-upload for as long as the server waits for our next block ((retries + 1) x timeout, or the stall
+        limit) fails the transfer (``files.StreamReader``)."""
         if remote is None and os.fspath(local) == "-":
             raise ValueError("the standard input has no name: give the remote name")
-        fd, size = open_local(local, stream_wait=stream_wait)  # opening never blocks, even on a FIFO
+        fd, size = open_local(local, stream_wait=stream_wait, on_wait=on_wait)  # never blocks, even on a FIFO
+        remote = remote or Path(local).name
         with os.fdopen(fd, "rb", buffering=_FILE_BUFFER) as file:
+            if size is None:
+                settings = self.settings
+                stall = settings.stall_limit or (settings.retries + 1) * settings.timeout
+                return self._upload(StreamReader(file.fileno(), stall).read, remote, mode=mode, size=None)
             # In netascii the size on the wire is not the size on disk, so tsize is not announced.
-            return self.upload_from(
-                file, remote or Path(local).name, mode=mode, size=None if mode == "netascii" else size
-            )
+            return self._upload(file.read, remote, mode=mode, size=None if mode == "netascii" else size)
 
     def upload_from(
         self, file: BinaryIO, remote: str, *, mode: str = "octet", size: int | None = None
     ) -> TransferResult:
         """Send the contents of an open binary file; ``size``, if known, is announced as tsize."""
-        read = netascii.EncodingReader(file.read).read if mode == "netascii" else file.read
+        return self._upload(file.read, remote, mode=mode, size=size)
+
+    def _upload(self, read: Callable[[int], bytes], remote: str, *, mode: str, size: int | None) -> TransferResult:
+        """Send what ``read(n)`` returns (``n`` bytes, fewer only at the end) as ``remote``."""
+        if mode == "netascii":
+            read = netascii.EncodingReader(read).read
 
         def sender(settings: opts.Settings, options: dict[str, str], now: float) -> Sender:
             return Sender(read, self.server, settings, now, request=WriteRequest(remote, mode, options))

@@ -24,9 +24,12 @@ socket or a device node in the root is not ours to replace, even with ``--overwr
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import select
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -70,8 +73,11 @@ def open_regular(path: Path, root: Path) -> tuple[int, os.stat_result]:
     return _checked_regular(os.open(path, _READ_FLAGS | _NOFOLLOW))
 
 
-# How long ``open_local`` waits for a FIFO's first byte (or its end) before refusing it; see there.
+# How long ``open_local`` waits for a named FIFO's first byte (or its end) before refusing it; see there.
 STREAM_WAIT = 5.0
+# Names of a descriptor this process inherited (``-`` is the standard input): a pipe there always has a writer,
+# the process at its other end, however long it takes to write. ``<(cmd)`` is ``/dev/fd/63``.
+_INHERITED = re.compile(r"-|/dev/stdin|/dev/fd/\d+|/proc/self/fd/\d+")
 
 
 class NothingToRead(Exception):
@@ -81,7 +87,17 @@ class NothingToRead(Exception):
         super().__init__(f"nothing to read within {seconds:g} s: is anything writing to it?")
 
 
-def open_local(path: str | os.PathLike[str], *, stream_wait: float = STREAM_WAIT) -> tuple[int, int | None]:
+def is_inherited(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a descriptor this process inherited (see ``_INHERITED``)."""
+    return _INHERITED.fullmatch(os.fspath(path)) is not None
+
+
+def open_local(
+    path: str | os.PathLike[str],
+    *,
+    stream_wait: float = STREAM_WAIT,
+    on_wait: Callable[[], object] | None = None,
+) -> tuple[int, int | None]:
     """Open a file the user named (the client's upload) for reading: the descriptor and its size, None for a
     stream. ``-`` is the standard input.
 
@@ -91,12 +107,20 @@ def open_local(path: str | os.PathLike[str], *, stream_wait: float = STREAM_WAIT
     none. What is refused (``NotRegularFile``) is what cannot be read as a file: a directory, a socket.
 
     The open itself is non-blocking: opening a FIFO waits for a writer, possibly forever, and opening a device
-    may wait too. After that, a FIFO's first byte (or its end) must come within ``stream_wait`` seconds, else
-    ``NothingToRead``: without a writer a read would see an end of file at once and send an empty file, and
-    once the request is sent, the server gives up on a client that sends nothing for its own timeouts anyway:
-    better a clear refusal before than a failed transfer after. (On Linux a FIFO opened without a writer is not
-    readable, not even hung up, until one comes.) Then the descriptor is made blocking again: reads wait for
-    the data as it comes. Raises ``NotRegularFile``, ``NothingToRead`` or ``OSError``.
+    may wait too. Then, before any request is sent, a pipe's first byte (or its end) is waited for: once the
+    request is out, the server gives up on a client that sends nothing for its own timeouts.
+
+    - A named FIFO must deliver within ``stream_wait`` seconds, else ``NothingToRead``: it may have no writer
+      at all, and a read would then see an end of file at once and send an empty file. Better a clear refusal
+      before than a failed transfer after. (On Linux a FIFO opened without a writer is not readable, not even
+      hung up, until one comes.)
+    - An inherited pipe (``-``, ``/dev/stdin``, ``/dev/fd/N``, ``/proc/self/fd/N``) always has a writer, the
+      process at its other end, so it is waited for without limit: ``(sleep 6; echo hi) | tftp put HOST -
+      NAME`` was refused by the rule above. ``on_wait`` is called once if nothing came within ``stream_wait``
+      seconds, for the caller to say what it waits for.
+
+    Read a stream through ``StreamReader``, which bounds each wait. Raises ``NotRegularFile``,
+    ``NothingToRead`` or ``OSError``.
     """
     fd = os.dup(0) if os.fspath(path) == "-" else os.open(path, _READ_FLAGS)
     try:
@@ -107,19 +131,61 @@ def open_local(path: str | os.PathLike[str], *, stream_wait: float = STREAM_WAIT
         if not (stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode)):
             raise NotRegularFile(info.st_mode)
         if stat.S_ISFIFO(info.st_mode) and not _readable_within(fd, stream_wait):
-            raise NothingToRead(stream_wait)
-        os.set_blocking(fd, True)
+            if not is_inherited(path):
+                raise NothingToRead(stream_wait)
+            if on_wait is not None:
+                on_wait()
+            _readable_within(fd, None)
+        os.set_blocking(fd, True)  # StreamReader polls before each read: a read then never waits
     except BaseException:
         os.close(fd)
         raise
     return fd, None
 
 
-def _readable_within(fd: int, seconds: float) -> bool:
-    """Whether ``fd`` has data or its end within ``seconds`` (a hang-up counts: the writer came and went)."""
+class StreamStalled(TimeoutError):
+    """Nothing came from the stream being uploaded for longer than the server waits for our next block."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(errno.ETIMEDOUT, f"nothing came from the stream for {seconds:g} s")
+
+
+class StreamReader:
+    """Reads a stream the way the ``Sender`` wants: ``read(n)`` returns ``n`` bytes, fewer only at the end, and
+    never waits longer than ``stall`` seconds for the next byte.
+
+    The client's loop calls ``read`` between two datagrams: a plain blocking read of a writer that stalls
+    mid-upload hung the client forever, long after the server had given up. A wait that runs out raises
+    ``StreamStalled`` (an ``OSError``), which the ``Sender`` turns into a failed transfer and an ERROR to the
+    server."""
+
+    def __init__(self, fd: int, stall: float) -> None:
+        self._fd = fd
+        self._stall = stall
+
+    def read(self, size: int) -> bytes:
+        chunks: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            # Poll, then read: once a pipe or a terminal is readable, a read returns what is there at once.
+            # (The descriptor is not made non-blocking: for the standard input that flag would be shared with
+            # the shell and whoever else holds it, and outlive us.)
+            if not _readable_within(self._fd, self._stall):
+                raise StreamStalled(self._stall)
+            chunk = os.read(self._fd, wanted)
+            if not chunk:
+                break  # the end of the stream
+            chunks.append(chunk)
+            wanted -= len(chunk)
+        return b"".join(chunks)
+
+
+def _readable_within(fd: int, seconds: float | None) -> bool:
+    """Whether ``fd`` has data or its end within ``seconds`` (None: however long it takes; a hang-up counts:
+    the writer came and went)."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)  # POLLHUP and POLLERR are always reported
-    return bool(poller.poll(seconds * 1000))
+    return bool(poller.poll(None if seconds is None else seconds * 1000))
 
 
 def _checked_regular(fd: int) -> tuple[int, os.stat_result]:
