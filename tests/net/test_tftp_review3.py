@@ -9,6 +9,9 @@
 4. ``tftp put`` of a stream: (a) a writer stalling mid-upload hung the client forever; (b) a piped standard
    input slow to start was refused by the 5 s rule meant for named FIFOs with no writer; (c) an empty stream
    emptied the remote file without a word.
+5. The walk for leftovers could delete a live upload's temporary file: another server's slow upload (written
+   through a 256 KiB buffer, its mtime could stand still for 40 minutes), or this server's own when the wall
+   clock was stepped back.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import time
 import pytest
 
 from server.net.tftp import options as opts
+from server.net.tftp import server as server_module
+from server.net.tftp import tempfiles
 from server.net.tftp.files import StreamReader, StreamStalled, open_local
 from server.net.tftp.packets import (
     Ack,
@@ -258,3 +263,68 @@ def test_put_of_an_empty_stream_warns_and_succeeds(tftp_root, start_tftp_server)
     assert result.returncode == 0, result.stderr
     assert "warning: the standard input was empty: e.txt on the server is now an empty file" in result.stderr
     assert (tftp_root / "e.txt").read_bytes() == b""
+
+
+# -- 5. the walk for leftovers and live uploads
+
+
+def _upload_started(server: TftpServer, peer: RawPeer, name: str) -> tuple:
+    """A WRQ and one full block, acknowledged: the upload is live, its temporary file in the root. The TID."""
+    peer.send(WriteRequest(name), server.address)
+    answer, tid = peer.recv()
+    assert answer == Ack(0)
+    peer.send(encode_data(1, b"u" * 512), tid)
+    assert peer.recv() == (Ack(1), tid)
+    return tid
+
+
+def test_the_walk_never_deletes_this_servers_own_temporary_files(tftp_root, start_tftp_server):
+    """Its own upload's file made to look two hours old (a wall clock stepped back): the walk keeps it, and
+    the upload completes."""
+    server = start_tftp_server(tftp_root, allow_upload=True, timeout=2.0)
+    peer = RawPeer()
+    try:
+        tid = _upload_started(server, peer, "up.bin")
+        (temp,) = tftp_root.glob(".tftp-upload.*")
+        old = time.time() - 2 * 3600
+        os.utime(temp, (old, old))
+        server._start_cleanup()  # what a server does when it starts
+        server.cleanup.join(timeout=10)
+        assert temp.exists()
+        peer.send(encode_data(2, b"end"), tid)
+        assert peer.recv() == (Ack(2), tid)
+    finally:
+        peer.close()
+    assert (tftp_root / "up.bin").read_bytes() == b"u" * 512 + b"end"
+
+
+def test_a_live_uploads_file_is_written_at_least_every_flush_interval(tftp_root, start_tftp_server, monkeypatch):
+    """Its first block sits in the 256 KiB buffer until the periodic flush writes it, and its mtime moves."""
+    monkeypatch.setattr(server_module, "_FLUSH_EVERY", 0.2)
+    server = start_tftp_server(tftp_root, allow_upload=True, timeout=2.0)  # the upload lives for 12 s
+    peer = RawPeer()
+    try:
+        _upload_started(server, peer, "slow.bin")
+        (temp,) = tftp_root.glob(".tftp-upload.*")
+        deadline = time.monotonic() + 5.0
+        while temp.stat().st_size < 512 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert temp.stat().st_size == 512
+    finally:
+        peer.close()
+
+
+def test_temporary_names_carry_the_servers_token_and_stay_short(tmp_path):
+    marker = tempfiles.new_upload_marker()
+    assert marker != tempfiles.new_upload_marker()  # one per server
+    fd, temp = tempfiles.temporary_sibling(tmp_path / ("é" * 200), marker)
+    os.close(fd)
+    name = os.path.basename(temp)
+    assert name.startswith(marker) and tempfiles.is_upload_temporary(name) and len(os.fsencode(name)) <= 255
+    old = time.time() - 2 * 3600
+    other = tmp_path / f"{tempfiles.new_upload_marker()}x.abcdefgh.part"  # another server's, long dead
+    other.write_bytes(b"")
+    for path in (temp, other):
+        os.utime(path, (old, old))
+    assert tempfiles.remove_leftovers(tmp_path, keep=marker) == 1
+    assert os.path.exists(temp) and not other.exists()

@@ -47,7 +47,7 @@ from .buffers import fit_window
 from .files import NotRegularFile, OutsideRoot, check_replaceable, open_regular
 from .packets import Error, ErrorCode, MalformedPacket, ReadRequest, Request, decode
 from .progress import format_size
-from .tempfiles import UPLOAD_MARKER, is_upload_temporary, remove_leftovers, temporary_sibling
+from .tempfiles import is_upload_temporary, new_upload_marker, remove_leftovers, temporary_sibling
 from .transfer import Address, Datagram, Receiver, Sender, State, error_for_os_error
 
 log = logging.getLogger("server.net.tftp")
@@ -68,6 +68,8 @@ _SPIN_PROBE = 64  # a transfer that stopped spinning tries again once every this
 _PRESSURE_FILE = "/proc/pressure/cpu"  # Linux PSI: "some avg10=P ..." = % of the last 10 s a task waited
 _PRESSURE_LIMIT = 20.0  # percent; here, a spinning transfer beside another team's benchmark read 11-17
 _PRESSURE_EVERY = 0.5  # seconds between looks
+# Seconds between flushes of the uploads' files (see TftpServer._flush_uploads).
+_FLUSH_EVERY = 120.0
 
 
 def cpu_contended() -> bool:
@@ -234,6 +236,9 @@ class TftpServer:
         self._next_timer = _NEVER
         self._stopping = False
         self.cleanup: threading.Thread | None = None  # the walk for uploads' leftovers (see _start_cleanup)
+        # Starts the names of this server's upload temporaries: the walk for leftovers never deletes them.
+        self.upload_marker = new_upload_marker()
+        self._flush_at = _NEVER  # when the uploads' files are next flushed; never while there are none
 
     @property
     def address(self) -> Address:
@@ -269,13 +274,13 @@ class TftpServer:
         in the loop's thread, it kept every request waiting until it was done. A walk bounded in time or in
         entries would not wait, but on a large tree it would never reach the leftovers beyond its bound, start
         after start. So the walk runs to its end beside the loop, sharing nothing with it but the files: it
-        deletes only files unwritten since long before it began, which no transfer of this server can own, and
-        it stops between two folders when the server shuts down. The thread is a daemon: a walk stuck on a
-        dead NFS server must not keep the process alive."""
+        deletes only other servers' files unwritten since long before it began, never one named with this
+        server's ``upload_marker``, and it stops between two folders when the server shuts down. The thread is
+        a daemon: a walk stuck on a dead NFS server must not keep the process alive."""
 
         def clean() -> None:
             try:
-                removed = remove_leftovers(self.root, stop=lambda: self._stopping)
+                removed = remove_leftovers(self.root, stop=lambda: self._stopping, keep=self.upload_marker)
             except Exception:  # never expected (os.walk ignores errors): say so, the server is unaffected
                 log.exception("removing the leftovers of unfinished uploads failed")
                 return
@@ -292,13 +297,29 @@ class TftpServer:
             self._wake_w.send(b"x")
 
     def _run_once(self) -> None:
-        next_timer = self._next_timer
+        next_timer = min(self._next_timer, self._flush_at)
         wait = None if next_timer == _NEVER else max(0.0, next_timer - time.monotonic())
         for key, _ in self._selector.select(wait):
             key.data()
         now = time.monotonic()
         if now >= self._next_timer:
             self._fire_timers(now)
+        if now >= self._flush_at:
+            self._flush_uploads(now)
+
+    def _flush_uploads(self, now: float) -> None:
+        """Write what the uploads' file buffers hold, so that each file's mtime moves at least this often.
+
+        An upload is written through a buffer of ``_FILE_BUFFER`` bytes (256 KiB): a slow one, at a few bytes a
+        second, could leave its temporary file unwritten for 40 minutes and more, and another server starting
+        on the same root would take it for a leftover and delete it (``tempfiles.remove_leftovers`` judges
+        other servers' files by their age, ``LEFTOVER_AGE``). A failing flush (a full disk) is left for the
+        next write or the commit to report."""
+        uploads = [active for active in self._transfers.values() if active.temp is not None]
+        for active in uploads:
+            with contextlib.suppress(OSError, ValueError):  # ValueError: a file already closed
+                active.file.flush()
+        self._flush_at = now + _FLUSH_EVERY if uploads else _NEVER
 
     def _on_wakeup(self) -> None:
         with contextlib.suppress(OSError):
@@ -625,12 +646,13 @@ class TftpServer:
             raise Refused(ErrorCode.FILE_NOT_FOUND, "directory does not exist")
         accepted, settings = self._negotiate(sock, request, is_read=False, file_size=None)
         try:
-            fd, temp = temporary_sibling(path, UPLOAD_MARKER)
+            fd, temp = temporary_sibling(path, self.upload_marker)
         except OSError as exc:
             if exc.errno in _DESCRIPTOR_ERRNOS:
                 raise _OutOfDescriptors from None
             raise Refused(*error_for_os_error(exc)) from None
         file = os.fdopen(fd, "wb", buffering=_FILE_BUFFER)
+        self._flush_at = min(self._flush_at, now + _FLUSH_EVERY)
         text = request.mode == "netascii"
         writer = netascii.DecodingWriter(file.write) if text else None
         write = writer.write if writer else file.write

@@ -9,6 +9,7 @@ usual ``0666`` less the umask.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import tempfile
 import time
@@ -28,9 +29,21 @@ _RANDOM_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 # enough that marker, name and random part stay within the usual 255-byte limit on a file name (50 characters
 # are at most 200 bytes of UTF-8) whatever the length of the target's own name.
 _NAME_KEPT = 50
-# A leftover older than this belongs to no transfer: a live one writes a block every few seconds at the least
-# (its peer's timeout is at most 255 s, RFC 2349, with a few retries).
+# A leftover unwritten for this long belongs to no transfer: a live upload's file is written to at least every
+# few minutes (the server flushes its buffer, ``server._FLUSH_EVERY``), and one stalled for its stall limit is
+# given up.
 LEFTOVER_AGE = 30 * 60.0
+_TOKEN_BYTES = 4  # a server's token: 8 hex digits, one in 4 billion to clash with another server's
+
+
+def new_upload_marker() -> str:
+    """The marker of one server's upload temporaries: ``.tftp-upload.TOKEN.``, TOKEN random, per server.
+
+    ``remove_leftovers`` judges another server's files by their age, but never this server's own: their age
+    says nothing (a wall clock stepped back made fresh files look stale), and whatever of ours exists belongs
+    to a live transfer, which removes it itself. The name stays an upload temporary's
+    (``is_upload_temporary``): for everyone else TOKEN is the start of NAME."""
+    return f"{UPLOAD_MARKER}{secrets.token_hex(_TOKEN_BYTES)}."
 
 
 def _read_umask() -> int:
@@ -45,8 +58,8 @@ _FILE_MODE = 0o666 & ~_read_umask()
 def temporary_sibling(target: Path, marker: str) -> tuple[int, str]:
     """Create a hidden ``MARKER + NAME.XXXXXXXX.part`` file beside ``target``: (descriptor, path).
 
-    ``marker`` says whose it is (``UPLOAD_MARKER``, ``DOWNLOAD_MARKER``); NAME is the start of the target's
-    name, for whoever finds the file. Raises OSError."""
+    ``marker`` says whose it is (``DOWNLOAD_MARKER``, a server's ``new_upload_marker()``); NAME is the start of
+    the target's name, for whoever finds the file. Raises OSError."""
     prefix = f"{marker}{target.name[:_NAME_KEPT]}."
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=_SUFFIX)
     try:
@@ -75,21 +88,24 @@ def is_upload_temporary(name: str) -> bool:
     )
 
 
-def remove_leftovers(root: Path, older_than: float = LEFTOVER_AGE, stop: Callable[[], bool] = bool) -> int:
+def remove_leftovers(
+    root: Path, older_than: float = LEFTOVER_AGE, stop: Callable[[], bool] = bool, keep: str | None = None
+) -> int:
     """Remove the temporary files of uploads that a crash or a SIGKILL left under ``root``; how many.
 
     Only regular files whose name ``is_upload_temporary`` and which nothing had written to for ``older_than``
-    seconds when the walk began (another server on the same directory may be writing a fresh one; and every
-    upload started since has a newer file, so the walk may run beside the server's own uploads). Symlinks are
-    not followed, a file that cannot be removed is left (the next start tries again), and the walk ends early
-    between two folders once ``stop()`` is true (the server is shutting down)."""
+    seconds when the walk began (another server on the same directory may be writing a slow one), and never
+    those whose name starts with ``keep``: the calling server's own marker (``new_upload_marker``), so the walk
+    may run beside its uploads whatever the clock does. Symlinks are not followed, a file that cannot be
+    removed is left (the next start tries again), and the walk ends early between two folders once ``stop()``
+    is true (the server is shutting down)."""
     removed = 0
     deadline = time.time() - older_than
     for folder, _, names in os.walk(root):
         if stop():
             break
         for name in names:
-            if not is_upload_temporary(name):
+            if not is_upload_temporary(name) or (keep is not None and name.startswith(keep)):
                 continue
             path = os.path.join(folder, name)
             try:
