@@ -291,7 +291,8 @@ class TftpServer:
         self.cleanup.start()
 
     def shutdown(self) -> None:
-        """Stop ``serve_forever``, from any thread; in-flight transfers are told and cleaned up."""
+        """Stop ``serve_forever``, from any thread; in-flight transfers are cleaned up, and their peers told if
+        they ever answered (``transfer._Transfer.abort``)."""
         self._stopping = True
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
@@ -741,7 +742,8 @@ class TftpServer:
             self._drop(active, reason, f"aborted: {reason}")
 
     def _drop(self, active: _Active, reason: str, outcome: str) -> None:
-        """End a transfer from our side: its file released first, then the peer told why (ERROR 0)."""
+        """End a transfer from our side: its file released first, then the peer told why (ERROR 0), unless it
+        never answered: its address may be forged, and nobody may be there (``transfer._Transfer.abort``)."""
         self._release_file(active)
         self._send(active, active.machine.abort(reason))
         if active.linger_until is None:  # a lingering upload was logged when it completed
