@@ -209,6 +209,30 @@ def test_a_stream_that_stalls_mid_read_raises_instead_of_hanging():
         os.close(write_end)
 
 
+def test_a_trickling_stream_cannot_stretch_one_read_past_the_stall_limit():
+    """A writer sending a byte every 0.2 s restarted a per-poll wait with each byte: one read(100) took 20 s while
+    the server gave up after 6. The whole read shares one deadline."""
+    import threading
+
+    read_end, write_end = os.pipe()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.2):
+            os.write(write_end, b"t")
+
+    writer = threading.Thread(target=trickle, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(StreamStalled):
+            StreamReader(read_end, stall=0.5).read(100)
+    finally:
+        stop.set()
+        writer.join(5)
+        os.close(read_end)
+        os.close(write_end)
+
+
 def test_put_of_a_stream_that_stalls_fails_with_one_line_and_status_1(tftp_root, start_tftp_server):
     """600 bytes, then a writer that neither writes nor closes: the client gives up after (1 + 1) x 1 s."""
     server = start_tftp_server(tftp_root, allow_upload=True)
@@ -248,12 +272,24 @@ def test_an_inherited_pipe_is_waited_for_past_the_fifo_rule_with_a_hint():
 
 
 def test_put_of_a_piped_standard_input_that_starts_late_is_sent(tftp_root, start_tftp_server):
-    """The example of the review: ``(sleep 6; echo hi) | tftp put HOST - NAME``."""
+    """The example of the review, ``(sleep 6; echo hi) | tftp put HOST - NAME``, without the sleep's race: the
+    pipe's writer waits for the client's hint that nothing came in 5 s, then writes."""
     server = start_tftp_server(tftp_root, allow_upload=True)
-    put = " ".join(map(str, _argv(["tftp", "put", "127.0.0.1", "-", "late.txt", "--port", server.address[1]])))
-    result = subprocess.run(["bash", "-c", f"(sleep 6; echo hi) | {put}"], cwd=ROOT, capture_output=True, timeout=40)
-    assert result.returncode == 0, result.stderr
-    assert b"waiting for the standard input: nothing yet after 5 s" in result.stderr
+    args = ["tftp", "put", "127.0.0.1", "-", "late.txt", "--port", server.address[1]]
+    with subprocess.Popen(_argv(args), cwd=ROOT, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        import threading
+
+        deadline = threading.Timer(30, proc.kill)  # the readline below has no timeout of its own
+        deadline.start()
+        try:
+            hint = proc.stderr.readline()  # until the client says it is waiting (or exits, or is killed)
+            proc.stdin.write(b"hi\n")
+            proc.stdin.close()
+            assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        finally:
+            deadline.cancel()
+            proc.kill()
+    assert b"waiting for the standard input: nothing yet after 5 s" in hint
     assert (tftp_root / "late.txt").read_bytes() == b"hi\n"
 
 

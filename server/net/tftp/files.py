@@ -29,6 +29,7 @@ import os
 import re
 import select
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -166,11 +167,14 @@ class StreamReader:
     def read(self, size: int) -> bytes:
         chunks: list[bytes] = []
         wanted = size
+        # One deadline for the whole block: a writer trickling a byte every few seconds would otherwise restart
+        # the wait with each byte, and hold the client in one read for minutes while the server gave up.
+        deadline = time.monotonic() + self._stall
         while wanted > 0:
             # Poll, then read: once a pipe or a terminal is readable, a read returns what is there at once.
             # (The descriptor is not made non-blocking: for the standard input that flag would be shared with
             # the shell and whoever else holds it, and outlive us.)
-            if not _readable_within(self._fd, self._stall):
+            if not _readable_within(self._fd, max(0.0, deadline - time.monotonic())):
                 raise StreamStalled(self._stall)
             chunk = os.read(self._fd, wanted)
             if not chunk:
