@@ -320,8 +320,9 @@ class ResponseWriter:
 
     # Framing.
 
-    def _head(self, known_length: int | None) -> bytes:
-        """Serialise the status line and headers, choosing how the body will be framed."""
+    def _head(self, known_length: int | None, *, exact: bool = False) -> bytes:
+        """Serialise the status line and headers, choosing how the body will be framed. ``exact``: on HEAD too,
+        ``known_length`` is the length of the body a GET would get (a file's size), even when it is 0."""
         code = self.status_code
         self.body_allowed = not (self.is_head or code < 200 or code in _NO_BODY_STATUS)
         lines = [f"HTTP/1.1 {self.status}\r\n", self.header_lines]
@@ -334,7 +335,7 @@ class ResponseWriter:
             # On HEAD an empty body says nothing: frameworks (Flask, Bottle) drop the body of a HEAD response
             # themselves, so "0" would be wrong for any page that is not empty. A body they did produce is the
             # GET body, and its length is the one a GET would be sent with.
-            if known_length is not None and (known_length or not self.is_head):
+            if known_length is not None and (known_length or exact or not self.is_head):
                 lines.append(f"Content-Length: {known_length}\r\n")
                 self.declared_length = known_length
             elif self.is_head:
@@ -675,7 +676,7 @@ def _send_with_sendfile(run: ApplicationRun, wrapper: FileWrapper) -> bool:
             writer.keep_alive = False
             writer.cut_short = True
         length = min(length, writer.declared_length)
-    head = writer._head(length if writer.declared_length is None else None)
+    head = writer._head(length if writer.declared_length is None else None, exact=True)
     if writer.chunked or not writer.body_allowed or length == 0:
         writer._send(head)
         writer.headers_sent = True

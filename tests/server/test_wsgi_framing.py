@@ -201,3 +201,19 @@ def test_a_regular_file_still_goes_out_whole(tmp_path: Path) -> None:
     with serve(app) as server:
         status, headers, body = exchange(server, "GET")
     assert (status, headers["content-length"], body) == (200, str(len(payload)), payload)
+
+
+@pytest.mark.parametrize("size", [0, 5])
+def test_head_of_a_file_says_the_files_length_even_when_it_is_empty(tmp_path: Path, size: int) -> None:
+    # A file's length is a fact about the body a GET would get, unlike an empty list on HEAD (which frameworks
+    # send for any page): an empty file is announced as "0" on HEAD as on GET.
+    path = tmp_path / "file.txt"
+    path.write_bytes(b"x" * size)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](open(path, "rb"))
+
+    with serve(app) as server:
+        assert exchange(server, "GET")[1]["content-length"] == str(size)
+        assert exchange(server, "HEAD")[1]["content-length"] == str(size)
