@@ -17,7 +17,7 @@ each running its own engine on the inherited sockets. The parent only watches th
 - a worker that dies is replaced (with a pause if workers keep dying at once, so a broken app cannot fork-bomb);
 - SIGTERM: the workers (retiring ones included) stop accepting, finish in-flight requests within
   ``--graceful-timeout``, and exit; the supervisor exits after the last of them;
-- SIGINT: everyone exits promptly;
+- SIGINT: everyone exits promptly, also when it comes during a graceful stop;
 - SIGHUP: fresh workers are started first, then the old ones are stopped gracefully, so the listening sockets
   never close and no connection is refused during the swap;
 - a worker whose app threads are all stuck (``server.watchdog``) asks, through ``request_replacement()``, to be
@@ -298,7 +298,13 @@ class Supervisor:
             # Signals first: a Ctrl-C reaches the whole process group, so the workers may already have exited
             # because of it, and that is a stop, not a crash to recover from.
             for sig in self._take_signals():
-                if sig in (signal.SIGTERM, signal.SIGINT) and self._stopping is None:
+                if sig == signal.SIGINT and self._stopping == signal.SIGTERM:
+                    # Ctrl-C during a graceful stop: the operator will not wait out --graceful-timeout.
+                    self._stopping = sig
+                    log.info("supervisor: SIGINT during the graceful stop, stopping at once")
+                    self._signal_all(self.children, sig)
+                    self._signal_all(self.retiring, sig)
+                elif sig in (signal.SIGTERM, signal.SIGINT) and self._stopping is None:
                     self._stopping = sig
                     log.info("supervisor: %s, stopping %d worker(s)", signal.Signals(sig).name, len(self.children))
                     if self.on_stop is not None:
