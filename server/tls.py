@@ -90,7 +90,7 @@ def build_context(files: TLSFiles) -> ssl.SSLContext:
     except OSError as error:
         if not isinstance(error, ssl.SSLError):  # a file that went away since it was checked (a renewal mid-swap)
             raise TLSConfigError(f"cannot load the certificate {files.certfile}: {describe(error)}") from None
-        if asked and "KEY_VALUES_MISMATCH" not in (error.reason or ""):
+        if asked and not _is_key_mismatch(error):
             # OpenSSL's own report here is often just "PEM lib": it was asked for a password, and failed.
             raise TLSConfigError(
                 f"--keyfile {key_source}: wrong password (from --keyfile-password-file {files.password_file})"
@@ -166,9 +166,19 @@ def _read_password(path: str) -> bytes:
     return password
 
 
+# How OpenSSL says the key loaded but is not the certificate's: KEY_VALUES_MISMATCH for another key of the same type;
+# NO_CERTIFICATE_ASSIGNED (OpenSSL 3) for a key of another type (an RSA key beside an ECDSA certificate), since the
+# key then fills a slot of its own type, which holds no certificate.
+_KEY_MISMATCH_REASONS = ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED")
+
+
+def _is_key_mismatch(error: ssl.SSLError) -> bool:
+    return (error.reason or "").upper() in _KEY_MISMATCH_REASONS
+
+
 def _explain_load_error(error: ssl.SSLError, files: TLSFiles, key_source: str) -> str:
     reason = (error.reason or "").upper()
-    if "KEY_VALUES_MISMATCH" in reason:
+    if _is_key_mismatch(error):
         return f"--keyfile {key_source} does not match the certificate in --certfile {files.certfile}"
     if "NO_START_LINE" in reason or "CERTIFICATE" in reason or error.library == "PEM":
         what = error.reason or error

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import trustme
 from cryptography.hazmat.primitives import serialization
 
 from server.listeners import BindAddress, BindError, Listener, parse_bind, resolve_schemes
@@ -167,6 +168,22 @@ def test_a_key_that_does_not_match_the_certificate(tmp_path, certs):
     other = make_certificates(tmp_path / "other")
     line = refused(*tls_args(certs, keyfile=other.key))
     assert f"--keyfile {other.key} does not match the certificate in --certfile {certs.cert}" in line
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_a_key_of_another_type_than_the_certificate_is_a_mismatch(tmp_path, certs, encrypted):
+    """An RSA key for an ECDSA certificate: OpenSSL 3 says only NO_CERTIFICATE_ASSIGNED, which was reported as "must
+    be PEM files" (both are) or, with a password file, as a wrong password (it was right)."""
+    rsa = trustme.CA().issue_cert("localhost", key_type=trustme.KeyType.RSA)
+    key = serialization.load_pem_private_key(rsa.private_key_pem.bytes(), password=None)
+    encryption = (
+        serialization.BestAvailableEncryption(PASSWORD.encode()) if encrypted else serialization.NoEncryption()
+    )
+    path = tmp_path / "rsa-key.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    extra = {"keyfile_password_file": write(tmp_path / "password", PASSWORD + "\n")} if encrypted else {}
+    line = refused(*tls_args(certs, keyfile=path, **extra))
+    assert f"--keyfile {path} does not match the certificate in --certfile {certs.cert}" in line, line
 
 
 def test_a_certificate_file_without_a_key_asks_for_keyfile(certs):
