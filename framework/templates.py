@@ -1,9 +1,13 @@
 """Jinja2 templates for the app's pages.
 
 One environment per app, loading from the app's template folder (then the folders of its blueprints, in the
-order they were registered), with autoescaping on for HTML and XML so that ``{{ user_input }}`` can never
-inject markup. These names are always available, all bound to the request being rendered (taken from the
-template context, so there are no thread-locals):
+order they were registered), with autoescaping on so that ``{{ user_input }}`` can never inject markup.
+Autoescaping is on for every template except plain text (``.txt``, ``.text``: see ``autoescape``), rather than
+only for the extensions known to be markup: an ``.svg`` image runs scripts as an HTML page does, and the next
+new kind of template should be safe before anyone thinks about it.
+
+These names are always available, all bound to the request being rendered (taken from the template context, so
+there are no thread-locals):
 
 - ``request``: the current request, and ``g``, its per-request namespace (``request.g``);
 - ``config``: the app's settings (``app.config``);
@@ -19,6 +23,7 @@ A missing template raises ``TemplateNotFoundError`` naming the template and the 
 
 from __future__ import annotations
 
+import functools
 from collections import ChainMap
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,6 +51,27 @@ def _missing_name(error: jinja2.TemplateNotFound, requested: str) -> str:
     """
     missing = error.name
     return missing if isinstance(missing, str) and missing else requested
+
+
+#: The extensions of templates that are not autoescaped: text that is never read as markup (a plain-text
+#: email, a robots.txt). Markdown is not among them: raw HTML passes through a Markdown renderer, so a ``.md``
+#: template is escaped like a page. Any other extension, or none, is escaped; ``{% autoescape false %}`` turns
+#: it off within a template that really needs it.
+PLAIN_TEXT_EXTENSIONS = frozenset({"txt", "text"})
+
+
+@functools.lru_cache(maxsize=1024)
+def autoescape(name: str | None) -> bool:
+    """Whether the template ``name`` escapes what it prints: yes unless its extension (in any case) is one of
+    ``PLAIN_TEXT_EXTENSIONS``; yes for a template made from a string (``name`` None).
+
+    Jinja2 asks on every render, not once per compiled template (each render's context starts with it), so
+    the answer is cached: the names are the app's own templates, a few, and the cache is bounded anyway.
+    """
+    if name is None:
+        return True
+    _, dot, extension = name.rpartition("/")[2].rpartition(".")  # the file's own extension, not a folder's
+    return not dot or extension.lower() not in PLAIN_TEXT_EXTENSIONS
 
 
 @jinja2.pass_context
@@ -87,7 +113,7 @@ class Templates:
         self.folders = [folder]
         self.environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(self.folders),
-            autoescape=jinja2.select_autoescape(("html", "htm", "xml", "xhtml"), default_for_string=True),
+            autoescape=autoescape,
             auto_reload=auto_reload,
         )
         self.environment.globals.update(

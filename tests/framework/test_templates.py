@@ -146,3 +146,38 @@ def test_the_fast_render_gives_exactly_what_jinja2s_render_gives(fast_render_fol
 
     fast = outcome(lambda context: _render(templates.environment, template, context))
     assert fast == outcome(template.render)
+
+
+# -- which templates are autoescaped: all but the plain-text ones (framework.templates.autoescape) --------------
+
+
+def test_an_svg_template_escapes_what_it_is_given():
+    # An SVG image runs scripts like an HTML page does: <svg><script> from a user is an XSS.
+    app = make_app()
+    with app.test_request_context() as request:
+        text = app.render_string(request, "badge.svg", label="</text><script>alert(1)</script>")
+    assert "<script>" not in text and "&lt;/text&gt;&lt;script&gt;" in text
+
+
+def test_a_plain_text_template_is_not_escaped():
+    app = make_app()
+    with app.test_request_context() as request:
+        assert app.render_string(request, "plain.txt", name="Tom & Jerry <3") == "Hello Tom & Jerry <3"
+
+
+@given(
+    folder=st.sampled_from(["", "emails/", "v1.txt/"]),
+    extension=st.one_of(
+        st.sampled_from(["svg", "SVG", "xhtml", "xml", "md", "txt", "TXT", "text"]),
+        st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/."), max_size=8),
+    ),
+    dotted=st.booleans(),
+)
+def test_every_extension_but_plain_text_is_escaped(folder, extension, dotted):
+    # A new kind of template (.svg, .vue, .jinja, none at all) is safe until someone says it is plain text; a
+    # name without a dot ("v1.txt/txt") has no extension, whatever its folder's name.
+    from framework.templates import PLAIN_TEXT_EXTENSIONS
+
+    name = f"{folder}page.{extension}" if dotted else f"{folder}{extension or 'page'}"
+    plain = dotted and extension.lower() in PLAIN_TEXT_EXTENSIONS
+    assert App(__name__).templates.environment.autoescape(name) is not plain
