@@ -804,26 +804,34 @@ def reload_parent(args: Sequence[str], config: Config) -> int:
     try:
         configure_logging(config)
         check_settings(config)
+        # Before the sockets: a certificate every child would fail on is one line and exit 2, not a port that is
+        # open and never answered. The children load it themselves (the parent serves nothing).
+        load_certificates(config)
         # The parent holds the sockets, systemd's too: it takes them (and clears LISTEN_*), its children inherit
         # them from it as they do bound ones.
         listeners = systemd_listeners() or open_listeners([parse_bind(b) for b in config.binds])
     except (BindError, ValueError, OSError) as error:
         return _fail(str(error))
-    return Reloader(args, listeners, config.graceful_timeout).run()
+    files = tls_files(config)
+    # The certificate files are watched like the code: a child that could not start on a broken certificate
+    # starts again once it is fixed.
+    return Reloader(args, listeners, config.graceful_timeout, watch=files.paths() if files else ()).run()
 
 
 def _reload_child_failed(config: Config, child: ChildSettings, name: str, error: BaseException, line: str) -> int:
     """A ``--reload`` child whose app did not load: say why, then serve a 503 page until the parent restarts us."""
-    detail = describe_load_error(error)
-    sys.stderr.write(detail)
-    _fail(line)
-    Reporter(child.report, error=error).start()
     listeners = inherit_reload_listeners(child)
     try:
         certificates = load_certificates(config)
         assign_schemes(config, listeners)
     except (BindError, ValueError) as problem:
+        # Not even the error page can be served (a certificate that broke since the parent checked it): one line,
+        # and the parent, which watches the certificate files too, waits for a change.
         return _fail(str(problem))
+    detail = describe_load_error(error)
+    sys.stderr.write(detail)
+    _fail(line)
+    Reporter(child.report, error=error).start()
     return serve(config, failure_app((detail or line) if config.debug else None), listeners, name, certificates)
 
 

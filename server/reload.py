@@ -19,8 +19,10 @@ names one (``app.templates.folder`` of our framework, Flask's ``root_path`` + ``
 ``templates/`` folder under the current directory. A restart follows when a file's time differs from the one
 it had before the child started (for a file the parent already knew, so a save during a start counts) or from
 the child's (for a file new to the parent, unless it is one of the current directory's ``.py`` files, whose
-times the parent takes before every start), or when a new file appears in a template folder. A SIGHUP restarts
-the child once: one that arrives while a restart is under way is served by that restart.
+times the parent takes before every start), or when a new file appears in a template folder. The files the
+command line names (``--certfile``, ``--keyfile``...) are watched from the start: a running child reloads a renewed
+certificate by itself, but one that could not start on a broken certificate needs the fix to be a change. A
+SIGHUP restarts the child once: one that arrives while a restart is under way is served by that restart.
 
 An app that fails to load (a syntax error, any exception on import or in its factory) does not end the loop:
 the child prints the error and reports the files it knows (those imported so far, the file named in a
@@ -398,8 +400,10 @@ class Reloader:
         listeners: list[Listener],
         graceful_timeout: float,
         interval: float = POLL_INTERVAL,
+        watch: Iterable[str] = (),
     ) -> None:
         self.args = list(args)
+        self.always_watched = [os.path.abspath(path) for path in watch]  # the files the command line names
         self.listeners = listeners
         self.graceful_timeout = graceful_timeout
         self.interval = interval
@@ -462,6 +466,7 @@ class Reloader:
         self._report_key = None
         self.template_dirs |= template_folders_under(self.root)
         watched = set(self.known)
+        watched.update(self.always_watched)
         for folder in self.template_dirs:
             watched.update(template_files(folder))
         self.known = snapshot(watched)

@@ -21,6 +21,7 @@ import requests
 
 from tests.server.test_cli import assert_one_line
 from tests.support import ROOT, TIMEOUT, ServerProcess, wait_for
+from tests.tls_certs import make_certificates
 
 RESTART = 15.0  # deadline for a change to be served: a poll interval, a graceful stop and a fresh start
 
@@ -158,6 +159,41 @@ def test_reload_with_several_workers_is_refused(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert_one_line(result, "--reload", "--workers 2")
+
+
+def test_reload_with_a_bad_certificate_is_one_line(tmp_path):
+    """The parent checks the certificate before it opens the sockets: it used to open them and run children that
+    each failed on the certificate, the error printed three times and the port open but never answered."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    tls_args = ["--certfile", str(junk), "--keyfile", str(junk)]
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "mod:app", "--reload", "--bind", "127.0.0.1:0", *tls_args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert_one_line(result, f"--certfile {junk}: no PEM certificate in it")
+
+
+def test_a_certificate_broken_then_fixed_while_reloading_restarts_the_server(tmp_path):
+    """The certificate files are watched like the code: a child that cannot start on a broken certificate waits
+    for a change, and the fixed certificate is that change."""
+    certs = make_certificates(tmp_path / "site")
+    good = certs.cert.read_bytes()
+    write(tmp_path / "mod.py", plain_app("up"))
+    with reloading(tmp_path, "mod:app", "--certfile", str(certs.cert), "--keyfile", str(certs.key)) as server:
+        assert server.url.startswith("https://")
+        wait_for(lambda: len(serving_pids(server)) == 1)
+        assert requests.get(server.url, timeout=TIMEOUT, verify=str(certs.ca_pem)).text == "up"
+        write(certs.cert, "not a certificate\n")
+        wait_for(lambda: "waiting for a file to change" in server.output(), timeout=RESTART)
+        write(certs.cert, good.decode())
+        wait_for(lambda: len(serving_pids(server)) == 2, timeout=RESTART)
+        assert requests.get(server.url, timeout=TIMEOUT, verify=str(certs.ca_pem)).text == "up"
+        assert server.output().count("no PEM certificate in it") == 1, server.output()
 
 
 def test_sigterm_stops_the_parent_and_its_child(tmp_path):

@@ -176,9 +176,7 @@ def test_a_key_of_another_type_than_the_certificate_is_a_mismatch(tmp_path, cert
     be PEM files" (both are) or, with a password file, as a wrong password (it was right)."""
     rsa = trustme.CA().issue_cert("localhost", key_type=trustme.KeyType.RSA)
     key = serialization.load_pem_private_key(rsa.private_key_pem.bytes(), password=None)
-    encryption = (
-        serialization.BestAvailableEncryption(PASSWORD.encode()) if encrypted else serialization.NoEncryption()
-    )
+    encryption = serialization.BestAvailableEncryption(PASSWORD.encode()) if encrypted else serialization.NoEncryption()
     path = tmp_path / "rsa-key.pem"
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
     extra = {"keyfile_password_file": write(tmp_path / "password", PASSWORD + "\n")} if encrypted else {}
