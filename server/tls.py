@@ -188,7 +188,25 @@ def _explain_load_error(error: ssl.SSLError, files: TLSFiles, key_source: str) -
 
 def _remember_server_name(tls: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
     # The standard library has no server-side accessor for the name a client asked for, so keep it on the object.
-    tls.requested_server_name = server_name  # type: ignore[attr-defined]
+    tls.requested_server_name = valid_server_name(server_name)  # type: ignore[attr-defined]
+
+
+_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def valid_server_name(name: str | None) -> str | None:
+    """``name`` if it is a DNS host name (RFC 6066 3: the SNI extension carries one, in ASCII, without a trailing
+    dot), else None. The client chooses these bytes freely and OpenSSL passes on any of them, CR, LF and ``<``
+    included, while an application takes ``SSL_TLS_SNI`` for a name the certificate vouches for and may log it or
+    put it in a page: a name that is not a host name is dropped, as if the client had sent none. Letters, digits,
+    hyphens and underscores (found in real names despite RFC 952), in dot-separated labels of 1 to 63 characters,
+    253 in all; str methods only, linear in the name's length."""
+    if not name or len(name) > 253:
+        return None
+    for label in name.split("."):
+        if not 0 < len(label) <= 63 or not _NAME_CHARACTERS.issuperset(label):
+            return None
+    return name
 
 
 # -- certificate validity, for the operator's warning --------------------------------------------------------------

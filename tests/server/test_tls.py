@@ -29,10 +29,17 @@ from hypothesis import strategies as st
 
 from server.config import Config
 from server.engine import Engine
-from server.http import Request
+from server.http import Request, valid_host
 from server.listeners import open_listener, parse_bind, resolve_schemes
 from server.redirect import HTTPSRedirect
-from server.tls import CertificateStore, TLSConfigError, TLSFiles, TLSSession, distinguished_name
+from server.tls import (
+    CertificateStore,
+    TLSConfigError,
+    TLSFiles,
+    TLSSession,
+    distinguished_name,
+    valid_server_name,
+)
 from tests.support import (
     TIMEOUT,
     AnswerOnCue,
@@ -93,6 +100,42 @@ def test_an_https_request_reaches_the_app_with_https_facts(certs):
     assert seen["SSL_CLIENT_VERIFY"] == "NONE"
     assert "SSL_CLIENT_S_DN" not in seen
     assert seen["SERVER_PORT"] == str(server.port)
+
+
+def sni_seen_by_the_app(certs: Certificates, server_name: str) -> dict:
+    """The environ of a request over a connection whose client sent ``server_name`` in its SNI extension (the
+    certificate's chain is checked, its names not: the test is of what the client may send)."""
+    context = certs.client_context()
+    context.check_hostname = False
+    with ServerThread(environ_app, certificates=store(certs)) as server:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        with context.wrap_socket(raw, server_hostname=server_name) as sock:
+            sock.sendall(get(extra="Connection: close\r\n"))
+            response = recv_until_closed(sock)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return json.loads(body)
+
+
+@pytest.mark.parametrize("name", ["bad\r\nname", "<script>alert(1)</script>", "a b", "trailing.", "x:443"])
+def test_a_server_name_that_is_not_a_host_name_does_not_reach_the_app(certs, name):
+    """OpenSSL passes on whatever bytes the client put in SNI; an app may log SSL_TLS_SNI or show it."""
+    assert "SSL_TLS_SNI" not in sni_seen_by_the_app(certs, name)
+
+
+def test_a_host_name_in_sni_reaches_the_app_as_sent(certs):
+    assert sni_seen_by_the_app(certs, "WWW.exa_mple-1.test")["SSL_TLS_SNI"] == "WWW.exa_mple-1.test"
+
+
+@given(st.text(max_size=300))
+def test_a_server_name_is_kept_only_when_it_is_a_dns_host_name(name):
+    kept = valid_server_name(name)
+    assert kept in (None, name)
+    if kept is not None:
+        labels = kept.split(".")
+        assert len(kept) <= 253 and all(0 < len(label) <= 63 for label in labels)
+        assert all(c.isascii() and (c.isalnum() or c in "-_") for label in labels for c in label)
+        assert valid_host(kept)  # a name the HTTP parser would take in Host as well
 
 
 def test_an_absolute_form_target_cannot_make_a_tls_request_plain(certs):
