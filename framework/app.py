@@ -5,8 +5,9 @@ One request goes through these steps, in this order (the same order as Django's 
 
 1. mounted apps: a path under a ``mount()`` prefix goes to that WSGI app with ``SCRIPT_NAME``/``PATH_INFO``
    shifted, and nothing below runs;
-2. a ``Request`` is built (lazily: nothing is parsed yet) and a body over ``MAX_BODY_SIZE`` answers 413 (no hook
-   has run yet, so none of steps 4 and 9 runs for it either);
+2. a ``Request`` is built (lazily: nothing is parsed yet), a body over ``MAX_BODY_SIZE`` answers 413 and, when
+   ``TRUSTED_HOSTS`` is set, a ``Host`` it does not name answers 400 (no hook has run yet, so none of steps 4 and
+   9 runs for them either);
 3. the router matches the path (a miss is remembered, not raised yet, so hooks still run);
 4. ``before_request`` hooks, the app's then the blueprint's, in registration order; the first to return
    something short-circuits with it. They run before the CSRF check, so a login check here can redirect an
@@ -616,6 +617,8 @@ class App(Scaffold):
             length = content_length(environ)
             if length is not None and length > self.max_body_size:
                 raise HTTPError(413, f"The request body is larger than {self.max_body_size} bytes")
+        if self.config["TRUSTED_HOSTS"]:
+            _ = request.host  # Which answers 400 for a Host not in the list, whether or not the view reads it.
         try:
             rule, params = self.router.match(request.method, request.path)
             miss = None

@@ -42,6 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_MAX_AGE": 14 * 24 * 3600,  # Seconds a session cookie stays valid.
     "TEMPLATES_AUTO_RELOAD": None,  # None: follow DEBUG.
+    # Host names requests may name ("example.com"; ".example.com" for it and its subdomains); any other Host
+    # answers 400. None: any Host that is a host name, which external URLs then trust (see Request.host).
+    "TRUSTED_HOSTS": None,
+    "SERVER_NAME": None,  # The host (with any port) of external URLs (url_for(_external=True)); None: the Host's.
 }
 
 

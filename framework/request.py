@@ -26,6 +26,8 @@ from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar, overload
 from urllib.parse import parse_qsl, quote
 
+from server.http import valid_host
+
 from .cookies import parse_cookie_header
 from .datastructures import EnvironHeaders, MultiDict
 from .errors import HTTPError
@@ -257,13 +259,25 @@ class Request:
 
     @lazy
     def host(self) -> str:
-        """The ``Host`` header, or the server's name and port when the client sent none (HTTP/1.0)."""
+        """The ``Host`` header, or the server's name and port when the client sent none (HTTP/1.0).
+
+        The client chooses it, and external URLs are built from it (see ``url_for``), so it is checked: 400 when it
+        is not a host name or address with an optional port (a line break, a space, ``/`` or ``@`` would turn a
+        password-reset link into another site's), or when ``TRUSTED_HOSTS`` is set and does not name it. Our
+        server refuses such a Host itself; the framework checks again because it may run under any WSGI server.
+        """
         host: str | None = self.environ.get("HTTP_HOST")
-        if host:
-            return host
-        name, port = self.environ.get("SERVER_NAME", "localhost"), str(self.environ.get("SERVER_PORT", ""))
-        default = "443" if self.scheme == "https" else "80"
-        return name if port in ("", default) else f"{name}:{port}"
+        if not host:
+            name, port = self.environ.get("SERVER_NAME", "localhost"), str(self.environ.get("SERVER_PORT", ""))
+            default = "443" if self.scheme == "https" else "80"
+            host = name if port in ("", default) else f"{name}:{port}"
+        if not valid_host(host) or not host_name(host):
+            raise HTTPError(400, "The Host header is not a host name")
+        trusted = self.app.config["TRUSTED_HOSTS"]
+        if trusted and not host_is_trusted(host, trusted):
+            # The host itself is not repeated: the error page would show a stranger's text.
+            raise HTTPError(400, "The Host header names a host this site does not serve")
+        return host
 
     @lazy
     def query_string(self) -> str:
@@ -439,7 +453,8 @@ class Request:
 
     def url_for(self, endpoint: str, *, _external: bool = False, **values: Any) -> str:
         """The URL of ``endpoint`` with ``values`` as parameters (extra ones become the query string), under
-        this request's mount point; ``_external=True`` adds scheme and host.
+        this request's mount point; ``_external=True`` adds scheme and host: the ``SERVER_NAME`` setting when it
+        is set, else the request's checked ``host``.
 
         ``".index"`` is the ``index`` of the blueprint that handles this request. ``"static"`` with
         ``filename=`` is a static file's URL even when the server, not the app, serves them (``--static``)."""
@@ -453,7 +468,9 @@ class Request:
                 raise
             path = self.app.static_path(values["filename"])
         url = quote_path(self.script_name) + path
-        return f"{self.scheme}://{self.host}{url}" if _external else url
+        if not _external:
+            return url
+        return f"{self.scheme}://{self.app.config['SERVER_NAME'] or self.host}{url}"
 
     def static(self, filename: str) -> str:
         """The URL of a static file (served by the app's ``static`` route, or the server at ``/static``)."""
@@ -468,6 +485,27 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.path!r}>"
+
+
+def host_name(host: str) -> str:
+    """The name of a ``Host`` value without its port, lower-case: ``example.com``, ``[::1]``."""
+    if host.startswith("["):
+        return host.partition("]")[0].lower() + "]"
+    return host.partition(":")[0].lower()
+
+
+def host_is_trusted(host: str, trusted: str | Iterable[str]) -> bool:
+    """Whether the ``TRUSTED_HOSTS`` setting ``trusted`` names ``host`` (a ``Host`` value; its port is ignored).
+
+    An entry is a host name (``example.com``: that name only) or a name with a leading dot (``.example.com``:
+    that name and every subdomain), compared without case; one name given alone (from the environment,
+    ``APP_TRUSTED_HOSTS=example.com`` is text) is one entry, not a list of its letters."""
+    name = host_name(host)
+    for entry in (trusted,) if isinstance(trusted, str) else trusted:
+        wanted = host_name(entry)
+        if name == wanted or (wanted.startswith(".") and (name.endswith(wanted) or name == wanted[1:])):
+            return True
+    return False
 
 
 def _content_type_option(header: str, option: str) -> str | None:

@@ -4,6 +4,8 @@ import io
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from webtest import TestApp
 
 from framework import App, Response, abort, redirect
@@ -441,3 +443,62 @@ def test_reading_nothing_from_the_body_is_not_a_short_body():
     assert stream.read(0) == b""
     assert stream.read() == b"abc" and stream.read(0) == b""
     assert BodyStream(io.BytesIO(b"abc"), None, 100).read(0) == b""
+
+
+# -- the Host header, which external URLs (a password-reset link) are built from ---------------------------------
+
+
+def external_link_app(**config) -> App:
+    app = App(__name__)
+    app.config.update(config)
+
+    @app.get("/reset")
+    def reset(request):
+        return {"link": request.url_for("reset", _external=True, token="t")}
+
+    @app.get("/plain")
+    def plain(request):
+        return "no URL here"
+
+    return app
+
+
+def test_trusted_hosts_refuse_a_forged_host_before_any_view_runs():
+    app = external_link_app(TRUSTED_HOSTS=["example.com", ".example.org"])
+    client = TestApp(app)
+    assert client.get("/reset", headers={"Host": "EXAMPLE.com:8443"}).json["link"] == (
+        "http://EXAMPLE.com:8443/reset?token=t"
+    )
+    for host in ("example.org", "www.example.org", "a.b.example.org:80"):  # ".name": the name and its subdomains
+        client.get("/reset", headers={"Host": host}, status=200)
+    for host in ("evil.example", "example.com.evil.example", "notexample.org", "evil.example/example.com"):
+        client.get("/reset", headers={"Host": host}, status=400)
+        client.get("/plain", headers={"Host": host}, status=400)  # whether or not the view reads the host
+
+
+def test_a_single_trusted_host_is_one_name_not_its_letters():
+    # From the environment, APP_TRUSTED_HOSTS=example.com is text: read as one name, not as e, x, a, m...
+    client = TestApp(external_link_app(TRUSTED_HOSTS="example.com"))
+    client.get("/plain", headers={"Host": "example.com"}, status=200)
+    client.get("/plain", headers={"Host": "e"}, status=400)
+
+
+def test_server_name_is_the_host_of_external_urls():
+    client = TestApp(external_link_app(SERVER_NAME="www.example.com"))
+    link = client.get("/reset", headers={"Host": "evil.example"}).json["link"]
+    assert link == "http://www.example.com/reset?token=t"
+
+
+@given(
+    host=st.builds(
+        "{}{}{}".format,
+        st.sampled_from(["", "example.com", "[::1]"]),
+        st.sampled_from(["\r\n", "\n", " ", "\t", "/", "@", "\\", "#", "?", '"', "<", "\x00", "\x7f", "é"]),
+        st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=10),
+    )
+)
+def test_a_host_that_is_not_a_host_name_answers_400_and_builds_no_url(host):
+    # Under a server that passes any Host through, "evil.example/x@" or a line break would land in the link.
+    environ = {"PATH_INFO": "/reset", "HTTP_HOST": host}
+    status, body = call(external_link_app(), environ)
+    assert status.startswith("400"), (host, body)
