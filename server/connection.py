@@ -255,16 +255,19 @@ class HTTPConnection:
             return None  # closed
         if plaintext is None:
             return b""  # close_notify: the client is done
-        if self.tls.peer_closed:
-            # close_notify behind a request, in the same read: the client is done after it, but keeps its TCP
-            # side open, so no event would ever tell the loop. Shutting our reading side makes the socket read as
-            # ended: once this request is answered, the connection closes as after a request and a FIN.
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RD)
+        self._end_reading_after_close_notify()
         if not plaintext:
             self.reactor.arm(self.fd, READ)
             return None
         return plaintext
+
+    def _end_reading_after_close_notify(self) -> None:
+        """close_notify behind a request, in the same read: the client is done after it, but may keep its TCP side
+        open, so no event would ever tell the loop. Shutting our reading side makes the socket read as ended: once
+        the request is answered, the connection closes as after a request and a FIN."""
+        if self.tls is not None and self.tls.peer_closed:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RD)
 
     def _on_handshake_data(self) -> None:
         """The TLS handshake, one flight at a time, on the loop; the connection is IDLE once it is done."""
@@ -317,6 +320,7 @@ class HTTPConnection:
         if early is None:
             self.close()
         elif early:
+            self._end_reading_after_close_notify()
             self.state = READING
             self.parser.feed(early)
             self.advance()

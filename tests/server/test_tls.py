@@ -202,10 +202,15 @@ def memory_client(certs: Certificates) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ss
 
 
 def handshake_over(
-    sock: socket.socket, client: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO
+    sock: socket.socket,
+    client: ssl.SSLObject,
+    incoming: ssl.MemoryBIO,
+    outgoing: ssl.MemoryBIO,
+    send_finished: bool = True,
 ) -> None:
     """Complete a memory client's handshake over a real socket, by hand (so that what it sends next is ours to
-    shape: a record altered, or two messages in one send)."""
+    shape: a record altered, or two messages in one send). ``send_finished=False`` leaves the client's last
+    flight in ``outgoing``, to go out with what follows it."""
     while True:
         try:
             client.do_handshake()
@@ -213,7 +218,8 @@ def handshake_over(
         except ssl.SSLWantReadError:
             sock.sendall(outgoing.read())
             incoming.write(sock.recv(65536))
-    sock.sendall(outgoing.read())
+    if send_finished:
+        sock.sendall(outgoing.read())
 
 
 def client_hello(certs: Certificates) -> bytes:
@@ -690,14 +696,18 @@ def test_data_followed_by_close_notify_in_one_read_is_kept(certs):
 
 @pytest.mark.parametrize("threads", [4, 0])
 @pytest.mark.parametrize("request_bytes", [b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", b"GET / HTTP/1.1\r\nHo"])
-def test_close_notify_behind_a_request_in_one_read_ends_the_connection_at_once(certs, threads, request_bytes):
+@pytest.mark.parametrize("with_the_finished", [False, True], ids=["after-the-handshake", "with-the-finished"])
+def test_close_notify_behind_a_request_in_one_read_ends_the_connection_at_once(
+    certs, threads, request_bytes, with_the_finished
+):
     """A client that sends its request and close_notify together and keeps its TCP side open is done: a whole
     request is answered, then the connection ends with our close_notify, at once, not after the keep-alive
-    timeout (5 s); an unfinished one is not waited for until the head timeout (10 s)."""
+    timeout (5 s); an unfinished one is not waited for until the head timeout (10 s). Also when the three come in
+    one send with the client's Finished, read by the handshake's code (which did not look for the close_notify)."""
     with ServerThread(environ_app, certificates=store(certs), threads=threads) as server:
         client, incoming, outgoing = memory_client(certs)
         with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
-            handshake_over(sock, client, incoming, outgoing)
+            handshake_over(sock, client, incoming, outgoing, send_finished=not with_the_finished)
             client.write(request_bytes)
             with pytest.raises(ssl.SSLWantReadError):
                 client.unwrap()  # our close_notify, in the same send as the request
