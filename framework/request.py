@@ -451,13 +451,27 @@ class Request:
 
     # --- building URLs -------------------------------------------------------------------------------------
 
-    def url_for(self, endpoint: str, *, _external: bool = False, **values: Any) -> str:
+    def url_for(
+        self,
+        endpoint: str,
+        *,
+        _external: bool = False,
+        _anchor: str | None = None,
+        _scheme: str | None = None,
+        **values: Any,
+    ) -> str:
         """The URL of ``endpoint`` with ``values`` as parameters (extra ones become the query string), under
-        this request's mount point; ``_external=True`` adds scheme and host: the ``SERVER_NAME`` setting when it
-        is set, else the request's checked ``host``.
+        this request's mount point.
+
+        ``_external=True`` adds scheme and host: the ``SERVER_NAME`` setting when it is set, else the request's
+        checked ``host``; ``_scheme`` (only with ``_external``) replaces the request's scheme. ``_anchor`` is
+        the fragment (``#...``), quoted. Any other keyword starting with ``_`` is a TypeError unless the rule
+        takes it as a parameter: it is a misspelt option, not a query parameter.
 
         ``".index"`` is the ``index`` of the blueprint that handles this request. ``"static"`` with
         ``filename=`` is a static file's URL even when the server, not the app, serves them (``--static``)."""
+        if _scheme is not None and not _external:
+            raise ValueError("url_for(_scheme=...) needs _external=True: a scheme makes no sense on a path")
         if endpoint.startswith("."):
             blueprint = self.blueprint
             endpoint = f"{blueprint}{endpoint}" if blueprint else endpoint[1:]
@@ -468,9 +482,12 @@ class Request:
                 raise
             path = self.app.static_path(values["filename"])
         url = quote_path(self.script_name) + path
+        if _anchor is not None:
+            url += "#" + quote(str(_anchor), safe=_FRAGMENT_SAFE)
         if not _external:
             return url
-        return f"{self.scheme}://{self.app.config['SERVER_NAME'] or self.host}{url}"
+        scheme = self.scheme if _scheme is None else _checked_scheme(_scheme)
+        return f"{scheme}://{self.app.config['SERVER_NAME'] or self.host}{url}"
 
     def static(self, filename: str) -> str:
         """The URL of a static file (served by the app's ``static`` route, or the server at ``/static``)."""
@@ -485,6 +502,19 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.path!r}>"
+
+
+# What a fragment may hold unquoted (RFC 3986 3.5: pchar, "/" and "?"), less "%", so an anchor is taken as text.
+_FRAGMENT_SAFE = "-._~!$&'()*+,;=:@/?"
+_SCHEME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
+
+
+def _checked_scheme(scheme: str) -> str:
+    """``scheme`` if it is one (RFC 3986 3.1: a letter, then letters, digits, ``+``, ``-``, ``.``), else ValueError:
+    ``"https://evil.example/"`` would make the URL another site's."""
+    if not (scheme[:1].isascii() and scheme[:1].isalpha() and _SCHEME_CHARACTERS.issuperset(scheme)):
+        raise ValueError(f"url_for(_scheme={scheme!r}): not a URL scheme")
+    return scheme
 
 
 def host_name(host: str) -> str:

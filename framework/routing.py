@@ -430,7 +430,10 @@ class Router:
 
         With several rules for one endpoint, the first whose parameters are all given and accepted is used (so
         ``/search/<q>`` and ``/search/`` for one view build ``/search/`` for an empty ``q``). Extra values that
-        are ``None`` are left out of the query string, as if not given.
+        are ``None`` are left out of the query string, as if not given. An extra value whose name starts with
+        ``_`` is a TypeError: such names are ``url_for``'s own options (``_external``, ``_anchor``,
+        ``_scheme``), and a misspelt or unsupported one (``_anchr``, Flask's ``_method``) would otherwise end up
+        in the query string unnoticed.
         """
         rules = self._by_endpoint.get(endpoint)
         if not rules:
@@ -446,7 +449,15 @@ class Router:
                 extra = [
                     (key, value) for key, value in values.items() if key not in rule.converters and value is not None
                 ]
-                return path + "?" + urlencode(extra, doseq=True) if extra else path
+                if not extra:
+                    return path
+                for key, _ in extra:
+                    if key.startswith("_"):
+                        raise TypeError(
+                            f"url_for({endpoint!r}) got the option {key}, which it does not have (it has _external, "
+                            "_anchor and _scheme) and no rule of the endpoint takes"
+                        )
+                return path + "?" + urlencode(extra, doseq=True)
         if refused is not None:
             raise refused
         needed = ", ".join(sorted(rules[0].converters))

@@ -488,3 +488,27 @@ def test_an_int_parameter_beyond_what_a_database_holds_does_not_match():
     client.get(f"/posts/{INT_MAX + 1}", status=404)
     client.get("/posts/" + "9" * 5000, status=404)
     client.get("/posts/" + "0" * 30 + "7", status=404)  # more digits than any id: not this route
+
+
+def test_url_for_takes_an_anchor_and_a_scheme_and_refuses_other_underscore_options():
+    """``_anchor`` and ``_scheme`` went into the query string (``/users/3?_anchor=posts``), as did a misspelt
+    option; now the anchor is the fragment, the scheme that of an external URL, and any other ``_`` keyword that
+    no rule takes is a TypeError (a query parameter whose name starts with ``_`` is refused with them)."""
+    app = make_app()
+
+    @app.get("/things/<_id>")
+    def thing(request, _id):
+        return _id
+
+    with app.test_request_context(headers={"Host": "example.test"}):
+        assert app.url_for("user", user_id=3, _anchor="posts") == "/users/3#posts"
+        assert app.url_for("user", user_id=3, tab="a", _anchor="a b#c") == "/users/3?tab=a#a%20b%23c"
+        assert app.url_for("user", user_id=3, _external=True, _scheme="https") == "https://example.test/users/3"
+        assert app.url_for("thing", _id="x") == "/things/x"  # a rule's own parameter may start with "_"
+        with pytest.raises(ValueError, match="_external"):
+            app.url_for("user", user_id=3, _scheme="https")
+        with pytest.raises(ValueError, match="scheme"):
+            app.url_for("user", user_id=3, _external=True, _scheme="https://evil.example/")
+        for option in ("_method", "_anchr", "_"):
+            with pytest.raises(TypeError, match=option):
+                app.url_for("user", user_id=3, **{option: "x"})
