@@ -13,7 +13,8 @@ written, and an HMAC-SHA256 of both under the app's secret key. On the way in:
 On the way out the cookie is written only when the session changed, which keeps cached responses cacheable and
 avoids a ``Set-Cookie`` on every page (a response that used the session still says ``Vary: Cookie``); it is
 ``HttpOnly`` (JavaScript cannot read it, so an XSS cannot steal it), ``SameSite=Lax`` (not sent with
-cross-site POSTs, a first line of defence against CSRF), and ``Secure`` when asked or when set over HTTPS.
+cross-site POSTs, a first line of defence against CSRF), and ``Secure`` when asked or when set over HTTPS. It
+lasts ``max_age`` seconds, or until the browser closes for a session whose ``permanent`` is set to False.
 
 Note that the payload is signed, not encrypted: never put secrets in a session.
 
@@ -210,6 +211,10 @@ def _changed(method_name: str) -> Callable[..., Any]:
     return wrapper
 
 
+# Where a session that is not permanent says so, among its values (Flask's key: the session is a plain dict).
+PERMANENT_KEY = "_permanent"
+
+
 class Session(dict[str, Any]):
     """The session: a plain dict that notices when it is changed, so the cookie is written only then.
 
@@ -253,6 +258,28 @@ class Session(dict[str, Any]):
             _check_items(((key, default),))
             self.modified = True
         return dict.setdefault(self, key, default)
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the cookie outlives the browser: ``True`` (the default) sends it with ``Max-Age`` set to
+        ``SESSION_MAX_AGE``; ``False`` sends none, so the browser drops it when it closes ("remember me"
+        unticked, a shared computer).
+
+        Unlike Flask, where a session is not permanent until told so, the default is permanent: sessions here
+        have always lasted ``SESSION_MAX_AGE``, and a login that ended with the browser would surprise the apps
+        written for that. Either way the signature's timestamp bounds the session on the server to
+        ``SESSION_MAX_AGE`` (a browser that is never closed gains nothing). The choice is kept in the session,
+        as ``"_permanent": false`` (Flask's key), so that it holds for every later write of the cookie;
+        ``clear()`` forgets it with the rest.
+        """
+        return self.get(PERMANENT_KEY) is not False
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        if value:
+            self.pop(PERMANENT_KEY, None)  # The default: nothing to store (and nothing changes if it was so).
+        elif self.get(PERMANENT_KEY) is not False:
+            self[PERMANENT_KEY] = False
 
 
 class CookieOptions(TypedDict):
@@ -358,7 +385,8 @@ class CookieSessions:
         token = self.signer.sign(_session_json(session))
         if len(token) > COOKIE_SIZE_LIMIT:
             log.warning("session cookie is %d bytes; browsers drop cookies over 4 KB", len(token))
-        response.set_cookie(name, token, max_age=self.max_age, **options)
+        max_age = self.max_age if session.permanent else None  # None: a cookie that ends with the browser
+        response.set_cookie(name, token, max_age=max_age, **options)
 
 
 def default_cookie_name(script_name: str) -> str:

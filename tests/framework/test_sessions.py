@@ -282,3 +282,51 @@ def test_an_old_key_read_from_the_environment_as_a_number_says_to_quote_it(monke
     app.config.from_prefixed_env("APP")
     with pytest.raises(TypeError, match="quote a key that looks like a number"):
         app.sessions  # noqa: B018
+
+
+def test_a_session_made_not_permanent_ends_with_the_browser():
+    """``session.permanent = False`` was accepted and ignored: the cookie kept its 14 days. Now such a session's
+    cookie has no Max-Age (the browser drops it when it closes), on every later write too, while a permanent
+    session (the default) keeps SESSION_MAX_AGE; the signature's timestamp bounds both on the server."""
+    app = make_app()
+
+    @app.route("/remember/<choice>")
+    def remember(request, choice):
+        request.session["user"] = "alice"
+        request.session.permanent = choice == "yes"
+        return {"permanent": request.session.permanent}
+
+    client = TestApp(app)
+    response = client.get("/remember/no")
+    assert response.json == {"permanent": False}
+    assert "Max-Age" not in session_cookie(response) and "Expires" not in session_cookie(response)
+    later = client.get("/set/theme/dark")  # the choice travels with the session
+    assert "Max-Age" not in session_cookie(later)
+    assert client.get("/get").json["user"] == "alice"
+    assert "Max-Age=1209600" in session_cookie(client.get("/remember/yes"))
+    assert "Max-Age=1209600" in session_cookie(client.get("/set/theme/light"))
+
+
+def test_a_session_is_permanent_until_told_otherwise_and_saying_so_changes_nothing():
+    session = Session()
+    assert session.permanent is True
+    session.permanent = True
+    assert not session.modified  # nothing to write: the cookie already says so
+    session.permanent = False
+    assert session.modified and session.permanent is False
+
+
+def test_a_not_permanent_session_still_expires_on_the_server():
+    clock = Clock()
+    app = make_app(clock=clock)
+
+    @app.route("/short")
+    def short(request):
+        request.session["user"] = "alice"
+        request.session.permanent = False
+        return "ok"
+
+    client = TestApp(app)
+    client.get("/short")
+    clock.now += 61  # past the store's max_age of 60 s: a browser that never closes gains nothing
+    assert client.get("/get").json == {}
