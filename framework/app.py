@@ -29,7 +29,7 @@ One request goes through these steps, in this order (the same order as Django's 
 
 The view's return value may be a ``Response``, ``str`` (HTML), ``bytes`` (``application/octet-stream``),
 ``dict``/``list`` (JSON), any other iterable (streamed), or a ``(body, status)`` / ``(body, status, headers)``
-tuple of those.
+tuple of those, the status an ``int`` or a status line's text (``"201 Created"``; see ``response_status``).
 
 Settings live in ``app.config`` (see ``config.py``) and are read when a request needs them, so a factory can
 create the app and configure it afterwards; the keyword arguments of ``App()`` are the same settings.
@@ -55,7 +55,7 @@ from .files import FileResponse, safe_join
 from .middleware import shift_path, to_wsgi_string
 from .pages import debug_page, error_page
 from .request import Request, content_length, quote_query
-from .response import Response, StreamedBody, redirect, to_json
+from .response import Response, StreamedBody, redirect, response_status, to_json
 from .routing import Converter, Router, quote_path
 from .scaffold import HOOK_KINDS, Scaffold, View, check_signature, takes_request, template_helper_decorator
 from .sessions import CookieSessions, NoSessions, default_cookie_name, retired_keys
@@ -528,6 +528,7 @@ class App(Scaffold):
                 raise TypeError(
                     f"view {request.endpoint!r} returned a {len(value)}-tuple; use (body, status[, headers])"
                 )
+            status = response_status(status)
             if isinstance(value, Response):
                 value.status = status
                 for name, header in headers.items() if isinstance(headers, dict) else headers or ():

@@ -48,6 +48,29 @@ def to_utf8(text: str) -> bytes:
         return text.encode(errors="replace")
 
 
+def response_status(value: object) -> int:
+    """The status code a view gave in a ``(body, status)`` tuple: an ``int`` from 200 to 599, or a status line's
+    text, ``"201 Created"`` or ``"201"`` (three digits; the reason, if any, without control characters).
+
+    Anything else is the view's mistake, raised here, while the app still handles its errors (a 500 page, a
+    500 handler, a log line saying why): unchecked, it failed only when the response was sent, outside all
+    that. A ``bool`` is no status (``True`` is an ``int``), and a final 1xx would make the client read the next
+    response as this one's. The reason phrase that goes out is the standard one for the code.
+    """
+    if type(value) is int:
+        code = value
+    elif isinstance(value, str):
+        digits, _, reason = value.partition(" ")
+        if not (len(digits) == 3 and digits.isascii() and digits.isdigit() and reason.isprintable()):
+            raise ValueError(f"the status {value!r} is not a status line such as '201 Created'")
+        code = int(digits)
+    else:
+        raise TypeError(f"the status {value!r} is a {type(value).__name__}; give an int (201) or text ('201 Created')")
+    if not 200 <= code <= 599:
+        raise ValueError(f"the status {value!r} is not a final HTTP status (200 to 599)")
+    return code
+
+
 class Response:
     """An HTTP response. ``body`` is ``str`` (encoded as UTF-8), ``bytes`` or an iterable of chunks.
 

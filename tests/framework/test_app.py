@@ -4,6 +4,8 @@ import io
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from webtest import TestApp
 
 from framework import App, HTTPError, Response, abort
@@ -496,3 +498,49 @@ def test_a_client_cannot_forge_lines_in_the_log_through_a_failing_path(caplog):
         TestApp(app).get("/fail/x%0A[ERROR] forged", status=500)
     messages = [record.getMessage() for record in caplog.records if "unhandled exception" in record.getMessage()]
     assert messages == ["unhandled exception in GET /fail/x%0A%5BERROR%5D%20forged"]
+
+
+# -- the status a view returns in a tuple ------------------------------------------------------------------------
+
+
+def status_app(status) -> App:
+    app = App(__name__)
+
+    @app.get("/")
+    def view(request):
+        return "body", status
+
+    return app
+
+
+@pytest.mark.parametrize(("status", "code"), [(201, 201), ("201 CREATED", 201), ("404", 404), ("299 Mine", 299)])
+def test_a_status_may_be_a_number_or_a_status_line(status, code):
+    response = TestApp(status_app(status)).get("/", expect_errors=True)
+    assert response.status_int == code and response.text == "body"
+
+
+@pytest.mark.parametrize(
+    "status", ["created", "2O1 Created", "201 Created\r\nSet-Cookie: x=1", 1000, 99, 101, True, 201.0, None, b"201"]
+)
+def test_a_status_that_is_not_one_is_a_500_through_the_apps_error_handling(status, caplog):
+    """``("created", "201 CREATED")`` raised TypeError while the response was being sent, after the app's error
+    handling: the exception escaped to the server. Now it is the view's error, seen by the 500 handler and logged."""
+    app = status_app(status)
+    seen = []
+
+    @app.errorhandler(500)
+    def failed(request, error):
+        seen.append(error)
+        return "sorry", 500
+
+    with caplog.at_level(logging.ERROR, logger="framework"):
+        response = TestApp(app).get("/", status=500)
+    assert response.text == "sorry"
+    assert isinstance(seen[0], TypeError | ValueError) and "status" in str(seen[0])
+    assert "status" in caplog.text
+
+
+@given(st.one_of(st.text(max_size=12), st.integers(), st.booleans(), st.floats()))
+def test_whatever_status_a_view_returns_the_client_gets_an_answer(status):
+    response = TestApp(status_app(status)).get("/", expect_errors=True)
+    assert 200 <= response.status_int <= 599
