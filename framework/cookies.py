@@ -69,14 +69,24 @@ def format_set_cookie(
         parts.append("Secure")
     if httponly:
         parts.append("HttpOnly")
-    if samesite is not None:
-        canonical = _SAMESITE.get(samesite.lower())
-        if canonical is None:
-            raise ValueError(f"samesite must be Lax, Strict or None, not {samesite!r}")
-        if canonical == "None" and not secure:
-            raise ValueError("samesite=None requires secure=True")
+    canonical = samesite_attribute(samesite, secure)
+    if canonical is not None:
         parts.append(f"SameSite={canonical}")
     return "; ".join(parts)
+
+
+def samesite_attribute(samesite: str | None, secure: bool) -> str | None:
+    """The ``SameSite`` attribute's spelling for ``samesite`` (any case), or None for none; ValueError for
+    another value, and for ``"None"`` without ``secure``: browsers refuse such a cookie, so it is a mistake to
+    report where the setting is made (the session store checks its settings with this when it is built)."""
+    if samesite is None:
+        return None
+    canonical = _SAMESITE.get(samesite.lower())
+    if canonical is None:
+        raise ValueError(f"samesite must be Lax, Strict or None, not {samesite!r}")
+    if canonical == "None" and not secure:
+        raise ValueError("samesite=None requires secure=True: browsers refuse a SameSite=None cookie without Secure")
+    return canonical
 
 
 def _http_date(when: datetime | int | float | str) -> str:

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from .cookies import samesite_attribute
 from .response import to_json
 from .routing import quote_path
 
@@ -296,7 +297,8 @@ class CookieSessions:
     """Loads ``request.session`` from the signed cookie and writes it back on the response when changed.
 
     ``cookie_name`` and ``path`` default to the app's own (see the module docstring): ``session`` and ``/`` at
-    the root, ``session_<prefix>`` and ``/<prefix>`` when mounted.
+    the root, ``session_<prefix>`` and ``/<prefix>`` when mounted. ``samesite="None"`` without ``secure=True``
+    is a ValueError here, since browsers refuse such a cookie.
     """
 
     def __init__(
@@ -313,6 +315,14 @@ class CookieSessions:
         samesite: str | None = "Lax",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        try:
+            # Now, not when the first cookie is written: that failed only over plain HTTP (over HTTPS the cookie
+            # is made Secure anyway), so a site tried over HTTPS met the 500 in production.
+            samesite_attribute(samesite, secure)
+        except ValueError as error:
+            raise ValueError(
+                f"session cookie: {error} (settings SESSION_COOKIE_SAMESITE, SESSION_COOKIE_SECURE)"
+            ) from None
         self.signer = Signer(secret_key, old_keys, clock=clock)
         self.cookie_name = cookie_name
         self.max_age = max_age

@@ -330,3 +330,21 @@ def test_a_not_permanent_session_still_expires_on_the_server():
     client.get("/short")
     clock.now += 61  # past the store's max_age of 60 s: a browser that never closes gains nothing
     assert client.get("/get").json == {}
+
+
+def test_samesite_none_without_secure_is_refused_when_the_store_is_built():
+    """SESSION_COOKIE_SAMESITE="None" without SESSION_COOKIE_SECURE failed only when a session cookie was written
+    over plain HTTP (over HTTPS the cookie is Secure anyway): a 500 that a site tested over HTTPS never saw. Now
+    the store refuses to be built, over either scheme, and says which settings go together."""
+    with pytest.raises(ValueError, match="secure"):
+        CookieSessions("key", samesite="None")
+    with pytest.raises(ValueError, match="Lax, Strict or None"):
+        CookieSessions("key", samesite="Laxx")
+    assert CookieSessions("key", samesite="none", secure=True)
+    app = make_app()
+    app.config["SESSION_COOKIE_SAMESITE"] = "None"
+    with pytest.raises(ValueError, match="SESSION_COOKIE_SECURE"):
+        app.sessions  # noqa: B018 (building the store is the point)
+    app.config["SESSION_COOKIE_SECURE"] = True
+    header = session_cookie(TestApp(app).get("/set/a/1"))
+    assert "SameSite=None" in header and "Secure" in header
