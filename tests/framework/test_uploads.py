@@ -253,3 +253,48 @@ def test_safe_filename_keeps_the_joiners_words_and_emoji_are_made_of():
     ]:
         assert UploadedFile("f", name, "text/plain", [], 1024).safe_filename == name
     assert UploadedFile("f", ". .bashrc", "text/plain", [], 1024).safe_filename == "bashrc"
+
+
+def part(disposition: str, data: bytes = b"data", boundary: str = "testboundary") -> bytes:
+    """A multipart body of one part with this Content-Disposition, as a client that writes its own would send."""
+    return (
+        f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("disposition", "filename", "safe"),
+    [
+        ("form-data; name=\"doc\"; filename*=UTF-8''%E2%82%AC.txt", "€.txt", "€.txt"),
+        # Both: filename* is preferred, as RFC 6266 says (filename is there for clients that cannot read it).
+        ('form-data; name="doc"; filename="EUR.txt"; filename*=utf-8\'\'%E2%82%AC.txt', "€.txt", "€.txt"),
+        ("form-data; name=\"doc\"; FILENAME*=ISO-8859-1'fr'caf%E9.txt", "café.txt", "café.txt"),
+        ("form-data; name=\"doc\"; filename*=UTF-8''..%2F..%2Fetc%2F.passwd", "../../etc/.passwd", "passwd"),
+        # Text inside a quoted value is not a parameter: this part's name merely mentions one.
+        ('form-data; name="a\\"; filename*=UTF-8\'\'x"; filename="real.txt"', "real.txt", "real.txt"),
+    ],
+)
+def test_an_extended_filename_makes_a_file_part(disposition, filename, safe):
+    """``filename*=UTF-8''%E2%82%AC.txt`` (RFC 8187, how non-browser clients send a name beyond ASCII) was not
+    read at all: the file arrived as a text field holding its bytes."""
+    data = post(TestApp(make_app()), part(disposition)).json
+    assert data["fields"] == {}
+    assert [(item["filename"], item["safe"], item["head"]) for item in data["files"]] == [(filename, safe, "data")]
+
+
+@pytest.mark.parametrize("value", ["UTF-8%E2%82%AC.txt", "''a.txt", "no-such-charset''a.txt", "unicode-escape''a"])
+def test_an_extended_filename_that_cannot_be_read_is_400(value):
+    response = post(TestApp(make_app()), part(f'form-data; name="doc"; filename*={value}'), status=400)
+    assert "ultipart" in response.text
+    assert all(upload.stream.closed for upload in kept)
+
+
+@given(st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40))
+def test_any_name_sent_as_an_extended_filename_arrives_as_sent(name):
+    from urllib.parse import quote
+
+    data = post(TestApp(make_app()), part(f"form-data; name=\"f\"; filename*=UTF-8''{quote(name, safe='')}")).json
+    (item,) = data["files"]
+    assert item["filename"] == name and "/" not in item["safe"] and not item["safe"].startswith(".")
