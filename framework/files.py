@@ -79,12 +79,14 @@ def safe_join(root: str | os.PathLike[str], relative: str) -> Path | None:
     """``root/relative`` if its real location is inside ``root`` and no part of it is hidden, else ``None``.
 
     For turning a URL's file name into a path: ``..``, absolute names, NUL bytes, dotfiles and symlinks that
-    lead outside ``root`` are all refused.
+    lead outside ``root`` are all refused, and so is an empty segment (``a.txt/``, ``a//b.txt``, ``/a.txt``): a
+    file is not a folder, and ``/static/a.txt/`` serving ``a.txt`` would give each file a second URL, against
+    which the relative links inside it resolve to other paths.
     """
     if "\x00" in relative or "\\" in relative:
         return None
-    parts = [part for part in relative.split("/") if part]
-    if not parts or any(part.startswith(".") for part in parts):
+    parts = relative.split("/")
+    if any(not part or part.startswith(".") for part in parts):
         return None
     base = os.path.realpath(root)
     target = os.path.realpath(os.path.join(base, *parts))

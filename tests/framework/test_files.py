@@ -3,6 +3,8 @@
 import io
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from webtest import TestApp
 
 from framework import App, FileResponse, safe_join
@@ -178,3 +180,20 @@ def test_safe_join(tmp_path):
     assert safe_join(tmp_path, "a/b.txt") == (tmp_path / "a" / "b.txt").resolve()
     for bad in ["../x", "a/../../x", ".hidden", "a/.b", "link/passwd", "a\\b", "a\x00b", "", "/"]:
         assert safe_join(tmp_path, bad) is None, bad
+
+
+@pytest.mark.parametrize("path", ["/static/css/site.css/", "/static/css//site.css", "/static//css/site.css"])
+def test_a_static_path_with_an_empty_segment_is_not_the_file(site, path):
+    """``/static/css/site.css/`` served site.css: safe_join dropped empty segments, so a URL with a trailing slash
+    (or a doubled one) named the file too, a second URL for every file that relative links inside it resolve
+    against the wrong folder."""
+    TestApp(site).get(path, status=404)
+
+
+@given(segments=st.lists(st.sampled_from(["a", "b.txt", ""]), min_size=1, max_size=5).filter(lambda parts: "" in parts))
+def test_safe_join_refuses_every_path_with_an_empty_segment(tmp_path_factory, segments):
+    root = tmp_path_factory.getbasetemp() / "empty-segments"
+    (root / "a").mkdir(parents=True, exist_ok=True)
+    (root / "a" / "b.txt").write_text("b")
+    (root / "b.txt").write_text("b")
+    assert safe_join(root, "/".join(segments)) is None
