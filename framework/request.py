@@ -257,6 +257,11 @@ class Request:
         scheme: str = self.environ.get("wsgi.url_scheme", "http")
         return scheme
 
+    @property
+    def is_secure(self) -> bool:
+        """Whether the request came over HTTPS (as the server saw it: behind a TLS proxy, see ``scheme``)."""
+        return self.scheme == "https"
+
     @lazy
     def host(self) -> str:
         """The ``Host`` header, or the server's name and port when the client sent none (HTTP/1.0).
@@ -321,6 +326,11 @@ class Request:
         # Raw non-ASCII bytes (curl 'host/?q=café') reach WSGI as latin-1 characters: back to UTF-8 first.
         return MultiDict(parse_qsl(wsgi_to_text(self.query_string), keep_blank_values=True, errors="replace"))
 
+    @property
+    def args(self) -> MultiDict:
+        """``query``, under Flask's name for it."""
+        return self.query
+
     @lazy
     def cookies(self) -> dict[str, str]:
         """The cookies the client sent; malformed ones are ignored rather than failing the request."""
@@ -350,16 +360,33 @@ class Request:
         return self.stream.read()
 
     @lazy
-    def json(self) -> Any:
-        """The body decoded as JSON when the content type says JSON (``application/json``, ``*+json``), else
-        ``None``. Malformed JSON answers 400."""
+    def is_json(self) -> bool:
+        """Whether the content type says JSON: ``application/json`` or ``*+json`` (``application/ld+json``)."""
         kind = self.content_type
-        if kind != "application/json" and not kind.endswith("+json"):
-            return None
+        return kind == "application/json" or kind.endswith("+json")
+
+    @lazy
+    def json(self) -> Any:
+        """The body decoded as JSON when the content type says JSON (``is_json``), else ``None``. Malformed JSON
+        answers 400."""
+        return decode_json(self.body) if self.is_json else None
+
+    def get_json(self, force: bool = False, silent: bool = False) -> Any:
+        """Flask's ``request.get_json``, for code written for Flask: the body as JSON; ``force=True`` reads it
+        as JSON whatever its content type. Without ``force`` a body that does not say JSON answers 415, as in
+        Flask (``request.json`` is ``None`` for it instead); malformed JSON answers 400. ``silent=True`` returns
+        ``None`` instead of either; a body too large or cut short is refused all the same, as in Flask."""
+        if not (force or self.is_json):
+            if silent:
+                return None
+            raise HTTPError(415, "The request body is not JSON (Content-Type: application/json)")
+        body = self.body
         try:
-            return json.loads(self.body)
-        except (ValueError, RecursionError) as error:
-            raise HTTPError(400, f"Malformed JSON body: {error}") from error
+            return self.json if self.is_json else decode_json(body)
+        except HTTPError:  # Only decoding can fail now: the body has been read.
+            if silent:
+                return None
+            raise
 
     @property
     def form(self) -> MultiDict:
@@ -536,6 +563,14 @@ def host_is_trusted(host: str, trusted: str | Iterable[str]) -> bool:
         if name == wanted or (wanted.startswith(".") and (name.endswith(wanted) or name == wanted[1:])):
             return True
     return False
+
+
+def decode_json(body: bytes) -> Any:
+    """``body`` decoded as JSON; 400 when it is not (a nesting too deep for Python's parser included)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise HTTPError(400, f"Malformed JSON body: {error}") from error
 
 
 def _content_type_option(header: str, option: str) -> str | None:

@@ -502,3 +502,39 @@ def test_a_host_that_is_not_a_host_name_answers_400_and_builds_no_url(host):
     environ = {"PATH_INFO": "/reset", "HTTP_HOST": host}
     status, body = call(external_link_app(), environ)
     assert status.startswith("400"), (host, body)
+
+
+# -- the names Flask code uses for what the request already has -------------------------------------------------
+
+
+def flask_names_app() -> App:
+    app = App(__name__)
+
+    @app.route("/flask", methods=["GET", "POST"])
+    def flask_names(request):
+        forced = request.get_json(force=True, silent=True)
+        return {
+            "args": request.args.getall("x"),
+            "is_secure": request.is_secure,
+            "json": request.get_json(silent=True),
+            "forced": forced,
+        }
+
+    @app.post("/strict")
+    def strict(request):
+        return {"json": request.get_json()}
+
+    return app
+
+
+def test_flask_request_names_args_is_secure_and_get_json():
+    client = TestApp(flask_names_app())
+    assert client.get("/flask?x=1&x=2").json == {"args": ["1", "2"], "is_secure": False, "json": None, "forced": None}
+    assert client.get("/flask", extra_environ={"wsgi.url_scheme": "https"}).json["is_secure"] is True
+    sent = client.post("/flask", '{"a": 1}', content_type="application/json").json
+    assert sent["json"] == {"a": 1} and sent["forced"] == {"a": 1}
+    assert client.post("/flask", '{"a": 1}', content_type="text/plain").json["forced"] == {"a": 1}
+    assert client.post("/flask", "{not json", content_type="application/json").json["json"] is None  # silent
+    client.post("/strict", "{not json", content_type="application/json", status=400)
+    client.post("/strict", '{"a": 1}', content_type="text/plain", status=415)  # as Flask: not JSON, not forced
+    assert client.post("/strict", '{"a": 1}', content_type="application/json").json == {"json": {"a": 1}}
