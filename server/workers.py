@@ -17,7 +17,8 @@ each running its own engine on the inherited sockets. The parent only watches th
 - a worker that dies is replaced (with a pause if workers keep dying at once, so a broken app cannot fork-bomb);
 - SIGTERM: the workers (retiring ones included) stop accepting, finish in-flight requests within
   ``--graceful-timeout``, and exit; the supervisor exits after the last of them;
-- SIGINT: everyone exits promptly, also when it comes during a graceful stop;
+- SIGINT: everyone exits promptly, also when it comes during a graceful stop (a worker whose loop is too busy
+  to act on it is killed after ``SIGINT_GRACE`` seconds);
 - SIGHUP: fresh workers are started first, then the old ones are stopped gracefully, so the listening sockets
   never close and no connection is refused during the swap;
 - a worker whose app threads are all stuck (``server.watchdog``) asks, through ``request_replacement()``, to be
@@ -151,6 +152,10 @@ def _current_cpu(allowed: list[int]) -> int:
     return cpu if cpu in allowed else allowed[0]
 
 
+# SIGINT means now, but a worker acts on it from its loop, which may be busy: an application running on it
+# (--threads 0) or a frozen loop. Past this many seconds it is killed.
+SIGINT_GRACE = 2.0
+
 _SUPERVISED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 RETIRE_SIGNAL = signal.SIGUSR2  # supervisor -> worker: "your successor is up: drain and exit" (see the docstring)
 
@@ -267,6 +272,7 @@ class Supervisor:
         self._signals: list[int] = []
         self._stopping: int | None = None
         self._stopped_at = 0.0
+        self._kill_at = 0.0  # stopping: when workers still there are killed
         self._failures = 0
         self.beats: dict[int, float] = {}  # pid -> when its last heartbeat arrived (only workers that send them)
         self._channel_r = self._channel_w = -1
@@ -301,11 +307,14 @@ class Supervisor:
                 if sig == signal.SIGINT and self._stopping == signal.SIGTERM:
                     # Ctrl-C during a graceful stop: the operator will not wait out --graceful-timeout.
                     self._stopping = sig
-                    log.info("supervisor: SIGINT during the graceful stop, stopping at once")
+                    self._kill_at = min(self._kill_at, time.monotonic() + SIGINT_GRACE)
+                    log.info("supervisor: SIGINT, stopping at once (during the graceful stop)")
                     self._signal_all(self.children, sig)
                     self._signal_all(self.retiring, sig)
                 elif sig in (signal.SIGTERM, signal.SIGINT) and self._stopping is None:
                     self._stopping = sig
+                    grace = self.graceful_timeout + 1.0 if sig == signal.SIGTERM else SIGINT_GRACE
+                    self._kill_at = self._stopped_at + grace
                     log.info("supervisor: %s, stopping %d worker(s)", signal.Signals(sig).name, len(self.children))
                     if self.on_stop is not None:
                         try:
@@ -324,13 +333,13 @@ class Supervisor:
             if self._stopping is not None:
                 if not self.children and not self.retiring:
                     return 0
-                if self._stopping == signal.SIGTERM:
-                    self._kill_overdue(self.children, self._stopped_at)
-                    self._kill_overdue(self.retiring, None)  # counted from when each was told to stop
+                self._kill_overdue(self.children, self._kill_at)
+                self._kill_overdue(self.retiring, self._kill_at)
+                self._kill_overdue(self.retiring)  # a retirement's own deadline may come first
             else:
                 self._answer(messages)
                 self._check_heartbeats()
-                self._kill_overdue(self.retiring, None)
+                self._kill_overdue(self.retiring)
                 self._refill()
                 if self.on_tick is not None:
                     try:
@@ -499,10 +508,12 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):  # already gone: it is reaped as usual
             os.kill(pid, sig)
 
-    def _kill_overdue(self, pids: dict[int, float], since: float | None) -> None:
+    def _kill_overdue(self, pids: dict[int, float], deadline: float | None = None) -> None:
+        """Kill the workers of ``pids`` still there after ``deadline``; without one, after the graceful timeout
+        (and a second) counted from each one's own time in ``pids`` (when it was told to retire)."""
         now = time.monotonic()
         for pid, started in list(pids.items()):
-            if now - (since if since is not None else started) > self.graceful_timeout + 1.0:
+            if now > (deadline if deadline is not None else started + self.graceful_timeout + 1.0):
                 log.warning("supervisor: worker %d did not stop in time; killing it", pid)
                 try:
                     os.kill(pid, signal.SIGKILL)
