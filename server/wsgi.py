@@ -248,8 +248,8 @@ class ResponseWriter:
     # Slots: one of these is made for every request, so it should be small and quick to fill.
     __slots__ = (
         "body_allowed", "bytes_sent", "chunked", "client_gone", "close_deferred", "conn", "cut_short",
-        "declared_length", "has_date", "has_server", "header_lines", "headers_sent", "is_head", "keep_alive", "request",
-        "status", "status_code",
+        "declared_length", "ended", "has_date", "has_server", "header_lines", "headers_sent", "is_head", "keep_alive",
+        "request", "status", "status_code",
     )  # fmt: skip
 
     def __init__(self, conn: HTTPConnection, request: Request) -> None:
@@ -271,6 +271,10 @@ class ResponseWriter:
         # The response on the wire is shorter than it should be (the app failed after its head, or sent less than
         # its Content-Length): the connection must end without HTTPS's close_notify, which would vouch for it.
         self.cut_short = False
+        # The response is over: what write() is given now would land after its end, in front of the connection's
+        # next response (a write from the body's close(), which PEP 3333 calls afterwards, or from a thread the
+        # application left behind with the callable).
+        self.ended = False
 
     # PEP 3333's two callables.
 
@@ -313,6 +317,10 @@ class ResponseWriter:
             data = bytes(data)
         if self.status is None:
             raise ApplicationError("write() before start_response()")
+        if self.ended:
+            # (A thread racing the very end can still slip in between this test and the end: PEP 3333's write()
+            # belongs to the application's own call, which is over by then.)
+            raise ApplicationError("write() after the response ended (from the body's close(), or a late thread)")
         if not self.headers_sent:
             self._send(self._head(None) + self._frame(data), wait=wait)
         elif data:
@@ -620,6 +628,7 @@ class ApplicationRun:
             return
         self.completed = True
         writer = self.writer
+        writer.ended = True
         try:
             result = self.result
             # A list or tuple, as most responses are, has no close(): no failed attribute search for it.

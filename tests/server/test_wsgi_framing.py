@@ -11,12 +11,13 @@ import gzip
 import io
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from server.wsgi import FileWrapper
-from tests.support import ServerThread, read_response
+from tests.support import TIMEOUT, ServerThread, read_response, recv_until_closed
 
 
 def serve(app) -> ServerThread:
@@ -217,3 +218,76 @@ def test_head_of_a_file_says_the_files_length_even_when_it_is_empty(tmp_path: Pa
     with serve(app) as server:
         assert exchange(server, "GET")[1]["content-length"] == str(size)
         assert exchange(server, "HEAD")[1]["content-length"] == str(size)
+
+
+# -- writes after the response ---------------------------------------------------------------------------------------
+
+
+class WritesWhenClosed:
+    """A body whose close() still writes (a "flush on close" pattern): PEP 3333 calls close() after the response."""
+
+    def __init__(self, write) -> None:
+        self.write = write
+
+    def __iter__(self):
+        yield b"first"
+
+    def close(self) -> None:
+        self.write(b"FROM-CLOSE")
+
+
+@pytest.mark.parametrize("threads", [4, 0])
+def test_a_write_from_close_never_reaches_the_wire(threads: int, caplog: pytest.LogCaptureFixture) -> None:
+    """It went out as one more chunk after the last one, which the client read as the start of its next response
+    (behind a proxy that reuses connections, another user's). It is an application error now: logged, and the
+    connection ends after the response, which is whole."""
+
+    def app(environ, start_response):
+        return WritesWhenClosed(start_response("200 OK", [("Content-Type", "text/plain")]))
+
+    with ServerThread(app, threads=threads) as server, server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        buffer = bytearray()
+        status, headers, body = read_response(sock, buffer)
+        assert (status, headers["transfer-encoding"], body) == (200, "chunked", b"first")
+        assert bytes(buffer) + recv_until_closed(sock) == b""
+    assert "write() after the response ended" in caplog.text
+
+
+def test_a_write_from_another_thread_after_the_response_is_refused() -> None:
+    """A thread the application left behind with its write() callable: its late bytes would land inside the
+    connection's next response."""
+    late: dict[str, object] = {}
+    done = threading.Event()
+    finished = threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/next":
+            start_response("200 OK", [("Content-Length", "2")])
+            return [b"ok"]
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def later() -> None:
+            finished.wait(TIMEOUT)
+            try:
+                write(b"LATE")
+            except Exception as error:
+                late["error"] = error
+            done.set()
+
+        threading.Thread(target=later, daemon=True).start()
+        return [b"first"] if environ["QUERY_STRING"] == "list" else iter([b"first"])
+
+    with ServerThread(app) as server, server.connect() as sock:
+        for query in ("list", "iterator"):
+            finished.clear()
+            done.clear()
+            sock.sendall(f"GET /?{query} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+            buffer = bytearray()
+            assert read_response(sock, buffer)[2] == b"first"
+            finished.set()
+            assert done.wait(TIMEOUT)
+            assert "after the response ended" in str(late.pop("error"))
+            sock.sendall(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+            status, _, body = read_response(sock, buffer)
+            assert (status, body, bytes(buffer)) == (200, b"ok", b"")
