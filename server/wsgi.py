@@ -89,8 +89,10 @@ def build_environ(base: dict[str, Any], request: Request, conn: HTTPConnection, 
     path = request.path
     if "%" in path:
         path = unquote_to_bytes(path).decode("latin-1")
-    # On HTTPS the connection decides: an absolute-form target saying http:// cannot make a TLS request plain.
-    scheme = conn.scheme if conn.tls_environ else request.scheme or conn.scheme
+    # The connection decides, never the target: "GET https://..." over plain TCP is still plain, and an app that
+    # checks for HTTPS (or sets Secure cookies, or builds external URLs) must not take the client's word for it.
+    # Only a trusted proxy's headers change the scheme (server.proxy). The target's authority does replace Host.
+    scheme = conn.scheme
     host = request.host
     if host:
         # Remembered per scheme: a site's clients send the same few Hosts, and a lookup costs less than a call.

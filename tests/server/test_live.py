@@ -118,6 +118,22 @@ def test_absolute_form_host_wins(epoll_server):
     assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/p", "q")
 
 
+def test_an_absolute_form_target_cannot_make_a_plain_request_https(epoll_server):
+    """The connection says how the client reached us, not the client: "GET https://..." over plain TCP made the app
+    see wsgi.url_scheme https and port 443, and trust it (require-HTTPS checks, Secure cookies, external URLs).
+    Only a trusted proxy's headers may change the scheme. The authority still replaces Host (RFC 9112 3.2.2)."""
+    with epoll_server.connect() as sock:
+        sock.sendall(b"GET https://other.example/p HTTP/1.1\r\nHost: ignored\r\n\r\n")
+        _, _, body = read_response(sock)
+    env = json.loads(body)
+    assert (env["wsgi.url_scheme"], env["HTTP_HOST"], env["SERVER_NAME"], env["SERVER_PORT"]) == (
+        "http",
+        "other.example",
+        "other.example",
+        "80",
+    )
+
+
 def test_options_asterisk(epoll_server):
     with epoll_server.connect() as sock:
         sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
