@@ -58,7 +58,7 @@ class Limits:
     max_header_count: int = 100
     max_target_length: int = 8 * 1024
     max_body_bytes: int = 16 * 1024**2
-    max_chunk_line: int = 4 * 1024
+    max_chunk_line: int = 4 * 1024  # a chunk-size or trailer line, its CRLF not counted
 
 
 @dataclass(slots=True)
@@ -591,12 +591,20 @@ class RequestParser:
                         break
                     continue
                 # As with the head, look only at what arrived since the last look: a trickled line stays linear.
+                # A chunk-size or trailer line is at most max_chunk_line bytes, its CRLF not counted, whether it
+                # arrives whole or in pieces: a limit that held only for an incomplete line (checked below) let
+                # a line of any length through when it came in one read, and the verdict hung on TCP's cuts.
                 line_end = buf.find(b"\r\n", pos + max(0, self._scanned - 1))
                 if line_end < 0:
-                    if len(buf) - pos > self.limits.max_chunk_line or buf.find(b"\n", pos + self._scanned) >= 0:
+                    # The line so far; a final CR may be the start of its CRLF, so it is not counted.
+                    if len(buf) - pos - buf.endswith(b"\r") > self.limits.max_chunk_line:
+                        raise ProtocolError(400, "chunk line too long")
+                    if buf.find(b"\n", pos + self._scanned) >= 0:
                         raise ProtocolError(400, "malformed chunk framing")
                     self._scanned = len(buf) - pos
                     break
+                if line_end - pos > self.limits.max_chunk_line:
+                    raise ProtocolError(400, "chunk line too long")
                 self._scanned = 0
                 line = bytes(buf[pos:line_end])
                 pos = line_end + 2

@@ -1,0 +1,151 @@
+"""What an audit of the sans-IO parser and the server's own error pages found, each pinned by a test.
+
+1. The chunk-line limit (``Limits.max_chunk_line``) held only while a line was incomplete: a 60 KB chunk
+   extension arriving in one read was accepted, the same bytes over two reads got 400. It now holds however the
+   bytes arrive, for chunk-size lines and trailer lines alike (they are read by the same code).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from server.http import NEED_DATA, Data, EndOfMessage, Limits, ProtocolError, Request, RequestParser
+from tests.support import ServerThread, read_response
+
+CHUNKED_HEAD = b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def echo_app(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def outcome(pieces: list[bytes], limits: Limits | None = None) -> tuple[list, int | None]:
+    """Feed ``pieces`` one read at a time: the requests with their whole bodies and trailers, and the refusal's
+    status (None when there was none). Data boundaries are merged away: they depend on how the bytes arrived."""
+    parser = RequestParser(limits)
+    messages: list = []
+    body = bytearray()
+    try:
+        for piece in pieces:
+            parser.feed(piece)
+            while (event := parser.next_event()) is not NEED_DATA:
+                if isinstance(event, Request):
+                    messages.append([event, b"", []])
+                    body = bytearray()
+                elif isinstance(event, Data):
+                    body += event.data
+                else:
+                    assert isinstance(event, EndOfMessage)
+                    messages[-1][1:] = [bytes(body), event.trailers]
+                    parser.start_next()
+    except ProtocolError as error:
+        return messages, error.status
+    return messages, None
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    """``data`` cut at ``points`` (taken modulo its length, so any integers will do)."""
+    bounds = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+# -- 1: the chunk-line limit holds however the bytes arrive -------------------------------------------------------
+
+
+def chunk_line_request(line_length: int, *, trailer: bool = False) -> bytes:
+    """A chunked request carrying ``hello`` whose chunk-size line (or, with ``trailer``, a trailer field line) is
+    exactly ``line_length`` bytes long, its CRLF not counted."""
+    if trailer:
+        line = b"x-pad: " + b"a" * (line_length - 7)
+        return CHUNKED_HEAD + b"5\r\nhello\r\n0\r\n" + line + b"\r\n\r\n"
+    line = b"5;" + b"a" * (line_length - 2)
+    return CHUNKED_HEAD + line + b"\r\nhello\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("trailer", [False, True], ids=["chunk-size line", "trailer line"])
+def test_an_over_long_chunk_line_in_one_read_is_refused(trailer):
+    messages, status = outcome([chunk_line_request(60_000, trailer=trailer)])
+    assert status == 400
+    assert not messages or messages[0][1:] == [b"", []]  # the head, and none of the body
+
+
+@pytest.mark.parametrize("trailer", [False, True], ids=["chunk-size line", "trailer line"])
+def test_the_chunk_line_limit_is_the_same_in_one_read_and_in_two(trailer):
+    limit = Limits().max_chunk_line
+    for length in (limit - 1, limit, limit + 1, limit + 2, 60_000):
+        raw = chunk_line_request(length, trailer=trailer)
+        whole = outcome([raw])
+        assert whole[1] == (400 if length > limit else None), length
+        start = len(CHUNKED_HEAD) if not trailer else raw.index(b"x-pad")
+        for point in (start + limit - 1, start + limit, start + limit + 1, start + length, start + length + 1):
+            assert outcome(cut(raw, [point])) == whole, (length, point)
+
+
+def test_the_chunk_line_limit_bounds_what_is_held_before_the_line_ends():
+    """The limit still refuses a line as soon as it has outgrown it, without waiting for its CRLF."""
+    limit = Limits().max_chunk_line
+    parser = RequestParser()
+    parser.feed(CHUNKED_HEAD + b"5;" + b"a" * (limit - 2))
+    assert isinstance(parser.next_event(), Request)
+    assert parser.next_event() is NEED_DATA  # the limit's worth of line and no CRLF yet: not over the limit
+    parser.feed(b"\r")
+    assert parser.next_event() is NEED_DATA  # ... and a CR that may begin its CRLF is not part of the line
+    parser.feed(b"a")
+    with pytest.raises(ProtocolError) as caught:
+        parser.next_event()
+    assert caught.value.status == 400
+
+
+SMALL = Limits(max_chunk_line=48)
+
+
+@st.composite
+def chunked_requests(draw) -> tuple[bytes, int]:
+    """A chunked request whose chunk-size or trailer line is near the limit (or far past it), and that line's
+    length. Everything else in it is well formed."""
+    length = draw(st.one_of(st.integers(SMALL.max_chunk_line - 3, SMALL.max_chunk_line + 3), st.integers(8, 400)))
+    ext = draw(st.text(alphabet="abc=;\t \"'!", min_size=length, max_size=length)).encode()
+    body = draw(st.binary(min_size=1, max_size=20))
+    where = draw(st.sampled_from(["first", "second", "last", "trailer"]))
+    size = b"%x" % len(body)
+    long_size_line = size + b";" + ext[: length - len(size) - 1]
+    if where == "trailer":
+        raw = b"%b\r\n%b\r\n0\r\nx:%b\r\n\r\n" % (size, body, ext[: length - 2])
+    elif where == "first":
+        raw = b"%b\r\n%b\r\n0\r\n\r\n" % (long_size_line, body)
+    elif where == "second":
+        raw = b"%b\r\n%b\r\n%b\r\n%b\r\n0\r\n\r\n" % (size, body, long_size_line, body)
+    else:
+        raw = b"%b\r\n%b\r\n0;%b\r\n\r\n" % (size, body, ext[: length - 2])
+    pipelined = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n" if draw(st.booleans()) else b""
+    return CHUNKED_HEAD + raw + pipelined, length
+
+
+@given(made=chunked_requests(), points=st.lists(st.integers(0, 10_000), max_size=8))
+@example(made=(chunk_line_request(49), 49), points=[len(CHUNKED_HEAD) + 20])
+@example(made=(chunk_line_request(48), 48), points=[len(CHUNKED_HEAD) + 49])
+@example(made=(chunk_line_request(49, trailer=True), 49), points=[])
+def test_any_split_of_a_chunked_request_gives_the_verdict_of_one_read(made, points):
+    """However the reads are cut, a request with a chunk line longer than the limit is refused with 400, and one
+    within it parses into the same requests, bodies and trailers as when it arrives in one read."""
+    raw, length = made
+    whole = outcome([raw], SMALL)
+    assert whole[1] == (400 if length > SMALL.max_chunk_line else None)
+    assert outcome(cut(raw, points), SMALL) == whole
+    assert outcome([raw[i : i + 1] for i in range(len(raw))], SMALL) == whole
+
+
+def test_a_live_server_refuses_an_over_long_chunk_line_sent_at_once():
+    with ServerThread(echo_app) as server, server.connect() as sock:
+        sock.sendall(chunk_line_request(60_000))
+        status, _, _ = read_response(sock)
+    assert status == 400
+    with ServerThread(echo_app) as server, server.connect() as sock:
+        sock.sendall(chunk_line_request(Limits().max_chunk_line))
+        assert read_response(sock)[::2] == (200, b"hello")  # and one at the limit is served
