@@ -410,7 +410,6 @@ class RequestParser:
             {t.strip(OWS).lower() for value in connections for t in value.split(",")} if connections else _NO_TOKENS
         )
         expects = framing.get("expect")
-        expect = expects[-1].strip(OWS).lower() if expects else None
         content_types = framing.get("content-type")
         if content_types is not None and len(content_types) > 1:
             raise ProtocolError(400, "more than one Content-Type header")
@@ -423,9 +422,14 @@ class RequestParser:
         else:
             keep_alive = "keep-alive" in connection_tokens and "close" not in connection_tokens
         expect_continue = False
-        if expect is not None and version == "HTTP/1.1":
-            if expect != "100-continue":
-                raise ProtocolError(417, f"unsupported expectation {expect!r}")
+        if expects is not None and version == "HTTP/1.1":
+            # RFC 9110 10.1.1: 100-continue is the only expectation there is; any other is answered with 417.
+            # Every Expect line counts, as one list (5.3): the last line alone let "Expect: foo" then
+            # "Expect: 100-continue" go on, an expectation a proxy in front may have read and we did not meet.
+            expectations = [e.strip(OWS).lower() for value in expects for e in value.split(",")]
+            if expectations != ["100-continue"]:
+                raise ProtocolError(417, f"unsupported expectation {', '.join(expectations)!r}")
+            # No body (Content-Length 0), nothing to wait for: no 100 Continue is owed.
             expect_continue = chunked or bool(content_length)
         return Request(
             method=method,

@@ -3,6 +3,9 @@
 1. The chunk-line limit (``Limits.max_chunk_line``) held only while a line was incomplete: a 60 KB chunk
    extension arriving in one read was accepted, the same bytes over two reads got 400. It now holds however the
    bytes arrive, for chunk-size lines and trailer lines alike (they are read by the same code).
+2. Several ``Expect`` lines: the last one won, so ``Expect: foo`` then ``Expect: 100-continue`` went on instead of
+   answering 417. Only a single ``100-continue``, all Expect lines taken as one list, is an expectation the server
+   meets (RFC 9110 10.1.1).
 """
 
 from __future__ import annotations
@@ -149,3 +152,117 @@ def test_a_live_server_refuses_an_over_long_chunk_line_sent_at_once():
     with ServerThread(echo_app) as server, server.connect() as sock:
         sock.sendall(chunk_line_request(Limits().max_chunk_line))
         assert read_response(sock)[::2] == (200, b"hello")  # and one at the limit is served
+
+
+# -- 2: only a single 100-continue is an expectation the server meets ---------------------------------------------
+
+
+def expect_request(*values: str, version: str = "HTTP/1.1", length: int = 2) -> bytes:
+    fields = "".join(f"Expect: {value}\r\n" for value in values)
+    return f"PUT /x {version}\r\nHost: h\r\n{fields}Content-Length: {length}\r\n\r\n".encode("latin-1") + b"ab"[:length]
+
+
+def expect_verdict(*values: str, version: str = "HTTP/1.1") -> bool | ProtocolError:
+    """``expect_continue`` of the parsed request, or the ProtocolError refusing it."""
+    parser = RequestParser()
+    parser.feed(expect_request(*values, version=version))
+    try:
+        request = parser.next_event()
+    except ProtocolError as error:
+        return error
+    assert isinstance(request, Request)
+    return request.expect_continue
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ("foo", "100-continue"),  # the last one used to win
+        ("100-continue", "foo"),
+        ("100-continue, foo",),
+        ("foo,100-continue",),
+        ("100-continue", "100-continue"),
+        ("100-continue,",),
+        (",100-continue",),
+        ("100-continue", ""),
+    ],
+)
+def test_any_expectation_besides_a_single_100_continue_is_417(values):
+    verdict = expect_verdict(*values)
+    assert isinstance(verdict, ProtocolError) and verdict.status == 417, values
+
+
+@pytest.mark.parametrize("value", ["100-continue", "100-Continue", " 100-CONTINUE\t"])
+def test_a_single_100_continue_is_met(value):
+    assert expect_verdict(value) is True
+
+
+@pytest.mark.parametrize(("value", "detail"), [("teapot", "'teapot'"), (" Foo\t", "'foo'"), ("", "''")])
+def test_a_single_unsupported_expectation_keeps_its_message(value, detail):
+    verdict = expect_verdict(value)
+    assert isinstance(verdict, ProtocolError) and verdict.status == 417
+    assert verdict.detail == f"unsupported expectation {detail}"
+
+
+def test_an_http10_request_s_expectations_are_ignored():
+    """RFC 9110 10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request (1.0 has no 1xx
+    responses), and this one ignores the field altogether there, as before."""
+    assert expect_verdict("foo", "100-continue", version="HTTP/1.0") is False
+    assert expect_verdict("100-continue", version="HTTP/1.0") is False
+
+
+def test_no_head_with_expect_takes_the_quick_path():
+    """The quick path leaves Expect to the careful one, which decides alone: nothing there can say 100-continue."""
+    for values in (("100-continue",), ("foo", "100-continue"), ("100-continue", "foo")):
+        raw = expect_request(*values, length=0)
+        parser = RequestParser()
+        assert parser._quick_request(raw[: raw.index(b"\r\n\r\n")]) is None
+        assert parser.whole_request(raw) is None and parser.idle
+
+
+def test_100_continue_with_an_empty_body_asks_for_nothing():
+    """With Content-Length 0 there is no body to wait for: no 100 Continue is owed, and the request ends at once."""
+    parser = RequestParser()
+    parser.feed(expect_request("100-continue", length=0))
+    request = parser.next_event()
+    assert isinstance(request, Request) and not request.expect_continue and request.content_length == 0
+    assert parser.next_event() == EndOfMessage()
+
+
+EXPECTATIONS = ["100-continue", "100-Continue", " 100-continue ", "\t100-CONTINUE", "foo", "", "100", "continue",
+                "100-continue;q=1", "100-continue, foo", "foo , 100-continue", "100-continue,100-continue"]  # fmt: skip
+
+
+@given(values=st.lists(st.sampled_from(EXPECTATIONS), max_size=4), chunked=st.booleans())
+@example(values=["foo", "100-continue"], chunked=False)
+def test_the_expectations_are_met_only_when_they_are_one_100_continue(values, chunked):
+    """Whatever the Expect lines and their order, the request goes on only when, taken together as one list
+    (RFC 9110 5.3), they are exactly one 100-continue; anything else is refused with 417."""
+    framing = "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: 2\r\n"
+    raw = ("PUT / HTTP/1.1\r\nHost: h\r\n" + "".join(f"Expect: {v}\r\n" for v in values) + framing + "\r\n").encode()
+    parser = RequestParser()
+    parser.feed(raw)
+    elements = [e.strip(" \t").lower() for v in values for e in v.split(",")]
+    try:
+        request = parser.next_event()
+    except ProtocolError as error:
+        assert error.status == 417
+        assert values and elements != ["100-continue"]
+        return
+    assert isinstance(request, Request)
+    assert request.expect_continue is bool(values)
+    assert not values or elements == ["100-continue"]
+
+
+def test_a_live_server_answers_417_to_a_second_expectation_before_the_app_runs():
+    ran = []
+
+    def app(environ, start_response):
+        ran.append(environ["PATH_INFO"])
+        return echo_app(environ, start_response)
+
+    with ServerThread(app) as server, server.connect() as sock:
+        sock.sendall(expect_request("foo", "100-continue")[:-2])  # the head only: the client waits for a 100
+        status, _, body = read_response(sock)
+    assert (status, ran) == (417, [])
+    assert b"unsupported expectation" in body
