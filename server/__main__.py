@@ -36,7 +36,7 @@ from server.oserrors import describe
 from server.proxy import HEADER_FAMILIES, TrustedProxies
 from server.reload import ChildSettings, Reloader, Reporter, child_settings, describe_load_error, failure_app
 from server.reload import inherit_listeners as inherit_reload_listeners
-from server.tls import CertificateStore, TLSFiles, validity_warning
+from server.tls import CertificateStore, TLSFiles, build_context, validity_warning
 from server.workers import RETIRE_SIGNAL, Supervisor, pin_to_cpu
 
 log = logging.getLogger("server")
@@ -805,14 +805,22 @@ def reload_parent(args: Sequence[str], config: Config) -> int:
         configure_logging(config)
         check_settings(config)
         # Before the sockets: a certificate every child would fail on is one line and exit 2, not a port that is
-        # open and never answered. The children load it themselves (the parent serves nothing).
-        load_certificates(config)
+        # open and never answered. Only built, not loaded: the children load it (the parent serves nothing), and
+        # each says what there is to say about it (an expired one), once.
+        files = tls_files(config)
+        if files is not None:
+            build_context(files)
         # The parent holds the sockets, systemd's too: it takes them (and clears LISTEN_*), its children inherit
         # them from it as they do bound ones.
         listeners = systemd_listeners() or open_listeners([parse_bind(b) for b in config.binds])
     except (BindError, ValueError, OSError) as error:
         return _fail(str(error))
-    files = tls_files(config)
+    try:
+        assign_schemes(config, listeners)  # what the children would each fail on, as above
+    except (BindError, ValueError) as error:
+        for listener in listeners:
+            listener.sock.close()
+        return _fail(str(error))
     # The certificate files are watched like the code: a child that could not start on a broken certificate
     # starts again once it is fixed.
     return Reloader(args, listeners, config.graceful_timeout, watch=files.paths() if files else ()).run()

@@ -20,9 +20,10 @@ names one (``app.templates.folder`` of our framework, Flask's ``root_path`` + ``
 it had before the child started (for a file the parent already knew, so a save during a start counts) or from
 the child's (for a file new to the parent, unless it is one of the current directory's ``.py`` files, whose
 times the parent takes before every start), or when a new file appears in a template folder. The files the
-command line names (``--certfile``, ``--keyfile``...) are watched from the start: a running child reloads a renewed
-certificate by itself, but one that could not start on a broken certificate needs the fix to be a change. A
-SIGHUP restarts the child once: one that arrives while a restart is under way is served by that restart.
+command line names (``--certfile``, ``--keyfile``...) are watched from the start, so a change to one (a renewal
+too) restarts the child: a child that could not start on a broken certificate needs the fix to be a change, and
+while the certificate is broken only its error is shown, whatever the state of the app. A SIGHUP restarts the
+child once: one that arrives while a restart is under way is served by that restart.
 
 An app that fails to load (a syntax error, any exception on import or in its factory) does not end the loop:
 the child prints the error and reports the files it knows (those imported so far, the file named in a

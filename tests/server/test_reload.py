@@ -8,6 +8,7 @@ restarts, so a request made while the server restarts waits in the backlog and i
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import signal
@@ -176,6 +177,30 @@ def test_reload_with_a_bad_certificate_is_one_line(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert_one_line(result, f"--certfile {junk}: no PEM certificate in it")
+
+
+def test_reload_with_a_redirect_to_https_and_no_plain_listener_is_one_line(tmp_path):
+    """What the listeners are for is checked by the parent too: the children failed on it, one after the other,
+    behind a port that was open and never answered."""
+    certs = make_certificates(tmp_path / "site")
+    args = ["--bind", "https://127.0.0.1:0", "--redirect-to-https", "--certfile", str(certs.cert)]
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "mod:app", "--reload", *args, "--keyfile", str(certs.key)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert_one_line(result, "--redirect-to-https needs an HTTPS listener to send to and a plain one")
+
+
+def test_an_expired_certificate_is_reported_once_under_reload(tmp_path):
+    certs = make_certificates(tmp_path / "site", not_after=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+    write(tmp_path / "mod.py", plain_app("up"))
+    with reloading(tmp_path, "mod:app", "--certfile", str(certs.cert), "--keyfile", str(certs.key)) as server:
+        wait_for(lambda: len(serving_pids(server)) == 1)
+        assert server.output().count("expired on") == 1, server.output()
 
 
 def test_a_certificate_broken_then_fixed_while_reloading_restarts_the_server(tmp_path):
