@@ -312,13 +312,19 @@ class HTTPConnection:
         deadline = time.monotonic() + self.engine.config.header_timeout
         # Stopping: the grace the stop gave this silent connection stands (it would not wait a whole head timeout).
         self.deadline = min(self.deadline, deadline) if self.engine.stopping or self.engine.draining else deadline
+        failure = None
         with self.lock:
             try:
                 early = tls.decrypt(b"")  # a request sent right behind the client's Finished
-            except TLSFailure:
-                early = None
-        if early is None:
+            except TLSFailure as error:
+                failure, early = error, None
+                answer = tls.outgoing()  # the alert that says why
+        if failure is not None:
+            log.info("%s: closing: TLS error: %s", self.describe(), failure)
+            self._send_small(answer)
             self.close()
+        elif early is None:
+            self.close()  # close_notify right after the handshake
         elif early:
             self._end_reading_after_close_notify()
             self.state = READING

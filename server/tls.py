@@ -11,8 +11,9 @@ its own deadline, and then use the very same send queue, backpressure and timeou
 Settings follow what the standard library calls secure: ``ssl.PROTOCOL_TLS_SERVER`` with its default ciphers,
 TLS 1.2 as the minimum (1.0 and 1.1 are refused; RFC 8996 deprecates them), no renegotiation (a client could
 make the server redo the expensive half of a handshake at will), ALPN ``http/1.1``. The host name a client asked
-for (SNI) is recorded and given to the application, as are the protocol, the cipher and a verified client
-certificate's subject, under the names Apache and nginx use (``SSL_CLIENT_S_DN``...).
+for (SNI) is recorded and given to the application when it is a host name (the client's unverified claim), as
+are the protocol, the cipher and a verified client certificate's subject, under the names Apache and nginx use
+(``SSL_CLIENT_S_DN``...).
 
 Certificates renew (Let's Encrypt every 60 to 90 days), so ``CertificateStore`` rebuilds the context when the
 files change or on SIGHUP. A new context serves new connections; connections already open keep the one they
@@ -168,8 +169,9 @@ def _read_password(path: str) -> bytes:
 
 # How OpenSSL says the key loaded but is not the certificate's: KEY_VALUES_MISMATCH for another key of the same type;
 # NO_CERTIFICATE_ASSIGNED (OpenSSL 3) for a key of another type (an RSA key beside an ECDSA certificate), since the
-# key then fills a slot of its own type, which holds no certificate.
-_KEY_MISMATCH_REASONS = ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED")
+# key then fills a slot of its own type, which holds no certificate; KEY_TYPE_MISMATCH where other builds check the
+# pair with X509_check_private_key.
+_KEY_MISMATCH_REASONS = ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED", "KEY_TYPE_MISMATCH")
 
 
 def _is_key_mismatch(error: ssl.SSLError) -> bool:
@@ -195,12 +197,15 @@ _NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
 
 
 def valid_server_name(name: str | None) -> str | None:
-    """``name`` if it is a DNS host name (RFC 6066 3: the SNI extension carries one, in ASCII, without a trailing
-    dot), else None. The client chooses these bytes freely and OpenSSL passes on any of them, CR, LF and ``<``
-    included, while an application takes ``SSL_TLS_SNI`` for a name the certificate vouches for and may log it or
-    put it in a page: a name that is not a host name is dropped, as if the client had sent none. Letters, digits,
+    """``name`` if it is a DNS host name (RFC 6066 3: the SNI extension carries one, in ASCII), else None. The
+    client chooses these bytes freely and OpenSSL passes on any of them, CR, LF and ``<`` included, while an
+    application may log ``SSL_TLS_SNI`` or put it in a page: a name that is not a host name is dropped, as if the
+    client had sent none. (It is the client's claim, never checked against the certificate.) Letters, digits,
     hyphens and underscores (found in real names despite RFC 952), in dot-separated labels of 1 to 63 characters,
-    253 in all; str methods only, linear in the name's length."""
+    253 in all; one trailing dot (a fully qualified name, which RFC 6066 leaves out but clients send) is dropped.
+    str methods only, linear in the name's length."""
+    if name and name[-1] == ".":
+        name = name[:-1]
     if not name or len(name) > 253:
         return None
     for label in name.split("."):

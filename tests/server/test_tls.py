@@ -117,7 +117,7 @@ def sni_seen_by_the_app(certs: Certificates, server_name: str) -> dict:
     return json.loads(body)
 
 
-@pytest.mark.parametrize("name", ["bad\r\nname", "<script>alert(1)</script>", "a b", "trailing.", "x:443"])
+@pytest.mark.parametrize("name", ["bad\r\nname", "<script>alert(1)</script>", "a b", "a/b", "x:443"])
 def test_a_server_name_that_is_not_a_host_name_does_not_reach_the_app(certs, name):
     """OpenSSL passes on whatever bytes the client put in SNI; an app may log SSL_TLS_SNI or show it."""
     assert "SSL_TLS_SNI" not in sni_seen_by_the_app(certs, name)
@@ -125,12 +125,13 @@ def test_a_server_name_that_is_not_a_host_name_does_not_reach_the_app(certs, nam
 
 def test_a_host_name_in_sni_reaches_the_app_as_sent(certs):
     assert sni_seen_by_the_app(certs, "WWW.exa_mple-1.test")["SSL_TLS_SNI"] == "WWW.exa_mple-1.test"
+    assert sni_seen_by_the_app(certs, "fully.qualified.")["SSL_TLS_SNI"] == "fully.qualified"
 
 
 @given(st.text(max_size=300))
 def test_a_server_name_is_kept_only_when_it_is_a_dns_host_name(name):
     kept = valid_server_name(name)
-    assert kept in (None, name)
+    assert kept in (None, name, name[:-1])
     if kept is not None:
         labels = kept.split(".")
         assert len(kept) <= 253 and all(0 < len(label) <= 63 for label in labels)
@@ -894,16 +895,21 @@ def test_a_certificate_gone_between_the_check_and_the_load_is_one_line(certs, mo
         server.tls.build_context(TLSFiles(str(missing), str(certs.key)))
 
 
-def test_a_record_that_does_not_decrypt_is_answered_with_an_alert(certs):
-    """The client learns why the connection ends (bad_record_mac), rather than seeing it cut."""
+@pytest.mark.parametrize("with_the_finished", [False, True], ids=["after-the-handshake", "with-the-finished"])
+def test_a_record_that_does_not_decrypt_is_answered_with_an_alert(certs, with_the_finished, caplog):
+    """The client learns why the connection ends (bad_record_mac), rather than seeing it cut; and the log says it.
+    Also for a record that came in one send with the client's Finished (it was closed on without a word)."""
+    caplog.set_level(logging.INFO, logger="server")
     with ServerThread(environ_app, certificates=store(certs)) as server, server.connect() as sock:
         client, incoming, outgoing = memory_client(certs)
-        handshake_over(sock, client, incoming, outgoing)
+        handshake_over(sock, client, incoming, outgoing, send_finished=not with_the_finished)
+        finished = b"" if not with_the_finished else outgoing.read()
         client.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         record = bytearray(outgoing.read())
         record[-1] ^= 0xFF  # one flipped bit in the authentication tag
-        sock.sendall(record)
+        sock.sendall(finished + record)
         incoming.write(recv_until_closed(sock))
         with pytest.raises(ssl.SSLError, match=r"(?i)alert"):
             while client.read(65536):
                 pass
+    assert "closing: TLS error" in caplog.text

@@ -31,6 +31,7 @@ import pytest
 import requests
 import trustme
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from server.listeners import BindAddress, BindError, Listener, parse_bind, resolve_schemes
 from tests.server.test_cli import assert_one_line, run_cli
@@ -174,6 +175,10 @@ def test_a_key_that_does_not_match_the_certificate(tmp_path, certs):
 def test_a_key_of_another_type_than_the_certificate_is_a_mismatch(tmp_path, certs, encrypted):
     """An RSA key for an ECDSA certificate: OpenSSL 3 says only NO_CERTIFICATE_ASSIGNED, which was reported as "must
     be PEM files" (both are) or, with a password file, as a wrong password (it was right)."""
+    site_key = serialization.load_pem_private_key(certs.key.read_bytes(), password=None)
+    assert isinstance(
+        site_key, ec.EllipticCurvePrivateKey
+    )  # the site's certificate is ECDSA: the RSA key is another type
     rsa = trustme.CA().issue_cert("localhost", key_type=trustme.KeyType.RSA)
     key = serialization.load_pem_private_key(rsa.private_key_pem.bytes(), password=None)
     encryption = serialization.BestAvailableEncryption(PASSWORD.encode()) if encrypted else serialization.NoEncryption()
