@@ -159,6 +159,13 @@ def escape(value: str, table: dict[int, str] = _QUOTED) -> str:
     return value.translate(table)
 
 
+def named(request: Request) -> str:
+    """The request as the error log names it ("GET /path?query"), escaped as in the access log: a target may hold
+    bytes 0x80-0xFF, among them 0x9B, the C1 control a terminal takes for ESC [ (clear the screen, move the cursor,
+    forge what looks like other lines)."""
+    return f"{escape(request.method, _BARE)} {escape(request.target, _BARE)}"
+
+
 def _escape_wide(char: str, table: dict[int, str]) -> str:
     if char <= "\xff":
         return table.get(ord(char), char)

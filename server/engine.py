@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server import SERVER_SOFTWARE
-from server.accesslog import log_response
+from server.accesslog import log_response, named
 from server.config import Config
 from server.connection import HANDSHAKE, IDLE, HTTPConnection
 from server.http import Request, error_response, http_date, status_line
@@ -409,7 +409,7 @@ class Engine:
                 mount, request.method, request.path, headers, read_up_to=_SMALL_FILE, query=request.query
             )
         except Exception:
-            log.exception("error serving static file %s", request.path)
+            log.exception("error serving static file for %s", named(request))
             conn.refuse(500, "error reading the file")
             return
         # An unread Expect: 100-continue body leaves the start of the next request unknown: close after.
@@ -428,7 +428,9 @@ class Engine:
                 # (A cached file's small body comes read already, in reply.body: see serve_path's read_up_to.)
                 data = os.pread(reply.file.fileno(), reply.length, reply.offset)
                 if len(data) != reply.length:
-                    log.warning("%s: %s shrank while being served; closing", conn.describe(), request.path)
+                    log.warning(
+                        "%s: the file for %s shrank while being served; closing", conn.describe(), named(request)
+                    )
                     reply.close()
                     conn.close_soon()
                     return

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from server import SERVER_SOFTWARE
-from server.accesslog import access_log, log_response
+from server.accesslog import access_log, log_response, named
 from server.http import LAST_CHUNK, Request, chunk, http_date
 from server.memo import KEY_LIMIT, remember
 
@@ -564,7 +564,7 @@ class ApplicationRun:
 
     def __str__(self) -> str:
         # What the watchdog names when this request runs too long (formatted only then).
-        return f"{self.request.method} {self.request.target} from {self.conn.describe()}"
+        return f"{named(self.request)} from {self.conn.describe()}"
 
     def start(self) -> None:
         """Call the application and send its response, or as much as the client takes now."""
@@ -614,9 +614,9 @@ class ApplicationRun:
             writer.client_gone = True
         else:
             if isinstance(error, ApplicationError):
-                log.error("application error in %s %s: %s", request.method, request.target, error)
+                log.error("application error in %s: %s", named(request), error)
             else:
-                log.exception("error in application for %s %s", request.method, request.target)
+                log.exception("error in application for %s", named(request))
             if writer.headers_sent:
                 writer.cut_short = True
             else:
@@ -638,7 +638,7 @@ class ApplicationRun:
             if close is not None and not writer.close_deferred:
                 close()
         except BaseException:
-            log.exception("error in the close() of the response for %s %s", self.request.method, self.request.target)
+            log.exception("error in the close() of the response for %s", named(self.request))
             writer.keep_alive = False
         finally:
             if not writer.close_deferred:

@@ -356,3 +356,23 @@ def test_a_fifo_recreated_at_the_log_path_does_not_block_the_next_line(tmp_path:
         handler.close()
     finally:
         os.close(reader)
+
+
+# -- the error log ---------------------------------------------------------------------------------------------------
+
+
+def test_the_error_log_escapes_the_request_it_names(caplog: pytest.LogCaptureFixture) -> None:
+    """A target may hold bytes 0x80-0xFF, among them 0x9B, the C1 CSI that terminals act on as ESC [ does: printed
+    raw by the error log's "error in application for GET /...", it could clear an operator's screen or forge
+    lines. The error log names the request escaped as the access log does."""
+
+    def failing(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        raise RuntimeError("boom")
+
+    target = b"/x?\x9b2J\x9b31mFORGED\xff"
+    with ServerThread(failing) as server:
+        assert send(server, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")[0] == 500
+    [record] = [r for r in caplog.records if "error in application" in r.getMessage()]
+    message = record.getMessage()
+    assert "\x9b" not in message and "\xff" not in message
+    assert "/x?\\x9B2J\\x9B31mFORGED\\xFF" in message
