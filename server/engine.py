@@ -446,15 +446,22 @@ class Engine:
             return
         conn.finish(keep_alive)
 
-    @staticmethod
     def _static_sent(
-        conn: HTTPConnection, request: Request, reply: Any, headers: dict[str, str], started: float, sent: int
+        self, conn: HTTPConnection, request: Request, reply: Any, headers: dict[str, str], started: float, sent: int
     ) -> None:
         """A static response is out (or as much of it as will be): close its file and log it."""
         reply.close()
         log_response(
-            conn.remote_addr, request, reply.status, sent, headers.get("referer"), headers.get("user-agent"), started
-        )
+            self._client(conn, request), request, reply.status, sent, headers.get("referer"),
+            headers.get("user-agent"), started,
+        )  # fmt: skip
+
+    def _client(self, conn: HTTPConnection, request: Request) -> str:
+        """Who the access log names for a response the loop answered: the peer, or the client a trusted proxy
+        names (as REMOTE_ADDR does for the application's responses)."""
+        if self.proxies.enabled:
+            return self.proxies.client_address(conn.remote_addr, request.headers)
+        return conn.remote_addr
 
     def _redirect(self, conn: HTTPConnection, request: Request, redirect: HTTPSRedirect, started: float) -> None:
         """--redirect-to-https: answer a plain request with 308 to its https:// URL, on the loop."""
@@ -473,8 +480,8 @@ class Engine:
             conn.close_soon()
             return
         log_response(
-            conn.remote_addr, request, 308, len(response), request.header("referer"), request.header("user-agent"),
-            started,
+            self._client(conn, request), request, 308, len(response), request.header("referer"),
+            request.header("user-agent"), started,
         )  # fmt: skip
         conn.finish(keep_alive)
 

@@ -130,6 +130,21 @@ class TrustedProxies:
         # default of the client's scheme, and a host= replaced the Host the server name was taken from.
         set_server_address(environ)
 
+    def client_address(self, peer: str, headers: Iterable[tuple[str, str]]) -> str:
+        """The address ``apply`` would leave in REMOTE_ADDR for a request from ``peer`` with ``headers`` (lower-case
+        names, as the parser gives them): for what the loop answers without an environ (static files, the redirect
+        to HTTPS), so that their access-log lines name the client as the application's do."""
+        if not self.trusts(peer):
+            return peer
+        name = "forwarded" if self.headers == "forwarded" else "x-forwarded-for"
+        values = [value for key, value in headers if key == name]
+        environ: dict[str, Any] = {"REMOTE_ADDR": peer, "wsgi.url_scheme": "http"}
+        if values:
+            # Joined as build_environ joins repeated fields, so both read the same chain.
+            environ["HTTP_FORWARDED" if name == "forwarded" else "HTTP_X_FORWARDED_FOR"] = ",".join(values)
+        self.apply(environ)
+        return str(environ["REMOTE_ADDR"])
+
     def _apply_x_forwarded(self, environ: dict[str, Any]) -> None:
         chain = environ.get("HTTP_X_FORWARDED_FOR")
         if chain:

@@ -376,3 +376,25 @@ def test_the_error_log_escapes_the_request_it_names(caplog: pytest.LogCaptureFix
     message = record.getMessage()
     assert "\x9b" not in message and "\xff" not in message
     assert "/x?\\x9B2J\\x9B31mFORGED\\xFF" in message
+
+
+@pytest.mark.parametrize(
+    ("family", "header"),
+    [("x-forwarded", "X-Forwarded-For: 198.51.100.1, 203.0.113.7"), ("forwarded", "Forwarded: for=203.0.113.7")],
+)
+def test_behind_a_trusted_proxy_every_line_names_the_client(
+    tmp_path: Path, access_lines: list[str], family: str, header: str
+) -> None:
+    """A static file, like an app's response, is logged with the client the proxy names: the loop answers files
+    without an environ, and their lines named the proxy (127.0.0.1), so the log showed two clients for one."""
+    (tmp_path / "a.txt").write_text("a file\n")
+    settings = {"forwarded_allow_ips": ("127.0.0.1",), "proxy_headers": family, "static": (f"/s={tmp_path}",)}
+    with ServerThread(echo_agent, **settings) as server:
+        for path in ("/s/a.txt", "/app"):
+            head = f"GET {path} HTTP/1.1\r\nHost: h\r\nUser-Agent: ua\r\n{header}\r\n\r\n".encode()
+            assert send(server, head)[0] == 200
+        wait_for(lambda: len(access_lines) == 2)
+    assert [(parse(line)["target"], parse(line)["remote"]) for line in access_lines] == [
+        ("/s/a.txt", "203.0.113.7"),
+        ("/app", "203.0.113.7"),
+    ]
