@@ -84,20 +84,30 @@ def test_the_environ_keys_pep_3333_names_survive_a_start_over(fresh_memos):
     assert wsgi._environ_key("x_forwarded_for") is None  # an underscore twin of a dashed name never gets in
 
 
-def test_server_name_and_port_are_remembered_per_scheme_and_never_for_a_long_host(fresh_memos):
-    """SERVER_NAME and SERVER_PORT come from a memo of Hosts: the same Host is port 443 for an https:// request
-    and 80 for an http:// one, and a long Host is answered right but not kept."""
+def test_server_name_and_port_are_remembered_per_scheme_and_never_for_a_long_host(fresh_memos, tmp_path):
+    """SERVER_NAME and SERVER_PORT come from a memo of Hosts: the same Host is port 443 on an HTTPS connection and
+    80 on a plain one, and a long Host is answered right but not kept."""
+    from server.tls import CertificateStore, TLSFiles
     from tests.support import ServerThread, read_response
+    from tests.tls_certs import make_certificates
 
     def app(environ, start_response):
         body = f"{environ['SERVER_NAME']} {environ['SERVER_PORT']}".encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
 
+    certs = make_certificates(tmp_path)
     long_host = "h" * (KEY_LIMIT + 1)
+    tls = CertificateStore(TLSFiles(str(certs.cert), str(certs.key)))
+    with (
+        ServerThread(app, certificates=tls) as server,
+        certs.client_context().wrap_socket(server.connect(), server_hostname="localhost") as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        assert read_response(sock)[2] == b"example.com 443"
     with ServerThread(app) as server, server.connect() as sock:
         buffer = bytearray()
-        cases = [("https://example.com/", b"example.com 443"), ("http://example.com/", b"example.com 80")]
+        cases = [("http://example.com/", b"example.com 80")]
         cases += [(f"http://{long_host}:81/", f"{long_host} 81".encode())] * 2
         for target, expected in cases:
             sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
