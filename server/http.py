@@ -730,15 +730,31 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 
 def error_response(
-    status: int, detail: str, server: str, *, close: bool = True, headers: tuple[tuple[str, str], ...] = ()
+    status: int,
+    detail: str,
+    server: str,
+    *,
+    close: bool = True,
+    headers: tuple[tuple[str, str], ...] = (),
+    version: str = "HTTP/1.1",
 ) -> bytes:
-    """A complete small plain-text response for an error the server answers itself."""
+    """A complete small plain-text response for an error the server answers itself.
+
+    ``version`` is the request's: an HTTP/1.0 request whose connection stays open (``close=False``) is told so
+    with ``Connection: keep-alive``, without which a 1.0 client takes the end of the response for the end of the
+    connection. The page may echo what the client sent (a target, an expectation), so it says ``nosniff``: no
+    browser is to read it as HTML."""
     body = f"{status} {reason_phrase(status)}\n{detail}\n".encode()
+    if close:
+        connection = "Connection: close\r\n"
+    else:
+        connection = "Connection: keep-alive\r\n" if version == "HTTP/1.0" else ""
     head = (
         f"{status_line(status)}Date: {http_date()}\r\nServer: {server}\r\n"
-        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+        f"Content-Length: {len(body)}\r\n"
         + "".join(f"{name}: {value}\r\n" for name, value in headers)
-        + ("Connection: close\r\n" if close else "")
+        + connection
         + "\r\n"
     )
     return head.encode("latin-1") + body

@@ -6,6 +6,10 @@
 2. Several ``Expect`` lines: the last one won, so ``Expect: foo`` then ``Expect: 100-continue`` went on instead of
    answering 417. Only a single ``100-continue``, all Expect lines taken as one list, is an expectation the server
    meets (RFC 9110 10.1.1).
+3. The server's own error pages echo client text as text/plain: they now say ``X-Content-Type-Options: nosniff``.
+   And a page for an HTTP/1.0 request whose connection stays open can say ``Connection: keep-alive``
+   (``error_response(..., close=False, version=request.version)``), without which a 1.0 client takes the end of
+   the response for the end of the connection.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from server.http import NEED_DATA, Data, EndOfMessage, Limits, ProtocolError, Request, RequestParser
+from server.http import NEED_DATA, Data, EndOfMessage, Limits, ProtocolError, Request, RequestParser, error_response
 from tests.support import ServerThread, read_response
 
 CHUNKED_HEAD = b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -266,3 +270,53 @@ def test_a_live_server_answers_417_to_a_second_expectation_before_the_app_runs()
         status, _, body = read_response(sock)
     assert (status, ran) == (417, [])
     assert b"unsupported expectation" in body
+
+
+# -- 3: the server's own pages: nosniff, and keep-alive said to an HTTP/1.0 client --------------------------------
+
+
+def response_head(response: bytes) -> tuple[list[str], bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    return head.decode("latin-1").split("\r\n"), body
+
+
+@given(
+    status=st.sampled_from([308, 400, 404, 408, 413, 414, 417, 431, 500, 501, 503, 505]),
+    detail=st.text(max_size=60),
+    close=st.booleans(),
+    version=st.sampled_from(["HTTP/1.1", "HTTP/1.0"]),
+)
+@example(status=417, detail="unsupported expectation '<html><script>alert(1)</script>'", close=True, version="HTTP/1.1")
+def test_every_error_page_says_nosniff_and_how_the_connection_goes_on(status, detail, close, version):
+    """Error pages echo what the client sent (a target, an expectation) as text/plain: no browser may sniff them
+    into HTML. A 1.0 request kept open is told so (without it, a 1.0 client takes the response's end for the
+    connection's); a 1.1 one needs no word, and a closing connection always says close."""
+    lines, body = response_head(error_response(status, detail, "test/1", close=close, version=version))
+    assert lines[0].startswith(f"HTTP/1.1 {status} ")
+    assert lines.count("X-Content-Type-Options: nosniff") == 1
+    assert lines.count("Content-Type: text/plain; charset=utf-8") == 1
+    assert f"Content-Length: {len(body)}" in lines
+    connection = [line for line in lines if line.lower().startswith("connection:")]
+    if close:
+        assert connection == ["Connection: close"]
+    elif version == "HTTP/1.0":
+        assert connection == ["Connection: keep-alive"]
+    else:
+        assert connection == []
+
+
+def test_error_pages_are_as_before_when_no_version_is_given():
+    """The new ``version`` defaults to what every caller had: a 1.1 response that closes, or says nothing."""
+    closing, _ = response_head(error_response(400, "bad", "test/1"))
+    assert closing[-1] == "Connection: close"
+    kept, _ = response_head(error_response(308, "moved", "test/1", close=False, headers=(("Location", "/a"),)))
+    assert kept[-1] == "Location: /a"
+    assert not any(line.lower().startswith("connection:") for line in kept)
+
+
+def test_a_live_server_s_refusal_says_nosniff():
+    with ServerThread(echo_app) as server, server.connect() as sock:
+        sock.sendall(b"GET /<b>x</b> HTTP/1.1\r\nHost: h\r\nExpect: <b>x</b>\r\n\r\n")
+        status, headers, body = read_response(sock)
+    assert (status, headers["x-content-type-options"]) == (417, "nosniff")
+    assert b"<b>x</b>" in body
