@@ -473,6 +473,7 @@ class Engine:
             self.server_header,
             close=not keep_alive,
             headers=(("Location", location),),
+            version=request.version,  # an HTTP/1.0 client kept alive is told so
         )
         try:
             conn.send(response, whole=True)

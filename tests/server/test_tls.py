@@ -433,6 +433,11 @@ def test_plain_listeners_redirect_to_the_https_one(certs):
         assert followed.json()["REQUEST_METHOD"] == "POST"
         assert followed.json()["body_length"] == "10"
         assert followed.json()["wsgi.url_scheme"] == "https"
+        # An HTTP/1.0 client that asked to keep the connection is told it is kept (else it would close it).
+        with socket.create_connection(("127.0.0.1", plain_port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, _ = read_response(sock)
+        assert (status, headers.get("connection")) == (308, "keep-alive")
     finally:
         engine.reactor.call_soon_threadsafe(engine.shutdown, False)
         thread.join(TIMEOUT)
