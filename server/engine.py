@@ -416,7 +416,12 @@ class Engine:
         keep_alive = request.keep_alive and not request.expect_continue and not self.stopping and not self.draining
         # A cached file's usual answer comes with its fields serialised once (reply.head_lines).
         fields = reply.head_lines or "".join([f"{name}: {value}\r\n" for name, value in reply.headers])
-        end = "\r\n" if keep_alive else "Connection: close\r\n\r\n"
+        if not keep_alive:
+            end = "Connection: close\r\n\r\n"
+        elif request.version == "HTTP/1.0":
+            end = "Connection: keep-alive\r\n\r\n"  # HTTP/1.0 closes after the response unless told otherwise
+        else:
+            end = "\r\n"
         text = f"{status_line(reply.status)}{fields}Date: {http_date()}\r\nServer: {self.server_header}\r\n{end}"
         head = text.encode("latin-1")
         try:

@@ -69,6 +69,17 @@ def test_a_file_and_the_app_beside_it(server):
     assert requests.get(f"{server.url}/elsewhere", timeout=TIMEOUT).text == "app: /elsewhere"
 
 
+@pytest.mark.parametrize("target", [b"/static/a.txt", b"/static/big.bin", b"/static/missing"])
+def test_an_http10_client_kept_alive_is_told_so(server, target):
+    """HTTP/1.0 closes after a response unless it says otherwise: a file answered "keep-alive" to a client that
+    asked for it kept the connection without saying so, and the client, reading none, closed it or hung."""
+    with server.connect(TIMEOUT) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET " + target + b" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, _ = read_response(sock)
+            assert headers.get("connection") == "keep-alive", (status, headers)
+
+
 def test_big_file_and_ranges(server):
     assert requests.get(f"{server.url}/static/big.bin", timeout=TIMEOUT).content == BIG
     partial = requests.get(f"{server.url}/static/big.bin", headers={"Range": "bytes=100000-"}, timeout=TIMEOUT)
