@@ -134,7 +134,8 @@ class HTTPConnection:
     # Slots, not a __dict__: ten thousand idle keep-alive connections are ten thousand of these (see _NO_TLS).
     __slots__ = (
         "_advancing", "_drained", "_resume_queued", "after_flush", "body", "body_received", "body_size", "broken",
-        "corked", "deadline", "engine", "fd", "file_job", "flushing", "head_arrived", "linger", "lock", "loop_wait",
+        "budget_holder", "corked", "deadline", "engine", "fd", "file_job", "flushing", "head_arrived", "linger", "lock",
+        "loop_wait",
         "on_drain", "out", "parser", "rate_mark", "rate_mark_bytes", "reactor", "redirect", "remote_addr",
         "remote_port", "request", "requests_seen", "reserved", "response_started", "scheme", "server_name",
         "server_port", "sock", "state", "static_mount", "tls", "tls_context", "tls_environ",
@@ -164,6 +165,7 @@ class HTTPConnection:
         self.rate_mark = 0.0
         self.rate_mark_bytes = 0
         self.reserved = 0  # bytes of the engine's buffered-body budget this request holds
+        self.budget_holder = ""  # whom they count against (Engine.budget_holder), set when a body is announced
         self._advancing = False  # advance() is on the stack: a response finished under it must not recurse
         self._resume_queued = False  # an advance() is queued to go on with what is buffered (see _next_turn)
         # Output, shared between the owner and the loop's flushing; guarded by `lock`.
@@ -442,11 +444,13 @@ class HTTPConnection:
         self.body_received = self.rate_mark_bytes = 0
         self.head_arrived = self.rate_mark = time.monotonic()
         length = request.content_length
-        if mount is None and length and length > engine.config.max_buffered_bytes - engine.buffered_bytes:
-            # It cannot fit now: say so before the client sends it. (Nothing is reserved for a body that has not
-            # arrived, so a head alone holds none of the budget; _store_body reserves as bytes come in.)
-            self.refuse(503, _BUDGET_SPENT, headers=_RETRY_AFTER)
-            return False
+        if mount is None and (length or request.chunked):
+            self.budget_holder = engine.budget_holder(self, request)
+            if length and length > engine.budget_room(self.budget_holder):
+                # It cannot fit now: say so before the client sends it. (Nothing is reserved for a body that has
+                # not arrived, so a head alone holds none of the budget; _store_body reserves as bytes come in.)
+                self.refuse(503, _BUDGET_SPENT, headers=_RETRY_AFTER)
+                return False
         if request.expect_continue:
             if mount is not None:
                 # A file needs no body: answer without waiting for it (the connection then closes, since the
@@ -481,7 +485,7 @@ class HTTPConnection:
 
     def _reserve(self, size: int) -> bool:
         """Take ``size`` bytes of the process's budget for buffered bodies, or refuse the request with 503."""
-        if self.engine.reserve_body_bytes(size):
+        if self.engine.reserve_body_bytes(size, self.budget_holder):
             self.reserved += size
             return True
         self.refuse(503, _BUDGET_SPENT, headers=_RETRY_AFTER)
@@ -498,7 +502,7 @@ class HTTPConnection:
         if body is not None:
             body.close()
         if reserved:
-            self.engine.release_body_bytes(reserved)
+            self.engine.release_body_bytes(reserved, self.budget_holder)
 
     def _store_body(self, data: bytes) -> bool:
         self.body_received += len(data)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import itertools
 import logging
 import os
@@ -32,7 +33,7 @@ from typing import Any
 from server import SERVER_SOFTWARE
 from server.accesslog import log_response, named
 from server.config import Config
-from server.connection import HANDSHAKE, IDLE, HTTPConnection
+from server.connection import BODY_RESERVE_STEP, HANDSHAKE, IDLE, HTTPConnection
 from server.http import Request, error_response, http_date, status_line
 from server.listeners import Listener
 from server.loop import READ, Reactor
@@ -138,6 +139,15 @@ class Engine:
         # arrive, released by whichever thread is done with them (see HTTPConnection.release_body).
         self.buffered_bytes = 0
         self._budget_lock = threading.Lock()
+        # What one client holds of it (see budget_holder): a client that sends most of several bodies at once and
+        # then trickles the rest at --min-body-rate would otherwise hold the whole budget for as long as its
+        # trickle lasts (hours, for bodies of several MiB) and every other upload would get 503 meanwhile. One
+        # client may hold an eighth of the budget, or one largest body (and its last reservation step) if that is
+        # more, so that a client alone can always send what --max-body-bytes allows.
+        self.held_by: dict[str, int] = {}
+        self.client_share = min(
+            config.max_buffered_bytes, max(config.max_buffered_bytes // 8, config.max_body_bytes + BODY_RESERVE_STEP)
+        )
         timeouts = [config.keepalive_timeout, config.header_timeout, config.body_timeout, config.send_timeout]
         if config.timeout > 0:
             timeouts.append(config.timeout)  # so the watchdog's reports and heartbeats come well within it
@@ -320,18 +330,40 @@ class Engine:
         self.connections[fd] = conn
         conn.start()
 
-    def reserve_body_bytes(self, size: int) -> bool:
-        """Take ``size`` bytes of the buffered-body budget; False (and nothing taken) when it would overflow."""
+    def budget_room(self, holder: str) -> int:
+        """How many more bytes of the buffered-body budget ``holder`` could take now."""
         with self._budget_lock:
-            if self.buffered_bytes + size > self.config.max_buffered_bytes:
+            spare = self.config.max_buffered_bytes - self.buffered_bytes
+            return min(spare, self.client_share - self.held_by.get(holder, 0))
+
+    def reserve_body_bytes(self, size: int, holder: str) -> bool:
+        """Take ``size`` bytes of the buffered-body budget for ``holder`` (``budget_holder``); False (and nothing
+        taken) when the budget, or the holder's share of it, would overflow."""
+        with self._budget_lock:
+            held = self.held_by.get(holder, 0)
+            if self.buffered_bytes + size > self.config.max_buffered_bytes or held + size > self.client_share:
                 return False
             self.buffered_bytes += size
+            self.held_by[holder] = held + size
             return True
 
-    def release_body_bytes(self, size: int) -> None:
+    def release_body_bytes(self, size: int, holder: str) -> None:
         """Give back what ``reserve_body_bytes`` took."""
         with self._budget_lock:
             self.buffered_bytes -= size
+            left = self.held_by.pop(holder) - size
+            if left:
+                self.held_by[holder] = left
+
+    def budget_holder(self, conn: HTTPConnection, request: Request) -> str:
+        """Whom a request's body counts against: its client's address, or behind a trusted proxy the client the
+        proxy names; for IPv6, the address's /64, which one subscriber gets whole (so one client does not become
+        many by changing the last 64 bits)."""
+        address = self._client(conn, request)
+        if ":" in address:
+            with contextlib.suppress(ValueError):
+                return str(ipaddress.IPv6Network((address, 64), strict=False))
+        return address
 
     def _refuse_overload(self, sock: socket.socket, tls: bool = False) -> None:
         self._refused += 1

@@ -88,6 +88,32 @@ def test_bodies_past_the_budget_get_503_and_the_budget_comes_back():
         wait_for(lambda: server.engine.buffered_bytes == 0)
 
 
+def test_one_client_cannot_hold_the_whole_budget():
+    """A client that sends most of several bodies at once and then trickles the rest at the minimum rate holds its
+    share of the budget for as long as the trickle lasts (hours, for 16 MiB bodies), and every other client's upload
+    got 503 meanwhile. One client (an address; an IPv6 /64; behind a trusted proxy, the client it names) may now
+    hold an eighth of the budget, or one largest body if that is more: the others keep their room."""
+    settings = {"max_buffered_bytes": 1024 * 1024, "max_body_bytes": 200_000, "body_spool_bytes": 64 * 1024}
+    with ServerThread(length_app, **settings) as server:
+        # 5 x 190 KB of 200 KB bodies would be the whole budget, had one client the right to it.
+        holders = [server.connect() for _ in range(5)]
+        try:
+            holders[0].sendall(post_head(200_000) + b"h" * 190_000)
+            wait_for(lambda: server.engine.buffered_bytes >= 190_000)  # held: the rest of its body never comes
+            for sock in holders[1:]:
+                sock.sendall(post_head(200_000) + b"h" * 190_000)
+                assert read_response(sock)[0] == 503
+            address = ("127.0.0.1", server.port)
+            with socket.create_connection(address, timeout=TIMEOUT, source_address=("127.0.0.2", 0)) as other:
+                other.sendall(post_head(200_000) + b"o" * 200_000)
+                status, _, body = read_response(other)
+            assert (status, body) == (200, b"200000 200000")
+        finally:
+            for sock in holders:
+                sock.close()
+        wait_for(lambda: server.engine.buffered_bytes == 0)
+
+
 def test_heads_alone_hold_none_of_the_budget():
     # A head declaring a large body reserves nothing until the body arrives: idle heads cannot starve uploads.
     with ServerThread(length_app, max_buffered_bytes=2 * 1024 * 1024) as server:
