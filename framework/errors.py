@@ -48,6 +48,10 @@ class HTTPError(Exception):
         *,
         response: Any = None,
     ) -> None:
+        # Checked here, where the code is raised (a 500 saying why), not when its page is built in the error
+        # handling, which has no handler left for a status no Response can carry (a final one, 200 to 599).
+        if type(code) is not int or not 200 <= code <= 599:
+            raise ValueError(f"HTTPError({code!r}): the status must be an int from 200 to 599 (an error is 4xx or 5xx)")
         self.code = code
         self.name = reason_phrase(code)
         self.description = description or ""

@@ -49,8 +49,9 @@ def to_utf8(text: str) -> bytes:
 
 
 def response_status(value: object) -> int:
-    """The status code a view gave in a ``(body, status)`` tuple: an ``int`` from 200 to 599, or a status line's
-    text, ``"201 Created"`` or ``"201"`` (three digits; the reason, if any, without control characters).
+    """The status code a view gave (in a ``(body, status)`` tuple, to ``Response`` or assigned to its ``status``):
+    an ``int`` from 200 to 599, or a status line's text, ``"201 Created"`` or ``"201"`` (three digits; the reason,
+    if any, without control characters).
 
     Anything else is the view's mistake, raised here, while the app still handles its errors (a 500 page, a
     500 handler, a log line saying why): unchecked, it failed only when the response was sent, outside all
@@ -79,11 +80,12 @@ class Response:
     """
 
     default_content_type = "text/html; charset=utf-8"
+    _status: int
 
     def __init__(
         self,
         body: str | bytes | Iterable[bytes | str] = b"",
-        status: int = 200,
+        status: int | str = 200,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         content_type: str | None = None,
     ) -> None:
@@ -92,15 +94,32 @@ class Response:
         if headers and "Content-Type" in self.headers:
             if content_type is not None:
                 self.headers["Content-Type"] = content_type
-        elif content_type is not None or status not in _NO_BODY:
+        elif content_type is not None or self._status not in _NO_BODY:
             self.headers.add("Content-Type", content_type or self.default_content_type)
         self.body = to_utf8(body) if isinstance(body, str) else body
+
+    @property
+    def status(self) -> int:
+        """The status code, an ``int`` from 200 to 599.
+
+        It may be given (to the constructor or assigned, by a view or an ``after_request`` hook) as an ``int`` or a
+        status line's text (``"202 Accepted"``), and is checked then by ``response_status``: a status that is none
+        (``"created"``, ``103``, ``None``) is a TypeError or ValueError where it was given, while the app still
+        handles errors (a 500 through its handlers, a log line saying why). Unchecked, it failed only when the
+        response was sent, outside all that, and a 1xx went out as if it were final.
+        """
+        return self._status
+
+    @status.setter
+    def status(self, value: int | str) -> None:
+        # The common case, an int in range, costs one type check and one comparison: it is on every response.
+        self._status = value if type(value) is int and 200 <= value <= 599 else response_status(value)
 
     @classmethod
     def json(
         cls,
         data: Any,
-        status: int = 200,
+        status: int | str = 200,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     ) -> Response:
         """A JSON response: ``Response.json({"ok": True})``."""
@@ -160,15 +179,16 @@ class Response:
         """Send the response through WSGI: the status and headers, then the body (none for HEAD)."""
         headers = self.headers.items()
         body = self.body
+        status = self._status
         if isinstance(body, str):  # Replaced after construction (an after_request hook): still one block.
             body = to_utf8(body)
-        bodiless = self.status in _NO_BODY or environ["REQUEST_METHOD"] == "HEAD"
+        bodiless = status in _NO_BODY or environ["REQUEST_METHOD"] == "HEAD"
         if isinstance(body, bytes):
-            if self.status not in _NO_BODY and "Content-Length" not in self.headers:
+            if status not in _NO_BODY and "Content-Length" not in self.headers:
                 headers.append(("Content-Length", str(len(body))))
-            start_response(status_line(self.status), headers)
+            start_response(status_line(status), headers)
             return [] if bodiless else [body]
-        start_response(status_line(self.status), headers)
+        start_response(status_line(status), headers)
         if bodiless:
             close = getattr(body, "close", None)
             if close is not None:

@@ -544,3 +544,74 @@ def test_a_status_that_is_not_one_is_a_500_through_the_apps_error_handling(statu
 def test_whatever_status_a_view_returns_the_client_gets_an_answer(status):
     response = TestApp(status_app(status)).get("/", expect_errors=True)
     assert 200 <= response.status_int <= 599
+
+
+# -- the status a Response is built with, or given later -----------------------------------------------------------
+
+
+def response_status_app(make) -> App:
+    """An app whose view returns ``make()`` and whose 500 handler records the error it was given."""
+    app = App(__name__)
+    app.seen = []
+
+    @app.get("/")
+    def view(request):
+        return make()
+
+    @app.errorhandler(500)
+    def failed(request, error):
+        app.seen.append(error)
+        return "sorry", 500
+
+    return app
+
+
+@pytest.mark.parametrize("status", ["created", "201 CREATED\r\nX: y", 103, 100, 1000, True, 201.0, None])
+def test_a_response_built_with_a_bad_status_is_a_500_through_the_apps_error_handling(status, caplog):
+    """``Response("x", "201 CREATED")`` raised TypeError only when it was sent, after the app's error handling, so
+    the exception reached the server; ``Response("x", 103)`` went out as a final 1xx. The constructor checks it now."""
+    app = response_status_app(lambda: Response("x", status))
+    with caplog.at_level(logging.ERROR, logger="framework"):
+        response = TestApp(app).get("/", status=500)
+    assert response.text == "sorry"
+    assert isinstance(app.seen[0], TypeError | ValueError) and "status" in str(app.seen[0])
+    assert "status" in caplog.text
+
+
+@pytest.mark.parametrize(("status", "code"), [("201 CREATED", 201), ("202", 202), (204, 204), ("599 Mine", 599)])
+def test_a_response_status_may_be_a_status_line(status, code):
+    response = Response("x", status)
+    assert response.status == code
+    assert TestApp(response_status_app(lambda: Response("x", status))).get("/", status=code)
+
+
+@pytest.mark.parametrize(("status", "code"), [("202 Accepted", 202), (418, 418), ("bogus", 500), (103, 500)])
+def test_an_after_request_hook_setting_the_status_is_checked_inside_the_error_handling(status, code, caplog):
+    """``response.status = "202 Accepted"`` in an after_request hook raised TypeError at send time, outside the
+    error handlers; now the status is read as a status line, and one that is none is a 500 saying why."""
+    app = response_status_app(lambda: "body")
+
+    @app.after_request
+    def restatus(request, response):
+        response.status = status
+        return response
+
+    with caplog.at_level(logging.ERROR, logger="framework"):
+        TestApp(app).get("/", status=code)
+    if code == 500:
+        assert "status" in str(app.seen[0]) and "status" in caplog.text
+
+
+@given(st.one_of(st.text(max_size=12), st.integers(), st.booleans(), st.floats(), st.none()))
+def test_whatever_status_a_response_is_given_the_client_gets_a_final_answer(status):
+    response = TestApp(response_status_app(lambda: Response("x", status))).get("/", expect_errors=True)
+    assert 200 <= response.status_int <= 599
+
+
+@pytest.mark.parametrize("code", [600, 99, "404", True])
+def test_an_http_error_with_a_code_no_response_can_carry_is_a_500(code):
+    """``raise HTTPError(600)`` made the error page a Response with status 600, refused while the error was being
+    handled, so the exception reached the server; the code is checked where the error is raised now."""
+    app = response_status_app(lambda: (_ for _ in ()).throw(HTTPError(code)))
+    TestApp(app).get("/", status=500)
+    assert isinstance(app.seen[0], ValueError) and "HTTPError" in str(app.seen[0])
