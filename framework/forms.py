@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -199,35 +199,68 @@ def _filename(segment: MultipartSegment) -> str | None:
     the one that can carry any character (``filename`` beside it is for recipients that cannot read it). Browsers
     never send it, other clients do; the ``multipart`` package does not read it, so without this such a file
     arrived as a text field. Continuations (``filename*0*=``) are not HTTP's (RFC 7578 4.2) and are not read.
-    A ``filename*`` that cannot be read (not ``charset'language'name``, an unknown charset, bytes invalid in
-    it) answers 400, as a text field in an unknown charset does.
+
+    ``filename`` is the fallback (RFC 6266 4.3): a ``filename*`` that cannot be read (not
+    ``charset'language'name``, an unknown charset, bytes invalid in it) gives way to a plain ``filename`` beside
+    it. Only when it is the part's only name is it refused, with 400, as a text field in an unknown charset is.
     """
+    plain: str | None = segment.filename  # (the multipart package has no type hints)
     disposition: str = segment.header("Content-Disposition", "")
-    if "*" in disposition:  # The usual part pays for one scan of its header, no more.
+    if "*" not in disposition:  # The usual part pays for one scan of its header, no more.
+        return plain
+    try:
         extended = _extended_filename(disposition)
-        if extended is not None:
-            return extended
-    filename: str | None = segment.filename  # (the multipart package has no type hints)
-    return filename
+    except ValueError as error:
+        if plain is not None:
+            return plain
+        raise HTTPError(400, f"Malformed multipart body: {error}, and the part has no plain filename") from error
+    return plain if extended is None else extended
+
+
+def _parameters(disposition: str) -> Iterator[tuple[str, str]]:
+    """The ``(name, value)`` parameters of a Content-Disposition header after its type, names lower-case; a
+    quoted value without its quotes.
+
+    Quoted text is never taken for a parameter (``name="x; filename*=..."`` merely mentions one): escaped
+    backslashes are dropped, then escaped quotes, and splitting at the quotes that are left alternates the text
+    outside quotes (even pieces, split at ``;``) and inside (odd pieces, which belong to the parameter being
+    read). Each parameter's fragments are joined once at its end, so this is linear in the header, which the
+    client wrote, whatever its mix of quotes and semicolons (``+=`` on a list's item would copy it each time).
+    """
+    unescaped = disposition.replace("\\\\", "").replace('\\"', "")
+    parameters: list[list[str]] = [[]]
+    for index, piece in enumerate(unescaped.split('"')):
+        if index % 2:  # inside quotes: kept whole, quotes and all, in the parameter being read
+            parameters[-1] += ('"', piece, '"')
+            continue
+        first, *others = piece.split(";")
+        parameters[-1].append(first)
+        parameters.extend([other] for other in others)
+    for fragments in parameters[1:]:  # the first is the type, "form-data"
+        name, _, value = "".join(fragments).partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        yield name.strip().lower(), value
 
 
 def _extended_filename(disposition: str) -> str | None:
-    """The decoded ``filename*`` parameter of a Content-Disposition header, or None when it has none.
+    """The decoded ``filename*`` parameter of a Content-Disposition header, or None when it has none; ValueError
+    saying why when it cannot be read.
 
-    Quoted values are set aside first, so that text inside one (``name="x; filename*=..."``) is never taken
-    for a parameter: escaped backslashes are dropped, then escaped quotes, and what is left between quotes is
-    skipped. Two ``replace`` and one ``split``, linear in the header, which the client wrote.
+    RFC 8187 has the value bare (``filename*=UTF-8''%E2%82%AC.txt``); some clients quote it, and one surrounding
+    pair of quotes is taken off, as the value means the same either way.
     """
-    unescaped = disposition.replace("\\\\", "").replace('\\"', "")
-    outside_quotes = "".join(unescaped.split('"')[0::2])
-    for parameter in outside_quotes.split(";")[1:]:
-        name, equals, value = parameter.partition("=")
-        if equals and name.strip().lower() == "filename*":
-            charset, tick, rest = value.strip().partition("'")
+    for name, value in _parameters(disposition):
+        if name == "filename*":
+            charset, tick, rest = value.partition("'")
             _language, second_tick, encoded = rest.partition("'")
             if not (charset and tick and second_tick):
-                raise HTTPError(400, "Malformed multipart body: filename* is not charset'language'name (RFC 8187)")
-            return _decode_field(unquote_to_bytes(encoded), charset)
+                raise ValueError("the file name (filename*) is not charset'language'name (RFC 8187)")
+            try:
+                return _decode_text(unquote_to_bytes(encoded), charset)
+            except ValueError as error:
+                raise ValueError(f"the file name (filename*) cannot be read as {charset!r}: {error}") from error
     return None
 
 
@@ -242,14 +275,22 @@ def _decode_field(data: bytes | bytearray, charset: str | None) -> str:
     see as an exception.
     """
     try:
+        return _decode_text(data, charset)
+    except ValueError as error:
+        raise HTTPError(400, f"Malformed multipart body: a field cannot be read as {charset!r}: {error}") from error
+
+
+def _decode_text(data: bytes | bytearray, charset: str | None) -> str:
+    """``data`` decoded in ``charset`` (UTF-8 if None); ValueError for any way that fails (see ``_decode_field``)."""
+    try:
         if charset is not None and codecs.lookup(charset).name in _NOT_CHARSETS:
             raise LookupError(f"{charset!r} reads Python escapes, it is not a charset")
         text = data.decode(charset or "utf-8")
         # UTF-7 can decode to a lone surrogate, which no later encode (a CSRF check, a database) could take.
         text.encode("utf-8")
         return text
-    except (LookupError, ValueError) as error:
-        raise HTTPError(400, f"Malformed multipart body: a field cannot be read as {charset!r}: {error}") from error
+    except LookupError as error:
+        raise ValueError(str(error)) from error
 
 
 def _close_all(uploads: list[UploadedFile]) -> None:
