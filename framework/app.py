@@ -59,7 +59,7 @@ from .response import Response, StreamedBody, redirect, response_status, to_json
 from .routing import Converter, Router, quote_path
 from .scaffold import HOOK_KINDS, Scaffold, View, check_signature, takes_request, template_helper_decorator
 from .sessions import CookieSessions, NoSessions, default_cookie_name, retired_keys
-from .templates import Templates
+from .templates import HTML, Templates, content_type
 
 if TYPE_CHECKING:
     from .testing import TestClient
@@ -431,8 +431,16 @@ class App(Scaffold):
         return request.url_for(endpoint, _external=_external, **values)
 
     def render(self, request: Request, template: str, /, **context: Any) -> Response:
-        """Render a template from the app's template folders into an HTML response."""
-        return Response(self.render_string(request, template, **context))
+        """Render a template from the app's template folders into a response whose Content-Type follows the
+        template's extension (``templates.content_type``): HTML for most, ``text/plain`` for the plain-text ones,
+        which are not escaped (as HTML, a visitor's text in them would be markup: a reflected XSS), the XML types
+        for ``.svg`` and ``.xml``."""
+        kind = content_type(template)
+        response = Response(self.render_string(request, template, **context), content_type=kind)
+        if kind != HTML:
+            # Unescaped text, or markup that is not HTML: no browser may guess it is HTML after all.
+            response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
     def render_string(self, request: Request, template: str, /, **context: Any) -> str:
         """Render a template to text: with ``request``, ``g``, the context processors' variables, then

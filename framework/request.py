@@ -473,7 +473,8 @@ class Request:
         return [message for _, message in chosen]
 
     def render(self, template: str, /, **context: Any) -> Response:
-        """Render a template of the app into an HTML response: ``return request.render("post.html", post=p)``."""
+        """Render a template of the app into a response (HTML, or as its extension says: see ``App.render``):
+        ``return request.render("post.html", post=p)``."""
         return self.app.render(self, template, **context)
 
     # --- building URLs -------------------------------------------------------------------------------------

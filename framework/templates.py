@@ -4,7 +4,10 @@ One environment per app, loading from the app's template folder (then the folder
 order they were registered), with autoescaping on so that ``{{ user_input }}`` can never inject markup.
 Autoescaping is on for every template except plain text (``.txt``, ``.text``: see ``autoescape``), rather than
 only for the extensions known to be markup: an ``.svg`` image runs scripts as an HTML page does, and the next
-new kind of template should be safe before anyone thinks about it.
+new kind of template should be safe before anyone thinks about it. ``App.render`` serves each with the
+Content-Type that goes with how it was escaped (``content_type``): plain text as ``text/plain``, never as HTML.
+A plain-text template included into an HTML one is not escaped (Jinja2 decides per template); docs/framework.md
+shows the ``forceescape`` block that escapes such an include.
 
 These names are always available, all bound to the request being rendered (taken from the template context, so
 there are no thread-locals):
@@ -68,10 +71,35 @@ def autoescape(name: str | None) -> bool:
     Jinja2 asks on every render, not once per compiled template (each render's context starts with it), so
     the answer is cached: the names are the app's own templates, a few, and the cache is bounded anyway.
     """
-    if name is None:
-        return True
-    _, dot, extension = name.rpartition("/")[2].rpartition(".")  # the file's own extension, not a folder's
-    return not dot or extension.lower() not in PLAIN_TEXT_EXTENSIONS
+    return name is None or _extension(name) not in PLAIN_TEXT_EXTENSIONS
+
+
+#: The Content-Type of a rendered template, by extension: plain text for the templates that are not escaped (so
+#: what they print is never read as markup), the XML types for the markup that is escaped like HTML but is not HTML,
+#: and HTML for everything else. An explicit table rather than ``mimetypes``, whose answers depend on the machine's
+#: ``/etc/mime.types`` and which knows nothing of how each template is escaped.
+CONTENT_TYPES = {
+    **dict.fromkeys(PLAIN_TEXT_EXTENSIONS, "text/plain; charset=utf-8"),
+    "svg": "image/svg+xml; charset=utf-8",
+    "xml": "application/xml; charset=utf-8",
+}
+HTML = "text/html; charset=utf-8"
+
+
+def _extension(name: str) -> str | None:
+    """The file's own extension, lower-case (not a folder's: ``v1.txt/page`` has none), or None."""
+    _, dot, extension = name.rpartition("/")[2].rpartition(".")
+    return extension.lower() if dot else None
+
+
+@functools.lru_cache(maxsize=1024)
+def content_type(name: str) -> str:
+    """The Content-Type that ``App.render`` gives the template ``name`` (see ``CONTENT_TYPES``).
+
+    It must agree with ``autoescape``: a plain-text template prints a visitor's ``<script>`` as it is, which is
+    harmless as ``text/plain`` and a reflected XSS as ``text/html``.
+    """
+    return CONTENT_TYPES.get(_extension(name) or "", HTML)
 
 
 @jinja2.pass_context

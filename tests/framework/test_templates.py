@@ -181,3 +181,63 @@ def test_every_extension_but_plain_text_is_escaped(folder, extension, dotted):
     name = f"{folder}page.{extension}" if dotted else f"{folder}{extension or 'page'}"
     plain = dotted and extension.lower() in PLAIN_TEXT_EXTENSIONS
     assert App(__name__).templates.environment.autoescape(name) is not plain
+
+
+# -- the Content-Type of a rendered template follows how it was escaped (framework.templates.content_type) -------
+
+
+def typed_app(tmp_path) -> App:
+    for name in ("robots.txt", "notes.TEXT", "badge.svg", "feed.xml", "page.html", "page.htm", "emails/v1.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("<p>{{ who }}</p>")
+    app = App(__name__, templates=tmp_path)
+
+    @app.get("/<path:name>")
+    def show(request, name):
+        return request.render(name, who=request.query.get("who", ""))
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [
+        ("robots.txt", "text/plain; charset=utf-8"),
+        ("notes.TEXT", "text/plain; charset=utf-8"),
+        ("emails/v1.txt", "text/plain; charset=utf-8"),
+        ("badge.svg", "image/svg+xml; charset=utf-8"),
+        ("feed.xml", "application/xml; charset=utf-8"),
+        ("page.html", "text/html; charset=utf-8"),
+        ("page.htm", "text/html; charset=utf-8"),
+    ],
+)
+def test_a_rendered_template_says_what_it_is(tmp_path, name, content_type):
+    """A plain-text template is not escaped, and was served as text/html: a reflected XSS through a robots.txt."""
+    response = TestApp(typed_app(tmp_path)).get(f"/{name}", {"who": "<script>alert(1)</script>"})
+    assert response.headers["Content-Type"] == content_type
+    if content_type.startswith("text/plain"):  # and no browser may sniff it back into HTML
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "<script>" in response.text
+
+
+@given(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/"), max_size=12))
+def test_no_unescaped_template_is_served_as_markup(name):
+    """Whatever a template is called, what it prints is either escaped or not served as a type a browser runs."""
+    from framework.templates import autoescape, content_type
+
+    if not autoescape(name):
+        assert content_type(name).startswith("text/plain")
+    else:
+        assert content_type(name).split(";")[0] in ("text/html", "image/svg+xml", "application/xml")
+
+
+def test_a_plain_text_include_is_escaped_only_where_the_page_asks(tmp_path):
+    """Jinja2 escapes per template: a .txt included into a page prints as it is, so the docs' way to include one
+    holding user data is a forceescape block (escape alone leaves the already-rendered include alone)."""
+    (tmp_path / "notes.txt").write_text("<{{ who }}>")
+    (tmp_path / "raw.html").write_text('{% include "notes.txt" %}')
+    (tmp_path / "safe.html").write_text('{% filter forceescape %}{% include "notes.txt" %}{% endfilter %}')
+    app = App(__name__, templates=tmp_path)
+    with app.test_request_context() as request:
+        assert app.render_string(request, "raw.html", who="<b>") == "<<b>>"
+        assert app.render_string(request, "safe.html", who="<b>") == "&lt;&lt;b&gt;&gt;"
