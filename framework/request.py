@@ -291,11 +291,19 @@ class Request:
         return query
 
     @lazy
+    def external_host(self) -> str:
+        """The host (with any port) of the URLs this app gives out whole (``url``, ``url_for(_external=True)``):
+        the ``SERVER_NAME`` setting when it is set, else the request's checked ``host``."""
+        return server_name(self.app.config["SERVER_NAME"]) or self.host
+
+    @lazy
     def url(self) -> str:
-        """The full URL the client asked for, query string included."""
+        """The full URL the client asked for, query string included, on ``external_host`` (so with
+        ``SERVER_NAME`` set, a canonical link or an OAuth ``redirect_uri`` built from it names this site
+        whatever ``Host`` the client sent)."""
         path = quote_path(self.script_name + self.path)
         query = quote_query(self.query_string)
-        return f"{self.scheme}://{self.host}{path}" + (f"?{query}" if query else "")
+        return f"{self.scheme}://{self.external_host}{path}" + (f"?{query}" if query else "")
 
     @lazy
     def remote_addr(self) -> str | None:
@@ -515,7 +523,7 @@ class Request:
         if not _external:
             return url
         scheme = self.scheme if _scheme is None else _checked_scheme(_scheme)
-        return f"{scheme}://{self.app.config['SERVER_NAME'] or self.host}{url}"
+        return f"{scheme}://{self.external_host}{url}"
 
     def static(self, filename: str) -> str:
         """The URL of a static file (served by the app's ``static`` route, or the server at ``/static``)."""
@@ -543,6 +551,22 @@ def _checked_scheme(scheme: str) -> str:
     if not (scheme[:1].isascii() and scheme[:1].isalpha() and _SCHEME_CHARACTERS.issuperset(scheme)):
         raise ValueError(f"url_for(_scheme={scheme!r}): not a URL scheme")
     return scheme
+
+
+def server_name(value: object) -> str | None:
+    """The ``SERVER_NAME`` setting, checked: a host name or address with an optional port (``www.example.com``,
+    ``example.com:8443``, ``[::1]``), or None when unset (``None`` or empty).
+
+    Anything else is the operator's mistake, a ValueError naming the setting: ``https://www.example.com`` or
+    ``example.com/blog`` would be pasted into every external URL as ``http://https://www.example.com/...``."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not valid_host(value):
+        raise ValueError(
+            f"SERVER_NAME {value!r} is not a host name with an optional port (www.example.com, example.com:8443): "
+            "no scheme, no path"
+        )
+    return value
 
 
 def host_name(host: str) -> str:

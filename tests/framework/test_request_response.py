@@ -460,6 +460,10 @@ def external_link_app(**config) -> App:
     def plain(request):
         return "no URL here"
 
+    @app.get("/url")
+    def url(request):
+        return {"url": request.url}
+
     return app
 
 
@@ -487,6 +491,26 @@ def test_server_name_is_the_host_of_external_urls():
     client = TestApp(external_link_app(SERVER_NAME="www.example.com"))
     link = client.get("/reset", headers={"Host": "evil.example"}).json["link"]
     assert link == "http://www.example.com/reset?token=t"
+
+
+def test_server_name_is_the_host_of_the_request_url_too():
+    """request.url (canonical links, an OAuth redirect_uri) took the client's Host even with SERVER_NAME set, as the
+    docs say it must not."""
+    client = TestApp(external_link_app(SERVER_NAME="www.example.com:8443"))
+    assert client.get("/url?q=1", headers={"Host": "evil.example"}).json["url"] == "http://www.example.com:8443/url?q=1"
+    client = TestApp(external_link_app())
+    assert client.get("/url", headers={"Host": "example.org"}).json["url"] == "http://example.org/url"
+
+
+@pytest.mark.parametrize("name", ["https://www.example.com", "www.example.com/blog", "a b", "", "@evil.example"])
+def test_a_server_name_that_is_not_a_host_is_refused_naming_the_setting(name, caplog):
+    app = external_link_app(SERVER_NAME=name)
+    if name == "":  # empty is "not set", as None is
+        assert TestApp(app).get("/url", headers={"Host": "example.org"}).json["url"] == "http://example.org/url"
+        return
+    TestApp(app).get("/url", status=500)
+    TestApp(app).get("/reset", status=500)
+    assert "SERVER_NAME" in caplog.text
 
 
 @given(
