@@ -7,7 +7,10 @@ One request goes through these steps, in this order (the same order as Django's 
    shifted, and nothing below runs;
 2. a ``Request`` is built (lazily: nothing is parsed yet), a body over ``MAX_BODY_SIZE`` answers 413 and, when
    ``TRUSTED_HOSTS`` is set, a ``Host`` it does not name answers 400 (no hook has run yet, so none of steps 4 and
-   9 runs for them either);
+   9 runs for them either). A refused ``Host`` (``DisallowedHost``: not named, or not a host name, found here or
+   whenever the request's host is first read, by a view, a hook or an error handler) is answered at once with
+   the framework's plain 400 page, skipping steps 8 and 9, and logged once at WARNING on the
+   ``framework.security.DisallowedHost`` logger: the app's own handlers and hooks would read the host again;
 3. the router matches the path (a miss is remembered, not raised yet, so hooks still run);
 4. ``before_request`` hooks, the app's then the blueprint's, in registration order; the first to return
    something short-circuits with it. They run before the CSRF check, so a login check here can redirect an
@@ -50,7 +53,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .blueprints import Blueprint
 from .config import DEFAULTS, Config
 from .csrf import SAFE_METHODS, CSRFProtection, csrf_exempt
-from .errors import HTTPError, MethodNotAllowed, NotFound, RequestRedirect
+from .errors import DisallowedHost, HTTPError, MethodNotAllowed, NotFound, RequestRedirect
 from .files import FileResponse, safe_join
 from .middleware import shift_path, to_wsgi_string
 from .pages import debug_page, error_page
@@ -65,6 +68,8 @@ if TYPE_CHECKING:
     from .testing import TestClient
 
 log = logging.getLogger("framework")
+# Refused Host headers, one WARNING line each: a client's doing, not the app's error (as Django's DisallowedHost).
+host_log = logging.getLogger("framework.security.DisallowedHost")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Scope = str | None  # A blueprint's registered name, or None for the app itself.
@@ -590,10 +595,14 @@ class App(Scaffold):
         unhandled: Exception | None = None
         try:
             response = self._respond(request)
+        except DisallowedHost as error:
+            return self._refuse_host(request, error), None  # No after_request hook: each may read the host again.
         except Exception as error:
             if not isinstance(error, HTTPError):
                 unhandled = error
             response = self._handle_error(request, error)
+        if "_refused_host" in request.__dict__:  # An error handler read the forged host: answered plainly.
+            return response, None
         try:
             chain: _Chain | None = request.__dict__.get("_chain")  # Set when the before_request hooks began.
             if chain is not None and chain.after:
@@ -603,10 +612,24 @@ class App(Scaffold):
                         raise TypeError(f"after_request hook {hook.__name__!r} returned {response!r}, not a Response")
             if "session" in request.__dict__:  # Only a session that was loaded can have changed.
                 self.sessions.save(request, response)
+        except DisallowedHost as error:
+            return self._refuse_host(request, error), None
         except Exception as error:
             unhandled = error
             response = self._handle_error(request, error)
         return response, unhandled
+
+    def _refuse_host(self, request: Request, error: DisallowedHost) -> Response:
+        """The answer to a forged or malformed ``Host``: the framework's plain 400 page, not the app's error
+        handlers (a handler or layout building a URL from the host would fail again, logging a traceback at
+        ERROR per request), logged once at WARNING on its own logger. The host is logged as ``repr`` (line breaks
+        and terminal controls escaped) and cut short, since the client wrote it."""
+        if "_refused_host" not in request.__dict__:
+            request.__dict__["_refused_host"] = True
+            host_log.warning(
+                "refused %s %s: %s: %.200r", request.method, quote_path(request.path), error.description, error.host
+            )
+        return error_page(request, error)
 
     def _finish(self, request: Request, unhandled: BaseException | None) -> None:
         """Step 11: the teardown hooks (a failing one is logged and the others still run), then the uploads'
@@ -701,6 +724,8 @@ class App(Scaffold):
                     # that would turn a 404 page into a success. (response, 200) still means 200.
                     value.status = status
                 response = self.make_response(request, value, status)
+            except DisallowedHost as host_error:  # The handler built a URL from a forged host: not its bug.
+                return self._refuse_host(request, host_error)
             except Exception as handler_error:
                 log.error("error handler %r failed", handler, exc_info=handler_error)
                 error = handler_error

@@ -91,6 +91,21 @@ class RequestRedirect(HTTPError):
         super().__init__(308, "This resource lives at another URL.", headers=[("Location", location)])
 
 
+class DisallowedHost(HTTPError):
+    """A ``Host`` that is not a host name, or that ``TRUSTED_HOSTS`` does not name: 400.
+
+    The app answers it with its plain error page, not through the error handlers, and logs it once at WARNING on
+    the ``framework.security.DisallowedHost`` logger (Django's name for the same thing): a handler or a layout that
+    builds a URL from the host would read it again, fail, and log a traceback at ERROR for every such request, a
+    log flood any client could cause. ``host`` is the client's value, for the log only: the page does not repeat
+    a stranger's text.
+    """
+
+    def __init__(self, host: str, description: str) -> None:
+        self.host = host
+        super().__init__(400, description)
+
+
 class MissingField(HTTPError, KeyError):
     """``request.form["title"]`` (or ``query``, ``files``) when the client sent no such field.
 

@@ -30,7 +30,7 @@ from server.http import valid_host
 
 from .cookies import parse_cookie_header
 from .datastructures import EnvironHeaders, MultiDict
-from .errors import HTTPError
+from .errors import DisallowedHost, HTTPError
 from .forms import parse_multipart, parse_urlencoded
 from .routing import BuildError, quote_path
 
@@ -271,18 +271,7 @@ class Request:
         password-reset link into another site's), or when ``TRUSTED_HOSTS`` is set and does not name it. Our
         server refuses such a Host itself; the framework checks again because it may run under any WSGI server.
         """
-        host: str | None = self.environ.get("HTTP_HOST")
-        if not host:
-            name, port = self.environ.get("SERVER_NAME", "localhost"), str(self.environ.get("SERVER_PORT", ""))
-            default = "443" if self.scheme == "https" else "80"
-            host = name if port in ("", default) else f"{name}:{port}"
-        if not valid_host(host) or not host_name(host):
-            raise HTTPError(400, "The Host header is not a host name")
-        trusted = self.app.config["TRUSTED_HOSTS"]
-        if trusted and not host_is_trusted(host, trusted):
-            # The host itself is not repeated: the error page would show a stranger's text.
-            raise HTTPError(400, "The Host header names a host this site does not serve")
-        return host
+        return checked_host(self.environ, self.app.config["TRUSTED_HOSTS"])
 
     @lazy
     def query_string(self) -> str:
@@ -551,6 +540,25 @@ def _checked_scheme(scheme: str) -> str:
     if not (scheme[:1].isascii() and scheme[:1].isalpha() and _SCHEME_CHARACTERS.issuperset(scheme)):
         raise ValueError(f"url_for(_scheme={scheme!r}): not a URL scheme")
     return scheme
+
+
+def checked_host(environ: Mapping[str, Any], trusted: str | Iterable[str] | None) -> str:
+    """The request's host (see ``Request.host``) from its environ; ``DisallowedHost`` (400) when it is not a host
+    name, or when ``trusted`` (the ``TRUSTED_HOSTS`` setting) is set and does not name it.
+
+    A function of the environ so that the app can check a request it hands to a mounted app, which never gets a
+    ``Request`` of ours."""
+    host: str | None = environ.get("HTTP_HOST")
+    if not host:
+        name, port = environ.get("SERVER_NAME", "localhost"), str(environ.get("SERVER_PORT", ""))
+        default = "443" if environ.get("wsgi.url_scheme") == "https" else "80"
+        host = name if port in ("", default) else f"{name}:{port}"
+    if not valid_host(host) or not host_name(host):
+        raise DisallowedHost(host, "The Host header is not a host name")
+    if trusted and not host_is_trusted(host, trusted):
+        # The host itself is not repeated: the error page would show a stranger's text.
+        raise DisallowedHost(host, "The Host header names a host this site does not serve")
+    return host
 
 
 def server_name(value: object) -> str | None:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 
 import pytest
 from hypothesis import given
@@ -562,3 +563,53 @@ def test_flask_request_names_args_is_secure_and_get_json():
     client.post("/strict", "{not json", content_type="application/json", status=400)
     client.post("/strict", '{"a": 1}', content_type="text/plain", status=415)  # as Flask: not JSON, not forced
     assert client.post("/strict", '{"a": 1}', content_type="application/json").json == {"json": {"a": 1}}
+
+
+# -- a forged Host is answered once, plainly: the app's own error pages would read it again ---------------------
+
+
+def host_reading_app(**config) -> App:
+    """An app whose error handlers and after_request hook read the host, as a layout with canonical links does."""
+    app = external_link_app(**config)
+    app.handled = []
+
+    @app.errorhandler(400)
+    @app.errorhandler(404)
+    def page(request, error):
+        app.handled.append(error.code)
+        return f"<link rel=canonical href={request.url}> {request.url_for('plain', _external=True)}"
+
+    @app.after_request
+    def canonical(request, response):
+        response.headers["Link"] = f"<{request.url}>; rel=canonical"
+        return response
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("config", "host", "path"),
+    [
+        ({"TRUSTED_HOSTS": ["example.com"]}, "evil.example", "/plain"),  # refused before any view
+        ({"TRUSTED_HOSTS": ["example.com"]}, "evil.example", "/missing"),
+        ({}, "evil.example/x@", "/reset"),  # not a host name: refused when the view reads it
+        ({}, "evil.example/x@", "/missing"),  # ... or when the 404 handler does
+    ],
+)
+def test_a_forged_host_is_one_plain_400_and_one_warning(config, host, path, caplog):
+    """The Host 400 went through the error handlers; a handler (or a layout, or an after_request hook) that read
+    request.url or url_for(_external=True) raised again, logging 'error handler ... failed' with a double traceback
+    at ERROR, for every such request: a log flood any client could cause."""
+    app = host_reading_app(**config)
+    with caplog.at_level(logging.DEBUG):
+        status, body = call(app, {"PATH_INFO": path, "HTTP_HOST": host})
+    assert status.startswith("400") and b"canonical" not in body and 400 not in app.handled
+    records = [(record.name, record.levelno) for record in caplog.records]
+    assert records == [("framework.security.DisallowedHost", logging.WARNING)], caplog.text
+    assert repr(host) in caplog.text
+
+
+def test_a_trusted_host_still_gets_the_apps_own_error_pages():
+    app = host_reading_app(TRUSTED_HOSTS=["example.com"])
+    response = TestApp(app).get("/missing", headers={"Host": "example.com"}, status=404)
+    assert "canonical href=http://example.com/missing" in response.text and app.handled == [404]
