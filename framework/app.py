@@ -4,7 +4,8 @@ together.
 One request goes through these steps, in this order (the same order as Django's middleware):
 
 1. mounted apps: a path under a ``mount()`` prefix goes to that WSGI app with ``SCRIPT_NAME``/``PATH_INFO``
-   shifted, and nothing below runs;
+   shifted, and nothing below runs; when ``TRUSTED_HOSTS`` is set, a ``Host`` it does not name is refused
+   first (the 400 of step 2), so a mounted app never sees one;
 2. a ``Request`` is built (lazily: nothing is parsed yet), a body over ``MAX_BODY_SIZE`` answers 413 and, when
    ``TRUSTED_HOSTS`` is set, a ``Host`` it does not name answers 400 (no hook has run yet, so none of steps 4 and
    9 runs for them either). A refused ``Host`` (``DisallowedHost``: not named, or not a host name, found here or
@@ -57,7 +58,7 @@ from .errors import DisallowedHost, HTTPError, MethodNotAllowed, NotFound, Reque
 from .files import FileResponse, safe_join
 from .middleware import shift_path, to_wsgi_string
 from .pages import debug_page, error_page
-from .request import Request, content_length, quote_query
+from .request import Request, checked_host, content_length, quote_query
 from .response import Response, StreamedBody, redirect, response_status, to_json
 from .routing import Converter, Router, quote_path
 from .scaffold import HOOK_KINDS, Scaffold, View, check_signature, takes_request, template_helper_decorator
@@ -569,6 +570,9 @@ class App(Scaffold):
         for prefix, app in self._mounts:
             shifted = shift_path(environ, prefix)
             if shifted is not None:
+                refusal = self._refused_host(environ)
+                if refusal is not None:
+                    return refusal(environ, start_response)
                 return app(shifted, start_response)
         request = Request(environ, self)  # current_request() finds it here, in this frame.
         try:
@@ -618,6 +622,20 @@ class App(Scaffold):
             unhandled = error
             response = self._handle_error(request, error)
         return response, unhandled
+
+    def _refused_host(self, environ: dict[str, Any]) -> Response | None:
+        """The 400 for a request going to a mounted app with a ``Host`` that ``TRUSTED_HOSTS`` does not name, or
+        None to let it through: a mounted app (Flask, Django) never sees a ``Request`` of ours, so the host is
+        checked on the environ before it is handed over. Without ``TRUSTED_HOSTS`` the mounted app checks the host
+        as it would on its own."""
+        trusted = self.config["TRUSTED_HOSTS"]
+        if not trusted:
+            return None
+        try:
+            checked_host(environ, trusted)
+        except DisallowedHost as error:
+            return self._refuse_host(Request(environ, self), error)
+        return None
 
     def _refuse_host(self, request: Request, error: DisallowedHost) -> Response:
         """The answer to a forged or malformed ``Host``: the framework's plain 400 page, not the app's error

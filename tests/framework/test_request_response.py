@@ -613,3 +613,22 @@ def test_a_trusted_host_still_gets_the_apps_own_error_pages():
     app = host_reading_app(TRUSTED_HOSTS=["example.com"])
     response = TestApp(app).get("/missing", headers={"Host": "example.com"}, status=404)
     assert "canonical href=http://example.com/missing" in response.text and app.handled == [404]
+
+
+def test_a_mounted_app_never_sees_a_host_the_site_does_not_serve(caplog):
+    """Mounted apps were dispatched before the Host check, so a mounted Flask app built its links from a forged
+    Host that TRUSTED_HOSTS was set to refuse."""
+    seen = []
+
+    def mounted(environ, start_response):
+        seen.append(environ["HTTP_HOST"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"mounted"]
+
+    app = external_link_app(TRUSTED_HOSTS=["example.com"])
+    app.mount("/sub", mounted)
+    with caplog.at_level(logging.WARNING):
+        assert call(app, {"PATH_INFO": "/sub/x", "HTTP_HOST": "evil.example"})[0].startswith("400")
+    assert seen == [] and "framework.security.DisallowedHost" in [record.name for record in caplog.records]
+    assert call(app, {"PATH_INFO": "/sub/x", "HTTP_HOST": "example.com"}) == ("200 OK", b"mounted")
+    assert seen == ["example.com"]
