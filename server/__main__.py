@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-connections", type=_positive_int, default=defaults.max_connections, metavar="N",
         help="open connections per process (503 beyond)")
     add("--max-buffered-bytes", type=_size, default=defaults.max_buffered_bytes, metavar="SIZE",
-        help="what all request bodies held by one process, in memory and spooled, may add up to (503 beyond)")
+        help="what all request bodies held by one process, in memory and spooled, may add up to (503 beyond); "
+        "one client may hold an eighth of it, or one largest body")
     add("--access-log", default=defaults.access_log, metavar="-|FILE|off",
         help="where the access log (combined format + response time) goes")
     add("--log-level", choices=("debug", "info", "warning", "error"), default=defaults.log_level,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
 import itertools
 import logging
 import os
@@ -31,12 +30,13 @@ from collections.abc import Callable
 from typing import Any
 
 from server import SERVER_SOFTWARE
-from server.accesslog import log_response, named
+from server.accesslog import access_log, log_response, named
 from server.config import Config
 from server.connection import BODY_RESERVE_STEP, HANDSHAKE, IDLE, HTTPConnection
 from server.http import Request, error_response, http_date, status_line
 from server.listeners import Listener
 from server.loop import READ, Reactor
+from server.net.addr import source_key
 from server.oserrors import OUT_OF_RESOURCES, descriptor_limit
 from server.proxy import TrustedProxies
 from server.redirect import HTTPSRedirect
@@ -348,22 +348,21 @@ class Engine:
             return True
 
     def release_body_bytes(self, size: int, holder: str) -> None:
-        """Give back what ``reserve_body_bytes`` took."""
+        """Give back what ``reserve_body_bytes`` took for ``holder``."""
         with self._budget_lock:
             self.buffered_bytes -= size
-            left = self.held_by.pop(holder) - size
-            if left:
+            left = self.held_by.pop(holder, 0) - size
+            if left > 0:
                 self.held_by[holder] = left
+            elif left < 0:  # (a release for a holder that did not reserve it: the accounting is off)
+                log.error("body budget: %d bytes released for %s, which held fewer", size, holder)
 
     def budget_holder(self, conn: HTTPConnection, request: Request) -> str:
         """Whom a request's body counts against: its client's address, or behind a trusted proxy the client the
-        proxy names; for IPv6, the address's /64, which one subscriber gets whole (so one client does not become
-        many by changing the last 64 bits)."""
-        address = self._client(conn, request)
-        if ":" in address:
-            with contextlib.suppress(ValueError):
-                return str(ipaddress.IPv6Network((address, 64), strict=False))
-        return address
+        proxy names; as the networking layer counts sources (``source_key``): an IPv4-mapped address as its IPv4
+        address (on a dual-stack socket every IPv4 client arrives so), an IPv6 address as its /64, which one
+        subscriber gets whole (so one client does not become many by changing the last 64 bits)."""
+        return source_key(self._client(conn, request))
 
     def _refuse_overload(self, sock: socket.socket, tls: bool = False) -> None:
         self._refused += 1
@@ -488,10 +487,11 @@ class Engine:
     ) -> None:
         """A static response is out (or as much of it as will be): close its file and log it."""
         reply.close()
-        log_response(
-            self._client(conn, request), request, reply.status, sent, headers.get("referer"),
-            headers.get("user-agent"), started,
-        )  # fmt: skip
+        if access_log.isEnabledFor(logging.INFO):  # (the usual case is off: then no proxy headers are read)
+            log_response(
+                self._client(conn, request), request, reply.status, sent, headers.get("referer"),
+                headers.get("user-agent"), started,
+            )  # fmt: skip
 
     def _client(self, conn: HTTPConnection, request: Request) -> str:
         """Who the access log names for a response the loop answered: the peer, or the client a trusted proxy
@@ -517,10 +517,11 @@ class Engine:
         except Exception:
             conn.close_soon()
             return
-        log_response(
-            self._client(conn, request), request, 308, len(response), request.header("referer"),
-            request.header("user-agent"), started,
-        )  # fmt: skip
+        if access_log.isEnabledFor(logging.INFO):
+            log_response(
+                self._client(conn, request), request, 308, len(response), request.header("referer"),
+                request.header("user-agent"), started,
+            )  # fmt: skip
         conn.finish(keep_alive)
 
     def handle_request(self, conn: HTTPConnection, request: Request) -> None:

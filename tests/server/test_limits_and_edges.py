@@ -16,12 +16,14 @@ import os
 import socket
 import subprocess
 import sys
+import types
 
 import pytest
 
 from server.config import Config
 from server.connection import HTTPConnection
 from server.engine import Engine
+from server.http import Request
 from server.listeners import open_listener, parse_bind, resolve_schemes
 from server.loop import READ
 from tests.support import ROOT, ServerThread, read_response, recv_until_closed, wait_for
@@ -112,6 +114,22 @@ def test_one_client_cannot_hold_the_whole_budget():
             for sock in holders:
                 sock.close()
         wait_for(lambda: server.engine.buffered_bytes == 0)
+
+
+def test_a_budget_holder_is_a_client_not_a_socket_address():
+    """IPv4-mapped addresses (a dual-stack socket's IPv4 clients, as under systemd's default ListenStream=PORT) are
+    their IPv4 address, each a client of its own: taken as IPv6, all of them were one /64, ::/64, sharing one share.
+    An IPv6 client is its /64; a zone id changes nothing."""
+    request = Request("POST", "/", "/", "", "HTTP/1.1", [], "h", None, True, 1, False, False)
+    with ServerThread(length_app) as server:
+
+        def holder(address: str) -> str:
+            return server.engine.budget_holder(types.SimpleNamespace(remote_addr=address), request)  # type: ignore[arg-type]
+
+        assert holder("::ffff:198.51.100.1") == "198.51.100.1" != holder("::ffff:203.0.113.9")
+        assert holder("2001:db8::1") == holder("2001:db8::ffff:2") == holder("2001:db8::3%eth0") == "2001:db8::/64"
+        assert holder("2001:db8::1") != holder("2001:db8:0:1::1")
+        assert holder("") == ""  # a Unix-socket peer
 
 
 def test_heads_alone_hold_none_of_the_budget():
