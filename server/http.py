@@ -426,7 +426,8 @@ class RequestParser:
             # RFC 9110 10.1.1: 100-continue is the only expectation there is; any other is answered with 417.
             # Every Expect line counts, as one list (5.3): the last line alone let "Expect: foo" then
             # "Expect: 100-continue" go on, an expectation a proxy in front may have read and we did not meet.
-            expectations = [e.strip(OWS).lower() for value in expects for e in value.split(",")]
+            # (Empty list elements, as in "100-continue,", do not count: RFC 9110 5.6.1.)
+            expectations = [e for value in expects for e in (p.strip(OWS).lower() for p in value.split(",")) if e]
             if expectations != ["100-continue"]:
                 raise ProtocolError(417, f"unsupported expectation {', '.join(expectations)!r}")
             # No body (Content-Length 0), nothing to wait for: no 100 Continue is owed.

@@ -384,6 +384,7 @@ class ResponseWriter:
 
     def finish_body(self) -> None:
         """End the body: headers if none went out yet, the last chunk, and a check of the declared length."""
+        self.ended = True  # from here on, a write() would follow the end (also set by ApplicationRun._complete)
         if not self.headers_sent:
             self._send(self._head(0))
         elif self.chunked:
