@@ -635,6 +635,10 @@ class App(Scaffold):
             checked_host(environ, trusted)
         except DisallowedHost as error:
             return self._refuse_host(Request(environ, self), error)
+        except ValueError as error:  # The setting itself is wrong (see request.trusted_hosts): a 500 that says so.
+            request = Request(environ, self)
+            log.error("refused %s %s", request.method, quote_path(request.path), exc_info=error)
+            return error_page(request, HTTPError(500, "The server hit an error and could not answer the request."))
         return None
 
     def _refuse_host(self, request: Request, error: DisallowedHost) -> Response:

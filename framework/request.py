@@ -19,11 +19,13 @@ that needs the mount point (``app.url_for``); views should still take the reques
 
 from __future__ import annotations
 
+import functools
 import io
+import ipaddress
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import IO, TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, overload
 from urllib.parse import parse_qsl, quote
 
 from server.http import valid_host
@@ -578,24 +580,86 @@ def server_name(value: object) -> str | None:
 
 
 def host_name(host: str) -> str:
-    """The name of a ``Host`` value without its port, lower-case: ``example.com``, ``[::1]``."""
+    """The name of a ``Host`` value without its port, normalised for comparison: lower-case, without the one
+    trailing dot of a fully qualified name (``example.com.`` is ``example.com``), an IP address in its canonical
+    form (``[0:0::1]`` is ``[::1]``, the brackets kept)."""
     if host.startswith("["):
-        return host.partition("]")[0].lower() + "]"
-    return host.partition(":")[0].lower()
+        inner = host[1:].partition("]")[0]
+        try:
+            return f"[{ipaddress.IPv6Address(inner).compressed}]"
+        except ValueError:
+            return f"[{inner.lower()}]"
+    name = host.partition(":")[0].lower()
+    return name[:-1] if name.endswith(".") else name
+
+
+class TrustedHosts(NamedTuple):
+    """``TRUSTED_HOSTS`` normalised (see ``trusted_hosts``): the exact names, and the ``.suffix`` entries."""
+
+    names: frozenset[str]
+    suffixes: tuple[str, ...]  # each with its leading dot: ".example.com"
+
+
+def trusted_hosts(setting: str | Iterable[str]) -> TrustedHosts:
+    """The ``TRUSTED_HOSTS`` setting normalised as ``host_name`` normalises a request's host, once per value of the
+    setting (cached), so that an entry and a host written differently (``example.com.``, ``[0:0::1]``, upper case,
+    a port) still match.
+
+    One name given alone (from the environment, ``APP_TRUSTED_HOSTS=example.com`` is text) is one entry. Text with
+    a comma is refused rather than split: a host name never holds one, and a list is JSON
+    (``'["a.example", "b.example"]'``) like every other list setting. An entry that could never match, or would
+    match anything, is a ValueError naming the setting: empty, ``.``, a wildcard (``*``, ``*.example.com``:
+    ``.example.com`` is the way), or anything but a host name or address. An IPv6 address may be given bare
+    (``::1``) or in brackets; either way it is compared as an address."""
+    try:
+        key = (setting,) if isinstance(setting, str) else tuple(setting)
+        hash(key)  # the cache's key: a list inside the list would fail there
+    except TypeError as error:
+        raise ValueError(f"TRUSTED_HOSTS {setting!r} is not a list of host names") from error
+    return _trusted_hosts(key)
+
+
+@functools.lru_cache(maxsize=16)
+def _trusted_hosts(entries: tuple[object, ...]) -> TrustedHosts:
+    names: set[str] = set()
+    suffixes: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise ValueError(f"TRUSTED_HOSTS entry {entry!r} is not text; give host names (['example.com'])")
+        if "," in entry:
+            raise ValueError(
+                f"TRUSTED_HOSTS {entry!r} has a comma: give a list (from the environment, JSON: "
+                '\'["a.example", "b.example"]\'), not names separated by commas'
+            )
+        text = entry.strip()
+        suffix = text.startswith(".")
+        bare = text[1:] if suffix else text
+        if bare.count(":") > 1 and not bare.startswith("["):  # a bare IPv6 address, which a port cannot follow
+            bare = f"[{bare}]"
+        name = host_name(bare) if bare and valid_host(bare) else ""
+        if not name or "*" in text:
+            raise ValueError(
+                f"TRUSTED_HOSTS entry {entry!r} is not a host name or address ('example.com', '.example.com' for it "
+                "and its subdomains, '[::1]'): it could never match, or would match anything"
+            )
+        if suffix:
+            suffixes.append("." + name)
+        else:
+            names.add(name)
+    return TrustedHosts(frozenset(names), tuple(suffixes))
 
 
 def host_is_trusted(host: str, trusted: str | Iterable[str]) -> bool:
     """Whether the ``TRUSTED_HOSTS`` setting ``trusted`` names ``host`` (a ``Host`` value; its port is ignored).
 
     An entry is a host name (``example.com``: that name only) or a name with a leading dot (``.example.com``:
-    that name and every subdomain), compared without case; one name given alone (from the environment,
-    ``APP_TRUSTED_HOSTS=example.com`` is text) is one entry, not a list of its letters."""
+    that name and every subdomain), compared without case or a trailing dot, IP addresses as addresses (see
+    ``trusted_hosts``, which normalises the setting and refuses entries that could never match)."""
+    hosts = trusted_hosts(trusted)
     name = host_name(host)
-    for entry in (trusted,) if isinstance(trusted, str) else trusted:
-        wanted = host_name(entry)
-        if name == wanted or (wanted.startswith(".") and (name.endswith(wanted) or name == wanted[1:])):
-            return True
-    return False
+    if name in hosts.names:
+        return True
+    return any(name.endswith(suffix) or name == suffix[1:] for suffix in hosts.suffixes)
 
 
 def decode_json(body: bytes) -> Any:

@@ -632,3 +632,59 @@ def test_a_mounted_app_never_sees_a_host_the_site_does_not_serve(caplog):
     assert seen == [] and "framework.security.DisallowedHost" in [record.name for record in caplog.records]
     assert call(app, {"PATH_INFO": "/sub/x", "HTTP_HOST": "example.com"}) == ("200 OK", b"mounted")
     assert seen == ["example.com"]
+
+
+# -- TRUSTED_HOSTS entries: normalised once, and refused when they could never match ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("entries", "host"),
+    [
+        (["example.com"], "example.com."),  # a fully qualified name is the same host
+        (["example.com."], "EXAMPLE.com:8443"),
+        ([".example.com."], "www.example.com."),
+        (["[::1]"], "[0:0::1]:8080"),  # IP literals compared as addresses
+        (["[0:0::1]"], "[::1]"),
+        (["::1"], "[::1]"),  # an unbracketed IPv6 entry is an address, not a name that never matches
+        (["127.0.0.1"], "127.0.0.1:80"),
+        (["example.com:8443"], "example.com"),  # ports are ignored, in entries too
+    ],
+)
+def test_trusted_hosts_match_whatever_way_a_host_is_written(entries, host):
+    call_result = call(external_link_app(TRUSTED_HOSTS=entries), {"PATH_INFO": "/plain", "HTTP_HOST": host})
+    assert call_result[0].startswith("200"), call_result
+
+
+@pytest.mark.parametrize(
+    ("entries", "host"),
+    [(["example.com"], "example.com.."), (["[::1]"], "[::2]"), ([".example.com"], "example.com.evil"), (["::1"], "1")],
+)
+def test_trusted_hosts_still_refuse_other_hosts(entries, host):
+    assert call(external_link_app(TRUSTED_HOSTS=entries), {"PATH_INFO": "/plain", "HTTP_HOST": host})[0][:3] == "400"
+
+
+@pytest.mark.parametrize(
+    "entries", [[""], ["."], ["*"], ["*.example.com"], ["example.com", " "], ["exa mple.com"], [42], "a.com,b.com"]
+)
+def test_a_trusted_hosts_entry_that_can_never_match_is_refused_naming_the_setting(entries):
+    from framework.request import trusted_hosts
+
+    with pytest.raises(ValueError, match="TRUSTED_HOSTS"):
+        trusted_hosts(entries)
+    app = external_link_app(TRUSTED_HOSTS=entries)
+    app.mount("/sub", lambda environ, start_response: [])
+    for path in ("/plain", "/sub/x"):  # a 500 naming the setting, through the app, not an exception to the server
+        assert call(app, {"PATH_INFO": path, "HTTP_HOST": "example.com"})[0].startswith("500")
+
+
+def test_an_empty_trusted_hosts_is_off():
+    status, _ = call(external_link_app(TRUSTED_HOSTS=[]), {"PATH_INFO": "/plain", "HTTP_HOST": "any.example"})
+    assert status.startswith("200")
+
+
+@given(st.sampled_from(["example.com", "[::1]", "127.0.0.1", ".example.org"]), st.booleans(), st.booleans())
+def test_a_host_matches_its_entry_with_or_without_a_dot_in_any_case(entry, dot, upper):
+    from framework.request import host_is_trusted
+
+    host = entry.lstrip(".") + ("." if dot and not entry.endswith("]") and not entry[0].isdigit() else "")
+    assert host_is_trusted(host.upper() if upper else host, [entry.upper() if upper else entry])
