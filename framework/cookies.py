@@ -81,7 +81,8 @@ def samesite_attribute(samesite: str | None, secure: bool) -> str | None:
     report where the setting is made (the session store checks its settings with this when it is built)."""
     if samesite is None:
         return None
-    canonical = _SAMESITE.get(samesite.lower())
+    # Not text (True from a config file's "true"): the same ValueError as any other value, not an AttributeError.
+    canonical = _SAMESITE.get(samesite.lower()) if isinstance(samesite, str) else None
     if canonical is None:
         raise ValueError(f"samesite must be Lax, Strict or None, not {samesite!r}")
     if canonical == "None" and not secure:

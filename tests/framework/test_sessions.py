@@ -348,3 +348,12 @@ def test_samesite_none_without_secure_is_refused_when_the_store_is_built():
     app.config["SESSION_COOKIE_SECURE"] = True
     header = session_cookie(TestApp(app).get("/set/a/1"))
     assert "SameSite=None" in header and "Secure" in header
+
+
+@pytest.mark.parametrize("samesite", [True, False, 1, ["Lax"]])
+def test_a_samesite_setting_that_is_not_text_names_the_setting(samesite):
+    """SESSION_COOKIE_SAMESITE=True (from a config file's true) raised AttributeError ('bool' has no lower)."""
+    from framework.sessions import CookieSessions
+
+    with pytest.raises(ValueError, match="SESSION_COOKIE_SAMESITE"):
+        CookieSessions("key", samesite=samesite)
