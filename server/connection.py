@@ -64,6 +64,7 @@ from server.http import (
     error_response,
 )
 from server.loop import READ, WRITE
+from server.net.addr import source_key
 from server.redirect import HTTPSRedirect
 from server.tls import HANDSHAKE_RECORD, TLSFailure, TLSSession
 from server.wsgi import ClientDisconnected
@@ -90,7 +91,12 @@ PIPELINE_TURN = 16  # pipelined requests answered in one go before the loop serv
 # events of up to CHUNKS_PER_EVENT chunks (server/http.py): about 1 ms of work at a time.
 CHUNKS_AT_A_TIME = 1024
 BODY_RESERVE_STEP = 64 * 1024  # a body's share of the budget is reserved in steps of this size, as it arrives
-_BUDGET_SPENT = "too many request bodies are buffered right now; try again shortly"
+# An unfinished head larger than this takes its bytes from the same budget. Real heads are a few KiB (a browser's
+# with its cookies), so this costs them nothing; but a head may be --max-header-bytes (64 KiB) and take the
+# header timeout to arrive, and connections holding such heads held that much each, outside any limit but the
+# number of connections (a gigabyte at the default 16,384).
+HEAD_FREE_BYTES = 16 * 1024
+_BUDGET_SPENT = "too much request data is buffered right now; try again shortly"
 _RETRY_AFTER = (("Retry-After", "5"),)
 LINGER_SECONDS = 2.0
 _DRAIN_SLICE = 0.25  # --threads 0, write(): how long the loop waits for a slow reader between heartbeats
@@ -392,6 +398,8 @@ class HTTPConnection:
                 if event is NEED_DATA:
                     if self.request is not None:  # inside a body: the deadline follows progress and rate
                         self.deadline = self._body_deadline(time.monotonic())
+                    elif parser.buffered > HEAD_FREE_BYTES and not self._hold_head(parser.buffered):
+                        return  # refused: the client holds too much of the budget already
                     self.reactor.arm(self.fd, READ)
                     return
                 if type(event) is Data:
@@ -432,8 +440,19 @@ class HTTPConnection:
         self._resume_queued = False
         self.advance()
 
+    def _hold_head(self, size: int) -> bool:
+        """Count an unfinished head of ``size`` bytes against the budget (see HEAD_FREE_BYTES), as its peer's: the
+        head's own headers, which may name another client through a proxy, are not read yet. False: refused."""
+        if size <= self.reserved:
+            return True
+        if not self.reserved:
+            self.budget_holder = source_key(self.remote_addr)
+        return self._reserve(max(size - self.reserved, BODY_RESERVE_STEP))
+
     def _begin_request(self, request: Request) -> bool:
         """A request head has arrived: reserve room for its body, answer 100-continue. False: refused."""
+        if self.reserved:
+            self.release_body()  # what the head held while it arrived (_hold_head): the body reserves its own
         self.request = request
         self.state = READING
         # A request answered on the loop: a file, or the redirect of a plain request to HTTPS.

@@ -132,6 +132,35 @@ def test_a_budget_holder_is_a_client_not_a_socket_address():
         assert holder("") == ""  # a Unix-socket peer
 
 
+def test_large_unfinished_heads_count_against_the_budget():
+    """A head may be 64 KiB and takes the header timeout to arrive: connections holding unfinished heads held
+    64 KiB each outside any budget (a gigabyte at the default --max-connections). Past 16 KiB an unfinished head
+    takes its bytes from the budget of buffered request data, against its client's share: a client that holds too
+    much of it is answered 503 (with Retry-After), and the others keep their room."""
+    settings = {"max_buffered_bytes": 1024 * 1024, "max_body_bytes": 100_000}  # one client's share: 160 KiB
+    pad = b"X-Pad: " + b"a" * 60_000 + b"\r\n"
+    with ServerThread(length_app, **settings) as server:
+        holders = [server.connect() for _ in range(4)]
+        try:
+            for sock in holders[:2]:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n" + pad)  # and the rest never comes
+            wait_for(lambda: server.engine.buffered_bytes >= 120_000)
+            refused = []
+            for sock in holders[2:]:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n" + pad)
+                status, headers, _ = read_response(sock)
+                refused.append((status, "retry-after" in headers))
+            assert refused == [(503, True), (503, True)]
+            address = ("127.0.0.1", server.port)
+            with socket.create_connection(address, timeout=TIMEOUT, source_address=("127.0.0.2", 0)) as other:
+                other.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n" + pad + b"\r\n")  # a whole large head: served
+                assert read_response(other)[0] == 200
+        finally:
+            for sock in holders:
+                sock.close()
+        wait_for(lambda: server.engine.buffered_bytes == 0)
+
+
 def test_heads_alone_hold_none_of_the_budget():
     # A head declaring a large body reserves nothing until the body arrives: idle heads cannot starve uploads.
     with ServerThread(length_app, max_buffered_bytes=2 * 1024 * 1024) as server:
