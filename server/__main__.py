@@ -515,6 +515,9 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
     if args.app is not None and not args.app.strip():  # python -m server "": SERVER_APP and the file say so above
         parser.error("the app is empty; name one as module:attribute, or none for the demo site")
     if args.data_dir:
+        if os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+            # (The demo site would fail to make it, and say so as an import failure with a bare errno.)
+            parser.error(f"--data-dir {args.data_dir}: not a directory")
         # Applications read their own settings; this flag only hands the demo site its data directory.
         os.environ["SERVER_DATA_DIR"] = args.data_dir
     return Config(
@@ -839,7 +842,9 @@ def _reload_child_failed(config: Config, child: ChildSettings, name: str, error:
         return _fail(str(problem))
     detail = describe_load_error(error)
     sys.stderr.write(detail)
-    _fail(line)
+    # A warning, not the "error:" line a failed start ends with: this server goes on, answering 503 until the
+    # parent restarts it on the fix.
+    log.warning("--reload: %s; answering 503 until a file changes", " ".join(line.split()))
     Reporter(child.report, error=error).start()
     return serve(config, failure_app((detail or line) if config.debug else None), listeners, name, certificates)
 

@@ -66,7 +66,10 @@ def _import(module_name: str):
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
             raise LoadError(f"cannot import {module_name!r}: no module named {error.name!r}") from None
-        raise LoadError(f"importing {module_name!r} failed: {error}") from None
+        raise LoadError(
+            f"importing {module_name!r} failed: ModuleNotFoundError: {error} (a module that {module_name!r} imports: "
+            "is it installed in this Python, or on the path?)"
+        ) from None
     except SyntaxError as error:
         raise LoadError(f"importing {module_name!r} failed: syntax error in {error.filename}:{error.lineno}") from None
     except SystemExit as error:

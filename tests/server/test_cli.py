@@ -212,6 +212,19 @@ def test_an_app_that_calls_sys_exit_is_a_load_error(tmp_path):
     assert_one_line(run_in(tmp_path, "quitting_factory:make()"), "factory quitting_factory:make() failed", "no config")
 
 
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("not a directory\n")
+    result = run_cli("--data-dir", str(tmp_path / "afile"), "--bind", "127.0.0.1:0")
+    assert_one_line(result, "--data-dir", "not a directory")
+
+
+def test_a_module_the_app_imports_that_is_missing_is_named_as_such(tmp_path):
+    """"No module named 'nosuchdep'" alone read as if the app's own module were missing."""
+    (tmp_path / "baddep.py").write_text("import nosuchdep\napp = None\n")
+    line = assert_one_line(run_in(tmp_path, "baddep:app"), "importing 'baddep' failed", "No module named 'nosuchdep'")
+    assert "a module that 'baddep' imports" in line and "installed" in line
+
+
 def test_an_app_with_a_syntax_error_is_one_line(tmp_path):
     (tmp_path / "typo_app.py").write_text("def app(environ, start_response:\n    pass\n")
     assert_one_line(run_in(tmp_path, "typo_app:app"), "syntax error in", "typo_app.py:1")

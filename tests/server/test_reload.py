@@ -92,6 +92,7 @@ def test_a_code_change_restarts_and_a_syntax_error_waits_for_the_fix(tmp_path):
         wait_for(lambda: "waiting for a file to change" in server.output())
         output = server.output()
         assert "SyntaxError" in output and str(module) in output, output
+        assert "--reload: importing 'mod' failed" in output and "python -m server: error:" not in output, output
         assert "SyntaxError" not in get(server).text  # the error is shown to clients only under --debug
         assert server.proc is not None and server.proc.poll() is None  # still there, waiting
 
