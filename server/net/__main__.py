@@ -35,6 +35,7 @@ from .msg import IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_HANDSHAKES, MessageServer, s
 from .tftp import options as opts
 from .tftp.client import TftpClient, TransferFailed, TransferResult
 from .tftp.files import STREAM_WAIT, NothingToRead, NotRegularFile
+from .tftp.packets import ErrorCode
 from .tftp.progress import ProgressBar, format_size
 from .tftp.server import TftpServer
 
@@ -262,7 +263,7 @@ def cmd_tftp_get(args: argparse.Namespace) -> int:
         # Checked here: the download goes to a temporary file beside the target, whose name would be the error's.
         raise CommandError(f"cannot save {local}: the folder {folder} does not exist")
     client, bar = _client(args)
-    result = _transfer(lambda: client.download(args.remote, local, mode=args.mode), bar)
+    result = _transfer(lambda: client.download(args.remote, local, mode=args.mode), bar, args)
     _report("got", args.remote, local, result)
     return 0
 
@@ -297,7 +298,7 @@ def cmd_tftp_put(args: argparse.Namespace) -> int:
         print(f"waiting for {source}: nothing yet after {STREAM_WAIT:g} s (Ctrl-C stops)", file=sys.stderr)
 
     try:
-        result = _transfer(lambda: client.upload(args.local, remote, mode=args.mode, on_wait=waiting), bar)
+        result = _transfer(lambda: client.upload(args.local, remote, mode=args.mode, on_wait=waiting), bar, args)
     except (NotRegularFile, NothingToRead) as exc:  # a directory or a socket; a FIFO nobody writes to
         raise CommandError(f"cannot send {args.local}: {exc}") from None
     if stream and result.bytes == 0:
@@ -307,14 +308,25 @@ def cmd_tftp_put(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transfer(run: Callable[[], TransferResult], bar: ProgressBar) -> TransferResult:
+def _transfer(run: Callable[[], TransferResult], bar: ProgressBar, args: argparse.Namespace) -> TransferResult:
     try:
         result = run()
     except TransferFailed as exc:
         bar.end_line()
-        raise OperationFailed(show(str(exc))) from None  # the server's words: no escape reaches the terminal
+        # The server's words (no escape reaches the terminal), and what to try where it is known.
+        raise OperationFailed(show(str(exc)) + _hint(exc, args)) from None
     bar.finish(result.bytes)
     return result
+
+
+def _hint(failure: TransferFailed, args: argparse.Namespace) -> str:
+    """What to try after ``failure``, as the one line of a failed command promises; "" when nothing is known."""
+    if not failure.remote and failure.message.startswith("no answer from the server"):
+        where = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
+        return f"; is a TFTP server listening on {where}? (--port, --timeout and --retries change where and how long)"
+    if failure.remote and failure.code == ErrorCode.FILE_EXISTS:
+        return "; the server keeps existing files (its operator can let uploads replace them: tftp serve --overwrite)"
+    return ""
 
 
 def _report(verb: str, source: str, dest: str, result: TransferResult) -> None:

@@ -122,6 +122,7 @@ def test_tftp_serve_get_put(process, tftp_root, tmp_path):
     assert not (tmp_path / "missing.bin").exists()
     again = cli("tftp", "put", "127.0.0.1", tmp_path / "copy.bin", "up.bin", "--port", port)
     assert again.returncode == 1 and "File already exists" in again.stderr
+    assert "--overwrite" in again.stderr  # says what would let it through
 
     assert server.stop(signal.SIGTERM) == 0
     log = "\n".join(server.lines["stderr"])
@@ -133,6 +134,8 @@ def test_tftp_get_from_nobody(udp_socket, tmp_path):
     port = udp_socket.getsockname()[1]
     result = cli("tftp", "get", "127.0.0.1", "f", tmp_path / "f", "--port", port, "--timeout", "0.1", "--retries", "1")
     assert result.returncode == 1 and "no answer from the server" in result.stderr
+    # What to try, and none of the protocol's numbers for an error nobody sent.
+    assert f"is a TFTP server listening on 127.0.0.1:{port}?" in result.stderr and "local error" not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -113,8 +113,8 @@ class TransferFailed(Exception):
         self.during_request = during_request  # the server refused the request itself, before any transfer
 
     def __str__(self) -> str:
-        who = "peer" if self.remote else "local"
-        return f"{self.message} ({who} error {self.code})"
+        # The peer's code is worth showing (it is what its log says); a local failure has no code anyone sent.
+        return f"{self.message} (peer error {self.code})" if self.remote else self.message
 
 
 def error_for_os_error(exc: OSError) -> tuple[ErrorCode, str]:
