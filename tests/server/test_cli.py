@@ -219,7 +219,7 @@ def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
 
 
 def test_a_module_the_app_imports_that_is_missing_is_named_as_such(tmp_path):
-    """"No module named 'nosuchdep'" alone read as if the app's own module were missing."""
+    """The message said only "No module named 'nosuchdep'", which read as if the app's own module were missing."""
     (tmp_path / "baddep.py").write_text("import nosuchdep\napp = None\n")
     line = assert_one_line(run_in(tmp_path, "baddep:app"), "importing 'baddep' failed", "No module named 'nosuchdep'")
     assert "a module that 'baddep' imports" in line and "installed" in line
