@@ -33,7 +33,8 @@ One request goes through these steps, in this order (the same order as Django's 
 
 The view's return value may be a ``Response``, ``str`` (HTML), ``bytes`` (``application/octet-stream``),
 ``dict``/``list`` (JSON), any other iterable (streamed), or a ``(body, status)`` / ``(body, status, headers)``
-tuple of those, the status an ``int`` or a status line's text (``"201 Created"``; see ``response_status``).
+tuple of those, the status an ``int`` (``HTTPStatus.CREATED`` too) or a status line's text (``"201 Created"``;
+see ``response_status``).
 
 Settings live in ``app.config`` (see ``config.py``) and are read when a request needs them, so a factory can
 create the app and configure it afterwards; the keyword arguments of ``App()`` are the same settings.

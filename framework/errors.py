@@ -50,8 +50,10 @@ class HTTPError(Exception):
     ) -> None:
         # Checked here, where the code is raised (a 500 saying why), not when its page is built in the error
         # handling, which has no handler left for a status no Response can carry (a final one, 200 to 599).
-        if type(code) is not int or not 200 <= code <= 599:
+        # Any int but a bool, an ``HTTPStatus`` member included, kept as a plain int (it is formatted and compared).
+        if not isinstance(code, int) or isinstance(code, bool) or not 200 <= code <= 599:
             raise ValueError(f"HTTPError({code!r}): the status must be an int from 200 to 599 (an error is 4xx or 5xx)")
+        code = int(code)
         self.code = code
         self.name = reason_phrase(code)
         self.description = description or ""

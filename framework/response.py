@@ -57,9 +57,14 @@ def response_status(value: object) -> int:
     500 handler, a log line saying why): unchecked, it failed only when the response was sent, outside all
     that. A ``bool`` is no status (``True`` is an ``int``), and a final 1xx would make the client read the next
     response as this one's. The reason phrase that goes out is the standard one for the code.
+
+    Other ``int`` subclasses are statuses (``http.HTTPStatus.CREATED``, any ``IntEnum``), returned as a plain
+    ``int``: the status is compared, logged and formatted later, and an enum member would print as its name.
     """
-    if type(value) is int:
+    if type(value) is int:  # The common case first: one type check.
         code = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        code = int(value)
     elif isinstance(value, str):
         digits, _, reason = value.partition(" ")
         if not (len(digits) == 3 and digits.isascii() and digits.isdigit() and reason.isprintable()):

@@ -2,6 +2,7 @@
 
 import io
 import logging
+from http import HTTPStatus
 
 import pytest
 from hypothesis import given
@@ -513,7 +514,10 @@ def status_app(status) -> App:
     return app
 
 
-@pytest.mark.parametrize(("status", "code"), [(201, 201), ("201 CREATED", 201), ("404", 404), ("299 Mine", 299)])
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(201, 201), ("201 CREATED", 201), ("404", 404), ("299 Mine", 299), (HTTPStatus.CREATED, 201)],
+)
 def test_a_status_may_be_a_number_or_a_status_line(status, code):
     response = TestApp(status_app(status)).get("/", expect_errors=True)
     assert response.status_int == code and response.text == "body"
@@ -578,14 +582,28 @@ def test_a_response_built_with_a_bad_status_is_a_500_through_the_apps_error_hand
     assert "status" in caplog.text
 
 
-@pytest.mark.parametrize(("status", "code"), [("201 CREATED", 201), ("202", 202), (204, 204), ("599 Mine", 599)])
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [("201 CREATED", 201), ("202", 202), (204, 204), ("599 Mine", 599), (HTTPStatus.CREATED, 201)],
+)
 def test_a_response_status_may_be_a_status_line(status, code):
     response = Response("x", status)
     assert response.status == code
+    assert type(response.status) is int  # An HTTPStatus is stored as its int: it formats as "HTTPStatus.CREATED".
     assert TestApp(response_status_app(lambda: Response("x", status))).get("/", status=code)
 
 
-@pytest.mark.parametrize(("status", "code"), [("202 Accepted", 202), (418, 418), ("bogus", 500), (103, 500)])
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        ("202 Accepted", 202),
+        (418, 418),
+        ("bogus", 500),
+        (103, 500),
+        (HTTPStatus.ACCEPTED, 202),
+        (HTTPStatus.EARLY_HINTS, 500),
+    ],
+)
 def test_an_after_request_hook_setting_the_status_is_checked_inside_the_error_handling(status, code, caplog):
     """``response.status = "202 Accepted"`` in an after_request hook raised TypeError at send time, outside the
     error handlers; now the status is read as a status line, and one that is none is a 500 saying why."""
@@ -608,10 +626,64 @@ def test_whatever_status_a_response_is_given_the_client_gets_a_final_answer(stat
     assert 200 <= response.status_int <= 599
 
 
-@pytest.mark.parametrize("code", [600, 99, "404", True])
+@pytest.mark.parametrize("code", [600, 99, "404", True, HTTPStatus.CONTINUE])
 def test_an_http_error_with_a_code_no_response_can_carry_is_a_500(code):
     """``raise HTTPError(600)`` made the error page a Response with status 600, refused while the error was being
     handled, so the exception reached the server; the code is checked where the error is raised now."""
     app = response_status_app(lambda: (_ for _ in ()).throw(HTTPError(code)))
     TestApp(app).get("/", status=500)
     assert isinstance(app.seen[0], ValueError) and "HTTPError" in str(app.seen[0])
+
+
+# -- http.HTTPStatus, an int subclass, is a status wherever an int is ------------------------------------------------
+
+
+def test_http_status_members_are_statuses_everywhere():
+    """``type(value) is int`` refused ``HTTPStatus.CREATED`` (an ``int`` subclass): ``Response("x", CREATED)``,
+    ``redirect(..., SEE_OTHER)``, ``abort(NOT_FOUND)`` and ``(body, CREATED)`` were all 500s.
+    Any int subclass but ``bool`` is accepted now, and stored as a plain ``int``."""
+    from framework import redirect
+
+    app = App(__name__)
+
+    @app.get("/built")
+    def built(request):
+        return Response("made", HTTPStatus.CREATED)
+
+    @app.get("/tuple")
+    def as_tuple(request):
+        return "made", HTTPStatus.CREATED
+
+    @app.get("/moved")
+    def moved(request):
+        return redirect("/x", HTTPStatus.SEE_OTHER)
+
+    @app.get("/assigned")
+    def assigned(request):
+        response = Response("queued")
+        response.status = HTTPStatus.ACCEPTED
+        return response
+
+    @app.get("/missing")
+    def missing(request):
+        abort(HTTPStatus.NOT_FOUND)
+
+    @app.errorhandler(HTTPStatus.NOT_FOUND)
+    def not_found(request, error):
+        assert type(error.code) is int
+        return "no such page", HTTPStatus.NOT_FOUND
+
+    client = TestApp(app)
+    assert client.get("/built", status=201).text == "made"
+    assert client.get("/tuple", status=201).text == "made"
+    assert client.get("/moved", status=303).headers["Location"].endswith("/x")
+    assert client.get("/assigned", status=202).text == "queued"
+    assert client.get("/missing", status=404).text == "no such page"
+    error = HTTPError(HTTPStatus.IM_A_TEAPOT)
+    assert type(error.code) is int and error.code == 418 and str(error) == "418 I'm a Teapot"
+
+
+@given(st.sampled_from([status for status in HTTPStatus if 200 <= status <= 599]))
+def test_every_final_http_status_member_is_accepted_as_its_int(status):
+    response = Response("x", status)
+    assert type(response.status) is int and response.status == status.value
