@@ -28,7 +28,8 @@ One request goes through these steps, in this order (the same order as Django's 
 9. ``after_request`` hooks, the blueprint's then the app's, last registered first, each returning the response
    to use (only if step 4 began);
 10. the session cookie is written if the session changed (and ``Vary: Cookie`` added if it was used at all);
-11. ``teardown`` hooks, always, with the unhandled exception or ``None``; uploaded files are released. For a
+11. ``teardown`` hooks, always (for a refused ``Host`` too: one that reads the host then is logged at DEBUG,
+    not as a failure), with the unhandled exception or ``None``; uploaded files are released. For a
     streamed body this happens when the server closes it, after the last chunk (or the error that broke it).
 
 The view's return value may be a ``Response``, ``str`` (HTML), ``bytes`` (``application/octet-stream``),
@@ -647,20 +648,32 @@ class App(Scaffold):
         handlers (a handler or layout building a URL from the host would fail again, logging a traceback at
         ERROR per request), logged once at WARNING on its own logger. The host is logged as ``repr`` (line breaks
         and terminal controls escaped) and cut short, since the client wrote it."""
+        self._warn_forged_host(request, error)
+        return error_page(request, error)
+
+    def _warn_forged_host(self, request: Request, error: DisallowedHost) -> None:
+        """Log a refused ``Host`` once per request, at WARNING on its own logger (a later read of the same host,
+        by a teardown hook say, is not news)."""
         if "_refused_host" not in request.__dict__:
             request.__dict__["_refused_host"] = True
             host_log.warning(
                 "refused %s %s: %s: %.200r", request.method, quote_path(request.path), error.description, error.host
             )
-        return error_page(request, error)
 
     def _finish(self, request: Request, unhandled: BaseException | None) -> None:
         """Step 11: the teardown hooks (a failing one is logged and the others still run), then the uploads'
-        temporary files are released."""
+        temporary files are released.
+
+        They run for a refused ``Host`` too (they may close what a ``before_request`` hook opened); one that reads
+        the host then (``request.url`` in a log line) cannot, and that is the client's doing, not the hook's bug:
+        the refusal's one WARNING (if no earlier step logged it) rather than a traceback at ERROR per request."""
         try:
             for hook in self._request_chain(request).teardown:
                 try:
                     hook(request, unhandled)
+                except DisallowedHost as error:
+                    self._warn_forged_host(request, error)
+                    log.debug("teardown hook %r could not read the refused host", hook)
                 except Exception:
                     log.exception("teardown hook %r failed", hook)
         finally:

@@ -609,6 +609,33 @@ def test_a_forged_host_is_one_plain_400_and_one_warning(config, host, path, capl
     assert repr(host) in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("config", "host"),
+    [
+        ({"TRUSTED_HOSTS": ["example.com"]}, "evil.example"),  # refused before any view: the teardown reads it again
+        ({}, "evil.example/x@"),  # not a host name, and no view read it: the teardown is the first to
+    ],
+)
+def test_a_teardown_hook_reading_a_refused_host_logs_no_traceback(config, host, caplog):
+    """A teardown hook that read request.url on a refused request raised DisallowedHost, logged as 'teardown hook
+    failed' with a traceback at ERROR for every forged request. Teardown hooks still run for such a request (they
+    close what the before hooks opened); the host they cannot read is the client's doing, one WARNING at most."""
+    app = external_link_app(**config)
+    seen = []
+
+    @app.teardown
+    def log_url(request, error):
+        seen.append("teardown")
+        seen.append(request.url)  # a log line naming the URL, say
+
+    with caplog.at_level(logging.DEBUG):
+        status, _ = call(app, {"PATH_INFO": "/plain", "HTTP_HOST": host})
+    assert status[:3] == ("400" if config else "200") and seen == ["teardown"]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert [record.name for record in warnings] == ["framework.security.DisallowedHost"], caplog.text
+
+
 def test_a_trusted_host_still_gets_the_apps_own_error_pages():
     app = host_reading_app(TRUSTED_HOSTS=["example.com"])
     response = TestApp(app).get("/missing", headers={"Host": "example.com"}, status=404)
