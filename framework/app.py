@@ -607,8 +607,10 @@ class App(Scaffold):
             if not isinstance(error, HTTPError):
                 unhandled = error
             response = self._handle_error(request, error)
-        if "_refused_host" in request.__dict__:  # An error handler read the forged host: answered plainly.
-            return response, None
+        # An error handler read the forged host: answered plainly, but the teardown hooks still hear of the
+        # exception that brought the request there (a database session rolls back rather than commits).
+        if "_refused_host" in request.__dict__:
+            return response, unhandled
         try:
             chain: _Chain | None = request.__dict__.get("_chain")  # Set when the before_request hooks began.
             if chain is not None and chain.after:
@@ -618,8 +620,8 @@ class App(Scaffold):
                         raise TypeError(f"after_request hook {hook.__name__!r} returned {response!r}, not a Response")
             if "session" in request.__dict__:  # Only a session that was loaded can have changed.
                 self.sessions.save(request, response)
-        except DisallowedHost as error:
-            return self._refuse_host(request, error), None
+        except DisallowedHost as error:  # A hook read the forged host; any earlier failure is still the one to tell.
+            return self._refuse_host(request, error), unhandled
         except Exception as error:
             unhandled = error
             response = self._handle_error(request, error)

@@ -636,6 +636,40 @@ def test_a_teardown_hook_reading_a_refused_host_logs_no_traceback(config, host, 
     assert [record.name for record in warnings] == ["framework.security.DisallowedHost"], caplog.text
 
 
+@pytest.mark.parametrize("reader", ["errorhandler", "after_request"])
+def test_teardown_hooks_get_the_unhandled_exception_even_when_the_host_is_then_refused(reader):
+    """When the view failed and then the 500 handler (or an after_request hook) read a forged host, the refusal
+    returned None as the unhandled exception: the teardown hooks were told the request went well (a database
+    session committed rather than rolled back). They get the view's exception now, as documented."""
+    app = external_link_app()
+    errors = []
+
+    @app.get("/fails")
+    def fails(request):
+        raise LookupError("the view's bug")
+
+    if reader == "errorhandler":
+
+        @app.errorhandler(500)
+        def page(request, error):
+            return f"<link rel=canonical href={request.url}>", 500
+
+    else:
+
+        @app.after_request
+        def canonical(request, response):
+            response.headers["Link"] = f"<{request.url}>; rel=canonical"
+            return response
+
+    @app.teardown
+    def record(request, error):
+        errors.append(error)
+
+    status, _ = call(app, {"PATH_INFO": "/fails", "HTTP_HOST": "evil.example/x@"})
+    assert status.startswith("400")
+    assert len(errors) == 1 and isinstance(errors[0], LookupError), errors
+
+
 def test_a_trusted_host_still_gets_the_apps_own_error_pages():
     app = host_reading_app(TRUSTED_HOSTS=["example.com"])
     response = TestApp(app).get("/missing", headers={"Host": "example.com"}, status=404)
