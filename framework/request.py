@@ -553,6 +553,10 @@ def checked_host(environ: Mapping[str, Any], trusted: str | Iterable[str] | None
     host: str | None = environ.get("HTTP_HOST")
     if not host:
         name, port = environ.get("SERVER_NAME", "localhost"), str(environ.get("SERVER_PORT", ""))
+        if ":" in name and not name.startswith("["):
+            # A bare IPv6 address (a server bound to ::1 names itself so, from getsockname): bracketed as in a Host
+            # header, or its port would run into it ("::1:8000") and the host would be refused as a forgery.
+            name = f"[{name}]"
         default = "443" if environ.get("wsgi.url_scheme") == "https" else "80"
         host = name if port in ("", default) else f"{name}:{port}"
     if not valid_host(host) or not host_name(host):

@@ -529,6 +529,20 @@ def test_a_host_that_is_not_a_host_name_answers_400_and_builds_no_url(host):
     assert status.startswith("400"), (host, body)
 
 
+@given(address=st.ip_addresses(v=6), port=st.sampled_from(["8000", "80", ""]))
+def test_without_a_host_header_an_ipv6_server_name_is_bracketed(address, port):
+    """Without a Host header (HTTP/1.0), the host is SERVER_NAME and SERVER_PORT; a server bound to ``::1`` gives
+    SERVER_NAME ``::1`` (from getsockname), which made ``::1:8000``, refused as a forged host. It is ``[::1]:8000``
+    now, and TRUSTED_HOSTS ``::1`` names it."""
+    environ = {"PATH_INFO": "/url", "SERVER_NAME": str(address), "SERVER_PORT": port}
+    status, body = call(external_link_app(), environ)
+    assert status.startswith("200"), body
+    host = f"[{address}]" + (f":{port}" if port == "8000" else "")
+    assert json.loads(body)["url"] == f"http://{host}/url"
+    status, _ = call(external_link_app(TRUSTED_HOSTS=[str(address)]), {**environ, "PATH_INFO": "/plain"})
+    assert status.startswith("200")
+
+
 # -- the names Flask code uses for what the request already has -------------------------------------------------
 
 
