@@ -9,7 +9,8 @@ One request goes through these steps, in this order (the same order as Django's 
 2. a ``Request`` is built (lazily: nothing is parsed yet), a body over ``MAX_BODY_SIZE`` answers 413 and, when
    ``TRUSTED_HOSTS`` is set, a ``Host`` it does not name answers 400 (no hook has run yet, so none of steps 4 and
    9 runs for them either). A refused ``Host`` (``DisallowedHost``: not named, or not a host name, found here or
-   whenever the request's host is first read, by a view, a hook or an error handler) is answered at once with
+   whenever the request's host is first read, by a view, a hook or an error handler, and before a streamed body's
+   first chunk, since its generator may read it after the app has answered) is answered at once with
    the framework's plain 400 page, skipping steps 8 and 9, and logged once at WARNING on the
    ``framework.security.DisallowedHost`` logger: the app's own handlers and hooks would read the host again;
 3. the router matches the path (a miss is remembered, not raised yet, so hooks still run);
@@ -625,6 +626,17 @@ class App(Scaffold):
         except Exception as error:
             unhandled = error
             response = self._handle_error(request, error)
+        if type(response.body) is not bytes:  # Streamed (most bodies are bytes by now: one check for them).
+            # A streamed body's generator runs after this method has returned, while the server sends it: a
+            # DisallowedHost raised there (a chunk built from request.url) would reach the server after a 200.
+            # So the host is checked before streaming starts, a cost only streamed responses pay.
+            try:
+                _ = request.host
+            except DisallowedHost as error:
+                close = getattr(response.body, "close", None)
+                if close is not None:
+                    close()  # The view's generator, unstarted: whatever it holds is released.
+                return self._refuse_host(request, error), unhandled
         return response, unhandled
 
     def _refused_host(self, environ: dict[str, Any]) -> Response | None:

@@ -684,6 +684,34 @@ def test_teardown_hooks_get_the_unhandled_exception_even_when_the_host_is_then_r
     assert len(errors) == 1 and isinstance(errors[0], LookupError), errors
 
 
+@pytest.mark.parametrize("config", [{}, {"SERVER_NAME": "www.example.com"}])
+def test_a_streamed_body_never_meets_a_host_that_is_not_a_host_name(config, caplog):
+    """A streamed view's generator runs while the server sends it, after the app has answered: one that read
+    request.host there raised DisallowedHost into the server, after a 200 had gone out. A streamed response
+    checks the host before it starts (a non-streamed one needs no such check: its view has run), so the client
+    gets the plain 400, and the generator is closed unstarted."""
+    app = external_link_app(**config)
+    started, teardown = [], []
+
+    @app.get("/stream")
+    def stream(request):
+        def chunks():
+            started.append(True)
+            yield f"your host is {request.host}"
+
+        return chunks()
+
+    @app.teardown
+    def record(request, error):
+        teardown.append(error)
+
+    with caplog.at_level(logging.WARNING):
+        status, body = call(app, {"PATH_INFO": "/stream", "HTTP_HOST": "evil.example/x@"})
+    assert status.startswith("400") and b"evil" not in body and started == [] and teardown == [None]
+    assert [record.name for record in caplog.records] == ["framework.security.DisallowedHost"], caplog.text
+    assert call(app, {"PATH_INFO": "/stream", "HTTP_HOST": "example.com"}) == ("200 OK", b"your host is example.com")
+
+
 def test_a_trusted_host_still_gets_the_apps_own_error_pages():
     app = host_reading_app(TRUSTED_HOSTS=["example.com"])
     response = TestApp(app).get("/missing", headers={"Host": "example.com"}, status=404)
