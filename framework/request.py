@@ -613,7 +613,8 @@ def trusted_hosts(setting: str | Iterable[str]) -> TrustedHosts:
     a comma is refused rather than split: a host name never holds one, and a list is JSON
     (``'["a.example", "b.example"]'``) like every other list setting. An entry that could never match, or would
     match anything, is a ValueError naming the setting: empty, ``.``, a wildcard (``*``, ``*.example.com``:
-    ``.example.com`` is the way), or anything but a host name or address. An IPv6 address may be given bare
+    ``.example.com`` is the way), an address with a leading dot (``.1``, ``.[::1]``: addresses have no subdomains),
+    or anything but a host name or address. An IPv6 address may be given bare
     (``::1``) or in brackets; either way it is compared as an address."""
     try:
         key = (setting,) if isinstance(setting, str) else tuple(setting)
@@ -647,6 +648,13 @@ def _trusted_hosts(entries: tuple[object, ...]) -> TrustedHosts:
                 "and its subdomains, '[::1]'): it could never match, or would match anything"
             )
         if suffix:
+            if name.startswith("[") or name.rpartition(".")[2].isdigit():
+                # An address has no subdomains: ".1" would match 10.0.0.1 by its text. A name whose last label is a
+                # number is an address or nothing (no top-level domain is numeric; URL parsers read it as IPv4).
+                raise ValueError(
+                    f"TRUSTED_HOSTS entry {entry!r}: a leading dot takes a name and its subdomains, and an address "
+                    "has none; name the address itself ('127.0.0.1', '[::1]')"
+                )
             suffixes.append("." + name)
         else:
             names.add(name)

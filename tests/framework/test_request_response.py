@@ -767,7 +767,22 @@ def test_trusted_hosts_still_refuse_other_hosts(entries, host):
 
 
 @pytest.mark.parametrize(
-    "entries", [[""], ["."], ["*"], ["*.example.com"], ["example.com", " "], ["exa mple.com"], [42], "a.com,b.com"]
+    "entries",
+    [
+        [""],
+        ["."],
+        ["*"],
+        ["*.example.com"],
+        ["example.com", " "],
+        ["exa mple.com"],
+        [42],
+        "a.com,b.com",
+        [".1"],  # a leading dot is for a name's subdomains: an address has none
+        [".0.0.1"],
+        [".127.0.0.1"],
+        [".[::1]"],
+        [".::1"],
+    ],
 )
 def test_a_trusted_hosts_entry_that_can_never_match_is_refused_naming_the_setting(entries):
     from framework.request import trusted_hosts
@@ -778,6 +793,18 @@ def test_a_trusted_hosts_entry_that_can_never_match_is_refused_naming_the_settin
     app.mount("/sub", lambda environ, start_response: [])
     for path in ("/plain", "/sub/x"):  # a 500 naming the setting, through the app, not an exception to the server
         assert call(app, {"PATH_INFO": path, "HTTP_HOST": "example.com"})[0].startswith("500")
+
+
+@given(st.ip_addresses(v=4), st.integers(min_value=1, max_value=4))
+def test_a_suffix_entry_never_trusts_an_ip_address(address, labels):
+    """``.1`` matched ``10.0.0.1`` (it ends with ".1"): a suffix entry is for a name and its subdomains, and an
+    address has neither, so one whose last label is a number (a TLD never is) is refused as the setting's mistake."""
+    from framework.request import host_is_trusted
+
+    entry = "." + ".".join(str(address).split(".")[-labels:])
+    with pytest.raises(ValueError, match="TRUSTED_HOSTS"):
+        host_is_trusted(str(address), [entry])
+    assert not host_is_trusted(str(address), [".example.com", "example.org"])
 
 
 def test_an_empty_trusted_hosts_is_off():
