@@ -621,11 +621,24 @@ def trusted_hosts(setting: str | Iterable[str]) -> TrustedHosts:
         hash(key)  # the cache's key: a list inside the list would fail there
     except TypeError as error:
         raise ValueError(f"TRUSTED_HOSTS {setting!r} is not a list of host names") from error
-    return _trusted_hosts(key)
+    hosts = _trusted_hosts(key)
+    if isinstance(hosts, str):
+        raise ValueError(hosts)  # A new exception each time: one re-raised would grow its traceback per request.
+    return hosts
 
 
 @functools.lru_cache(maxsize=16)
-def _trusted_hosts(entries: tuple[object, ...]) -> TrustedHosts:
+def _trusted_hosts(entries: tuple[object, ...]) -> TrustedHosts | str:
+    """The entries normalised, or why they cannot be, as text: a bad setting is a 500 on every request until it
+    is fixed, and ``lru_cache`` keeps no exception, so the refusal is cached as its message instead of being
+    worked out again each time."""
+    try:
+        return _normalised_hosts(entries)
+    except ValueError as error:
+        return str(error)
+
+
+def _normalised_hosts(entries: tuple[object, ...]) -> TrustedHosts:
     names: set[str] = set()
     suffixes: list[str] = []
     for entry in entries:

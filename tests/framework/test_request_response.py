@@ -807,6 +807,24 @@ def test_a_suffix_entry_never_trusts_an_ip_address(address, labels):
     assert not host_is_trusted(str(address), [".example.com", "example.org"])
 
 
+def test_a_bad_trusted_hosts_setting_is_checked_once_not_on_every_request():
+    """lru_cache does not keep exceptions, so a bad entry was normalised (and refused) again on every request; the
+    refusal is remembered now, as the normalised entries are, and each request raises a fresh ValueError."""
+    from framework.request import _trusted_hosts, trusted_hosts
+
+    bad = ["example.com", "*.example.org"]
+    errors = []
+    for _ in range(3):
+        with pytest.raises(ValueError, match="TRUSTED_HOSTS") as raised:
+            trusted_hosts(bad)
+        errors.append(raised.value)
+    misses = _trusted_hosts.cache_info().misses
+    with pytest.raises(ValueError, match="TRUSTED_HOSTS"):
+        trusted_hosts(bad)
+    assert _trusted_hosts.cache_info().misses == misses
+    assert len({id(error) for error in errors}) == 3  # never one instance re-raised: its traceback would grow
+
+
 def test_an_empty_trusted_hosts_is_off():
     status, _ = call(external_link_app(TRUSTED_HOSTS=[]), {"PATH_INFO": "/plain", "HTTP_HOST": "any.example"})
     assert status.startswith("200")
