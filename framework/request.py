@@ -559,9 +559,10 @@ def checked_host(environ: Mapping[str, Any], trusted: str | Iterable[str] | None
             name = f"[{name}]"
         default = "443" if environ.get("wsgi.url_scheme") == "https" else "80"
         host = name if port in ("", default) else f"{name}:{port}"
-    if not valid_host(host) or not host_name(host):
+    name = host_name(host) if valid_host(host) else ""
+    if not name:
         raise DisallowedHost(host, "The Host header is not a host name")
-    if trusted and not host_is_trusted(host, trusted):
+    if trusted and not trusted_hosts(trusted).trust(name):
         # The host itself is not repeated: the error page would show a stranger's text.
         raise DisallowedHost(host, "The Host header names a host this site does not serve")
     return host
@@ -598,10 +599,16 @@ def host_name(host: str) -> str:
 
 
 class TrustedHosts(NamedTuple):
-    """``TRUSTED_HOSTS`` normalised (see ``trusted_hosts``): the exact names, and the ``.suffix`` entries."""
+    """``TRUSTED_HOSTS`` normalised (see ``trusted_hosts``): the names that match exactly (those of the ``.suffix``
+    entries among them, since ``.example.com`` takes ``example.com`` too), and the ``.suffix`` entries."""
 
     names: frozenset[str]
     suffixes: tuple[str, ...]  # each with its leading dot: ".example.com"
+
+    def trust(self, name: str) -> bool:
+        """Whether the normalised host name ``name`` (see ``host_name``) is one of these: one set lookup, and one
+        ``str.endswith`` over all the suffixes at once, since this runs on every request when the setting is on."""
+        return name in self.names or name.endswith(self.suffixes)
 
 
 def trusted_hosts(setting: str | Iterable[str]) -> TrustedHosts:
@@ -616,6 +623,10 @@ def trusted_hosts(setting: str | Iterable[str]) -> TrustedHosts:
     ``.example.com`` is the way), an address with a leading dot (``.1``, ``.[::1]``: addresses have no subdomains),
     or anything but a host name or address. An IPv6 address may be given bare
     (``::1``) or in brackets; either way it is compared as an address."""
+    global _last_trusted
+    last = _last_trusted
+    if last is not None and last[0] == setting:  # The same setting as last time (nearly always): no allocation.
+        return last[1]
     try:
         key = (setting,) if isinstance(setting, str) else tuple(setting)
         hash(key)  # the cache's key: a list inside the list would fail there
@@ -624,7 +635,13 @@ def trusted_hosts(setting: str | Iterable[str]) -> TrustedHosts:
     hosts = _trusted_hosts(key)
     if isinstance(hosts, str):
         raise ValueError(hosts)  # A new exception each time: one re-raised would grow its traceback per request.
+    # A copy of a list, compared by value next time: the setting may be changed in place (append) meanwhile.
+    _last_trusted = (setting if isinstance(setting, str | tuple) else list(setting), hosts)
     return hosts
+
+
+# The last setting seen and its normalised form, replaced whole (one assignment, safe across threads).
+_last_trusted: tuple[object, TrustedHosts] | None = None
 
 
 @functools.lru_cache(maxsize=16)
@@ -660,6 +677,7 @@ def _normalised_hosts(entries: tuple[object, ...]) -> TrustedHosts:
                 f"TRUSTED_HOSTS entry {entry!r} is not a host name or address ('example.com', '.example.com' for it "
                 "and its subdomains, '[::1]'): it could never match, or would match anything"
             )
+        names.add(name)  # A .suffix entry takes its own name too.
         if suffix:
             if name.startswith("[") or name.rpartition(".")[2].isdigit():
                 # An address has no subdomains: ".1" would match 10.0.0.1 by its text. A name whose last label is a
@@ -669,8 +687,6 @@ def _normalised_hosts(entries: tuple[object, ...]) -> TrustedHosts:
                     "has none; name the address itself ('127.0.0.1', '[::1]')"
                 )
             suffixes.append("." + name)
-        else:
-            names.add(name)
     return TrustedHosts(frozenset(names), tuple(suffixes))
 
 
@@ -680,11 +696,7 @@ def host_is_trusted(host: str, trusted: str | Iterable[str]) -> bool:
     An entry is a host name (``example.com``: that name only) or a name with a leading dot (``.example.com``:
     that name and every subdomain), compared without case or a trailing dot, IP addresses as addresses (see
     ``trusted_hosts``, which normalises the setting and refuses entries that could never match)."""
-    hosts = trusted_hosts(trusted)
-    name = host_name(host)
-    if name in hosts.names:
-        return True
-    return any(name.endswith(suffix) or name == suffix[1:] for suffix in hosts.suffixes)
+    return trusted_hosts(trusted).trust(host_name(host))
 
 
 def decode_json(body: bytes) -> Any:

@@ -825,6 +825,30 @@ def test_a_bad_trusted_hosts_setting_is_checked_once_not_on_every_request():
     assert len({id(error) for error in errors}) == 3  # never one instance re-raised: its traceback would grow
 
 
+def test_a_trusted_hosts_list_changed_in_place_is_read_again():
+    """The last setting is remembered (no tuple and cache lookup per request): by value, so an append counts."""
+    from framework.request import host_is_trusted
+
+    trusted = ["a.example"]
+    assert host_is_trusted("a.example", trusted) and not host_is_trusted("b.example", trusted)
+    trusted.append(".b.example")
+    assert host_is_trusted("b.example", trusted) and host_is_trusted("www.b.example", trusted)
+    assert not host_is_trusted("b.example", "a.example")
+
+
+_label = st.text("abc", min_size=1, max_size=3)
+
+
+@given(st.lists(_label, min_size=1, max_size=4), st.lists(st.lists(_label, min_size=1, max_size=3), max_size=3))
+def test_a_suffix_entry_takes_its_name_and_subdomains_only(host_labels, entries_labels):
+    from framework.request import host_is_trusted
+
+    host = ".".join(host_labels)
+    entries = [".example", *("." + ".".join(labels) for labels in entries_labels)]
+    expected = any(host == entry[1:] or host.endswith(entry) for entry in entries)
+    assert host_is_trusted(host, entries) is expected
+
+
 def test_an_empty_trusted_hosts_is_off():
     status, _ = call(external_link_app(TRUSTED_HOSTS=[]), {"PATH_INFO": "/plain", "HTTP_HOST": "any.example"})
     assert status.startswith("200")
