@@ -573,7 +573,7 @@ class App(Scaffold):
         for prefix, app in self._mounts:
             shifted = shift_path(environ, prefix)
             if shifted is not None:
-                refusal = self._refused_host(environ)
+                refusal = self._check_mounted_host(environ)
                 if refusal is not None:
                     return refusal(environ, start_response)
                 return app(shifted, start_response)
@@ -603,14 +603,14 @@ class App(Scaffold):
         try:
             response = self._respond(request)
         except DisallowedHost as error:
-            return self._refuse_host(request, error), None  # No after_request hook: each may read the host again.
+            return self._forged_host_page(request, error), None  # No after_request hook: each may read the host again.
         except Exception as error:
             if not isinstance(error, HTTPError):
                 unhandled = error
             response = self._handle_error(request, error)
         # An error handler read the forged host: answered plainly, but the teardown hooks still hear of the
         # exception that brought the request there (a database session rolls back rather than commits).
-        if "_refused_host" in request.__dict__:
+        if "_host_warned" in request.__dict__:  # Set by _warn_forged_host.
             return response, unhandled
         try:
             chain: _Chain | None = request.__dict__.get("_chain")  # Set when the before_request hooks began.
@@ -622,7 +622,7 @@ class App(Scaffold):
             if "session" in request.__dict__:  # Only a session that was loaded can have changed.
                 self.sessions.save(request, response)
         except DisallowedHost as error:  # A hook read the forged host; any earlier failure is still the one to tell.
-            return self._refuse_host(request, error), unhandled
+            return self._forged_host_page(request, error), unhandled
         except Exception as error:
             unhandled = error
             response = self._handle_error(request, error)
@@ -636,10 +636,10 @@ class App(Scaffold):
                 close = getattr(response.body, "close", None)
                 if close is not None:
                     close()  # The view's generator, unstarted: whatever it holds is released.
-                return self._refuse_host(request, error), unhandled
+                return self._forged_host_page(request, error), unhandled
         return response, unhandled
 
-    def _refused_host(self, environ: dict[str, Any]) -> Response | None:
+    def _check_mounted_host(self, environ: dict[str, Any]) -> Response | None:
         """The 400 for a request going to a mounted app with a ``Host`` that ``TRUSTED_HOSTS`` does not name, or
         None to let it through: a mounted app (Flask, Django) never sees a ``Request`` of ours, so the host is
         checked on the environ before it is handed over. Without ``TRUSTED_HOSTS`` the mounted app checks the host
@@ -650,26 +650,29 @@ class App(Scaffold):
         try:
             checked_host(environ, trusted)
         except DisallowedHost as error:
-            return self._refuse_host(Request(environ, self), error)
+            return self._forged_host_page(Request(environ, self), error)
         except ValueError as error:  # The setting itself is wrong (see request.trusted_hosts): a 500 that says so.
             request = Request(environ, self)
             log.error("refused %s %s", request.method, quote_path(request.path), exc_info=error)
             return error_page(request, HTTPError(500, "The server hit an error and could not answer the request."))
         return None
 
-    def _refuse_host(self, request: Request, error: DisallowedHost) -> Response:
+    def _forged_host_page(self, request: Request, error: DisallowedHost) -> Response:
         """The answer to a forged or malformed ``Host``: the framework's plain 400 page, not the app's error
         handlers (a handler or layout building a URL from the host would fail again, logging a traceback at
         ERROR per request), logged once at WARNING on its own logger. The host is logged as ``repr`` (line breaks
-        and terminal controls escaped) and cut short, since the client wrote it."""
+        and terminal controls escaped) and cut short, since the client wrote it.
+
+        What the request changed in its session is dropped, as the ``after_request`` hooks are skipped: saving it
+        would mean a ``Set-Cookie`` on an answer to a request this site does not serve."""
         self._warn_forged_host(request, error)
         return error_page(request, error)
 
     def _warn_forged_host(self, request: Request, error: DisallowedHost) -> None:
         """Log a refused ``Host`` once per request, at WARNING on its own logger (a later read of the same host,
         by a teardown hook say, is not news)."""
-        if "_refused_host" not in request.__dict__:
-            request.__dict__["_refused_host"] = True
+        if "_host_warned" not in request.__dict__:
+            request.__dict__["_host_warned"] = True
             host_log.warning(
                 "refused %s %s: %s: %.200r", request.method, quote_path(request.path), error.description, error.host
             )
@@ -775,7 +778,7 @@ class App(Scaffold):
                     value.status = status
                 response = self.make_response(request, value, status)
             except DisallowedHost as host_error:  # The handler built a URL from a forged host: not its bug.
-                return self._refuse_host(request, host_error)
+                return self._forged_host_page(request, host_error)
             except Exception as handler_error:
                 log.error("error handler %r failed", handler, exc_info=handler_error)
                 error = handler_error

@@ -712,6 +712,33 @@ def test_a_streamed_body_never_meets_a_host_that_is_not_a_host_name(config, capl
     assert call(app, {"PATH_INFO": "/stream", "HTTP_HOST": "example.com"}) == ("200 OK", b"your host is example.com")
 
 
+def test_a_refused_request_saves_no_session_change():
+    """As documented: the refusal skips the after_request hooks and the session save, so a view that wrote to the
+    session before it read a forged host sets no cookie."""
+    app = external_link_app()
+    app.config["SECRET_KEY"] = "s" * 32
+
+    @app.get("/visit")
+    def visit(request):
+        request.session["seen"] = True
+        return request.url
+
+    statuses = []
+
+    def start_response(status, headers, exc_info=None):
+        statuses.append((status, dict(headers)))
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/visit",
+        "HTTP_HOST": "evil.example/x@",
+        "wsgi.input": io.BytesIO(),
+    }
+    b"".join(app(environ, start_response))
+    assert statuses[0][0].startswith("400") and "Set-Cookie" not in statuses[0][1]
+    assert "Set-Cookie" in TestApp(app).get("/visit", headers={"Host": "example.com"}).headers
+
+
 def test_a_trusted_host_still_gets_the_apps_own_error_pages():
     app = host_reading_app(TRUSTED_HOSTS=["example.com"])
     response = TestApp(app).get("/missing", headers={"Host": "example.com"}, status=404)
