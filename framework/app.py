@@ -443,7 +443,8 @@ class App(Scaffold):
         """Render a template from the app's template folders into a response whose Content-Type follows the
         template's extension (``templates.content_type``): HTML for most, ``text/plain`` for the plain-text ones,
         which are not escaped (as HTML, a visitor's text in them would be markup: a reflected XSS), the XML types
-        for ``.svg`` and ``.xml``."""
+        for ``.svg`` and ``.xml``, and their own types for ``.css``, ``.js``, ``.json``, ``.csv`` and ``.md``; a
+        template language's extension after the file's own (``mail.txt.j2``) defers to it."""
         kind = content_type(template)
         response = Response(self.render_string(request, template, **context), content_type=kind)
         if kind != HTML:

@@ -2,7 +2,8 @@
 
 One environment per app, loading from the app's template folder (then the folders of its blueprints, in the
 order they were registered), with autoescaping on so that ``{{ user_input }}`` can never inject markup.
-Autoescaping is on for every template except plain text (``.txt``, ``.text``: see ``autoescape``), rather than
+Autoescaping is on for every template except plain text (``.txt``, ``.text``, and ``.txt.j2`` as well: see
+``autoescape`` and ``TEMPLATE_EXTENSIONS``), rather than
 only for the extensions known to be markup: an ``.svg`` image runs scripts as an HTML page does, and the next
 new kind of template should be safe before anyone thinks about it. ``App.render`` serves each with the
 Content-Type that goes with how it was escaped (``content_type``): plain text as ``text/plain``, never as HTML.
@@ -82,14 +83,35 @@ CONTENT_TYPES = {
     **dict.fromkeys(PLAIN_TEXT_EXTENSIONS, "text/plain; charset=utf-8"),
     "svg": "image/svg+xml; charset=utf-8",
     "xml": "application/xml; charset=utf-8",
+    # Escaped like HTML (so a visitor's text in them is harmless whatever they are), and served as what they are:
+    # as text/html, a stylesheet or a data file would be a page a browser renders, the visitor's text in it too.
+    "css": "text/css; charset=utf-8",
+    "js": "text/javascript; charset=utf-8",  # RFC 9239's name for JavaScript
+    "json": "application/json",  # UTF-8 by definition (RFC 8259): no charset parameter
+    "csv": "text/csv; charset=utf-8",
+    "md": "text/markdown; charset=utf-8",
 }
 HTML = "text/html; charset=utf-8"
 
+#: Extensions that name the template language rather than what a template renders (``mail.txt.j2``,
+#: ``page.html.jinja``): the extension before one of them says what the template is, for escaping and
+#: Content-Type alike. Alone (``page.j2``) it says nothing, and the template is escaped and served as HTML.
+TEMPLATE_EXTENSIONS = frozenset({"j2", "jinja", "jinja2"})
+
 
 def _extension(name: str) -> str | None:
-    """The file's own extension, lower-case (not a folder's: ``v1.txt/page`` has none), or None."""
-    _, dot, extension = name.rpartition("/")[2].rpartition(".")
-    return extension.lower() if dot else None
+    """The file's own extension, lower-case (not a folder's: ``v1.txt/page`` has none), or None; the one before a
+    template language's extension (``TEMPLATE_EXTENSIONS``: ``mail.txt.j2`` is ``txt``).
+
+    ``autoescape`` and ``content_type`` both read it, so they always agree on what a template is."""
+    stem, dot, extension = name.rpartition("/")[2].rpartition(".")
+    if not dot:
+        return None
+    extension = extension.lower()
+    if extension in TEMPLATE_EXTENSIONS:
+        _, dot, extension = stem.rpartition(".")
+        return extension.lower() if dot else None
+    return extension
 
 
 @functools.lru_cache(maxsize=1024)

@@ -172,13 +172,15 @@ def test_a_plain_text_template_is_not_escaped():
         st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/."), max_size=8),
     ),
     dotted=st.booleans(),
+    engine=st.sampled_from(["", ".j2", ".jinja", ".JINJA2"]),
 )
-def test_every_extension_but_plain_text_is_escaped(folder, extension, dotted):
+def test_every_extension_but_plain_text_is_escaped(folder, extension, dotted, engine):
     # A new kind of template (.svg, .vue, .jinja, none at all) is safe until someone says it is plain text; a
-    # name without a dot ("v1.txt/txt") has no extension, whatever its folder's name.
+    # name without a dot ("v1.txt/txt") has no extension, whatever its folder's name. A template engine's
+    # extension after it (".txt.j2") defers to the one before.
     from framework.templates import PLAIN_TEXT_EXTENSIONS
 
-    name = f"{folder}page.{extension}" if dotted else f"{folder}{extension or 'page'}"
+    name = (f"{folder}page.{extension}" if dotted else f"{folder}{extension or 'page'}") + engine
     plain = dotted and extension.lower() in PLAIN_TEXT_EXTENSIONS
     assert App(__name__).templates.environment.autoescape(name) is not plain
 
@@ -187,7 +189,9 @@ def test_every_extension_but_plain_text_is_escaped(folder, extension, dotted):
 
 
 def typed_app(tmp_path) -> App:
-    for name in ("robots.txt", "notes.TEXT", "badge.svg", "feed.xml", "page.html", "page.htm", "emails/v1.txt"):
+    names = ("robots.txt", "notes.TEXT", "badge.svg", "feed.xml", "page.html", "page.htm", "emails/v1.txt")
+    names += ("site.css", "app.js", "data.json", "report.csv", "README.md", "mail.txt.j2", "page.html.jinja", "x.j2")
+    for name in names:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("<p>{{ who }}</p>")
     app = App(__name__, templates=tmp_path)
@@ -209,6 +213,16 @@ def typed_app(tmp_path) -> App:
         ("feed.xml", "application/xml; charset=utf-8"),
         ("page.html", "text/html; charset=utf-8"),
         ("page.htm", "text/html; charset=utf-8"),
+        # These were served as text/html: a stylesheet, a script or data a browser would read as a page.
+        ("site.css", "text/css; charset=utf-8"),
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("data.json", "application/json"),
+        ("report.csv", "text/csv; charset=utf-8"),
+        ("README.md", "text/markdown; charset=utf-8"),
+        # A template extension after the file's own: the inner one says what it is, for escaping too.
+        ("mail.txt.j2", "text/plain; charset=utf-8"),
+        ("page.html.jinja", "text/html; charset=utf-8"),
+        ("x.j2", "text/html; charset=utf-8"),
     ],
 )
 def test_a_rendered_template_says_what_it_is(tmp_path, name, content_type):
@@ -218,6 +232,29 @@ def test_a_rendered_template_says_what_it_is(tmp_path, name, content_type):
     if content_type.startswith("text/plain"):  # and no browser may sniff it back into HTML
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert "<script>" in response.text
+    else:  # escaped, whatever its type: a script tag is text
+        assert "<script>" not in response.text
+    if not content_type.startswith("text/html"):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    ("name", "escaped"),
+    [
+        ("mail.txt.j2", False),
+        ("mail.TXT.jinja2", False),
+        ("mail.text.jinja", False),
+        ("page.html.j2", True),
+        ("data.json.j2", True),
+        ("txt.j2", True),  # no inner extension: "txt" is the name
+        ("emails.txt/page.j2", True),  # a folder's dots are no extension
+        ("page.j2.txt", False),
+    ],
+)
+def test_a_template_extension_defers_to_the_inner_one(name, escaped):
+    from framework.templates import autoescape
+
+    assert autoescape(name) is escaped
 
 
 @given(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/"), max_size=12))
@@ -228,7 +265,7 @@ def test_no_unescaped_template_is_served_as_markup(name):
     if not autoescape(name):
         assert content_type(name).startswith("text/plain")
     else:
-        assert content_type(name).split(";")[0] in ("text/html", "image/svg+xml", "application/xml")
+        assert content_type(name).split(";")[0] != "text/plain"
 
 
 def test_a_plain_text_include_is_escaped_only_where_the_page_asks(tmp_path):
