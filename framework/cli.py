@@ -397,10 +397,28 @@ def _route_rows(app: App, prefix: str, all_methods: bool) -> list[tuple[str, lis
     return rows
 
 
+def passes_bind(extra: Sequence[str]) -> bool:
+    """Whether the options passed on to the server say where to listen: ``--bind X``, ``--bind=X``, ``-b X``,
+    ``-bX``, or an abbreviation the server's parser takes (``--bi``, ``--bin``; ``--b`` is ambiguous there).
+    Nothing after ``--`` is an option."""
+    for token in extra:
+        if token == "--":
+            return False
+        if token.startswith("-b"):
+            return True
+        name = token.partition("=")[0]
+        if len(name) >= 4 and "--bind".startswith(name):
+            return True
+    return False
+
+
 def server_argv(spec: str, host: str, port: int, *, reload: bool, debug: bool, extra: Sequence[str] = ()) -> list[str]:
-    """The ``python -m server`` command line that ``run`` becomes."""
-    bind = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-    argv = [sys.executable, "-m", "server", spec, "--bind", bind]
+    """The ``python -m server`` command line that ``run`` becomes: ``--bind HOST:PORT`` from ``host`` and
+    ``port``, unless ``extra`` has a ``--bind`` of its own, which then says where to listen instead (the server's
+    ``--bind`` is repeatable: added anyway, the default would be a second listener nobody asked for)."""
+    argv = [sys.executable, "-m", "server", spec]
+    if not passes_bind(extra):
+        argv += ["--bind", f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"]
     if reload:
         argv.append("--reload")
     if debug:
@@ -433,11 +451,13 @@ def _run_parser() -> argparse.ArgumentParser:
         prog=f"{PROG} run",
         description=_RUN_HELP + ": python -m server SPEC --bind HOST:PORT --reload --debug, for development.",
         epilog="Other options of python -m server (--workers, --threads, --static URL=DIR, ...) are passed on to it; "
-        "see python -m server --help.",
+        "see python -m server --help. A --bind passed on (repeatable; unix:PATH too) listens instead of --host and "
+        "--port.",
         allow_abbrev=False,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=5000, help="the port (default: 5000; 0: any free port)")
+    # Defaults of None, filled in by run(): a --host or --port given beside a --bind is then told apart.
+    parser.add_argument("--host", help="the address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=_port, help="the port (default: 5000; 0: any free port)")
     parser.add_argument("--no-reload", dest="reload", action="store_false", help="do not restart on code changes")
     parser.add_argument("--no-debug", dest="debug", action="store_false", help="no tracebacks on error pages")
     return parser
@@ -453,11 +473,18 @@ def run(spec: str | None, args: Sequence[str]) -> int:
     spec = _require_spec(spec, "run")
     if spec.startswith("-"):  # it would be read as an option of the server; the loader's words for it
         raise UsageError(f"{spec!r} is not of the form module:attribute (for example myproject.wsgi:app)")
+    if passes_bind(extra) and (options.host is not None or options.port is not None):
+        raise UsageError(
+            f"{PROG} run: error: --host/--port and --bind both say where to listen; give --host and --port, "
+            "or --bind (repeatable)"
+        )
+    host = "127.0.0.1" if options.host is None else options.host
+    port = 5000 if options.port is None else options.port
     reload = options.reload
     if reload and not server_knows("--reload"):
         sys.stderr.write(f"{PROG} run: warning: this server has no --reload yet; serving without reloading\n")
         reload = False
-    argv = server_argv(spec, options.host, options.port, reload=reload, debug=options.debug, extra=extra)
+    argv = server_argv(spec, host, port, reload=reload, debug=options.debug, extra=extra)
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name != "posix":  # no exec that keeps the process: run it and wait

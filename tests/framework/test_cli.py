@@ -649,6 +649,43 @@ def test_run_becomes_the_server(
     assert "'-x' is not of the form module:attribute" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "bind",
+    [
+        ["--bind", "127.0.0.1:18482"],
+        ["--bind=127.0.0.1:18482"],
+        ["-b", "127.0.0.1:18482"],
+        ["-b127.0.0.1:18482"],
+        ["--bi", "127.0.0.1:18482"],  # the server's parser takes an unambiguous abbreviation
+        ["--bind", "unix:/tmp/app.sock"],
+        ["--bind", "127.0.0.1:18482", "--bind", "[::1]:18482"],
+    ],
+)
+def test_a_bind_passed_on_replaces_the_default_one(monkeypatch: pytest.MonkeyPatch, bind: list[str]) -> None:
+    """``run --bind 127.0.0.1:18482`` listened there and on the default 127.0.0.1:5000 as well (the server's --bind
+    is repeatable, and run always added its own): a --bind passed on is where to listen, instead of the default."""
+
+    def execv(path: str, argv: list[str]) -> None:
+        raise _Exec(path, argv)
+
+    monkeypatch.setattr(os, "execv", execv)
+    monkeypatch.setattr(cli, "server_knows", lambda option: True)
+    with pytest.raises(_Exec) as caught:
+        cli.main(["--app", "blog:app", "run", "--no-debug", *bind])
+    argv = caught.value.args[1]
+    assert argv == [sys.executable, "-m", "server", "blog:app", "--reload", *bind]
+    assert server_argv("blog:app", "127.0.0.1", 5000, reload=False, debug=False, extra=bind)[3:] == ["blog:app", *bind]
+
+
+def test_host_or_port_with_a_bind_is_refused(site: Path) -> None:
+    """Both say where to listen: rather than guess which one was meant, one line and exit status 2."""
+    for where in (["--port", "8001"], ["--host", "0.0.0.0"]):
+        one_line(framework(site, "--app", "blog:app", "run", *where, "--bind", "127.0.0.1:18482"), 2, "--bind")
+    # Another option's value that only looks like one is not a bind.
+    argv = server_argv("blog", "127.0.0.1", 5000, reload=False, debug=False, extra=["--", "--bind"])
+    assert argv[3:6] == ["blog", "--bind", "127.0.0.1:5000"]
+
+
 def test_server_knows_what_its_parser_has() -> None:
     assert server_knows("--debug")
     assert server_knows("--workers")
