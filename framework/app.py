@@ -19,7 +19,8 @@ One request goes through these steps, in this order (the same order as Django's 
    anonymous visitor's POST to the login page rather than have it refused with 403;
 5. the routing miss, if any, is raised now (404, 405 with ``Allow``, or a redirect for a trailing slash);
    ``OPTIONS`` on a path that has routes is answered here with 204 and ``Allow`` (which lists ``OPTIONS`` too,
-   in a 405's as well, since it is always answered);
+   in a 405's as well, since it is always answered), and ``OPTIONS *`` with 204 and every method some route
+   accepts;
 6. the CSRF check, for unsafe methods on views not marked ``@csrf_exempt`` (403 without the session's token);
 7. the view, called as ``view(request, **params)``; its return value becomes a ``Response``;
 8. any exception from steps 2-7 goes to an ``errorhandler`` for its status code or exception class (the
@@ -731,10 +732,26 @@ class App(Scaffold):
                     miss = MethodNotAllowed([*miss.allowed, "OPTIONS"])
                 if request.method == "OPTIONS":
                     return Response(b"", 204, miss.headers)  # "What may I do here?": the Allow header says.
+            elif request.method == "OPTIONS" and request.path == "*":
+                # "OPTIONS *" asks about the server as a whole (RFC 9110 9.3.7), and our server hands it to the app
+                # with PATH_INFO "*". No route or mount can claim "*" (both must start with "/"), and a 404 page
+                # says nothing, so the answer is what some route accepts. A before_request hook may answer first.
+                return Response(b"", 204, [("Allow", ", ".join(sorted(self._all_methods())))])
             raise miss
         if request.method not in SAFE_METHODS and self.csrf_enabled:
             self.csrf.check(request, rule.view)
         return self.make_response(request, rule.view(request, **params))
+
+    def _all_methods(self) -> set[str]:
+        """Every method some route accepts, here or in an ``App`` mounted in this one, and OPTIONS (always
+        answered): the ``Allow`` of ``OPTIONS *``. Another kind of mounted app (Flask, Django) cannot be asked."""
+        methods = {"OPTIONS"}
+        for rule in self.router.rules:
+            methods.update(rule.methods)
+        for _, mounted in self._mounts:
+            if isinstance(mounted, App):
+                methods |= mounted._all_methods()
+        return methods
 
     def _find_handler(self, request: Request, error: Exception) -> View | None:
         """The error handler for ``error``: for each scope (the blueprint's, then the app's), one for its

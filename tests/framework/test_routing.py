@@ -299,6 +299,46 @@ def test_options_lists_the_allowed_methods(client):
     client.options("/nowhere", status=404)
 
 
+def options_star(app):
+    """``OPTIONS *`` as our server hands it to an app (PATH_INFO ``*``): the status, the headers, the body."""
+    import io
+
+    environ = {"REQUEST_METHOD": "OPTIONS", "PATH_INFO": "*", "SCRIPT_NAME": "", "HTTP_HOST": "example.com"}
+    environ.update({"wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http", "SERVER_NAME": "h", "SERVER_PORT": "80"})
+    answers = []
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: answers.append((status, dict(headers)))))
+    return answers[0][0], answers[0][1], body
+
+
+def test_options_star_says_what_the_app_accepts():
+    """``OPTIONS *`` ("what does this server accept?", which our server passes to the app) got the HTML 404 page.
+    It is a 204 with ``Allow`` listing every method some route (or a mounted app of ours) accepts, plus OPTIONS."""
+    app = App(__name__)
+    app.get("/", name="home")(lambda request: "home")
+    app.route("/notes", methods=["POST", "PUT"], name="notes")(lambda request: "note")
+    inner = App(__name__)
+    inner.delete("/x", name="gone")(lambda request: "gone")
+    app.mount("/inner", inner)
+    status, headers, body = options_star(app)
+    assert status == "204 No Content" and body == b""
+    assert headers["Allow"] == "DELETE, GET, HEAD, OPTIONS, POST, PUT"
+    assert options_star(App(__name__))[1]["Allow"] == "OPTIONS"  # no routes: OPTIONS is still answered
+    assert TestApp(app).get("/*", status=404)  # a path that happens to be "*" is still only a path
+
+
+def test_options_star_goes_through_the_before_request_hooks():
+    app = App(__name__)
+    app.get("/")(lambda request: "home")
+
+    @app.before_request
+    def own_answer(request):
+        if request.path == "*":
+            return "the app's own answer", 200
+
+    status, _, body = options_star(app)
+    assert status.startswith("200") and body == b"the app's own answer"
+
+
 def test_trailing_slash_redirects_stay_on_this_site():
     class Anything(Converter):
         regex = r"[^/]*"  # Matches an empty segment too, so "//evil.example" matches a rule.
