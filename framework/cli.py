@@ -412,12 +412,38 @@ def passes_bind(extra: Sequence[str]) -> bool:
     return False
 
 
+def bind_configured(extra: Sequence[str], environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the server will be told where to listen by its environment (``SERVER_BIND``) or by a ``--config``
+    file (named in ``extra`` or by ``SERVER_CONFIG``) that has a ``bind``: a flag from ``run`` would override
+    either, since the server's flags win over both. A file that cannot be read counts as none: the server says
+    what is wrong with it."""
+    environ = os.environ if environ is None else environ
+    if environ.get("SERVER_BIND"):
+        return True
+    path = environ.get("SERVER_CONFIG")
+    for index, token in enumerate(extra):
+        if token == "--":
+            break
+        name, equals, value = token.partition("=")
+        if len(name) >= 5 and "--config".startswith(name):
+            path = value if equals else (extra[index + 1] if index + 1 < len(extra) else None)
+    if not path:
+        return False
+    from server.__main__ import build_parser, read_config_file
+
+    try:
+        return bool(read_config_file(build_parser(), path).get("bind"))
+    except ValueError:
+        return False
+
+
 def server_argv(spec: str, host: str, port: int, *, reload: bool, debug: bool, extra: Sequence[str] = ()) -> list[str]:
     """The ``python -m server`` command line that ``run`` becomes: ``--bind HOST:PORT`` from ``host`` and
-    ``port``, unless ``extra`` has a ``--bind`` of its own, which then says where to listen instead (the server's
-    ``--bind`` is repeatable: added anyway, the default would be a second listener nobody asked for)."""
+    ``port``, unless ``extra`` has a ``--bind`` of its own, or the server's environment or config file says where
+    to listen (``bind_configured``), which then says where to listen instead (the server's ``--bind`` is
+    repeatable: added anyway, the default would be a second listener nobody asked for)."""
     argv = [sys.executable, "-m", "server", spec]
-    if not passes_bind(extra):
+    if not passes_bind(extra) and not bind_configured(extra):
         argv += ["--bind", f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"]
     if reload:
         argv.append("--reload")

@@ -677,6 +677,30 @@ def test_a_bind_passed_on_replaces_the_default_one(monkeypatch: pytest.MonkeyPat
     assert server_argv("blog:app", "127.0.0.1", 5000, reload=False, debug=False, extra=bind)[3:] == ["blog:app", *bind]
 
 
+def test_a_bind_in_the_servers_environment_or_config_file_is_not_overridden(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SERVER_BIND or a --config file's bind said where to listen, and run's own --bind 127.0.0.1:5000 overrode it
+    (a flag wins over both): now run adds its default only when nothing else says where."""
+    monkeypatch.delenv("SERVER_BIND", raising=False)
+    monkeypatch.delenv("SERVER_CONFIG", raising=False)
+    default = ["blog", "--bind", "127.0.0.1:5000"]
+    assert server_argv("blog", "127.0.0.1", 5000, reload=False, debug=False)[3:] == default
+    monkeypatch.setenv("SERVER_BIND", "127.0.0.1:18483")
+    assert server_argv("blog", "127.0.0.1", 5000, reload=False, debug=False)[3:] == ["blog"]
+    monkeypatch.delenv("SERVER_BIND")
+    with_bind = tmp_path / "site.toml"
+    with_bind.write_text('bind = ["127.0.0.1:18484"]\n')
+    without = tmp_path / "other.toml"
+    without.write_text("workers = 1\n")
+    for extra in (["--config", str(with_bind)], [f"--config={with_bind}"], ["--conf", str(with_bind)]):
+        assert server_argv("blog", "127.0.0.1", 5000, reload=False, debug=False, extra=extra)[3:] == ["blog", *extra]
+    extra = ["--config", str(without)]
+    assert server_argv("blog", "127.0.0.1", 5000, reload=False, debug=False, extra=extra)[3:] == [*default, *extra]
+    monkeypatch.setenv("SERVER_CONFIG", str(with_bind))
+    assert server_argv("blog", "127.0.0.1", 5000, reload=False, debug=False)[3:] == ["blog"]
+
+
 def test_host_or_port_with_a_bind_is_refused(site: Path) -> None:
     """Both say where to listen: rather than guess which one was meant, one line and exit status 2."""
     for where in (["--port", "8001"], ["--host", "0.0.0.0"]):
