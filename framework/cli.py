@@ -58,7 +58,9 @@ while the app is being imported, and an app served by gunicorn need not import o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
+import io
 import os
 import sys
 import textwrap
@@ -420,30 +422,34 @@ def bind_configured(extra: Sequence[str], environ: Mapping[str, str] | None = No
     environ = os.environ if environ is None else environ
     if environ.get("SERVER_BIND"):
         return True
-    path = environ.get("SERVER_CONFIG")
-    for index, token in enumerate(extra):
-        if token == "--":
-            break
-        name, equals, value = token.partition("=")
-        if len(name) >= 5 and "--config".startswith(name):
-            path = value if equals else (extra[index + 1] if index + 1 < len(extra) else None)
-    if not path:
-        return False
     from server.__main__ import build_parser, read_config_file
 
+    # The server's own parser finds --config however it is spelt (-c FILE, -cFILE, --co=FILE...); options it
+    # refuses are for the server to report, so its one-line error is not printed twice.
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            known, _ = build_parser().parse_known_args(list(extra))
+        except SystemExit:
+            known = None
+    path = getattr(known, "config", None) or environ.get("SERVER_CONFIG")
+    if not path:
+        return False
     try:
         return bool(read_config_file(build_parser(), path).get("bind"))
     except ValueError:
         return False
 
 
-def server_argv(spec: str, host: str, port: int, *, reload: bool, debug: bool, extra: Sequence[str] = ()) -> list[str]:
+def server_argv(
+    spec: str, host: str, port: int, *, reload: bool, debug: bool, extra: Sequence[str] = (), explicit: bool = False
+) -> list[str]:
     """The ``python -m server`` command line that ``run`` becomes: ``--bind HOST:PORT`` from ``host`` and
     ``port``, unless ``extra`` has a ``--bind`` of its own, or the server's environment or config file says where
     to listen (``bind_configured``), which then says where to listen instead (the server's ``--bind`` is
-    repeatable: added anyway, the default would be a second listener nobody asked for)."""
+    repeatable: added anyway, the default would be a second listener nobody asked for). ``explicit``: the host or
+    port was given to ``run``, and wins over the environment and the file as the server's own flags do."""
     argv = [sys.executable, "-m", "server", spec]
-    if not passes_bind(extra) and not bind_configured(extra):
+    if explicit or (not passes_bind(extra) and not bind_configured(extra)):
         argv += ["--bind", f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"]
     if reload:
         argv.append("--reload")
@@ -510,7 +516,8 @@ def run(spec: str | None, args: Sequence[str]) -> int:
     if reload and not server_knows("--reload"):
         sys.stderr.write(f"{PROG} run: warning: this server has no --reload yet; serving without reloading\n")
         reload = False
-    argv = server_argv(spec, host, port, reload=reload, debug=options.debug, extra=extra)
+    explicit = options.host is not None or options.port is not None
+    argv = server_argv(spec, host, port, reload=reload, debug=options.debug, extra=extra, explicit=explicit)
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name != "posix":  # no exec that keeps the process: run it and wait

@@ -693,12 +693,17 @@ def test_a_bind_in_the_servers_environment_or_config_file_is_not_overridden(
     with_bind.write_text('bind = ["127.0.0.1:18484"]\n')
     without = tmp_path / "other.toml"
     without.write_text("workers = 1\n")
-    for extra in (["--config", str(with_bind)], [f"--config={with_bind}"], ["--conf", str(with_bind)]):
+    spellings = [["--config", str(with_bind)], [f"--config={with_bind}"], ["--co", str(with_bind)]]
+    spellings += [["-c", str(with_bind)], [f"-c{with_bind}"], ["-w", "1", "--config", str(with_bind)]]
+    for extra in spellings:
         assert server_argv("blog", "127.0.0.1", 5000, reload=False, debug=False, extra=extra)[3:] == ["blog", *extra]
     extra = ["--config", str(without)]
     assert server_argv("blog", "127.0.0.1", 5000, reload=False, debug=False, extra=extra)[3:] == [*default, *extra]
     monkeypatch.setenv("SERVER_CONFIG", str(with_bind))
     assert server_argv("blog", "127.0.0.1", 5000, reload=False, debug=False)[3:] == ["blog"]
+    # A --host or --port given to run is a flag, and wins over the environment and the file as the server's do.
+    explicit = server_argv("blog", "127.0.0.1", 8001, reload=False, debug=False, explicit=True)
+    assert explicit[3:] == ["blog", "--bind", "127.0.0.1:8001"]
 
 
 def test_host_or_port_with_a_bind_is_refused(site: Path) -> None:
