@@ -261,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-connections", type=_positive_int, default=defaults.max_connections, metavar="N",
         help="open connections per process (503 beyond)")
     add("--max-buffered-bytes", type=_size, default=defaults.max_buffered_bytes, metavar="SIZE",
-        help="what all request bodies held by one process, in memory and spooled, may add up to (503 beyond); "
-        "one client may hold an eighth of it, or one largest body")
+        help="what all request data held by one process (bodies, in memory and spooled, and unfinished heads "
+        "beyond 16 KiB) may add up to (503 beyond); one client may hold an eighth of it, or one largest body")
     add("--access-log", default=defaults.access_log, metavar="-|FILE|off",
         help="where the access log (combined format + response time) goes")
     add("--log-level", choices=("debug", "info", "warning", "error"), default=defaults.log_level,
@@ -842,9 +842,9 @@ def _reload_child_failed(config: Config, child: ChildSettings, name: str, error:
         return _fail(str(problem))
     detail = describe_load_error(error)
     sys.stderr.write(detail)
-    # A warning, not the "error:" line a failed start ends with: this server goes on, answering 503 until the
-    # parent restarts it on the fix.
-    log.warning("--reload: %s; answering 503 until a file changes", " ".join(line.split()))
+    # Not the "error:" line a failed start ends with: this server goes on, answering 503 until the parent
+    # restarts it on the fix. Written, not logged, so that --log-level error cannot hide why.
+    sys.stderr.write(f"--reload: {' '.join(line.split())}; answering 503 until a file changes\n")
     Reporter(child.report, error=error).start()
     return serve(config, failure_app((detail or line) if config.debug else None), listeners, name, certificates)
 

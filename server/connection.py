@@ -447,7 +447,9 @@ class HTTPConnection:
             return True
         if not self.reserved:
             self.budget_holder = source_key(self.remote_addr)
-        return self._reserve(max(size - self.reserved, BODY_RESERVE_STEP))
+        # In steps of HEAD_FREE_BYTES, not a body's 64 KiB: a head just past the threshold takes about its size,
+        # and a budget smaller than 64 KiB still has room for one.
+        return self._reserve(max(size - self.reserved, HEAD_FREE_BYTES))
 
     def _begin_request(self, request: Request) -> bool:
         """A request head has arrived: reserve room for its body, answer 100-continue. False: refused."""
@@ -467,7 +469,7 @@ class HTTPConnection:
             self.budget_holder = engine.budget_holder(self, request)
             if length and length > engine.budget_room(self.budget_holder):
                 # It cannot fit now: say so before the client sends it. (Nothing is reserved for a body that has
-                # not arrived, so a head alone holds none of the budget; _store_body reserves as bytes come in.)
+                # not arrived, so a head holds none of it for its body; _store_body reserves as bytes come in.)
                 self.refuse(503, _BUDGET_SPENT, headers=_RETRY_AFTER)
                 return False
         if request.expect_continue:

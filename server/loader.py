@@ -64,7 +64,7 @@ def _import(module_name: str):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name and module_name.startswith(error.name):
+        if error.name and (error.name == module_name or module_name.startswith(error.name + ".")):
             raise LoadError(f"cannot import {module_name!r}: no module named {error.name!r}") from None
         raise LoadError(
             f"importing {module_name!r} failed: ModuleNotFoundError: {error} (a module that {module_name!r} imports: "

@@ -325,7 +325,10 @@ def _hint(failure: TransferFailed, args: argparse.Namespace) -> str:
         where = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
         return f"; is a TFTP server listening on {where}? (--port, --timeout and --retries change where and how long)"
     if failure.remote and failure.code == ErrorCode.FILE_EXISTS:
-        return "; the server keeps existing files (its operator can let uploads replace them: tftp serve --overwrite)"
+        return (
+            "; the server keeps existing files (if it is this project's, its operator can let uploads replace them:"
+            " tftp serve --overwrite)"
+        )
     return ""
 
 

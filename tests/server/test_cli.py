@@ -223,6 +223,10 @@ def test_a_module_the_app_imports_that_is_missing_is_named_as_such(tmp_path):
     (tmp_path / "baddep.py").write_text("import nosuchdep\napp = None\n")
     line = assert_one_line(run_in(tmp_path, "baddep:app"), "importing 'baddep' failed", "No module named 'nosuchdep'")
     assert "a module that 'baddep' imports" in line and "installed" in line
+    # A missing module whose name begins the app's (flask, imported by flask_app) is still the app's import.
+    (tmp_path / "mylib_app.py").write_text("import mylib\napp = None\n")
+    line = assert_one_line(run_in(tmp_path, "mylib_app:app"), "importing 'mylib_app' failed", "'mylib'")
+    assert "a module that 'mylib_app' imports" in line
 
 
 def test_an_app_with_a_syntax_error_is_one_line(tmp_path):

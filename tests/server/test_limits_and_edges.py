@@ -161,6 +161,17 @@ def test_large_unfinished_heads_count_against_the_budget():
         wait_for(lambda: server.engine.buffered_bytes == 0)
 
 
+def test_a_large_head_in_pieces_fits_a_small_budget():
+    """A head just past 16 KiB takes about its size, in 16 KiB steps: at a body's 64 KiB step, a budget under
+    64 KiB answered 503 to a 17 KB head that arrived in two pieces, on an idle server."""
+    with ServerThread(length_app, max_buffered_bytes=32 * 1024) as server, server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"a" * 17_000 + b"\r\n")
+        wait_for(lambda: server.engine.buffered_bytes > 0)  # the first piece is in, and counted
+        sock.sendall(b"\r\n")
+        assert read_response(sock)[0] == 200
+    wait_for(lambda: server.engine.buffered_bytes == 0)
+
+
 def test_heads_alone_hold_none_of_the_budget():
     # A head declaring a large body reserves nothing until the body arrives: idle heads cannot starve uploads.
     with ServerThread(length_app, max_buffered_bytes=2 * 1024 * 1024) as server:
