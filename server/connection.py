@@ -409,6 +409,10 @@ class HTTPConnection:
                         self._next_turn()
                         return
                 elif type(event) is Request:
+                    if self.reserved:
+                        # What the head held while it arrived (_hold_head): the body reserves its own. (Here, not
+                        # in _begin_request: a head taken whole by _on_readable never held anything.)
+                        self.release_body()
                     if not self._begin_request(event):
                         return
                 elif type(event) is EndOfMessage:
@@ -453,8 +457,6 @@ class HTTPConnection:
 
     def _begin_request(self, request: Request) -> bool:
         """A request head has arrived: reserve room for its body, answer 100-continue. False: refused."""
-        if self.reserved:
-            self.release_body()  # what the head held while it arrived (_hold_head): the body reserves its own
         self.request = request
         self.state = READING
         # A request answered on the loop: a file, or the redirect of a plain request to HTTPS.
