@@ -63,7 +63,7 @@ from .files import FileResponse, safe_join
 from .middleware import shift_path, to_wsgi_string
 from .pages import debug_page, error_page
 from .request import Request, checked_host, content_length, quote_query
-from .response import Response, StreamedBody, redirect, response_status, to_json
+from .response import Response, StreamedBody, redirect, to_json
 from .routing import Converter, Router, quote_path
 from .scaffold import HOOK_KINDS, Scaffold, View, check_signature, takes_request, template_helper_decorator
 from .sessions import CookieSessions, NoSessions, default_cookie_name, retired_keys
@@ -547,7 +547,6 @@ class App(Scaffold):
                 raise TypeError(
                     f"view {request.endpoint!r} returned a {len(value)}-tuple; use (body, status[, headers])"
                 )
-            status = response_status(status)
             if isinstance(value, Response):
                 value.status = status
                 for name, header in headers.items() if isinstance(headers, dict) else headers or ():

@@ -426,16 +426,17 @@ def bind_configured(extra: Sequence[str], environ: Mapping[str, str] | None = No
 
     # The server's own parser finds --config however it is spelt (-c FILE, -cFILE, --co=FILE...); options it
     # refuses are for the server to report, so its one-line error is not printed twice.
+    parser = build_parser()
     with contextlib.redirect_stderr(io.StringIO()):
         try:
-            known, _ = build_parser().parse_known_args(list(extra))
+            known, _ = parser.parse_known_args(list(extra))
         except SystemExit:
             known = None
     path = getattr(known, "config", None) or environ.get("SERVER_CONFIG")
     if not path:
         return False
     try:
-        return bool(read_config_file(build_parser(), path).get("bind"))
+        return bool(read_config_file(parser, path).get("bind"))
     except ValueError:
         return False
 
