@@ -150,6 +150,32 @@ def _get_flashed_messages(
     return request.get_flashed_messages(with_categories, category_filter)
 
 
+# What an attribute of a plain dict can be: its methods and the like (``items``, ``get``, ``__class__``...). A dict
+# has no instance attributes, so ``getattr(d, name)`` finds exactly these, on every dict.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(jinja2.Environment):
+    """Jinja2's environment, with ``{{ row.name }}`` on a plain dict looked up without a failed ``getattr`` first.
+
+    Templates are mostly fed dicts (rows, decoded JSON), and Jinja2 reads ``row.name`` by trying the attribute
+    first: for a dict that is an ``AttributeError`` raised and caught before ``row["name"]`` is tried, about
+    0.7 us against 0.1 for the lookup alone, and most of a ten-row page's rendering time (bench_framework's
+    template row: 35 us a render before, 24 after). The answer is the same: a name that is not one of a dict's
+    own attributes can only be a key, and the names that are (``row.items``) still go the usual way, so they
+    find the method as before. Dict subclasses (which may define attributes or ``__missing__``) go the usual way
+    too.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except (TypeError, LookupError):  # (what Jinja2 catches there: a str subclass's hash may raise)
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 class Templates:
     """The app's Jinja2 environment and its ``render`` entry point.
 
@@ -161,7 +187,7 @@ class Templates:
 
     def __init__(self, folder: Path, *, auto_reload: bool = False) -> None:
         self.folders = [folder]
-        self.environment = jinja2.Environment(
+        self.environment = _Environment(
             loader=jinja2.FileSystemLoader(self.folders),
             autoescape=autoescape,
             auto_reload=auto_reload,

@@ -278,3 +278,54 @@ def test_a_plain_text_include_is_escaped_only_where_the_page_asks(tmp_path):
     with app.test_request_context() as request:
         assert app.render_string(request, "raw.html", who="<b>") == "<<b>>"
         assert app.render_string(request, "safe.html", who="<b>") == "&lt;&lt;b&gt;&gt;"
+
+
+# -- {{ row.name }} on a plain dict: a key lookup first (framework.templates._Environment) ----------------------
+
+_ATTRIBUTE_NAMES = ["name", "price", "missing", "items", "keys", "get", "values", "copy", "__class__", "__len__"]
+
+
+@given(
+    row=st.dictionaries(st.sampled_from(_ATTRIBUTE_NAMES), st.one_of(st.integers(), st.text(max_size=5)), max_size=6),
+    attribute=st.sampled_from(_ATTRIBUTE_NAMES),
+    kind=st.sampled_from(["dict", "subclass", "defaultdict"]),
+    strict=st.booleans(),
+)
+def test_a_dicts_attribute_renders_as_jinja2_renders_it(row, attribute, kind, strict):
+    """The shortcut must not change an answer: a key where Jinja2 finds a key, the dict's method where it finds the
+    method (``row.items`` with an "items" key too), the same Undefined (or error) for a name that is neither."""
+    import collections
+
+    import jinja2
+
+    from framework.templates import _Environment
+
+    class Row(dict):
+        pass
+
+    make = {"dict": dict, "subclass": Row, "defaultdict": lambda r: collections.defaultdict(int, r)}[kind]
+    source = (
+        f"{{{{ row.{attribute} is defined }}}}|{{{{ row.{attribute} is callable }}}}|"
+        f"{{{{ row.{attribute} if row.{attribute} is not callable else 'method' }}}}"
+    )
+    undefined = jinja2.StrictUndefined if strict else jinja2.Undefined
+
+    def outcome(environment_class):
+        environment = environment_class(autoescape=True, undefined=undefined)
+        try:
+            return "rendered", environment.from_string(source).render(row=make(row))  # (a defaultdict grows)
+        except Exception as error:
+            return "raised", type(error).__name__, str(error)
+
+    assert outcome(_Environment) == outcome(jinja2.Environment)
+
+
+def test_a_dicts_keys_and_methods_in_an_apps_template(tmp_path):
+    (tmp_path / "rows.html").write_text(
+        "{% for row in rows %}{{ row.name }}={{ row.price }};{% endfor %}"
+        "|{{ rows[0].items() | list | length }}|{{ rows[0].missing | default('none') }}"
+    )
+    app = App(__name__, templates=tmp_path)
+    with app.test_request_context() as request:
+        rows = [{"name": "<a>", "price": 1.5, "items": "shadowed"}, {"name": "b", "price": 2}]
+        assert app.render_string(request, "rows.html", rows=rows) == "&lt;a&gt;=1.5;b=2;|3|none"
