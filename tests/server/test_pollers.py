@@ -64,3 +64,31 @@ def test_a_call_for_a_loop_that_is_gone_does_nothing():
     reactor.close()
     reactor.call_soon_threadsafe(print, "never")
     reactor.stop()
+
+
+@pytest.mark.parametrize("oneshot", [False, True])
+def test_epoll_hands_a_turn_a_bounded_group_and_the_rest_come_next(oneshot):
+    """A turn takes at most EVENTS_PER_TURN ready descriptors (so that its held responses leave soon), and the ones
+    it left come first in the next: none waits behind descriptors that were ready after it."""
+    from server.loop import EVENTS_PER_TURN
+
+    if not hasattr(select, "epoll"):
+        pytest.skip("no epoll here")
+    poller = make_poller("epoll")
+    pairs = [socket.socketpair() for _ in range(EVENTS_PER_TURN + 8)]
+    try:
+        for ours, theirs in pairs:
+            poller.add(ours.fileno(), READ, oneshot=oneshot)
+            theirs.send(b"x")  # ready, and stays ready: nothing reads it
+        everyone = {ours.fileno() for ours, _ in pairs}
+        first = dict(poller.wait(0))
+        assert len(first) == EVENTS_PER_TURN
+        second = dict(poller.wait(0))
+        assert everyone - set(first) <= set(second)  # the 8 left behind, before any reported again
+        if oneshot:
+            assert set(second) == everyone - set(first)  # reported ones are disarmed until armed again
+    finally:
+        poller.close()
+        for pair in pairs:
+            for end in pair:
+                end.close()
