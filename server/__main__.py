@@ -515,9 +515,15 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
     if args.app is not None and not args.app.strip():  # python -m server "": SERVER_APP and the file say so above
         parser.error("the app is empty; name one as module:attribute, or none for the demo site")
     if args.data_dir:
+        # Made and checked here: the demo site would fail to make or write it, and say so as an import failure.
         if os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
-            # (The demo site would fail to make it, and say so as an import failure with a bare errno.)
             parser.error(f"--data-dir {args.data_dir}: not a directory")
+        try:
+            os.makedirs(args.data_dir, exist_ok=True)
+        except OSError as error:
+            parser.error(f"--data-dir {args.data_dir}: cannot create it: {error.strerror or error}")
+        if not os.access(args.data_dir, os.W_OK | os.X_OK):
+            parser.error(f"--data-dir {args.data_dir}: this user cannot write there")
         # Applications read their own settings; this flag only hands the demo site its data directory.
         os.environ["SERVER_DATA_DIR"] = args.data_dir
     return Config(

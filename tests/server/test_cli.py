@@ -218,6 +218,12 @@ def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
     assert_one_line(result, "--data-dir", "not a directory")
 
 
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    result = run_cli("--data-dir", str(tmp_path / "afile" / "var"), "--bind", "127.0.0.1:0")
+    assert_one_line(result, "--data-dir", "cannot create it: Not a directory")
+
+
 def test_a_module_the_app_imports_that_is_missing_is_named_as_such(tmp_path):
     """The message said only "No module named 'nosuchdep'", which read as if the app's own module were missing."""
     (tmp_path / "baddep.py").write_text("import nosuchdep\napp = None\n")
