@@ -438,7 +438,7 @@ class HTTPConnection:
         self.reactor.hold(self.fd)
         if not self._resume_queued:
             self._resume_queued = True
-            self.reactor.call_soon_threadsafe(self._resume)
+            self.reactor.next_round(self._resume)
 
     def _resume(self) -> None:
         self._resume_queued = False

@@ -72,6 +72,7 @@ class EpollPoller:
     name = "epoll"
     max_fd: int | None = None
     threadsafe_arm = True
+    events_per_wait: int | None = EVENTS_PER_TURN  # None: a wait reports everything that is ready
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -104,6 +105,7 @@ class PollPoller:
     name = "poll"
     max_fd: int | None = None
     threadsafe_arm = False
+    events_per_wait: int | None = None
 
     def __init__(self) -> None:
         self._poll = select.poll()
@@ -151,6 +153,7 @@ class SelectPoller:
     name = "select"
     max_fd: int | None = 1024  # FD_SETSIZE on Linux
     threadsafe_arm = False
+    events_per_wait: int | None = None
 
     def __init__(self) -> None:
         self._interest: dict[int, int] = {}
@@ -261,8 +264,9 @@ class _Wakeup:
 class Reactor:
     """Runs handlers when their descriptors are ready, callbacks from other threads, and timers.
 
-    A turn of the loop: wait for events, call their handlers, run the queued callbacks, run what was put off to
-    the end of the turn (``at_turn_end``), then the timers that are due."""
+    A turn of the loop: wait for events (at most ``EVENTS_PER_TURN`` with epoll), call their handlers, run the
+    queued callbacks, run what was put off to the end of the turn (``at_turn_end``), run what was put off until
+    every connection ready had its turn (``next_round``), then the timers that are due."""
 
     def __init__(self, kind: str = "auto") -> None:
         self.poller = make_poller(kind)
@@ -270,6 +274,8 @@ class Reactor:
         self._steady: dict[int, int] = {}  # fd -> the events a steady (not one-shot) registration watches now
         self._callbacks: deque[tuple[Callable, tuple]] = deque()
         self._turn_end: deque[tuple[Callable, tuple]] = deque()
+        self._next_round: deque[tuple[Callable, tuple]] = deque()
+        self._round_seen: set[int] | None = None  # the descriptors reported since the round began (see next_round)
         self._wakeup = _Wakeup()
         self._wakeup_pending = False
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -352,6 +358,30 @@ class Reactor:
         so that what the turn held for others does not wait with it."""
         self._run_queued(self._turn_end)
 
+    def next_round(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` once every descriptor that is ready now has had its turn (loop thread only).
+
+        For what a connection puts off to be fair to the others (the rest of a pipeline, more of a chunked body):
+        a turn takes at most ``EVENTS_PER_TURN`` events, so the end of a turn is not the end of the line of
+        connections waiting. A round is over when a wait leaves nothing waiting (it returned less than a full
+        turn), or reports a descriptor the round has seen already: the kernel put that one at the back of its
+        ready list when it reported it, so everything that was in front of it has been reported since."""
+        self._next_round.append((callback, ()))
+
+    def _end_turn_of_round(self, events: list[tuple[int, int]]) -> None:
+        limit = self.poller.events_per_wait
+        if limit is not None and len(events) >= limit:
+            seen = self._round_seen
+            if seen is None:
+                self._round_seen = {fd for fd, _ in events}  # the round begins with the turn that put things off
+                return
+            reported = [fd for fd, _ in events]
+            if seen.isdisjoint(reported):
+                seen.update(reported)
+                return
+        self._round_seen = None
+        self._run_queued(self._next_round)
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         """Run ``callback()`` on the loop thread after ``delay`` seconds (loop thread only)."""
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), callback))
@@ -370,12 +400,13 @@ class Reactor:
         wakeup_fd = self._wakeup.fd
         callbacks = self._callbacks
         turn_end = self._turn_end
+        next_round = self._next_round
         timers = self._timers
         monotonic = time.monotonic
         # With few connections busy, a turn of this loop is paid per request: its bookkeeping stays inline, and the
         # callbacks and timers are called only when there is something to run.
         while self._running:
-            if callbacks or turn_end:
+            if callbacks or turn_end or next_round:
                 timeout: float | None = 0.0
             elif timers:
                 timeout = max(0.0, timers[0][0] - monotonic())
@@ -399,6 +430,8 @@ class Reactor:
                 self._run_callbacks()
             if turn_end:
                 self._run_queued(turn_end)
+            if next_round:
+                self._end_turn_of_round(events)
             if timers and timers[0][0] <= monotonic():
                 self._run_timers()
         self._run_queued(turn_end)  # stopping: what this turn put off is still done
@@ -407,9 +440,10 @@ class Reactor:
         """After ``run`` has returned: run the callbacks still queued, and those they queue, for at most
         ``timeout`` seconds (the engine's shutdown, so that nothing handed to the loop is silently dropped)."""
         deadline = time.monotonic() + timeout
-        while (self._callbacks or self._turn_end) and time.monotonic() < deadline:
+        while (self._callbacks or self._turn_end or self._next_round) and time.monotonic() < deadline:
             self._run_callbacks()
             self._run_queued(self._turn_end)
+            self._run_queued(self._next_round)
 
     def _run_callbacks(self) -> None:
         self._wakeup_pending = False

@@ -138,13 +138,13 @@ def test_the_loop_takes_turns_between_pipelined_requests(site):
     # More than PIPELINE_TURN requests in one read: the loop answers a turn's worth, then comes back for the rest.
     calls: list[int] = []
     with static_server(site) as server:
-        real_advance = server.engine.reactor.call_soon_threadsafe
+        real_next_round = server.engine.reactor.next_round
 
-        def counting(callback, *args):
+        def counting(callback):
             calls.append(1)
-            return real_advance(callback, *args)
+            return real_next_round(callback)
 
-        server.engine.reactor.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        server.engine.reactor.next_round = counting  # type: ignore[method-assign]
         with server.connect() as sock:
             sock.sendall(pipeline(["/s/missing"] * (PIPELINE_TURN * 4)))
             assert [r[0] for r in read_all(sock, PIPELINE_TURN * 4)] == [404] * (PIPELINE_TURN * 4)
@@ -405,3 +405,44 @@ def test_pipelined_small_uploads_share_the_turn_of_pipelined_requests(monkeypatc
         sock.sendall(posts)
         assert [status for status, _, _ in read_all(sock, 64)] == [200] * 64
     assert len(breaks) <= 64 // PIPELINE_TURN
+
+
+def test_a_pipeline_waits_for_every_ready_connection_between_its_goes():
+    """Found in review: once a turn took at most EVENTS_PER_TURN events, a pipeline's next go came at the end of
+    the turn, ahead of the connections still waiting to be reported: one pipelining client among 200 got 112
+    answers before the last of the others got its one. Its next go waits for the round (Reactor.next_round)."""
+    order: list[str] = []
+
+    def app(environ, start_response):
+        order.append(environ["PATH_INFO"])
+        return hello_app(environ, start_response)
+
+    with ServerThread(app, threads=0) as server:
+        singles = [server.connect() for _ in range(200)]
+        greedy = server.connect()
+        try:
+            for sock in [*singles, greedy]:  # accepted and registered before the loop is parked
+                sock.sendall(b"GET /warm HTTP/1.1\r\nHost: h\r\n\r\n")
+                assert read_response(sock, bytearray())[0] == 200
+            parked, release = threading.Event(), threading.Event()
+
+            def park() -> None:
+                parked.set()
+                release.wait(TIMEOUT)
+
+            server.engine.reactor.call_soon_threadsafe(park)
+            assert parked.wait(TIMEOUT)
+            order.clear()  # (the loop, which appends, is parked)
+            greedy.sendall(pipeline(["/p"] * 400))  # first in the kernel's ready list
+            for sock in singles:
+                sock.sendall(b"GET /single HTTP/1.1\r\nHost: h\r\n\r\n")
+            release.set()
+            for sock in singles:
+                assert read_response(sock, bytearray())[0] == 200
+            assert [r[0] for r in read_all(greedy, 400)] == [200] * 400
+        finally:
+            release.set()
+            for sock in [*singles, greedy]:
+                sock.close()
+    last_single = max(i for i, path in enumerate(order) if path == "/single")
+    assert order[:last_single].count("/p") <= 2 * PIPELINE_TURN

@@ -5,6 +5,7 @@ connection without the loop seeing it)."""
 import select
 import socket
 import struct
+import threading
 
 import pytest
 
@@ -89,6 +90,48 @@ def test_epoll_hands_a_turn_a_bounded_group_and_the_rest_come_next(oneshot):
             assert set(second) == everyone - set(first)  # reported ones are disarmed until armed again
     finally:
         poller.close()
+        for pair in pairs:
+            for end in pair:
+                end.close()
+
+
+def test_what_waits_for_the_round_runs_once_every_ready_descriptor_had_a_turn():
+    """Reactor.next_round, with more descriptors ready than a turn takes and all of them ready again and again:
+    the callback waits until each one that was ready has been handled (no cutting in line after one capped turn),
+    and then runs (it does not starve while the ready list never empties)."""
+    from server.loop import EVENTS_PER_TURN
+
+    if not hasattr(select, "epoll"):
+        pytest.skip("no epoll here")
+    reactor = Reactor("epoll")
+    pairs = [socket.socketpair() for _ in range(EVENTS_PER_TURN * 2 + 8)]
+    handled: list[int] = []
+    seen_when_run: list[set[int]] = []
+
+    class AlwaysReady:
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+
+        def handle_event(self, events: int) -> None:
+            handled.append(self.fd)
+            if len(handled) == 1:
+                reactor.next_round(lambda: (seen_when_run.append(set(handled)), reactor.stop()))
+            elif len(handled) > 20 * len(pairs):
+                reactor.stop()  # (a failure: the callback starved)
+
+    try:
+        for ours, theirs in pairs:
+            theirs.send(b"x")  # readable for good: nothing reads it
+            reactor.add(ours.fileno(), AlwaysReady(ours.fileno()), READ, oneshot=False)
+        everyone = {ours.fileno() for ours, _ in pairs}
+        runner = threading.Thread(target=reactor.run, daemon=True)
+        runner.start()
+        runner.join(TIMEOUT)
+        assert not runner.is_alive()
+        assert seen_when_run and seen_when_run[0] == everyone
+    finally:
+        reactor.stop()
+        reactor.close()
         for pair in pairs:
             for end in pair:
                 end.close()
