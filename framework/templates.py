@@ -163,15 +163,15 @@ class _Environment(jinja2.Environment):
     0.7 us against 0.1 for the lookup alone, and most of a ten-row page's rendering time (bench_framework's
     template row: 35 us a render before, 24 after). The answer is the same: a name that is not one of a dict's
     own attributes can only be a key, and the names that are (``row.items``) still go the usual way, so they
-    find the method as before. Dict subclasses (which may define attributes or ``__missing__``) go the usual way
-    too.
+    find the method as before. Dict subclasses (which may define attributes or ``__missing__``) and names that
+    are not plain ``str`` (Python code may pass anything) go the usual way too.
     """
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+        if type(obj) is dict and type(attribute) is str and attribute not in _DICT_ATTRIBUTES:
             try:
                 return obj[attribute]
-            except (TypeError, LookupError):  # (what Jinja2 catches there: a str subclass's hash may raise)
+            except (TypeError, LookupError, AttributeError):  # what Jinja2 catches there: a key's __eq__ may raise
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 

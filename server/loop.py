@@ -56,13 +56,15 @@ class Handler(Protocol):
 # The most events one epoll_wait hands to a turn of the loop. A turn's responses leave together at its end
 # (server/connection.py: HTTPConnection.uncork), so an unbounded turn makes latency bimodal: with 100 busy
 # keep-alive connections, a turn answered most of them while their next requests piled up for the following
-# one, and a request waited one turn or two (p50 1.2 ms, p99 2.9 ms, at 61k req/s). Capped, the ready
+# one, and a request waited one turn or two (p50 1.2 ms, p99 2.8-3.0 ms, at 61-63k req/s). Capped, the ready
 # connections are served in steady groups, in the order they became ready (the kernel puts a level-triggered
 # descriptor it has just reported at the back of its ready list, and the rest wait at the front), and every
-# request waits about the same: p99 2.2 ms at the same throughput, where granian's was 2.7-3.7 (bench_server's
-# keep-alive c100, 2026-12-04; 16 to 40 did about as well, 64 no better than no cap). A few more
-# epoll_wait calls are the whole cost. The poll and select loops report everything ready; their one-shot
-# emulation disarms what they report, so they could not leave events for later without losing them.
+# request waits about the same: p99 2.1-2.5 ms at the same throughput, where granian's was 2.7-3.7 (wrk -c100,
+# 2026-12-04; 24 and 40 did about as well, 16 varied more, 64 was no better than no cap). A few more
+# epoll_wait calls are the whole cost. What a connection puts off for fairness waits for the end of a round,
+# not of a turn (Reactor.next_round). The poll and select loops, kept for teaching, report everything ready at
+# once: leaving events for later would take bookkeeping of their own (their one-shot emulation disarms what
+# they report).
 EVENTS_PER_TURN = 32
 
 

@@ -329,3 +329,30 @@ def test_a_dicts_keys_and_methods_in_an_apps_template(tmp_path):
     with app.test_request_context() as request:
         rows = [{"name": "<a>", "price": 1.5, "items": "shadowed"}, {"name": "b", "price": 2}]
         assert app.render_string(request, "rows.html", rows=rows) == "&lt;a&gt;=1.5;b=2;|3|none"
+
+
+def test_a_dict_whose_key_cannot_be_compared_renders_as_jinja2_renders_it():
+    """Found in review: a key whose __eq__ raises AttributeError against a str (a common hand-written __eq__) made
+    ``row.price`` raise where Jinja2 gives Undefined; and a name that is not a str must not reach the dict."""
+    import jinja2
+
+    from framework.templates import _Environment
+
+    class Tag:
+        def __init__(self, name):
+            self.name = name
+
+        def __hash__(self):
+            return hash(self.name)
+
+        def __eq__(self, other):
+            return self.name == other.name
+
+    source = "{{ row.name }} {{ row.price | default('none') }} {{ row.price is defined }}"
+    for environment_class in (_Environment, jinja2.Environment):
+        row = {Tag("price"): 1, "name": "x"}
+        assert environment_class().from_string(source).render(row=row) == "x none False"
+    with pytest.raises(TypeError):
+        jinja2.Environment().getattr({1: "one"}, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _Environment().getattr({1: "one"}, 1)  # type: ignore[arg-type]
