@@ -13,6 +13,7 @@ client sends can turn into a 500 here.
 from __future__ import annotations
 
 import codecs
+import logging
 import os
 import shutil
 import tempfile
@@ -39,6 +40,12 @@ _UNSAFE_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _JOINERS = frozenset("\u200c\u200d")
 
 _NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape"})
+# What a 400 for a body the parser cannot read says. The parser's own text is for whoever debugs the client (it is
+# logged at debug level): it names its internals, and can carry the repr of another exception inside
+# ("('Segment header failed to decode', UnicodeDecodeError(...))"), which is no message for a page.
+MALFORMED_MULTIPART = "Malformed multipart body: the form data is not valid multipart/form-data"
+
+log = logging.getLogger("framework")
 
 
 class UploadedFile:
@@ -185,7 +192,8 @@ def parse_multipart(
         raise HTTPError(413, f"Multipart body over a limit: {error}") from error
     except MultipartError as error:  # a field that cannot be decoded is refused by _decode_field
         _close_all(opened)
-        raise HTTPError(400, f"Malformed multipart body: {error}") from error
+        log.debug("malformed multipart body: %r", error)
+        raise HTTPError(400, MALFORMED_MULTIPART) from error
     except BaseException:
         _close_all(opened)
         raise

@@ -181,6 +181,18 @@ def test_malformed_multipart_is_400(body, content_type):
     assert all(upload.stream.closed for upload in kept)
 
 
+def test_a_malformed_body_is_explained_without_the_parsers_internals(caplog):
+    """A part header that is not UTF-8 was a 400 whose page read "('Segment header failed to decode',
+    UnicodeDecodeError('utf-8', b'...', ...))": the parser's exception, nested exception and all. The page says
+    what is wrong in plain words; the parser's detail goes to the debug log."""
+    body = b'--testboundary\r\nContent-Disposition: form-data; name="\xff"\r\n\r\nx\r\n--testboundary--\r\n'
+    with caplog.at_level("DEBUG", logger="framework"):
+        response = post(TestApp(make_app()), body, status=400)
+    assert "not valid multipart/form-data" in response.text
+    assert "UnicodeDecodeError" not in response.text and "Segment" not in response.text
+    assert "Segment header failed to decode" in caplog.text
+
+
 def test_too_many_parts_is_413():
     body = multipart([(f"f{i}", None, None, b"x") for i in range(6)])
     post(TestApp(make_app(max_form_parts=5)), body, status=413)
