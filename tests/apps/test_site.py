@@ -275,3 +275,14 @@ def test_an_uploads_own_policy_is_kept(site):
     download = site.get("/files/page.html")
     assert download.headers.getall("Content-Security-Policy") == ["sandbox"]
     assert download.headers["X-Frame-Options"] == "DENY"
+
+
+def test_one_apps_session_cookie_is_no_session_of_another(site):
+    """Every app of the site signs with the site's one key: a ``session_guestbook`` cookie replayed as
+    ``session_blog`` was the blog's session (the guestbook's thank-you showed up on the blog's page)."""
+    form = site.get("/guestbook/").forms[0]
+    form["name"], form["message"] = "Mallory", "hello"
+    form.submit(status=303)  # The thank-you waits in the guestbook's session, for the next page.
+    site.set_cookie("session_blog", site.cookies["session_guestbook"])
+    assert "Thank you, Mallory" not in site.get("/blog/").text
+    assert "Thank you, Mallory" in site.get("/guestbook/").text

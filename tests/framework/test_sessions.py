@@ -6,7 +6,7 @@ import pytest
 from webtest import TestApp
 
 from framework import App, Session, Signer
-from framework.sessions import CookieSessions
+from framework.sessions import CookieSessions, session_salt
 
 
 class Clock:
@@ -213,7 +213,7 @@ def test_session_tracks_changes():
 
 def test_non_dict_payload_gives_an_empty_session():
     app = make_app()
-    token = Signer("s3cret", salt="framework.session").sign(b"[1, 2]")
+    token = Signer("s3cret", salt=session_salt("session")).sign(b"[1, 2]")
     client = TestApp(app)
     client.set_cookie("session", token)
     assert client.get("/get").json == {}
@@ -258,9 +258,9 @@ def test_an_old_key_given_alone_is_one_key_not_its_characters(how, monkeypatch):
         app.config.from_prefixed_env("APP")
     client = TestApp(app)
     for key in ["p", "r", "e"]:
-        client.set_cookie("session", Signer(key).sign(b'{"user": "admin"}'))
+        client.set_cookie("session", Signer(key, salt=session_salt("session")).sign(b'{"user": "admin"}'))
         assert client.get("/get").json == {}
-    client.set_cookie("session", Signer("previous").sign(b'{"user": "admin"}'))
+    client.set_cookie("session", Signer("previous", salt=session_salt("session")).sign(b'{"user": "admin"}'))
     assert client.get("/get").json == {"user": "admin"}  # the old key itself still works
 
 
@@ -357,3 +357,19 @@ def test_a_samesite_setting_that_is_not_text_names_the_setting(samesite):
 
     with pytest.raises(ValueError, match="SESSION_COOKIE_SAMESITE"):
         CookieSessions("key", samesite=samesite)
+
+
+def test_apps_sharing_a_key_refuse_each_others_cookies():
+    """Two apps signed with one key and one salt: a cookie of one, renamed by the client, was a session of the
+    other (the demo site's guestbook cookie was accepted by its blog). The cookie's name is in what it signs."""
+    site = make_app(secret_key="shared")
+    site.mount("/a", make_app(secret_key="shared"))
+    site.mount("/b", make_app(secret_key="shared"))
+    client = TestApp(site)
+    client.get("/a/set/user/admin")
+    stolen = client.cookies["session_a"]
+    client.set_cookie("session_b", stolen)
+    client.set_cookie("session", stolen)
+    assert client.get("/b/get").json == {}
+    assert client.get("/get").json == {}
+    assert client.get("/a/get").json == {"user": "admin"}, "in its own app the cookie still works"
