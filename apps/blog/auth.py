@@ -54,6 +54,9 @@ USERNAME_LIMIT = 30
 # characters, and separators (spaces of every width, U+2028 and U+2029, which break lines): invisible, blank or
 # unstable, they would let two different usernames look the same.
 USERNAME_REFUSED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+# NIST SP 800-63B's floor for a password the user chooses: shorter ones fall to a few thousand guesses, and the
+# attempt limit slows guessing, it does not stop it.
+PASSWORD_MIN_LENGTH = 8
 
 
 def login_required(view: View) -> View:
@@ -101,6 +104,16 @@ def username_error(username: str) -> str | None:
         return f"Usernames are at most {USERNAME_LIMIT} characters long."
     if unprintable(username, USERNAME_REFUSED):
         return "Usernames cannot contain spaces, line breaks, control or invisible characters."
+    return None
+
+
+def password_error(password: str) -> str | None:
+    """What is wrong with ``password`` for a new account, or ``None``. Only its length is checked: rules about
+    kinds of characters make passwords harder to remember, not to guess."""
+    if not password:
+        return "Password is required."
+    if len(password) < PASSWORD_MIN_LENGTH:
+        return f"Passwords must be at least {PASSWORD_MIN_LENGTH} characters long."
     return None
 
 
@@ -165,9 +178,7 @@ def register(request: Request) -> Response | tuple[Response, int]:
     if request.method == "POST":
         username = canonical_username(request.form.get("username", ""))
         password = request.form.get("password", "")
-        error = username_error(username)
-        if error is None and not password:
-            error = "Password is required."
+        error = username_error(username) or password_error(password)
         if error is None:
             limiter = request.app.config["LOGIN_LIMITER"]
             wait = limiter.retry_after(address_key(request), username_key(username))

@@ -21,6 +21,7 @@ from framework.security import generate_password_hash
 from framework.testing import TestClient
 
 ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "long enough"  # For new accounts: at least PASSWORD_MIN_LENGTH characters.
 CHEAP = "pbkdf2:sha256:1000"  # Stored hashes for the fixtures: the tests are about the blog, not about scrypt.
 
 
@@ -171,7 +172,7 @@ def test_init_db_command_empties_the_database(app: App) -> None:
 
 def test_register_creates_an_account_with_a_hashed_password(app: App, client: TestClient) -> None:
     assert client.get("/auth/register").status_code == 200
-    response = client.post("/auth/register", data={"username": "a", "password": "secret"})
+    response = client.post("/auth/register", data={"username": "a", "password": PASSWORD})
     assert response.status_code == 303 and response.location == "/auth/login"
     with sqlite3.connect(app.config["DATABASE"]) as db:
         (stored,) = db.execute("SELECT password FROM user WHERE username = 'a'").fetchone()
@@ -184,7 +185,9 @@ def test_register_creates_an_account_with_a_hashed_password(app: App, client: Te
     [
         ("", "", "Username is required."),
         ("a", "", "Password is required."),
-        ("test", "test", "User test is already registered."),
+        ("a", "x", "Passwords must be at least 8 characters long."),
+        ("a", "seven77", "Passwords must be at least 8 characters long."),
+        ("test", PASSWORD, "User test is already registered."),
     ],
 )
 def test_register_refuses_bad_input(client: TestClient, username: str, password: str, message: str) -> None:
@@ -313,7 +316,7 @@ def test_the_demo_site_mounts_the_blog_with_its_own_session(site_client: TestCli
     page = site_client.get("/blog/")
     assert page.status_code == 200 and 'href="/blog/auth/login"' in page.text
     assert 'href="/blog/static/blog.css"' in page.text and site_client.get("/blog/static/blog.css").status_code == 200
-    response = site_client.post("/blog/auth/register", data={"username": "ada", "password": "pw"})
+    response = site_client.post("/blog/auth/register", data={"username": "ada", "password": PASSWORD})
     assert response.status_code == 303 and response.location == "/blog/auth/login"
     assert site_client.get_cookie("session_blog") is not None
     assert (data_dir / "blog" / "blog.sqlite").exists()
@@ -358,7 +361,7 @@ FULL_WIDTH = ["\uff54\uff45\uff53\uff54", "\uff34\uff25\uff33\uff34"]  # "test" 
 
 @pytest.mark.parametrize("lookalike", ["Test", "TEST", " test ", *FULL_WIDTH])
 def test_a_lookalike_of_a_username_is_the_same_name(client: TestClient, accounts: Accounts, lookalike: str) -> None:
-    response = client.post("/auth/register", data={"username": lookalike, "password": "pw"})
+    response = client.post("/auth/register", data={"username": lookalike, "password": PASSWORD})
     assert response.status_code == 400 and "User test is already registered." in response.text
     assert accounts.login(lookalike, "test").status_code == 303, "and it logs in as that user"
 
@@ -381,13 +384,13 @@ def test_a_lookalike_of_a_username_is_the_same_name(client: TestClient, accounts
 def test_a_username_with_invisible_characters_or_too_long_is_refused(
     app: App, client: TestClient, username: str, message: str
 ) -> None:
-    response = client.post("/auth/register", data={"username": username, "password": "pw"})
+    response = client.post("/auth/register", data={"username": username, "password": PASSWORD})
     assert response.status_code == 400 and message in response.text
     assert count(app, "SELECT COUNT(*) FROM user") == 2
 
 
 def test_a_new_username_is_stored_in_its_canonical_spelling(app: App, client: TestClient) -> None:
-    client.post("/auth/register", data={"username": "  \uff27race ", "password": "pw"})
+    client.post("/auth/register", data={"username": "  \uff27race ", "password": PASSWORD})
     assert count(app, "SELECT COUNT(*) FROM user WHERE username = 'grace'") == 1
 
 
@@ -406,7 +409,7 @@ def test_too_many_login_attempts_are_429_with_retry_after(tmp_path: Path) -> Non
     elsewhere = {"username": "nobody", "password": "guess"}
     other = app.test_client().post("/auth/login", data=elsewhere, remote_addr="192.0.2.9")
     assert other.status_code == 429, "the username is limited from any address"
-    assert accounts.client.post("/auth/register", data={"username": "new", "password": "pw"}).status_code == 429
+    assert accounts.client.post("/auth/register", data={"username": "new", "password": PASSWORD}).status_code == 429
     now[0] = 61
     assert accounts.login("nobody", "guess").status_code == 400, "the window moves on"
 
@@ -533,7 +536,7 @@ def test_names_from_before_canonical_usernames_still_log_in_and_are_not_taken_ag
     assert logs_in_as("Alice", "pw of Alice") == "Alice" and logs_in_as("ALICE", "pw of ALICE") == "ALICE"
     assert logs_in_as("Eve", "pw of Eve") == "Eve" and logs_in_as("eve", "pw of eve") == "eve"
     for taken in ["alice", "Alice", "bob"]:
-        response = app.test_client().post("/auth/register", data={"username": taken, "password": "pw"})
+        response = app.test_client().post("/auth/register", data={"username": taken, "password": PASSWORD})
         assert response.status_code == 400 and "already registered" in response.text, taken
     assert count(app, "SELECT COUNT(*) FROM user") == 5
 
