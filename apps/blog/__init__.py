@@ -23,7 +23,7 @@ from typing import Any
 
 from framework import App
 
-from ..common import AttemptLimiter, secret_key, security_headers
+from ..common import AttemptLimiter, secret_key, security_headers, use_site_error_pages
 from . import auth, blog, db
 
 
@@ -41,6 +41,7 @@ def create_app(settings: Mapping[str, Any] | None = None, instance_path: str | P
         app.config["SECRET_KEY"] = secret_key(app.instance_path)
 
     app.add_middleware(security_headers)  # Never framed by another site, never content-sniffed.
+    use_site_error_pages(app)  # 404, 403 and the rest as the site answers them, in the blog's layout.
     db.init_app(app)
     auth.normalise_stored_usernames(app.config["DATABASE"])  # Names from before they were canonical.
     app.register_blueprint(auth.bp)

@@ -322,6 +322,35 @@ def test_the_demo_site_mounts_the_blog_with_its_own_session(site_client: TestCli
     assert (data_dir / "blog" / "blog.sqlite").exists()
 
 
+def test_the_blog_links_home_to_the_site(site_client: TestClient) -> None:
+    """The blog had no way back to the site it is part of: no link to "/" on any of its pages."""
+    for path in ("/blog/", "/blog/auth/login", "/blog/no-such-page"):
+        assert '<a class="site" href="/">' in site_client.get(path).text, path
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "text"),
+    [
+        ("/blog/999/update", 404, "Post id 999 doesn&#39;t exist."),
+        ("/blog/1/update", 403, "Only its author may change a post."),
+        ("/blog/auth/logout", 403, "CSRF"),  # a POST without the session's token
+    ],
+)
+def test_the_blogs_errors_are_pages_of_the_site(
+    site_client: TestClient, data_dir: Path, path: str, status: int, text: str
+) -> None:
+    """404, 403 and the CSRF refusal were the framework's bare pages: no layout, no way back."""
+    site_client.post("/blog/auth/register", data={"username": "ada", "password": PASSWORD})
+    site_client.post("/blog/auth/login", data={"username": "ada", "password": PASSWORD})
+    with sqlite3.connect(data_dir / "blog" / "blog.sqlite") as db:
+        db.execute("INSERT INTO user (username, password) VALUES ('eve', 'x')")
+        db.execute("INSERT INTO post (title, body, author_id) VALUES ('by eve', '', 2)")
+    response = site_client.post(path, csrf=False) if path.endswith("logout") else site_client.get(path)
+    assert response.status_code == status
+    assert text in response.text
+    assert 'class="top"' in response.text and '<a class="site" href="/">' in response.text
+
+
 # --- sessions end at logout, lookalike names, attempt limits, sizes ---------------------------------------------
 
 
