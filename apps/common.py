@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from framework import App, HTTPError, Request, Response, abort
+from framework.forms import JOINERS, UNSAFE_IN_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,15 +94,26 @@ def secret_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-LINE_REFUSED = frozenset({"Cc", "Cs"})
+# What a one-line field (a name, a title) refuses: the categories ``safe_filename`` takes out of file names.
+LINE_REFUSED = UNSAFE_IN_NAMES
+# The exceptions a one-line field makes, as file names do: the zero-width joiner and non-joiner, which belong to
+# words (Persian) and emoji (a family is three people joined by U+200D). A text of several lines (a message)
+# also keeps its line breaks and tabs.
+LINE_ALLOWED = JOINERS
+TEXT_ALLOWED = JOINERS | frozenset("\r\n\t")
 
 
-def unprintable(text: str, refused: frozenset[str] = LINE_REFUSED) -> bool:
-    """Whether ``text`` has a character of a Unicode category in ``refused``: by default control characters (Cc:
-    NUL, escape, line breaks, none of which belongs in a one-line title) and lone surrogates (Cs: JSON's
-    ``"\\ud800"`` decodes to one, and it cannot be encoded as UTF-8, so SQLite and every page would fail on it).
+def unprintable(text: str, refused: frozenset[str] = LINE_REFUSED, allowed: frozenset[str] = frozenset()) -> bool:
+    """Whether ``text`` has a character of a Unicode category in ``refused`` that is not one of ``allowed``.
+
+    By default: control characters (Cc: NUL, escape, line breaks, none of which belongs in a one-line title),
+    format characters (Cf: a right-to-left override, U+202E, shows ``evil\u202etxt.exe`` as ``evilexe.txt``;
+    zero-width spaces hide in a name), lone surrogates (Cs: JSON's ``"\\ud800"`` decodes to one, and it cannot be
+    encoded as UTF-8, so SQLite and every page would fail on it) and the line and paragraph separators (Zl, Zp).
+    Nothing is allowed unless the caller says so (``LINE_ALLOWED``, ``TEXT_ALLOWED``), so a check that forgets to
+    say is the stricter one.
     """
-    return any(unicodedata.category(character) in refused for character in text)
+    return any(character not in allowed and unicodedata.category(character) in refused for character in text)
 
 
 SQLITE_INTEGER_MAX = 2**63 - 1

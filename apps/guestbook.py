@@ -25,7 +25,17 @@ from pathlib import Path
 
 from framework import App, Request, Response, redirect
 
-from .common import Database, Page, default_data_dir, fetch_page, make_app, page_number
+from .common import (
+    LINE_ALLOWED,
+    TEXT_ALLOWED,
+    Database,
+    Page,
+    default_data_dir,
+    fetch_page,
+    make_app,
+    page_number,
+    unprintable,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -42,17 +52,25 @@ LIMITS = {"name": NAME_LIMIT, "message": MESSAGE_LIMIT}
 
 
 def validate(form: dict[str, str]) -> dict[str, str]:
-    """The problems with a submitted entry, by field name; an empty dict means it can be saved."""
+    """The problems with a submitted entry, by field name; an empty dict means it can be saved.
+
+    Neither field may hold control or invisible characters (``unprintable``): a NUL, or a right-to-left override
+    that makes a name read backwards in every later visitor's browser. A message may have line breaks and tabs.
+    """
     errors = {}
     name, message = form["name"], form["message"]
     if not name:
         errors["name"] = "Please tell us your name."
     elif len(name) > NAME_LIMIT:
         errors["name"] = f"Names are at most {NAME_LIMIT} characters long (this one has {len(name)})."
+    elif unprintable(name, allowed=LINE_ALLOWED):
+        errors["name"] = "Names are one line, without control, invisible or direction-changing characters."
     if not message:
         errors["message"] = "Please write a message."
     elif len(message) > MESSAGE_LIMIT:
         errors["message"] = f"Messages are at most {MESSAGE_LIMIT} characters long (this one has {len(message)})."
+    elif unprintable(message, allowed=TEXT_ALLOWED):
+        errors["message"] = "Messages cannot contain control, invisible or direction-changing characters."
     return errors
 
 

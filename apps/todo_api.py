@@ -50,7 +50,7 @@ from typing import Any
 
 from framework import App, HTTPError, Request, Response, abort, redirect
 
-from .common import Database, default_data_dir, error_page, make_app, row_id, unprintable
+from .common import LINE_ALLOWED, Database, default_data_dir, error_page, make_app, row_id, unprintable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS todos (
@@ -79,8 +79,8 @@ def title_error(title: object) -> str | None:
         return "The title must be some text."
     if len(title.strip()) > TITLE_LIMIT:
         return f"The title must be at most {TITLE_LIMIT} characters long."
-    if unprintable(title):
-        return "The title must be one line of text, without control characters or lone surrogates."
+    if unprintable(title, allowed=LINE_ALLOWED):
+        return "The title must be one line of text, without control, invisible or direction-changing characters."
     return None
 
 

@@ -36,8 +36,8 @@ SAFE_NAME_BYTES = 200
 # Unicode categories safe_filename removes: controls, format characters (bidi overrides, zero widths), line and
 # paragraph separators, and lone surrogates (which no file system encoding can write). Except the zero-width
 # joiner and non-joiner, which belong to words (Persian) and emoji (a family is three joined by ZWJ).
-_UNSAFE_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-_JOINERS = frozenset("\u200c\u200d")
+UNSAFE_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+JOINERS = frozenset("\u200c\u200d")
 
 _NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape"})
 # What a 400 for a body the parser cannot read says. The parser's own text is for whoever debugs the client (it is
@@ -75,7 +75,7 @@ class UploadedFile:
         ``invoiceexe.jpg`` in a listing. The length is cut (keeping the extension) because a name the file
         system refuses would fail the save with a 500, for any client who sends one."""
         name = unicodedata.normalize("NFKC", self.filename).replace("\\", "/").rsplit("/", 1)[-1]
-        name = "".join(c for c in name if c in _JOINERS or unicodedata.category(c) not in _UNSAFE_IN_NAMES)
+        name = "".join(c for c in name if c in JOINERS or unicodedata.category(c) not in UNSAFE_IN_NAMES)
         while name != (trimmed := name.strip().lstrip(".")):  # ". .bashrc" is a dotfile too
             name = trimmed
         return _shortened(name, SAFE_NAME_BYTES) or "upload"

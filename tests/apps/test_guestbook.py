@@ -169,3 +169,28 @@ def test_the_guestbook_is_mounted_in_the_site(site):
     assert form.action == "/guestbook/"
     form["name"], form["message"] = "Linus", "Mounted"
     assert urlsplit(form.submit(status=303).headers["Location"]).path == "/guestbook/"
+
+
+@pytest.mark.parametrize(
+    ("name", "message", "field"),
+    [
+        ("nul\x00", "hello", "name"),
+        ("\u202eyromaM", "hello", "name"),  # a right-to-left override: it would read "Mamory" backwards
+        ("zero\u200bwidth", "hello", "name"),
+        ("two\nlines", "hello", "name"),
+        ("Ada", "nul\x00", "message"),
+        ("Ada", "evil\u202etxt.exe", "message"),
+        ("Ada", "escape\x1b[2J", "message"),
+    ],
+)
+def test_control_and_invisible_characters_are_refused(book, data_dir, name, message, field):
+    """NUL and U+202E were stored as they were, and shown to every later visitor."""
+    page = sign(book, name, message, status=400)
+    assert "control, invisible or direction-changing" in page.html.select_one(f"#{field}-error").text
+    assert stored_entries(data_dir) == []
+
+
+def test_a_message_keeps_its_line_breaks_and_tabs_and_a_name_its_emoji(book, data_dir):
+    family = "\U0001f469\u200d\U0001f467"  # two emoji joined by a zero-width joiner: one picture
+    sign(book, f"Ada {family}", "first line\r\nsecond\tline")
+    assert stored_entries(data_dir) == [(f"Ada {family}", "first line\r\nsecond\tline")]

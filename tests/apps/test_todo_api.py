@@ -286,7 +286,9 @@ def test_the_shared_id_check_refuses_what_sqlite_cannot_hold():
         assert refused.value.code == 404
 
 
-@pytest.mark.parametrize("title", ["\ud800", "a\udfffb", "line\nbreak", "nul\x00", "escape\x1b[2J"])
+@pytest.mark.parametrize(
+    "title", ["\ud800", "a\udfffb", "line\nbreak", "nul\x00", "escape\x1b[2J", "\u202eevil", "zero\u200bwidth"]
+)
 def test_a_title_with_a_lone_surrogate_or_a_control_character_is_422(api, title):
     # JSON's "\ud800" escape decodes to a lone surrogate, which cannot be encoded as UTF-8 (nor stored).
     body = json.dumps({"title": title}).encode()
