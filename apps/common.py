@@ -22,6 +22,7 @@ another site, and no browser guesses a type the response did not declare.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import sqlite3
@@ -181,6 +182,16 @@ def fetch_page(
     return Page(rows, number, count, total)
 
 
+def keep_newest(db: sqlite3.Connection, table: str, count: int) -> None:
+    """Delete all but the newest ``count`` rows of ``table`` (the app's own table, with an ``id INTEGER PRIMARY
+    KEY``: the newest have the highest ids).
+
+    Whatever anyone writes into a table a stranger can add to must have a bound, or it takes the disk (and every
+    page that counts the rows grows slower with it). Called after each insert, in its transaction, it keeps the
+    table at ``count`` rows: the oldest make room. Finding the cut is a walk down the primary key's index."""
+    db.execute(f"DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?)", (count,))
+
+
 class AttemptLimiter:
     """At most ``limit`` attempts per key (a client's address, a username) in any ``window`` seconds.
 
@@ -198,7 +209,7 @@ class AttemptLimiter:
     proxy, the server must be told to believe it (``--forwarded-allow-ips``, see docs/nginx.md): otherwise every
     request comes from the proxy's address, and all clients share one key, so ten strangers' attempts lock
     everyone out. An IPv6 client usually holds a whole /64 and can move between its addresses at will, so the
-    blog keys IPv6 addresses by their /64 (``apps/blog/auth.py:address_key``).
+    site keys IPv6 addresses by their /64 (``address_key``).
 
     Each worker process keeps its own count, so ``--workers N`` allows up to N times ``limit``: a shared store
     (SQLite, Redis) would be the next step for a real site.
@@ -266,6 +277,20 @@ class AttemptLimiter:
         if len(self._attempts) >= self.max_keys:
             below = (key for key, times in self._attempts.items() if self._limited_for(times, now) <= 0)
             del self._attempts[next(below, next(iter(self._attempts)))]
+
+
+def address_key(request: Request) -> str:
+    """The limiter's key for the client's address: an IPv4 address as it is, an IPv6 one by its /64 network.
+
+    One IPv6 client (a home, a phone, a cloud machine) usually holds a whole /64 and can pick a new address in
+    it for every request; keyed by address alone, each guess would count against a fresh key."""
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return f"address:{request.remote_addr}"
+    if address.version == 6:
+        return f"address:{ipaddress.ip_network((address, 64), strict=False)}"
+    return f"address:{address}"
 
 
 class Database:

@@ -25,7 +25,6 @@ wrong password, against the username too (``login`` says why a right one is refu
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 import sqlite3
@@ -40,7 +39,7 @@ from typing import Any, TypeVar
 from framework import Blueprint, Request, Response, abort, redirect
 from framework.security import check_password_hash, generate_password_hash
 
-from ..common import unprintable
+from ..common import address_key, unprintable
 from .db import connect, get_db
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -117,31 +116,17 @@ def password_error(password: str) -> str | None:
     return None
 
 
-def address_key(request: Request) -> str:
-    """The limiter's key for the client's address: an IPv4 address as it is, an IPv6 one by its /64 network.
-
-    One IPv6 client (a home, a phone, a cloud machine) usually holds a whole /64 and can pick a new address in
-    it for every request; keyed by address alone, each guess would count against a fresh key."""
-    try:
-        address = ipaddress.ip_address(request.remote_addr or "")
-    except ValueError:
-        return f"address:{request.remote_addr}"
-    if address.version == 6:
-        return f"address:{ipaddress.ip_network((address, 64), strict=False)}"
-    return f"address:{address}"
-
-
 def username_key(username: str) -> str:
     """The limiter's key for a canonical ``username``, cut to one character past the limit (no account has a
     longer name), so that each remembered key stays small whatever a client sends."""
     return f"user:{username[: USERNAME_LIMIT + 1]}"
 
 
-def refuse_if_waiting(request: Request, wait: int, template: str) -> None:
-    """When ``wait`` (seconds, from ``LOGIN_LIMITER``) is not 0, stop with 429 and ``Retry-After``: ``template``
-    again, with a message, not an error page."""
+def refuse_if_waiting(request: Request, wait: int, template: str, what: str = "attempts") -> None:
+    """When ``wait`` (seconds, from an ``AttemptLimiter``) is not 0, stop with 429 and ``Retry-After``:
+    ``template`` again, with a message saying there were too many ``what``, not an error page."""
     if wait:
-        request.flash(f"Too many attempts: try again in {wait} seconds.", "error")
+        request.flash(f"Too many {what}: try again in {wait} seconds.", "error")
         page = request.render(template)
         page.status = 429
         page.headers["Retry-After"] = str(wait)

@@ -1,4 +1,9 @@
-"""Posts: everyone reads them, logged-in users write them, and only a post's author may change or delete it."""
+"""Posts: everyone reads them, logged-in users write them, and only a post's author may change or delete it.
+
+Two bounds keep one account from filling the disk (200 posts of 20 KB in a second were all kept): an author may
+publish ``POST_LIMITER``'s number of new posts a minute (more is 429, with ``Retry-After``), and the blog keeps the
+newest ``MAX_POSTS`` posts, the oldest giving way to new ones (both settings of the app, see ``apps/blog/__init__.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import sqlite3
 
 from framework import Blueprint, Request, Response, abort, redirect
 
-from ..common import fetch_page, page_number, row_id
-from .auth import login_required
+from ..common import fetch_page, keep_newest, page_number, row_id
+from .auth import login_required, refuse_if_waiting
 from .db import get_db
 
 bp = Blueprint("blog", __name__)
@@ -69,17 +74,20 @@ def read_post_form(request: Request) -> tuple[str, str, str | None]:
 @bp.route("/create", methods=["GET", "POST"])
 @login_required
 def create(request: Request) -> Response | tuple[Response, int]:
-    """Write a new post."""
+    """Write a new post (at most ``POST_LIMITER``'s number a minute)."""
     if request.method == "POST":
         title, body, error = read_post_form(request)
         if error is not None:
             request.flash(error, "error")
             return request.render("blog/create.html"), 400
+        wait = request.app.config["POST_LIMITER"].retry_after(f"author:{request.g.user['id']}")
+        refuse_if_waiting(request, wait, "blog/create.html", "new posts")
         db = get_db(request)
         with db:
             db.execute(
                 "INSERT INTO post (title, body, author_id) VALUES (?, ?, ?)", (title, body, request.g.user["id"])
             )
+            keep_newest(db, "post", request.app.config["MAX_POSTS"])
         request.flash("Your post is published.", "success")
         return redirect(request.url_for(".index"), 303)
     return request.render("blog/create.html")

@@ -622,3 +622,34 @@ def test_an_ipv6_client_is_limited_by_its_64(tmp_path: Path) -> None:
     assert [guess(f"2001:db8:1:2::{number}", f"name{number}") for number in range(1, 4)] == [400, 400, 400]
     assert guess("2001:db8:1:2:ffff:ffff:ffff:ffff", "name4") == 429
     assert guess("2001:db8:1:3::1", "name5") == 400, "the next /64 is another client"
+
+
+def test_an_author_publishing_too_often_is_429_with_retry_after(
+    app: App, client: TestClient, accounts: Accounts
+) -> None:
+    """One account published 200 posts of 20 KB in a second, all kept."""
+    from apps.common import AttemptLimiter
+
+    now = [0.0]
+    app.config["POST_LIMITER"] = AttemptLimiter(limit=2, window=60, clock=lambda: now[0])
+    accounts.login()
+    for number in range(2):
+        assert client.post("/create", data={"title": f"post {number}", "body": ""}).status_code == 303
+    refused = client.post("/create", data={"title": "one too many", "body": "kept"})
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
+    assert "Too many new posts: try again in 60 seconds." in refused.text
+    assert 'value="one too many"' in refused.text, "what was typed is still in the form"
+    assert Accounts(other := app.test_client()).login("other", "other").status_code == 303
+    assert other.post("/create", data={"title": "another author", "body": ""}).status_code == 303
+    now[0] += 60
+    assert client.post("/create", data={"title": "a minute later", "body": ""}).status_code == 303
+    assert count(app, "SELECT COUNT(*) FROM post") == 1 + 2 + 1 + 1
+
+
+def test_the_blog_keeps_the_newest_posts(app: App, client: TestClient, accounts: Accounts) -> None:
+    app.config["MAX_POSTS"] = 2
+    accounts.login()
+    for title in ("second", "third"):
+        client.post("/create", data={"title": title, "body": ""})
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        assert [title for (title,) in db.execute("SELECT title FROM post ORDER BY id")] == ["second", "third"]

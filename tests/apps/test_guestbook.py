@@ -10,6 +10,7 @@ import pytest
 from webtest import TestApp
 
 from apps import guestbook
+from apps.common import AttemptLimiter
 
 
 @pytest.fixture
@@ -111,7 +112,8 @@ def names(page) -> list[str]:
     return [entry.text for entry in page.html.select(".entry-name")]
 
 
-def test_entries_are_paginated_newest_first(book):
+def test_entries_are_paginated_newest_first(data_dir):
+    book = TestApp(guestbook.create_app(data_dir, per_page=3, limiter=AttemptLimiter(10, 60)))  # 7 entries at once
     for number in range(1, 8):
         sign(book, f"Visitor {number}", f"Message {number}")
     first = book.get("/")
@@ -194,3 +196,42 @@ def test_a_message_keeps_its_line_breaks_and_tabs_and_a_name_its_emoji(book, dat
     family = "\U0001f469\u200d\U0001f467"  # two emoji joined by a zero-width joiner: one picture
     sign(book, f"Ada {family}", "first line\r\nsecond\tline")
     assert stored_entries(data_dir) == [(f"Ada {family}", "first line\r\nsecond\tline")]
+
+
+class Clock:
+    """A clock the test moves by hand, for the signing limit's window."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_client_signing_too_often_is_429_with_retry_after(data_dir):
+    """One session posted 500 entries in 1.4 s, all kept. Each client may sign SIGNING_LIMIT times a minute."""
+    clock = Clock()
+    app = guestbook.create_app(data_dir, limiter=AttemptLimiter(guestbook.SIGNING_LIMIT, 60, clock=clock))
+    flooder = TestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.1"})
+    for number in range(guestbook.SIGNING_LIMIT):
+        sign(flooder, "Flood", f"Message {number}")
+    page = sign(flooder, "Flood", "one too many", status=429)
+    assert page.headers["Retry-After"] == "60"
+    assert "try again in 60 seconds" in page.html.select_one("#message-error").text
+    assert page.html.select_one("textarea").text == "one too many", "what was typed is kept"
+    sign(TestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.2"}), "Someone else", "still welcome")
+    clock.now += 60
+    sign(flooder, "Flood", "a minute later")
+    assert len(stored_entries(data_dir)) == guestbook.SIGNING_LIMIT + 2
+
+
+def test_the_guestbook_keeps_the_newest_entries(data_dir):
+    """With no bound, entries took the disk (over 1 GB an hour from one client) and every page counted them all."""
+    app = guestbook.create_app(data_dir, max_entries=3, limiter=AttemptLimiter(10, 60))
+    book = TestApp(app)
+    for number in range(1, 6):
+        sign(book, f"Visitor {number}", f"Message {number}")
+    assert [name for name, _ in stored_entries(data_dir)] == ["Visitor 3", "Visitor 4", "Visitor 5"]
+    page = book.get("/")
+    assert page.html.select_one("main h2").text == "3 entries"
+    assert "keeps the newest 3 entries" in " ".join(page.html.select_one("p.lead").text.split())
