@@ -6,10 +6,17 @@
   and ``upload`` checks the file's own size. Either way the answer is 413 with the page and its explanation,
   and nothing is left behind: a file reaches the upload folder only once it is complete (see ``store``).
 - The upload folder as a whole is bounded too, sized for a demo: at most ``max_total`` bytes (100 MiB) in at
-  most ``max_files`` files (1000). An upload beyond either is refused with 507 Insufficient Storage and the page
-  saying why. The bound holds however many uploads arrive at once, in threads or worker processes: each one
-  checks the room and stores its file under one lock (``folder_lock``), and files still being staged count as
-  taken.
+  most ``max_files`` files (1000), and one client (its address, as ``address_key`` reads it) at most a share of
+  that (``CLIENT_TOTAL``, ``CLIENT_FILES``). Full, the folder makes room rather than refusing: past its share, a
+  client's own oldest uploads are deleted for its new one, then, past the folder's bound, the oldest uploads of
+  anyone (``make_room``; the page says so). Refusing instead let one client lock everyone out for good: 1000
+  one-byte uploads in 4 s, and every later upload was a 507, since nothing is ever deleted otherwise. Now a
+  client that uploads without end only replaces its own files, beyond pushing out the oldest of others' up to
+  its share. The bound holds however many uploads arrive at once, in threads or worker processes: each one makes
+  room and stores its file under one lock (``folder_lock``). Who sent each file is kept in ``files.sqlite3`` in
+  the data directory.
+- A file in the making is hidden (``in_the_making``) and takes its room; one left behind by a worker that died
+  mid-upload is removed by the next upload once ``STALE_AFTER`` old (``clear_leftovers``).
 - ``GET /files/`` lists the newest ``LISTED`` uploads, and says how many more there are.
 - ``GET /files/<name>`` sends a file with ``FileResponse``, which follows the same rules as the server's
   static files: ``Range`` requests (206, so a download can resume), ``ETag`` and ``Last-Modified`` (304).
@@ -26,24 +33,39 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 from framework import App, FileResponse, HTTPError, Request, Response, UploadedFile, abort, redirect, safe_join
 
-from .common import default_data_dir, make_app
+from .common import Database, address_key, default_data_dir, make_app
 
 MAX_UPLOAD = 8 * 2**20
 MAX_TOTAL = 100 * 2**20
 MAX_FILES = 1000
+# One client's share of the folder: a fifth of its bytes, a tenth of its files (see make_room).
+CLIENT_TOTAL = MAX_TOTAL // 5
+CLIENT_FILES = MAX_FILES // 10
+# How old a file in the making must be to be taken for a dead worker's leftover and removed (see clear_leftovers).
+STALE_AFTER = 10 * 60
 LISTED = 100  # files shown in the listing, newest first
 # The multipart framing around the file (boundaries, part headers, the CSRF field) is small, but not zero.
 FORM_OVERHEAD = 64 * 2**10
-STAGING = ".incoming-"  # a file being written, before it gets its name (see ``store``)
+STAGING = ".incoming-"  # a file being written, before it gets its name (see ``store`` and ``in_the_making``)
 LOCK = ".lock"  # the lock file of ``folder_lock``
+# Who sent each upload (its client's ``address_key``), for the clients' shares. A file with no row (put there
+# by hand, or stored before shares existed) counts for the folder only.
+OWNERS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS owners (
+    name    TEXT PRIMARY KEY,
+    client  TEXT NOT NULL
+);
+"""
 
 
 def human_size(size: int) -> str:
@@ -100,7 +122,10 @@ def listing(folder: Path) -> list[ListedFile]:
     for entry in os.scandir(folder):
         if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
             continue
-        info = entry.stat()
+        try:
+            info = entry.stat()
+        except FileNotFoundError:  # Deleted since the folder was read: an upload made room (make_room).
+            continue
         modified = datetime.fromtimestamp(info.st_mtime, UTC)
         entries.append(
             {
@@ -131,21 +156,118 @@ def folder_lock(folder: Path) -> Iterator[None]:
         yield
 
 
-def room_problem(folder: Path, size: int, max_total: int, max_files: int) -> str | None:
-    """Why one more file of ``size`` bytes does not fit in ``folder`` (``None`` if it does).
+class Quota(NamedTuple):
+    """What the upload folder may hold: ``total`` bytes in ``files`` files, and from one client at most
+    ``client_total`` bytes in ``client_files`` files."""
 
-    Files still being staged (``.incoming-*``) take the disk and will take a name: they count. Outside the lock
-    there are none unless a worker died in the middle of an upload, and then they count until removed."""
-    sizes = [
-        entry.stat().st_size
-        for entry in (os.scandir(folder) if folder.is_dir() else [])
-        if entry.is_file(follow_symlinks=False) and (not entry.name.startswith(".") or entry.name.startswith(STAGING))
-    ]
-    if len(sizes) >= max_files:
-        return f"The upload folder is full: it holds at most {max_files} files."
-    if sum(sizes) + size > max_total:
-        return f"The upload folder is full: uploads may take {human_size(max_total)} in all."
-    return None
+    total: int
+    files: int
+    client_total: int
+    client_files: int
+
+
+class Held(NamedTuple):
+    """A file in the upload folder, as the quota sees it."""
+
+    name: str
+    size: int
+    mtime: float
+
+
+def in_the_making(name: str) -> bool:
+    """Whether ``name``, in the upload folder, is a file in the making: any hidden name but the lock's.
+
+    ``store`` stages an upload as ``.incoming-<hex>``, and ``UploadedFile.save`` writes that through a temporary
+    ``..incoming-<hex>.<random>.part`` of its own. Counting names that start with ``.incoming-`` missed the
+    second, so the part files of a worker that died mid-upload took the disk uncounted; every temporary name is
+    hidden, so one rule finds them all. (Hidden names are never listed, nor served by ``safe_join``.)"""
+    return name.startswith(".") and name != LOCK
+
+
+def folder_contents(folder: Path) -> tuple[list[Held], list[Held]]:
+    """The uploaded files, oldest first, and the files in the making (the lock file is neither)."""
+    done: list[Held] = []
+    making: list[Held] = []
+    for entry in os.scandir(folder) if folder.is_dir() else []:
+        if entry.name != LOCK and entry.is_file(follow_symlinks=False):
+            info = entry.stat(follow_symlinks=False)
+            (making if in_the_making(entry.name) else done).append(Held(entry.name, info.st_size, info.st_mtime))
+    return sorted(done, key=lambda held: (held.mtime, held.name)), making
+
+
+def clear_leftovers(folder: Path, making: list[Held], now: float) -> list[Held]:
+    """Remove the files in the making older than ``STALE_AFTER`` seconds; answer the others, which keep their room.
+
+    Called under the folder's lock, where no upload of this app is being written, so any such file is a dead
+    worker's leftover. The younger ones are left all the same, and counted: removing a file another process may
+    still be writing (an older copy of the app during a restart, one that takes no lock) would cost its upload,
+    while waiting costs only a few minutes of room."""
+    kept = []
+    for held in making:
+        if now - held.mtime > STALE_AFTER:
+            (folder / held.name).unlink(missing_ok=True)
+        else:
+            kept.append(held)
+    return kept
+
+
+def oldest_to_drop(held: list[Held], max_count: int, max_bytes: int) -> list[Held] | None:
+    """The oldest of ``held`` (which is oldest first) to delete so that at most ``max_count`` files of at most
+    ``max_bytes`` in all are left; ``None`` when deleting them all would not do (a budget below zero)."""
+    if max_count < 0 or max_bytes < 0:
+        return None
+    count, size = len(held), sum(item.size for item in held)
+    dropped = []
+    for item in held:
+        if count <= max_count and size <= max_bytes:
+            break
+        dropped.append(item)
+        count, size = count - 1, size - item.size
+    return dropped
+
+
+def make_room(
+    files: list[Held], making: list[Held], owners: dict[str, str], client: str, size: int, quota: Quota
+) -> list[Held] | str:
+    """The files to delete so that one more file of ``size`` bytes from ``client`` fits; or why it cannot.
+
+    First the client's share: past it, the client's own oldest files go, so a client never holds more than its
+    share, however much it sends. Then the folder's bound: the oldest files go, whoever sent them, so the folder
+    is never full for the next visitor. Files in the making are not files yet and cannot go: they keep their
+    room until they are done, or cleared as leftovers."""
+    mine = [held for held in files if owners.get(held.name) == client]
+    own = oldest_to_drop(mine, quota.client_files - 1, quota.client_total - size)
+    if own is None:
+        return f"That file is larger than one visitor's share of the folder ({human_size(quota.client_total)})."
+    going = {held.name for held in own}
+    rest = [held for held in files if held.name not in going]
+    pending = sum(held.size for held in making)
+    others = oldest_to_drop(rest, quota.files - 1 - len(making), quota.total - size - pending)
+    if others is None:
+        return (
+            f"The upload folder is full: uploads may take {human_size(quota.total)} in all, and uploads still being "
+            "written hold the rest. Try again in a few minutes."
+        )
+    return own + others
+
+
+def keep(upload: UploadedFile, client: str, folder: Path, db: sqlite3.Connection, quota: Quota) -> tuple[str, int]:
+    """Store ``upload`` from ``client``, first deleting what ``make_room`` says: its name, and how many files
+    made room for it. 507 with the reason when it cannot fit. Call it under the folder's lock."""
+    files, making = folder_contents(folder)
+    making = clear_leftovers(folder, making, time.time())
+    owners: dict[str, str] = dict(db.execute("SELECT name, client FROM owners").fetchall())
+    room = make_room(files, making, owners, client, upload.size, quota)
+    if isinstance(room, str):
+        abort(507, room)
+    for held in room:
+        (folder / held.name).unlink(missing_ok=True)
+    # The deleted files' rows go, and so do the rows of files deleted by other hands.
+    forgotten = {held.name for held in room} | (owners.keys() - {held.name for held in files})
+    db.executemany("DELETE FROM owners WHERE name = ?", [(name,) for name in forgotten])
+    name = store(upload, folder)
+    db.execute("INSERT OR REPLACE INTO owners (name, client) VALUES (?, ?)", (name, client))
+    return name, len(room)
 
 
 def create_app(
@@ -154,12 +276,18 @@ def create_app(
     max_upload: int = MAX_UPLOAD,
     max_total: int = MAX_TOTAL,
     max_files: int = MAX_FILES,
+    max_client_total: int = CLIENT_TOTAL,
+    max_client_files: int = CLIENT_FILES,
 ) -> App:
-    """The upload folder at ``data_dir/files``; files larger than ``max_upload`` bytes are refused with 413, and
-    any upload once the folder holds ``max_total`` bytes or ``max_files`` files with 507."""
+    """The upload folder at ``data_dir/files``; files larger than ``max_upload`` bytes are refused with 413. The
+    folder keeps at most ``max_total`` bytes in ``max_files`` files, and from one client ``max_client_total`` bytes
+    in ``max_client_files`` files: past either, the oldest uploads make room (see ``make_room``)."""
     data_dir = data_dir or default_data_dir()
     folder = data_dir / "files"
+    quota = Quota(max_total, max_files, max_client_total, max_client_files)
+    owners = Database(data_dir / "files.sqlite3", OWNERS_SCHEMA)
     app = make_app(__name__, data_dir, max_body_size=max_upload + FORM_OVERHEAD)
+    app.template_filter(human_size)  # The page states the quota: {{ quota.total | human_size }}
 
     def render(request: Request, error: str | None = None) -> Response:
         files = listing(folder)
@@ -170,6 +298,7 @@ def create_app(
             unlisted=len(files[LISTED:]),
             error=error,
             max_upload=human_size(max_upload),
+            quota=quota,
         )
 
     @app.get("/")
@@ -185,12 +314,11 @@ def create_app(
             return render(request, "Choose a file to upload first."), 400
         if chosen.size > max_upload:
             abort(413)  # The handler below explains; the temporary file goes with the request.
-        with folder_lock(folder):  # No other upload checks or stores between our check and our store.
-            full = room_problem(folder, chosen.size, max_total, max_files)
-            name = None if full else store(chosen, folder)
-        if name is None:
-            return render(request, full), 507
-        request.flash(f"Uploaded {name} ({human_size(chosen.size)}).")
+        # No other upload makes room or stores between our look at the folder and our store.
+        with folder_lock(folder), owners.transaction() as db:
+            name, made_room = keep(chosen, address_key(request), folder, db, quota)
+        room = f" {made_room} older file{'s' if made_room > 1 else ''} made room for it." if made_room else ""
+        request.flash(f"Uploaded {name} ({human_size(chosen.size)}).{room}")
         return redirect(request.url_for("index"), 303)
 
     @app.get("/<name>")
@@ -208,6 +336,11 @@ def create_app(
     def too_large(request: Request, error: HTTPError) -> Response:
         """The page again, saying what the limit is, rather than a bare error."""
         return render(request, f"That file is too large: uploads are limited to {human_size(max_upload)}.")
+
+    @app.errorhandler(507)
+    def no_room(request: Request, error: HTTPError) -> Response:
+        """The page again, saying why the file found no room."""
+        return render(request, error.description)
 
     return app
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -162,18 +164,67 @@ def test_human_sizes():
     assert [files.human_size(n) for n in (0, 1023, 1536, 8 * 2**20)] == ["0 bytes", "1023 bytes", "1.5 KiB", "8.0 MiB"]
 
 
-def test_the_upload_folder_has_a_quota_in_files_and_bytes(data_dir, folder):
-    by_count = TestApp(files.create_app(data_dir, max_upload=LIMIT, max_files=2, max_total=10 * LIMIT))
-    upload(by_count, "one.txt", b"1")
-    upload(by_count, "two.txt", b"2")
-    page = upload(by_count, "three.txt", b"3", status=507)
-    assert "holds at most 2 files" in page.html.select_one(".field.invalid .error").text
-    assert everything_in(folder) == ["one.txt", "two.txt"]
+def upload_from(app, address: str, name: str, content: bytes, folder: Path, when: float, status: int = 303):
+    """Upload as the client at ``address``, then date the stored file ``when`` (seconds), so that which file is the
+    oldest does not depend on the file system's clock."""
+    page = upload(TestApp(app, extra_environ={"REMOTE_ADDR": address}), name, content, status)
+    if status == 303:
+        os.utime(folder / name, (when, when))
+    return page
 
-    by_size = TestApp(files.create_app(data_dir, max_upload=LIMIT, max_files=10, max_total=LIMIT))
-    page = upload(by_size, "big.bin", b"x" * (LIMIT - 1), status=507)
-    assert "4.0 KiB in all" in page.html.select_one(".field.invalid .error").text
-    assert everything_in(folder) == ["one.txt", "two.txt"], "nothing is left behind"
+
+def test_a_full_folder_makes_room_with_its_oldest_files(data_dir, folder):
+    """A full folder refused every upload with 507, and nothing is ever deleted: full once, full for good."""
+    by_count = files.create_app(data_dir, max_upload=LIMIT, max_files=2, max_total=10 * LIMIT)
+    upload_from(by_count, "192.0.2.1", "one.txt", b"1", folder, 1)
+    upload_from(by_count, "192.0.2.2", "two.txt", b"2", folder, 2)
+    page = upload_from(by_count, "192.0.2.3", "three.txt", b"3", folder, 3).follow()
+    assert "1 older file made room for it." in page.html.select_one("p.flash").text
+    assert everything_in(folder) == ["three.txt", "two.txt"]
+
+    by_size = files.create_app(data_dir, max_upload=LIMIT, max_files=10, max_total=LIMIT)
+    upload_from(by_size, "192.0.2.4", "big.bin", b"x" * LIMIT, folder, 4)
+    assert everything_in(folder) == ["big.bin"], "both older files made room"
+    assert "in 2 files" in " ".join(TestApp(by_count).get("/").html.select_one("p.quota").text.split())
+
+
+def test_one_client_cannot_lock_the_others_out(data_dir, folder):
+    """1000 one-byte uploads from one client in 4 s made every later upload from anyone a 507, forever. Past its
+    share, a client's own oldest files make room for its new ones, so it never holds more than its share."""
+    app = files.create_app(data_dir, max_upload=LIMIT, max_files=6, max_client_files=3, max_client_total=4 * LIMIT)
+    for number in range(20):
+        upload_from(app, "198.51.100.7", f"flood{number}.txt", b"x", folder, number)
+    assert everything_in(folder) == ["flood17.txt", "flood18.txt", "flood19.txt"], "the flood keeps its share"
+    for number in range(3):
+        upload_from(app, f"192.0.2.{number}", f"visitor{number}.txt", b"hello", folder, 100 + number)
+    upload_from(app, "198.51.100.7", "flood20.txt", b"x", folder, 200)
+    assert everything_in(folder) == [
+        *["flood18.txt", "flood19.txt", "flood20.txt"],
+        *["visitor0.txt", "visitor1.txt", "visitor2.txt"],
+    ], "the flood replaced its own oldest file, not a visitor's"
+
+
+def test_one_client_holds_at_most_its_share_of_bytes(data_dir, folder):
+    app = files.create_app(data_dir, max_upload=LIMIT, max_total=10 * LIMIT, max_client_total=LIMIT)
+    upload_from(app, "2001:db8::1", "first.bin", b"x" * (LIMIT // 2), folder, 1)
+    upload_from(app, "2001:db8::2", "second.bin", b"x" * (LIMIT // 2), folder, 2)  # the same /64: one client
+    upload_from(app, "2001:db8::3", "third.bin", b"x" * (LIMIT // 2), folder, 3)
+    assert everything_in(folder) == ["second.bin", "third.bin"]
+
+
+def test_concurrent_uploads_keep_the_folder_within_its_bounds(data_dir, folder):
+    """Uploads from many clients at once: each makes room and stores under the folder's lock, so the folder never
+    ends up over its bounds, and nothing half-written is left."""
+    app = files.create_app(data_dir, max_upload=LIMIT, max_files=5, max_total=3 * LIMIT)
+
+    def send(number: int) -> None:
+        upload(TestApp(app, extra_environ={"REMOTE_ADDR": f"192.0.2.{number}"}), "same.bin", CONTENT)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(send, range(24)))
+    stored = everything_in(folder)
+    assert 1 <= len(stored) <= 5 and not [name for name in stored if name.startswith(".")]
+    assert sum((folder / name).stat().st_size for name in stored) <= 3 * LIMIT
 
 
 def test_the_listing_shows_the_newest_files_and_counts_the_rest(client, folder, monkeypatch):
@@ -197,6 +248,21 @@ def test_a_file_still_being_staged_takes_its_room(data_dir, folder):
     assert not (folder / "small.txt").exists()
 
 
+def test_a_dead_workers_part_file_is_counted_then_cleared(data_dir, folder):
+    """``UploadedFile.save`` writes ``..incoming-<hex>.<random>.part``, which the quota (counting names that start
+    with ``.incoming-``) ignored, and nothing ever removed: a worker dying mid-upload left it on the disk for good.
+    It counts while young, and the next upload removes it once ``STALE_AFTER`` old."""
+    folder.mkdir(parents=True)
+    part = folder / "..incoming-0123456789abcdef.k3j_x9q2.part"
+    part.write_bytes(b"x" * (LIMIT - 10))
+    app = TestApp(files.create_app(data_dir, max_upload=LIMIT, max_files=10, max_total=LIMIT))
+    upload(app, "small.txt", b"y" * 20, status=507)
+    old = time.time() - files.STALE_AFTER - 1
+    os.utime(part, (old, old))
+    upload(app, "small.txt", b"y" * 20)
+    assert everything_in(folder) == ["small.txt"]
+
+
 def held_elsewhere(folder: Path) -> bool:
     """Whether someone holds the upload folder's lock: what another worker process would wait for."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -212,7 +278,7 @@ def test_the_room_is_checked_and_the_file_stored_under_the_folders_lock(client, 
     """Uploads arriving together each saw room for themselves and all stored: eight 3 MiB uploads under a 4 MiB
     quota stored 24 MiB. Under one lock, from the check to the file's final name, the next upload sees it."""
     seen = []
-    for step in ("room_problem", "store"):
+    for step in ("make_room", "store"):
         original = getattr(files, step)
 
         def watched(*args, original=original, step=step):
@@ -221,5 +287,5 @@ def test_the_room_is_checked_and_the_file_stored_under_the_folders_lock(client, 
 
         monkeypatch.setattr(files, step, watched)
     upload(client, "data.bin", CONTENT)
-    assert seen == [("room_problem", True), ("store", True)]
+    assert seen == [("make_room", True), ("store", True)]
     assert not held_elsewhere(folder), "and let go of once the upload is stored"
