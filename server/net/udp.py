@@ -23,12 +23,13 @@ import selectors
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Generic, TextIO, TypeVar
 
 from .addr import host_ip, is_local_address, source_key
 from .display import peer_text, show, stamp
+from .ratelimit import TokenBucket
 
 Address = tuple[str, int]
 
@@ -120,9 +121,8 @@ _BROADCAST = host_ip("255.255.255.255")  # the limited broadcast: an answer to i
 
 @dataclass
 class _Bucket:
-    tokens: float  # datagrams that may still be answered
-    room: float  # bytes that may still be answered
-    at: float  # when the two were last brought up to date
+    datagrams: TokenBucket  # datagrams that may still be answered
+    room: TokenBucket  # bytes that may still be answered
 
 
 class EchoGuard:
@@ -192,17 +192,14 @@ class EchoGuard:
         if bucket is None:
             if len(self._peers) >= limits.max_peers:
                 return Verdict.TOO_MANY_PEERS  # forgetting an active peer would hand it a fresh burst
-            bucket = self._peers[peer] = _Bucket(limits.burst, limits.byte_burst, now)
+            datagrams = TokenBucket(limits.rate, limits.burst, now)
+            bucket = self._peers[peer] = _Bucket(datagrams, TokenBucket(limits.byte_rate, limits.byte_burst, now))
         else:
             self._peers.move_to_end(peer)
-            elapsed = max(0.0, now - bucket.at)  # a clock that steps back gives nothing, takes nothing
-            bucket.tokens = min(limits.burst, bucket.tokens + elapsed * limits.rate)
-            bucket.room = min(limits.byte_burst, bucket.room + elapsed * limits.byte_rate)
-            bucket.at = max(bucket.at, now)
-        if bucket.tokens < 1 or bucket.room < size:
+        if not (bucket.datagrams.has(now) and bucket.room.has(now, size)):
             return Verdict.RATE_LIMITED
-        bucket.tokens -= 1
-        bucket.room -= size
+        bucket.datagrams.take(now)
+        bucket.room.take(now, size)
         return Verdict.ECHO
 
     def _forget_one_idle(self, now: float) -> None:
@@ -213,15 +210,18 @@ class EchoGuard:
         """
         if self._peers:
             first = next(iter(self._peers.values()))
-            if now - first.at >= self.limits.refill_seconds:
+            if now - first.datagrams.at >= self.limits.refill_seconds:
                 self._peers.popitem(last=False)
 
 
+Kind = TypeVar("Kind", bound=Hashable)  # what a DropLog tells drops apart by: a Verdict here, a str in TFTP
+
+
 @dataclass
-class DropReport:
+class DropReport(Generic[Kind]):
     """Datagrams of one kind dropped since the last report of that kind."""
 
-    verdict: Verdict
+    verdict: Kind
     count: int = 0
     size: int = 0  # their bytes, all together
     last: tuple = ()  # the source of the latest one
@@ -229,7 +229,7 @@ class DropReport:
 
 
 @dataclass
-class DropLog:
+class DropLog(Generic[Kind]):
     """Counts dropped datagrams by kind and says each kind at most once per ``interval`` seconds. Sans-IO.
 
     The first drop of a kind is reported at once (an operator sees the problem start); later ones are added up
@@ -238,10 +238,10 @@ class DropLog:
     """
 
     interval: float
-    _pending: dict[Verdict, DropReport] = field(default_factory=dict, init=False)
-    _quiet_until: dict[Verdict, float] = field(default_factory=dict, init=False)  # one entry per kind at most
+    _pending: dict[Kind, DropReport[Kind]] = field(default_factory=dict, init=False)
+    _quiet_until: dict[Kind, float] = field(default_factory=dict, init=False)  # one entry per kind at most
 
-    def note(self, verdict: Verdict, source: tuple, size: int, now: float, detail: str = "") -> None:
+    def note(self, verdict: Kind, source: tuple, size: int, now: float, detail: str = "") -> None:
         report = self._pending.setdefault(verdict, DropReport(verdict))
         report.count += 1
         report.size += size
@@ -252,7 +252,7 @@ class DropLog:
         """When the earliest pending report may be said (None when nothing is pending)."""
         return min((self._quiet_until.get(v, float("-inf")) for v in self._pending), default=None)
 
-    def due(self, now: float) -> list[DropReport]:
+    def due(self, now: float) -> list[DropReport[Kind]]:
         """The pending reports whose kind has been quiet for an interval; each starts a new quiet interval."""
         ready = [r for v, r in self._pending.items() if now >= self._quiet_until.get(v, float("-inf"))]
         for report in ready:
@@ -260,14 +260,14 @@ class DropLog:
             self._quiet_until[report.verdict] = now + self.interval
         return ready
 
-    def flush(self) -> list[DropReport]:
+    def flush(self) -> list[DropReport[Kind]]:
         """Every pending report, due or not: for the end of the server."""
         ready = list(self._pending.values())
         self._pending.clear()
         return ready
 
 
-def _drop_line(report: DropReport, limits: EchoLimits) -> str:
+def _drop_line(report: DropReport[Verdict], limits: EchoLimits) -> str:
     plural = "" if report.count == 1 else "s"
     reason = report.verdict.value
     if report.verdict is Verdict.RATE_LIMITED:
@@ -280,7 +280,7 @@ def _drop_line(report: DropReport, limits: EchoLimits) -> str:
     )
 
 
-def _answer_one(sock: socket.socket, guard: EchoGuard, drops: DropLog, out: TextIO, number: int) -> bool:
+def _answer_one(sock: socket.socket, guard: EchoGuard, drops: DropLog[Verdict], out: TextIO, number: int) -> bool:
     """Read one datagram and echo it if the guard agrees (logged as ``#number``); True if it was echoed."""
     try:
         data, addr = sock.recvfrom(RECV_SIZE)
@@ -311,7 +311,7 @@ def echo(sock: socket.socket, out: TextIO, count: int | None = None, *, limits: 
     bound = sock.getsockname()
     _line(out, f"echoing on {peer_text(bound)}")
     guard = EchoGuard(bound, limits, is_local_address)
-    drops = DropLog(limits.log_interval)
+    drops: DropLog[Verdict] = DropLog(limits.log_interval)
     echoed = 0
     try:
         with selectors.DefaultSelector() as selector:
