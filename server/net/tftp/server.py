@@ -12,7 +12,10 @@ makes no progress for ``stall_limit`` seconds is dropped whatever retries it has
 holds at most ``max_transfers_per_source`` slots, and when the server is full the transfer that has waited
 longest without progress gives way to the newcomer (``_make_room``): one that never heard from its peer
 first, then one whose peer is overdue. A transfer that is making progress is never dropped for a newcomer;
-only when every slot is busy that way is a request refused with "server busy". A lone transfer with a fast
+only when every slot is busy that way is a request refused with "server busy". A request is checked and its
+file opened before anything gives way to it (``_serve``): one that is refused costs nobody a transfer. Every
+answer to a request costs its source a token of its budget (``_budget``), given back when the client answers;
+refusals are logged per kind at most once per ``log_interval`` (``udp.DropLog``). A lone transfer with a fast
 peer is busy-polled for a moment after each answer instead of waiting in epoll, which more than halves the
 time of a lock-step download on loopback; ``_on_transfer_socket`` explains when, and what it costs.
 
@@ -41,6 +44,8 @@ from typing import BinaryIO
 
 from ..addr import source_key as host_source_key
 from ..display import show
+from ..ratelimit import BucketTable
+from ..udp import DropLog
 from . import netascii
 from . import options as opts
 from .buffers import fit_window
@@ -70,6 +75,16 @@ _PRESSURE_LIMIT = 20.0  # percent; here, a spinning transfer beside another team
 _PRESSURE_EVERY = 0.5  # seconds between looks
 # Seconds between flushes of the uploads' files (see TftpServer._flush_uploads).
 _FLUSH_EVERY = 120.0
+_BUSY = "server busy, try again later"
+# The per-source budget for answers to requests (TftpServer._budget) remembers this many sources at most, about
+# 2 MB; past it the least recently heard is forgotten (server.net.ratelimit.BucketTable says what that costs).
+_BUDGET_SOURCES = 16384
+# What counts as progress when the server is full (_idleness): bytes per second over the last _RATE_WINDOW to
+# _RATE_WINDOW x 2 seconds, once a transfer is _RATE_GRACE seconds old. A lock-step transfer at blksize 512
+# makes 256 B/s at one block per 2 s, which a client on a lossy satellite link (600 ms round trips, 1 s
+# timeouts, 30% loss) still beats; acknowledging one 8-byte block every 8 s, 1 B/s, does not.
+_RATE_WINDOW = 10.0
+_RATE_GRACE = 10.0
 
 
 def cpu_contended() -> bool:
@@ -162,6 +177,33 @@ class _Active:
     answered_at: float = 0.0  # when we last sent this peer something, to see whether its reply was quick
     answers: int = 0  # how many times we answered, for the periodic spin probe
     source: str = ""  # source_key(peer): what the per-source limit counts
+    heard: bool = False  # the peer has answered: its request's token went back to its source (see _on_heard)
+    window_bytes: int = 0  # the memory its window may take, counted in TftpServer._window_memory
+    # Its rate of progress over the last window of time (see _rate): two marks of (time, bytes transferred).
+    mark_at: float = 0.0
+    mark_bytes: int = 0
+    prev_at: float = 0.0
+    prev_bytes: int = 0
+
+
+@dataclass
+class _Plan:
+    """A request that passed every check, with its file open: all it lacks to become a transfer is a socket."""
+
+    request: Request
+    path: Path
+    file: BinaryIO
+    accepted: dict[str, str]  # the options the OACK will acknowledge
+    settings: opts.Settings
+    temp: Path | None = None  # uploads: the temporary file the data lands in
+
+    def close(self) -> None:
+        """Give up the plan (no slot for it after all): close the file, remove an upload's temporary file."""
+        with contextlib.suppress(OSError):
+            self.file.close()
+        if self.temp is not None:
+            with contextlib.suppress(OSError):
+                self.temp.unlink()
 
 
 class TftpServer:
@@ -182,6 +224,12 @@ class TftpServer:
         max_transfers_per_source: int = 8,
         stall_limit: float = 30.0,
         busy_poll: bool = True,
+        min_rate: float = 256.0,
+        window_budget: int = 64 * 1024 * 1024,
+        max_window_bytes: int = 1024 * 1024,
+        new_transfer_rate: float = 2.0,
+        new_transfer_burst: int = 16,
+        log_interval: float = 10.0,
     ) -> None:
         """Serve ``root`` on ``host``:``port``; the keyword arguments are the server's limits.
 
@@ -192,6 +240,14 @@ class TftpServer:
         the most seconds a transfer may go without progress, whatever retries it has left: the longest a
         silent peer holds a slot and its two descriptors. It must be at least ``timeout``; a client may
         negotiate a timeout up to ``limits.max_timeout`` and no longer than ``stall_limit``.
+
+        ``min_rate`` (bytes per second) is what counts as progress when the server is full: a transfer older
+        than 10 s that moved fewer bytes than that per second over the last 10 to 20 s gives way to a newcomer
+        (``_make_room``). ``max_window_bytes`` and ``window_budget`` bound the memory of one transfer's window
+        and of all of them (``_grant_window``). ``new_transfer_burst`` and ``new_transfer_rate`` are each
+        source's budget for answers to requests (``_on_request``): that many at once, then that many a second;
+        a request's token comes back when its transfer hears from the client. ``log_interval``: seconds between
+        two log lines about refused or dropped requests of one kind.
         """
         self.root = Path(os.path.realpath(root))
         if not self.root.is_dir():
@@ -239,6 +295,18 @@ class TftpServer:
         # Starts the names of this server's upload temporaries: the walk for leftovers never deletes them.
         self.upload_marker = new_upload_marker()
         self._flush_at = _NEVER  # when the uploads' files are next flushed; never while there are none
+        self.min_rate = min_rate
+        self.window_budget = window_budget
+        self.max_window_bytes = max_window_bytes
+        self._window_memory = 0  # the window_bytes of every transfer, against window_budget
+        # Every answer to a request goes to an address anyone can forge: a DATA 1 of 516 bytes for an RRQ of
+        # 10 is an amplifier. So each source pays a token per answer, and a source that never answers its
+        # transfers (a forged one) gets new_transfer_burst answers, then new_transfer_rate a second, whatever
+        # it sends (the UDP echo server's rule, server.net.udp.EchoGuard). A real client gets its token back
+        # with its first answer (_on_heard), so it is never limited by the rate, only by its share of slots.
+        self._budget = BucketTable(new_transfer_rate, new_transfer_burst, _BUDGET_SOURCES)
+        self._drops: DropLog[str] = DropLog(log_interval)
+        self._levels: dict[str, int] = {}  # the log level of each kind of drop
 
     @property
     def address(self) -> Address:
@@ -266,6 +334,7 @@ class TftpServer:
         finally:
             self._abort_all("server shutting down")
             self._close_sockets()
+            self._say_drops(time.monotonic(), flush=True)
 
     def _start_cleanup(self) -> None:
         """Remove the leftovers of uploads a crash interrupted (``tempfiles.remove_leftovers``), in a thread.
@@ -298,7 +367,8 @@ class TftpServer:
             self._wake_w.send(b"x")
 
     def _run_once(self) -> None:
-        next_timer = min(self._next_timer, self._flush_at)
+        drops_due = self._drops.next_due()
+        next_timer = min(self._next_timer, self._flush_at, _NEVER if drops_due is None else drops_due)
         wait = None if next_timer == _NEVER else max(0.0, next_timer - time.monotonic())
         for key, _ in self._selector.select(wait):
             key.data()
@@ -307,6 +377,8 @@ class TftpServer:
             self._fire_timers(now)
         if now >= self._flush_at:
             self._flush_uploads(now)
+        if drops_due is not None and now >= drops_due:
+            self._say_drops(now)
 
     def _flush_uploads(self, now: float) -> None:
         """Write what the uploads' file buffers hold, so that each file's mtime moves at least this often.
@@ -331,6 +403,7 @@ class TftpServer:
         # earliest one we know of has passed: most packets of a busy transfer never pay for it.
         next_timer = _NEVER
         for active in list(self._transfers.values()):
+            _roll_rate(active, now)
             machine = active.machine
             if machine.deadline is not None and machine.deadline <= now:
                 try:
@@ -406,6 +479,8 @@ class TftpServer:
                 active.spin = True  # a reply came quickly even through epoll: spinning would have caught it
             try:
                 datagrams = machine.datagram_received(data, addr, now)
+                if not active.heard and machine.progressed_at is not None:
+                    self._on_heard(active)
                 self._step(active, datagrams, now)
             except Exception:
                 self._crashed(active)
@@ -428,6 +503,12 @@ class TftpServer:
             if not self._spin_allowed:
                 return
             spin_until = answered_at + _SPIN_SECONDS
+
+    def _on_heard(self, active: _Active) -> None:
+        """The peer answered for the first time: its address is real, and the token its request cost its
+        source goes back (so a client is never slowed by the budget that bounds what forged requests draw)."""
+        active.heard = True
+        self._budget.give_back(active.source)
 
     def _crashed(self, active: _Active) -> None:
         """A bug or an unexpected error in one transfer ends that transfer, never the server."""
@@ -495,84 +576,166 @@ class TftpServer:
                 self._answer_error(addr, ErrorCode.NOT_DEFINED, "internal server error")
 
     def _on_request(self, data: bytes, addr: Address) -> None:
+        """Answer one datagram that came to the well-known port: start a transfer, or say why not.
+
+        Everything answered from here goes to an address anyone can forge, so every answer (a transfer's first
+        packet, or an ERROR) is paid from the source's budget (``_budget``, see ``__init__``) before anything
+        else is done; a source whose budget is spent gets no answer at all, and the drop is counted, not logged
+        line by line (``_note``). Only the repeat of a request already being served is outside the budget: it
+        draws at most one packet per timeout (``transfer._Transfer.request_repeated``).
+        """
+        now = time.monotonic()
         try:
-            request = decode(data)
+            request: object = decode(data)
         except MalformedPacket as exc:
-            log.warning("%s: malformed request: %s", _peer_text(addr), exc)
-            self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, f"malformed packet: {exc}", within=len(data))
+            request = exc
+        if isinstance(request, Error):
+            return  # never answer an error with an error
+        if isinstance(request, Request) and self._repeated(request, data, addr, now):
             return
-        if not isinstance(request, Request):
-            if not isinstance(request, Error):  # never answer an error with an error
-                message = "expected a read or write request"
-                self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, message, within=len(data))
+        source = source_key(addr)
+        if not self._budget.take(source, now):
+            self._note("unanswered: the source's budget for new transfers is spent", addr, len(data), now)
             return
+        if isinstance(request, MalformedPacket):
+            detail = f"malformed request: {request}"
+            self._note("malformed", addr, len(data), now, detail, level=logging.WARNING)
+            self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, f"malformed packet: {request}", within=len(data))
+        elif not isinstance(request, Request):
+            self._note("malformed", addr, len(data), now, "not a request", level=logging.WARNING)
+            message = "expected a read or write request"
+            self._answer_error(addr, ErrorCode.ILLEGAL_OPERATION, message, within=len(data))
+        else:
+            self._serve(request, data, addr, source, now)
+
+    def _repeated(self, request: Request, data: bytes, addr: Address, now: float) -> bool:
+        """Whether ``data`` repeats the request of a transfer already running (and let that transfer answer it).
+
+        The client repeated its request: our answer was lost or is late. That transfer may answer it again if
+        the client has not answered yet (``Transfer.request_repeated``), else it is a stray."""
         for existing in self._transfers.values():
             if existing.peer == addr and existing.request_bytes == data:
-                # The client repeated its request: our answer was lost or is late. That transfer may answer
-                # it again if the client has not answered yet (Transfer.request_repeated), else it is a stray.
-                self._send(existing, existing.machine.request_repeated(time.monotonic()))
-                return
-        now = time.monotonic()
-        source = source_key(addr)
-        if self._sources.get(source, 0) >= self.max_transfers_per_source and not self._make_room(now, source):
-            log.info("%s: %s %s refused: source at its limit", _peer_text(addr), _kind(request), _name(request))
-            self._answer_error(addr, ErrorCode.NOT_DEFINED, "too many transfers from your address, try again later")
+                self._send(existing, existing.machine.request_repeated(now))
+                return True
+        return False
+
+    def _serve(self, request: Request, data: bytes, addr: Address, source: str, now: float) -> None:
+        """Check the request and open its file; only then make room for it, and start it.
+
+        The order matters: a request that is refused (a missing file, uploads disabled, mail mode) must cost
+        nobody their transfer, so the idle transfers that give way to a newcomer (``_make_room``) are chosen
+        only once the newcomer is known to be served.
+        """
+        try:
+            plan = self._prepare_making_room(request, now)
+        except Refused as exc:
+            self._refuse(addr, request, exc.code, str(exc), len(data), now)
             return
-        if len(self._transfers) >= self.max_transfers and not self._make_room(now):
-            self._answer_error(addr, ErrorCode.NOT_DEFINED, "server busy, try again later")
+        except _OutOfDescriptors:
+            self._refuse(addr, request, ErrorCode.NOT_DEFINED, _BUSY, len(data), now, why="out of file descriptors")
             return
         try:
-            active = self._open_transfer_making_room(request, addr, now)
+            if self._sources.get(source, 0) >= self.max_transfers_per_source and not self._make_room(now, source):
+                message = "too many transfers from your address, try again later"
+                self._refuse(addr, request, ErrorCode.NOT_DEFINED, message, len(data), now, why="source at its limit")
+                plan.close()
+                return
+            if len(self._transfers) >= self.max_transfers and not self._make_room(now):
+                self._refuse(addr, request, ErrorCode.NOT_DEFINED, _BUSY, len(data), now, why="server busy")
+                plan.close()
+                return
+            sock = self._socket_making_room(now)
         except _OutOfDescriptors:
-            log.warning("%s: %s refused: out of file descriptors", _peer_text(addr), _kind(request))
-            self._answer_error(addr, ErrorCode.NOT_DEFINED, "server busy, try again later")
+            plan.close()
+            self._refuse(addr, request, ErrorCode.NOT_DEFINED, _BUSY, len(data), now, why="out of file descriptors")
             return
-        if active is None:
-            return  # refused, and told so
+        except BaseException:
+            plan.close()
+            raise
+        try:
+            active = self._launch(sock, plan, addr, now)
+        except BaseException:
+            sock.close()
+            plan.close()
+            raise
         active.request_bytes = data
         active.source = source
         self._transfers[active.sock] = active
         self._sources[source] = self._sources.get(source, 0) + 1
+        self._window_memory += active.window_bytes
         self._selector.register(active.sock, selectors.EVENT_READ, partial(self._on_transfer_socket, active))
         self._step(active, active.machine.start(), active.started)
 
-    def _open_transfer_making_room(self, request: Request, addr: Address, now: float) -> _Active | None:
-        """``_open_transfer``, dropping idle transfers while the process is out of descriptors.
+    def _refuse(
+        self, addr: Address, request: Request, code: ErrorCode, message: str, size: int, now: float, why: str = ""
+    ) -> None:
+        """Answer a request with ERROR ``code`` from the well-known port, and count it for the log."""
+        self._note(
+            why or f"refused with ERROR {int(code)}",
+            addr,
+            size,
+            now,
+            f"{_kind(request)} {_name(request)} refused: {show(why or message)}",
+        )
+        self._answer_error(addr, code, message)
+
+    def _note(
+        self, kind: str, addr: Address, size: int, now: float, detail: str = "", level: int = logging.INFO
+    ) -> None:
+        """Count a request refused or dropped; the log says each kind at once, then at most once per
+        ``log_interval`` with how many there were (``udp.DropLog``): a flood of requests is no flood of lines."""
+        self._drops.note(kind, addr, size, now, detail or kind)
+        self._levels[kind] = level
+        self._say_drops(now)
+
+    def _say_drops(self, now: float, *, flush: bool = False) -> None:
+        for report in self._drops.flush() if flush else self._drops.due(now):
+            peer = _peer_text(report.last)
+            if report.count == 1:
+                line = f"{peer}: {report.detail}"
+            else:
+                line = (
+                    f"{report.count} requests {report.verdict} ({report.size} bytes), the last {peer}: "
+                    f"{report.detail}; said at most every {self._drops.interval:g} s"
+                )
+            log.log(self._levels.get(report.verdict, logging.INFO), "%s", line)
+
+    def _prepare_making_room(self, request: Request, now: float) -> _Plan:
+        """``_prepare``, dropping idle transfers while the process is out of descriptors.
 
         That happens when the ulimit is lower than ``max_transfers`` needs. Each transfer dropped frees two
-        descriptors, and starting one takes up to three for a moment (its socket, and the file opened through
-        ``O_PATH``): two drops always make enough room.
+        descriptors, and preparing one takes up to two for a moment (the file opened through ``O_PATH``, then
+        for reading): two drops always make enough room. (The name has passed its textual checks by then; that
+        the file exists cannot be known without a descriptor.)
         """
         for _ in range(2):
             try:
-                return self._open_transfer(request, addr, now)
+                return self._prepare(request, now)
             except _OutOfDescriptors:
                 if not self._make_room(now):
                     raise
-        return self._open_transfer(request, addr, now)
+        return self._prepare(request, now)
 
-    def _open_transfer(self, request: Request, addr: Address, now: float) -> _Active | None:
-        """A new socket and the transfer for ``request``; None if it was refused (the refusal has been sent
-        from that socket); raise ``_OutOfDescriptors`` if the process has no descriptor left."""
-        try:
-            sock = socket.socket(self._family, socket.SOCK_DGRAM)
-        except OSError as exc:
-            if exc.errno in _DESCRIPTOR_ERRNOS:
-                raise _OutOfDescriptors from None
-            raise
-        try:
-            sock.bind((self.address[0], 0))
-            sock.setblocking(False)
-            return self._start(sock, request, addr, now)
-        except Refused as exc:
-            log.info("%s: %s %s refused: %s", _peer_text(addr), _kind(request), _name(request), show(str(exc)))
-            with contextlib.suppress(OSError):
-                sock.sendto(Error(exc.code, str(exc)).encode(), addr)
-            sock.close()
-            return None
-        except BaseException:
-            sock.close()
-            raise
+    def _socket_making_room(self, now: float) -> socket.socket:
+        """A new socket for a transfer, bound beside the well-known one; ``_OutOfDescriptors`` if there is
+        none to be had even after an idle transfer gave way."""
+        for attempt in range(2):
+            try:
+                sock = socket.socket(self._family, socket.SOCK_DGRAM)
+            except OSError as exc:
+                if exc.errno not in _DESCRIPTOR_ERRNOS:
+                    raise
+                if attempt or not self._make_room(now):
+                    raise _OutOfDescriptors from None
+                continue
+            try:
+                sock.bind((self.address[0], 0))
+                sock.setblocking(False)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        raise _OutOfDescriptors
 
     def _make_room(self, now: float, source: str | None = None) -> bool:
         """Drop the transfer (of ``source``, if given) that has waited longest without progress, if one may
@@ -591,7 +754,7 @@ class TftpServer:
         for active in self._transfers.values():
             if source is not None and active.source != source:
                 continue
-            rank = _idleness(active, now)
+            rank = _idleness(active, now, self.min_rate)
             if rank is not None and (victim_rank is None or rank < victim_rank):
                 victim, victim_rank = active, rank
         if victim is None:
@@ -599,8 +762,9 @@ class TftpServer:
         self._drop(victim, "transfer dropped to make room: no progress", "dropped to make room")
         return True
 
-    def _start(self, sock: socket.socket, request: Request, peer: Address, now: float) -> _Active:
-        """Check a request against the rules and open its file; return the transfer, or raise ``Refused``."""
+    def _prepare(self, request: Request, now: float) -> _Plan:
+        """Check a request against the rules and open its file, before any socket or slot is spent on it;
+        return the plan, or raise ``Refused``."""
         if request.mode == "mail":
             raise Refused(ErrorCode.ILLEGAL_OPERATION, "mail mode is not supported")
         path = resolve_inside(self.root, request.filename)
@@ -608,10 +772,10 @@ class TftpServer:
             # An upload's temporary file: half a file while it is written, and a leftover after a crash.
             raise Refused(ErrorCode.ACCESS_VIOLATION, "the name of an upload's temporary file")
         if isinstance(request, ReadRequest):
-            return self._start_read(sock, request, peer, path, now)
-        return self._start_write(sock, request, peer, path, now)
+            return self._prepare_read(request, path)
+        return self._prepare_write(request, path, now)
 
-    def _start_read(self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float) -> _Active:
+    def _prepare_read(self, request: Request, path: Path) -> _Plan:
         try:  # a regular file, checked before it is opened for reading: a FIFO would block the loop in open()
             fd, info = open_regular(path, self.root)
         except NotRegularFile as exc:
@@ -624,17 +788,14 @@ class TftpServer:
             raise Refused(*error_for_os_error(exc)) from None
         file = os.fdopen(fd, "rb", buffering=_FILE_BUFFER)  # closed by _close_transfer, however the transfer ends
         try:
-            text = request.mode == "netascii"
-            size = None if text else info.st_size  # netascii changes the size in transit
-            accepted, settings = self._negotiate(sock, request, is_read=True, file_size=size)
-            read = netascii.EncodingReader(file.read).read if text else file.read
-            machine = Sender(read, peer, settings, now, oack=accepted)
+            size = None if request.mode == "netascii" else info.st_size  # netascii changes the size in transit
+            accepted, settings = self._negotiate(request, is_read=True, file_size=size)
         except BaseException:
             file.close()
             raise
-        return _Active(sock, machine, request, peer, file, now, path)
+        return _Plan(request, path, file, accepted, settings)
 
-    def _start_write(self, sock: socket.socket, request: Request, peer: Address, path: Path, now: float) -> _Active:
+    def _prepare_write(self, request: Request, path: Path, now: float) -> _Plan:
         if not self.allow_upload:
             raise Refused(ErrorCode.ACCESS_VIOLATION, "uploads are not allowed")
         try:  # a directory, a FIFO, a socket or a device node is never replaced, even with overwrite
@@ -645,7 +806,7 @@ class TftpServer:
             raise Refused(ErrorCode.FILE_EXISTS)
         if not path.parent.is_dir():
             raise Refused(ErrorCode.FILE_NOT_FOUND, "directory does not exist")
-        accepted, settings = self._negotiate(sock, request, is_read=False, file_size=None)
+        accepted, settings = self._negotiate(request, is_read=False, file_size=None)
         try:
             fd, temp = temporary_sibling(path, self.upload_marker)
         except OSError as exc:
@@ -654,26 +815,55 @@ class TftpServer:
             raise Refused(*error_for_os_error(exc)) from None
         file = os.fdopen(fd, "wb", buffering=_FILE_BUFFER)
         self._flush_at = min(self._flush_at, now + _FLUSH_EVERY)
+        return _Plan(request, path, file, accepted, settings, Path(temp))
+
+    def _launch(self, sock: socket.socket, plan: _Plan, peer: Address, now: float) -> _Active:
+        """The transfer for a prepared request, on its own socket, with the window it is granted."""
+        request, file, accepted = plan.request, plan.file, plan.accepted
+        settings = fit_window(sock, self._grant_window(plan.settings))
+        if "windowsize" in accepted:
+            accepted["windowsize"] = str(settings.windowsize)
         text = request.mode == "netascii"
-        writer = netascii.DecodingWriter(file.write) if text else None
-        write = writer.write if writer else file.write
-        machine = Receiver(write, peer, settings, now, oack=accepted, limit=self.limits.max_upload, netascii=text)
-        return _Active(sock, machine, request, peer, file, now, path, Path(temp), writer)
+        machine: Sender | Receiver
+        writer = None
+        if plan.temp is None:
+            read = netascii.EncodingReader(file.read).read if text else file.read
+            machine = Sender(read, peer, settings, now, oack=accepted)
+        else:
+            writer = netascii.DecodingWriter(file.write) if text else None
+            write = writer.write if writer else file.write
+            limit = self.limits.max_upload
+            machine = Receiver(write, peer, settings, now, oack=accepted, limit=limit, netascii=text)
+        active = _Active(sock, machine, request, peer, file, now, plan.path, plan.temp, writer)
+        active.window_bytes = settings.windowsize * (settings.blksize + 4)
+        active.mark_at = active.prev_at = now
+        return active
+
+    def _grant_window(self, settings: opts.Settings) -> opts.Settings:
+        """``settings`` with the window cut to what the memory budget allows (RFC 7440 lets an OACK answer a
+        smaller windowsize than asked for).
+
+        A window of blocks is kept until acknowledged (a sender's cache) or may sit in the socket buffers (a
+        receiver's): blksize 65464 and windowsize 64 is 4 MiB a transfer, and 256 of them took 1.1 GB. So one
+        transfer's window holds at most ``max_window_bytes`` and all of them together ``window_budget``; a
+        transfer that finds the budget short is granted a smaller window, down to lock-step (one block, always
+        granted: at most ``max_transfers`` x 64 KiB beyond the budget, 16 MiB with the defaults).
+        """
+        block = settings.blksize + 4
+        room = min(self.max_window_bytes, self.window_budget - self._window_memory)
+        windowsize = max(1, min(settings.windowsize, room // block))
+        return settings if windowsize == settings.windowsize else replace(settings, windowsize=windowsize)
 
     def _negotiate(
-        self, sock: socket.socket, request: Request, *, is_read: bool, file_size: int | None
+        self, request: Request, *, is_read: bool, file_size: int | None
     ) -> tuple[dict[str, str], opts.Settings]:
-        """The options to acknowledge and the settings to run with, the window fitted to the socket buffers."""
+        """The options to acknowledge and the settings to run with (the window is granted at launch)."""
         try:
-            accepted, settings = opts.negotiate(
+            return opts.negotiate(
                 request.options, is_read=is_read, file_size=file_size, limits=self.limits, base=self.settings
             )
         except opts.NegotiationError as exc:
             raise Refused(exc.code, str(exc)) from None
-        settings = fit_window(sock, settings)
-        if "windowsize" in accepted:
-            accepted["windowsize"] = str(settings.windowsize)
-        return accepted, settings
 
     def _commit_upload(self, active: _Active) -> tuple[ErrorCode, str] | None:
         """Move a complete upload into place; None when done, else the TFTP error that says why it could not."""
@@ -718,6 +908,7 @@ class TftpServer:
 
     def _close_transfer(self, active: _Active) -> None:
         if self._transfers.pop(active.sock, None) is not None:
+            self._window_memory -= active.window_bytes
             held = self._sources.get(active.source, 0) - 1
             if held > 0:
                 self._sources[active.source] = held
@@ -783,7 +974,7 @@ class TftpServer:
         self.close()
 
 
-def _idleness(active: _Active, now: float) -> tuple[int, float] | None:
+def _idleness(active: _Active, now: float, min_rate: float) -> tuple[int, float] | None:
     """How readily a transfer gives way to a newcomer (lower first), or None if it must not (see _make_room)."""
     if active.linger_until is not None:
         return (0, active.started)  # complete: only waiting in case its final ACK was lost
@@ -793,7 +984,29 @@ def _idleness(active: _Active, now: float) -> tuple[int, float] | None:
         return (1, machine.started_at)  # never heard from its peer
     if now - progressed_at >= machine.settings.timeout:
         return (2, progressed_at)  # its peer is overdue
+    rate = _rate(active, now)
+    if rate is not None and rate < min_rate:
+        return (3, rate)  # progress too slow to hold a slot others wait for: the slowest goes first
     return None
+
+
+def _roll_rate(active: _Active, now: float) -> None:
+    """Start a new window of time for ``_rate`` once the current one is ``_RATE_WINDOW`` long.
+
+    Called at each scan of the timers (at least once per timeout while transfers run) and before a rate is
+    read, so the older mark is between ``_RATE_WINDOW`` and about twice that old: the rate is recent, and a
+    transfer cannot live on a fast start."""
+    if now - active.mark_at >= _RATE_WINDOW:
+        active.prev_at, active.prev_bytes = active.mark_at, active.mark_bytes
+        active.mark_at, active.mark_bytes = now, active.machine.bytes_transferred
+
+
+def _rate(active: _Active, now: float) -> float | None:
+    """The transfer's recent rate in bytes per second, or None during its first ``_RATE_GRACE`` seconds."""
+    _roll_rate(active, now)
+    if now - active.started < _RATE_GRACE or now <= active.prev_at:
+        return None
+    return (active.machine.bytes_transferred - active.prev_bytes) / (now - active.prev_at)
 
 
 def _cut_utf8(data: bytes, size: int) -> bytes:

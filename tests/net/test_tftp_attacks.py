@@ -1,0 +1,175 @@
+"""The TFTP server against an attacker's audit (run against ``tftp serve --allow-upload`` with the defaults).
+
+1. A request that is refused never evicts another client's transfer: it is checked, and its file opened, before
+   any transfer gives way to it.
+2. A source that never answers gets a bounded rate of answers (first packets and ERRORs), however many distinct
+   requests it sends: a forged source drew a 516-byte DATA 1 for every 10-byte request, at any rate.
+3. A transfer that trickles (one 8-byte block every 8 s) gives way to a newcomer when the server is full.
+4. Window memory is bounded per transfer and across the server: the OACK grants a smaller windowsize.
+5. A windowed sender answers a forward ACK with the new blocks only, not the whole window again.
+7. ERROR 5 to strangers is rate-limited per transfer.
+8. Refused and malformed requests are logged per kind at most once per interval, with a count.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server.net.ratelimit import BucketTable, TokenBucket
+from server.net.tftp.client import TftpClient
+from server.net.tftp.packets import Data, Error, ErrorCode, ReadRequest, WriteRequest, decode, encode_ack
+
+from .test_tftp_abuse import Peer, peers, poll, running_server  # noqa: F401  (peers is a fixture)
+
+RRQ = ReadRequest
+
+
+def _queued(sock: socket.socket) -> list[object]:
+    """Every packet waiting on ``sock``, without waiting for more."""
+    packets = []
+    while select.select([sock], [], [], 0)[0]:
+        packets.append(decode(sock.recv(65536)))
+    return packets
+
+
+def _settled(server, peers) -> None:  # noqa: F811
+    """Wait until the server has handled everything sent before: a request from another address is answered
+    only after the ones queued before it (one socket, read in order), and on loopback an answer is queued at
+    the peer by the time ``sendto`` returns."""
+    probe = Peer("127.0.0.254")
+    peers.append(probe)
+    probe.send(RRQ("no such file"), server.address)
+    assert probe.recv()[0] == Error(ErrorCode.FILE_NOT_FOUND, "File not found")
+
+
+# -- 1. a refused request evicts nobody
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [RRQ("missing.bin"), WriteRequest("new.bin"), RRQ("f.bin", "mail"), RRQ("/etc/passwd")],
+    ids=["missing file", "upload not allowed", "mail mode", "absolute path"],
+)
+def test_a_refused_request_evicts_no_transfer(tftp_root, peers, request_):  # noqa: F811
+    (tftp_root / "f.bin").write_bytes(b"f" * 2000)
+    with running_server(tftp_root, max_transfers=1, timeout=5.0) as server:
+        holder, attacker = Peer("127.0.0.20"), Peer("127.0.0.21")
+        peers.extend((holder, attacker))
+        holder.send(RRQ("f.bin"), server.address)
+        assert isinstance(holder.recv()[0], Data)  # its transfer has not heard from it: the first to give way
+        attacker.send(request_, server.address)
+        packet, _ = attacker.recv()
+        assert isinstance(packet, Error) and packet.code != ErrorCode.NOT_DEFINED, packet  # refused for itself
+        assert server.transfers_from("127.0.0.20") == 1  # and the holder's transfer is still there
+        holder.send(encode_ack(1), server.address)  # (to the wrong port: answered with ERROR 5, nothing else)
+        assert server.transfer_count == 1
+
+
+def test_a_refused_request_at_its_sources_limit_evicts_none_of_its_transfers(tftp_root, peers):  # noqa: F811
+    (tftp_root / "f.bin").write_bytes(b"f" * 2000)
+    with running_server(tftp_root, max_transfers_per_source=1, timeout=5.0) as server:
+        first, second = Peer("127.0.0.22"), Peer("127.0.0.22")
+        peers.extend((first, second))
+        first.send(RRQ("f.bin"), server.address)
+        assert isinstance(first.recv()[0], Data)
+        second.send(RRQ("missing.bin"), server.address)
+        assert second.recv()[0] == Error(ErrorCode.FILE_NOT_FOUND, "File not found")
+        assert server.transfers_from("127.0.0.22") == 1
+        assert not _queued(first.sock)  # not dropped (silently, as a peer that never answered would be)
+
+
+# -- 2. a source that never answers gets a bounded rate of answers
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["first packets", "errors"])
+def test_a_silent_source_gets_a_bounded_number_of_answers_however_many_requests(tftp_root, peers, refused):  # noqa: F811
+    names = [f"f{i}.bin" for i in range(60)]
+    for name in names:
+        (tftp_root / name).write_bytes(b"a" * 2000)
+    burst, rate = 16, 2.0  # the defaults
+    with running_server(tftp_root, timeout=5.0) as server:  # no retransmission within the test
+        victim = Peer("127.0.0.30")
+        peers.append(victim)
+        started = time.monotonic()
+        for name in names:  # distinct requests: each would be a new transfer
+            victim.send(RRQ("/" + name if refused else name), server.address)
+        _settled(server, peers)
+        elapsed = time.monotonic() - started
+        answers = _queued(victim.sock)
+    assert answers, "the first requests are answered"
+    kind = Error if refused else Data
+    assert all(isinstance(answer, kind) for answer in answers), answers
+    assert len(answers) <= burst + rate * elapsed + 1, (len(answers), elapsed)  # was 60
+
+
+def test_a_client_that_answers_gets_its_tokens_back_and_is_never_slowed(tftp_root, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="server.net.tftp")
+    (tftp_root / "f.bin").write_bytes(b"c" * 700)
+    with running_server(tftp_root, timeout=5.0) as server:
+        client = TftpClient("127.0.0.1", server.address[1], timeout=5.0)
+        for i in range(40):  # far beyond the burst of 16
+            client.download("f.bin", tmp_path / f"{i}.bin")
+    assert not [r for r in caplog.records if "budget" in r.getMessage()]
+
+
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 3), st.floats(0, 2.0), st.booleans()), max_size=200),
+    rate=st.floats(0.1, 10.0),
+    burst=st.integers(1, 20),
+)
+def test_a_key_never_takes_more_than_its_burst_plus_its_rate(steps, rate, burst):
+    """Whatever the order and timing of requests, over any stretch of time a key gets at most ``burst`` plus
+    ``rate`` per second (the table has room for every key, so none is forgotten early); and a take never fails
+    while a key has a token."""
+    table = BucketTable(rate, float(burst), max_keys=4)
+    now = 0.0
+    granted: dict[int, list[float]] = {}
+    for key, pause, _ in steps:
+        now += pause
+        if table.take(key, now):
+            granted.setdefault(key, []).append(now)
+    for times in granted.values():
+        for i, start in enumerate(times):
+            for j in range(i, len(times)):
+                assert j - i + 1 <= burst + rate * (times[j] - start) + 1e-6
+
+
+@given(st.lists(st.floats(0, 5.0), max_size=100), st.floats(0.1, 10.0), st.integers(1, 10))
+def test_a_bucket_refills_to_its_burst_and_no_further(pauses, rate, burst):
+    bucket = TokenBucket(rate, float(burst), 0.0)
+    now = 0.0
+    for pause in pauses:
+        now += pause
+        bucket.take(now)
+        assert 0 <= bucket.tokens <= burst
+    bucket.refill(now + burst / rate)
+    assert bucket.tokens == pytest.approx(burst)
+
+
+# -- 8. refusals are logged per kind, at most once per interval
+
+
+def test_a_flood_of_refused_requests_is_a_few_log_lines_with_a_count(tftp_root, peers, caplog):  # noqa: F811
+    caplog.set_level(logging.INFO, logger="server.net.tftp")
+    with running_server(tftp_root, log_interval=0.3, new_transfer_burst=1000) as server:
+        flood = [Peer(f"127.0.0.{40 + i % 10}") for i in range(10)]
+        peers.extend(flood)
+        for i in range(200):
+            flood[i % 10].send(RRQ(f"missing{i}"), server.address)
+        for peer in flood:
+            for _ in range(20):
+                assert peer.recv()[0].code == ErrorCode.FILE_NOT_FOUND  # every one still answered
+
+        def lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "missing" in r.getMessage()]
+
+        poll(lambda: any("200 requests" in line or "199 requests" in line for line in lines()), 5.0, "a summary")
+    assert len(lines()) <= 3, lines()  # the first at once, then one line for the rest
+    assert "refused: File not found" in lines()[0]
