@@ -23,8 +23,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.net.ratelimit import BucketTable, TokenBucket
-from server.net.tftp.client import TftpClient
-from server.net.tftp.packets import Data, Error, ErrorCode, ReadRequest, WriteRequest, decode, encode_ack
+from server.net.tftp import options as opts
+from server.net.tftp import server as server_module
+from server.net.tftp.client import TftpClient, TransferFailed
+from server.net.tftp.packets import Data, Error, ErrorCode, OptionAck, ReadRequest, WriteRequest, decode, encode_ack
 
 from .test_tftp_abuse import Peer, peers, poll, running_server  # noqa: F401  (peers is a fixture)
 
@@ -173,3 +175,91 @@ def test_a_flood_of_refused_requests_is_a_few_log_lines_with_a_count(tftp_root, 
         poll(lambda: any("200 requests" in line or "199 requests" in line for line in lines()), 5.0, "a summary")
     assert len(lines()) <= 3, lines()  # the first at once, then one line for the rest
     assert "refused: File not found" in lines()[0]
+
+
+# -- 3. a trickle is not progress enough to keep a slot others wait for
+
+
+def _trickle(peer: Peer, server) -> tuple:
+    """Start a download with 8-byte blocks and a 10 s timeout, and acknowledge its first block: a transfer
+    that is never overdue if it acknowledges a block every 8 s."""
+    peer.send(RRQ("f.bin", "octet", {"blksize": "8", "timeout": "10"}), server.address)
+    packet, tid = peer.recv()
+    assert packet == OptionAck({"blksize": "8", "timeout": "10"})
+    peer.send(encode_ack(0), tid)
+    assert peer.recv()[0] == Data(1, b"t" * 8)
+    peer.send(encode_ack(1), tid)
+    assert peer.recv()[0] == Data(2, b"t" * 8)
+    return tid
+
+
+def test_when_full_a_transfer_below_the_minimum_rate_gives_way(tftp_root, tmp_path, peers, monkeypatch):  # noqa: F811
+    # The rule's clock shortened from 10 s to nothing, and a floor no transfer meets: both tricklers are "too
+    # slow" from the first moment, which is what an 8-byte block every 8 s is after 10 s at the real floor.
+    monkeypatch.setattr(server_module, "_RATE_GRACE", 0.0)
+    monkeypatch.setattr(server_module, "_RATE_WINDOW", 0.0)
+    (tftp_root / "f.bin").write_bytes(b"t" * 2000)
+    with running_server(tftp_root, max_transfers=2, timeout=5.0, min_rate=1e12) as server:
+        tricklers = [Peer("127.0.0.60"), Peer("127.0.0.61")]
+        peers.extend(tricklers)
+        for peer in tricklers:
+            _trickle(peer, server)
+        TftpClient("127.0.0.1", server.address[1], timeout=5.0).download("f.bin", tmp_path / "f.bin")  # was "busy"
+        assert (tmp_path / "f.bin").read_bytes() == b"t" * 2000
+        told = [packet for peer in tricklers for packet in _queued(peer.sock) if isinstance(packet, Error)]
+        assert told == [Error(ErrorCode.NOT_DEFINED, "transfer dropped to make room: too slow")]
+        poll(lambda: server.transfer_count == 1, 5.0, "the download's slot released, one trickler left")
+
+
+def test_a_transfer_at_the_minimum_rate_is_never_dropped_for_a_newcomer(tftp_root, tmp_path, peers, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(server_module, "_RATE_GRACE", 0.0)
+    monkeypatch.setattr(server_module, "_RATE_WINDOW", 0.0)
+    (tftp_root / "f.bin").write_bytes(b"t" * 2000)
+    with running_server(tftp_root, max_transfers=1, timeout=5.0, min_rate=0.001) as server:
+        holder = Peer("127.0.0.62")
+        peers.append(holder)
+        _trickle(holder, server)
+        with pytest.raises(TransferFailed, match="server busy"):
+            TftpClient("127.0.0.1", server.address[1], timeout=5.0).download("f.bin", tmp_path / "f.bin")
+        assert server.transfers_from("127.0.0.62") == 1
+
+
+class _Machine:
+    """What ``_idleness`` reads of a transfer's machine."""
+
+    def __init__(self, started: float, timeout: float) -> None:
+        self.started_at = started
+        self.progressed_at: float | None = started
+        self.bytes_transferred = 0
+        self.settings = opts.Settings(timeout=timeout)
+
+
+@given(
+    rate=st.floats(0.0, 2000.0),
+    scans=st.lists(st.floats(0.01, 10.0), min_size=1, max_size=60),  # the gaps between timer scans
+    timeout=st.floats(1.0, 10.0),
+)
+def test_a_transfer_gives_way_for_slowness_exactly_when_its_recent_rate_is_below_the_floor(rate, scans, timeout):
+    """A transfer moving ``rate`` bytes a second, acknowledged within its timeout (so never overdue), is ranked
+    to give way for slowness if and only if it is past the grace period and ``rate`` is below ``min_rate``,
+    however often the timers are scanned: the rate is measured over at least one window, so it is exact for a
+    steady transfer (up to the one byte a whole number of bytes can lose)."""
+    min_rate = 256.0
+    machine = _Machine(0.0, timeout)
+    active = server_module._Active(None, machine, RRQ("f"), ("127.0.0.1", 1), None, 0.0, None)  # type: ignore[arg-type]
+    now = 0.0
+    for gap in scans:
+        now += gap
+        machine.bytes_transferred = int(rate * now)
+        machine.progressed_at = now  # acknowledged just now: never overdue
+        server_module._roll_rate(active, now)
+    rank = server_module._idleness(active, now, min_rate)
+    if now < server_module._RATE_GRACE:
+        assert rank is None
+        return
+    measured = server_module._rate(active, now)
+    assert measured is not None and abs(measured - rate) <= 1.0 / server_module._RATE_WINDOW + 1e-9
+    if rate >= min_rate + 1:
+        assert rank is None
+    elif rate <= min_rate - 1:
+        assert rank == (server_module._SLOW, measured)

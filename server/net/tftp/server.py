@@ -11,8 +11,9 @@ long without earning it: the negotiated timeout is capped (``ServerLimits.max_ti
 makes no progress for ``stall_limit`` seconds is dropped whatever retries it has left, one source address
 holds at most ``max_transfers_per_source`` slots, and when the server is full the transfer that has waited
 longest without progress gives way to the newcomer (``_make_room``): one that never heard from its peer
-first, then one whose peer is overdue. A transfer that is making progress is never dropped for a newcomer;
-only when every slot is busy that way is a request refused with "server busy". A request is checked and its
+first, then one whose peer is overdue, then one slower than ``min_rate`` bytes a second. A transfer that is
+making progress at that rate is never dropped for a newcomer; only when every slot is busy that way is a
+request refused with "server busy". A request is checked and its
 file opened before anything gives way to it (``_serve``): one that is refused costs nobody a transfer. Every
 answer to a request costs its source a token of its budget (``_budget``), given back when the client answers;
 refusals are logged per kind at most once per ``log_interval`` (``udp.DropLog``). A lone transfer with a fast
@@ -85,6 +86,7 @@ _BUDGET_SOURCES = 16384
 # timeouts, 30% loss) still beats; acknowledging one 8-byte block every 8 s, 1 B/s, does not.
 _RATE_WINDOW = 10.0
 _RATE_GRACE = 10.0
+_SLOW = 3  # the rank of a transfer below min_rate in _idleness: the last kind to give way
 
 
 def cpu_contended() -> bool:
@@ -743,9 +745,11 @@ class TftpServer:
 
         Which transfers may: one that is complete and only lingers to repeat its final ACK; then one that has
         never heard from its peer (its request may have come from a forged address, and a real client
-        answers within a round trip); then one whose peer is overdue (no progress for its own timeout). Within
-        each kind the one idle longest goes first. A transfer that is making progress never gives way: when
-        all are, the newcomer is refused instead.
+        answers within a round trip); then one whose peer is overdue (no progress for its own timeout); then
+        one whose progress is below ``min_rate`` (``_rate``: a peer acknowledging one 8-byte block every 8 s
+        is never overdue, and 256 of them held every slot). Within each kind the one idle longest, or the
+        slowest, goes first. A transfer making progress at ``min_rate`` or more never gives way: when all
+        are, the newcomer is refused instead.
 
         The scan is linear, and runs only when the server or a source is full.
         """
@@ -757,9 +761,10 @@ class TftpServer:
             rank = _idleness(active, now, self.min_rate)
             if rank is not None and (victim_rank is None or rank < victim_rank):
                 victim, victim_rank = active, rank
-        if victim is None:
+        if victim is None or victim_rank is None:
             return False
-        self._drop(victim, "transfer dropped to make room: no progress", "dropped to make room")
+        why = "too slow" if victim_rank[0] == _SLOW else "no progress"
+        self._drop(victim, f"transfer dropped to make room: {why}", f"dropped to make room: {why}")
         return True
 
     def _prepare(self, request: Request, now: float) -> _Plan:
@@ -986,7 +991,7 @@ def _idleness(active: _Active, now: float, min_rate: float) -> tuple[int, float]
         return (2, progressed_at)  # its peer is overdue
     rate = _rate(active, now)
     if rate is not None and rate < min_rate:
-        return (3, rate)  # progress too slow to hold a slot others wait for: the slowest goes first
+        return (_SLOW, rate)  # progress too slow to hold a slot others wait for: the slowest goes first
     return None
 
 
