@@ -263,3 +263,73 @@ def test_a_transfer_gives_way_for_slowness_exactly_when_its_recent_rate_is_below
         assert rank is None
     elif rate <= min_rate - 1:
         assert rank == (server_module._SLOW, measured)
+
+
+# -- 4. window memory has a bound per transfer and one for the server
+
+BIG = 65464 + 4  # one DATA packet of the largest blksize
+
+
+def _windowed(peer: Peer, server, windowsize: int = 64) -> tuple[int, tuple]:
+    """Ask for the largest blocks and a window of ``windowsize``; the windowsize granted, and the TID."""
+    peer.send(RRQ("big.bin", "octet", {"blksize": "65464", "windowsize": str(windowsize)}), server.address)
+    packet, tid = peer.recv()
+    assert isinstance(packet, OptionAck), packet
+    return int(packet.options["windowsize"]), tid
+
+
+def test_one_transfers_window_is_at_most_a_mebibyte(tftp_root, peers):  # noqa: F811
+    (tftp_root / "big.bin").write_bytes(bytes(200_000))
+    with running_server(tftp_root, timeout=5.0) as server:
+        peer = Peer("127.0.0.70")
+        peers.append(peer)
+        granted, _ = _windowed(peer, server)
+    assert granted == 1024 * 1024 // BIG == 16  # was 64, or what the socket buffers held (63 here)
+
+
+def test_the_servers_window_budget_shrinks_later_windows_and_comes_back(tftp_root, peers):  # noqa: F811
+    (tftp_root / "big.bin").write_bytes(bytes(200_000))
+    with running_server(tftp_root, timeout=5.0, window_budget=40 * BIG) as server:
+        clients = [Peer(f"127.0.0.{71 + i}") for i in range(4)]
+        peers.extend(clients)
+        granted = [_windowed(peer, server) for peer in clients]
+        assert [size for size, _ in granted] == [16, 16, 8, 1]  # lock-step is always granted
+        for peer, (_, tid) in zip(clients, granted, strict=True):
+            peer.send(Error(ErrorCode.NOT_DEFINED, "done"), tid)
+        poll(lambda: server.transfer_count == 0, 5.0, "every transfer ended")
+        assert server._window_memory == 0
+        assert _windowed(clients[0], server)[0] == 16  # the budget is whole again
+
+
+@given(
+    requests=st.lists(
+        st.tuples(st.integers(8, 65464), st.integers(1, 65535), st.booleans()), max_size=40
+    ),  # blksize, windowsize, and whether an earlier transfer ends first
+    budget=st.integers(0, 8 * 1024 * 1024),
+    cap=st.integers(0, 2 * 1024 * 1024),
+)
+def test_granted_windows_stay_within_the_budget_and_the_cap(budget_server, requests, budget, cap):
+    """Whatever windows are asked for: each grant is at least one block and at most the request; beyond one
+    block, no window exceeds ``max_window_bytes`` and the windows together never exceed ``window_budget``."""
+    server = budget_server
+    server.window_budget, server.max_window_bytes, server._window_memory = budget, cap, 0
+    held: list[tuple[int, int]] = []  # (bytes held, bytes beyond the always-granted first block)
+    for blksize, windowsize, release in requests:
+        if release and held:
+            server._window_memory -= held.pop(0)[0]
+        settings = server._grant_window(opts.Settings(blksize=blksize, windowsize=windowsize))
+        assert 1 <= settings.windowsize <= windowsize and settings.blksize == blksize
+        size = settings.windowsize * (blksize + 4)
+        if settings.windowsize > 1:
+            assert size <= cap
+        held.append((size, size - (blksize + 4)))
+        server._window_memory += size
+        assert sum(extra for _, extra in held) <= max(0, budget)
+
+
+@pytest.fixture(scope="module")
+def budget_server(tmp_path_factory):
+    """One idle server for every example (its loop never runs): only its window book-keeping is used."""
+    server = server_module.TftpServer(tmp_path_factory.mktemp("w"), "127.0.0.1", 0)
+    yield server
+    server.close()
