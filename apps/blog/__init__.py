@@ -33,7 +33,7 @@ def create_app(settings: Mapping[str, Any] | None = None, instance_path: str | P
     app.config.from_mapping(
         DATABASE=str(app.instance_path / "blog.sqlite"),
         LOGIN_LIMITER=AttemptLimiter(limit=10, window=60),  # Login and register attempts per address and username.
-        POST_LIMITER=AttemptLimiter(limit=5, window=60),  # New posts per author.
+        POST_LIMITER=AttemptLimiter(limit=5, window=60),  # New posts per author and per address.
         MAX_POSTS=1000,  # Posts kept, newest first: the oldest give way to new ones.
     )
     app.config.from_file(app.instance_path / "config.toml", silent=True)

@@ -640,7 +640,10 @@ def test_an_author_publishing_too_often_is_429_with_retry_after(
     assert "Too many new posts: try again in 60 seconds." in refused.text
     assert 'value="one too many"' in refused.text, "what was typed is still in the form"
     assert Accounts(other := app.test_client()).login("other", "other").status_code == 303
-    assert other.post("/create", data={"title": "another author", "body": ""}).status_code == 303
+    mine = {"title": "another author, same address", "body": ""}
+    assert other.post("/create", data=mine).status_code == 429, "one visitor, a second account"
+    elsewhere = {"title": "another author", "body": ""}
+    assert other.post("/create", data=elsewhere, remote_addr="192.0.2.7").status_code == 303
     now[0] += 60
     assert client.post("/create", data={"title": "a minute later", "body": ""}).status_code == 303
     assert count(app, "SELECT COUNT(*) FROM post") == 1 + 2 + 1 + 1
@@ -653,3 +656,24 @@ def test_the_blog_keeps_the_newest_posts(app: App, client: TestClient, accounts:
         client.post("/create", data={"title": title, "body": ""})
     with sqlite3.connect(app.config["DATABASE"]) as db:
         assert [title for (title,) in db.execute("SELECT title FROM post ORDER BY id")] == ["second", "third"]
+
+
+@pytest.mark.parametrize(
+    ("remote_addr", "key"),
+    [
+        ("192.0.2.7", "address:192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "address:2001:db8:1:2::/64"),
+        # Found in review: under a dual-stack server every IPv4 client was "address:::/64", one key for all of them.
+        ("::ffff:192.0.2.7", "address:192.0.2.7"),
+        ("::ffff:198.51.100.9", "address:198.51.100.9"),
+    ],
+)
+def test_address_key_names_a_client_and_an_ipv6_network(remote_addr: str, key: str) -> None:
+    from apps.common import address_key
+
+    class Seen:
+        pass
+
+    request = Seen()
+    request.remote_addr = remote_addr  # type: ignore[attr-defined]
+    assert address_key(request) == key  # type: ignore[arg-type]
