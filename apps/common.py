@@ -97,11 +97,16 @@ def secret_key(data_dir: Path) -> str:
 
 # What a one-line field (a name, a title) refuses: the categories ``safe_filename`` takes out of file names.
 LINE_REFUSED = UNSAFE_IN_NAMES
-# The exceptions a one-line field makes, as file names do: the zero-width joiner and non-joiner, which belong to
-# words (Persian) and emoji (a family is three people joined by U+200D). A text of several lines (a message)
-# also keeps its line breaks and tabs.
-LINE_ALLOWED = JOINERS
-TEXT_ALLOWED = JOINERS | frozenset("\r\n\t")
+# The exceptions a one-line field makes. As file names do, the zero-width joiner and non-joiner, which belong to
+# words (Persian) and emoji (a family is three people joined by U+200D). And the format characters that ordinary
+# text carries, which reorder and hide nothing: the direction marks of Hebrew, Arabic and Persian (LRM, RLM, and
+# ALM; marks, unlike the overrides and isolates, which stay refused), the soft hyphen of text pasted from a web
+# page, the word joiner, and the Arabic number signs. (Tag characters stay refused: invisible, they can carry a
+# whole hidden text; the flags of Scotland, England and Wales, made with them, are the loss.) A text of several
+# lines (a message) also keeps its line breaks and tabs.
+TEXT_FORMAT = frozenset("\u200e\u200f\u061c\u00ad\u2060\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u08e2")
+LINE_ALLOWED = JOINERS | TEXT_FORMAT
+TEXT_ALLOWED = LINE_ALLOWED | frozenset("\r\n\t")
 
 
 def unprintable(text: str, refused: frozenset[str] = LINE_REFUSED, allowed: frozenset[str] = frozenset()) -> bool:
@@ -288,6 +293,8 @@ def address_key(request: Request) -> str:
         address = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:
         return f"address:{request.remote_addr}"
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 client of a dual-stack socket (another server's): itself, not a /64
     if address.version == 6:
         return f"address:{ipaddress.ip_network((address, 64), strict=False)}"
     return f"address:{address}"

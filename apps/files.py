@@ -14,7 +14,9 @@
   client that uploads without end only replaces its own files, beyond pushing out the oldest of others' up to
   its share. The bound holds however many uploads arrive at once, in threads or worker processes: each one makes
   room and stores its file under one lock (``folder_lock``). Who sent each file is kept in ``files.sqlite3`` in
-  the data directory.
+  the data directory. A client is its address as the app sees it: behind a proxy, or on a Unix socket, the
+  server must be told to trust the proxy's headers (``--forwarded-allow-ips``), or every visitor is one client
+  and the whole folder shrinks to one client's share.
 - A file in the making is hidden (``in_the_making``) and takes its room; one left behind by a worker that died
   mid-upload is removed by the next upload once ``STALE_AFTER`` old (``clear_leftovers``).
 - ``GET /files/`` lists the newest ``LISTED`` uploads, and says how many more there are.

@@ -25,10 +25,10 @@ the response is written, and a tuple would come back as a list).
 Each app has its own cookie: ``session`` at the site's root, ``session_<prefix>`` with ``Path=/<prefix>`` for
 an app mounted at ``/<prefix>``. Two mounted apps with one shared cookie would each overwrite the other's
 session, logging the visitor out of one whenever they use the other. The cookie's name is also part of what its
-signature signs (``session_salt``): apps that share a secret key (the demo site's all do) still refuse each
-other's cookies, so a ``session_guestbook`` cookie replayed as ``session_blog`` is an empty session, not a
-session of the blog. (Cookies signed before the name was part of the signature are refused too: their visitors
-start a new session once.)
+signature signs, with the app's mount point (``session_salt``): apps that share a secret key (the demo site's
+all do) still refuse each other's cookies, so a ``session_guestbook`` cookie replayed as ``session_blog`` is an
+empty session, not a session of the blog. (Cookies signed before the name was part of the signature are refused
+too: their visitors start a new session once.)
 """
 
 from __future__ import annotations
@@ -91,13 +91,15 @@ def retired_keys(value: Any) -> tuple[str | bytes, ...]:
     return keys
 
 
-def session_salt(cookie_name: str) -> str:
-    """The salt of the signatures of the session cookie called ``cookie_name``.
+def session_salt(cookie_name: str, script_name: str = "") -> str:
+    """The salt of the signatures of the session cookie called ``cookie_name``, for the app mounted at
+    ``script_name``.
 
     Apps mounted in one site often share one secret key; with one salt for all, a cookie one app signed was a
     valid session of every other (renamed by the client, it was accepted). With the name in the salt, each
-    cookie's signatures are its own."""
-    return f"framework.session:{cookie_name}"
+    cookie's signatures are its own; with the mount point too, since different mount points can give one name
+    (``/a-b`` and ``/a_b`` are both ``session_a_b``: see ``default_cookie_name``)."""
+    return f"framework.session:{cookie_name}:{script_name}"
 
 
 def _as_bytes(key: str | bytes) -> bytes:
@@ -306,7 +308,7 @@ class CookieOptions(TypedDict):
     samesite: str | None
 
 
-# The signers one CookieSessions keeps, one per cookie name (see CookieSessions.signer_for).
+# The signers one CookieSessions keeps, one per cookie name and mount point (see CookieSessions.signer_for).
 _MAX_SIGNERS = 64
 
 
@@ -343,8 +345,8 @@ class CookieSessions:
         self.cookie_name = cookie_name
         self._keys = (secret_key, retired_keys(old_keys))
         self._clock = clock
-        self._signers: dict[str, Signer] = {}
-        self.signer_for(cookie_name or "session")  # A bad key is an error now, not at the first request.
+        self._signers: dict[tuple[str, str], Signer] = {}
+        self.signer_for(cookie_name or "session", "")  # A bad key is an error now, not at the first request.
         self.max_age = max_age
         self.cookie_options: CookieOptions = {
             "path": path,
@@ -358,17 +360,19 @@ class CookieSessions:
         """The cookie's name for requests that reach the app where ``request`` did."""
         return self.cookie_name or default_cookie_name(request.script_name)
 
-    def signer_for(self, cookie_name: str) -> Signer:
-        """The signer of the cookie called ``cookie_name``: the app's keys, salted with the name.
+    def signer_for(self, cookie_name: str, script_name: str) -> Signer:
+        """The signer of the cookie called ``cookie_name`` of the app mounted at ``script_name``: the app's keys,
+        salted with both (``session_salt``).
 
-        One app has one name per place it is mounted, so the signers are kept; past ``_MAX_SIGNERS`` names (which
-        no real mounting reaches) a signer is made afresh each time rather than remembered."""
-        signer = self._signers.get(cookie_name)
+        One app has one name per place it is mounted, so the signers are kept; past ``_MAX_SIGNERS`` of them
+        (which no real mounting reaches) a signer is made afresh each time rather than remembered."""
+        signer = self._signers.get((cookie_name, script_name))
         if signer is None:
             secret_key, old_keys = self._keys
-            signer = Signer(secret_key, old_keys, salt=session_salt(cookie_name), clock=self._clock)
+            salt = session_salt(cookie_name, script_name)
+            signer = Signer(secret_key, old_keys, salt=salt, clock=self._clock)
             if len(self._signers) < _MAX_SIGNERS:
-                self._signers[cookie_name] = signer
+                self._signers[cookie_name, script_name] = signer
         return signer
 
     def load(self, request: Request) -> Session:
@@ -377,7 +381,7 @@ class CookieSessions:
         token = request.cookies.get(name)
         if not token:
             return Session()
-        found = self.signer_for(name).unsign_with_key(token, self.max_age)
+        found = self.signer_for(name, request.script_name).unsign_with_key(token, self.max_age)
         if found is None:
             return Session()
         payload, key_index = found
@@ -426,7 +430,7 @@ class CookieSessions:
                     name, options["path"] or "/", options["domain"], options["secure"], options["samesite"]
                 )
             return
-        token = self.signer_for(name).sign(_session_json(session))
+        token = self.signer_for(name, request.script_name).sign(_session_json(session))
         if len(token) > COOKIE_SIZE_LIMIT:
             log.warning("session cookie is %d bytes; browsers drop cookies over 4 KB", len(token))
         max_age = self.max_age if session.permanent else None  # None: a cookie that ends with the browser

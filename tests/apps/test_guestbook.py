@@ -183,6 +183,8 @@ def test_the_guestbook_is_mounted_in_the_site(site):
         ("Ada", "nul\x00", "message"),
         ("Ada", "evil\u202etxt.exe", "message"),
         ("Ada", "escape\x1b[2J", "message"),
+        ("\u2067isolated", "hello", "name"),  # a right-to-left isolate reorders what follows it too
+        ("tag\U000e0041\U000e0042", "hello", "name"),  # tag characters: invisible text
     ],
 )
 def test_control_and_invisible_characters_are_refused(book, data_dir, name, message, field):
@@ -196,6 +198,22 @@ def test_a_message_keeps_its_line_breaks_and_tabs_and_a_name_its_emoji(book, dat
     family = "\U0001f469\u200d\U0001f467"  # two emoji joined by a zero-width joiner: one picture
     sign(book, f"Ada {family}", "first line\r\nsecond\tline")
     assert stored_entries(data_dir) == [(f"Ada {family}", "first line\r\nsecond\tline")]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("\u05d3\u05e0\u05d4", "\u05de\u05d7\u05d9\u05e8 100\u200f%"),  # Hebrew, with a right-to-left mark
+        ("\u0639\u0644\u064a", "\u0627\u0644\u0633\u0639\u0631 \u061c123"),  # Arabic, with the Arabic letter mark
+        ("Ada", "co\u00adoperate"),  # a soft hyphen, as pasted from a web page
+        ("Ada\u2060Lovelace", "hello"),  # a word joiner
+    ],
+)
+def test_the_marks_of_ordinary_text_are_kept(book, data_dir, name, message):
+    """Found in review: refusing every format character (Cf) refused Hebrew and Arabic text with its direction
+    marks, and text with a soft hyphen. Only what reorders or hides text is refused."""
+    sign(book, name, message)
+    assert stored_entries(data_dir) == [(name, message)]
 
 
 class Clock:

@@ -213,7 +213,7 @@ def test_session_tracks_changes():
 
 def test_non_dict_payload_gives_an_empty_session():
     app = make_app()
-    token = Signer("s3cret", salt=session_salt("session")).sign(b"[1, 2]")
+    token = Signer("s3cret", salt=session_salt("session", "")).sign(b"[1, 2]")
     client = TestApp(app)
     client.set_cookie("session", token)
     assert client.get("/get").json == {}
@@ -258,9 +258,9 @@ def test_an_old_key_given_alone_is_one_key_not_its_characters(how, monkeypatch):
         app.config.from_prefixed_env("APP")
     client = TestApp(app)
     for key in ["p", "r", "e"]:
-        client.set_cookie("session", Signer(key, salt=session_salt("session")).sign(b'{"user": "admin"}'))
+        client.set_cookie("session", Signer(key, salt=session_salt("session", "")).sign(b'{"user": "admin"}'))
         assert client.get("/get").json == {}
-    client.set_cookie("session", Signer("previous", salt=session_salt("session")).sign(b'{"user": "admin"}'))
+    client.set_cookie("session", Signer("previous", salt=session_salt("session", "")).sign(b'{"user": "admin"}'))
     assert client.get("/get").json == {"user": "admin"}  # the old key itself still works
 
 
@@ -373,3 +373,18 @@ def test_apps_sharing_a_key_refuse_each_others_cookies():
     assert client.get("/b/get").json == {}
     assert client.get("/get").json == {}
     assert client.get("/a/get").json == {"user": "admin"}, "in its own app the cookie still works"
+
+
+def test_mount_points_that_share_a_cookie_name_refuse_each_others_cookies():
+    """Found in review: /a-b and /a_b both name their cookie session_a_b, and with the name alone in the salt each
+    accepted the other's. The mount point is in what the cookie signs too."""
+    site = make_app(secret_key="shared")
+    site.mount("/a-b", make_app(secret_key="shared"))
+    site.mount("/a_b", make_app(secret_key="shared"))
+    client = TestApp(site)
+    client.get("/a-b/set/user/admin")
+    stolen = client.cookies["session_a_b"]
+    fresh = TestApp(site)
+    fresh.set_cookie("session_a_b", stolen)
+    assert fresh.get("/a_b/get").json == {}
+    assert fresh.get("/a-b/get").json == {"user": "admin"}
