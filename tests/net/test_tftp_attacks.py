@@ -13,24 +13,28 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import select
 import socket
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from server.net.ratelimit import BucketTable, TokenBucket
 from server.net.tftp import options as opts
 from server.net.tftp import server as server_module
+from server.net.tftp import transfer as transfer_module
 from server.net.tftp.client import TftpClient, TransferFailed
 from server.net.tftp.packets import Data, Error, ErrorCode, OptionAck, ReadRequest, WriteRequest, decode, encode_ack
+from server.net.tftp.transfer import Sender
 
 from .test_tftp_abuse import Peer, peers, poll, running_server  # noqa: F401  (peers is a fixture)
 
 RRQ = ReadRequest
+PEER = ("127.0.0.1", 40000)
 
 
 def _queued(sock: socket.socket) -> list[object]:
@@ -333,3 +337,55 @@ def budget_server(tmp_path_factory):
     server = server_module.TftpServer(tmp_path_factory.mktemp("w"), "127.0.0.1", 0)
     yield server
     server.close()
+
+
+# -- 5. a forward ACK draws the new blocks, not the whole window again
+
+
+def _through(peer: Peer, last: int) -> list:
+    """The packets that arrive on ``peer`` up to and including DATA ``last``."""
+    packets = [peer.recv()[0]]
+    while packets[-1].block != last:  # type: ignore[attr-defined]
+        packets.append(peer.recv()[0])
+    return packets
+
+
+def test_acknowledging_one_block_at_a_time_draws_no_window_per_ack(tftp_root, peers):  # noqa: F811
+    (tftp_root / "big.bin").write_bytes(bytes(512 * 200))
+    with running_server(tftp_root, timeout=5.0) as server:
+        peer = Peer("127.0.0.80")
+        peers.append(peer)
+        peer.send(RRQ("big.bin", "octet", {"windowsize": "16"}), server.address)
+        packet, tid = peer.recv()
+        assert packet == OptionAck({"windowsize": "16"})
+        peer.send(encode_ack(0), tid)
+        drawn = _through(peer, 16)
+        assert [p.block for p in drawn] == list(range(1, 17))
+        for block in range(1, 65):  # each ACK one block further than the last
+            peer.send(encode_ack(block), tid)
+            drawn += _through(peer, block + 16)  # whatever it draws, the window's new end comes last
+    resend_credit = transfer_module._RESEND_CREDIT
+    assert len(drawn) <= 16 + 64 * (1 + resend_credit) + 16 * resend_credit, len(drawn)  # was 16 + 64 x 16
+
+
+@given(
+    # Each ACK relative to the window: 0 repeats the ACK that opened it, 1..windowsize acknowledge part or all
+    # of it, the rest are stale or for blocks never sent: every kind of ACK, in any order.
+    acks=st.lists(st.one_of(st.integers(0, 2), st.integers(-3, 35)), max_size=300),
+    windowsize=st.integers(2, 32),
+)
+@example(acks=[1] * 64, windowsize=16)  # the audit's: each ACK one block further than the last
+def test_what_acks_can_draw_is_bounded_by_the_blocks_they_acknowledge(acks, windowsize):
+    """Whatever ACKs a peer sends, in any order, repeated or stale: the DATA packets they draw (no timeout
+    fires) are at most the first window, one per block acknowledged, and the resend credit: the credit saved
+    at the start and what each acknowledged block earns."""
+    settings = opts.Settings(windowsize=windowsize, timeout=1.0)
+    sender = Sender(io.BytesIO(bytes(512 * 400)).read, PEER, settings, 0.0, oack={"windowsize": str(windowsize)})
+    sender.start()  # the OACK
+    drawn = 0
+    for offset in [1, *acks]:  # the first acknowledges the OACK (block 0)
+        block = (sender._base - 1 + offset) & 0xFFFF
+        drawn += len(sender.datagram_received(encode_ack(block), PEER, 0.5))
+    acknowledged = sender._base - 1
+    credit = transfer_module._RESEND_CREDIT
+    assert drawn <= windowsize + acknowledged + credit * (windowsize + acknowledged)

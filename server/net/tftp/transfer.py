@@ -28,6 +28,8 @@ The rules of the protocol that live here:
   silent, whatever timeout it negotiated. The server also reads it to choose which idle transfer gives way.
 - Windows (RFC 7440): the sender sends up to ``windowsize`` blocks, the receiver acknowledges the last block
   of a window, or the last block it got in order when something is missing, and the sender goes on from there.
+  An ACK draws the blocks new to the window; the window is resent before a timeout only when an ACK reveals a
+  gap or repeats, and only as far as the peer has paid for it (``_RESEND_CREDIT``).
 - Block numbers are 16 bits on the wire and wrap from 65535 to 0; internally blocks are counted without bound
   and an incoming number is mapped onto the window, so files of any size transfer.
 - The last block is shorter than ``blksize``, possibly empty: that is how the receiver knows the file ended.
@@ -75,6 +77,12 @@ _ERROR_OPCODE = b"\x00\x05"
 # answers the client's repeated request, and a late answer continues it. Then it gives up without a word:
 # there may be nobody to tell.
 UNANSWERED_RETRIES = 1
+# How many packets a windowed sender may resend early (on a duplicate ACK or one that reveals a gap, before its
+# timeout) per block acknowledged (Sender._may_resend_window). Answering every such ACK with the whole window let
+# a peer acknowledging one block at a time draw a window of DATA per ACK: 16 times the data at windowsize 16.
+# Two repairs a loss of one block in five without waiting for a timeout, and bounds what ACKs can draw to three
+# packets per block acknowledged.
+_RESEND_CREDIT = 2
 _DATA_OPCODE = int(Opcode.DATA)
 _pack_header = struct.Struct("!HH").pack  # opcode and block number, as in packets.encode_data
 
@@ -377,7 +385,8 @@ class Sender(_Transfer):
         self._base = 1  # the oldest unacknowledged block, counted without wrapping
         self._next = 1  # the next block to read from the file
         self._eof = False  # the last block has been read
-        self._resent_for = -1  # the window start a duplicate ACK already made us resend (windowsize > 1)
+        # Packets we may still resend before a timeout: earned by blocks acknowledged (see _may_resend_window).
+        self._credit = settings.windowsize * _RESEND_CREDIT
         if request is not None:
             self._last = [request.encode()]
         elif oack:
@@ -425,52 +434,84 @@ class Sender(_Transfer):
         if offset == 0:
             # A repeat of the ACK that opened this window. In lock-step mode it is a duplicate and answering
             # it would be the Sorcerer's Apprentice bug. With a window it means "the first block went
-            # missing", so it earns one retransmission of the window, never more.
-            if self.settings.windowsize == 1 or self._resent_for == self._base:
-                return []
-            self._resent_for = self._base
+            # missing", so it earns one retransmission of the window, at most once per window of progress.
+            if self.settings.windowsize == 1 or not self._may_resend_window():
+                return []  # (a window's worth of duplicates answered in full was the old amplifier)
             self._deadline = self._next_deadline(now)
-            return self._to_peer(self._last)
+            return self._to_peer(self._resend_window())
         window = self._window
+        sent_through = self._base + len(window) - 1  # the last block sent so far
         if offset == 1:  # the common case, and the only one in lock-step mode
             self.bytes_transferred += window.popleft()[1]
         else:
             for _ in range(offset):
                 self.bytes_transferred += window.popleft()[1]
         self._base += offset
+        self._credit = min(self._credit + _RESEND_CREDIT * offset, _RESEND_CREDIT * self.settings.windowsize)
         self._retries = 0
         self.progressed_at = now
         if not window and self._eof:
             self.state = _COMPLETE
             return []
-        return self._advance(now)
+        # An ACK short of the last block sent says the receiver saw a gap after it (RFC 7440: it acknowledges
+        # the last block it got in order and starts a new window there), so the window restarts from it.
+        gap = self._base <= sent_through
+        return self._advance(now, restart=gap)
 
-    def _advance(self, now: float) -> list[Datagram]:
+    def _advance(self, now: float, *, restart: bool = False) -> list[Datagram]:
+        """Send the blocks new to the window after an ACK (or, to restart it after a gap, the whole window).
+
+        Only the new ones: the others are in flight already. Resending the whole window on every ACK let a peer
+        acknowledging one block at a time draw a window of DATA per ACK (64 ACKs, 1,024 DATA packets for 64 new
+        blocks at windowsize 16)."""
         try:
-            packets = self._last = self._fill()
+            packets = self._fill()
         except OSError as exc:
             return self._fail_os(exc)
+        if restart and self._may_resend_window():
+            packets = self._resend_window()
         self._deadline = now + self.settings.timeout
         peer = self.peer
         return [_datagram(_Datagram, (packet, peer)) for packet in packets]
 
+    def _may_resend_window(self) -> bool:
+        """Whether an ACK may make us resend the window before our timeout: only while the peer has paid for
+        it. Each block acknowledged earns ``_RESEND_CREDIT`` packets of credit (at most that many windows are
+        saved up), and an early resend spends one per packet. So what a peer can draw by its ACKs, however it
+        orders them, is at most 1 + ``_RESEND_CREDIT`` packets per block it acknowledges, plus the credit saved
+        up; the resends of our own timeouts come on our clock, not the peer's."""
+        return self._credit >= len(self._window)
+
+    def _resend_window(self) -> list[bytes]:
+        """Every packet in the window, paid from the credit (see _may_resend_window)."""
+        window = self._window
+        self._credit -= len(window)
+        return [packet for _, _, packet in window]
+
+    def _retransmission(self) -> list[bytes]:
+        # After a timeout, the whole window: which of its blocks got through is unknown. Before the peer's first
+        # answer (the request or the first packet, see UNANSWERED_RETRIES) the window may still be empty.
+        window = self._window
+        return [packet for _, _, packet in window] if window else self._last
+
     def _fill(self) -> list[bytes]:
-        """Top the window up from the file; return every packet in it (the ones to send or resend)."""
+        """Top the window up from the file; return the packets it added (the ones to send)."""
         # Runs once per block: names are bound locally and the header is packed here rather than through
         # encode_data, which saves a few tenths of a microsecond of a step that takes a few microseconds.
         window, read, block = self._window, self._read, self._next
         settings = self.settings
         windowsize, blksize = settings.windowsize, settings.blksize
+        added = []
         while len(window) < windowsize and not self._eof:
             payload = read(blksize)
             size = len(payload)
             self._eof = size < blksize  # a short block, even an empty one, ends the file
-            window.append((block, size, _pack_header(_DATA_OPCODE, block & 0xFFFF) + payload))
+            packet = _pack_header(_DATA_OPCODE, block & 0xFFFF) + payload
+            window.append((block, size, packet))
+            added.append(packet)
             block += 1
             self._next = block  # kept current: a failing read must not leave a block counted twice
-        if len(window) == 1:
-            return [window[0][2]]
-        return [packet for _, _, packet in window]
+        return added
 
 
 class Receiver(_Transfer):
@@ -614,4 +655,10 @@ class Receiver(_Transfer):
         # ACKs.
         first_stray = self._strays % windowsize == 0
         self._strays += 1
-        return self._to_peer([encode_ack((self._expected - 1) & 0xFFFF)]) if first_stray else []
+        if not first_stray:
+            return []
+        # A new window starts after the block acknowledged (RFC 7440), as the sender restarts its window there:
+        # counting on from the old one would put our next ACK in the middle of the sender's window, where it
+        # reads as another gap.
+        self._unacked = 0
+        return self._to_peer([encode_ack((self._expected - 1) & 0xFFFF)])
