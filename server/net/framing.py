@@ -81,22 +81,41 @@ def _recv_exactly(sock: socket.socket, size: int, *, allow_eof: bool) -> bytes |
 
 
 class FrameDecoder:
-    """Sans-IO: feed it bytes as they arrive, get back the complete messages they finish."""
+    """Sans-IO: feed it bytes as they arrive, get back the complete messages they finish.
+
+    A bad frame (one announcing more than ``max_size``) never costs the messages before it: one read may hold
+    several complete frames and then the bad one's header, and raising there lost the good ones with the
+    stack frame that held them. So ``feed`` returns the messages complete before the bad frame and keeps the
+    error in ``error``, for the caller to act on once it has handled them; the next ``feed`` raises it, so a
+    caller that does not look cannot read on past it either. With nothing to hand over, ``feed`` raises at
+    once.
+    """
 
     def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.max_size = max_size
         self._buffer = bytearray()
         self._size: int | None = None  # the announced size of the frame being read, once its header is in
+        self.error: FramingError | None = None  # the stream went bad after the messages last returned
 
     def feed(self, data: bytes) -> list[bytes]:
+        """The messages ``data`` completes, in order; ``FramingError`` if the stream is bad before any."""
+        if self.error is not None:
+            raise self.error
         self._buffer += data
-        messages = []
+        messages: list[bytes] = []
         while True:
             if self._size is None:
                 if len(self._buffer) < HEADER.size:
                     break
                 (size,) = HEADER.unpack_from(self._buffer)
-                _check_announced(size, self.max_size)
+                try:
+                    _check_announced(size, self.max_size)
+                except FramingError as exc:
+                    self.error = exc
+                    self._buffer.clear()  # nothing after a bad header can be framed: keep none of it
+                    if not messages:
+                        raise
+                    break
                 self._size = size
                 del self._buffer[: HEADER.size]
             if len(self._buffer) < self._size:
@@ -108,5 +127,5 @@ class FrameDecoder:
 
     @property
     def idle(self) -> bool:
-        """True between messages: the stream may end here without losing anything."""
-        return self._size is None and not self._buffer
+        """True between messages: the stream may end here without losing anything (never after an error)."""
+        return self._size is None and not self._buffer and self.error is None

@@ -328,6 +328,9 @@ class MessageServer:
         for message in messages:
             conn.count += 1
             self._print(f"{stamp()} {conn.peer} #{conn.count} {len(message)} bytes: {show(message)}")
+        # The same read may have ended with a bad frame: the messages before it were said, now the end is.
+        if conn.decoder.error is not None:
+            self._end(conn, str(conn.decoder.error))
 
     def _flush(self, conn: _Connection) -> bool:
         """Send what is queued; watch for writability while some is left. False if the connection broke."""

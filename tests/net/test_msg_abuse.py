@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.net import auth
-from server.net.framing import HEADER, FrameDecoder, FramingError, encode_frame
+from server.net.framing import HEADER, FrameDecoder, FramingError, MessageTooLarge, encode_frame
 from server.net.msg import MessageServer, send_messages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -752,3 +752,42 @@ def test_msg_serve_says_each_event_once(run, tmp_path):
     server.wait_for("closed after 1 message(s)")
     server.stop()
     assert f":{port}" not in server.text("stderr") and "authentic" not in server.text("stderr")
+
+
+# -- the messages before a bad frame are never lost (attacker audit, finding 6)
+
+
+def test_the_messages_before_a_frame_too_large_are_handed_over_then_the_error():
+    decoder = FrameDecoder(max_size=100)
+    assert decoder.feed(encode_frame(b"one") + encode_frame(b"two") + HEADER.pack(101) + b"rest") == [b"one", b"two"]
+    assert isinstance(decoder.error, MessageTooLarge) and not decoder.idle
+    with pytest.raises(MessageTooLarge):
+        decoder.feed(encode_frame(b"three"))  # nothing is read past a bad frame
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    messages=st.lists(st.binary(max_size=100), max_size=5),
+    size=st.integers(101, 2**32 - 1),
+    cuts=st.lists(st.integers(0, 700), max_size=8),
+)
+def test_every_message_before_a_bad_frame_is_delivered_however_the_stream_is_cut(messages, size, cuts):
+    decoder = FrameDecoder(max_size=100)
+    got: list[bytes] = []
+    with pytest.raises(MessageTooLarge):
+        for piece in [*chunks(b"".join(map(encode_frame, messages)) + HEADER.pack(size), cuts), b""]:
+            got += decoder.feed(piece)
+    assert got == messages
+
+
+def test_the_server_says_the_messages_sent_with_a_frame_too_large_then_drops(start_server):
+    server, out = start_server(max_size=100)
+    with connect(server.address) as sock:
+        auth.client_handshake(sock, KEY, 5)
+        port = sock.getsockname()[1]
+        sock.sendall(encode_frame(b"one") + encode_frame(b"two") + HEADER.pack(10_000))  # one read, most likely
+        assert closed_by_server(sock, 5)
+    out.wait_for(f":{port} dropped")
+    said = [line.split(" ", 2)[2] for line in out.lines_with(f":{port} ")]
+    assert said[:2] == ["#1 3 bytes: one", "#2 3 bytes: two"], said
+    assert said[2].startswith("dropped after 2 message(s): peer announced 10000 bytes"), said
