@@ -389,3 +389,42 @@ def test_what_acks_can_draw_is_bounded_by_the_blocks_they_acknowledge(acks, wind
     acknowledged = sender._base - 1
     credit = transfer_module._RESEND_CREDIT
     assert drawn <= windowsize + acknowledged + credit * (windowsize + acknowledged)
+
+
+# -- 7. ERROR 5 to strangers is rate-limited per transfer
+
+
+def test_a_flood_at_a_transfers_port_draws_a_bounded_number_of_error_5(tftp_root, peers):  # noqa: F811
+    (tftp_root / "f.bin").write_bytes(b"s" * 2000)
+    with running_server(tftp_root, timeout=5.0) as server:
+        client, stranger = Peer("127.0.0.90"), Peer("127.0.0.91")
+        peers.extend((client, stranger))
+        client.send(RRQ("f.bin"), server.address)
+        packet, tid = client.recv()
+        assert isinstance(packet, Data)
+        started = time.monotonic()
+        for _ in range(200):
+            stranger.send(encode_ack(1), tid)
+        client.send(encode_ack(1), tid)  # read after the flood, from the same socket
+        assert client.recv()[0] == Data(2, b"s" * 512)  # the transfer is undisturbed
+        elapsed = time.monotonic() - started
+        errors = _queued(stranger.sock)
+    assert errors and all(e == Error(ErrorCode.UNKNOWN_TID, "Unknown transfer ID") for e in errors)
+    bound = transfer_module.STRANGER_ERRORS_BURST + transfer_module.STRANGER_ERRORS_PER_SECOND * elapsed
+    assert len(errors) <= bound + 1, (len(errors), elapsed)  # was 200
+
+
+@given(pauses=st.lists(st.floats(0, 3.0), max_size=100))
+def test_error_5_to_strangers_never_exceeds_the_burst_plus_the_rate(pauses):
+    sender = Sender(io.BytesIO(bytes(2000)).read, PEER, opts.Settings(timeout=1.0), 0.0)
+    sender.start()
+    now, answered = 0.0, []
+    for pause in pauses:
+        now += pause
+        if sender.datagram_received(encode_ack(1), ("127.0.0.1", 9), now):
+            answered.append(now)
+    burst, rate = transfer_module.STRANGER_ERRORS_BURST, transfer_module.STRANGER_ERRORS_PER_SECOND
+    for i, first in enumerate(answered):
+        for j in range(i, len(answered)):
+            assert j - i + 1 <= burst + rate * (answered[j] - first) + 1e-9
+    assert not sender.finished  # strangers never disturb the transfer

@@ -45,6 +45,7 @@ from dataclasses import replace
 from enum import Enum
 from typing import Any, NamedTuple
 
+from ..ratelimit import TokenBucket
 from . import options as opts
 from .packets import (
     Ack,
@@ -83,6 +84,10 @@ UNANSWERED_RETRIES = 1
 # Two repairs a loss of one block in five without waiting for a timeout, and bounds what ACKs can draw to three
 # packets per block acknowledged.
 _RESEND_CREDIT = 2
+# ERROR 5 answers to strangers (datagrams from another address than the peer's), per transfer: a burst, then a
+# steady rate (a token bucket, see _Transfer._stranger). Each answer goes to an address anyone can forge.
+STRANGER_ERRORS_BURST = 5
+STRANGER_ERRORS_PER_SECOND = 1.0
 _DATA_OPCODE = int(Opcode.DATA)
 _pack_header = struct.Struct("!HH").pack  # opcode and block number, as in packets.encode_data
 
@@ -157,6 +162,7 @@ class _Transfer:
         # (see UNANSWERED_RETRIES). start() is the first time.
         self._unheard_sends = 1
         self._sent_at = now
+        self._strangers: TokenBucket | None = None  # made at the first stranger: most transfers never meet one
 
     @property
     def deadline(self) -> float | None:
@@ -179,7 +185,7 @@ class _Transfer:
             if self.state is _REQUESTING and addr[0] == peer[0]:
                 self.peer = addr  # the first answer from the server's host fixes its TID
             else:
-                return self._stranger(data, addr)
+                return self._stranger(data, addr, now)
         state = self.state
         if state is _FAILED:
             return []
@@ -328,11 +334,21 @@ class _Transfer:
             deadline = min(deadline, self._progress_mark() + stall_limit)
         return deadline
 
-    def _stranger(self, data: bytes, addr: Address) -> list[Datagram]:
-        # RFC 1350: "If a source TID does not match, the packet should be discarded as erroneously sent from
-        # somewhere else. An error packet should be sent to the source of the incorrect packet, while not
-        # disturbing the transfer." Errors are never answered with errors: two strangers could loop forever.
+    def _stranger(self, data: bytes, addr: Address, now: float) -> list[Datagram]:
+        """RFC 1350: "If a source TID does not match, the packet should be discarded as erroneously sent from
+        somewhere else. An error packet should be sent to the source of the incorrect packet, while not
+        disturbing the transfer." Errors are never answered with errors: two strangers could loop forever.
+
+        And never more than ``STRANGER_ERRORS_BURST`` at once and ``STRANGER_ERRORS_PER_SECOND`` after: each
+        answer goes wherever the stranger's forged source says, so a flood of datagrams at a transfer's port
+        was a flood of ERRORs at someone else. One bucket per transfer, whoever the strangers are: a real
+        misdirected client needs one answer, not one per datagram."""
         if data[:2] == _ERROR_OPCODE:
+            return []
+        strangers = self._strangers
+        if strangers is None:
+            strangers = self._strangers = TokenBucket(STRANGER_ERRORS_PER_SECOND, STRANGER_ERRORS_BURST, now)
+        if not strangers.take(now):
             return []
         return [Datagram(Error(ErrorCode.UNKNOWN_TID).encode(), addr)]
 
