@@ -673,7 +673,7 @@ class TftpServer:
     ) -> None:
         """Answer a request with ERROR ``code`` from the well-known port, and count it for the log."""
         self._note(
-            why or f"refused with ERROR {int(code)}",
+            f"refused ({why})" if why else f"refused with ERROR {int(code)}",
             addr,
             size,
             now,
