@@ -242,7 +242,23 @@ class _Machine:
         self.started_at = started
         self.progressed_at: float | None = started
         self.bytes_transferred = 0
+        self.progress_datagrams = 0
         self.settings = opts.Settings(timeout=timeout)
+
+
+def _steady(rate: float, blksize: int, scans: list[float], timeout: float) -> tuple[server_module._Active, float]:
+    """A transfer whose peer moves ``rate`` bytes a second in blocks of ``blksize``, one datagram per block,
+    the timers scanned after each gap in ``scans``; it and the time at the end."""
+    machine = _Machine(0.0, timeout)
+    active = server_module._Active(None, machine, RRQ("f"), ("127.0.0.1", 1), None, 0.0, None)  # type: ignore[arg-type]
+    now = 0.0
+    for gap in scans:
+        now += gap
+        machine.bytes_transferred = int(rate * now)
+        machine.progress_datagrams = machine.bytes_transferred // blksize
+        machine.progressed_at = now  # acknowledged just now: never overdue
+        server_module._roll_rate(active, now)
+    return active, now
 
 
 @given(
@@ -256,14 +272,7 @@ def test_a_transfer_gives_way_for_slowness_exactly_when_its_recent_rate_is_below
     however often the timers are scanned: the rate is measured over at least one window, so it is exact for a
     steady transfer (up to the one byte a whole number of bytes can lose)."""
     min_rate = 256.0
-    machine = _Machine(0.0, timeout)
-    active = server_module._Active(None, machine, RRQ("f"), ("127.0.0.1", 1), None, 0.0, None)  # type: ignore[arg-type]
-    now = 0.0
-    for gap in scans:
-        now += gap
-        machine.bytes_transferred = int(rate * now)
-        machine.progressed_at = now  # acknowledged just now: never overdue
-        server_module._roll_rate(active, now)
+    active, now = _steady(rate, 1, scans, timeout)  # 1-byte blocks: the datagrams are no bound
     rank = server_module._idleness(active, now, min_rate)
     if now < server_module._RATE_GRACE:
         assert rank is None
@@ -274,6 +283,66 @@ def test_a_transfer_gives_way_for_slowness_exactly_when_its_recent_rate_is_below
         assert rank is None
     elif rate <= min_rate - 1:
         assert rank == (server_module._SLOW, measured)
+
+
+# One datagram more or fewer over a window of at least _RATE_WINDOW seconds, and the one byte a whole number
+# of bytes can lose: how far a measured rate may be from the steady rate it measures.
+_ROUNDING = (server_module._FLOOR_BLOCK + 1) / server_module._RATE_WINDOW + 1e-6
+
+
+@given(
+    datagram_rate=st.floats(0.01, 5.0),
+    blksize=st.integers(8, 65464),
+    scans=st.lists(st.floats(0.01, 10.0), min_size=1, max_size=60),
+    timeout=st.floats(1.0, 10.0),
+)
+@example(datagram_rate=1 / 9.9, blksize=8192, scans=[9.9] * 4, timeout=10.0)  # the review's 827 B/s trickle
+def test_a_big_block_size_buys_no_slot(datagram_rate, blksize, scans, timeout):
+    """Counted in bytes, one ACK of an 8 KiB block every 9.9 s (timeout 10) made 827 B/s and never gave way:
+    32 sources x 8 of them held every slot for 0.1 datagram a second each. Each of the peer's datagrams now
+    counts for at most 512 bytes, so whatever its block size, a transfer gives way for slowness when its
+    datagrams are too few to make ``min_rate`` at 512 bytes each, and only when it moves too little."""
+    min_rate = 256.0
+    active, now = _steady(datagram_rate * blksize, blksize, scans, timeout)
+    rank = server_module._idleness(active, now, min_rate)
+    if now < server_module._RATE_GRACE:
+        assert rank is None
+        return
+    effective = datagram_rate * min(blksize, server_module._FLOOR_BLOCK)
+    if effective <= min_rate - _ROUNDING:
+        assert rank is not None and rank[0] == server_module._SLOW, (rank, effective)
+    elif effective >= min_rate + _ROUNDING:
+        assert rank is None, (rank, effective)
+
+
+@given(
+    slow=st.floats(0.0, 256.0 - 52.0),
+    slow_blksize=st.integers(8, 65464),
+    slow_overdue=st.floats(0.0, 30.0),
+    fast=st.floats(256.0 + 52.0, 100_000.0),
+    fast_overdue=st.floats(0.0, 30.0),
+    timeouts=st.tuples(st.floats(1.0, 10.0), st.floats(1.0, 10.0)),
+    scans=st.lists(st.floats(0.5, 10.0), min_size=3, max_size=40).filter(lambda gaps: sum(gaps) >= 10.0),
+)
+# The review's pair: a lock-step client on a lossy link (358 B/s, one round lost just now, timeout 1) and a
+# trickler that negotiated timeout 10 and acknowledges in time. The lossy client used to go first.
+@example(
+    slow=51.0, slow_blksize=8192, slow_overdue=0.0, fast=358.0, fast_overdue=1.0, timeouts=(10.0, 1.0), scans=[5.0] * 6
+)
+def test_a_transfer_meeting_the_floor_never_gives_way_ahead_of_one_below_it(
+    slow, slow_blksize, slow_overdue, fast, fast_overdue, timeouts, scans
+):
+    """Whoever is overdue and by how much: a transfer moving at least ``min_rate`` ranks after (gives way
+    later than) every transfer below it, and one below it always may give way."""
+    min_rate = 256.0
+    below, now = _steady(slow, slow_blksize, scans, timeouts[0])
+    meeting, _ = _steady(fast, 512, scans, timeouts[1])
+    below.machine.progressed_at = now - slow_overdue
+    meeting.machine.progressed_at = now - fast_overdue
+    below_rank = server_module._idleness(below, now, min_rate)
+    meeting_rank = server_module._idleness(meeting, now, min_rate)
+    assert below_rank is not None and below_rank[0] == server_module._SLOW
+    assert meeting_rank is None or meeting_rank > below_rank, (meeting_rank, below_rank)
 
 
 # -- 4. window memory has a bound per transfer and one for the server

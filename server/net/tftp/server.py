@@ -11,11 +11,12 @@ long without earning it: the negotiated timeout is capped (``ServerLimits.max_ti
 makes no progress for ``stall_limit`` seconds is dropped whatever retries it has left, one source address
 holds at most ``max_transfers_per_source`` slots, and when the server is full the transfer that has waited
 longest without progress gives way to the newcomer (``_make_room``): one that never heard from its peer
-first, then one whose peer is overdue, then one slower than ``min_rate`` bytes a second. A transfer that is
-making progress at that rate is never dropped for a newcomer; only when every slot is busy that way is a
-request refused with "server busy". A request is checked and its
-file opened before anything gives way to it (``_serve``): one that is refused costs nobody a transfer. Every
-answer to a request costs its source a token of its budget (``_budget``), given back when the client answers;
+first, then one slower than ``min_rate`` bytes a second (each of the peer's datagrams counting for at most
+512 bytes), then one whose peer is overdue. A transfer that is making progress at that rate and on time is
+never dropped for a newcomer; only when every slot is busy that way is a request refused with "server busy".
+A request is checked and its file opened before anything gives way to it (``_serve``): one that is refused
+costs nobody a transfer. Every answer to a request costs its source from its budget (``_budget``): a token
+for a transfer, given back when the client sends anything from its port, a quarter of one for a refusal;
 refusals are logged per kind at most once per ``log_interval`` (``udp.DropLog``). A lone transfer with a fast
 peer is busy-polled for a moment after each answer instead of waiting in epoll, which more than halves the
 time of a lock-step download on loopback; ``_on_transfer_socket`` explains when, and what it costs.
@@ -81,12 +82,16 @@ _BUSY = "server busy, try again later"
 # 2 MB; past it the least recently heard is forgotten (server.net.ratelimit.BucketTable says what that costs).
 _BUDGET_SOURCES = 16384
 # What counts as progress when the server is full (_idleness): bytes per second over the last _RATE_WINDOW to
-# _RATE_WINDOW x 2 seconds, once a transfer is _RATE_GRACE seconds old. A lock-step transfer at blksize 512
-# makes 256 B/s at one block per 2 s, which a client on a lossy satellite link (600 ms round trips, 1 s
-# timeouts, 30% loss) still beats; acknowledging one 8-byte block every 8 s, 1 B/s, does not.
+# _RATE_WINDOW x 2 seconds, once a transfer is _RATE_GRACE seconds old, each of the peer's datagrams counting
+# for at most _FLOOR_BLOCK bytes (_rate). A lock-step transfer at blksize 512 makes 256 B/s at one block per
+# 2 s, which a client on a lossy satellite link (600 ms round trips, 1 s timeouts, one round in three lost:
+# 358 B/s) still beats; acknowledging one 8-byte block every 8 s, 1 B/s, does not, and neither does one
+# 8192-byte block every 9.9 s (0.1 datagram a second counts as 52 B/s, not 827): a big block buys no slot.
 _RATE_WINDOW = 10.0
 _RATE_GRACE = 10.0
-_SLOW = 3  # the rank of a transfer below min_rate in _idleness: the last kind to give way
+_FLOOR_BLOCK = 512  # RFC 1350's block size
+_SLOW = 2  # the rank of a transfer below min_rate in _idleness
+_OVERDUE = 3  # the rank of one whose peer is merely overdue: the last kind to give way
 
 
 def cpu_contended() -> bool:
@@ -184,8 +189,10 @@ class _Active:
     # Its rate of progress over the last window of time (see _rate): two marks of (time, bytes transferred).
     mark_at: float = 0.0
     mark_bytes: int = 0
+    mark_datagrams: int = 0
     prev_at: float = 0.0
     prev_bytes: int = 0
+    prev_datagrams: int = 0
 
 
 @dataclass
@@ -745,11 +752,13 @@ class TftpServer:
 
         Which transfers may: one that is complete and only lingers to repeat its final ACK; then one that has
         never heard from its peer (its request may have come from a forged address, and a real client
-        answers within a round trip); then one whose peer is overdue (no progress for its own timeout); then
-        one whose progress is below ``min_rate`` (``_rate``: a peer acknowledging one 8-byte block every 8 s
-        is never overdue, and 256 of them held every slot). Within each kind the one idle longest, or the
-        slowest, goes first. A transfer making progress at ``min_rate`` or more never gives way: when all
-        are, the newcomer is refused instead.
+        answers within a round trip); then one whose progress is below ``min_rate`` (``_rate``: a peer
+        acknowledging one 8-byte block every 8 s is never overdue, and 256 of them held every slot), the
+        slowest first; then one whose peer is overdue (no progress for its own timeout) but whose rate is
+        unknown yet or meets the floor, the one idle longest first. So a client meeting the floor (a lossy
+        link that misses a round now and then) never gives way ahead of one that does not. A transfer making
+        progress at ``min_rate`` or more and not overdue never gives way: when all are, the newcomer is
+        refused instead.
 
         The scan is linear, and runs only when the server or a source is full.
         """
@@ -987,11 +996,11 @@ def _idleness(active: _Active, now: float, min_rate: float) -> tuple[int, float]
     progressed_at = machine.progressed_at
     if progressed_at is None:
         return (1, machine.started_at)  # never heard from its peer
-    if now - progressed_at >= machine.settings.timeout:
-        return (2, progressed_at)  # its peer is overdue
     rate = _rate(active, now)
     if rate is not None and rate < min_rate:
         return (_SLOW, rate)  # progress too slow to hold a slot others wait for: the slowest goes first
+    if now - progressed_at >= machine.settings.timeout:
+        return (_OVERDUE, progressed_at)  # its peer is overdue, though fast enough so far
     return None
 
 
@@ -1002,16 +1011,28 @@ def _roll_rate(active: _Active, now: float) -> None:
     read, so the older mark is between ``_RATE_WINDOW`` and about twice that old: the rate is recent, and a
     transfer cannot live on a fast start."""
     if now - active.mark_at >= _RATE_WINDOW:
-        active.prev_at, active.prev_bytes = active.mark_at, active.mark_bytes
-        active.mark_at, active.mark_bytes = now, active.machine.bytes_transferred
+        active.prev_at, active.prev_bytes, active.prev_datagrams = (
+            active.mark_at,
+            active.mark_bytes,
+            active.mark_datagrams,
+        )
+        machine = active.machine
+        active.mark_at, active.mark_bytes = now, machine.bytes_transferred
+        active.mark_datagrams = machine.progress_datagrams
 
 
 def _rate(active: _Active, now: float) -> float | None:
-    """The transfer's recent rate in bytes per second, or None during its first ``_RATE_GRACE`` seconds."""
+    """The transfer's recent rate in bytes per second, or None during its first ``_RATE_GRACE`` seconds.
+
+    Each of the peer's datagrams that made progress counts for at most ``_FLOOR_BLOCK`` bytes: the rate is the
+    lower of the bytes moved and ``_FLOOR_BLOCK`` per datagram, so a trickle of ACKs for 8 KiB blocks is as
+    slow as a trickle for 512-byte ones."""
     _roll_rate(active, now)
     if now - active.started < _RATE_GRACE or now <= active.prev_at:
         return None
-    return (active.machine.bytes_transferred - active.prev_bytes) / (now - active.prev_at)
+    machine, seconds = active.machine, now - active.prev_at
+    datagrams = machine.progress_datagrams - active.prev_datagrams
+    return min(machine.bytes_transferred - active.prev_bytes, datagrams * _FLOOR_BLOCK) / seconds
 
 
 def _cut_utf8(data: bytes, size: int) -> bytes:

@@ -150,6 +150,7 @@ class _Transfer:
         self.state = State.RUNNING if request is None else State.REQUESTING
         self.error: TransferFailed | None = None
         self.bytes_transferred = 0  # payload bytes delivered (receiver) or acknowledged (sender)
+        self.progress_datagrams = 0  # the peer's datagrams that moved it forward: ACKs of new blocks, new DATA
         self._request = request
         self._retries = 0
         self.started_at = now
@@ -466,6 +467,7 @@ class Sender(_Transfer):
         self._credit = min(self._credit + _RESEND_CREDIT * offset, _RESEND_CREDIT * self.settings.windowsize)
         self._retries = 0
         self.progressed_at = now
+        self.progress_datagrams += 1
         if not window and self._eof:
             self.state = _COMPLETE
             return []
@@ -623,6 +625,7 @@ class Receiver(_Transfer):
         self._strays = 0
         self._retries = 0
         self.progressed_at = now
+        self.progress_datagrams += 1
         self._deadline = now + settings.timeout
         self._unacked += 1
         if size < settings.blksize:
