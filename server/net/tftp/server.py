@@ -15,11 +15,11 @@ first, then one slower than ``min_rate`` bytes a second (each of the peer's data
 512 bytes), then one whose peer is overdue. A transfer that is making progress at that rate and on time is
 never dropped for a newcomer; only when every slot is busy that way is a request refused with "server busy".
 A request is checked and its file opened before anything gives way to it (``_serve``): one that is refused
-costs nobody a transfer. Every answer to a request costs its source from its budget (``_budget``): a token
-for a transfer, given back when the client sends anything from its port, a quarter of one for a refusal;
-refusals are logged per kind at most once per ``log_interval`` (``udp.DropLog``). A lone transfer with a fast
-peer is busy-polled for a moment after each answer instead of waiting in epoll, which more than halves the
-time of a lock-step download on loopback; ``_on_transfer_socket`` explains when, and what it costs.
+costs nobody a transfer. Every answer to a request costs its source a token of its budget (``_budget``),
+given back when the client makes progress; refusals are logged per kind at most once per ``log_interval``
+(``udp.DropLog``). A lone transfer with a fast peer is busy-polled for a moment after each answer instead of
+waiting in epoll, which more than halves the time of a lock-step download on loopback;
+``_on_transfer_socket`` explains when, and what it costs.
 
 Files are the server's responsibility, not the machines': paths are resolved inside ``root`` (no ``..``, no
 absolute paths, no symlinks leading out), only regular files are read or replaced (``files``: a FIFO or a
