@@ -515,7 +515,9 @@ class TftpServer:
 
     def _on_heard(self, active: _Active) -> None:
         """The peer answered for the first time: its address is real, and the token its request cost its
-        source goes back (so a client is never slowed by the budget that bounds what forged requests draw)."""
+        source goes back (so a client that goes on with its transfers is not slowed by the budget that bounds
+        what forged requests draw; answers a client never follows up, refusals and aborted probes, are not
+        given back: see docs/networking.md)."""
         active.heard = True
         self._budget.give_back(active.source)
 
