@@ -69,6 +69,24 @@ class ServerThread:
         return sock
 
 
+@contextlib.contextmanager
+def loop_parked(server: ServerThread) -> Iterator[None]:
+    """Keep the server's event loop parked in a callback for the block (at most TIMEOUT): what clients send
+    meanwhile waits in the kernel, and the loop finds all of it ready at once when the block ends."""
+    parked, release = threading.Event(), threading.Event()
+
+    def park() -> None:
+        parked.set()
+        release.wait(TIMEOUT)
+
+    server.engine.reactor.call_soon_threadsafe(park)
+    try:
+        assert parked.wait(TIMEOUT)
+        yield
+    finally:
+        release.set()
+
+
 class AnswerOnCue:
     """A WSGI app that waits for the test's cue before it answers, and with its cue ``hold_the_loop`` keeps the
     server's event loop busy while it answers: what a worker thread does on its own then shows on the wire."""

@@ -21,7 +21,7 @@ import requests
 
 from server.connection import NEVER, PIPELINE_TURN
 from tests.server.test_slow_clients import small_window_client
-from tests.support import ServerThread, read_response, wait_for
+from tests.support import ServerThread, loop_parked, read_response, wait_for
 
 TIMEOUT = 10
 
@@ -424,24 +424,15 @@ def test_a_pipeline_waits_for_every_ready_connection_between_its_goes():
             for sock in [*singles, greedy]:  # accepted and registered before the loop is parked
                 sock.sendall(b"GET /warm HTTP/1.1\r\nHost: h\r\n\r\n")
                 assert read_response(sock, bytearray())[0] == 200
-            parked, release = threading.Event(), threading.Event()
-
-            def park() -> None:
-                parked.set()
-                release.wait(TIMEOUT)
-
-            server.engine.reactor.call_soon_threadsafe(park)
-            assert parked.wait(TIMEOUT)
-            order.clear()  # (the loop, which appends, is parked)
-            greedy.sendall(pipeline(["/p"] * 400))  # first in the kernel's ready list
-            for sock in singles:
-                sock.sendall(b"GET /single HTTP/1.1\r\nHost: h\r\n\r\n")
-            release.set()
+            with loop_parked(server):
+                order.clear()  # (the loop, which appends, is parked)
+                greedy.sendall(pipeline(["/p"] * 400))  # first in the kernel's ready list
+                for sock in singles:
+                    sock.sendall(b"GET /single HTTP/1.1\r\nHost: h\r\n\r\n")
             for sock in singles:
                 assert read_response(sock, bytearray())[0] == 200
             assert [r[0] for r in read_all(greedy, 400)] == [200] * 400
         finally:
-            release.set()
             for sock in [*singles, greedy]:
                 sock.close()
     last_single = max(i for i, path in enumerate(order) if path == "/single")

@@ -21,7 +21,7 @@ import requests
 
 from server.config import Config
 from server.connection import HTTPConnection
-from tests.support import ServerThread, read_response, wait_for
+from tests.support import ServerThread, loop_parked, read_response, wait_for
 
 TIMEOUT = 10
 ATTACKERS = 8
@@ -275,19 +275,9 @@ def test_a_body_of_tiny_chunks_lets_other_clients_in_between():
     framed = b"".join(b"1\r\n" + tiny[i : i + 1] + b"\r\n" for i in range(len(tiny))) + b"0\r\n\r\n"
     with ServerThread(app, threads=0) as server, server.connect() as first, server.connect() as second:
         wait_for(lambda: len(server.engine.connections) == 2)
-        parked, release = threading.Event(), threading.Event()
-
-        def park() -> None:
-            parked.set()
-            release.wait(TIMEOUT)
-
-        server.engine.reactor.call_soon_threadsafe(park)
-        assert parked.wait(TIMEOUT)
-        try:
+        with loop_parked(server):
             first.sendall(b"POST /tiny HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + framed)
             second.sendall(b"GET /other HTTP/1.1\r\nHost: h\r\n\r\n")
-        finally:
-            release.set()
         assert read_response(second)[0] == 200
         status, _, body = read_response(first)
     assert (status, body) == (200, tiny)
